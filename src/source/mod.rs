@@ -1,0 +1,2 @@
+//! Sources: where records enter a job.
+pub mod nexmark;

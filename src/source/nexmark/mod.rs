@@ -1,0 +1,1 @@
+//! Nexmark generator (in progress).

@@ -1,0 +1,1 @@
+//! weir-storage (filled by the store issue)
