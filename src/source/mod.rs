@@ -1,2 +1,54 @@
-//! Sources: where records enter a job.
+//! Sources: where records enter a job. A source is a list of *splits* (a file, a generator
+//! partition, later a Kafka partition); split `i` is read by shard `i % shards`, in order, by one
+//! [`SplitReader`]. Event timestamps and watermarks are assigned per split by the segment task
+//! (see [`crate::shard::segment::run_source`]).
+//!
+//! Invariant: a split is read by exactly one shard, start to end, in order; so lateness
+//! decisions depend only on the split's own order (Flink's behaviour with one reader per file).
+
+pub mod collection;
+pub mod file;
 pub mod nexmark;
+pub mod nexmark_source;
+
+use futures::future::LocalBoxFuture;
+
+use crate::error::Result;
+use crate::shard::BuildCtx;
+
+/// What one read call found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Records were appended (maybe zero); call again.
+    More,
+    /// The split is finished; nothing more will come.
+    Exhausted,
+    /// Nothing available now (unbounded split); try again after this many milliseconds.
+    Idle { retry_after_ms: u64 },
+}
+
+/// Reads one split in order.
+pub trait SplitReader<T> {
+    /// Open files etc. (once, on the shard's executor, before the first read).
+    fn open(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Append up to `max` records to `out`.
+    fn read<'a>(
+        &'a mut self,
+        out: &'a mut Vec<T>,
+        max: usize,
+    ) -> LocalBoxFuture<'a, Result<ReadStatus>>;
+    /// Human-readable name of the split (file path, generator partition) for errors and status.
+    fn describe(&self) -> String;
+}
+
+/// A source of records of type `T`.
+pub trait Source<T>: Send + Sync + 'static {
+    /// Name used in metrics and plans.
+    fn name(&self) -> String;
+    /// Number of splits (decided on the driver before shards start; must be stable).
+    fn split_count(&self, shards: usize) -> Result<usize>;
+    /// Create the reader of split `split` on the current shard.
+    fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<T>>>;
+}

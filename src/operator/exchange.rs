@@ -1,0 +1,196 @@
+//! The keyed exchange: the end of a segment that routes each record to the shard owning its
+//! key group, through the rings of one edge.
+//!
+//! Per destination the operator fills a batch; watermark marks are broadcast lazily: a mark is
+//! added to a destination's batch just before the first record that follows it, and every
+//! destination gets the latest watermark at the end of each call. So each record reaches its
+//! shard behind exactly the watermark that preceded it in the input (per-record lateness is
+//! preserved), at O(1) cost per record.
+//!
+//! Invariants: batches handed to the outbox never exceed `batch_size` records; the outbox is
+//! drained (awaiting ring space = backpressure) by the segment task after every input step, so
+//! it holds at most one step's output.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use futures::future::LocalBoxFuture;
+
+use super::Push;
+use crate::batch::Batch;
+use crate::error::Result;
+use crate::key::{KeyGroups, StableHash};
+use crate::ring::{connect_senders, Envelope, RingSender, ShardEnds};
+use crate::shard::Flusher;
+use crate::time::{Timestamp, WATERMARK_MIN};
+
+/// Envelopes waiting for ring space, by destination shard.
+pub(crate) type Outbox<T> = Rc<RefCell<VecDeque<(usize, Envelope<T>)>>>;
+
+/// Routes records by key to their owning shard.
+pub struct ExchangeOp<T, K, KF> {
+    key_fn: KF,
+    groups: KeyGroups,
+    /// Destination shards this edge reaches (all shards for hash edges, one for forward edges).
+    forward_to: Option<usize>,
+    pending: Vec<Batch<T>>,
+    sent_watermark: Vec<Timestamp>,
+    watermark: Timestamp,
+    batch_size: usize,
+    outbox: Outbox<T>,
+    _k: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<T, K: StableHash, KF: FnMut(&T) -> K> ExchangeOp<T, K, KF> {
+    pub(crate) fn new(
+        key_fn: KF,
+        groups: KeyGroups,
+        forward_to: Option<usize>,
+        batch_size: usize,
+        outbox: Outbox<T>,
+    ) -> Self {
+        let shards = groups.shards() as usize;
+        Self {
+            key_fn,
+            groups,
+            forward_to,
+            pending: (0..shards)
+                .map(|_| Batch::with_capacity(batch_size))
+                .collect(),
+            sent_watermark: vec![WATERMARK_MIN; shards],
+            watermark: WATERMARK_MIN,
+            batch_size,
+            outbox,
+            _k: std::marker::PhantomData,
+        }
+    }
+
+    fn destinations(&self) -> std::ops::Range<usize> {
+        match self.forward_to {
+            Some(d) => d..d + 1,
+            None => 0..self.pending.len(),
+        }
+    }
+
+    /// Hand every destination its partial batch and the latest watermark.
+    fn flush_all(&mut self) {
+        let mut outbox = self.outbox.borrow_mut();
+        for d in self.destinations() {
+            let p = &mut self.pending[d];
+            if self.sent_watermark[d] < self.watermark {
+                p.mark(self.watermark);
+                self.sent_watermark[d] = self.watermark;
+            }
+            if !p.is_empty() {
+                outbox.push_back((d, Envelope::Data(p.take())));
+            } else if let Some(wm) = p.last_watermark() {
+                p.clear();
+                outbox.push_back((d, Envelope::Watermark(wm)));
+            }
+        }
+    }
+}
+
+impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
+    fn push(&mut self, batch: &mut Batch<T>) {
+        let marks = std::mem::take(&mut batch.marks);
+        let mut marks = marks.iter().peekable();
+        for (i, (r, ts)) in batch
+            .records
+            .drain(..)
+            .zip(batch.timestamps.drain(..))
+            .enumerate()
+        {
+            while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
+                self.watermark = m.watermark;
+            }
+            let d = match self.forward_to {
+                Some(d) => d,
+                None => self.groups.shard_of_hash((self.key_fn)(&r).stable_hash()) as usize,
+            };
+            let p = &mut self.pending[d];
+            if self.sent_watermark[d] < self.watermark {
+                p.mark(self.watermark);
+                self.sent_watermark[d] = self.watermark;
+            }
+            p.push(r, ts);
+            if p.len() >= self.batch_size {
+                let full = p.take();
+                self.outbox
+                    .borrow_mut()
+                    .push_back((d, Envelope::Data(full)));
+            }
+        }
+        for m in marks {
+            self.watermark = m.watermark;
+        }
+        self.flush_all();
+    }
+
+    fn watermark(&mut self, wm: Timestamp) {
+        if wm > self.watermark {
+            self.watermark = wm;
+            self.flush_all();
+        }
+    }
+
+    fn processing_time(&mut self, _now_ms: Timestamp) {}
+
+    fn end(&mut self) {
+        self.flush_all();
+        let dests: Vec<usize> = self.destinations().collect();
+        let mut outbox = self.outbox.borrow_mut();
+        for d in dests {
+            outbox.push_back((d, Envelope::End));
+        }
+    }
+}
+
+/// Drains an exchange's outbox into the rings of its edge (the async half of [`ExchangeOp`]).
+pub(crate) struct EdgeFlusher<T: Send + 'static> {
+    ends: Option<ShardEnds>,
+    shards: usize,
+    senders: Vec<Option<RingSender<T>>>,
+    outbox: Outbox<T>,
+}
+
+impl<T: Send + 'static> EdgeFlusher<T> {
+    pub(crate) fn new(ends: ShardEnds, shards: usize, outbox: Outbox<T>) -> Self {
+        Self {
+            ends: Some(ends),
+            shards,
+            senders: Vec::new(),
+            outbox,
+        }
+    }
+}
+
+impl<T: Send + 'static> Flusher for EdgeFlusher<T> {
+    fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut ends = self.ends.take().expect("edge flusher connected twice");
+            self.senders = connect_senders::<T>(&mut ends, self.shards).await;
+            Ok(())
+        })
+    }
+
+    fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            loop {
+                let next = self.outbox.borrow_mut().pop_front();
+                let Some((d, envelope)) = next else {
+                    return Ok(());
+                };
+                let sender = self.senders[d]
+                    .as_ref()
+                    .expect("exchange routed to a shard without a ring");
+                sender.send(envelope).await?;
+            }
+        })
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.outbox.borrow().is_empty()
+    }
+}

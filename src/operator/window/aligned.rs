@@ -1,0 +1,271 @@
+//! The window operator for aligned windows (tumbling, sliding, cumulate) with an incremental
+//! aggregate.
+//!
+//! State: one *bucket* per window `[start, end)` holding a hash map key → accumulator. Buckets
+//! are kept sorted by `(end, start)`, so firing at a watermark pops buckets from the front and
+//! a record usually finds its bucket at the back in one or two comparisons. No per-key timers:
+//! a window fires for all keys at once.
+//!
+//! Invariants: buckets are sorted and unique; a bucket is fired exactly once on time
+//! (`end - 1 <= watermark`), then once per accepted late record; it is removed when
+//! `end - 1 + allowed_lateness <= watermark`, so state is bounded by the watermark's progress.
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::{cleanup_time, WindowResult, WindowSpec};
+use crate::batch::Batch;
+use crate::operator::aggregate::AggregateFunction;
+use crate::operator::{Output, Push};
+use crate::shard::OperatorMetrics;
+use crate::time::{Timestamp, WATERMARK_MIN};
+
+struct Bucket<K, Acc> {
+    start: Timestamp,
+    end: Timestamp,
+    fired: bool,
+    accs: FxHashMap<K, Acc>,
+}
+
+/// Keyed aligned-window aggregation.
+pub struct AlignedWindowOp<T, K, KF, A: AggregateFunction<T>> {
+    spec: WindowSpec,
+    key_fn: KF,
+    agg: A,
+    buckets: Vec<Bucket<K, A::Acc>>,
+    watermark: Timestamp,
+    out: Output<WindowResult<K, A::Out>>,
+    late: Option<Output<T>>,
+    metrics: Arc<OperatorMetrics>,
+}
+
+impl<T, K, KF, A> AlignedWindowOp<T, K, KF, A>
+where
+    K: Hash + Eq + Clone,
+    KF: FnMut(&T) -> K,
+    A: AggregateFunction<T>,
+{
+    pub fn new(
+        spec: WindowSpec,
+        key_fn: KF,
+        agg: A,
+        out: Output<WindowResult<K, A::Out>>,
+        late: Option<Output<T>>,
+        metrics: Arc<OperatorMetrics>,
+    ) -> Self {
+        assert!(!matches!(
+            spec.assigner,
+            super::WindowAssigner::Session { .. }
+        ));
+        assert!(spec.allowed_lateness_ms >= 0);
+        Self {
+            spec,
+            key_fn,
+            agg,
+            buckets: Vec::new(),
+            watermark: WATERMARK_MIN,
+            out,
+            late,
+            metrics,
+        }
+    }
+
+    /// Index of the bucket for `[start, end)`, inserted if missing.
+    #[inline]
+    fn bucket(&mut self, start: Timestamp, end: Timestamp) -> usize {
+        let mut i = self.buckets.len();
+        while i > 0 {
+            let b = &self.buckets[i - 1];
+            if (b.end, b.start) == (end, start) {
+                return i - 1;
+            }
+            if (b.end, b.start) < (end, start) {
+                break;
+            }
+            i -= 1;
+        }
+        self.buckets.insert(
+            i,
+            Bucket {
+                start,
+                end,
+                fired: false,
+                accs: FxHashMap::default(),
+            },
+        );
+        i
+    }
+
+    #[inline]
+    fn process(&mut self, record: T, ts: Timestamp) {
+        let key = (self.key_fn)(&record);
+        let wm = self.watermark;
+        let lateness = self.spec.allowed_lateness_ms;
+        let mut accepted = false;
+        let mut windows: [(Timestamp, Timestamp); 8] = [(0, 0); 8];
+        let mut n = 0usize;
+        let mut overflow: Vec<(Timestamp, Timestamp)> = Vec::new();
+        self.spec.assigner.for_each_window(ts, |s, e| {
+            if n < windows.len() {
+                windows[n] = (s, e);
+                n += 1;
+            } else {
+                overflow.push((s, e));
+            }
+        });
+        for &(start, end) in windows[..n].iter().chain(overflow.iter()) {
+            // Late for this window: it fired and its lateness has passed.
+            if cleanup_time(end, lateness) <= wm {
+                continue;
+            }
+            accepted = true;
+            let b = self.bucket(start, end);
+            let agg = &self.agg;
+            let bucket = &mut self.buckets[b];
+            let acc = match bucket.accs.get_mut(&key) {
+                Some(acc) => acc,
+                None => bucket
+                    .accs
+                    .entry(key.clone())
+                    .or_insert_with(|| agg.create()),
+            };
+            agg.add(acc, &record);
+            if bucket.fired {
+                // Late firing: emit the updated result at once.
+                let value = agg.result(acc);
+                self.out.emit(
+                    WindowResult {
+                        key: key.clone(),
+                        window_start: start,
+                        window_end: end,
+                        value,
+                    },
+                    end.saturating_sub(1),
+                );
+            }
+        }
+        if !accepted {
+            match &mut self.late {
+                Some(late) => {
+                    OperatorMetrics::add(&self.metrics.late_records_side_output, 1);
+                    late.emit(record, ts);
+                }
+                None => OperatorMetrics::add(&self.metrics.late_records_dropped, 1),
+            }
+        }
+    }
+
+    /// The watermark advanced: fire and clean up windows.
+    fn advance(&mut self, wm: Timestamp) {
+        if wm <= self.watermark {
+            return;
+        }
+        self.watermark = wm;
+        let lateness = self.spec.allowed_lateness_ms;
+        let mut i = 0;
+        while i < self.buckets.len() && self.buckets[i].end.saturating_sub(1) <= wm {
+            let remove = cleanup_time(self.buckets[i].end, lateness) <= wm;
+            let bucket = &mut self.buckets[i];
+            let (start, end) = (bucket.start, bucket.end);
+            if !bucket.fired {
+                bucket.fired = true;
+                if remove {
+                    for (key, acc) in bucket.accs.drain() {
+                        let value = self.agg.result(&acc);
+                        self.out.emit(
+                            WindowResult {
+                                key,
+                                window_start: start,
+                                window_end: end,
+                                value,
+                            },
+                            end.saturating_sub(1),
+                        );
+                    }
+                } else {
+                    for (key, acc) in bucket.accs.iter() {
+                        let value = self.agg.result(acc);
+                        self.out.emit(
+                            WindowResult {
+                                key: key.clone(),
+                                window_start: start,
+                                window_end: end,
+                                value,
+                            },
+                            end.saturating_sub(1),
+                        );
+                    }
+                }
+            }
+            if remove {
+                self.buckets.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.out.mark(wm);
+        if let Some(late) = &mut self.late {
+            late.mark(wm);
+        }
+    }
+
+    fn flush(&mut self) {
+        self.out.flush();
+        if let Some(late) = &mut self.late {
+            late.flush();
+        }
+    }
+}
+
+impl<T, K, KF, A> Push<T> for AlignedWindowOp<T, K, KF, A>
+where
+    K: Hash + Eq + Clone,
+    KF: FnMut(&T) -> K,
+    A: AggregateFunction<T>,
+{
+    fn push(&mut self, batch: &mut Batch<T>) {
+        OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
+        let marks = std::mem::take(&mut batch.marks);
+        let mut marks = marks.iter().peekable();
+        for (i, (r, ts)) in batch
+            .records
+            .drain(..)
+            .zip(batch.timestamps.drain(..))
+            .enumerate()
+        {
+            while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
+                self.advance(m.watermark);
+            }
+            self.process(r, ts);
+        }
+        for m in marks {
+            self.advance(m.watermark);
+        }
+        self.flush();
+    }
+
+    fn watermark(&mut self, wm: Timestamp) {
+        self.advance(wm);
+        self.flush();
+    }
+
+    fn processing_time(&mut self, now_ms: Timestamp) {
+        self.out.processing_time(now_ms);
+        if let Some(late) = &mut self.late {
+            late.processing_time(now_ms);
+        }
+    }
+
+    fn end(&mut self) {
+        debug_assert!(
+            self.buckets.iter().all(|b| b.fired),
+            "end of input before the final watermark"
+        );
+        self.out.end();
+        if let Some(late) = &mut self.late {
+            late.end();
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Event-time windows: assigners (tumbling, sliding, cumulate, session), the window result type,
+//! and the lateness rule they share.
+//!
+//! Lateness (Flink's rule, identical for the DataStream window operator and SQL window TVFs): a
+//! window `[start, end)` fires when the watermark reaches `end - 1`, and accepts a record while
+//! `end - 1 + allowed_lateness > watermark`, where `watermark` is the watermark *before* the
+//! record. A record that no window accepts is late: it is counted in
+//! `late_records_dropped`, or sent to the late side output when one is configured. With allowed
+//! lateness, a record accepted by an already-fired window fires that window again at once with
+//! the updated result (Flink's late firing), and the window's state is dropped when the
+//! watermark passes `end - 1 + allowed_lateness`.
+
+pub mod aligned;
+pub mod session;
+
+use serde::Serialize;
+
+use crate::time::Timestamp;
+
+/// Which windows a record belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowAssigner {
+    /// Fixed-size, non-overlapping windows (`TUMBLE`).
+    Tumbling { size_ms: i64, offset_ms: i64 },
+    /// Fixed-size windows every `slide_ms` (`HOP`); a record is in `size / slide` windows.
+    Sliding {
+        size_ms: i64,
+        slide_ms: i64,
+        offset_ms: i64,
+    },
+    /// Windows growing by `step_ms` from the start of each `max_size_ms` window (`CUMULATE`).
+    Cumulate {
+        step_ms: i64,
+        max_size_ms: i64,
+        offset_ms: i64,
+    },
+    /// Per key, records closer than `gap_ms` form one session (`SESSION`); sessions merge.
+    Session { gap_ms: i64 },
+}
+
+impl WindowAssigner {
+    pub fn tumbling(size_ms: i64) -> Self {
+        assert!(size_ms > 0, "window size must be > 0");
+        Self::Tumbling {
+            size_ms,
+            offset_ms: 0,
+        }
+    }
+    pub fn sliding(size_ms: i64, slide_ms: i64) -> Self {
+        assert!(
+            size_ms > 0 && slide_ms > 0,
+            "window size and slide must be > 0"
+        );
+        Self::Sliding {
+            size_ms,
+            slide_ms,
+            offset_ms: 0,
+        }
+    }
+    pub fn cumulate(step_ms: i64, max_size_ms: i64) -> Self {
+        assert!(
+            step_ms > 0 && max_size_ms > 0 && max_size_ms % step_ms == 0,
+            "cumulate: max size must be a positive multiple of the step"
+        );
+        Self::Cumulate {
+            step_ms,
+            max_size_ms,
+            offset_ms: 0,
+        }
+    }
+    pub fn session(gap_ms: i64) -> Self {
+        assert!(gap_ms > 0, "session gap must be > 0");
+        Self::Session { gap_ms }
+    }
+
+    /// Check parameters without panicking (for SQL and config input).
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            Self::Tumbling { size_ms, .. } if size_ms <= 0 => Err(format!("tumbling window size {size_ms} ms must be > 0")),
+            Self::Sliding { size_ms, slide_ms, .. } if size_ms <= 0 || slide_ms <= 0 => Err(format!("hop window size {size_ms} ms and slide {slide_ms} ms must be > 0")),
+            Self::Sliding { size_ms, slide_ms, .. } if size_ms / slide_ms > 100_000 => Err(format!("hop window size {size_ms} ms / slide {slide_ms} ms puts each record in too many windows")),
+            Self::Cumulate { step_ms, max_size_ms, .. } if step_ms <= 0 || max_size_ms <= 0 || max_size_ms % step_ms != 0 => Err(format!("cumulate max size {max_size_ms} ms must be a positive multiple of step {step_ms} ms")),
+            Self::Session { gap_ms } if gap_ms <= 0 => Err(format!("session gap {gap_ms} ms must be > 0")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Call `f(start, end)` for every aligned window containing `ts`, latest end first.
+    /// Not for sessions.
+    #[inline]
+    pub fn for_each_window(&self, ts: Timestamp, mut f: impl FnMut(Timestamp, Timestamp)) {
+        match *self {
+            Self::Tumbling { size_ms, offset_ms } => {
+                let start = window_start(ts, offset_ms, size_ms);
+                f(start, start.saturating_add(size_ms));
+            }
+            Self::Sliding {
+                size_ms,
+                slide_ms,
+                offset_ms,
+            } => {
+                let mut start = window_start(ts, offset_ms, slide_ms);
+                while start > ts.saturating_sub(size_ms) {
+                    f(start, start.saturating_add(size_ms));
+                    start -= slide_ms;
+                }
+            }
+            Self::Cumulate {
+                step_ms,
+                max_size_ms,
+                offset_ms,
+            } => {
+                let start = window_start(ts, offset_ms, max_size_ms);
+                let mut end = start.saturating_add(max_size_ms);
+                while end > ts {
+                    f(start, end);
+                    end -= step_ms;
+                }
+            }
+            Self::Session { .. } => unreachable!("sessions are assigned by the session operator"),
+        }
+    }
+}
+
+/// Start of the aligned window of `size` containing `ts` (Flink's
+/// `TimeWindow.getWindowStartWithOffset`, correct for negative timestamps).
+#[inline]
+pub fn window_start(ts: Timestamp, offset: i64, size: i64) -> Timestamp {
+    match ts.checked_sub(offset) {
+        Some(d) => ts - d.rem_euclid(size),
+        None => ts.saturating_sub((ts as i128 - offset as i128).rem_euclid(size as i128) as i64),
+    }
+}
+
+/// The last timestamp at which a window ending at `end` still accepts records, given the
+/// allowed lateness: the window is late once the watermark reaches it (saturating, so extreme
+/// timestamps from bad input never overflow).
+#[inline]
+pub fn cleanup_time(end: Timestamp, allowed_lateness_ms: i64) -> Timestamp {
+    end.saturating_sub(1).saturating_add(allowed_lateness_ms)
+}
+
+/// One window's aggregate for one key. Its event timestamp is `window_end - 1`.
+#[derive(Clone, Debug, PartialEq, PartialOrd, Serialize)]
+pub struct WindowResult<K, V> {
+    pub key: K,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub value: V,
+}
+
+/// Shared settings of a window operator.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowSpec {
+    pub assigner: WindowAssigner,
+    pub allowed_lateness_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn windows(a: WindowAssigner, ts: i64) -> Vec<(i64, i64)> {
+        let mut v = Vec::new();
+        a.for_each_window(ts, |s, e| v.push((s, e)));
+        v
+    }
+
+    #[test]
+    fn assigners() {
+        assert_eq!(windows(WindowAssigner::tumbling(10), 25), vec![(20, 30)]);
+        assert_eq!(windows(WindowAssigner::tumbling(10), -1), vec![(-10, 0)]);
+        assert_eq!(
+            windows(WindowAssigner::sliding(10, 5), 12),
+            vec![(10, 20), (5, 15)]
+        );
+        assert_eq!(
+            windows(WindowAssigner::sliding(10, 5), 10),
+            vec![(10, 20), (5, 15)]
+        );
+        assert_eq!(
+            windows(WindowAssigner::cumulate(2, 6), 13),
+            vec![(12, 18), (12, 16), (12, 14)]
+        );
+        assert_eq!(
+            windows(WindowAssigner::cumulate(2, 6), 15),
+            vec![(12, 18), (12, 16)]
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! Shards: one glommio executor per core, each running every segment of the job over its own
+//! key groups.
+//!
+//! Lifecycle: [`runtime::execute`] builds the rings of every edge, then spawns one pinned
+//! `LocalExecutor` per shard. On its shard, each segment of the job graph is instantiated by
+//! its factory (with this shard's ring ends) and spawned as a local task; the shard ends when
+//! all its segment tasks end. Segments talk to each other only through rings, so a shard has no
+//! locks and no shared mutable state on the data path (single-threaded `Rc<RefCell<_>>` links an
+//! operator to the async flusher of the same task).
+//!
+//! Invariants: a segment task drains every flusher (rings, sinks) after each input step before
+//! taking the next input, which bounds in-flight data to one step per task; all waiting on a
+//! full ring is counted as backpressure.
+
+pub mod metrics;
+pub mod runtime;
+pub mod segment;
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+
+use crate::config::EngineConfig;
+use crate::error::Result;
+use crate::key::KeyGroups;
+use crate::ring::ShardEnds;
+use crate::time::Timestamp;
+pub use metrics::{MetricsRegistry, OperatorMetrics};
+
+/// The async half of an operator that does I/O: drains what the synchronous operator buffered.
+pub trait Flusher {
+    /// Open connections / files (once, at task start).
+    fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>>;
+    /// Write out everything buffered so far.
+    fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>>;
+    /// True if `flush` has work to do.
+    fn has_pending(&self) -> bool;
+    /// After end of input and the last flush: finish files, commit.
+    fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Processing-time deadlines registered by operators of one segment (shared with the task loop,
+/// which wakes at the earliest one).
+#[derive(Clone, Default)]
+pub struct ProcessingTimers(Rc<RefCell<BinaryHeap<Reverse<Timestamp>>>>);
+
+impl ProcessingTimers {
+    pub fn register(&self, at_ms: Timestamp) {
+        self.0.borrow_mut().push(Reverse(at_ms));
+    }
+    pub fn earliest(&self) -> Option<Timestamp> {
+        self.0.borrow().peek().map(|r| r.0)
+    }
+    /// Remove every deadline `<= now_ms`; true if any was due.
+    pub fn pop_due(&self, now_ms: Timestamp) -> bool {
+        let mut heap = self.0.borrow_mut();
+        let mut due = false;
+        while heap.peek().is_some_and(|r| r.0 <= now_ms) {
+            heap.pop();
+            due = true;
+        }
+        due
+    }
+}
+
+/// What a segment factory gets on its shard while it builds the segment's operators.
+pub struct BuildCtx<'a> {
+    pub shard: usize,
+    pub shards: usize,
+    pub groups: KeyGroups,
+    pub config: &'a EngineConfig,
+    pub registry: &'a Arc<MetricsRegistry>,
+    pub(crate) edges: &'a mut Vec<ShardEnds>,
+    pub(crate) flushers: Vec<Box<dyn Flusher>>,
+    pub(crate) timers: ProcessingTimers,
+    pub(crate) segment_name: String,
+}
+
+impl BuildCtx<'_> {
+    /// Register the async half of an operator of the segment being built.
+    pub fn add_flusher(&mut self, flusher: Box<dyn Flusher>) {
+        self.flushers.push(flusher);
+    }
+
+    /// Metrics of an operator on this shard.
+    pub fn operator_metrics(&self, name: &str) -> Arc<OperatorMetrics> {
+        self.registry.operator(name, self.shard)
+    }
+
+    pub fn timers(&self) -> ProcessingTimers {
+        self.timers.clone()
+    }
+
+    pub(crate) fn take_sender_ends(&mut self, edge: usize) -> ShardEnds {
+        let e = &mut self.edges[edge];
+        ShardEnds {
+            senders: e.senders.take(),
+            receivers: None,
+            stats: e.stats.clone(),
+        }
+    }
+
+    pub(crate) fn take_receiver_ends(&mut self, edge: usize) -> ShardEnds {
+        let e = &mut self.edges[edge];
+        ShardEnds {
+            senders: None,
+            receivers: e.receivers.take(),
+            stats: Vec::new(),
+        }
+    }
+}

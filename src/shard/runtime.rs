@@ -1,0 +1,190 @@
+//! Running a job: build the rings, start one pinned executor per shard, run every segment on
+//! every shard, collect the report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::LocalBoxFuture;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::metrics::{MetricsRegistry, OperatorFigures};
+use super::{BuildCtx, ProcessingTimers};
+use crate::config::EngineConfig;
+use crate::error::{Result, WeirError};
+use crate::key::KeyGroups;
+use crate::ring::{EdgeKind, RingFigures, ShardEnds};
+use std::collections::BTreeMap;
+
+/// A segment's factory: called once on every shard to build that shard's task.
+pub type SegmentFactory =
+    Arc<dyn Fn(&mut BuildCtx<'_>) -> Result<LocalBoxFuture<'static, Result<()>>> + Send + Sync>;
+
+/// An edge's factory: builds all channels of the edge for a shard count and capacity.
+pub type EdgeFactory = Arc<dyn Fn(usize, usize) -> Vec<ShardEnds> + Send + Sync>;
+
+/// One segment of a job graph.
+#[derive(Clone)]
+pub struct SegmentDef {
+    pub name: String,
+    pub factory: SegmentFactory,
+}
+
+/// One edge (exchange) of a job graph.
+#[derive(Clone)]
+pub struct EdgeDef {
+    pub name: String,
+    pub kind: EdgeKind,
+    pub factory: EdgeFactory,
+}
+
+/// The runnable form of a job: segments and the edges between them.
+#[derive(Clone, Default)]
+pub struct JobGraph {
+    pub segments: Vec<SegmentDef>,
+    pub edges: Vec<EdgeDef>,
+}
+
+/// What a finished job reports.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    pub shards: usize,
+    pub elapsed: Duration,
+    /// Totals per operator over all shards.
+    pub operators: BTreeMap<String, OperatorFigures>,
+    /// Per ring: (edge, from shard, to shard) → figures.
+    pub rings: Vec<((usize, usize, usize), RingFigures)>,
+}
+
+impl JobReport {
+    /// Totals of the operator named `name` (zero if it does not exist).
+    pub fn operator(&self, name: &str) -> OperatorFigures {
+        self.operators.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Sum over all operators whose name starts with `prefix`.
+    pub fn operators_named(&self, prefix: &str) -> OperatorFigures {
+        let mut t = OperatorFigures::default();
+        for (_, f) in self.operators.iter().filter(|(n, _)| n.starts_with(prefix)) {
+            t.records_in += f.records_in;
+            t.records_out += f.records_out;
+            t.late_records_dropped += f.late_records_dropped;
+            t.late_records_side_output += f.late_records_side_output;
+            t.bad_records += f.bad_records;
+        }
+        t
+    }
+
+    /// Total nanoseconds senders waited on full rings (backpressure).
+    pub fn backpressure_ns(&self) -> u64 {
+        self.rings.iter().map(|(_, f)| f.full_ns).sum()
+    }
+}
+
+/// Run `graph` to completion with `config`. Bounded jobs return when every source is exhausted
+/// and every sink has closed.
+pub fn execute(graph: JobGraph, config: &EngineConfig) -> Result<JobReport> {
+    execute_with_registry(graph, config, Arc::new(MetricsRegistry::default()))
+}
+
+/// [`execute`] with a caller-owned metrics registry (so a control plane can read live figures).
+pub fn execute_with_registry(
+    graph: JobGraph,
+    config: &EngineConfig,
+    registry: Arc<MetricsRegistry>,
+) -> Result<JobReport> {
+    config.validate().map_err(WeirError::Config)?;
+    let shards = config.shard_count();
+    let groups = KeyGroups::new(config.max_key_groups, shards as u32);
+    let started = Instant::now();
+
+    let mut per_shard: Vec<Vec<ShardEnds>> = (0..shards).map(|_| Vec::new()).collect();
+    for (e, edge) in graph.edges.iter().enumerate() {
+        for (s, ends) in (edge.factory)(shards, config.ring_capacity_batches)
+            .into_iter()
+            .enumerate()
+        {
+            for (to, stats) in &ends.stats {
+                registry.ring(e, s, *to, stats.clone());
+            }
+            per_shard[s].push(ends);
+        }
+    }
+    let graph = Arc::new(graph);
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut handles = Vec::with_capacity(shards);
+    for (shard, mut edges) in per_shard.into_iter().enumerate() {
+        let graph = graph.clone();
+        let config = config.clone();
+        let registry = registry.clone();
+        let placement = if config.pin_cores {
+            Placement::Fixed(shard % online)
+        } else {
+            Placement::Unbound
+        };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("weir-shard-{shard}"))
+            .io_memory(config.io_memory_bytes)
+            .spin_before_park(Duration::from_micros(config.spin_before_park_us))
+            .preempt_timer(Duration::from_millis(10));
+        let handle = builder
+            .spawn(move || async move {
+                let mut tasks = Vec::with_capacity(graph.segments.len());
+                for seg in graph.segments.iter() {
+                    let mut ctx = BuildCtx {
+                        shard,
+                        shards,
+                        groups,
+                        config: &config,
+                        registry: &registry,
+                        edges: &mut edges,
+                        flushers: Vec::new(),
+                        timers: ProcessingTimers::default(),
+                        segment_name: seg.name.clone(),
+                    };
+                    let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
+                        shard,
+                        message: format!("building segment {}: {e}", seg.name),
+                    })?;
+                    tasks.push(glommio::spawn_local(task));
+                }
+                let mut first_error = None;
+                for t in tasks {
+                    if let Err(e) = t.await {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            })
+            .map_err(|e| WeirError::Other(format!("starting shard {shard}: {e}")))?;
+        handles.push(handle);
+    }
+    let mut first_error = None;
+    for (shard, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(WeirError::Shard {
+                    shard,
+                    message: format!("executor failed: {e}"),
+                });
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(JobReport {
+        shards,
+        elapsed: started.elapsed(),
+        operators: registry.operator_totals(),
+        rings: registry.ring_figures(),
+    })
+}

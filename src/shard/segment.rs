@@ -1,0 +1,530 @@
+//! The task loops that drive a segment on one shard: [`run_source`] for segments that start at a
+//! source, [`run_input`] / [`run_two_input`] for segments fed by rings.
+//!
+//! Each loop takes one input step (a source batch, or one envelope from a ring), pushes it
+//! through the operator chain synchronously, then awaits every flusher (ring sends, sink writes)
+//! before the next step. Waiting there is backpressure: the loop does not read more input while
+//! downstream is full.
+//!
+//! Invariants:
+//! - watermarks handed to the chain never decrease (combined by minimum over splits/channels);
+//! - the chain sees the final watermark (`WATERMARK_MAX`) and then `end` exactly once, when
+//!   every split or channel has ended;
+//! - a channel that closes without `End` (a failed peer) fails this task too.
+
+use std::time::Duration;
+
+use futures::future::{join_all, select, Either};
+
+use crate::batch::{Batch, Mark};
+use crate::error::{Result, WeirError};
+use crate::operator::{Push, Push2};
+use crate::ring::{Envelope, RingInputs};
+use crate::shard::{Flusher, OperatorMetrics, ProcessingTimers};
+use crate::source::{ReadStatus, SplitReader};
+use crate::time::{
+    now_ms, SplitWatermark, Timestamp, WatermarkCombiner, WatermarkStrategy, WATERMARK_MAX,
+    WATERMARK_MIN,
+};
+use std::sync::Arc;
+
+/// Shared pieces every segment loop needs.
+pub struct SegmentEnv {
+    pub name: String,
+    pub shard: usize,
+    pub batch_size: usize,
+    pub flushers: Vec<Box<dyn Flusher>>,
+    pub timers: ProcessingTimers,
+    pub metrics: Arc<OperatorMetrics>,
+    pub connected: bool,
+}
+
+impl SegmentEnv {
+    /// Connect every flusher (once; later calls do nothing).
+    pub async fn connect(&mut self) -> Result<()> {
+        if self.connected {
+            return Ok(());
+        }
+        self.connected = true;
+        for r in join_all(self.flushers.iter_mut().map(|f| f.connect())).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        for f in self.flushers.iter_mut() {
+            if f.has_pending() {
+                f.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.flush().await?;
+        for f in self.flushers.iter_mut() {
+            f.close().await?;
+        }
+        Ok(())
+    }
+
+    fn fire_processing_timers(&self, chain_time: &mut dyn FnMut(Timestamp)) {
+        let now = now_ms();
+        if self.timers.pop_due(now) {
+            chain_time(now);
+        }
+    }
+}
+
+/// The timestamp of records from a source without event time.
+pub const NO_EVENT_TIME: Timestamp = 0;
+
+/// How a source stream gets its event time.
+pub enum EventTime<TF> {
+    /// Timestamps from the records, watermarks by the strategy, per split.
+    Assigned {
+        strategy: WatermarkStrategy,
+        timestamp_fn: TF,
+    },
+    /// No event time: timestamps are [`NO_EVENT_TIME`] (0), the watermark only moves at end of input.
+    None,
+}
+
+struct SplitState<T> {
+    reader: Box<dyn SplitReader<T>>,
+    watermark: SplitWatermark,
+    live: bool,
+    idle: bool,
+    idle_since_ms: Option<Timestamp>,
+    retry_at_ms: Timestamp,
+}
+
+/// Drive a source segment: read this shard's splits round-robin, assign timestamps and
+/// per-record watermarks, push through the chain.
+pub async fn run_source<T, TF>(
+    readers: Vec<Box<dyn SplitReader<T>>>,
+    event_time: EventTime<TF>,
+    mut chain: Box<dyn Push<T>>,
+    mut env: SegmentEnv,
+) -> Result<()>
+where
+    TF: FnMut(&T) -> Timestamp,
+{
+    env.connect().await?;
+    let (strategy, mut timestamp_fn) = match event_time {
+        EventTime::Assigned {
+            strategy,
+            timestamp_fn,
+        } => (Some(strategy), Some(timestamp_fn)),
+        EventTime::None => (None, None),
+    };
+    let default_strategy = WatermarkStrategy::monotonous();
+    let mut splits: Vec<SplitState<T>> = readers
+        .into_iter()
+        .map(|reader| SplitState {
+            reader,
+            watermark: SplitWatermark::new(strategy.as_ref().unwrap_or(&default_strategy)),
+            live: true,
+            idle: false,
+            idle_since_ms: None,
+            retry_at_ms: 0,
+        })
+        .collect();
+    for s in splits.iter_mut() {
+        s.reader.open().await?;
+    }
+    let mut combiner = WatermarkCombiner::new(splits.len());
+    let mut batch: Batch<T> = Batch::with_capacity(env.batch_size);
+    let mut next = 0usize;
+    let idle_timeout = strategy.and_then(|s| s.idle_timeout_ms);
+
+    while splits.iter().any(|s| s.live) {
+        // Pick the next live split that is not waiting out an idle retry.
+        let now = now_ms();
+        let n = splits.len();
+        let pick = (0..n)
+            .map(|k| (next + k) % n)
+            .find(|&i| splits[i].live && splits[i].retry_at_ms <= now);
+        let Some(i) = pick else {
+            // Every live split is idle: sleep until the earliest retry or processing timer.
+            let mut wake = splits
+                .iter()
+                .filter(|s| s.live)
+                .map(|s| s.retry_at_ms)
+                .min()
+                .unwrap_or(now + 1);
+            if let Some(t) = env.timers.earliest() {
+                wake = wake.min(t);
+            }
+            glommio::timer::sleep(Duration::from_millis((wake - now).clamp(1, 100) as u64)).await;
+            env.fire_processing_timers(&mut |t| chain.processing_time(t));
+            env.flush().await?;
+            continue;
+        };
+        next = (i + 1) % n;
+        let split = &mut splits[i];
+        let start = batch.records.len();
+        let status = split
+            .reader
+            .read(&mut batch.records, env.batch_size)
+            .await?;
+        let added = batch.records.len() - start;
+        OperatorMetrics::add(&env.metrics.records_out, added as u64);
+        match &mut timestamp_fn {
+            Some(tf) => {
+                for idx in start..batch.records.len() {
+                    let ts = tf(&batch.records[idx]);
+                    batch.timestamps.push(ts);
+                    let split_wm = split.watermark.observe(ts);
+                    let combined = if split_wm > combiner.input(i) {
+                        combiner.update(i, split_wm)
+                    } else {
+                        combiner.combined()
+                    };
+                    push_mark(&mut batch.marks, idx + 1, combined);
+                }
+            }
+            None => batch.timestamps.resize(batch.records.len(), NO_EVENT_TIME),
+        }
+        if added > 0 {
+            split.idle_since_ms = None;
+            if split.idle {
+                split.idle = false;
+                push_mark(
+                    &mut batch.marks,
+                    batch.records.len(),
+                    combiner.set_idle(i, false),
+                );
+            }
+        }
+        match status {
+            ReadStatus::More => {}
+            ReadStatus::Exhausted => {
+                split.live = false;
+                split.watermark.finish();
+                let c = combiner.update(i, WATERMARK_MAX);
+                if timestamp_fn.is_some() {
+                    push_mark(&mut batch.marks, batch.records.len(), c);
+                }
+            }
+            ReadStatus::Idle { retry_after_ms } => {
+                let now = now_ms();
+                split.retry_at_ms = now + retry_after_ms as i64;
+                let since = *split.idle_since_ms.get_or_insert(now);
+                if let Some(timeout) = idle_timeout {
+                    if now - since >= timeout && !split.idle {
+                        split.idle = true;
+                        push_mark(
+                            &mut batch.marks,
+                            batch.records.len(),
+                            combiner.set_idle(i, true),
+                        );
+                    }
+                }
+            }
+        }
+        if !batch.is_void() {
+            batch.check();
+            chain.push(&mut batch);
+            batch.clear();
+        }
+        env.fire_processing_timers(&mut |t| chain.processing_time(t));
+        env.flush().await?;
+        futures_lite::future::yield_now().await;
+    }
+    chain.watermark(WATERMARK_MAX);
+    chain.end();
+    env.close().await
+}
+
+/// Append a mark "before record `index`, the watermark is `wm`" if it advances.
+#[inline]
+fn push_mark(marks: &mut Vec<Mark>, index: usize, wm: Timestamp) {
+    let index = index as u32;
+    match marks.last_mut() {
+        Some(last) if last.watermark >= wm => {}
+        Some(last) if last.index == index => last.watermark = wm,
+        _ => {
+            if wm > WATERMARK_MIN {
+                marks.push(Mark {
+                    index,
+                    watermark: wm,
+                })
+            }
+        }
+    }
+}
+
+/// Rewrite the marks of a batch from channel `channel` into the combined watermark domain.
+fn combine_marks(
+    marks: &mut Vec<Mark>,
+    combiner: &mut WatermarkCombiner,
+    channel: usize,
+    last_combined: &mut Timestamp,
+) {
+    let mut out = 0;
+    for k in 0..marks.len() {
+        let m = marks[k];
+        let c = combiner.update(channel, m.watermark);
+        if c > *last_combined {
+            *last_combined = c;
+            marks[out] = Mark {
+                index: m.index,
+                watermark: c,
+            };
+            out += 1;
+        }
+    }
+    marks.truncate(out);
+    // Marks at equal indexes may have been produced; keep the last of each index.
+    marks.dedup_by(|later, earlier| {
+        if later.index == earlier.index {
+            earlier.watermark = later.watermark;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Input state shared by the one- and two-input loops.
+struct InputState {
+    combiner: WatermarkCombiner,
+    last_combined: Timestamp,
+}
+
+impl InputState {
+    fn new(channels: usize) -> Self {
+        Self {
+            combiner: WatermarkCombiner::new(channels),
+            last_combined: WATERMARK_MIN,
+        }
+    }
+
+    /// Update channel `c` to `wm`; returns the new combined watermark if it advanced.
+    fn advance(&mut self, c: usize, wm: Timestamp) -> Option<Timestamp> {
+        let combined = self.combiner.update(c, wm);
+        if combined > self.last_combined {
+            self.last_combined = combined;
+            Some(combined)
+        } else {
+            None
+        }
+    }
+}
+
+async fn next_or_timer<T: Send + 'static>(
+    inputs: &mut RingInputs<T>,
+    timers: &ProcessingTimers,
+) -> Option<Option<(usize, Envelope<T>)>> {
+    match timers.earliest() {
+        None => Some(inputs.next().await),
+        Some(deadline) => {
+            let wait = (deadline - now_ms()).max(0) as u64;
+            let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(wait)));
+            let next = std::pin::pin!(inputs.next());
+            match select(next, sleep).await {
+                Either::Left((env, _)) => Some(env),
+                Either::Right(_) => None,
+            }
+        }
+    }
+}
+
+/// Drive a segment fed by the rings of one edge.
+pub async fn run_input<T: Send + 'static>(
+    mut inputs: RingInputs<T>,
+    mut chain: Box<dyn Push<T>>,
+    mut env: SegmentEnv,
+) -> Result<()> {
+    env.connect().await?;
+    let mut state = InputState::new(inputs.len());
+    loop {
+        let Some(next) = next_or_timer(&mut inputs, &env.timers).await else {
+            env.fire_processing_timers(&mut |t| chain.processing_time(t));
+            env.flush().await?;
+            continue;
+        };
+        let Some((c, envelope)) = next else { break };
+        match envelope {
+            Envelope::Data(mut batch) => {
+                OperatorMetrics::add(&env.metrics.records_in, batch.len() as u64);
+                combine_marks(
+                    &mut batch.marks,
+                    &mut state.combiner,
+                    c,
+                    &mut state.last_combined,
+                );
+                chain.push(&mut batch);
+            }
+            Envelope::Watermark(wm) => {
+                if let Some(w) = state.advance(c, wm) {
+                    chain.watermark(w);
+                }
+            }
+            Envelope::Barrier(_) => {}
+            Envelope::End => {
+                if let Some(w) = state.advance(c, WATERMARK_MAX) {
+                    chain.watermark(w);
+                }
+                if inputs.all_ended() {
+                    break;
+                }
+            }
+        }
+        env.fire_processing_timers(&mut |t| chain.processing_time(t));
+        env.flush().await?;
+    }
+    if inputs.failed() {
+        return Err(WeirError::Shard {
+            shard: env.shard,
+            message: format!(
+                "segment {}: an input ring closed before end of input",
+                env.name
+            ),
+        });
+    }
+    env.metrics
+        .watermark
+        .store(WATERMARK_MAX as u64, std::sync::atomic::Ordering::Relaxed);
+    chain.end();
+    env.close().await
+}
+
+/// Drive a two-input segment (joins): channels of both inputs share one watermark combiner.
+pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
+    mut left: RingInputs<L>,
+    mut right: RingInputs<R>,
+    mut chain: Box<dyn Push2<L, R>>,
+    mut env: SegmentEnv,
+) -> Result<()> {
+    env.connect().await?;
+    let nl = left.len();
+    let mut state = InputState::new(nl + right.len());
+    enum Step<L, R> {
+        Left(usize, Envelope<L>),
+        Right(usize, Envelope<R>),
+        Done,
+    }
+    loop {
+        let step = futures_lite::future::poll_fn(|cx| {
+            use std::task::Poll;
+            let mut any = false;
+            match left.poll_next(cx) {
+                Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Left(c, e)),
+                Poll::Ready(None) => {}
+                Poll::Pending => any = true,
+            }
+            match right.poll_next(cx) {
+                Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Right(c, e)),
+                Poll::Ready(None) => {}
+                Poll::Pending => any = true,
+            }
+            if any {
+                Poll::Pending
+            } else {
+                Poll::Ready(Step::Done)
+            }
+        })
+        .await;
+        match step {
+            Step::Done => break,
+            Step::Left(c, Envelope::Data(mut b)) => {
+                OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
+                combine_marks(
+                    &mut b.marks,
+                    &mut state.combiner,
+                    c,
+                    &mut state.last_combined,
+                );
+                chain.push_left(&mut b);
+            }
+            Step::Right(c, Envelope::Data(mut b)) => {
+                OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
+                combine_marks(
+                    &mut b.marks,
+                    &mut state.combiner,
+                    nl + c,
+                    &mut state.last_combined,
+                );
+                chain.push_right(&mut b);
+            }
+            Step::Left(c, Envelope::Watermark(w)) => {
+                if let Some(w) = state.advance(c, w) {
+                    chain.watermark(w);
+                }
+            }
+            Step::Right(c, Envelope::Watermark(w)) => {
+                if let Some(w) = state.advance(nl + c, w) {
+                    chain.watermark(w);
+                }
+            }
+            Step::Left(c, Envelope::End) => {
+                if let Some(w) = state.advance(c, WATERMARK_MAX) {
+                    chain.watermark(w);
+                }
+            }
+            Step::Right(c, Envelope::End) => {
+                if let Some(w) = state.advance(nl + c, WATERMARK_MAX) {
+                    chain.watermark(w);
+                }
+            }
+            Step::Left(_, Envelope::Barrier(_)) | Step::Right(_, Envelope::Barrier(_)) => {}
+        }
+        env.fire_processing_timers(&mut |t| chain.processing_time(t));
+        env.flush().await?;
+    }
+    if left.failed() || right.failed() {
+        return Err(WeirError::Shard {
+            shard: env.shard,
+            message: format!(
+                "segment {}: an input ring closed before end of input",
+                env.name
+            ),
+        });
+    }
+    chain.end();
+    env.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combine_marks_takes_min_over_channels() {
+        let mut comb = WatermarkCombiner::new(2);
+        let mut last = WATERMARK_MIN;
+        comb.update(1, 5);
+        let mut marks = vec![
+            Mark {
+                index: 0,
+                watermark: 3,
+            },
+            Mark {
+                index: 1,
+                watermark: 7,
+            },
+            Mark {
+                index: 2,
+                watermark: 9,
+            },
+        ];
+        combine_marks(&mut marks, &mut comb, 0, &mut last);
+        assert_eq!(
+            marks,
+            vec![
+                Mark {
+                    index: 0,
+                    watermark: 3
+                },
+                Mark {
+                    index: 1,
+                    watermark: 5
+                }
+            ]
+        );
+        assert_eq!(last, 5);
+    }
+}

@@ -1,0 +1,217 @@
+//! The filesystem sink: CSV or JSON-lines part files in a folder (Flink's `filesystem`
+//! connector as a sink).
+//!
+//! Each shard writes its own part files `part-<shard>-<n>.<ext>`. A part file is written as
+//! `.part-<shard>-<n>.<ext>.inprogress` and renamed to its final name when it rolls (at
+//! `sink_part_file_bytes`) or when the job ends, so readers never see a half-written file.
+//! Writes go through glommio's buffered file I/O (io_uring), never blocking the shard.
+//!
+//! Invariant: bytes buffered by the synchronous half are written by the flusher after every
+//! input step; a formatting error is kept and fails the job at the next flush.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::future::LocalBoxFuture;
+use futures_lite::AsyncWriteExt;
+use glommio::io::{BufferedFile, StreamWriter, StreamWriterBuilder};
+use serde::Serialize;
+
+use super::format::Format;
+use super::Sink;
+use crate::batch::Batch;
+use crate::error::{Result, WeirError};
+use crate::operator::Push;
+use crate::shard::{BuildCtx, Flusher, OperatorMetrics};
+use crate::time::Timestamp;
+
+/// Writes rows into part files under `dir`.
+#[derive(Clone, Debug)]
+pub struct FileSink {
+    pub dir: PathBuf,
+    pub format: Format,
+}
+
+impl FileSink {
+    pub fn new(dir: impl Into<PathBuf>, format: Format) -> Self {
+        Self {
+            dir: dir.into(),
+            format,
+        }
+    }
+    pub fn csv(dir: impl Into<PathBuf>) -> Self {
+        Self::new(dir, Format::Csv)
+    }
+    pub fn json(dir: impl Into<PathBuf>) -> Self {
+        Self::new(dir, Format::Json)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct SinkBuffer {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) error: Option<WeirError>,
+}
+
+pub(crate) type SharedBuffer = Rc<RefCell<SinkBuffer>>;
+
+/// Formats records into a shared buffer (the synchronous half of a byte sink).
+pub(crate) struct FormatPush {
+    pub(crate) format: Format,
+    pub(crate) buffer: SharedBuffer,
+    pub(crate) metrics: Arc<OperatorMetrics>,
+}
+
+impl<T: Serialize> Push<T> for FormatPush {
+    fn push(&mut self, batch: &mut Batch<T>) {
+        OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
+        let mut b = self.buffer.borrow_mut();
+        let b = &mut *b;
+        if b.error.is_none() {
+            if let Err(e) = self.format.write_all(batch.records.iter(), &mut b.bytes) {
+                b.error = Some(e);
+            }
+        }
+        batch.clear();
+    }
+    fn watermark(&mut self, _wm: Timestamp) {}
+    fn processing_time(&mut self, _now_ms: Timestamp) {}
+    fn end(&mut self) {}
+}
+
+impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
+    fn name(&self) -> String {
+        format!("filesystem:{}", self.dir.display())
+    }
+    fn build(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<Box<dyn Push<T>>> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| WeirError::io("creating sink folder", &self.dir, e))?;
+        let buffer = SharedBuffer::default();
+        ctx.add_flusher(Box::new(PartFileWriter {
+            dir: self.dir.clone(),
+            ext: self.format.extension(),
+            shard: ctx.shard,
+            roll_bytes: ctx.config.sink_part_file_bytes,
+            buffer: buffer.clone(),
+            current: None,
+            next_part: 0,
+        }));
+        Ok(Box::new(FormatPush {
+            format: self.format,
+            buffer,
+            metrics: ctx.operator_metrics(operator_name),
+        }))
+    }
+}
+
+struct OpenPart {
+    writer: StreamWriter,
+    temp: PathBuf,
+    final_path: PathBuf,
+    written: u64,
+}
+
+/// The async half: appends the buffer to the current part file, rolls and renames.
+struct PartFileWriter {
+    dir: PathBuf,
+    ext: &'static str,
+    shard: usize,
+    roll_bytes: u64,
+    buffer: SharedBuffer,
+    current: Option<OpenPart>,
+    next_part: u64,
+}
+
+impl PartFileWriter {
+    async fn open_part(&mut self) -> Result<()> {
+        let name = format!("part-{}-{}.{}", self.shard, self.next_part, self.ext);
+        self.next_part += 1;
+        let final_path = self.dir.join(&name);
+        let temp = self.dir.join(format!(".{name}.inprogress"));
+        let file = BufferedFile::create(&temp)
+            .await
+            .map_err(|e| WeirError::io("creating part file", &temp, e.into()))?;
+        let writer = StreamWriterBuilder::new(file)
+            .with_buffer_size(256 << 10)
+            .build();
+        self.current = Some(OpenPart {
+            writer,
+            temp,
+            final_path,
+            written: 0,
+        });
+        Ok(())
+    }
+
+    async fn finish_part(&mut self) -> Result<()> {
+        if let Some(mut part) = self.current.take() {
+            part.writer
+                .close()
+                .await
+                .map_err(|e| WeirError::io("closing part file", &part.temp, e))?;
+            commit_rename(&part.temp, &part.final_path).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn commit_rename(from: &Path, to: &Path) -> Result<()> {
+    glommio::io::rename(from, to)
+        .await
+        .map_err(|e| WeirError::io("committing part file", to, e.into()))
+}
+
+impl Flusher for PartFileWriter {
+    fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let bytes = {
+                let mut b = self.buffer.borrow_mut();
+                if let Some(e) = b.error.take() {
+                    return Err(e);
+                }
+                std::mem::take(&mut b.bytes)
+            };
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            if self.current.is_none() {
+                self.open_part().await?;
+            }
+            let part = self.current.as_mut().expect("part file open");
+            part.writer
+                .write_all(&bytes)
+                .await
+                .map_err(|e| WeirError::io("writing part file", &part.temp, e))?;
+            part.written += bytes.len() as u64;
+            if part.written >= self.roll_bytes {
+                self.finish_part().await?;
+            }
+            // Give the buffer's allocation back for reuse.
+            let mut b = self.buffer.borrow_mut();
+            if b.bytes.is_empty() {
+                let mut bytes = bytes;
+                bytes.clear();
+                b.bytes = bytes;
+            }
+            Ok(())
+        })
+    }
+
+    fn has_pending(&self) -> bool {
+        let b = self.buffer.borrow();
+        !b.bytes.is_empty() || b.error.is_some()
+    }
+
+    fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.flush().await?;
+            self.finish_part().await
+        })
+    }
+}

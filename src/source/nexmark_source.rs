@@ -1,0 +1,1 @@
+//! Nexmark source (in progress).
