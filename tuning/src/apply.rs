@@ -102,6 +102,7 @@ fn write_one(check_id: &str, w: &FileWrite) -> ApplyResult {
     };
     let attempt = std::fs::OpenOptions::new()
         .write(true)
+        .truncate(true) // as `echo v > f`; ignored by sysfs/procfs
         .open(&w.path)
         .and_then(|mut f| f.write_all(format!("{}\n", w.value).as_bytes()));
     if let Err(e) = attempt {
