@@ -181,3 +181,17 @@ pub fn run_checks_with(opts: &TuneOptions, host: &Host) -> Report {
         checks,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_names_round_trip() {
+        for p in [Profile::Latency, Profile::Throughput, Profile::Edge] {
+            assert_eq!(p.name().parse::<Profile>(), Ok(p));
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
+        }
+        assert!("fast".parse::<Profile>().is_err());
+    }
+}

@@ -96,15 +96,18 @@ pub fn meminfo(root: &Root) -> (Option<u64>, Option<u64>) {
 
 /// Human-readable byte count (`10 MiB`, `512 KiB`).
 pub fn bytes(n: u64) -> String {
-    if n >= 1 << 30 && n % (1 << 30) == 0 {
-        format!("{} GiB", n >> 30)
-    } else if n >= MIB {
-        let v = n as f64 / MIB as f64;
-        if n % MIB == 0 {
-            format!("{} MiB", n / MIB)
+    const GIB: u64 = 1 << 30;
+    let scaled = |unit: u64, name: &str| {
+        if n.is_multiple_of(unit) {
+            format!("{} {name}", n / unit)
         } else {
-            format!("{v:.1} MiB")
+            format!("{:.1} {name}", n as f64 / unit as f64)
         }
+    };
+    if n >= GIB {
+        scaled(GIB, "GiB")
+    } else if n >= MIB {
+        scaled(MIB, "MiB")
     } else {
         format!("{} KiB", n / 1024)
     }
@@ -389,6 +392,7 @@ mod tests {
         assert_eq!(bytes(512 << 10), "512 KiB");
         assert_eq!(bytes(3 << 30), "3 GiB");
         assert_eq!(bytes(MIB + MIB / 2), "1.5 MiB");
+        assert_eq!(bytes(24105 * MIB), "23.5 GiB");
     }
 
     #[test]
