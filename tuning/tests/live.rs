@@ -28,3 +28,48 @@ fn live_probe_reports_every_check() {
         }
     }
 }
+
+#[test]
+fn apply_reports_permission_errors_on_real_kernel_files() {
+    use weir_tuning::report::{FileWrite, Fix, Verify};
+    use weir_tuning::{apply, run_checks_with, ApplyOutcome, Host, Status, UringProbe};
+
+    // A read-only sysctl: even root gets EACCES, and nothing can change.
+    let target = std::path::Path::new("/proc/sys/kernel/osrelease");
+    if !target.exists() {
+        return;
+    }
+    let host = Host {
+        memlock: Err("not read".into()),
+        cap_ipc_lock: None,
+        uring: UringProbe::NotRun,
+        state_fs: Err("not read".into()),
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let opts = TuneOptions {
+        sysfs_root: empty.path().to_path_buf(),
+        ..TuneOptions::default()
+    };
+    let mut report = run_checks_with(&opts, &host);
+    let c = &mut report.checks[0];
+    c.status = Status::Warn;
+    c.can_apply = true;
+    c.fix = Some(Fix::WriteFiles {
+        writes: vec![FileWrite {
+            path: target.to_path_buf(),
+            value: "weir-test".into(),
+            verify: Verify::Exact,
+        }],
+    });
+    let results = apply(&report, opts.profile);
+    assert_eq!(results.len(), 1);
+    assert_eq!(
+        results[0].outcome,
+        ApplyOutcome::PermissionDenied,
+        "{results:?}"
+    );
+    assert!(
+        results[0].message.contains("permission denied"),
+        "{results:?}"
+    );
+}
