@@ -171,9 +171,10 @@ fn memlock(profile: Profile, plan: &CorePlan, host: &Host, mem_total: Option<u64
     if let Some(mem) = mem_total {
         found.push_str(&format!(", RAM {}", bytes(mem)));
     }
+    let needed_mib = needed.div_ceil(MIB);
     let persist = format!(
-        "make it permanent with LimitMEMLOCK={} in the systemd unit or `memlock` in /etc/security/limits.conf",
-        needed.div_ceil(MIB) * MIB
+        "make it permanent with LimitMEMLOCK={needed_mib}M in the systemd unit, or `<user> - memlock {}` (KiB) in /etc/security/limits.conf",
+        needed_mib * 1024
     );
     let edge_hint = |soft: u64| {
         let fit = (soft / (RINGS_PER_EXECUTOR * executors)) / IO_MEMORY_ALIGN * IO_MEMORY_ALIGN;

@@ -182,6 +182,8 @@ impl Report {
     }
 
     /// A table 120 columns wide: check, status, found, why, what to do.
+    /// "Why" is shown only for checks that are not Ok, to keep healthy rows
+    /// short; [`Report::to_json`] always carries it.
     pub fn to_text(&self) -> String {
         self.to_text_width(120)
     }
@@ -229,7 +231,14 @@ impl Report {
                 wrap(&c.id, widths[0]),
                 wrap(c.status.label(), widths[1]),
                 wrap(&c.found, widths[2]),
-                wrap(&c.why_it_matters, widths[3]),
+                wrap(
+                    if c.status == Status::Ok {
+                        ""
+                    } else {
+                        &c.why_it_matters
+                    },
+                    widths[3],
+                ),
                 wrap(&todo, widths[4]),
             ];
             push_row(&mut out, &widths, &cells);
