@@ -695,3 +695,58 @@ fn apply_memlock_to_current_value_succeeds() {
     assert_eq!(results[0].outcome, ApplyOutcome::Applied, "{results:?}");
     assert_eq!(weir_tuning::memory::current_memlock().unwrap(), current);
 }
+
+#[test]
+fn partition_resolves_to_its_disk() {
+    let f = Fake::good();
+    let disk = "sys/devices/pci0000:00/virtio1/block/vda";
+    f.put(
+        &format!("{disk}/queue/scheduler"),
+        "none [mq-deadline] kyber bfq\n",
+    );
+    f.put(&format!("{disk}/queue/rotational"), "0\n");
+    f.put(&format!("{disk}/vda1/partition"), "1\n");
+    std::os::unix::fs::symlink(
+        "../../devices/pci0000:00/virtio1/block/vda/vda1",
+        f.root().join("sys/dev/block/254:1"),
+    )
+    .unwrap();
+    let host = Host {
+        state_fs: Ok(StateFs {
+            checked: "/".into(),
+            exists: true,
+            magic: magic::EXT4,
+            dev_major: 254,
+            dev_minor: 1,
+        }),
+        ..good_host()
+    };
+    let c = f
+        .run(Profile::Latency, &host)
+        .get("disk.scheduler")
+        .unwrap()
+        .clone();
+    assert_eq!(c.status, Status::Ok);
+    assert_eq!(c.found, "state dir's disk: vda: mq-deadline (ssd/nvme)");
+}
+
+#[test]
+fn slow_clocksource_warns() {
+    let f = Fake::good();
+    f.put(
+        "sys/devices/system/clocksource/clocksource0/current_clocksource",
+        "hpet\n",
+    );
+    let c = f
+        .run(Profile::Edge, &good_host())
+        .get("cpu.clocksource")
+        .unwrap()
+        .clone();
+    assert_eq!(c.status, Status::Warn);
+    assert!(
+        c.what_to_do.starts_with("switch to tsc"),
+        "{}",
+        c.what_to_do
+    );
+    assert!(!c.can_apply);
+}
