@@ -7,6 +7,9 @@
 //!   and memory checks use the same plan. Rule: isolated CPUs first; else,
 //!   if fewer cores than online CPUs are asked for, the highest-numbered
 //!   ones (CPU 0 takes most kernel housekeeping); else every online CPU.
+//!   Data cores are always inside this process's cpuset (cgroup v2
+//!   `cpuset.cpus.effective`, v1 `cpuset.effective_cpus`) when one is
+//!   readable; housekeeping is every other online CPU.
 //! - Data and housekeeping are disjoint and their union is the online set.
 
 use std::collections::BTreeSet;
@@ -35,6 +38,9 @@ pub struct CorePlan {
     pub online: Vec<usize>,
     /// CPUs the kernel isolated (`isolcpus=`), empty if none.
     pub isolated: Vec<usize>,
+    /// CPUs this process's cpuset allows; `None` if no cpuset was readable.
+    #[serde(default)]
+    pub cpuset: Option<Vec<usize>>,
     /// CPUs weir would pin its executors to.
     pub data: Vec<usize>,
     /// Online CPUs left for the OS, IRQs and kernel threads.
@@ -47,6 +53,23 @@ impl CorePlan {
     /// Data cores as a kernel CPU list.
     pub fn data_list(&self) -> String {
         format_cpu_list(&self.data.iter().copied().collect())
+    }
+    /// Online CPUs this process may pin (online ∩ cpuset, when the cpuset
+    /// overlaps the online set).
+    pub fn usable(&self) -> BTreeSet<usize> {
+        let online: BTreeSet<usize> = self.online.iter().copied().collect();
+        match &self.cpuset {
+            Some(c) => {
+                let c: BTreeSet<usize> = c.iter().copied().collect();
+                let both: BTreeSet<usize> = online.intersection(&c).copied().collect();
+                if both.is_empty() {
+                    online
+                } else {
+                    both
+                }
+            }
+            None => online,
+        }
     }
     /// Housekeeping cores as a kernel CPU list.
     pub fn housekeeping_list(&self) -> String {
@@ -61,12 +84,42 @@ fn read_set(root: &Root, rel: &str) -> anyhow::Result<Option<BTreeSet<usize>>> {
     }
 }
 
+/// CPUs allowed by this process's cpuset cgroup, from `/proc/self/cgroup`
+/// and the cgroup filesystem (v2, then v1); `None` if not readable.
+pub fn cpuset(root: &Root) -> Option<BTreeSet<usize>> {
+    let cgroups = root.read("proc/self/cgroup").ok().flatten()?;
+    let mut candidates = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            candidates.push(format!("sys/fs/cgroup/{path}/cpuset.cpus.effective"));
+        } else if controllers.split(',').any(|c| c == "cpuset") {
+            candidates.push(format!("sys/fs/cgroup/cpuset/{path}/cpuset.effective_cpus"));
+            candidates.push(format!("sys/fs/cgroup/cpuset/{path}/cpuset.cpus"));
+        }
+    }
+    candidates
+        .iter()
+        .find_map(|rel| read_set(root, rel).ok().flatten())
+        .filter(|set| !set.is_empty())
+}
+
 /// Decides data and housekeeping cores for `cores` executors (see module doc).
 pub fn plan_cores(root: &Root, cores: Option<usize>) -> CorePlan {
-    let online = read_set(root, &format!("{CPU_DIR}/online"))
+    let all_online = read_set(root, &format!("{CPU_DIR}/online"))
         .ok()
         .flatten()
         .unwrap_or_default();
+    let cpuset = cpuset(root);
+    // Data cores are picked from the CPUs this process may run on.
+    let online: BTreeSet<usize> = match &cpuset {
+        Some(allowed) if !allowed.is_disjoint(&all_online) => {
+            all_online.intersection(allowed).copied().collect()
+        }
+        _ => all_online.clone(),
+    };
     let isolated: BTreeSet<usize> = read_set(root, &format!("{CPU_DIR}/isolated"))
         .ok()
         .flatten()
@@ -104,10 +157,16 @@ pub fn plan_cores(root: &Root, cores: Option<usize>) -> CorePlan {
     } else {
         (online.clone(), "every online CPU".into())
     };
-    let housekeeping = online.difference(&data).copied().collect();
+    let housekeeping = all_online.difference(&data).copied().collect();
+    let basis = if online.len() < all_online.len() {
+        format!("{basis}, within cpuset {}", format_cpu_list(&online))
+    } else {
+        basis
+    };
     CorePlan {
-        online: online.into_iter().collect(),
+        online: all_online.into_iter().collect(),
         isolated: isolated.into_iter().collect(),
+        cpuset: cpuset.map(|c| c.into_iter().collect()),
         data: data.into_iter().collect(),
         housekeeping,
         basis,
@@ -136,8 +195,14 @@ fn count(plan: &CorePlan, profile: Profile, cores: Option<usize>) -> Check {
             "check that /sys is mounted",
         );
     }
+    let usable = plan.usable();
+    let limited = if usable.len() < plan.online.len() {
+        format!(", cpuset allows {}", format_cpu_list(&usable))
+    } else {
+        String::new()
+    };
     let found = format!(
-        "{} online ({}); weir pins {} ({}), housekeeping {}",
+        "{} online ({}){limited}; weir pins {} ({}), housekeeping {}",
         plan.online.len(),
         format_cpu_list(&plan.online.iter().copied().collect()),
         plan.data.len(),
@@ -149,15 +214,15 @@ fn count(plan: &CorePlan, profile: Profile, cores: Option<usize>) -> Check {
         }
     );
     if let Some(n) = cores {
-        if n > plan.online.len() {
+        if n > usable.len() {
             return Check::new(
                 ID_COUNT,
                 Status::Fail,
                 format!("{found}; {n} cores requested"),
                 WHY,
                 format!(
-                    "ask for at most {} cores (one per online CPU)",
-                    plan.online.len()
+                    "ask for at most {} cores (one per CPU weir may use)",
+                    usable.len()
                 ),
             );
         }

@@ -750,3 +750,33 @@ fn slow_clocksource_warns() {
     );
     assert!(!c.can_apply);
 }
+
+#[test]
+fn cpuset_limits_data_cores() {
+    let f = Fake::good();
+    f.put("sys/devices/system/cpu/isolated", "\n");
+    f.put("proc/self/cgroup", "0::/weir.slice/weir.service\n");
+    f.put(
+        "sys/fs/cgroup/weir.slice/weir.service/cpuset.cpus.effective",
+        "2-3\n",
+    );
+    let r = f.run(Profile::Latency, &good_host());
+    assert_eq!(r.cores.data, [2, 3]);
+    assert_eq!(r.cores.housekeeping, [0, 1]);
+    let c = r.get("cpu.count").unwrap();
+    assert_eq!(c.status, Status::Ok);
+    assert!(c.found.contains("cpuset allows 2-3"), "{}", c.found);
+
+    let mut opts = f.opts(Profile::Latency);
+    opts.cores = Some(3);
+    assert_eq!(
+        status(&run_checks_with(&opts, &good_host()), "cpu.count"),
+        Status::Fail
+    );
+
+    // cgroup v1 layout.
+    f.put("proc/self/cgroup", "4:memory:/x\n3:cpuset:/pinned\n0::/\n");
+    f.put("sys/fs/cgroup/cpuset/pinned/cpuset.effective_cpus", "1\n");
+    let r = f.run(Profile::Throughput, &good_host());
+    assert_eq!(r.cores.data, [1]);
+}
