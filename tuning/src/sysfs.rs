@@ -72,6 +72,10 @@ pub fn read_opt(path: &Path) -> Result<Option<String>> {
     }
 }
 
+/// Highest CPU number accepted (the kernel's NR_CPUS tops out at 8192); keeps
+/// a corrupt file from expanding into a huge set.
+pub const MAX_CPU: usize = 65_535;
+
 /// Parses a kernel CPU list such as `0-3,8,10-11` (empty string = no CPUs).
 pub fn parse_cpu_list(s: &str) -> Result<BTreeSet<usize>> {
     let mut out = BTreeSet::new();
@@ -86,6 +90,7 @@ pub fn parse_cpu_list(s: &str) -> Result<BTreeSet<usize>> {
                 let a: usize = a.parse().with_context(|| format!("bad CPU list {s:?}"))?;
                 let b: usize = b.parse().with_context(|| format!("bad CPU list {s:?}"))?;
                 anyhow::ensure!(a <= b, "bad CPU range {part:?} in {s:?}");
+                anyhow::ensure!(b <= MAX_CPU, "CPU {b} out of range in {s:?}");
                 out.extend(a..=b);
             }
             None => {
@@ -151,6 +156,7 @@ mod tests {
         );
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x1").is_err());
+        assert!(parse_cpu_list("0-99999999999").is_err());
     }
 
     #[test]
