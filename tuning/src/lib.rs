@@ -3,7 +3,7 @@
 //! It inspects the machine weir is about to run on (CPUs, IRQs, memory
 //! limits, io_uring, disks, the state directory's filesystem), grades each
 //! finding against a [`Profile`], and can apply the fixes that are safe to
-//! apply at run time ([`apply`]).
+//! apply at run time ([`apply()`]).
 //!
 //! Invariants:
 //! - [`run_checks`] never panics and never fails: anything it cannot read
@@ -14,7 +14,7 @@
 //!   that only the live process or kernel can tell (rlimits, capabilities,
 //!   the io_uring probe, `statfs` of the state directory) are gathered once
 //!   into a [`Host`], which tests build by hand.
-//! - Nothing is written to the machine except by [`apply`].
+//! - Nothing is written to the machine except by [`apply()`].
 
 pub mod apply;
 pub mod cpu;

@@ -3,7 +3,7 @@
 //! Invariants:
 //! - `can_apply` is true exactly when `fix` is `Some`; build checks with
 //!   [`Check::new`] and [`Check::with_fix`] to keep it so.
-//! - A fix holds the concrete writes [`crate::apply`] will do (real paths,
+//! - A fix holds the concrete writes [`crate::apply()`] will do (real paths,
 //!   already joined to the sysfs root), so the JSON shows exactly what
 //!   `--apply` would change and a report read back from JSON can be applied.
 //! - Rendering never fails and never panics.
@@ -41,7 +41,7 @@ impl Status {
     }
 }
 
-/// How [`crate::apply`] confirms a write took effect by reading the file back.
+/// How [`crate::apply()`] confirms a write took effect by reading the file back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verify {
@@ -66,7 +66,7 @@ pub struct FileWrite {
     pub verify: Verify,
 }
 
-/// What [`crate::apply`] would do for a check.
+/// What [`crate::apply()`] would do for a check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fix {
