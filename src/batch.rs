@@ -76,10 +76,7 @@ impl<T> Batch<T> {
         match self.marks.last_mut() {
             Some(last) if last.watermark >= wm => {}
             Some(last) if last.index == index => last.watermark = wm,
-            _ => self.marks.push(Mark {
-                index,
-                watermark: wm,
-            }),
+            _ => self.marks.push(Mark { index, watermark: wm }),
         }
     }
 
@@ -104,14 +101,8 @@ impl<T> Batch<T> {
     #[inline]
     pub fn check(&self) {
         debug_assert_eq!(self.records.len(), self.timestamps.len());
-        debug_assert!(self
-            .marks
-            .windows(2)
-            .all(|w| w[0].index <= w[1].index && w[0].watermark < w[1].watermark));
-        debug_assert!(self
-            .marks
-            .iter()
-            .all(|m| m.index as usize <= self.records.len()));
+        debug_assert!(self.marks.windows(2).all(|w| w[0].index <= w[1].index && w[0].watermark < w[1].watermark));
+        debug_assert!(self.marks.iter().all(|m| m.index as usize <= self.records.len()));
     }
 }
 
@@ -128,19 +119,7 @@ mod tests {
         b.mark(7); // not advancing: ignored
         b.push("b", 2);
         b.mark(9);
-        assert_eq!(
-            b.marks,
-            vec![
-                Mark {
-                    index: 0,
-                    watermark: 7
-                },
-                Mark {
-                    index: 2,
-                    watermark: 9
-                }
-            ]
-        );
+        assert_eq!(b.marks, vec![Mark { index: 0, watermark: 7 }, Mark { index: 2, watermark: 9 }]);
         b.check();
     }
 }

@@ -70,9 +70,7 @@ impl EngineConfig {
     /// The number of shards this configuration asks for on this machine.
     pub fn shard_count(&self) -> usize {
         if self.cores == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
             self.cores
         }
@@ -82,9 +80,7 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), String> {
         let shards = self.shard_count();
         if shards > 1024 {
-            return Err(format!(
-                "cores = {shards}: at most 1024 shards are supported"
-            ));
+            return Err(format!("cores = {shards}: at most 1024 shards are supported"));
         }
         if (self.max_key_groups as usize) < shards {
             return Err(format!(
@@ -93,19 +89,13 @@ impl EngineConfig {
             ));
         }
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
-            return Err(format!(
-                "batch_size = {} must be in 1..=1048576",
-                self.batch_size
-            ));
+            return Err(format!("batch_size = {} must be in 1..=1048576", self.batch_size));
         }
         if self.ring_capacity_batches == 0 {
             return Err("ring_capacity_batches must be at least 1".into());
         }
         if self.max_line_bytes < 16 {
-            return Err(format!(
-                "max_line_bytes = {} is too small",
-                self.max_line_bytes
-            ));
+            return Err(format!("max_line_bytes = {} is too small", self.max_line_bytes));
         }
         Ok(())
     }
@@ -122,9 +112,7 @@ impl EngineConfig {
             Some(v) => v.try_into().map_err(|e| format!("config [engine]: {e}"))?,
             None => EngineConfig::default(),
         };
-        config
-            .validate()
-            .map_err(|e| format!("config [engine]: {e}"))?;
+        config.validate().map_err(|e| format!("config [engine]: {e}"))?;
         Ok(config)
     }
 }
@@ -136,10 +124,7 @@ mod tests {
     #[test]
     fn toml_overrides_defaults_and_rejects_unknown_keys() {
         let c = EngineConfig::from_toml("[engine]\ncores = 2\nbatch_size = 256\n").unwrap();
-        assert_eq!(
-            (c.cores, c.batch_size, c.ring_capacity_batches),
-            (2, 256, 64)
-        );
+        assert_eq!((c.cores, c.batch_size, c.ring_capacity_batches), (2, 256, 64));
         let err = EngineConfig::from_toml("[engine]\nbatchsize = 2\n").unwrap_err();
         assert!(err.contains("batchsize"), "{err}");
         let err = EngineConfig::from_toml("[engine]\nbatch_size = 0\n").unwrap_err();

@@ -14,11 +14,7 @@ pub enum WeirError {
         message: String,
     },
     #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("configuration: {0}")]
     Config(String),
     #[error("job failed on shard {shard}: {message}")]
@@ -29,11 +25,7 @@ pub enum WeirError {
 
 impl WeirError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        WeirError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        WeirError::Io { op, path: path.into(), source }
     }
 }
 

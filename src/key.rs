@@ -152,14 +152,8 @@ pub struct KeyGroups {
 impl KeyGroups {
     pub fn new(max_key_groups: u32, shards: u32) -> Self {
         assert!(shards >= 1, "at least one shard");
-        assert!(
-            max_key_groups >= shards,
-            "max_key_groups ({max_key_groups}) must be >= shards ({shards})"
-        );
-        Self {
-            max_key_groups,
-            shards,
-        }
+        assert!(max_key_groups >= shards, "max_key_groups ({max_key_groups}) must be >= shards ({shards})");
+        Self { max_key_groups, shards }
     }
 
     pub fn max_key_groups(&self) -> u32 {

@@ -57,9 +57,7 @@ pub mod prelude {
     pub use crate::api::{DataStream, KeyedStream, SourceStream, StreamEnv, WindowedStream};
     pub use crate::config::{EngineConfig, ErrorPolicy};
     pub use crate::error::{Result, WeirError};
-    pub use crate::operator::aggregate::{
-        AggregateFn, AggregateFunction, Avg, AvgInt, Count, CountDistinct, Max, Min, Sum,
-    };
+    pub use crate::operator::aggregate::{AggregateFn, AggregateFunction, Avg, AvgInt, Count, CountDistinct, Max, Min, Sum};
     pub use crate::operator::window::{WindowAssigner, WindowResult};
     pub use crate::shard::runtime::JobReport;
     pub use crate::sink::blackhole::BlackholeSink;

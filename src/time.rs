@@ -125,11 +125,7 @@ impl WatermarkCombiner {
         Self {
             inputs: vec![WATERMARK_MIN; inputs],
             idle: vec![false; inputs],
-            combined: if inputs == 0 {
-                WATERMARK_MAX
-            } else {
-                WATERMARK_MIN
-            },
+            combined: if inputs == 0 { WATERMARK_MAX } else { WATERMARK_MIN },
         }
     }
 
@@ -175,9 +171,7 @@ impl WatermarkCombiner {
 
     /// Index of the input holding the combined watermark back (lowest, not idle), if any.
     pub fn holding_back(&self) -> Option<usize> {
-        (0..self.inputs.len())
-            .filter(|&i| !self.idle[i])
-            .min_by_key(|&i| self.inputs[i])
+        (0..self.inputs.len()).filter(|&i| !self.idle[i]).min_by_key(|&i| self.inputs[i])
     }
 
     fn recompute(&mut self) {

@@ -28,11 +28,7 @@ use crate::source::Source;
 use crate::time::{Timestamp, WatermarkStrategy};
 
 /// Builds the task of a segment on one shard, given the segment's first operator.
-pub type Tail<T> = Arc<
-    dyn Fn(&mut BuildCtx<'_>, Box<dyn Push<T>>) -> Result<LocalBoxFuture<'static, Result<()>>>
-        + Send
-        + Sync,
->;
+pub type Tail<T> = Arc<dyn Fn(&mut BuildCtx<'_>, Box<dyn Push<T>>) -> Result<LocalBoxFuture<'static, Result<()>>> + Send + Sync>;
 
 /// The environment a job is built in (Flink's `StreamExecutionEnvironment`).
 #[derive(Clone)]
@@ -73,10 +69,7 @@ impl StreamEnv {
     }
 
     /// Read from in-memory records, as one in-order split.
-    pub fn from_collection<T: Clone + Send + Sync + 'static>(
-        &self,
-        records: Vec<T>,
-    ) -> SourceStream<T> {
+    pub fn from_collection<T: Clone + Send + Sync + 'static>(&self, records: Vec<T>) -> SourceStream<T> {
         self.source(CollectionSource::single(records))
     }
 
@@ -90,14 +83,7 @@ impl StreamEnv {
         execute(self.graph(), &self.config)
     }
 
-    pub(crate) fn add_segment(
-        &self,
-        name: String,
-        factory: impl Fn(&mut BuildCtx<'_>) -> Result<LocalBoxFuture<'static, Result<()>>>
-            + Send
-            + Sync
-            + 'static,
-    ) {
+    pub(crate) fn add_segment(&self, name: String, factory: impl Fn(&mut BuildCtx<'_>) -> Result<LocalBoxFuture<'static, Result<()>>> + Send + Sync + 'static) {
         self.graph.borrow_mut().segments.push(SegmentDef {
             name,
             factory: Arc::new(factory),
@@ -128,20 +114,11 @@ impl StreamEnv {
     }
 
     /// Close the upstream segment of `stream` with an exchange into a new edge.
-    fn exchange<T: Send + 'static, K: StableHash + 'static, KF>(
-        &self,
-        stream: DataStream<T>,
-        key_fn: Option<KF>,
-        kind: EdgeKind,
-    ) -> usize
+    fn exchange<T: Send + 'static, K: StableHash + 'static, KF>(&self, stream: DataStream<T>, key_fn: Option<KF>, kind: EdgeKind) -> usize
     where
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
-        let name = self.name(if kind == EdgeKind::Hash {
-            "exchange"
-        } else {
-            "forward"
-        });
+        let name = self.name(if kind == EdgeKind::Hash { "exchange" } else { "forward" });
         let edge = self.add_edge::<T>(name.clone(), kind);
         let prev = stream.tail;
         self.add_segment(name, move |ctx| {
@@ -152,13 +129,7 @@ impl StreamEnv {
             let bs = ctx.config.batch_size;
             let op: Box<dyn Push<T>> = match &key_fn {
                 Some(kf) => Box::new(ExchangeOp::new(kf.clone(), ctx.groups, None, bs, outbox)),
-                None => Box::new(ExchangeOp::new(
-                    |_: &T| 0u64,
-                    ctx.groups,
-                    Some(ctx.shard),
-                    bs,
-                    outbox,
-                )),
+                None => Box::new(ExchangeOp::new(|_: &T| 0u64, ctx.groups, Some(ctx.shard), bs, outbox)),
             };
             prev(ctx, op)
         });
@@ -173,24 +144,15 @@ impl StreamEnv {
             let mut ends: Vec<_> = edges.iter().map(|&e| ctx.take_receiver_ends(e)).collect();
             let mut env = StreamEnv::segment_env(ctx, &seg_name);
             Ok(Box::pin(async move {
-                let (inputs, connected) =
-                    futures::join!(connect_all::<T>(&mut ends), env.connect());
+                let (inputs, connected) = futures::join!(connect_all::<T>(&mut ends), env.connect());
                 connected?;
                 run_input(inputs, chain, env).await
             }))
         });
-        DataStream {
-            env: self.clone(),
-            tail,
-            name,
-        }
+        DataStream { env: self.clone(), tail, name }
     }
 
-    pub(crate) fn keyed_input<T: Send + 'static, K: StableHash + 'static, KF>(
-        &self,
-        stream: DataStream<T>,
-        key_fn: KF,
-    ) -> DataStream<T>
+    pub(crate) fn keyed_input<T: Send + 'static, K: StableHash + 'static, KF>(&self, stream: DataStream<T>, key_fn: KF) -> DataStream<T>
     where
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
@@ -199,11 +161,7 @@ impl StreamEnv {
     }
 
     /// The receiver ends of `edge` for a two-input segment.
-    pub(crate) fn keyed_edge<T: Send + 'static, K: StableHash + 'static, KF>(
-        &self,
-        stream: DataStream<T>,
-        key_fn: KF,
-    ) -> usize
+    pub(crate) fn keyed_edge<T: Send + 'static, K: StableHash + 'static, KF>(&self, stream: DataStream<T>, key_fn: KF) -> usize
     where
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
@@ -212,9 +170,7 @@ impl StreamEnv {
 }
 
 /// Connect the receiver ends of several edges into one merged input.
-pub(crate) async fn connect_all<T: Send + 'static>(
-    ends: &mut [crate::ring::ShardEnds],
-) -> RingInputs<T> {
+pub(crate) async fn connect_all<T: Send + 'static>(ends: &mut [crate::ring::ShardEnds]) -> RingInputs<T> {
     let mut channels = Vec::new();
     for e in ends.iter_mut() {
         channels.extend(connect_receivers::<T>(e).await.into_channels());
@@ -232,11 +188,7 @@ pub struct SourceStream<T> {
 impl<T: Send + 'static> SourceStream<T> {
     /// Event time from `timestamp_fn`, watermarks by `strategy`, per split (Flink's
     /// `assignTimestampsAndWatermarks` at the source).
-    pub fn assign_timestamps_and_watermarks<TF>(
-        self,
-        strategy: WatermarkStrategy,
-        timestamp_fn: TF,
-    ) -> DataStream<T>
+    pub fn assign_timestamps_and_watermarks<TF>(self, strategy: WatermarkStrategy, timestamp_fn: TF) -> DataStream<T>
     where
         TF: Fn(&T) -> Timestamp + Clone + Send + Sync + 'static,
     {
@@ -296,10 +248,7 @@ impl<T: Send + 'static> DataStream<T> {
     pub fn then<U: 'static>(
         self,
         kind: &str,
-        make: impl Fn(&mut BuildCtx<'_>, &str, Box<dyn Push<U>>) -> Result<Box<dyn Push<T>>>
-            + Send
-            + Sync
-            + 'static,
+        make: impl Fn(&mut BuildCtx<'_>, &str, Box<dyn Push<U>>) -> Result<Box<dyn Push<T>>> + Send + Sync + 'static,
     ) -> DataStream<U> {
         let name = self.env.name(kind);
         let op_name = name.clone();
@@ -308,18 +257,11 @@ impl<T: Send + 'static> DataStream<T> {
             let op = make(ctx, &op_name, down)?;
             prev(ctx, op)
         });
-        DataStream {
-            env: self.env,
-            tail,
-            name,
-        }
+        DataStream { env: self.env, tail, name }
     }
 
     /// One output per record.
-    pub fn map<U: Send + 'static, F: Fn(T) -> U + Clone + Send + Sync + 'static>(
-        self,
-        f: F,
-    ) -> DataStream<U> {
+    pub fn map<U: Send + 'static, F: Fn(T) -> U + Clone + Send + Sync + 'static>(self, f: F) -> DataStream<U> {
         self.then("map", move |ctx, _, down| {
             Ok(Box::new(MapOp {
                 f: f.clone(),
@@ -342,14 +284,7 @@ impl<T: Send + 'static> DataStream<T> {
     }
 
     /// Zero or more outputs per record.
-    pub fn flat_map<
-        U: Send + 'static,
-        I: IntoIterator<Item = U> + 'static,
-        F: Fn(T) -> I + Clone + Send + Sync + 'static,
-    >(
-        self,
-        f: F,
-    ) -> DataStream<U> {
+    pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U> + 'static, F: Fn(T) -> I + Clone + Send + Sync + 'static>(self, f: F) -> DataStream<U> {
         self.then("flat_map", move |ctx, _, down| {
             let bs = ctx.config.batch_size;
             Ok(Box::new(FlatMapOp {

@@ -84,22 +84,8 @@ where
             };
             let out = Output::new(down, bs);
             let op: Box<dyn Push<T>> = match spec.assigner {
-                WindowAssigner::Session { .. } => Box::new(SessionWindowOp::new(
-                    spec,
-                    key_fn.clone(),
-                    agg.clone(),
-                    out,
-                    late,
-                    metrics,
-                )),
-                _ => Box::new(AlignedWindowOp::new(
-                    spec,
-                    key_fn.clone(),
-                    agg.clone(),
-                    out,
-                    late,
-                    metrics,
-                )),
+                WindowAssigner::Session { .. } => Box::new(SessionWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics)),
+                _ => Box::new(AlignedWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics)),
             };
             Ok(op)
         })

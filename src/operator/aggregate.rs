@@ -115,9 +115,7 @@ field_agg!(
     CountDistinct
 );
 
-impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T>
-    for Sum<F>
-{
+impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T> for Sum<F> {
     type Acc = V;
     type Out = V;
     fn create(&self) -> V {
@@ -135,9 +133,7 @@ impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFun
     }
 }
 
-impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T>
-    for Min<F>
-{
+impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T> for Min<F> {
     type Acc = Option<V>;
     type Out = V;
     fn create(&self) -> Option<V> {
@@ -162,9 +158,7 @@ impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFun
     }
 }
 
-impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T>
-    for Max<F>
-{
+impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T> for Max<F> {
     type Acc = Option<V>;
     type Out = V;
     fn create(&self) -> Option<V> {
@@ -189,9 +183,7 @@ impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFun
     }
 }
 
-impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T>
-    for Avg<F>
-{
+impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T> for Avg<F> {
     type Acc = (f64, i64);
     type Out = f64;
     fn create(&self) -> (f64, i64) {
@@ -215,9 +207,7 @@ impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFun
     }
 }
 
-impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T>
-    for AvgInt<F>
-{
+impl<T, V: Numeric, F: Fn(&T) -> V + Clone + Send + Sync + 'static> AggregateFunction<T> for AvgInt<F> {
     type Acc = (i128, i64);
     type Out = i64;
     fn create(&self) -> (i128, i64) {

@@ -43,21 +43,13 @@ pub struct ExchangeOp<T, K, KF> {
 }
 
 impl<T, K: StableHash, KF: FnMut(&T) -> K> ExchangeOp<T, K, KF> {
-    pub(crate) fn new(
-        key_fn: KF,
-        groups: KeyGroups,
-        forward_to: Option<usize>,
-        batch_size: usize,
-        outbox: Outbox<T>,
-    ) -> Self {
+    pub(crate) fn new(key_fn: KF, groups: KeyGroups, forward_to: Option<usize>, batch_size: usize, outbox: Outbox<T>) -> Self {
         let shards = groups.shards() as usize;
         Self {
             key_fn,
             groups,
             forward_to,
-            pending: (0..shards)
-                .map(|_| Batch::with_capacity(batch_size))
-                .collect(),
+            pending: (0..shards).map(|_| Batch::with_capacity(batch_size)).collect(),
             sent_watermark: vec![WATERMARK_MIN; shards],
             watermark: WATERMARK_MIN,
             batch_size,
@@ -96,12 +88,7 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
     fn push(&mut self, batch: &mut Batch<T>) {
         let marks = std::mem::take(&mut batch.marks);
         let mut marks = marks.iter().peekable();
-        for (i, (r, ts)) in batch
-            .records
-            .drain(..)
-            .zip(batch.timestamps.drain(..))
-            .enumerate()
-        {
+        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
             while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
                 self.watermark = m.watermark;
             }
@@ -117,9 +104,7 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
             p.push(r, ts);
             if p.len() >= self.batch_size {
                 let full = p.take();
-                self.outbox
-                    .borrow_mut()
-                    .push_back((d, Envelope::Data(full)));
+                self.outbox.borrow_mut().push_back((d, Envelope::Data(full)));
             }
         }
         for m in marks {
@@ -182,9 +167,7 @@ impl<T: Send + 'static> Flusher for EdgeFlusher<T> {
                 let Some((d, envelope)) = next else {
                     return Ok(());
                 };
-                let sender = self.senders[d]
-                    .as_ref()
-                    .expect("exchange routed to a shard without a ring");
+                let sender = self.senders[d].as_ref().expect("exchange routed to a shard without a ring");
                 sender.send(envelope).await?;
             }
         })

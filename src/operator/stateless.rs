@@ -17,9 +17,7 @@ pub struct MapOp<T, U, F> {
 
 impl<T, U, F: FnMut(T) -> U> Push<T> for MapOp<T, U, F> {
     fn push(&mut self, batch: &mut Batch<T>) {
-        self.buf
-            .records
-            .extend(batch.records.drain(..).map(&mut self.f));
+        self.buf.records.extend(batch.records.drain(..).map(&mut self.f));
         std::mem::swap(&mut self.buf.timestamps, &mut batch.timestamps);
         std::mem::swap(&mut self.buf.marks, &mut batch.marks);
         self.down.push(&mut self.buf);
@@ -76,12 +74,7 @@ impl<T, F: FnMut(&T) -> bool> Push<T> for FilterOp<T, F> {
     fn push(&mut self, batch: &mut Batch<T>) {
         let marks = std::mem::take(&mut batch.marks);
         let mut mapper = MarkMapper::new(&marks);
-        for (i, (r, ts)) in batch
-            .records
-            .drain(..)
-            .zip(batch.timestamps.drain(..))
-            .enumerate()
-        {
+        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
             mapper.advance(i, &mut self.buf);
             if (self.f)(&r) {
                 self.buf.push(r, ts);
@@ -117,12 +110,7 @@ impl<T, U, I: IntoIterator<Item = U>, F: FnMut(T) -> I> Push<T> for FlatMapOp<T,
     fn push(&mut self, batch: &mut Batch<T>) {
         let marks = std::mem::take(&mut batch.marks);
         let mut mapper = MarkMapper::new(&marks);
-        for (i, (r, ts)) in batch
-            .records
-            .drain(..)
-            .zip(batch.timestamps.drain(..))
-            .enumerate()
-        {
+        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
             mapper.advance(i, &mut self.buf);
             for u in (self.f)(r) {
                 self.buf.push(u, ts);
@@ -173,18 +161,6 @@ mod tests {
         op.push(&mut b);
         let got = log.borrow().batches[0].clone();
         assert_eq!(got.0, vec![2]);
-        assert_eq!(
-            got.1,
-            vec![
-                Mark {
-                    index: 0,
-                    watermark: 1
-                },
-                Mark {
-                    index: 1,
-                    watermark: 3
-                }
-            ]
-        );
+        assert_eq!(got.1, vec![Mark { index: 0, watermark: 1 }, Mark { index: 1, watermark: 3 }]);
     }
 }

@@ -91,31 +91,19 @@ impl<T: Send + 'static> RingSender<T> {
         let envelope = match self.inner.try_send(envelope) {
             Ok(()) => None,
             Err(GlommioError::WouldBlock(ResourceType::Channel(e))) => Some(e),
-            Err(_) => {
-                return Err(WeirError::Other(format!(
-                    "ring to shard {} closed: the receiving shard stopped",
-                    self.to_shard
-                )))
-            }
+            Err(_) => return Err(WeirError::Other(format!("ring to shard {} closed: the receiving shard stopped", self.to_shard))),
         };
         if let Some(envelope) = envelope {
             let started = Instant::now();
             self.stats.full_events.fetch_add(1, Ordering::Relaxed);
             let sent = self.inner.send(envelope).await;
-            self.stats
-                .full_ns
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats.full_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             if sent.is_err() {
-                return Err(WeirError::Other(format!(
-                    "ring to shard {} closed: the receiving shard stopped",
-                    self.to_shard
-                )));
+                return Err(WeirError::Other(format!("ring to shard {} closed: the receiving shard stopped", self.to_shard)));
             }
         }
         self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .records_sent
-            .fetch_add(records, Ordering::Relaxed);
+        self.stats.records_sent.fetch_add(records, Ordering::Relaxed);
         Ok(())
     }
 
@@ -147,11 +135,7 @@ type SenderList<T> = Vec<(usize, SharedSender<Envelope<T>>)>;
 type ReceiverList<T> = Vec<(usize, SharedReceiver<Envelope<T>>)>;
 
 /// Build every channel of one edge; element `s` of the result belongs to shard `s`.
-pub fn build_edge<T: Send + 'static>(
-    kind: EdgeKind,
-    shards: usize,
-    capacity: usize,
-) -> Vec<ShardEnds> {
+pub fn build_edge<T: Send + 'static>(kind: EdgeKind, shards: usize, capacity: usize) -> Vec<ShardEnds> {
     assert!(shards >= 1 && capacity >= 1);
     let mut senders: Vec<SenderList<T>> = (0..shards).map(|_| Vec::new()).collect();
     let mut receivers: Vec<ReceiverList<T>> = (0..shards).map(|_| Vec::new()).collect();
@@ -181,10 +165,7 @@ pub fn build_edge<T: Send + 'static>(
 
 /// Connect this shard's producer ends of an edge. Result is indexed by destination shard
 /// (`None` where the edge has no channel, e.g. forward edges).
-pub async fn connect_senders<T: Send + 'static>(
-    ends: &mut ShardEnds,
-    shards: usize,
-) -> Vec<Option<RingSender<T>>> {
+pub async fn connect_senders<T: Send + 'static>(ends: &mut ShardEnds, shards: usize) -> Vec<Option<RingSender<T>>> {
     let list = ends
         .senders
         .take()
@@ -193,12 +174,7 @@ pub async fn connect_senders<T: Send + 'static>(
         .expect("edge sender type");
     let mut out: Vec<Option<RingSender<T>>> = (0..shards).map(|_| None).collect();
     for (to, tx) in *list {
-        let stats = ends
-            .stats
-            .iter()
-            .find(|(d, _)| *d == to)
-            .map(|(_, s)| s.clone())
-            .expect("ring stats");
+        let stats = ends.stats.iter().find(|(d, _)| *d == to).map(|(_, s)| s.clone()).expect("ring stats");
         out[to] = Some(RingSender {
             inner: tx.connect().await,
             stats,

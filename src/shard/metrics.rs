@@ -54,18 +54,12 @@ pub struct MetricsRegistry {
 impl MetricsRegistry {
     pub fn operator(&self, name: &str, shard: usize) -> Arc<OperatorMetrics> {
         let m = Arc::new(OperatorMetrics::default());
-        self.operators
-            .lock()
-            .expect("metrics registry")
-            .push((name.to_string(), shard, m.clone()));
+        self.operators.lock().expect("metrics registry").push((name.to_string(), shard, m.clone()));
         m
     }
 
     pub fn ring(&self, edge: usize, from: usize, to: usize, stats: Arc<RingStats>) {
-        self.rings
-            .lock()
-            .expect("metrics registry")
-            .push((edge, from, to, stats));
+        self.rings.lock().expect("metrics registry").push((edge, from, to, stats));
     }
 
     /// Totals per operator name.

@@ -16,8 +16,7 @@ use crate::ring::{EdgeKind, RingFigures, ShardEnds};
 use std::collections::BTreeMap;
 
 /// A segment's factory: called once on every shard to build that shard's task.
-pub type SegmentFactory =
-    Arc<dyn Fn(&mut BuildCtx<'_>) -> Result<LocalBoxFuture<'static, Result<()>>> + Send + Sync>;
+pub type SegmentFactory = Arc<dyn Fn(&mut BuildCtx<'_>) -> Result<LocalBoxFuture<'static, Result<()>>> + Send + Sync>;
 
 /// An edge's factory: builds all channels of the edge for a shard count and capacity.
 pub type EdgeFactory = Arc<dyn Fn(usize, usize) -> Vec<ShardEnds> + Send + Sync>;
@@ -87,11 +86,7 @@ pub fn execute(graph: JobGraph, config: &EngineConfig) -> Result<JobReport> {
 }
 
 /// [`execute`] with a caller-owned metrics registry (so a control plane can read live figures).
-pub fn execute_with_registry(
-    graph: JobGraph,
-    config: &EngineConfig,
-    registry: Arc<MetricsRegistry>,
-) -> Result<JobReport> {
+pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: Arc<MetricsRegistry>) -> Result<JobReport> {
     config.validate().map_err(WeirError::Config)?;
     let shards = config.shard_count();
     let groups = KeyGroups::new(config.max_key_groups, shards as u32);
@@ -99,10 +94,7 @@ pub fn execute_with_registry(
 
     let mut per_shard: Vec<Vec<ShardEnds>> = (0..shards).map(|_| Vec::new()).collect();
     for (e, edge) in graph.edges.iter().enumerate() {
-        for (s, ends) in (edge.factory)(shards, config.ring_capacity_batches)
-            .into_iter()
-            .enumerate()
-        {
+        for (s, ends) in (edge.factory)(shards, config.ring_capacity_batches).into_iter().enumerate() {
             for (to, stats) in &ends.stats {
                 registry.ring(e, s, *to, stats.clone());
             }
@@ -110,9 +102,7 @@ pub fn execute_with_registry(
         }
     }
     let graph = Arc::new(graph);
-    let online = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
         let graph = graph.clone();

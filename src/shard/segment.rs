@@ -22,10 +22,7 @@ use crate::operator::{Push, Push2};
 use crate::ring::{Envelope, RingInputs};
 use crate::shard::{Flusher, OperatorMetrics, ProcessingTimers};
 use crate::source::{ReadStatus, SplitReader};
-use crate::time::{
-    now_ms, SplitWatermark, Timestamp, WatermarkCombiner, WatermarkStrategy, WATERMARK_MAX,
-    WATERMARK_MIN,
-};
+use crate::time::{now_ms, SplitWatermark, Timestamp, WatermarkCombiner, WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
 use std::sync::Arc;
 
 /// Shared pieces every segment loop needs.
@@ -83,10 +80,7 @@ pub const NO_EVENT_TIME: Timestamp = 0;
 /// How a source stream gets its event time.
 pub enum EventTime<TF> {
     /// Timestamps from the records, watermarks by the strategy, per split.
-    Assigned {
-        strategy: WatermarkStrategy,
-        timestamp_fn: TF,
-    },
+    Assigned { strategy: WatermarkStrategy, timestamp_fn: TF },
     /// No event time: timestamps are [`NO_EVENT_TIME`] (0), the watermark only moves at end of input.
     None,
 }
@@ -102,21 +96,13 @@ struct SplitState<T> {
 
 /// Drive a source segment: read this shard's splits round-robin, assign timestamps and
 /// per-record watermarks, push through the chain.
-pub async fn run_source<T, TF>(
-    readers: Vec<Box<dyn SplitReader<T>>>,
-    event_time: EventTime<TF>,
-    mut chain: Box<dyn Push<T>>,
-    mut env: SegmentEnv,
-) -> Result<()>
+pub async fn run_source<T, TF>(readers: Vec<Box<dyn SplitReader<T>>>, event_time: EventTime<TF>, mut chain: Box<dyn Push<T>>, mut env: SegmentEnv) -> Result<()>
 where
     TF: FnMut(&T) -> Timestamp,
 {
     env.connect().await?;
     let (strategy, mut timestamp_fn) = match event_time {
-        EventTime::Assigned {
-            strategy,
-            timestamp_fn,
-        } => (Some(strategy), Some(timestamp_fn)),
+        EventTime::Assigned { strategy, timestamp_fn } => (Some(strategy), Some(timestamp_fn)),
         EventTime::None => (None, None),
     };
     let default_strategy = WatermarkStrategy::monotonous();
@@ -143,17 +129,10 @@ where
         // Pick the next live split that is not waiting out an idle retry.
         let now = now_ms();
         let n = splits.len();
-        let pick = (0..n)
-            .map(|k| (next + k) % n)
-            .find(|&i| splits[i].live && splits[i].retry_at_ms <= now);
+        let pick = (0..n).map(|k| (next + k) % n).find(|&i| splits[i].live && splits[i].retry_at_ms <= now);
         let Some(i) = pick else {
             // Every live split is idle: sleep until the earliest retry or processing timer.
-            let mut wake = splits
-                .iter()
-                .filter(|s| s.live)
-                .map(|s| s.retry_at_ms)
-                .min()
-                .unwrap_or(now + 1);
+            let mut wake = splits.iter().filter(|s| s.live).map(|s| s.retry_at_ms).min().unwrap_or(now + 1);
             if let Some(t) = env.timers.earliest() {
                 wake = wake.min(t);
             }
@@ -165,10 +144,7 @@ where
         next = (i + 1) % n;
         let split = &mut splits[i];
         let start = batch.records.len();
-        let status = split
-            .reader
-            .read(&mut batch.records, env.batch_size)
-            .await?;
+        let status = split.reader.read(&mut batch.records, env.batch_size).await?;
         let added = batch.records.len() - start;
         OperatorMetrics::add(&env.metrics.records_out, added as u64);
         match &mut timestamp_fn {
@@ -191,11 +167,7 @@ where
             split.idle_since_ms = None;
             if split.idle {
                 split.idle = false;
-                push_mark(
-                    &mut batch.marks,
-                    batch.records.len(),
-                    combiner.set_idle(i, false),
-                );
+                push_mark(&mut batch.marks, batch.records.len(), combiner.set_idle(i, false));
             }
         }
         match status {
@@ -215,11 +187,7 @@ where
                 if let Some(timeout) = idle_timeout {
                     if now - since >= timeout && !split.idle {
                         split.idle = true;
-                        push_mark(
-                            &mut batch.marks,
-                            batch.records.len(),
-                            combiner.set_idle(i, true),
-                        );
+                        push_mark(&mut batch.marks, batch.records.len(), combiner.set_idle(i, true));
                     }
                 }
             }
@@ -247,32 +215,21 @@ fn push_mark(marks: &mut Vec<Mark>, index: usize, wm: Timestamp) {
         Some(last) if last.index == index => last.watermark = wm,
         _ => {
             if wm > WATERMARK_MIN {
-                marks.push(Mark {
-                    index,
-                    watermark: wm,
-                })
+                marks.push(Mark { index, watermark: wm })
             }
         }
     }
 }
 
 /// Rewrite the marks of a batch from channel `channel` into the combined watermark domain.
-fn combine_marks(
-    marks: &mut Vec<Mark>,
-    combiner: &mut WatermarkCombiner,
-    channel: usize,
-    last_combined: &mut Timestamp,
-) {
+fn combine_marks(marks: &mut Vec<Mark>, combiner: &mut WatermarkCombiner, channel: usize, last_combined: &mut Timestamp) {
     let mut out = 0;
     for k in 0..marks.len() {
         let m = marks[k];
         let c = combiner.update(channel, m.watermark);
         if c > *last_combined {
             *last_combined = c;
-            marks[out] = Mark {
-                index: m.index,
-                watermark: c,
-            };
+            marks[out] = Mark { index: m.index, watermark: c };
             out += 1;
         }
     }
@@ -314,10 +271,7 @@ impl InputState {
     }
 }
 
-async fn next_or_timer<T: Send + 'static>(
-    inputs: &mut RingInputs<T>,
-    timers: &ProcessingTimers,
-) -> Option<Option<(usize, Envelope<T>)>> {
+async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &ProcessingTimers) -> Option<Option<(usize, Envelope<T>)>> {
     match timers.earliest() {
         None => Some(inputs.next().await),
         Some(deadline) => {
@@ -333,11 +287,7 @@ async fn next_or_timer<T: Send + 'static>(
 }
 
 /// Drive a segment fed by the rings of one edge.
-pub async fn run_input<T: Send + 'static>(
-    mut inputs: RingInputs<T>,
-    mut chain: Box<dyn Push<T>>,
-    mut env: SegmentEnv,
-) -> Result<()> {
+pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: Box<dyn Push<T>>, mut env: SegmentEnv) -> Result<()> {
     env.connect().await?;
     let mut state = InputState::new(inputs.len());
     loop {
@@ -350,12 +300,7 @@ pub async fn run_input<T: Send + 'static>(
         match envelope {
             Envelope::Data(mut batch) => {
                 OperatorMetrics::add(&env.metrics.records_in, batch.len() as u64);
-                combine_marks(
-                    &mut batch.marks,
-                    &mut state.combiner,
-                    c,
-                    &mut state.last_combined,
-                );
+                combine_marks(&mut batch.marks, &mut state.combiner, c, &mut state.last_combined);
                 chain.push(&mut batch);
             }
             Envelope::Watermark(wm) => {
@@ -379,15 +324,10 @@ pub async fn run_input<T: Send + 'static>(
     if inputs.failed() {
         return Err(WeirError::Shard {
             shard: env.shard,
-            message: format!(
-                "segment {}: an input ring closed before end of input",
-                env.name
-            ),
+            message: format!("segment {}: an input ring closed before end of input", env.name),
         });
     }
-    env.metrics
-        .watermark
-        .store(WATERMARK_MAX as u64, std::sync::atomic::Ordering::Relaxed);
+    env.metrics.watermark.store(WATERMARK_MAX as u64, std::sync::atomic::Ordering::Relaxed);
     chain.end();
     env.close().await
 }
@@ -432,22 +372,12 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             Step::Done => break,
             Step::Left(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
-                combine_marks(
-                    &mut b.marks,
-                    &mut state.combiner,
-                    c,
-                    &mut state.last_combined,
-                );
+                combine_marks(&mut b.marks, &mut state.combiner, c, &mut state.last_combined);
                 chain.push_left(&mut b);
             }
             Step::Right(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
-                combine_marks(
-                    &mut b.marks,
-                    &mut state.combiner,
-                    nl + c,
-                    &mut state.last_combined,
-                );
+                combine_marks(&mut b.marks, &mut state.combiner, nl + c, &mut state.last_combined);
                 chain.push_right(&mut b);
             }
             Step::Left(c, Envelope::Watermark(w)) => {
@@ -478,10 +408,7 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
     if left.failed() || right.failed() {
         return Err(WeirError::Shard {
             shard: env.shard,
-            message: format!(
-                "segment {}: an input ring closed before end of input",
-                env.name
-            ),
+            message: format!("segment {}: an input ring closed before end of input", env.name),
         });
     }
     chain.end();
@@ -498,33 +425,12 @@ mod tests {
         let mut last = WATERMARK_MIN;
         comb.update(1, 5);
         let mut marks = vec![
-            Mark {
-                index: 0,
-                watermark: 3,
-            },
-            Mark {
-                index: 1,
-                watermark: 7,
-            },
-            Mark {
-                index: 2,
-                watermark: 9,
-            },
+            Mark { index: 0, watermark: 3 },
+            Mark { index: 1, watermark: 7 },
+            Mark { index: 2, watermark: 9 },
         ];
         combine_marks(&mut marks, &mut comb, 0, &mut last);
-        assert_eq!(
-            marks,
-            vec![
-                Mark {
-                    index: 0,
-                    watermark: 3
-                },
-                Mark {
-                    index: 1,
-                    watermark: 5
-                }
-            ]
-        );
+        assert_eq!(marks, vec![Mark { index: 0, watermark: 3 }, Mark { index: 1, watermark: 5 }]);
         assert_eq!(last, 5);
     }
 }

@@ -23,10 +23,7 @@ pub struct Collected<T> {
 impl<T> Collected<T> {
     /// All records (shard by shard, each shard's in arrival order).
     pub fn take(&self) -> Vec<T> {
-        self.take_with_timestamps()
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect()
+        self.take_with_timestamps().into_iter().map(|(r, _)| r).collect()
     }
 
     /// All records with their event timestamps.
@@ -45,12 +42,7 @@ pub struct CollectSink<T> {
 impl<T> CollectSink<T> {
     pub fn new() -> (Self, Collected<T>) {
         let results: Shared<T> = Arc::default();
-        (
-            Self {
-                results: results.clone(),
-            },
-            Collected { results },
-        )
+        (Self { results: results.clone() }, Collected { results })
     }
 }
 
@@ -75,16 +67,12 @@ struct CollectPush<T> {
 
 impl<T> Push<T> for CollectPush<T> {
     fn push(&mut self, batch: &mut Batch<T>) {
-        self.rows
-            .extend(batch.records.drain(..).zip(batch.timestamps.drain(..)));
+        self.rows.extend(batch.records.drain(..).zip(batch.timestamps.drain(..)));
     }
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
     fn end(&mut self) {
         let rows = std::mem::take(&mut self.rows);
-        self.results
-            .lock()
-            .expect("collect sink")
-            .push((self.shard, rows));
+        self.results.lock().expect("collect sink").push((self.shard, rows));
     }
 }

@@ -36,10 +36,7 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(dir: impl Into<PathBuf>, format: Format) -> Self {
-        Self {
-            dir: dir.into(),
-            format,
-        }
+        Self { dir: dir.into(), format }
     }
     pub fn csv(dir: impl Into<PathBuf>) -> Self {
         Self::new(dir, Format::Csv)
@@ -86,8 +83,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
         format!("filesystem:{}", self.dir.display())
     }
     fn build(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<Box<dyn Push<T>>> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| WeirError::io("creating sink folder", &self.dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| WeirError::io("creating sink folder", &self.dir, e))?;
         let buffer = SharedBuffer::default();
         ctx.add_flusher(Box::new(PartFileWriter {
             dir: self.dir.clone(),
@@ -133,9 +129,7 @@ impl PartFileWriter {
         let file = BufferedFile::create(&temp)
             .await
             .map_err(|e| WeirError::io("creating part file", &temp, e.into()))?;
-        let writer = StreamWriterBuilder::new(file)
-            .with_buffer_size(256 << 10)
-            .build();
+        let writer = StreamWriterBuilder::new(file).with_buffer_size(256 << 10).build();
         self.current = Some(OpenPart {
             writer,
             temp,
@@ -147,10 +141,7 @@ impl PartFileWriter {
 
     async fn finish_part(&mut self) -> Result<()> {
         if let Some(mut part) = self.current.take() {
-            part.writer
-                .close()
-                .await
-                .map_err(|e| WeirError::io("closing part file", &part.temp, e))?;
+            part.writer.close().await.map_err(|e| WeirError::io("closing part file", &part.temp, e))?;
             commit_rename(&part.temp, &part.final_path).await?;
         }
         Ok(())

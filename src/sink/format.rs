@@ -22,28 +22,18 @@ impl Format {
     }
 
     /// Append `records` to `buf`, one line each.
-    pub fn write_all<'a, T: Serialize + 'a>(
-        &self,
-        records: impl Iterator<Item = &'a T>,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
+    pub fn write_all<'a, T: Serialize + 'a>(&self, records: impl Iterator<Item = &'a T>, buf: &mut Vec<u8>) -> Result<()> {
         match self {
             Format::Csv => {
-                let mut w = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(std::mem::take(buf));
+                let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(std::mem::take(buf));
                 for r in records {
-                    w.serialize(r)
-                        .map_err(|e| WeirError::Other(format!("formatting a CSV row: {e}")))?;
+                    w.serialize(r).map_err(|e| WeirError::Other(format!("formatting a CSV row: {e}")))?;
                 }
-                *buf = w
-                    .into_inner()
-                    .map_err(|e| WeirError::Other(format!("formatting CSV rows: {e}")))?;
+                *buf = w.into_inner().map_err(|e| WeirError::Other(format!("formatting CSV rows: {e}")))?;
             }
             Format::Json => {
                 for r in records {
-                    serde_json::to_writer(&mut *buf, r)
-                        .map_err(|e| WeirError::Other(format!("formatting a JSON row: {e}")))?;
+                    serde_json::to_writer(&mut *buf, r).map_err(|e| WeirError::Other(format!("formatting a JSON row: {e}")))?;
                     buf.push(b'\n');
                 }
             }

@@ -26,9 +26,7 @@ pub struct StdoutSink {
 
 impl Default for StdoutSink {
     fn default() -> Self {
-        Self {
-            format: Format::Json,
-        }
+        Self { format: Format::Json }
     }
 }
 

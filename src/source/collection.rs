@@ -15,9 +15,7 @@ pub struct CollectionSource<T> {
 impl<T> CollectionSource<T> {
     /// One split per vector.
     pub fn new(splits: Vec<Vec<T>>) -> Self {
-        Self {
-            splits: Arc::new(splits),
-        }
+        Self { splits: Arc::new(splits) }
     }
     /// A single split (one in-order input, like one file).
     pub fn single(records: Vec<T>) -> Self {
@@ -48,20 +46,12 @@ struct CollectionReader<T> {
 }
 
 impl<T: Clone> SplitReader<T> for CollectionReader<T> {
-    fn read<'a>(
-        &'a mut self,
-        out: &'a mut Vec<T>,
-        max: usize,
-    ) -> LocalBoxFuture<'a, Result<ReadStatus>> {
+    fn read<'a>(&'a mut self, out: &'a mut Vec<T>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
         let data = &self.splits[self.split];
         let end = (self.pos + max).min(data.len());
         out.extend_from_slice(&data[self.pos..end]);
         self.pos = end;
-        let status = if self.pos == data.len() {
-            ReadStatus::Exhausted
-        } else {
-            ReadStatus::More
-        };
+        let status = if self.pos == data.len() { ReadStatus::Exhausted } else { ReadStatus::More };
         Box::pin(async move { Ok(status) })
     }
     fn describe(&self) -> String {

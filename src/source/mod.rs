@@ -34,11 +34,7 @@ pub trait SplitReader<T> {
         Box::pin(async { Ok(()) })
     }
     /// Append up to `max` records to `out`.
-    fn read<'a>(
-        &'a mut self,
-        out: &'a mut Vec<T>,
-        max: usize,
-    ) -> LocalBoxFuture<'a, Result<ReadStatus>>;
+    fn read<'a>(&'a mut self, out: &'a mut Vec<T>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>>;
     /// Human-readable name of the split (file path, generator partition) for errors and status.
     fn describe(&self) -> String;
 }

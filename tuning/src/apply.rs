@@ -58,10 +58,7 @@ pub fn apply(report: &Report, profile: Profile) -> Vec<ApplyResult> {
             check_id: "*".into(),
             action: format!("apply {profile} profile"),
             outcome: ApplyOutcome::Skipped,
-            message: format!(
-                "report was made for the {} profile; re-run the checks with {profile}",
-                report.profile
-            ),
+            message: format!("report was made for the {} profile; re-run the checks with {profile}", report.profile),
         }];
     }
     let mut results = Vec::new();
@@ -76,20 +73,14 @@ pub fn apply(report: &Report, profile: Profile) -> Vec<ApplyResult> {
                     results.push(write_one(&check.id, w));
                 }
             }
-            Fix::RaiseMemlock { soft, hard } => {
-                results.push(raise_memlock(&check.id, *soft, *hard))
-            }
+            Fix::RaiseMemlock { soft, hard } => results.push(raise_memlock(&check.id, *soft, *hard)),
         }
     }
     results
 }
 
 fn is_permission(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::PermissionDenied
-        || matches!(
-            e.raw_os_error(),
-            Some(libc::EPERM | libc::EACCES | libc::EROFS)
-        )
+    e.kind() == std::io::ErrorKind::PermissionDenied || matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES | libc::EROFS))
 }
 
 fn write_one(check_id: &str, w: &FileWrite) -> ApplyResult {
@@ -112,25 +103,14 @@ fn write_one(check_id: &str, w: &FileWrite) -> ApplyResult {
                 format!("permission denied ({e}): run `weir tune --apply` as root, outside a read-only container /sys"),
             )
         } else if e.kind() == std::io::ErrorKind::NotFound {
-            result(
-                ApplyOutcome::Failed,
-                format!("{} does not exist", w.path.display()),
-            )
+            result(ApplyOutcome::Failed, format!("{} does not exist", w.path.display()))
         } else {
-            result(
-                ApplyOutcome::Failed,
-                format!("kernel refused the value: {e}"),
-            )
+            result(ApplyOutcome::Failed, format!("kernel refused the value: {e}"))
         };
     }
     let back = match read_opt(&w.path) {
         Ok(v) => v.unwrap_or_default(),
-        Err(e) => {
-            return result(
-                ApplyOutcome::Failed,
-                format!("written, but reading back failed: {e:#}"),
-            )
-        }
+        Err(e) => return result(ApplyOutcome::Failed, format!("written, but reading back failed: {e:#}")),
     };
     let ok = match w.verify {
         Verify::None => true,
@@ -144,10 +124,7 @@ fn write_one(check_id: &str, w: &FileWrite) -> ApplyResult {
     if ok {
         result(ApplyOutcome::Applied, "done".into())
     } else {
-        result(
-            ApplyOutcome::Failed,
-            format!("kernel kept {:?} after the write", back.trim()),
-        )
+        result(ApplyOutcome::Failed, format!("kernel kept {:?} after the write", back.trim()))
     }
 }
 
@@ -159,11 +136,7 @@ fn raise_memlock(check_id: &str, soft: u64, hard: u64) -> ApplyResult {
             crate::memory::bytes(v)
         }
     };
-    let action = format!(
-        "setrlimit(RLIMIT_MEMLOCK, soft {}, hard {}) for this process",
-        show(soft),
-        show(hard)
-    );
+    let action = format!("setrlimit(RLIMIT_MEMLOCK, soft {}, hard {}) for this process", show(soft), show(hard));
     let to_rlim = |v: u64| {
         if v == u64::MAX {
             libc::RLIM_INFINITY
@@ -187,9 +160,7 @@ fn raise_memlock(check_id: &str, soft: u64, hard: u64) -> ApplyResult {
         if is_permission(&e) {
             (
                 ApplyOutcome::PermissionDenied,
-                format!(
-                    "permission denied ({e}): raising the hard limit needs root (CAP_SYS_RESOURCE)"
-                ),
+                format!("permission denied ({e}): raising the hard limit needs root (CAP_SYS_RESOURCE)"),
             )
         } else {
             (ApplyOutcome::Failed, format!("setrlimit failed: {e}"))
@@ -216,10 +187,7 @@ pub fn results_to_text(results: &[ApplyResult]) -> String {
             ApplyOutcome::PermissionDenied => "DENIED",
             ApplyOutcome::Failed => "FAILED",
         };
-        out.push_str(&format!(
-            "[{tag}] {}: {} — {}\n",
-            r.check_id, r.action, r.message
-        ));
+        out.push_str(&format!("[{tag}] {}: {} — {}\n", r.check_id, r.action, r.message));
     }
     out
 }

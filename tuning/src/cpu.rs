@@ -108,16 +108,11 @@ pub fn cpuset(root: &Root) -> Option<BTreeSet<usize>> {
 
 /// Decides data and housekeeping cores for `cores` executors (see module doc).
 pub fn plan_cores(root: &Root, cores: Option<usize>) -> CorePlan {
-    let all_online = read_set(root, &format!("{CPU_DIR}/online"))
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let all_online = read_set(root, &format!("{CPU_DIR}/online")).ok().flatten().unwrap_or_default();
     let cpuset = cpuset(root);
     // Data cores are picked from the CPUs this process may run on.
     let online: BTreeSet<usize> = match &cpuset {
-        Some(allowed) if !allowed.is_disjoint(&all_online) => {
-            all_online.intersection(allowed).copied().collect()
-        }
+        Some(allowed) if !allowed.is_disjoint(&all_online) => all_online.intersection(allowed).copied().collect(),
         _ => all_online.clone(),
     };
     let isolated: BTreeSet<usize> = read_set(root, &format!("{CPU_DIR}/isolated"))
@@ -127,27 +122,14 @@ pub fn plan_cores(root: &Root, cores: Option<usize>) -> CorePlan {
         .intersection(&online)
         .copied()
         .collect();
-    let want = cores.unwrap_or(if isolated.is_empty() {
-        online.len()
-    } else {
-        isolated.len()
-    });
+    let want = cores.unwrap_or(if isolated.is_empty() { online.len() } else { isolated.len() });
 
     let (data, basis): (BTreeSet<usize>, String) = if online.is_empty() {
-        (
-            (0..cores.unwrap_or(0)).collect(),
-            "online CPUs unknown; assuming CPUs from 0".into(),
-        )
+        ((0..cores.unwrap_or(0)).collect(), "online CPUs unknown; assuming CPUs from 0".into())
     } else if !isolated.is_empty() {
         let mut data: BTreeSet<usize> = isolated.iter().copied().take(want).collect();
         let extra = want.saturating_sub(data.len());
-        data.extend(
-            online
-                .iter()
-                .rev()
-                .filter(|c| !isolated.contains(c))
-                .take(extra),
-        );
+        data.extend(online.iter().rev().filter(|c| !isolated.contains(c)).take(extra));
         (data, "isolated CPUs first".into())
     } else if want < online.len() {
         (
@@ -220,28 +202,16 @@ fn count(plan: &CorePlan, profile: Profile, cores: Option<usize>) -> Check {
                 Status::Fail,
                 format!("{found}; {n} cores requested"),
                 WHY,
-                format!(
-                    "ask for at most {} cores (one per CPU weir may use)",
-                    usable.len()
-                ),
+                format!("ask for at most {} cores (one per CPU weir may use)", usable.len()),
             );
         }
         if n == 0 {
-            return Check::new(
-                ID_COUNT,
-                Status::Fail,
-                found,
-                WHY,
-                "ask for at least 1 core",
-            );
+            return Check::new(ID_COUNT, Status::Fail, found, WHY, "ask for at least 1 core");
         }
     }
     if profile == Profile::Latency && plan.housekeeping.is_empty() {
         let todo = if plan.online.len() > 1 {
-            format!(
-                "leave a core for the OS: run with --cores {}",
-                plan.online.len() - 1
-            )
+            format!("leave a core for the OS: run with --cores {}", plan.online.len() - 1)
         } else {
             "use a machine with at least 2 CPUs for the latency profile".to_string()
         };
@@ -265,52 +235,22 @@ fn isolation(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
         most tail-latency spikes.";
     let cmdline = match root.read("proc/cmdline") {
         Ok(c) => c.unwrap_or_default(),
-        Err(e) => {
-            return Check::new(
-                ID_ISOLATION,
-                Status::Unknown,
-                format!("{e:#}"),
-                WHY,
-                "check that /proc is mounted",
-            )
-        }
+        Err(e) => return Check::new(ID_ISOLATION, Status::Unknown, format!("{e:#}"), WHY, "check that /proc is mounted"),
     };
     let isolated_file = match root.read(format!("{CPU_DIR}/isolated")) {
         Ok(v) => v,
-        Err(e) => {
-            return Check::new(
-                ID_ISOLATION,
-                Status::Unknown,
-                format!("{e:#}"),
-                WHY,
-                "check that /sys is mounted",
-            )
-        }
+        Err(e) => return Check::new(ID_ISOLATION, Status::Unknown, format!("{e:#}"), WHY, "check that /sys is mounted"),
     };
     let nohz = cmdline_cpus(&cmdline, "nohz_full").unwrap_or_default();
     let isolated: BTreeSet<usize> = plan.isolated.iter().copied().collect();
     let data: BTreeSet<usize> = plan.data.iter().copied().collect();
     let found = format!(
         "isolated: {}; nohz_full: {}",
-        if isolated.is_empty() {
-            "none".into()
-        } else {
-            format_cpu_list(&isolated)
-        },
-        if nohz.is_empty() {
-            "none".into()
-        } else {
-            format_cpu_list(&nohz)
-        },
+        if isolated.is_empty() { "none".into() } else { format_cpu_list(&isolated) },
+        if nohz.is_empty() { "none".into() } else { format_cpu_list(&nohz) },
     );
     if profile != Profile::Latency {
-        return Check::new(
-            ID_ISOLATION,
-            Status::Ok,
-            found,
-            WHY,
-            format!("not needed for the {profile} profile"),
-        );
+        return Check::new(ID_ISOLATION, Status::Ok, found, WHY, format!("not needed for the {profile} profile"));
     }
     if isolated_file.is_none() {
         return Check::new(
@@ -331,9 +271,7 @@ fn isolation(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
     let boot = if s.is_empty() {
         "use a machine with at least 2 CPUs, then isolate all but CPU 0".to_string()
     } else {
-        format!(
-            "add to the kernel command line and reboot: isolcpus=managed_irq,domain,{s} nohz_full={s} rcu_nocbs={s}"
-        )
+        format!("add to the kernel command line and reboot: isolcpus=managed_irq,domain,{s} nohz_full={s} rcu_nocbs={s}")
     };
     if !data.is_empty() && data.is_subset(&isolated) {
         if data.is_subset(&nohz) {
@@ -344,9 +282,7 @@ fn isolation(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
                 Status::Ok,
                 found,
                 WHY,
-                format!(
-                    "optional: also add nohz_full={s} rcu_nocbs={s} to stop the tick on data cores"
-                ),
+                format!("optional: also add nohz_full={s} rcu_nocbs={s} to stop the tick on data cores"),
             )
         }
     } else {
@@ -367,15 +303,9 @@ fn governor(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
         match root.read_trimmed(format!("{base}/scaling_governor")) {
             Ok(Some(g)) => {
                 if g != "performance" {
-                    let avail = root
-                        .read(format!("{base}/scaling_available_governors"))
-                        .ok()
-                        .flatten();
+                    let avail = root.read(format!("{base}/scaling_available_governors")).ok().flatten();
                     // No list → try anyway; a list without it → cannot.
-                    if avail
-                        .as_deref()
-                        .is_none_or(|a| a.split_whitespace().any(|w| w == "performance"))
-                    {
+                    if avail.as_deref().is_none_or(|a| a.split_whitespace().any(|w| w == "performance")) {
                         writes.push(FileWrite {
                             path: root.path(format!("{base}/scaling_governor")),
                             value: "performance".into(),
@@ -392,9 +322,10 @@ fn governor(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
         }
     }
     if by_gov.is_empty() {
-        let found = errors.first().cloned().unwrap_or_else(|| {
-            "no cpufreq interface (fixed clock, or a VM whose host sets the frequency)".into()
-        });
+        let found = errors
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "no cpufreq interface (fixed clock, or a VM whose host sets the frequency)".into());
         return Check::new(
             ID_GOVERNOR,
             Status::Unknown,
@@ -413,17 +344,9 @@ fn governor(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
         return Check::new(ID_GOVERNOR, Status::Ok, found, WHY, "nothing");
     }
     if profile == Profile::Edge {
-        return Check::new(
-            ID_GOVERNOR,
-            Status::Ok,
-            found,
-            WHY,
-            "fine for edge; use performance if power and heat allow",
-        );
+        return Check::new(ID_GOVERNOR, Status::Ok, found, WHY, "fine for edge; use performance if power and heat allow");
     }
-    let mut todo =
-        "set the performance governor on every CPU (cpupower frequency-set -g performance)"
-            .to_string();
+    let mut todo = "set the performance governor on every CPU (cpupower frequency-set -g performance)".to_string();
     if !no_performance.is_empty() {
         todo.push_str(&format!(
             "; CPUs {} do not offer performance (check the cpufreq driver)",
@@ -445,47 +368,22 @@ fn clocksource(root: &Root) -> Check {
     let dir = "sys/devices/system/clocksource/clocksource0";
     let current = match root.read_trimmed(format!("{dir}/current_clocksource")) {
         Ok(Some(c)) => c,
-        Ok(None) => {
-            return Check::new(
-                ID_CLOCKSOURCE,
-                Status::Unknown,
-                "no current_clocksource",
-                WHY,
-                "check that /sys is mounted",
-            )
-        }
-        Err(e) => {
-            return Check::new(
-                ID_CLOCKSOURCE,
-                Status::Unknown,
-                format!("{e:#}"),
-                WHY,
-                "check that /sys is mounted",
-            )
-        }
+        Ok(None) => return Check::new(ID_CLOCKSOURCE, Status::Unknown, "no current_clocksource", WHY, "check that /sys is mounted"),
+        Err(e) => return Check::new(ID_CLOCKSOURCE, Status::Unknown, format!("{e:#}"), WHY, "check that /sys is mounted"),
     };
-    let available = root
-        .read_trimmed(format!("{dir}/available_clocksource"))
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let available = root.read_trimmed(format!("{dir}/available_clocksource")).ok().flatten().unwrap_or_default();
     let found = if available.is_empty() {
         current.clone()
     } else {
         format!("{current} (available: {available})")
     };
-    let fast = [
-        "tsc",
-        "kvm-clock",
-        "arch_sys_counter",
-        "hyperv_clocksource_tsc_page",
-        "riscv_clocksource",
-    ];
+    let fast = ["tsc", "kvm-clock", "arch_sys_counter", "hyperv_clocksource_tsc_page", "riscv_clocksource"];
     if fast.contains(&current.as_str()) {
         return Check::new(ID_CLOCKSOURCE, Status::Ok, found, WHY, "nothing");
     }
     let todo = if available.split_whitespace().any(|w| w == "tsc") {
-        "switch to tsc: echo tsc > /sys/devices/system/clocksource/clocksource0/current_clocksource (boot with tsc=reliable if the kernel marked it unstable)".to_string()
+        "switch to tsc: echo tsc > /sys/devices/system/clocksource/clocksource0/current_clocksource (boot with tsc=reliable if the kernel marked it unstable)"
+            .to_string()
     } else {
         "use a machine or VM type with an invariant TSC (or kvm-clock)".to_string()
     };

@@ -88,19 +88,16 @@ pub fn stat_state_dir(dir: &Path) -> Result<StateFs> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
     let exists = checked == abs;
-    let c = std::ffi::CString::new(checked.as_os_str().as_encoded_bytes())
-        .with_context(|| format!("path {} has a NUL byte", checked.display()))?;
+    let c = std::ffi::CString::new(checked.as_os_str().as_encoded_bytes()).with_context(|| format!("path {} has a NUL byte", checked.display()))?;
     // SAFETY: zeroed statfs/stat are valid out-parameters; `c` is a valid
     // NUL-terminated path for the duration of the calls.
     let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut sfs) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", checked.display()));
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statfs {}", checked.display()));
     }
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("stat {}", checked.display()));
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("stat {}", checked.display()));
     }
     Ok(StateFs {
         checked,
@@ -130,10 +127,7 @@ fn disk_dir(root: &Root, major: u32, minor: u32) -> Option<PathBuf> {
         return Some(dir);
     }
     let parent = dir.parent()?;
-    parent
-        .join("queue/scheduler")
-        .exists()
-        .then(|| parent.to_path_buf())
+    parent.join("queue/scheduler").exists().then(|| parent.to_path_buf())
 }
 
 fn grade_scheduler(sched: &str, rotational: bool) -> Status {
@@ -158,35 +152,19 @@ fn scheduler(root: &Root, fs: Option<&StateFs>) -> Check {
             Ok(Some(names)) => dirs.extend(
                 names
                     .iter()
-                    .filter(|n| {
-                        !["loop", "ram", "zram", "nbd"]
-                            .iter()
-                            .any(|p| n.starts_with(p))
-                    })
+                    .filter(|n| !["loop", "ram", "zram", "nbd"].iter().any(|p| n.starts_with(p)))
                     .map(|n| root.path(format!("sys/block/{n}"))),
             ),
             Ok(None) => {}
-            Err(e) => {
-                return Check::new(
-                    ID_SCHEDULER,
-                    Status::Unknown,
-                    format!("{e:#}"),
-                    WHY,
-                    "check that /sys is mounted",
-                )
-            }
+            Err(e) => return Check::new(ID_SCHEDULER, Status::Unknown, format!("{e:#}"), WHY, "check that /sys is mounted"),
         }
     }
     let mut status = Status::Ok;
     let mut found = Vec::new();
     let mut todo = Vec::new();
     for dir in &dirs {
-        let name = dir
-            .file_name()
-            .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned());
-        let sched = crate::sysfs::read_opt(&dir.join("queue/scheduler"))
-            .ok()
-            .flatten();
+        let name = dir.file_name().map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned());
+        let sched = crate::sysfs::read_opt(&dir.join("queue/scheduler")).ok().flatten();
         let Some(sched) = sched.as_deref().and_then(selected) else {
             continue;
         };
@@ -199,26 +177,14 @@ fn scheduler(root: &Root, fs: Option<&StateFs>) -> Check {
         if grade_scheduler(&sched, rotational) == Status::Warn {
             status = Status::Warn;
             let want = if rotational { "mq-deadline" } else { "none" };
-            todo.push(format!(
-                "echo {want} > /sys/block/{name}/queue/scheduler (persist with a udev rule)"
-            ));
+            todo.push(format!("echo {want} > /sys/block/{name}/queue/scheduler (persist with a udev rule)"));
         }
     }
     if found.is_empty() {
-        return Check::new(
-            ID_SCHEDULER,
-            Status::Unknown,
-            "no block device with a scheduler found",
-            WHY,
-            "nothing",
-        );
+        return Check::new(ID_SCHEDULER, Status::Unknown, "no block device with a scheduler found", WHY, "nothing");
     }
     let found = format!("{scope}: {}", found.join("; "));
-    let todo = if todo.is_empty() {
-        "nothing".to_string()
-    } else {
-        todo.join("; ")
-    };
+    let todo = if todo.is_empty() { "nothing".to_string() } else { todo.join("; ") };
     Check::new(ID_SCHEDULER, status, found, WHY, todo)
 }
 
@@ -228,15 +194,7 @@ fn state_fs(host: &Host) -> Check {
         btrfs/ZFS copy-on-write adds write amplification and latency.";
     let fs = match &host.state_fs {
         Ok(f) => f,
-        Err(e) => {
-            return Check::new(
-                ID_STATE_FS,
-                Status::Unknown,
-                e.clone(),
-                WHY,
-                "create the state directory, then re-run",
-            )
-        }
+        Err(e) => return Check::new(ID_STATE_FS, Status::Unknown, e.clone(), WHY, "create the state directory, then re-run"),
     };
     let mut found = format!(
         "{} on {} (magic {:#x}, dev {}:{})",

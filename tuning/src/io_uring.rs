@@ -90,17 +90,8 @@ pub enum UringProbe {
 
 /// Grades a probe from a predicate (`code → supported`).
 pub fn grade(is_supported: impl Fn(u8) -> bool) -> UringProbe {
-    let missing = |list: &[(&str, u8)]| {
-        list.iter()
-            .filter(|(_, c)| !is_supported(*c))
-            .map(|(n, _)| n.to_string())
-            .collect::<Vec<_>>()
-    };
-    let supported = REQUIRED
-        .iter()
-        .chain(OPTIONAL)
-        .filter(|(_, c)| is_supported(*c))
-        .count();
+    let missing = |list: &[(&str, u8)]| list.iter().filter(|(_, c)| !is_supported(*c)).map(|(n, _)| n.to_string()).collect::<Vec<_>>();
+    let supported = REQUIRED.iter().chain(OPTIONAL).filter(|(_, c)| is_supported(*c)).count();
     UringProbe::Probed {
         missing_required: missing(REQUIRED),
         missing_optional: missing(OPTIONAL),
@@ -146,45 +137,24 @@ fn available(root: &Root, probe: &UringProbe) -> Check {
         Ok(Some(v)) => v.parse::<u8>().ok(),
         _ => None,
     };
-    let sysctl_todo =
-        "set kernel.io_uring_disabled=0 (or 1 and add weir's user to kernel.io_uring_group)";
+    let sysctl_todo = "set kernel.io_uring_disabled=0 (or 1 and add weir's user to kernel.io_uring_group)";
     match probe {
         UringProbe::SetupFailed { errno, error } => {
             let todo = match (*errno, knob) {
                 (_, Some(2)) => sysctl_todo.to_string(),
-                (Some(libc::EPERM), _) | (Some(libc::EACCES), _) => format!(
-                    "io_uring is restricted here: {sysctl_todo}; in a container, allow io_uring_setup in the seccomp profile"
-                ),
+                (Some(libc::EPERM), _) | (Some(libc::EACCES), _) => {
+                    format!("io_uring is restricted here: {sysctl_todo}; in a container, allow io_uring_setup in the seccomp profile")
+                }
                 (Some(libc::ENOSYS), _) => "use a kernel built with CONFIG_IO_URING (5.10 or newer recommended)".to_string(),
                 (Some(libc::ENOMEM), _) => "raise the memlock limit (see memory.memlock)".to_string(),
                 _ => "check dmesg and the kernel config for io_uring".to_string(),
             };
-            Check::new(
-                ID_AVAILABLE,
-                Status::Fail,
-                format!("{error}; {disabled_txt}"),
-                WHY,
-                todo,
-            )
+            Check::new(ID_AVAILABLE, Status::Fail, format!("{error}; {disabled_txt}"), WHY, todo)
         }
         UringProbe::NotRun => {
-            let status = if knob == Some(2) {
-                Status::Fail
-            } else {
-                Status::Unknown
-            };
-            let todo = if knob == Some(2) {
-                sysctl_todo
-            } else {
-                "nothing"
-            };
-            Check::new(
-                ID_AVAILABLE,
-                status,
-                format!("not probed; {disabled_txt}"),
-                WHY,
-                todo,
-            )
+            let status = if knob == Some(2) { Status::Fail } else { Status::Unknown };
+            let todo = if knob == Some(2) { sysctl_todo } else { "nothing" };
+            Check::new(ID_AVAILABLE, status, format!("not probed; {disabled_txt}"), WHY, todo)
         }
         UringProbe::Probed { .. } | UringProbe::ProbeFailed { .. } => {
             if knob == Some(1) {
@@ -196,13 +166,7 @@ fn available(root: &Root, probe: &UringProbe) -> Check {
                     "make sure the user weir runs as is privileged or in kernel.io_uring_group",
                 )
             } else {
-                Check::new(
-                    ID_AVAILABLE,
-                    Status::Ok,
-                    format!("ring created; {disabled_txt}"),
-                    WHY,
-                    "nothing",
-                )
+                Check::new(ID_AVAILABLE, Status::Ok, format!("ring created; {disabled_txt}"), WHY, "nothing")
             }
         }
     }
@@ -221,16 +185,10 @@ fn opcodes(probe: &UringProbe) -> Check {
             let total = REQUIRED.len() + OPTIONAL.len();
             let mut found = format!("{supported}/{total} checked opcodes supported");
             if !missing_required.is_empty() {
-                found.push_str(&format!(
-                    "; missing required: {}",
-                    missing_required.join(", ")
-                ));
+                found.push_str(&format!("; missing required: {}", missing_required.join(", ")));
             }
             if !missing_optional.is_empty() {
-                found.push_str(&format!(
-                    "; missing optional: {}",
-                    missing_optional.join(", ")
-                ));
+                found.push_str(&format!("; missing optional: {}", missing_optional.join(", ")));
             }
             if !missing_required.is_empty() {
                 Check::new(
@@ -241,7 +199,13 @@ fn opcodes(probe: &UringProbe) -> Check {
                     "upgrade the kernel (5.19 or newer has every required opcode)",
                 )
             } else if !missing_optional.is_empty() {
-                Check::new(ID_OPCODES, Status::Warn, found, WHY, "upgrade to kernel 6.9+ for zero-copy send and ftruncate; weir falls back meanwhile")
+                Check::new(
+                    ID_OPCODES,
+                    Status::Warn,
+                    found,
+                    WHY,
+                    "upgrade to kernel 6.9+ for zero-copy send and ftruncate; weir falls back meanwhile",
+                )
             } else {
                 Check::new(ID_OPCODES, Status::Ok, found, WHY, "nothing")
             }
@@ -253,13 +217,7 @@ fn opcodes(probe: &UringProbe) -> Check {
             WHY,
             "kernel too old to probe (before 5.6): upgrade to 5.10 or newer",
         ),
-        UringProbe::SetupFailed { .. } => Check::new(
-            ID_OPCODES,
-            Status::Unknown,
-            "no ring could be created",
-            WHY,
-            "see io_uring.available",
-        ),
+        UringProbe::SetupFailed { .. } => Check::new(ID_OPCODES, Status::Unknown, "no ring could be created", WHY, "see io_uring.available"),
         UringProbe::NotRun => Check::new(ID_OPCODES, Status::Unknown, "not probed", WHY, "nothing"),
     }
 }
@@ -283,10 +241,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(opcodes(&no_zc).status, Status::Fail);
-        assert_eq!(
-            opcodes(&grade(|c| c != opcode::SendZc::CODE)).status,
-            Status::Warn
-        );
+        assert_eq!(opcodes(&grade(|c| c != opcode::SendZc::CODE)).status, Status::Warn);
         assert_eq!(opcodes(&grade(|_| true)).status, Status::Ok);
     }
 }

@@ -60,33 +60,15 @@ fn irqbalance_running(root: &Root) -> bool {
     };
     pids.iter()
         .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
-        .any(|p| {
-            matches!(root.read_trimmed(format!("proc/{p}/comm")), Ok(Some(c)) if c == "irqbalance")
-        })
+        .any(|p| matches!(root.read_trimmed(format!("proc/{p}/comm")), Ok(Some(c)) if c == "irqbalance"))
 }
 
 /// The IRQ affinity check.
 pub fn check(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
     let irqs = match root.list("proc/irq") {
         Ok(Some(v)) => v,
-        Ok(None) => {
-            return Check::new(
-                ID_AFFINITY,
-                Status::Unknown,
-                "no /proc/irq",
-                WHY,
-                "check that /proc is mounted",
-            )
-        }
-        Err(e) => {
-            return Check::new(
-                ID_AFFINITY,
-                Status::Unknown,
-                format!("{e:#}"),
-                WHY,
-                "run as root to read IRQ affinity",
-            )
-        }
+        Ok(None) => return Check::new(ID_AFFINITY, Status::Unknown, "no /proc/irq", WHY, "check that /proc is mounted"),
+        Err(e) => return Check::new(ID_AFFINITY, Status::Unknown, format!("{e:#}"), WHY, "run as root to read IRQ affinity"),
     };
     let mut nums: Vec<u32> = irqs.iter().filter_map(|n| n.parse().ok()).collect();
     nums.sort_unstable();
@@ -109,45 +91,20 @@ pub fn check(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
             Err(e) => errors.push(format!("{e:#}")),
         }
     }
-    let default_mask = root
-        .read("proc/irq/default_smp_affinity")
-        .ok()
-        .flatten()
-        .and_then(|s| parse_cpu_mask(&s));
+    let default_mask = root.read("proc/irq/default_smp_affinity").ok().flatten().and_then(|s| parse_cpu_mask(&s));
     if total == 0 {
-        let found = errors
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "no IRQ affinity files".into());
-        return Check::new(
-            ID_AFFINITY,
-            Status::Unknown,
-            found,
-            WHY,
-            "run as root on a host that exposes /proc/irq",
-        );
+        let found = errors.first().cloned().unwrap_or_else(|| "no IRQ affinity files".into());
+        return Check::new(ID_AFFINITY, Status::Unknown, found, WHY, "run as root on a host that exposes /proc/irq");
     }
     let balance = irqbalance_running(root);
     let shown: Vec<String> = on_data.iter().take(12).map(u32::to_string).collect();
     let mut found = format!(
         "{} of {total} IRQs may run on data cores {}",
         on_data.len(),
-        if data.is_empty() {
-            "(none)".into()
-        } else {
-            plan.data_list()
-        }
+        if data.is_empty() { "(none)".into() } else { plan.data_list() }
     );
     if !on_data.is_empty() {
-        found.push_str(&format!(
-            " (IRQ {}{})",
-            shown.join(","),
-            if on_data.len() > shown.len() {
-                ",…"
-            } else {
-                ""
-            }
-        ));
+        found.push_str(&format!(" (IRQ {}{})", shown.join(","), if on_data.len() > shown.len() { ",…" } else { "" }));
     }
     if let Some(mask) = &default_mask {
         found.push_str(&format!("; default affinity {}", format_cpu_list(mask)));
@@ -161,13 +118,7 @@ pub fn check(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
     let default_on_data = default_mask.as_ref().is_some_and(|m| !m.is_disjoint(&data));
 
     if profile != Profile::Latency {
-        return Check::new(
-            ID_AFFINITY,
-            Status::Ok,
-            found,
-            WHY,
-            format!("not graded for the {profile} profile"),
-        );
+        return Check::new(ID_AFFINITY, Status::Ok, found, WHY, format!("not graded for the {profile} profile"));
     }
     if on_data.is_empty() && !default_on_data {
         return Check::new(ID_AFFINITY, Status::Ok, found, WHY, "nothing");
@@ -197,9 +148,8 @@ pub fn check(root: &Root, profile: Profile, plan: &CorePlan) -> Check {
             verify: Verify::None,
         });
     }
-    let mut todo = format!(
-        "steer IRQs to housekeeping cores {hk} (echo {hk} > /proc/irq/N/smp_affinity_list); some per-CPU or managed IRQs refuse, which is expected"
-    );
+    let mut todo =
+        format!("steer IRQs to housekeeping cores {hk} (echo {hk} > /proc/irq/N/smp_affinity_list); some per-CPU or managed IRQs refuse, which is expected");
     if balance {
         todo.push_str(&format!(
             "; irqbalance will move them back: set IRQBALANCE_BANNED_CPULIST={} or stop it",

@@ -84,9 +84,7 @@ impl std::str::FromStr for Profile {
             "latency" => Ok(Profile::Latency),
             "throughput" => Ok(Profile::Throughput),
             "edge" => Ok(Profile::Edge),
-            other => Err(format!(
-                "unknown profile {other:?} (expected latency, throughput or edge)"
-            )),
+            other => Err(format!("unknown profile {other:?} (expected latency, throughput or edge)")),
         }
     }
 }
@@ -165,18 +163,12 @@ pub fn run_checks_with(opts: &TuneOptions, host: &Host) -> Report {
     checks.extend(memory::checks(&root, opts.profile, &plan, host));
     checks.extend(io_uring::checks(&root, &host.uring));
     checks.extend(disk::checks(&root, host));
-    debug_assert_eq!(
-        checks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-        CHECK_IDS
-    );
+    debug_assert_eq!(checks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), CHECK_IDS);
     Report {
         profile: opts.profile,
         sysfs_root: opts.sysfs_root.clone(),
         state_dir: opts.state_dir.clone(),
-        kernel: root
-            .read_trimmed("proc/sys/kernel/osrelease")
-            .ok()
-            .flatten(),
+        kernel: root.read_trimmed("proc/sys/kernel/osrelease").ok().flatten(),
         cores: plan,
         checks,
     }

@@ -45,10 +45,7 @@ pub struct Memlock {
 
 /// Reads this process's `RLIMIT_MEMLOCK`.
 pub fn current_memlock() -> Result<Memlock> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     if rc != 0 {
@@ -65,10 +62,7 @@ pub fn current_memlock() -> Result<Memlock> {
 /// `/proc/self/status`); `None` if that cannot be read.
 pub fn has_cap_ipc_lock() -> Option<bool> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     let caps = u64::from_str_radix(hex, 16).ok()?;
     const CAP_IPC_LOCK: u32 = 14;
     Some(caps & (1 << CAP_IPC_LOCK) != 0)
@@ -82,13 +76,7 @@ pub fn meminfo(root: &Root) -> (Option<u64>, Option<u64>) {
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
     };
     (field("MemTotal:"), field("SwapTotal:"))
@@ -144,15 +132,7 @@ fn memlock(profile: Profile, plan: &CorePlan, host: &Host, mem_total: Option<u64
         back to slower unregistered buffers.";
     let lim = match &host.memlock {
         Ok(l) => *l,
-        Err(e) => {
-            return Check::new(
-                ID_MEMLOCK,
-                Status::Unknown,
-                e.clone(),
-                WHY,
-                "check `ulimit -l`",
-            )
-        }
+        Err(e) => return Check::new(ID_MEMLOCK, Status::Unknown, e.clone(), WHY, "check `ulimit -l`"),
     };
     let executors = plan.data.len().max(1) as u64;
     let io_memory = if profile == Profile::Edge {
@@ -190,10 +170,7 @@ fn memlock(profile: Profile, plan: &CorePlan, host: &Host, mem_total: Option<u64
     };
     let Some(soft) = lim.soft else {
         let todo = if profile == Profile::Edge {
-            format!(
-                "nothing; on a small box set io_memory to {} per executor",
-                bytes(io_memory)
-            )
+            format!("nothing; on a small box set io_memory to {} per executor", bytes(io_memory))
         } else {
             "nothing".into()
         };
@@ -222,16 +199,16 @@ fn memlock(profile: Profile, plan: &CorePlan, host: &Host, mem_total: Option<u64
             Status::Ok,
             found,
             WHY,
-            format!("nothing while weir runs with CAP_IPC_LOCK (e.g. as root); without it, raise memlock to {}", bytes(needed)),
+            format!(
+                "nothing while weir runs with CAP_IPC_LOCK (e.g. as root); without it, raise memlock to {}",
+                bytes(needed)
+            ),
         );
     }
     let todo = if profile == Profile::Edge {
         format!("{}; {persist}", edge_hint(soft))
     } else {
-        format!(
-            "raise the memlock limit to at least {}; {persist}",
-            bytes(needed)
-        )
+        format!("raise the memlock limit to at least {}; {persist}", bytes(needed))
     };
     Check::new(ID_MEMLOCK, Status::Warn, found, WHY, todo).with_fix(fix)
 }
@@ -243,39 +220,13 @@ fn thp(root: &Root, profile: Profile) -> Check {
     let dir = "sys/kernel/mm/transparent_hugepage";
     let raw = match root.read(format!("{dir}/enabled")) {
         Ok(Some(s)) => s,
-        Ok(None) => {
-            return Check::new(
-                ID_THP,
-                Status::Unknown,
-                "no transparent_hugepage/enabled (THP not built in?)",
-                WHY,
-                "nothing",
-            )
-        }
-        Err(e) => {
-            return Check::new(
-                ID_THP,
-                Status::Unknown,
-                format!("{e:#}"),
-                WHY,
-                "check that /sys is mounted",
-            )
-        }
+        Ok(None) => return Check::new(ID_THP, Status::Unknown, "no transparent_hugepage/enabled (THP not built in?)", WHY, "nothing"),
+        Err(e) => return Check::new(ID_THP, Status::Unknown, format!("{e:#}"), WHY, "check that /sys is mounted"),
     };
     let Some(mode) = selected(&raw) else {
-        return Check::new(
-            ID_THP,
-            Status::Unknown,
-            format!("unparsable: {}", raw.trim()),
-            WHY,
-            "nothing",
-        );
+        return Check::new(ID_THP, Status::Unknown, format!("unparsable: {}", raw.trim()), WHY, "nothing");
     };
-    let defrag = root
-        .read(format!("{dir}/defrag"))
-        .ok()
-        .flatten()
-        .and_then(|s| selected(&s));
+    let defrag = root.read(format!("{dir}/defrag")).ok().flatten().and_then(|s| selected(&s));
     let found = match &defrag {
         Some(d) => format!("enabled={mode}, defrag={d}"),
         None => format!("enabled={mode}"),
@@ -321,33 +272,11 @@ fn swappiness(root: &Root, profile: Profile, swap_total: Option<u64>) -> Check {
         resident and evicts page cache first.";
     let value = match root.read_trimmed("proc/sys/vm/swappiness") {
         Ok(Some(v)) => v,
-        Ok(None) => {
-            return Check::new(
-                ID_SWAPPINESS,
-                Status::Unknown,
-                "no /proc/sys/vm/swappiness",
-                WHY,
-                "check that /proc is mounted",
-            )
-        }
-        Err(e) => {
-            return Check::new(
-                ID_SWAPPINESS,
-                Status::Unknown,
-                format!("{e:#}"),
-                WHY,
-                "check that /proc is mounted",
-            )
-        }
+        Ok(None) => return Check::new(ID_SWAPPINESS, Status::Unknown, "no /proc/sys/vm/swappiness", WHY, "check that /proc is mounted"),
+        Err(e) => return Check::new(ID_SWAPPINESS, Status::Unknown, format!("{e:#}"), WHY, "check that /proc is mounted"),
     };
     let Ok(n) = value.parse::<u32>() else {
-        return Check::new(
-            ID_SWAPPINESS,
-            Status::Unknown,
-            format!("unparsable: {value}"),
-            WHY,
-            "nothing",
-        );
+        return Check::new(ID_SWAPPINESS, Status::Unknown, format!("unparsable: {value}"), WHY, "nothing");
     };
     let (limit, target) = match profile {
         Profile::Latency => (10, 1),

@@ -106,13 +106,7 @@ pub struct Check {
 
 impl Check {
     /// A check with no fix.
-    pub fn new(
-        id: &str,
-        status: Status,
-        found: impl Into<String>,
-        why_it_matters: &str,
-        what_to_do: impl Into<String>,
-    ) -> Check {
+    pub fn new(id: &str, status: Status, found: impl Into<String>, why_it_matters: &str, what_to_do: impl Into<String>) -> Check {
         Check {
             id: id.to_string(),
             status,
@@ -168,17 +162,12 @@ impl Report {
             Status::Warn => 2,
             Status::Fail => 3,
         };
-        self.checks
-            .iter()
-            .map(|c| c.status)
-            .max_by_key(|s| rank(*s))
-            .unwrap_or(Status::Ok)
+        self.checks.iter().map(|c| c.status).max_by_key(|s| rank(*s)).unwrap_or(Status::Ok)
     }
 
     /// Pretty JSON (never fails: the types are plain data).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self)
-            .unwrap_or_else(|e| format!("{{\"error\":\"serializing report: {e}\"}}"))
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"serializing report: {e}\"}}"))
     }
 
     /// A table 120 columns wide: check, status, found, why, what to do.
@@ -215,8 +204,7 @@ impl Report {
         let todo_w = flex - found_w - why_w;
         let widths = [fixed_id, fixed_status, found_w, why_w, todo_w];
 
-        let header = ["check", "status", "found", "why it matters", "what to do"]
-            .map(|s| vec![s.to_string()]);
+        let header = ["check", "status", "found", "why it matters", "what to do"].map(|s| vec![s.to_string()]);
         push_row(&mut out, &widths, &header);
         let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
         out.push_str(rule.join("-+-").trim_end());
@@ -231,14 +219,7 @@ impl Report {
                 wrap(&c.id, widths[0]),
                 wrap(c.status.label(), widths[1]),
                 wrap(&c.found, widths[2]),
-                wrap(
-                    if c.status == Status::Ok {
-                        ""
-                    } else {
-                        &c.why_it_matters
-                    },
-                    widths[3],
-                ),
+                wrap(if c.status == Status::Ok { "" } else { &c.why_it_matters }, widths[3]),
                 wrap(&todo, widths[4]),
             ];
             push_row(&mut out, &widths, &cells);
@@ -250,10 +231,7 @@ impl Report {
             self.count(Status::Warn),
             self.count(Status::Fail),
             self.count(Status::Unknown),
-            self.checks
-                .iter()
-                .filter(|c| c.can_apply && c.status != Status::Ok)
-                .count()
+            self.checks.iter().filter(|c| c.can_apply && c.status != Status::Ok).count()
         ));
         out
     }
@@ -325,15 +303,9 @@ mod tests {
 
     #[test]
     fn wrap_respects_width() {
-        let lines = wrap(
-            "the quick brown fox jumps over a_very_long_identifier_here",
-            10,
-        );
+        let lines = wrap("the quick brown fox jumps over a_very_long_identifier_here", 10);
         assert!(lines.iter().all(|l| l.chars().count() <= 10), "{lines:?}");
-        assert_eq!(
-            lines.concat().replace(' ', ""),
-            "thequickbrownfoxjumpsovera_very_long_identifier_here"
-        );
+        assert_eq!(lines.concat().replace(' ', ""), "thequickbrownfoxjumpsovera_very_long_identifier_here");
         assert_eq!(wrap("", 5), vec![String::new()]);
     }
 }

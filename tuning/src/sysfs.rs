@@ -23,9 +23,7 @@ pub struct Root {
 impl Root {
     /// A root at `base` (`/` on a real machine).
     pub fn new(base: &Path) -> Root {
-        Root {
-            base: base.to_path_buf(),
-        }
+        Root { base: base.to_path_buf() }
     }
 
     /// The real path of `rel` (e.g. `"sys/kernel/mm"`) under this root.
@@ -94,10 +92,7 @@ pub fn parse_cpu_list(s: &str) -> Result<BTreeSet<usize>> {
                 out.extend(a..=b);
             }
             None => {
-                out.insert(
-                    part.parse()
-                        .with_context(|| format!("bad CPU list {s:?}"))?,
-                );
+                out.insert(part.parse().with_context(|| format!("bad CPU list {s:?}"))?);
             }
         }
     }
@@ -113,11 +108,7 @@ pub fn format_cpu_list(cpus: &BTreeSet<usize>) -> String {
         while iter.peek() == Some(&(end + 1)) {
             end = iter.next().unwrap_or(end);
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
     }
     parts.join(",")
 }
@@ -144,16 +135,10 @@ mod tests {
     #[test]
     fn cpu_list_round_trip() {
         let set = parse_cpu_list("0-3,8,10-11\n").unwrap();
-        assert_eq!(
-            set.iter().copied().collect::<Vec<_>>(),
-            [0, 1, 2, 3, 8, 10, 11]
-        );
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), [0, 1, 2, 3, 8, 10, 11]);
         assert_eq!(format_cpu_list(&set), "0-3,8,10-11");
         assert!(parse_cpu_list("").unwrap().is_empty());
-        assert_eq!(
-            parse_cpu_list("domain,managed_irq,2-3").unwrap(),
-            [2, 3].into_iter().collect()
-        );
+        assert_eq!(parse_cpu_list("domain,managed_irq,2-3").unwrap(), [2, 3].into_iter().collect());
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x1").is_err());
         assert!(parse_cpu_list("0-99999999999").is_err());
@@ -161,10 +146,7 @@ mod tests {
 
     #[test]
     fn selected_word() {
-        assert_eq!(
-            selected("always [madvise] never\n").as_deref(),
-            Some("madvise")
-        );
+        assert_eq!(selected("always [madvise] never\n").as_deref(), Some("madvise"));
         assert_eq!(selected("none\n").as_deref(), Some("none"));
         assert_eq!(selected("[none] mq-deadline").as_deref(), Some("none"));
         assert_eq!(selected("a b"), None);

@@ -63,13 +63,6 @@ fn apply_reports_permission_errors_on_real_kernel_files() {
     });
     let results = apply(&report, opts.profile);
     assert_eq!(results.len(), 1);
-    assert_eq!(
-        results[0].outcome,
-        ApplyOutcome::PermissionDenied,
-        "{results:?}"
-    );
-    assert!(
-        results[0].message.contains("permission denied"),
-        "{results:?}"
-    );
+    assert_eq!(results[0].outcome, ApplyOutcome::PermissionDenied, "{results:?}");
+    assert!(results[0].message.contains("permission denied"), "{results:?}");
 }

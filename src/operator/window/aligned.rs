@@ -47,18 +47,8 @@ where
     KF: FnMut(&T) -> K,
     A: AggregateFunction<T>,
 {
-    pub fn new(
-        spec: WindowSpec,
-        key_fn: KF,
-        agg: A,
-        out: Output<WindowResult<K, A::Out>>,
-        late: Option<Output<T>>,
-        metrics: Arc<OperatorMetrics>,
-    ) -> Self {
-        assert!(!matches!(
-            spec.assigner,
-            super::WindowAssigner::Session { .. }
-        ));
+    pub fn new(spec: WindowSpec, key_fn: KF, agg: A, out: Output<WindowResult<K, A::Out>>, late: Option<Output<T>>, metrics: Arc<OperatorMetrics>) -> Self {
+        assert!(!matches!(spec.assigner, super::WindowAssigner::Session { .. }));
         assert!(spec.allowed_lateness_ms >= 0);
         Self {
             spec,
@@ -126,10 +116,7 @@ where
             let bucket = &mut self.buckets[b];
             let acc = match bucket.accs.get_mut(&key) {
                 Some(acc) => acc,
-                None => bucket
-                    .accs
-                    .entry(key.clone())
-                    .or_insert_with(|| agg.create()),
+                None => bucket.accs.entry(key.clone()).or_insert_with(|| agg.create()),
             };
             agg.add(acc, &record);
             if bucket.fired {
@@ -229,12 +216,7 @@ where
         OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
         let marks = std::mem::take(&mut batch.marks);
         let mut marks = marks.iter().peekable();
-        for (i, (r, ts)) in batch
-            .records
-            .drain(..)
-            .zip(batch.timestamps.drain(..))
-            .enumerate()
-        {
+        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
             while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
                 self.advance(m.watermark);
             }
@@ -259,10 +241,7 @@ where
     }
 
     fn end(&mut self) {
-        debug_assert!(
-            self.buckets.iter().all(|b| b.fired),
-            "end of input before the final watermark"
-        );
+        debug_assert!(self.buckets.iter().all(|b| b.fired), "end of input before the final watermark");
         self.out.end();
         if let Some(late) = &mut self.late {
             late.end();

@@ -23,17 +23,9 @@ pub enum WindowAssigner {
     /// Fixed-size, non-overlapping windows (`TUMBLE`).
     Tumbling { size_ms: i64, offset_ms: i64 },
     /// Fixed-size windows every `slide_ms` (`HOP`); a record is in `size / slide` windows.
-    Sliding {
-        size_ms: i64,
-        slide_ms: i64,
-        offset_ms: i64,
-    },
+    Sliding { size_ms: i64, slide_ms: i64, offset_ms: i64 },
     /// Windows growing by `step_ms` from the start of each `max_size_ms` window (`CUMULATE`).
-    Cumulate {
-        step_ms: i64,
-        max_size_ms: i64,
-        offset_ms: i64,
-    },
+    Cumulate { step_ms: i64, max_size_ms: i64, offset_ms: i64 },
     /// Per key, records closer than `gap_ms` form one session (`SESSION`); sessions merge.
     Session { gap_ms: i64 },
 }
@@ -41,16 +33,10 @@ pub enum WindowAssigner {
 impl WindowAssigner {
     pub fn tumbling(size_ms: i64) -> Self {
         assert!(size_ms > 0, "window size must be > 0");
-        Self::Tumbling {
-            size_ms,
-            offset_ms: 0,
-        }
+        Self::Tumbling { size_ms, offset_ms: 0 }
     }
     pub fn sliding(size_ms: i64, slide_ms: i64) -> Self {
-        assert!(
-            size_ms > 0 && slide_ms > 0,
-            "window size and slide must be > 0"
-        );
+        assert!(size_ms > 0 && slide_ms > 0, "window size and slide must be > 0");
         Self::Sliding {
             size_ms,
             slide_ms,
@@ -77,9 +63,15 @@ impl WindowAssigner {
     pub fn validate(&self) -> Result<(), String> {
         match *self {
             Self::Tumbling { size_ms, .. } if size_ms <= 0 => Err(format!("tumbling window size {size_ms} ms must be > 0")),
-            Self::Sliding { size_ms, slide_ms, .. } if size_ms <= 0 || slide_ms <= 0 => Err(format!("hop window size {size_ms} ms and slide {slide_ms} ms must be > 0")),
-            Self::Sliding { size_ms, slide_ms, .. } if size_ms / slide_ms > 100_000 => Err(format!("hop window size {size_ms} ms / slide {slide_ms} ms puts each record in too many windows")),
-            Self::Cumulate { step_ms, max_size_ms, .. } if step_ms <= 0 || max_size_ms <= 0 || max_size_ms % step_ms != 0 => Err(format!("cumulate max size {max_size_ms} ms must be a positive multiple of step {step_ms} ms")),
+            Self::Sliding { size_ms, slide_ms, .. } if size_ms <= 0 || slide_ms <= 0 => {
+                Err(format!("hop window size {size_ms} ms and slide {slide_ms} ms must be > 0"))
+            }
+            Self::Sliding { size_ms, slide_ms, .. } if size_ms / slide_ms > 100_000 => Err(format!(
+                "hop window size {size_ms} ms / slide {slide_ms} ms puts each record in too many windows"
+            )),
+            Self::Cumulate { step_ms, max_size_ms, .. } if step_ms <= 0 || max_size_ms <= 0 || max_size_ms % step_ms != 0 => {
+                Err(format!("cumulate max size {max_size_ms} ms must be a positive multiple of step {step_ms} ms"))
+            }
             Self::Session { gap_ms } if gap_ms <= 0 => Err(format!("session gap {gap_ms} ms must be > 0")),
             _ => Ok(()),
         }
@@ -94,11 +86,7 @@ impl WindowAssigner {
                 let start = window_start(ts, offset_ms, size_ms);
                 f(start, start.saturating_add(size_ms));
             }
-            Self::Sliding {
-                size_ms,
-                slide_ms,
-                offset_ms,
-            } => {
+            Self::Sliding { size_ms, slide_ms, offset_ms } => {
                 let mut start = window_start(ts, offset_ms, slide_ms);
                 while start > ts.saturating_sub(size_ms) {
                     f(start, start.saturating_add(size_ms));
@@ -170,21 +158,9 @@ mod tests {
     fn assigners() {
         assert_eq!(windows(WindowAssigner::tumbling(10), 25), vec![(20, 30)]);
         assert_eq!(windows(WindowAssigner::tumbling(10), -1), vec![(-10, 0)]);
-        assert_eq!(
-            windows(WindowAssigner::sliding(10, 5), 12),
-            vec![(10, 20), (5, 15)]
-        );
-        assert_eq!(
-            windows(WindowAssigner::sliding(10, 5), 10),
-            vec![(10, 20), (5, 15)]
-        );
-        assert_eq!(
-            windows(WindowAssigner::cumulate(2, 6), 13),
-            vec![(12, 18), (12, 16), (12, 14)]
-        );
-        assert_eq!(
-            windows(WindowAssigner::cumulate(2, 6), 15),
-            vec![(12, 18), (12, 16)]
-        );
+        assert_eq!(windows(WindowAssigner::sliding(10, 5), 12), vec![(10, 20), (5, 15)]);
+        assert_eq!(windows(WindowAssigner::sliding(10, 5), 10), vec![(10, 20), (5, 15)]);
+        assert_eq!(windows(WindowAssigner::cumulate(2, 6), 13), vec![(12, 18), (12, 16), (12, 14)]);
+        assert_eq!(windows(WindowAssigner::cumulate(2, 6), 15), vec![(12, 18), (12, 16)]);
     }
 }

@@ -50,14 +50,7 @@ where
     KF: FnMut(&T) -> K,
     A: AggregateFunction<T>,
 {
-    pub fn new(
-        spec: WindowSpec,
-        key_fn: KF,
-        agg: A,
-        out: Output<WindowResult<K, A::Out>>,
-        late: Option<Output<T>>,
-        metrics: Arc<OperatorMetrics>,
-    ) -> Self {
+    pub fn new(spec: WindowSpec, key_fn: KF, agg: A, out: Output<WindowResult<K, A::Out>>, late: Option<Output<T>>, metrics: Arc<OperatorMetrics>) -> Self {
         let WindowAssigner::Session { gap_ms } = spec.assigner else {
             panic!("session operator needs a session assigner")
         };
@@ -210,12 +203,7 @@ where
         OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
         let marks = std::mem::take(&mut batch.marks);
         let mut marks = marks.iter().peekable();
-        for (i, (r, ts)) in batch
-            .records
-            .drain(..)
-            .zip(batch.timestamps.drain(..))
-            .enumerate()
-        {
+        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
             while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
                 self.advance(m.watermark);
             }
