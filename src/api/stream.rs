@@ -144,7 +144,7 @@ impl StreamEnv {
             let mut ends: Vec<_> = edges.iter().map(|&e| ctx.take_receiver_ends(e)).collect();
             let mut env = StreamEnv::segment_env(ctx, &seg_name);
             Ok(Box::pin(async move {
-                let (inputs, connected) = futures::join!(connect_all::<T>(&mut ends), env.connect());
+                let (inputs, connected) = crate::shard::keep_awake_while(async { futures::join!(connect_all::<T>(&mut ends), env.connect()) }).await;
                 connected?;
                 run_input(inputs, chain, env).await
             }))

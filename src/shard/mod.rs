@@ -45,6 +45,26 @@ pub trait Flusher {
     }
 }
 
+/// Run `connecting` while a 1 ms timer keeps this shard's reactor awake.
+///
+/// glommio 0.9's shared-channel `connect` records its own side and waits for the peer, but does
+/// not wake the peer's reactor: a peer executor that is parked would never notice the
+/// connection and both sides would wait forever. The ticking timer makes every reactor poll its
+/// connection wakers until the handshake is done.
+pub async fn keep_awake_while<F: std::future::Future>(connecting: F) -> F::Output {
+    let ticker = async {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    let connecting = std::pin::pin!(connecting);
+    let ticker = std::pin::pin!(ticker);
+    match futures::future::select(connecting, ticker).await {
+        futures::future::Either::Left((out, _)) => out,
+        futures::future::Either::Right(((), _)) => unreachable!("the ticker never ends"),
+    }
+}
+
 /// Processing-time deadlines registered by operators of one segment (shared with the task loop,
 /// which wakes at the earliest one).
 #[derive(Clone, Default)]

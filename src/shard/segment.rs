@@ -43,7 +43,7 @@ impl SegmentEnv {
             return Ok(());
         }
         self.connected = true;
-        for r in join_all(self.flushers.iter_mut().map(|f| f.connect())).await {
+        for r in super::keep_awake_while(join_all(self.flushers.iter_mut().map(|f| f.connect()))).await {
             r?;
         }
         Ok(())
@@ -348,8 +348,12 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         Done,
     }
     loop {
-        let step = futures_lite::future::poll_fn(|cx| {
+        let step = futures_lite::future::poll_fn(|cx| loop {
             use std::task::Poll;
+            // Data flows only once every channel of both inputs has been heard from.
+            let gate = left.all_heard() && right.all_heard();
+            left.set_gate(gate);
+            right.set_gate(gate);
             let mut any = false;
             match left.poll_next(cx) {
                 Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Left(c, e)),
@@ -361,11 +365,13 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 Poll::Ready(None) => {}
                 Poll::Pending => any = true,
             }
-            if any {
-                Poll::Pending
-            } else {
-                Poll::Ready(Step::Done)
+            if !gate && left.all_heard() && right.all_heard() {
+                continue; // the gate can open now: poll again to release held data
             }
+            if any {
+                return Poll::Pending;
+            }
+            return Poll::Ready(Step::Done);
         })
         .await;
         match step {

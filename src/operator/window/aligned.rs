@@ -6,8 +6,9 @@
 //! a record usually finds its bucket at the back in one or two comparisons. No per-key timers:
 //! a window fires for all keys at once.
 //!
-//! Invariants: buckets are sorted and unique; a bucket is fired exactly once on time
-//! (`end - 1 <= watermark`), then once per accepted late record; it is removed when
+//! Invariants: buckets are sorted and unique; a bucket fires once when the watermark reaches
+//! `end - 1` (or at once for a record accepted after that point), then once more per accepted
+//! late record; it is removed when
 //! `end - 1 + allowed_lateness <= watermark`, so state is bounded by the watermark's progress.
 
 use std::hash::Hash;
@@ -119,8 +120,10 @@ where
                 None => bucket.accs.entry(key.clone()).or_insert_with(|| agg.create()),
             };
             agg.add(acc, &record);
-            if bucket.fired {
-                // Late firing: emit the updated result at once.
+            if end.saturating_sub(1) <= wm {
+                // Late firing (Flink's EventTimeTrigger fires on such an element): emit the
+                // updated result at once; the window counts as fired from now on.
+                bucket.fired = true;
                 let value = agg.result(acc);
                 self.out.emit(
                     WindowResult {
