@@ -30,11 +30,15 @@ pub const MAX_TOTAL_PROPORTION: i32 = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GeneratorConfig {
-    /// Event id of the first event (reference `firstEventId`, 0). Event ids seed
-    /// each event's random stream and decide its kind.
+    /// Event id offset (reference `firstEventId`; 1, as `nexmark-flink`'s
+    /// table source sets it). Event id = `first_event_id + event number`; ids
+    /// seed each event's random stream and decide its kind.
     pub first_event_id: i64,
-    /// Event number of the first event (reference `firstEventNumber`, 0); event
-    /// numbers decide timestamps.
+    /// Event number of the first event (reference `firstEventNumber`; 1, as
+    /// `nexmark-flink`'s table source sets it); event numbers decide
+    /// timestamps. With the 1/1 defaults the first event has id 2 (an
+    /// auction, id 1001) and the first person (id 1001) is event id 50; set
+    /// both to 0 for the Beam layout where person 1000 comes first.
     pub first_event_number: i64,
     /// Number of events to generate in total over all splits; 0 = unbounded
     /// (reference: `Long.MAX_VALUE / (totalProportion * max avg byte size)`).
@@ -43,7 +47,9 @@ pub struct GeneratorConfig {
     /// the inter-event delay, hence event timestamps.
     pub first_event_rate: i32,
     /// Reference `numEventGenerators` (1): the inter-event delay is multiplied
-    /// by it, as in the reference.
+    /// by it, as in the reference (where each parallel generator runs its own
+    /// timeline). Weir's splits share one timeline, so leave this at 1 unless
+    /// reproducing the reference's per-generator timestamps.
     pub num_event_generators: i32,
     /// Whether [`super::NexmarkGenerator::next_event_due_ms`] reports a due
     /// time (reference `isRateLimited`, false = as fast as possible).
@@ -87,8 +93,8 @@ pub struct GeneratorConfig {
 impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {
-            first_event_id: 0,
-            first_event_number: 0,
+            first_event_id: 1,
+            first_event_number: 1,
             max_events: 0,
             first_event_rate: 10_000,
             num_event_generators: 1,
@@ -227,7 +233,7 @@ impl GeneratorConfig {
             return e;
         }
         let base = (e / n) * n;
-        base + e.wrapping_mul(953) % n
+        base.wrapping_add(e.wrapping_mul(953) % n)
     }
 
     /// Reference `nextEventNumberForWatermark`.
@@ -287,6 +293,7 @@ mod tests {
     fn timestamps_at_default_rate() {
         let c = GeneratorConfig::default();
         assert_eq!(c.timestamp_for_event(0), c.base_time);
+        assert_eq!(c.timestamp_for_event(9), c.base_time);
         assert_eq!(c.timestamp_for_event(10), c.base_time + 1);
         assert_eq!(c.timestamp_for_event(10_000), c.base_time + 1000);
     }

@@ -139,34 +139,33 @@ impl NexmarkGenerator {
         Some((event, ts))
     }
 
-    /// Fast path for bid-only consumers: skips (without generating) persons and
-    /// auctions, and returns the next bid with its timestamp. Skipped events
-    /// count in [`Self::events_emitted`]. Never allocates.
-    pub fn next_bid_fields(&mut self) -> Option<(BidFields, i64)> {
-        loop {
-            let c = self.global_count()?;
-            self.emitted += 1;
-            let adjusted = self.cfg.adjusted_event_number(c);
-            let event_id = self.cfg.first_event_id.wrapping_add(adjusted);
-            let rem = event_id % self.total;
-            if rem < self.cfg.person_proportion as i64 + self.cfg.auction_proportion as i64 {
-                continue;
-            }
-            let ts = self.cfg.timestamp_for_event(adjusted);
-            self.rng.set_seed(event_id);
-            let (auction, bidder, price, ch) = self.bid_core(event_id);
-            return Some((
-                BidFields {
-                    auction,
-                    bidder,
-                    price,
-                    channel: ch.channel(),
-                    url: ch.url(),
-                    date_time: ts,
-                },
-                ts,
-            ));
+    /// Fast path for bid-only consumers. Advances exactly one event, like
+    /// [`Self::next_event`]: a bid comes back as `Some((Some(fields), ts))`; a
+    /// person or auction is skipped without being generated and comes back as
+    /// `Some((None, ts))`; `None` when done. Never allocates. (One event per
+    /// call keeps the work per call bounded: a split may see no bids at all,
+    /// e.g. with 50 splits and the 1/3/46 proportions.)
+    pub fn next_bid_fields(&mut self) -> Option<(Option<BidFields>, i64)> {
+        let c = self.global_count()?;
+        self.emitted += 1;
+        let adjusted = self.cfg.adjusted_event_number(c);
+        let ts = self.cfg.timestamp_for_event(adjusted);
+        let event_id = self.cfg.first_event_id.wrapping_add(adjusted);
+        let rem = event_id % self.total;
+        if rem < self.cfg.person_proportion as i64 + self.cfg.auction_proportion as i64 {
+            return Some((None, ts));
         }
+        self.rng.set_seed(event_id);
+        let (auction, bidder, price, ch) = self.bid_core(event_id);
+        let fields = BidFields {
+            auction,
+            bidder,
+            price,
+            channel: ch.channel(),
+            url: ch.url(),
+            date_time: ts,
+        };
+        Some((Some(fields), ts))
     }
 
     // ----- id arithmetic (reference PersonGenerator / AuctionGenerator) -----

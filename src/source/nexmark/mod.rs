@@ -3,14 +3,18 @@
 //! (`nexmark-flink`, `com.github.nexmark.flink.generator`) defines it.
 //!
 //! # What it generates
-//! Event `c` (counting from 0) gets event id `first_event_id + c` (permuted
-//! within groups when `out_of_order_group_size > 1`). The id decides the kind:
-//! of every `1 + 3 + 46 = 50` ids, the first is a person, the next three are
-//! auctions, the rest are bids. Person and auction ids are consecutive from
-//! 1000. Bids go to a "hot" auction / by a "hot" bidder with probability
+//! Event `c` (counting from 0) has event number `first_event_number + c`
+//! (permuted within groups when `out_of_order_group_size > 1`) and event id
+//! `first_event_id + number`. The id decides the kind: of every
+//! `1 + 3 + 46 = 50` ids, the first is a person, the next three are auctions,
+//! the rest are bids. Person and auction ids are consecutive from 1000 + the
+//! id's epoch position; with the defaults (first id 1, first number 1, as
+//! `nexmark-flink`'s table source) the stream starts at event id 2, so the
+//! first auction is 1001 and the first person (event id 50) is 1001. Bids go to a "hot" auction / by a "hot" bidder with probability
 //! `1 - 1/ratio`, otherwise to one of the ~100 in-flight auctions / ~1000
 //! active people (plus a lead of 10 ids not yet created, as in the reference).
-//! Event time is `base_time + c * (1e6 / first_event_rate) µs`. Every field is
+//! Event time is `base_time + number * (1e6 / first_event_rate) µs`,
+//! truncated to ms. Every field is
 //! drawn from a bit-exact `java.util.Random` seeded with the event id, in the
 //! reference's order, so numeric fields and the random strings (names, emails,
 //! credit cards, item names, descriptions, `extra` padding) are the
@@ -20,7 +24,8 @@
 //! [`GeneratorConfig`] (Nexmark's knobs and defaults, `validate()`),
 //! [`NexmarkGenerator::new`]`(config, split_index, num_splits)`,
 //! [`NexmarkGenerator::next_event`] → `(Event, event_time_ms)`,
-//! [`NexmarkGenerator::next_bid_fields`] (allocation-free bids only),
+//! [`NexmarkGenerator::next_bid_fields`] (allocation-free: one event per
+//! call, bids materialised as [`BidFields`], persons/auctions skipped),
 //! [`NexmarkGenerator::events_emitted`] / [`NexmarkGenerator::skip_to`]
 //! (checkpointing), [`NexmarkGenerator::next_event_due_ms`] (rate limiting is
 //! the caller's job).
@@ -29,7 +34,9 @@
 //! - Deterministic: an event is a pure function of the config and its number.
 //! - Splits interleave by event number (`s, s+n, s+2n, …`): disjoint, and their
 //!   union is exactly the unsplit stream; each split's timestamps are
-//!   non-decreasing when out-of-order groups are off.
+//!   non-decreasing when out-of-order groups are off. Caveat: a split count
+//!   sharing a large factor with 50 skews kinds per split (with 50 splits each
+//!   split sees a single kind); the union is still exact.
 //! - `with_strings = false` leaves every `String` empty (no allocation) and
 //!   changes no numeric field.
 //!

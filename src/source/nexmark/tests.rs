@@ -12,6 +12,15 @@ fn bounded(n: u64) -> GeneratorConfig {
     }
 }
 
+/// Beam layout: first event id and number 0, so person 1000 is event 0.
+fn zero_based(n: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        first_event_id: 0,
+        first_event_number: 0,
+        ..bounded(n)
+    }
+}
+
 fn collect(cfg: GeneratorConfig, split: u32, splits: u32) -> Vec<(Event, i64)> {
     let mut g = NexmarkGenerator::new(cfg, split, splits);
     std::iter::from_fn(|| g.next_event()).collect()
@@ -19,10 +28,13 @@ fn collect(cfg: GeneratorConfig, split: u32, splits: u32) -> Vec<(Event, i64)> {
 
 #[test]
 fn kind_sequence_follows_proportions() {
-    let events = collect(bounded(10_000), 0, 1);
+    let cfg = bounded(10_000);
+    let first_id = (cfg.first_event_id + cfg.first_event_number) as usize;
+    assert_eq!(first_id, 2);
+    let events = collect(cfg, 0, 1);
     assert_eq!(events.len(), 10_000);
     for (i, (e, _)) in events.iter().enumerate() {
-        let rem = i % 50;
+        let rem = (first_id + i) % 50;
         match e {
             Event::Person(_) => assert_eq!(rem, 0, "event {i}"),
             Event::Auction(_) => assert!((1..4).contains(&rem), "event {i}"),
@@ -33,9 +45,14 @@ fn kind_sequence_follows_proportions() {
 
 #[test]
 fn ids_are_consecutive_and_bids_reference_known_ids() {
-    let events = collect(bounded(50_000), 0, 1);
-    let mut next_person = FIRST_PERSON_ID;
-    let mut next_auction = FIRST_AUCTION_ID;
+    // Defaults (nexmark-flink layout): ids 1000 are skipped, both start at 1001.
+    check_ids(bounded(50_000), FIRST_PERSON_ID + 1, FIRST_AUCTION_ID + 1);
+    // Beam layout: both start at 1000.
+    check_ids(zero_based(50_000), FIRST_PERSON_ID, FIRST_AUCTION_ID);
+}
+
+fn check_ids(cfg: GeneratorConfig, mut next_person: i64, mut next_auction: i64) {
+    let events = collect(cfg, 0, 1);
     let (mut hot_auction, mut bids) = (0u64, 0u64);
     for (e, ts) in &events {
         match e {
@@ -85,8 +102,9 @@ fn timestamps_non_decreasing_and_rate() {
         assert_eq!(e.date_time(), *ts);
         prev = *ts;
     }
-    // 10,000 events/s: 20,000 events span ~2 s.
-    assert_eq!(events.last().unwrap().1 - base, 1999);
+    // 10,000 events/s: event numbers 1..=20,000 span 2 s.
+    assert_eq!(events[0].1 - base, 0);
+    assert_eq!(events.last().unwrap().1 - base, 2000);
 }
 
 #[test]
@@ -225,7 +243,9 @@ fn bid_fast_path_matches_full_path() {
         })
         .collect();
     let mut g = NexmarkGenerator::new(cfg, 1, 2);
-    let fast: Vec<_> = std::iter::from_fn(|| g.next_bid_fields()).collect();
+    let fast: Vec<_> = std::iter::from_fn(|| g.next_bid_fields())
+        .filter_map(|(b, t)| b.map(|b| (b, t)))
+        .collect();
     assert_eq!(full.len(), fast.len());
     for ((b, t1), (f, t2)) in full.iter().zip(&fast) {
         assert_eq!(t1, t2);
@@ -248,9 +268,10 @@ fn rate_limit_due_times() {
         ..bounded(100)
     };
     g = NexmarkGenerator::new(cfg, 1, 2);
-    assert_eq!(g.next_event_due_ms(), Some(1));
+    // Split 1 of 2 emits event numbers 2, 4, ... (first_event_number = 1).
+    assert_eq!(g.next_event_due_ms(), Some(2));
     g.next_event();
-    assert_eq!(g.next_event_due_ms(), Some(3));
+    assert_eq!(g.next_event_due_ms(), Some(4));
     g.skip_to(50);
     assert_eq!(g.next_event_due_ms(), None);
     assert!(g.next_event().is_none());
@@ -271,7 +292,7 @@ fn out_of_order_groups_permute_within_group() {
         })
         .collect();
     person_ids.sort();
-    assert_eq!(person_ids, (1000..1020).collect::<Vec<_>>());
+    assert_eq!(person_ids, (1001..1021).collect::<Vec<_>>());
     // Splits still partition.
     let a = collect(cfg.clone(), 0, 2);
     let b = collect(cfg, 1, 2);
@@ -326,7 +347,8 @@ fn line(e: &Event, t: i64) -> String {
 
 /// Golden events: produced by a Java transcription of the reference generator
 /// (`new java.util.Random(eventId)` per event, JDK `Math.pow`/`Math.round`),
-/// default config, `base_time = 1_700_000_000_000`. The full first 200,000
+/// default config but first event id/number 0, `base_time =
+/// 1_700_000_000_000`. The full first 200,000
 /// events (all fields but the url) were diffed byte for byte.
 #[test]
 fn golden_events_match_java_reference() {
@@ -357,7 +379,7 @@ fn golden_events_match_java_reference() {
         ),
     ];
     for (c, expected) in cases {
-        let mut g = NexmarkGenerator::new(GeneratorConfig::default(), 0, 1);
+        let mut g = NexmarkGenerator::new(zero_based(0), 0, 1);
         g.skip_to(c);
         let (e, t) = g.next_event().unwrap();
         assert_eq!(line(&e, t), expected, "event {c}");
@@ -379,15 +401,17 @@ fn golden_java_random_from_jdk() {
 
 /// Dumps events in a line format for cross-checking against a Java
 /// transcription of the reference: `NEXMARK_DUMP=path NEXMARK_N=200000
-/// [NEXMARK_OOO=10] cargo test -p weir --lib dump_for_cross_check -- --ignored`.
+/// [NEXMARK_OOO=10] [NEXMARK_FID=1 NEXMARK_FEN=1] cargo test -p weir --lib dump_for_cross_check -- --ignored`.
 #[test]
 #[ignore]
 fn dump_for_cross_check() {
     let path = std::env::var("NEXMARK_DUMP").expect("NEXMARK_DUMP");
     let n: u64 = std::env::var("NEXMARK_N").map_or(200_000, |v| v.parse().unwrap());
-    let ooo: i64 = std::env::var("NEXMARK_OOO").map_or(1, |v| v.parse().unwrap());
+    let var = |k: &str, d: i64| std::env::var(k).map_or(d, |v| v.parse().unwrap());
     let cfg = GeneratorConfig {
-        out_of_order_group_size: ooo,
+        out_of_order_group_size: var("NEXMARK_OOO", 1),
+        first_event_id: var("NEXMARK_FID", 0),
+        first_event_number: var("NEXMARK_FEN", 0),
         ..bounded(n)
     };
     let mut out = String::new();
@@ -429,7 +453,7 @@ fn nexmark_throughput() {
     let start = std::time::Instant::now();
     let mut bids = 0u64;
     while let Some((b, _)) = g.next_bid_fields() {
-        bids += 1;
+        bids += b.is_some() as u64;
         std::hint::black_box(&b);
     }
     let s = start.elapsed().as_secs_f64();
@@ -437,4 +461,58 @@ fn nexmark_throughput() {
         "next_bid_fields: {:.1} M events/s ({bids} bids)",
         n as f64 / s / 1e6
     );
+}
+
+#[test]
+fn extreme_configs_do_not_panic() {
+    let big = i64::MAX / 4;
+    let cfgs = [
+        GeneratorConfig {
+            first_event_id: big,
+            first_event_number: big,
+            out_of_order_group_size: i64::MAX / 2,
+            first_event_rate: 1,
+            num_event_generators: i32::MAX,
+            base_time: (1 << 60) - 1,
+            ..GeneratorConfig::default()
+        },
+        GeneratorConfig {
+            person_proportion: 1,
+            auction_proportion: 1,
+            bid_proportion: (1 << 20) - 2,
+            num_in_flight_auctions: 1_000_000_000,
+            num_active_people: 0,
+            hot_auction_ratio: 1,
+            hot_bidders_ratio: 1,
+            hot_sellers_ratio: 1,
+            avg_person_byte_size: 1,
+            avg_auction_byte_size: 1 << 20,
+            avg_bid_byte_size: 1,
+            base_time: -(1 << 60) + 1,
+            ..GeneratorConfig::default()
+        },
+        GeneratorConfig {
+            bid_proportion: 0,
+            first_event_id: 0,
+            first_event_number: 0,
+            ..GeneratorConfig::default()
+        },
+    ];
+    for cfg in cfgs {
+        assert_eq!(cfg.validate(), Ok(()));
+        let mut g = NexmarkGenerator::new(cfg, 0, 1);
+        for k in [0u64, 1 << 20, 1 << 40, 1 << 61] {
+            g.skip_to(k);
+            for _ in 0..200 {
+                let _ = g.next_event();
+                let _ = g.next_event_due_ms();
+            }
+            let _ = g.next_bid_fields();
+        }
+    }
+    // 50 splits: split 0 sees only auctions (ids 2, 52, ...); the bid fast
+    // path still returns per event.
+    let mut g = NexmarkGenerator::new(bounded(1000), 0, 50);
+    assert!(matches!(g.next_bid_fields(), Some((None, _))));
+    assert!(matches!(g.next_event(), Some((Event::Auction(_), _))));
 }
