@@ -386,6 +386,40 @@ fn golden_events_match_java_reference() {
     }
 }
 
+/// Golden events with the default config (nexmark-flink layout: first event
+/// id/number 1), from the same Java transcription; 200,000 events diffed.
+#[test]
+fn golden_default_layout_matches_java_reference() {
+    let cases: [(u64, &str); 5] = [
+        (
+            0,
+            r#"A|1700000000000|1001|z ck w|cwlachrnkfzkygsu edjytotggvasbt z yjjszhhsqtrgzblkaolzkhlldqedvgj fdbvswemnzshmwipqrzqfkd|25626290|28805847|1700000000202|1000|12|jzlkehMZPLIIwtopffS\KHLRhdduqtifpeko`KO`ZQK[[_I`H[aTINQKQJMPTYYLOYitqbesrjqlgtpwxmaisefjioILP`OSWQSKaY_LZV]MSPTILLgyacoodbfiyyWWK_NKetfdja`HUNP^uwfvxlyvywsaL^KN\[myznhx^O_JRShcfzvf]O`NJ\ctudjuorfgrhhpmxquKXXQLPbirsklX[aY\YUJ[WR\L_SXW_YHM\HPwvmlopNNVJVWlmtrikTIUaUaZO]^XTIYK`R]iobqufV`PSJ_wfivocSWSaTUaWU_[^kohfsnQSTVVaI"#,
+        ),
+        (
+            2,
+            r#"B|1700000000000|1000|1001|32530001|Google|sbolvyqwgticfdrwdyiyofziYMU\Z`UaTQO][NX\RM]WPYTOuwogvszlx"#,
+        ),
+        (
+            48,
+            r#"P|1700000000004|1001|Sarah Smith|f  y@yumv.com|0892 2755 1923 0591|Los Angeles|ID|`RT]WInnxtneWPLPHOywusizasixbmVVHKO_Y_MOYPmoftdguqtxkyXPO_ZNYMaKVQ\``OOXTNOWIKUOLIaWQN\H[_cihasyNLOMHLVHKVRIznfdmdeqqvumRMZYKKNRJ[K^IIN`RJM`H[^^vbqrxduih"#,
+        ),
+        (
+            100000,
+            r#"A|1700000010000|7001|rfzg dvmfvmf|lvvmwu boekauhymaqajiodrkblwtzovpoxtsnfyzcgqq dnzbvf ncadgrtgpeqyp|30733|34344|1700000010216|3000|14|wnymmdRHXITP^[YH`[\SLUJXtxyddzORNSMXS]HHYMaIQa`RtqcclwN^VZaa^Ya_O\thyyqxnvhddbZNHaJ\rdbzhnZaJTMJ[RXKYPtfinosvywpbrexuslhQaHQWJechgwkqcporwM]XO`YwetztgQK[PMZpbalfoeiwaskHLRSSWawrbbxgwnrcxogigmhJWLWJIKaQXJ]XPK]\_zhykcdZIHVT`\_IVIYopupzz]TTNN[stwxplbhvihtmqvvcsOULZM]zvuomlJNTIX\\WH[UNopyxpjsmxshiimkobqfqvckbUZQ\\]RI`W`aY`^_HKgkmzubPQaL\[adqyhfIJZ_MXxnbreakrvxfm]_aZ_^ecmqddjxhoofNVYJZ_\MRYJUwznqkfQHXI\HLUaXHHlzcxvbOY\\HYaqlfpiKNXSM`ymtzqpKJHLUIII"#,
+        ),
+        (
+            199999,
+            r#"A|1700000020000|13000|kwborfbbxjba|qthrbmtgiqdeqrqaqlluff  htgpmitb ewiudckkbtpkzvzed|57094|66508|1700000020211|5000|11|kkbwrifmookhacumbeROV_Y\jwujdg]]ZOPaMQZZMYJY]NHJT[UI`JxmhjgtpjipdwN]_SU^jdeafl]_MV__^ISJTSkgwlhufkovsjH_[SaVhgrqkrLNUSKHnwoqmaR]QZKLdlzdnmcdypmvmuxyupHKVVHNxufysnlzhzojnaoamoXLQTJWNTLM_`iookdc[]XXLNH[M`aTxlwldlvdnjqkX[ZIUNZH\SaaysiczydkkbpwSM_XZN`]O]MUU]\`HZHJYUXMHH`\[Kvotbmkwkmdhm\_M]HXzyebcadjhbiwsgmkueX\YUHaQK^L]\YL\XLNhpckdcVRPK\SU"#,
+        ),
+    ];
+    for (c, expected) in cases {
+        let mut g = NexmarkGenerator::new(bounded(0), 0, 1);
+        g.skip_to(c);
+        let (e, t) = g.next_event().unwrap();
+        assert_eq!(line(&e, t), expected, "event {c}");
+    }
+}
+
 /// Golden `java.util.Random` values, printed by a real JDK.
 #[test]
 fn golden_java_random_from_jdk() {
