@@ -63,29 +63,24 @@ pub fn next_string(
     let trimmable = special <= b' ';
     match out {
         Some(out) => {
-            let mut buf = [0u8; 128];
-            let mut n = 0usize;
+            let start = out.len();
+            out.reserve(len.max(0) as usize);
             for _ in 0..len {
                 let c = if random.next_int_bounded(13) == 0 {
                     special
                 } else {
                     b'a' + random.next_int_bounded(26) as u8
                 };
-                if n < buf.len() {
-                    buf[n] = c;
-                    n += 1;
-                }
+                out.push(c as char);
             }
-            let s = &buf[..n];
-            let s = if trimmable {
-                let start = s.iter().position(|&c| c > b' ').unwrap_or(s.len());
-                let end = s.iter().rposition(|&c| c > b' ').map_or(start, |e| e + 1);
-                &s[start..end]
-            } else {
-                s
-            };
-            out.extend(s.iter().map(|&c| c as char));
-            s.len()
+            if trimmable {
+                let sp = special as char;
+                let end = start + out[start..].trim_end_matches(sp).len();
+                out.truncate(end);
+                let lead = out[start..].len() - out[start..].trim_start_matches(sp).len();
+                out.drain(start..start + lead);
+            }
+            out.len() - start
         }
         None => {
             // Track the first and last non-trimmable positions only.
