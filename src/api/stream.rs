@@ -160,7 +160,8 @@ impl StreamEnv {
         self.input_tail(vec![edge])
     }
 
-    /// The receiver ends of `edge` for a two-input segment.
+    /// Close `stream`'s segment with a keyed exchange into a new edge (for two-input segments).
+    #[allow(dead_code)] // used by the join builders
     pub(crate) fn keyed_edge<T: Send + 'static, K: StableHash + 'static, KF>(&self, stream: DataStream<T>, key_fn: KF) -> usize
     where
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
@@ -242,6 +243,11 @@ pub struct DataStream<T> {
 impl<T: Send + 'static> DataStream<T> {
     pub fn env(&self) -> &StreamEnv {
         &self.env
+    }
+
+    /// Name of the operator (or source) that produces this stream, as used in metrics.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Append an operator built per shard by `make` (given its downstream).

@@ -44,11 +44,14 @@ pub struct OperatorFigures {
     pub bad_records: u64,
 }
 
+/// A ring's figures by (edge, from shard, to shard).
+type RingEntry = (usize, usize, usize, Arc<RingStats>);
+
 /// Every metric of one job.
 #[derive(Default)]
 pub struct MetricsRegistry {
     operators: Mutex<Vec<(String, usize, Arc<OperatorMetrics>)>>,
-    rings: Mutex<Vec<(usize, usize, usize, Arc<RingStats>)>>,
+    rings: Mutex<Vec<RingEntry>>,
 }
 
 impl MetricsRegistry {

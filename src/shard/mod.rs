@@ -99,7 +99,6 @@ pub struct BuildCtx<'a> {
     pub(crate) edges: &'a mut Vec<ShardEnds>,
     pub(crate) flushers: Vec<Box<dyn Flusher>>,
     pub(crate) timers: ProcessingTimers,
-    pub(crate) segment_name: String,
 }
 
 impl BuildCtx<'_> {

@@ -131,7 +131,6 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
                         edges: &mut edges,
                         flushers: Vec::new(),
                         timers: ProcessingTimers::default(),
-                        segment_name: seg.name.clone(),
                     };
                     let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
                         shard,

@@ -5,7 +5,7 @@
 //! channel; a full channel makes the shard wait (counted as backpressure), never block.
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
@@ -113,6 +113,3 @@ impl Flusher for StdoutFlusher {
         !b.bytes.is_empty() || b.error.is_some()
     }
 }
-
-#[allow(dead_code)]
-fn _assert_send(_: Arc<StdoutSink>) {}

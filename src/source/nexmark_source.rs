@@ -70,7 +70,11 @@ impl Paced {
 }
 
 fn paced(config: &GeneratorConfig, split: usize, splits: usize) -> Paced {
-    Paced { generator: NexmarkGenerator::new(config.clone(), split as u32, splits as u32), started: None, split }
+    Paced {
+        generator: NexmarkGenerator::new(config.clone(), split as u32, splits as u32),
+        started: None,
+        split,
+    }
 }
 
 impl Source<Event> for NexmarkSource {
@@ -174,14 +178,24 @@ mod tests {
 
     #[test]
     fn bids_are_identical_for_every_shard_count() {
-        let config = GeneratorConfig { max_events: 20_000, ..Default::default() };
+        let config = GeneratorConfig {
+            max_events: 20_000,
+            ..Default::default()
+        };
         let mut reference: Vec<(i64, i64, i64, i64)> = {
             let mut g = NexmarkGenerator::new(config.clone(), 0, 1);
-            std::iter::from_fn(|| g.next_bid_fields()).filter_map(|(b, _)| b).map(|b| (b.auction, b.bidder, b.price, b.date_time)).collect()
+            std::iter::from_fn(|| g.next_bid_fields())
+                .filter_map(|(b, _)| b)
+                .map(|b| (b.auction, b.bidder, b.price, b.date_time))
+                .collect()
         };
         reference.sort();
         for cores in 1..=3 {
-            let env = StreamEnv::new(EngineConfig { cores, pin_cores: false, ..Default::default() });
+            let env = StreamEnv::new(EngineConfig {
+                cores,
+                pin_cores: false,
+                ..Default::default()
+            });
             let out = env
                 .source(NexmarkBidSource::new(config.clone()))
                 .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(0), |b: &BidFields| b.date_time)

@@ -132,28 +132,17 @@ impl GeneratorConfig {
         check(self.first_event_id >= 0, "first_event_id", ">= 0")?;
         check(self.first_event_number >= 0, "first_event_number", ">= 0")?;
         check(
-            self.max_events <= i64::MAX as u64
-                && (self.first_event_id as i128
-                    + self.first_event_number as i128
-                    + self.max_events as i128)
-                    <= i64::MAX as i128,
+            self.max_events <= i64::MAX as u64 && (self.first_event_id as i128 + self.first_event_number as i128 + self.max_events as i128) <= i64::MAX as i128,
             "max_events",
             "small enough that first_event_id + first_event_number + max_events fits in i64",
         )?;
         check(self.first_event_rate >= 1, "first_event_rate", ">= 1")?;
-        check(
-            self.num_event_generators >= 1,
-            "num_event_generators",
-            ">= 1",
-        )?;
+        check(self.num_event_generators >= 1, "num_event_generators", ">= 1")?;
         check(self.person_proportion >= 1, "person_proportion", ">= 1")?;
         check(self.auction_proportion >= 1, "auction_proportion", ">= 1")?;
         check(self.bid_proportion >= 0, "bid_proportion", ">= 0")?;
         check(
-            self.person_proportion as i64
-                + self.auction_proportion as i64
-                + self.bid_proportion as i64
-                <= MAX_TOTAL_PROPORTION as i64,
+            self.person_proportion as i64 + self.auction_proportion as i64 + self.bid_proportion as i64 <= MAX_TOTAL_PROPORTION as i64,
             "bid_proportion",
             "such that the three proportions sum to at most 2^20",
         )?;
@@ -172,21 +161,9 @@ impl GeneratorConfig {
             "num_in_flight_auctions",
             "in 0..=1e9",
         )?;
-        check(
-            (0..=1_000_000_000).contains(&self.num_active_people),
-            "num_active_people",
-            "in 0..=1e9",
-        )?;
-        check(
-            self.out_of_order_group_size >= 1,
-            "out_of_order_group_size",
-            ">= 1",
-        )?;
-        check(
-            self.base_time.checked_abs().is_some_and(|t| t < 1 << 60),
-            "base_time",
-            "within +-2^60 ms",
-        )?;
+        check((0..=1_000_000_000).contains(&self.num_active_people), "num_active_people", "in 0..=1e9")?;
+        check(self.out_of_order_group_size >= 1, "out_of_order_group_size", ">= 1")?;
+        check(self.base_time.checked_abs().is_some_and(|t| t < 1 << 60), "base_time", "within +-2^60 ms")?;
         Ok(())
     }
 
@@ -208,10 +185,7 @@ impl GeneratorConfig {
         if self.max_events != 0 {
             return self.max_events as i64;
         }
-        let biggest = self
-            .avg_person_byte_size
-            .max(self.avg_auction_byte_size)
-            .max(self.avg_bid_byte_size) as i64;
+        let biggest = self.avg_person_byte_size.max(self.avg_auction_byte_size).max(self.avg_bid_byte_size) as i64;
         let limit = i64::MAX / (self.total_proportion() * biggest).max(1);
         // Keep event ids in range even with a large first id.
         limit.min(i64::MAX - self.first_event_id - self.first_event_number)
@@ -283,10 +257,7 @@ mod tests {
             out_of_order_group_size: 0,
             ..Default::default()
         };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .contains("out_of_order_group_size"));
+        assert!(c.validate().unwrap_err().contains("out_of_order_group_size"));
     }
 
     #[test]

@@ -19,10 +19,7 @@
 use super::config::{GeneratorConfig, FIRST_AUCTION_ID, FIRST_CATEGORY_ID, FIRST_PERSON_ID};
 use super::java_random::{next_long_below, JavaRandom};
 use super::model::{Auction, Bid, BidFields, Event, Person};
-use super::strings::{
-    next_credit_card, next_extra, next_string, ChannelRef, FIRST_NAMES, LAST_NAMES, US_CITIES,
-    US_STATES,
-};
+use super::strings::{next_credit_card, next_extra, next_string, ChannelRef, FIRST_NAMES, LAST_NAMES, US_CITIES, US_STATES};
 
 /// Reference `PersonGenerator.PERSON_ID_LEAD`.
 const PERSON_ID_LEAD: i64 = 10;
@@ -56,11 +53,7 @@ impl NexmarkGenerator {
     pub fn new(config: GeneratorConfig, split_index: u32, num_splits: u32) -> Self {
         let valid = config.validate().is_ok();
         let num_splits = num_splits.max(1) as i64;
-        let max_events = if valid {
-            config.effective_max_events()
-        } else {
-            0
-        };
+        let max_events = if valid { config.effective_max_events() } else { 0 };
         NexmarkGenerator {
             total: config.total_proportion().max(1),
             cfg: config,
@@ -101,9 +94,7 @@ impl NexmarkGenerator {
             return None;
         }
         let k = i64::try_from(self.emitted).ok()?;
-        let c = k
-            .checked_mul(self.num_splits)?
-            .checked_add(self.split_index)?;
+        let c = k.checked_mul(self.num_splits)?.checked_add(self.split_index)?;
         (c < self.max_events).then_some(c)
     }
 
@@ -214,11 +205,7 @@ impl NexmarkGenerator {
     fn next_base0_auction_id(&mut self, event_id: i64) -> i64 {
         let max_auction = self.last_base0_auction_id(event_id);
         let min_auction = (max_auction - self.cfg.num_in_flight_auctions as i64).max(0);
-        min_auction
-            + next_long_below(
-                &mut self.rng,
-                max_auction - min_auction + 1 + AUCTION_ID_LEAD,
-            )
+        min_auction + next_long_below(&mut self.rng, max_auction - min_auction + 1 + AUCTION_ID_LEAD)
     }
 
     /// Reference `PriceGenerator.nextPrice`.
@@ -268,12 +255,7 @@ impl NexmarkGenerator {
             p.city.push_str(city);
             p.state.push_str(state);
             let current = 8 + name_len + email_len + cc_len + city.len() + state.len();
-            next_extra(
-                r,
-                current as i32,
-                self.cfg.avg_person_byte_size,
-                Some(&mut p.extra),
-            );
+            next_extra(r, current as i32, self.cfg.avg_person_byte_size, Some(&mut p.extra));
         }
         // Without strings the extra padding is the last draw: skip it.
         p
@@ -304,12 +286,7 @@ impl NexmarkGenerator {
         a.reserve = initial_bid + self.next_price();
         if with {
             let current = 8 + name_len + desc_len + 8 * 5;
-            next_extra(
-                &mut self.rng,
-                current as i32,
-                self.cfg.avg_auction_byte_size,
-                Some(&mut a.extra),
-            );
+            next_extra(&mut self.rng, current as i32, self.cfg.avg_auction_byte_size, Some(&mut a.extra));
         }
         a
     }
@@ -318,11 +295,8 @@ impl NexmarkGenerator {
     /// horizon is the time until `num_in_flight_auctions` more auctions.
     fn next_auction_length_ms(&mut self, count: i64, ts: i64) -> i64 {
         let current = self.cfg.adjusted_event_number(count);
-        let events_for_auctions = (self.cfg.num_in_flight_auctions as i64 * self.total)
-            / self.cfg.auction_proportion as i64;
-        let future = self
-            .cfg
-            .timestamp_for_event(current.wrapping_add(events_for_auctions));
+        let events_for_auctions = (self.cfg.num_in_flight_auctions as i64 * self.total) / self.cfg.auction_proportion as i64;
+        let future = self.cfg.timestamp_for_event(current.wrapping_add(events_for_auctions));
         let horizon = future.wrapping_sub(ts);
         1 + next_long_below(&mut self.rng, horizon.wrapping_mul(2).max(1))
     }
@@ -360,12 +334,7 @@ impl NexmarkGenerator {
         if self.cfg.with_strings {
             b.channel.push_str(ch.channel());
             b.url.push_str(ch.url());
-            next_extra(
-                &mut self.rng,
-                8 * 4,
-                self.cfg.avg_bid_byte_size,
-                Some(&mut b.extra),
-            );
+            next_extra(&mut self.rng, 8 * 4, self.cfg.avg_bid_byte_size, Some(&mut b.extra));
         }
         b
     }

@@ -31,13 +31,9 @@ pub const US_CITIES: [&str; 10] = [
     "Cheyenne",
 ];
 /// Reference `PersonGenerator.FIRST_NAMES`.
-pub const FIRST_NAMES: [&str; 11] = [
-    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
-];
+pub const FIRST_NAMES: [&str; 11] = ["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
 /// Reference `PersonGenerator.LAST_NAMES`.
-pub const LAST_NAMES: [&str; 9] = [
-    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
-];
+pub const LAST_NAMES: [&str; 9] = ["Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris"];
 
 /// Reference `BidGenerator.HOT_CHANNELS`.
 pub const HOT_CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
@@ -52,12 +48,7 @@ const MIN_STRING_LENGTH: i32 = 3;
 /// Reference `nextString(random, maxLength, special)`: `3 + nextInt(max - 3)`
 /// characters, each `special` with probability 1/13 else a lowercase letter,
 /// then `trim()`med. Appends to `out` when given; returns the trimmed length.
-pub fn next_string(
-    random: &mut JavaRandom,
-    max_length: i32,
-    special: u8,
-    out: Option<&mut String>,
-) -> usize {
+pub fn next_string(random: &mut JavaRandom, max_length: i32, special: u8, out: Option<&mut String>) -> usize {
     let len = MIN_STRING_LENGTH + random.next_int_bounded(max_length - MIN_STRING_LENGTH);
     // Java's trim() strips chars <= ' '; only a ' ' special can be stripped.
     let trimmable = special <= b' ';
@@ -131,12 +122,7 @@ pub fn next_exact_string(random: &mut JavaRandom, length: i32, out: Option<&mut 
 
 /// Reference `nextExtra(random, currentSize, desiredAverageSize)`: padding so
 /// the event's idealized size averages `desired_average_size`.
-pub fn next_extra(
-    random: &mut JavaRandom,
-    current_size: i32,
-    desired_average_size: i32,
-    out: Option<&mut String>,
-) {
+pub fn next_extra(random: &mut JavaRandom, current_size: i32, desired_average_size: i32, out: Option<&mut String>) {
     if current_size > desired_average_size {
         return;
     }
@@ -144,12 +130,7 @@ pub fn next_extra(
     // Java: (int) Math.round(desired * 0.2); non-negative, so round() agrees.
     let delta = (desired as f64 * 0.2).round() as i32;
     let min_size = desired - delta;
-    let size = min_size
-        + if delta == 0 {
-            0
-        } else {
-            random.next_int_bounded(2 * delta)
-        };
+    let size = min_size + if delta == 0 { 0 } else { random.next_int_bounded(2 * delta) };
     next_exact_string(random, size, out);
 }
 
@@ -194,9 +175,7 @@ struct ChannelTables {
 fn tables() -> &'static ChannelTables {
     static TABLES: OnceLock<ChannelTables> = OnceLock::new();
     TABLES.get_or_init(|| {
-        let hot_urls = (0..HOT_CHANNELS.len() as i64)
-            .map(|i| base_url(&mut JavaRandom::new(-1 - i)))
-            .collect();
+        let hot_urls = (0..HOT_CHANNELS.len() as i64).map(|i| base_url(&mut JavaRandom::new(-1 - i))).collect();
         let mut names = Vec::with_capacity(CHANNELS_NUMBER as usize);
         let mut urls = Vec::with_capacity(CHANNELS_NUMBER as usize);
         for c in 0..CHANNELS_NUMBER {
@@ -208,11 +187,7 @@ fn tables() -> &'static ChannelTables {
             names.push(format!("channel-{c}"));
             urls.push(url);
         }
-        ChannelTables {
-            hot_urls,
-            names,
-            urls,
-        }
+        ChannelTables { hot_urls, names, urls }
     })
 }
 
@@ -283,9 +258,7 @@ mod tests {
     #[test]
     fn channel_tables_are_deterministic() {
         assert_eq!(ChannelRef::Numbered(7).channel(), "channel-7");
-        assert!(ChannelRef::Numbered(7)
-            .url()
-            .starts_with("https://www.nexmark.com/"));
+        assert!(ChannelRef::Numbered(7).url().starts_with("https://www.nexmark.com/"));
         assert!(ChannelRef::Hot(0).url().ends_with("item.htm?query=1"));
     }
 }

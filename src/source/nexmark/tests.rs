@@ -77,9 +77,7 @@ fn check_ids(cfg: GeneratorConfig, mut next_person: i64, mut next_auction: i64) 
                 // one ahead of the newest person; random ones have a lead of 10.
                 assert!(b.bidder >= FIRST_PERSON_ID && b.bidder < next_person + 10);
                 assert!(b.price > 0);
-                if b.auction % 100 == FIRST_AUCTION_ID % 100
-                    && b.auction == ((next_auction - 1 - FIRST_AUCTION_ID) / 100) * 100 + 1000
-                {
+                if b.auction % 100 == FIRST_AUCTION_ID % 100 && b.auction == ((next_auction - 1 - FIRST_AUCTION_ID) / 100) * 100 + 1000 {
                     hot_auction += 1;
                 }
             }
@@ -112,8 +110,7 @@ fn splits_partition_the_stream() {
     let cfg = bounded(5_003);
     let whole = collect(cfg.clone(), 0, 1);
     for n in 1..=4u32 {
-        let mut parts: Vec<Vec<(Event, i64)>> =
-            (0..n).map(|s| collect(cfg.clone(), s, n)).collect();
+        let mut parts: Vec<Vec<(Event, i64)>> = (0..n).map(|s| collect(cfg.clone(), s, n)).collect();
         let total: usize = parts.iter().map(Vec::len).sum();
         assert_eq!(total, whole.len(), "n={n}");
         for (c, expected) in whole.iter().enumerate() {
@@ -190,22 +187,12 @@ fn strings_off_keeps_numbers() {
 #[test]
 fn extra_sizes_average_out() {
     let cfg = bounded(50_000);
-    let (p_avg, a_avg, b_avg) = (
-        cfg.avg_person_byte_size as f64,
-        cfg.avg_auction_byte_size as f64,
-        cfg.avg_bid_byte_size as f64,
-    );
+    let (p_avg, a_avg, b_avg) = (cfg.avg_person_byte_size as f64, cfg.avg_auction_byte_size as f64, cfg.avg_bid_byte_size as f64);
     let (mut ps, mut pn, mut as_, mut an, mut bs, mut bn) = (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
     for (e, _) in collect(cfg, 0, 1) {
         match e {
             Event::Person(p) => {
-                let s = 8
-                    + p.name.len()
-                    + p.email_address.len()
-                    + p.credit_card.len()
-                    + p.city.len()
-                    + p.state.len()
-                    + p.extra.len();
+                let s = 8 + p.name.len() + p.email_address.len() + p.credit_card.len() + p.city.len() + p.state.len() + p.extra.len();
                 assert_eq!(p.credit_card.len(), 19);
                 assert!(p.email_address.ends_with(".com"));
                 ps += s as f64;
@@ -224,11 +211,7 @@ fn extra_sizes_average_out() {
         }
     }
     assert!((ps / pn - p_avg).abs() < 0.05 * p_avg, "person {}", ps / pn);
-    assert!(
-        (as_ / an - a_avg).abs() < 0.05 * a_avg,
-        "auction {}",
-        as_ / an
-    );
+    assert!((as_ / an - a_avg).abs() < 0.05 * a_avg, "auction {}", as_ / an);
     assert!((bs / bn - b_avg).abs() < 0.05 * b_avg, "bid {}", bs / bn);
 }
 
@@ -243,16 +226,11 @@ fn bid_fast_path_matches_full_path() {
         })
         .collect();
     let mut g = NexmarkGenerator::new(cfg, 1, 2);
-    let fast: Vec<_> = std::iter::from_fn(|| g.next_bid_fields())
-        .filter_map(|(b, t)| b.map(|b| (b, t)))
-        .collect();
+    let fast: Vec<_> = std::iter::from_fn(|| g.next_bid_fields()).filter_map(|(b, t)| b.map(|b| (b, t))).collect();
     assert_eq!(full.len(), fast.len());
     for ((b, t1), (f, t2)) in full.iter().zip(&fast) {
         assert_eq!(t1, t2);
-        assert_eq!(
-            (b.auction, b.bidder, b.price, b.date_time),
-            (f.auction, f.bidder, f.price, f.date_time)
-        );
+        assert_eq!((b.auction, b.bidder, b.price, b.date_time), (f.auction, f.bidder, f.price, f.date_time));
         assert_eq!((b.channel.as_str(), b.url.as_str()), (f.channel, f.url));
     }
     assert_eq!(g.events_emitted(), 5_000);
@@ -328,20 +306,9 @@ fn line(e: &Event, t: i64) -> String {
         ),
         Event::Auction(a) => format!(
             "A|{t}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
-            a.id,
-            a.item_name,
-            a.description,
-            a.initial_bid,
-            a.reserve,
-            a.expires,
-            a.seller,
-            a.category,
-            a.extra
+            a.id, a.item_name, a.description, a.initial_bid, a.reserve, a.expires, a.seller, a.category, a.extra
         ),
-        Event::Bid(b) => format!(
-            "B|{t}|{}|{}|{}|{}|{}",
-            b.auction, b.bidder, b.price, b.channel, b.extra
-        ),
+        Event::Bid(b) => format!("B|{t}|{}|{}|{}|{}|{}", b.auction, b.bidder, b.price, b.channel, b.extra),
     }
 }
 
@@ -463,10 +430,7 @@ fn dump_for_cross_check() {
 fn nexmark_throughput() {
     let n = 10_000_000u64;
     for with_strings in [false, true] {
-        let cfg = GeneratorConfig {
-            with_strings,
-            ..bounded(n)
-        };
+        let cfg = GeneratorConfig { with_strings, ..bounded(n) };
         let mut g = NexmarkGenerator::new(cfg, 0, 1);
         let start = std::time::Instant::now();
         let mut sink = 0i64;
@@ -478,10 +442,7 @@ fn nexmark_throughput() {
             std::hint::black_box(&e);
         }
         let s = start.elapsed().as_secs_f64();
-        println!(
-            "next_event with_strings={with_strings}: {:.1} M events/s ({sink})",
-            n as f64 / s / 1e6
-        );
+        println!("next_event with_strings={with_strings}: {:.1} M events/s ({sink})", n as f64 / s / 1e6);
     }
     let mut g = NexmarkGenerator::new(bounded(n), 0, 1);
     let start = std::time::Instant::now();
@@ -491,10 +452,7 @@ fn nexmark_throughput() {
         std::hint::black_box(&b);
     }
     let s = start.elapsed().as_secs_f64();
-    println!(
-        "next_bid_fields: {:.1} M events/s ({bids} bids)",
-        n as f64 / s / 1e6
-    );
+    println!("next_bid_fields: {:.1} M events/s ({bids} bids)", n as f64 / s / 1e6);
 }
 
 #[test]
