@@ -360,6 +360,17 @@ where
     K: StableHash + std::hash::Hash + Eq + Ord + Clone + Send + 'static,
     KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
 {
+    /// The partitioned stream itself (Flink's `KeyedStream` is a `DataStream`): every record is
+    /// on the shard owning its key group.
+    pub fn partitioned(self) -> DataStream<T> {
+        self.exchanged().0
+    }
+
+    /// Write the partitioned stream to `sink` (each shard writes the keys it owns).
+    pub fn sink<S: Sink<T>>(self, sink: S) {
+        self.partitioned().sink(sink)
+    }
+
     /// The stream after the exchange: every record is on the shard owning its key.
     pub(crate) fn exchanged(self) -> (DataStream<T>, KF) {
         let kf = self.key_fn.clone();
