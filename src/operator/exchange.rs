@@ -122,6 +122,15 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
 
     fn processing_time(&mut self, _now_ms: Timestamp) {}
 
+    fn idle(&mut self) {
+        self.flush_all();
+        let dests: Vec<usize> = self.destinations().collect();
+        let mut outbox = self.outbox.borrow_mut();
+        for d in dests {
+            outbox.push_back((d, Envelope::Idle));
+        }
+    }
+
     fn end(&mut self) {
         self.flush_all();
         let dests: Vec<usize> = self.destinations().collect();

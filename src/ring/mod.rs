@@ -38,6 +38,8 @@ pub enum Envelope<T> {
     Watermark(Timestamp),
     /// Checkpoint barrier of epoch `n`.
     Barrier(u64),
+    /// The sender's inputs are all idle: do not wait for its watermark until it sends again.
+    Idle,
     /// The sender will send nothing more.
     End,
 }

@@ -142,6 +142,7 @@ where
             continue;
         };
         next = (i + 1) % n;
+        let mut became_idle = false;
         let split = &mut splits[i];
         let start = batch.records.len();
         let status = split.reader.read(&mut batch.records, env.batch_size).await?;
@@ -188,6 +189,7 @@ where
                     if now - since >= timeout && !split.idle {
                         split.idle = true;
                         push_mark(&mut batch.marks, batch.records.len(), combiner.set_idle(i, true));
+                        became_idle = splits.iter().all(|s| !s.live || s.idle);
                     }
                 }
             }
@@ -196,6 +198,9 @@ where
             batch.check();
             chain.push(&mut batch);
             batch.clear();
+        }
+        if became_idle {
+            chain.idle();
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.flush().await?;
@@ -259,6 +264,17 @@ impl InputState {
         }
     }
 
+    /// Mark channel `c` idle; returns the new combined watermark if it advanced.
+    fn set_idle(&mut self, c: usize) -> Option<Timestamp> {
+        let combined = self.combiner.set_idle(c, true);
+        if combined > self.last_combined {
+            self.last_combined = combined;
+            Some(combined)
+        } else {
+            None
+        }
+    }
+
     /// Update channel `c` to `wm`; returns the new combined watermark if it advanced.
     fn advance(&mut self, c: usize, wm: Timestamp) -> Option<Timestamp> {
         let combined = self.combiner.update(c, wm);
@@ -309,6 +325,17 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
                 }
             }
             Envelope::Barrier(_) => {}
+            Envelope::Idle => {
+                let before = state.combiner.combined();
+                let after = state.combiner.set_idle(c, true);
+                if after > before && after > state.last_combined {
+                    state.last_combined = after;
+                    chain.watermark(after);
+                }
+                if state.combiner.all_idle() {
+                    chain.idle();
+                }
+            }
             Envelope::End => {
                 if let Some(w) = state.advance(c, WATERMARK_MAX) {
                     chain.watermark(w);
@@ -407,6 +434,16 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 }
             }
             Step::Left(_, Envelope::Barrier(_)) | Step::Right(_, Envelope::Barrier(_)) => {}
+            Step::Left(c, Envelope::Idle) => {
+                if let Some(w) = state.set_idle(c) {
+                    chain.watermark(w);
+                }
+            }
+            Step::Right(c, Envelope::Idle) => {
+                if let Some(w) = state.set_idle(nl + c) {
+                    chain.watermark(w);
+                }
+            }
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.flush().await?;
