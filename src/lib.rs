@@ -40,6 +40,7 @@
 pub mod api;
 pub mod batch;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod jobs;
 pub mod key;

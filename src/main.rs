@@ -98,6 +98,16 @@ struct RunArgs {
     /// Watermark delay in ms (bounded out-of-orderness).
     #[arg(long, default_value_t = 4_000)]
     out_of_orderness_ms: i64,
+    /// Serve metrics (/metrics), status (/api/status) and a dashboard (/) on this address while
+    /// the job runs, e.g. 127.0.0.1:8081 (port 0: pick one; the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Bearer token required by the HTTP server (mandatory to bind a non-loopback address).
+    #[arg(long, value_name = "TOKEN", env = "WEIR_HTTP_TOKEN")]
+    http_token: Option<String>,
+    /// Keep serving the final state this many seconds after the job ends.
+    #[arg(long, default_value_t = 0)]
+    linger_secs: u64,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -138,9 +148,22 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.batch_size,
         config.ring_capacity_batches
     );
-    let env = weir::api::StreamEnv::new(config);
+    let env = weir::api::StreamEnv::new(config.clone());
     weir::jobs::build(&env, &args.job, &options).map_err(|e| e.to_string())?;
-    let report = env.execute().map_err(|e| e.to_string())?;
+    let report = match &args.http {
+        None => env.execute(),
+        Some(addr) => {
+            let control = weir::control::ControlConfig {
+                token: args.http_token.clone(),
+                ..Default::default()
+            };
+            let linger = std::time::Duration::from_secs(args.linger_secs);
+            weir::control::execute_with_control(&args.job, env.graph(), &config, addr, control, linger, |bound| {
+                eprintln!("weir: serving http://{bound}/ (metrics: /metrics, status: /api/status)")
+            })
+        }
+    }
+    .map_err(|e| e.to_string())?;
     eprint!("{}", weir::jobs::summary(&report));
     Ok(())
 }

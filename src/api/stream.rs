@@ -142,6 +142,9 @@ impl StreamEnv {
         let seg_name = name.clone();
         let tail: Tail<T> = Arc::new(move |ctx, chain| {
             let mut ends: Vec<_> = edges.iter().map(|&e| ctx.take_receiver_ends(e)).collect();
+            for &e in &edges {
+                ctx.registry.edge_reader(e, &seg_name);
+            }
             let mut env = StreamEnv::segment_env(ctx, &seg_name);
             Ok(Box::pin(async move {
                 let (inputs, connected) = crate::shard::keep_awake_while(async { futures::join!(connect_all::<T>(&mut ends), env.connect()) }).await;
@@ -334,6 +337,7 @@ impl<T: Send + 'static> DataStream<T> {
         let op_name = name.clone();
         self.env.add_segment(name, move |ctx| {
             let push = sink.build(ctx, &op_name)?;
+            let push = crate::control::latency::LatencyProbe::wrap(push, ctx, &op_name);
             prev(ctx, push)
         });
     }

@@ -122,6 +122,9 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
             .spawn(move || async move {
                 let mut tasks = Vec::with_capacity(graph.segments.len());
                 for seg in graph.segments.iter() {
+                    if shard == 0 {
+                        registry.begin_segment();
+                    }
                     let mut ctx = BuildCtx {
                         shard,
                         shards,

@@ -12,7 +12,8 @@
 //!   every split or channel has ended;
 //! - a channel that closes without `End` (a failed peer) fails this task too.
 
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use futures::future::{join_all, select, Either};
 
@@ -74,6 +75,48 @@ impl SegmentEnv {
     }
 }
 
+/// Time accounting of one segment task, lapped a few times per input step (never per record):
+/// each lap adds the time since the previous lap to one of the head operator's busy, idle or
+/// backpressured counters. Off (no clock reads) when instrumentation is switched off.
+struct StepClock {
+    last: Option<Instant>,
+}
+
+impl StepClock {
+    fn new() -> Self {
+        Self {
+            last: super::metrics::instrumentation().then(Instant::now),
+        }
+    }
+
+    /// Add the time since the previous lap to `counter`.
+    #[inline]
+    fn lap(&mut self, counter: &AtomicU64) {
+        if let Some(last) = &mut self.last {
+            let now = Instant::now();
+            OperatorMetrics::add(counter, now.duration_since(*last).as_nanos() as u64);
+            *last = now;
+        }
+    }
+
+    /// Input arrived: the wait since the previous lap was idle time; a new step starts now.
+    #[inline]
+    fn input_arrived(&mut self, metrics: &OperatorMetrics) {
+        self.lap(&metrics.idle_ns);
+        if let Some(now) = self.last {
+            super::metrics::step_started(now);
+        }
+    }
+
+    /// Forget the time since the previous lap (other tasks of the shard ran).
+    #[inline]
+    fn skip(&mut self) {
+        if let Some(last) = &mut self.last {
+            *last = Instant::now();
+        }
+    }
+}
+
 /// The timestamp of records from a source without event time.
 pub const NO_EVENT_TIME: Timestamp = 0;
 
@@ -124,6 +167,7 @@ where
     let mut batch: Batch<T> = Batch::with_capacity(env.batch_size);
     let mut next = 0usize;
     let idle_timeout = strategy.and_then(|s| s.idle_timeout_ms);
+    let mut clock = StepClock::new();
 
     while splits.iter().any(|s| s.live) {
         // Pick the next live split that is not waiting out an idle retry.
@@ -137,8 +181,11 @@ where
                 wake = wake.min(t);
             }
             glommio::timer::sleep(Duration::from_millis((wake - now).clamp(1, 100) as u64)).await;
+            clock.input_arrived(&env.metrics);
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
+            clock.lap(&env.metrics.busy_ns);
             env.flush().await?;
+            clock.lap(&env.metrics.backpressured_ns);
             continue;
         };
         next = (i + 1) % n;
@@ -147,6 +194,11 @@ where
         let start = batch.records.len();
         let status = split.reader.read(&mut batch.records, env.batch_size).await?;
         let added = batch.records.len() - start;
+        if added == 0 {
+            clock.lap(&env.metrics.idle_ns);
+        } else {
+            clock.input_arrived(&env.metrics);
+        }
         OperatorMetrics::add(&env.metrics.records_out, added as u64);
         match &mut timestamp_fn {
             Some(tf) => {
@@ -203,10 +255,17 @@ where
             chain.idle();
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
+        if timestamp_fn.is_some() {
+            env.metrics.set_watermark(combiner.combined(), combiner.holding_back());
+        }
+        clock.lap(&env.metrics.busy_ns);
         env.flush().await?;
+        clock.lap(&env.metrics.backpressured_ns);
         futures_lite::future::yield_now().await;
+        clock.skip();
     }
     chain.watermark(WATERMARK_MAX);
+    env.metrics.set_watermark(WATERMARK_MAX, None);
     chain.end();
     env.close().await
 }
@@ -306,10 +365,15 @@ async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &P
 pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: Box<dyn Push<T>>, mut env: SegmentEnv) -> Result<()> {
     env.connect().await?;
     let mut state = InputState::new(inputs.len());
+    let mut clock = StepClock::new();
     loop {
-        let Some(next) = next_or_timer(&mut inputs, &env.timers).await else {
+        let next = next_or_timer(&mut inputs, &env.timers).await;
+        clock.input_arrived(&env.metrics);
+        let Some(next) = next else {
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
+            clock.lap(&env.metrics.busy_ns);
             env.flush().await?;
+            clock.lap(&env.metrics.backpressured_ns);
             continue;
         };
         let Some((c, envelope)) = next else { break };
@@ -346,7 +410,10 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
             }
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
+        env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
+        clock.lap(&env.metrics.busy_ns);
         env.flush().await?;
+        clock.lap(&env.metrics.backpressured_ns);
     }
     if inputs.failed() {
         return Err(WeirError::Shard {
@@ -369,6 +436,7 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
     env.connect().await?;
     let nl = left.len();
     let mut state = InputState::new(nl + right.len());
+    let mut clock = StepClock::new();
     enum Step<L, R> {
         Left(usize, Envelope<L>),
         Right(usize, Envelope<R>),
@@ -401,6 +469,7 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             return Poll::Ready(Step::Done);
         })
         .await;
+        clock.input_arrived(&env.metrics);
         match step {
             Step::Done => break,
             Step::Left(c, Envelope::Data(mut b)) => {
@@ -446,7 +515,10 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             }
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
+        env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
+        clock.lap(&env.metrics.busy_ns);
         env.flush().await?;
+        clock.lap(&env.metrics.backpressured_ns);
     }
     if left.failed() || right.failed() {
         return Err(WeirError::Shard {
