@@ -108,11 +108,43 @@ impl StepClock {
         }
     }
 
+    /// A flush ended: its time is backpressure if it had to wait, else busy (sending work).
+    #[inline]
+    fn flushed(&mut self, metrics: &OperatorMetrics, (result, waited): (Result<()>, bool)) -> Result<()> {
+        self.lap(if waited { &metrics.backpressured_ns } else { &metrics.busy_ns });
+        result
+    }
+
     /// Forget the time since the previous lap (other tasks of the shard ran).
     #[inline]
     fn skip(&mut self) {
         if let Some(last) = &mut self.last {
             *last = Instant::now();
+        }
+    }
+}
+
+/// Runs a future and reports whether it ever had to wait (returned `Pending`).
+struct WaitedOn<F> {
+    inner: F,
+    waited: bool,
+}
+
+impl<F> WaitedOn<F> {
+    fn new(inner: F) -> Self {
+        Self { inner, waited: false }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for WaitedOn<F> {
+    type Output = (F::Output, bool);
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match std::pin::Pin::new(&mut self.inner).poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready((v, self.waited)),
+            std::task::Poll::Pending => {
+                self.waited = true;
+                std::task::Poll::Pending
+            }
         }
     }
 }
@@ -184,8 +216,8 @@ where
             clock.input_arrived(&env.metrics);
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
             clock.lap(&env.metrics.busy_ns);
-            env.flush().await?;
-            clock.lap(&env.metrics.backpressured_ns);
+            let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+            clock.flushed(&env.metrics, flushed)?;
             continue;
         };
         next = (i + 1) % n;
@@ -259,8 +291,8 @@ where
             env.metrics.set_watermark(combiner.combined(), combiner.holding_back());
         }
         clock.lap(&env.metrics.busy_ns);
-        env.flush().await?;
-        clock.lap(&env.metrics.backpressured_ns);
+        let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+        clock.flushed(&env.metrics, flushed)?;
         futures_lite::future::yield_now().await;
         clock.skip();
     }
@@ -372,8 +404,8 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
         let Some(next) = next else {
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
             clock.lap(&env.metrics.busy_ns);
-            env.flush().await?;
-            clock.lap(&env.metrics.backpressured_ns);
+            let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+            clock.flushed(&env.metrics, flushed)?;
             continue;
         };
         let Some((c, envelope)) = next else { break };
@@ -412,8 +444,8 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
         clock.lap(&env.metrics.busy_ns);
-        env.flush().await?;
-        clock.lap(&env.metrics.backpressured_ns);
+        let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+        clock.flushed(&env.metrics, flushed)?;
     }
     if inputs.failed() {
         return Err(WeirError::Shard {
@@ -517,8 +549,8 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
         clock.lap(&env.metrics.busy_ns);
-        env.flush().await?;
-        clock.lap(&env.metrics.backpressured_ns);
+        let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+        clock.flushed(&env.metrics, flushed)?;
     }
     if left.failed() || right.failed() {
         return Err(WeirError::Shard {
