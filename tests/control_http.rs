@@ -261,3 +261,50 @@ fn non_loopback_bind_needs_a_token_and_the_token_is_checked() {
     let open = ControlServer::start("0.0.0.0:0", job, token).expect("non-loopback bind with a token");
     drop(open);
 }
+
+#[test]
+fn weir_run_with_http_serves_the_job_and_lingers_after_it_ends() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "q0", "--events", "300000", "--rate", "100000", "--cores", "2", "--no-pin"])
+        .args(["--http", "127.0.0.1:0", "--linger-secs", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weir");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("weir printed the address before exiting").expect("stderr line");
+        if let Some(rest) = line.split("serving http://").nth(1) {
+            break rest.split('/').next().expect("address").parse().expect("socket address");
+        }
+    };
+    // Drain the rest of stderr so weir never blocks writing its summary.
+    let drain = std::thread::spawn(move || lines.map_while(|l| l.ok()).collect::<Vec<_>>());
+
+    let st = status(addr);
+    assert_eq!(st["job"], "q0");
+    assert_eq!(st["shards"], 2);
+    // The job ends after 3 s of events; the server keeps the final state while lingering.
+    let st = poll("q0 to finish", Duration::from_secs(60), || {
+        let st = status(addr);
+        (st["state"] == "finished").then_some(st)
+    });
+    let sunk: u64 = st["operators"]
+        .as_array()
+        .expect("operators")
+        .iter()
+        .filter(|o| o["name"].as_str().is_some_and(|n| n.starts_with("sink:")))
+        .map(|o| o["records_in"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(sunk > 0, "the final state shows what the sink received");
+    let (code, text) = get(addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(sample(&text, "weir_job_running", &["q0"]), Some(0.0));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = drain.join();
+}
