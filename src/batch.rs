@@ -25,6 +25,10 @@ pub struct Batch<T> {
     pub records: Vec<T>,
     pub timestamps: Vec<Timestamp>,
     pub marks: Vec<Mark>,
+    /// When the input that produced these records entered the job (ns on
+    /// [`crate::shard::metrics::clock_ns`]'s clock; 0: unknown). Stamped where a batch leaves for
+    /// a ring, read by the receiving loop: carries ingest time across shards for sink latency.
+    pub ingest_ns: u64,
 }
 
 impl<T> Default for Batch<T> {
@@ -33,6 +37,7 @@ impl<T> Default for Batch<T> {
             records: Vec::new(),
             timestamps: Vec::new(),
             marks: Vec::new(),
+            ingest_ns: 0,
         }
     }
 }
@@ -43,6 +48,7 @@ impl<T> Batch<T> {
             records: Vec::with_capacity(capacity),
             timestamps: Vec::with_capacity(capacity),
             marks: Vec::new(),
+            ingest_ns: 0,
         }
     }
 

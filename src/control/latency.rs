@@ -1,7 +1,9 @@
-//! Sink latency: a [`Push`] wrapper in front of every sink that samples, once per batch, how
-//! long ago the input step that produced the batch started on this shard (the source read or
-//! the ring receive that led to it), records it in a shard-local `hdrhistogram`, and publishes
-//! p50/p99/p999/max in µs to the sink's [`LatencyGauges`] about once a second.
+//! Sink latency (ingest → sink): a [`Push`] wrapper in front of every sink that samples, once per
+//! batch, how long ago the input behind the batch entered the job — the start of the source read
+//! that produced it, carried across rings in [`Batch::ingest_ns`] — records it in a shard-local
+//! `hdrhistogram`, and publishes p50/p99/p999/max in µs to the sink's [`LatencyGauges`] about
+//! once a second. Records a window emits on a bare watermark count from that watermark's arrival
+//! on the shard (a watermark carries no ingest time).
 //!
 //! Invariants: one clock read and one histogram record per batch, never per record; no lock and
 //! no allocation on the data path (the histogram is owned by the shard; the gauges are relaxed
@@ -15,7 +17,7 @@ use hdrhistogram::Histogram;
 
 use crate::batch::Batch;
 use crate::operator::Push;
-use crate::shard::metrics::{current_step_started, instrumentation, LatencyGauges};
+use crate::shard::metrics::{current_ingest_ns, instant_ns, instrumentation, LatencyGauges};
 use crate::shard::BuildCtx;
 use crate::time::Timestamp;
 
@@ -66,15 +68,14 @@ impl<T> LatencyProbe<T> {
 
 impl<T> Push<T> for LatencyProbe<T> {
     fn push(&mut self, batch: &mut Batch<T>) {
-        if !batch.is_empty() {
-            if let Some(started) = current_step_started() {
-                let now = Instant::now();
-                let us = (now.saturating_duration_since(started).as_micros() as u64).clamp(1, MAX_TRACKED_US);
-                self.histogram.saturating_record(us);
-                if now >= self.next_publish {
-                    self.publish();
-                    self.next_publish = now + PUBLISH_EVERY;
-                }
+        let ingest_ns = current_ingest_ns();
+        if !batch.is_empty() && ingest_ns != 0 {
+            let now = Instant::now();
+            let us = (instant_ns(now).saturating_sub(ingest_ns) / 1_000).clamp(1, MAX_TRACKED_US);
+            self.histogram.saturating_record(us);
+            if now >= self.next_publish {
+                self.publish();
+                self.next_publish = now + PUBLISH_EVERY;
             }
         }
         self.inner.push(batch);

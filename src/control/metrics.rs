@@ -209,7 +209,7 @@ impl Collector for JobCollector {
         gauge_family(
             &mut enc,
             "weir_sink_latency_us",
-            "Latency from the input step that produced a batch to the sink, µs, over the last second (sampled per batch)",
+            "Ingest to sink latency, µs, over the last second with samples (sampled per batch)",
             &latency_rows,
         )?;
         Ok(())

@@ -75,7 +75,9 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> ExchangeOp<T, K, KF> {
                 self.sent_watermark[d] = self.watermark;
             }
             if !p.is_empty() {
-                outbox.push_back((d, Envelope::Data(p.take())));
+                let mut out = p.take();
+                out.ingest_ns = crate::shard::metrics::current_ingest_ns();
+                outbox.push_back((d, Envelope::Data(out)));
             } else if let Some(wm) = p.last_watermark() {
                 p.clear();
                 outbox.push_back((d, Envelope::Watermark(wm)));
@@ -103,7 +105,8 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
             }
             p.push(r, ts);
             if p.len() >= self.batch_size {
-                let full = p.take();
+                let mut full = p.take();
+                full.ingest_ns = crate::shard::metrics::current_ingest_ns();
                 self.outbox.borrow_mut().push_back((d, Envelope::Data(full)));
             }
         }

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use crate::ring::{RingFigures, RingStats};
@@ -73,20 +73,36 @@ pub struct OperatorFigures {
 type RingEntry = (usize, usize, usize, Arc<RingStats>);
 
 thread_local! {
-    /// When the current input step of this shard's running segment task started.
-    static STEP_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Ingest time (on [`clock_ns`]'s clock; 0: unknown) of the input this thread is processing.
+    static CURRENT_INGEST_NS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// A segment task on this thread took an input step at `at` (called by the segment loops).
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// `at` on the process-wide latency clock: ns since the clock's epoch (never 0).
 #[inline]
-pub fn step_started(at: Instant) {
-    STEP_STARTED.with(|c| c.set(Some(at)));
+pub fn instant_ns(at: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    at.saturating_duration_since(epoch).as_nanos() as u64 + 1
 }
 
-/// When the current input step started, if a step is running on this thread.
+/// Now on the process-wide latency clock (shared by all shards).
 #[inline]
-pub fn current_step_started() -> Option<Instant> {
-    STEP_STARTED.with(|c| c.get())
+pub fn clock_ns() -> u64 {
+    instant_ns(Instant::now())
+}
+
+/// The input this thread processes now entered the job at `ns` (set by the segment loops: a
+/// source read's start, a received batch's [`crate::batch::Batch::ingest_ns`]).
+#[inline]
+pub fn set_current_ingest_ns(ns: u64) {
+    CURRENT_INGEST_NS.with(|c| c.set(ns));
+}
+
+/// Ingest time of the input this thread is processing (0: unknown).
+#[inline]
+pub fn current_ingest_ns() -> u64 {
+    CURRENT_INGEST_NS.with(|c| c.get())
 }
 
 static INSTRUMENTATION: AtomicBool = AtomicBool::new(true);

@@ -99,12 +99,13 @@ impl StepClock {
         }
     }
 
-    /// Input arrived: the wait since the previous lap was idle time; a new step starts now.
+    /// Input arrived: the wait since the previous lap was idle time; a new step starts now, and
+    /// its input entered the job now (a received batch then sets its own ingest time).
     #[inline]
     fn input_arrived(&mut self, metrics: &OperatorMetrics) {
         self.lap(&metrics.idle_ns);
         if let Some(now) = self.last {
-            super::metrics::step_started(now);
+            super::metrics::set_current_ingest_ns(super::metrics::instant_ns(now));
         }
     }
 
@@ -121,6 +122,14 @@ impl StepClock {
         if let Some(last) = &mut self.last {
             *last = Instant::now();
         }
+    }
+}
+
+/// A batch from a ring carries its ingest time: the records being processed now entered then.
+#[inline]
+fn received_ingest(ingest_ns: u64) {
+    if ingest_ns != 0 {
+        super::metrics::set_current_ingest_ns(ingest_ns);
     }
 }
 
@@ -412,6 +421,7 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
         match envelope {
             Envelope::Data(mut batch) => {
                 OperatorMetrics::add(&env.metrics.records_in, batch.len() as u64);
+                received_ingest(batch.ingest_ns);
                 combine_marks(&mut batch.marks, &mut state.combiner, c, &mut state.last_combined);
                 chain.push(&mut batch);
             }
@@ -506,11 +516,13 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             Step::Done => break,
             Step::Left(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
+                received_ingest(b.ingest_ns);
                 combine_marks(&mut b.marks, &mut state.combiner, c, &mut state.last_combined);
                 chain.push_left(&mut b);
             }
             Step::Right(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
+                received_ingest(b.ingest_ns);
                 combine_marks(&mut b.marks, &mut state.combiner, nl + c, &mut state.last_combined);
                 chain.push_right(&mut b);
             }
