@@ -10,7 +10,11 @@
 //! - watermarks handed to the chain never decrease (combined by minimum over splits/channels);
 //! - the chain sees the final watermark (`WATERMARK_MAX`) and then `end` exactly once, when
 //!   every split or channel has ended;
-//! - a channel that closes without `End` (a failed peer) fails this task too.
+//! - a channel that closes without `End` (a failed peer) fails this task too;
+//! - time accounting is per input step, never per record: waiting for input is idle, a flush
+//!   that had to wait (full ring, sink write) is backpressured, the rest busy (cumulative ns on
+//!   the head operator's [`OperatorMetrics`]); the head also publishes its watermark and the
+//!   input holding it back once per step.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};

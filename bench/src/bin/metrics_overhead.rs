@@ -129,6 +129,8 @@ fn main() {
     }
     let (m_on, m_off) = (median(on.clone()), median(off.clone()));
     let (c_on, c_off) = (median(on_cpu.clone()), median(off_cpu.clone()));
+    // Ratios of each (on, off) pair run back to back: robust to the machine's drift between rounds.
+    let paired = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
     let result = json!({
         "job": "tumble-count", "events": args.events, "shards": args.cores, "rounds": args.rounds,
         "bids_per_s_on": on, "bids_per_s_off": off,
@@ -138,6 +140,8 @@ fn main() {
         "bids_per_cpu_s_on": on_cpu, "bids_per_cpu_s_off": off_cpu,
         "median_per_cpu_s_on": c_on, "median_per_cpu_s_off": c_off,
         "cpu_ratio_on_over_off": c_on / c_off,
+        "paired_ratio_median": paired(&on, &off),
+        "paired_cpu_ratio_median": paired(&on_cpu, &off_cpu),
     });
     let text = serde_json::to_string_pretty(&result).expect("json");
     println!("{text}");
