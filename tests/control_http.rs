@@ -308,3 +308,39 @@ fn weir_run_with_http_serves_the_job_and_lingers_after_it_ends() {
     let _ = child.wait();
     let _ = drain.join();
 }
+
+/// Send `request` raw and return the status code of the response.
+fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    // The server may answer (and close) before reading everything: ignore write errors.
+    let _ = s.write_all(request);
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn request_limits_are_enforced() {
+    let env = StreamEnv::new(EngineConfig {
+        cores: 1,
+        pin_cores: false,
+        ..Default::default()
+    });
+    env.from_collection(vec![1i64]).without_event_time().sink(BlackholeSink);
+    let job = JobHandle::new("limits", &env.graph(), 1, std::sync::Arc::new(MetricsRegistry::default()));
+    let config = ControlConfig::default();
+    let (max_header, max_body) = (config.max_header_bytes, config.max_body_bytes);
+    let server = ControlServer::start("127.0.0.1:0", job, config).expect("start");
+    let addr = server.local_addr();
+
+    let big_header = format!("GET / HTTP/1.1\r\nX-Filler: {}\r\n\r\n", "a".repeat(max_header + 1));
+    assert_eq!(raw_status(addr, big_header.as_bytes()), 431);
+    let big_body = format!("POST /api/status HTTP/1.1\r\nContent-Length: {}\r\n\r\n", max_body + 1);
+    assert_eq!(raw_status(addr, big_body.as_bytes()), 413);
+    assert_eq!(raw_status(addr, b"POST /api/status HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"), 405);
+    assert_eq!(raw_status(addr, b"GET / SPDY/9\r\n\r\n"), 400);
+    assert_eq!(raw_status(addr, b"HEAD /api/jobs HTTP/1.1\r\n\r\n"), 200);
+}

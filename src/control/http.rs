@@ -125,6 +125,7 @@ fn handle(mut stream: TcpStream, shared: &Arc<Shared>) {
         Ok(r) => r,
         Err(ReadError::TooLarge) => {
             let _ = respond(&mut stream, 431, "text/plain", b"request header too large\n", false);
+            linger_close(stream);
             return;
         }
         Err(ReadError::Malformed) => {
@@ -135,6 +136,7 @@ fn handle(mut stream: TcpStream, shared: &Arc<Shared>) {
     };
     if req.content_length > config.max_body_bytes {
         let _ = respond(&mut stream, 413, "text/plain", b"request body too large\n", false);
+        linger_close(stream);
         return;
     }
     // Drain the (small, bounded) body so the client sees a clean response.
@@ -170,6 +172,21 @@ fn handle(mut stream: TcpStream, shared: &Arc<Shared>) {
         _ => (404, "text/plain", b"not found\n".to_vec()),
     };
     let _ = respond(&mut stream, status, content_type, &body, head_only);
+}
+
+/// After an early error response: read and discard what the client is still sending (bounded:
+/// 64 KiB, 100 ms per read) so closing with unread data does not reset the connection before
+/// the client has read the response.
+fn linger_close(mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(100)));
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8], head_only: bool) -> std::io::Result<()> {
