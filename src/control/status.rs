@@ -3,6 +3,10 @@
 //! sink latency, the job graph, and the *bottleneck*: the ring whose sender waited longest on it
 //! in the last second, with the operator that reads it.
 //!
+//! A shard's `records_per_second` counts the records its segment heads take in (source reads
+//! plus ring receives), so a record that crosses a ring counts on both sides; `busy` is the sum
+//! over the shard's segment tasks (they share one thread), `backpressured` and `idle` the maximum.
+//!
 //! Invariant: everything is derived from two registry snapshots about a second apart (rates) and
 //! the newest one (totals); nothing here touches the data path.
 
