@@ -39,6 +39,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod jobs;
