@@ -1,7 +1,7 @@
 //! A keyed process function end to end: a per-key running count in `ValueState` emitted on
 //! every record, plus per-bucket counts in `MapState` summarised by an event-time timer per
-//! (key, 100 ms bucket end) when the watermark passes it. Checked against a brute-force reference over the same seeded,
-//! out-of-order input (with late records), for 1..=4 cores.
+//! (key, 100 ms bucket end) when the watermark passes it. Checked against a brute-force
+//! reference over the same seeded, out-of-order input (with late records), for 1..=4 cores.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,10 +85,13 @@ impl KeyedProcessFunction<u64, Event> for CountWithSummaries {
 /// The reference, in input order: running counts per key, and record counts per (key, bucket).
 /// Output of the engine's timers may split a bucket's count over several firings (when late
 /// records arrive after the bucket fired), so summaries are compared summed per (key, bucket).
-fn reference(events: &[Event]) -> (Vec<(Out, i64)>, BTreeMap<(u64, i64), i64>) {
+/// Bucket `(key, bucket end)` → records.
+type Buckets = BTreeMap<(u64, i64), i64>;
+
+fn reference(events: &[Event]) -> (Vec<(Out, i64)>, Buckets) {
     let mut records = Vec::new();
     let mut counts: HashMap<u64, i64> = HashMap::new();
-    let mut buckets: BTreeMap<(u64, i64), i64> = BTreeMap::new();
+    let mut buckets = Buckets::new();
     for &(k, ts) in events {
         let c = counts.entry(k).or_insert(0);
         *c += 1;
@@ -133,7 +136,7 @@ fn running_count_and_timers_match_reference_on_1_to_4_cores() {
         let mut records: Vec<_> = got.iter().filter(|(o, _)| o.1 == "record").cloned().collect();
         records.sort();
         assert_eq!(records, expected_records, "cores = {cores}");
-        let mut buckets: BTreeMap<(u64, i64), i64> = BTreeMap::new();
+        let mut buckets = Buckets::new();
         for &((k, kind, n), ts) in &got {
             if kind == "summary" {
                 assert!(n > 0);
