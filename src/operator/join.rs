@@ -501,4 +501,45 @@ mod tests {
         Push::<JoinInput<_, _>>::watermark(&mut op, 200);
         assert_eq!(op.0.buffered(), 0);
     }
+
+    #[test]
+    fn window_join_fires_pairs_at_window_end_and_drops_late_records() {
+        let (rec, log) = Recorder::new();
+        let metrics = Arc::new(OperatorMetrics::default());
+        let core = WindowJoin::new(
+            WindowAssigner::tumbling(10),
+            |l: &(u8, i64)| l.0,
+            |r: &(u8, &'static str)| r.0,
+            |l: &(u8, i64), r: &(u8, &'static str)| (l.1 != 3).then_some((l.1, r.1)),
+            Output::new(Box::new(rec), 16),
+            metrics.clone(),
+        );
+        let mut op = JoinDriver(core);
+        let mut left = Batch::with_capacity(4);
+        left.push((1, 1), 1);
+        left.push((1, 2), 2);
+        left.push((1, 3), 3); // f gives None
+        left.push((2, 4), 4); // no right record with key 2
+        Push2::push_left(&mut op, &mut left);
+        let mut right = Batch::with_capacity(4);
+        right.push((1, "a"), 5);
+        right.push((1, "late"), 8); // window [0, 10) fired at watermark 9
+        right.push((1, "b"), 12);
+        right.marks = vec![Mark { index: 1, watermark: 9 }];
+        Push2::push_right(&mut op, &mut right);
+        let batches = log.borrow().batches.clone();
+        let out: Vec<_> = batches.iter().flat_map(|(r, _)| r.clone()).collect();
+        let mut pairs = out.clone();
+        pairs.sort();
+        assert_eq!(pairs, vec![(1, "a"), (2, "a")]);
+        assert_eq!(
+            batches.last().map(|(_, m)| m.clone()),
+            Some(vec![Mark { index: 2, watermark: 9 }]),
+            "pairs precede the mark"
+        );
+        assert_eq!(metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(op.0.buffered(), 1, "only [10, 20) is buffered");
+        Push2::watermark(&mut op, 19);
+        assert_eq!(op.0.buffered(), 0);
+    }
 }

@@ -367,4 +367,53 @@ mod tests {
         op.end();
         assert!(log.borrow().ended);
     }
+
+    /// Registers a processing-time timer 50 ms ahead per record, and an event-time timer it
+    /// deletes again at once.
+    #[derive(Clone, Default)]
+    struct Later;
+
+    impl KeyedProcessFunction<u32, u32> for Later {
+        type Out = (u32, TimeDomain, Timestamp);
+        fn process(&mut self, _key: &u32, _r: u32, ctx: &mut ProcessContext<'_, u32, Self::Out>) {
+            let at = ctx.current_processing_time() + 50;
+            ctx.register_processing_time_timer(at);
+            ctx.register_event_time_timer(5);
+            ctx.delete_event_time_timer(5);
+        }
+        fn on_timer(&mut self, key: &u32, ts: Timestamp, domain: TimeDomain, ctx: &mut ProcessContext<'_, u32, Self::Out>) {
+            ctx.emit((*key, domain, ts));
+        }
+    }
+
+    #[test]
+    fn processing_time_timers_wake_the_segment_and_fire_when_due() {
+        let (rec, log) = Recorder::new();
+        let wake = ProcessingTimers::default();
+        let mut op = KeyedProcessOp::new(
+            Later,
+            |r: &u32| *r,
+            Output::new(Box::new(rec), 64),
+            wake.clone(),
+            Arc::new(OperatorMetrics::default()),
+        );
+        let mut b = Batch::with_capacity(4);
+        b.push(7, 0);
+        b.push(7, 0); // same processing time within one batch: one timer
+        b.push(8, 0);
+        op.push(&mut b);
+        let at = op.clock.now() + 50;
+        assert_eq!(wake.earliest(), Some(at), "the segment loop wakes for the timer");
+        op.watermark(100);
+        assert!(
+            log.borrow().batches.iter().all(|(r, _)| r.is_empty()),
+            "the deleted event-time timer never fires"
+        );
+        op.processing_time(at - 1);
+        assert!(log.borrow().batches.iter().all(|(r, _)| r.is_empty()));
+        op.processing_time(at);
+        let fired: Vec<_> = log.borrow().batches.iter().flat_map(|(r, _)| r.clone()).collect();
+        assert_eq!(fired, vec![(7, TimeDomain::ProcessingTime, at), (8, TimeDomain::ProcessingTime, at)]);
+        assert!(op.state_entries().iter().all(|(_, n)| *n == 0), "fired timers leave no state");
+    }
 }

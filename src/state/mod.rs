@@ -20,16 +20,20 @@
 //! ## Backends
 //!
 //! This is the memory backend ([`memory`]). Each state type wraps a private backend enum with
-//! one variant today (`Memory`). The plan for the LSM backend (`weir-storage`): add an `Lsm`
-//! variant to each enum holding a handle to the shard's store plus the state's id, serialise
-//! `(key group, key, [user key])` as the store key and `(expiry, value)` as the store value
-//! (which adds `Serialize`-style bounds on `K`/`V` only for that backend, checked when the
-//! state is created), keep TTL as a filter on read plus compaction-time removal, and choose the
-//! backend in [`StateContext`] from configuration. The typed method signatures here stay as
-//! they are, except that reads from the LSM return owned values: that is why the read methods
-//! return references only to memory owned by the state and callers should not rely on address
-//! stability.
-//!
+//! one variant today (`Memory`), matched in every method, so a second backend is added without
+//! touching callers. Plan for the LSM backend (`weir-storage`, serialising keys and values):
+//! - an `Lsm` variant per state holding the shard's store handle, the state's id (from its
+//!   name) and the key/value codecs; the store key is `(key group, state id, key[, user key])`
+//!   so a key group's state is one contiguous range (rescaling and savepoints by key group);
+//! - the store value is `(expires_at, value)`; TTL stays a filter on read (never return
+//!   expired) and expired entries are dropped by a compaction filter instead of the expiry
+//!   queue;
+//! - reads that hand out references (`ValueState::value`, `ListState::get`, `MapState::get`)
+//!   decode into a per-state scratch slot and return a reference to it, so signatures stay;
+//!   writes go to the store's memtable (no I/O on the data path; flushes run in a `Flusher`);
+//! - [`StateContext`] picks the backend from configuration; codec bounds are checked when the
+//!   state is created, so the memory backend keeps accepting any `V`.
+
 //! Invariants: state names are unique per operator (a duplicate is a programmer error); the
 //! clock never goes back; entry gauges equal the stored entries after every call.
 
