@@ -1,7 +1,7 @@
 //! The in-memory state backend: hash tables owned by one operator instance on one shard.
 //!
-//! [`TtlTable`] maps a key to a value with optional TTL bookkeeping; value, list and aggregating
-//! states are one table keyed by the record key. [`NestedTable`] is the map state: key → user
+//! `TtlTable` maps a key to a value with optional TTL bookkeeping; value, list and aggregating
+//! states are one table keyed by the record key. `NestedTable` is the map state: key → user
 //! key → value, with TTL per user entry (Flink's semantics) and an expiry queue over
 //! `(key, user key)`.
 //!

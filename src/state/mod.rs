@@ -33,7 +33,7 @@
 //!   writes go to the store's memtable (no I/O on the data path; flushes run in a `Flusher`);
 //! - [`StateContext`] picks the backend from configuration; codec bounds are checked when the
 //!   state is created, so the memory backend keeps accepting any `V`.
-
+//!
 //! Invariants: state names are unique per operator (a duplicate is a programmer error); the
 //! clock never goes back; entry gauges equal the stored entries after every call.
 

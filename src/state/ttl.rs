@@ -14,7 +14,7 @@
 //! that were deleted or re-created are stale and are skipped. Every state access pops at most
 //! `cleanup_per_access` due slots, so cleanup is incremental and bounded per access, and each
 //! write pushes at most one slot, so cleanup keeps pace with growth. The queue is rebuilt from
-//! the live entries when stale slots outnumber them (see [`ExpiryQueue::needs_compaction`]), so
+//! the live entries when stale slots outnumber them (see `ExpiryQueue::needs_compaction`), so
 //! it never grows beyond about twice the number of entries.
 
 use std::collections::VecDeque;
