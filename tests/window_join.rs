@@ -14,7 +14,7 @@ const KEYS: u64 = 7;
 /// not yet heard an idle peer's final watermark judges records against a lower watermark and
 /// accepts some records the reference drops, so for `cores > 1` the test then checks the
 /// result is sandwiched between the reference with lateness and the one without.
-const EXACT_ON_ALL_CORES: bool = false;
+const EXACT_ON_ALL_CORES: bool = true;
 /// Records at the start of the input that are never late (see `input`).
 const WARM_UP: usize = 500;
 

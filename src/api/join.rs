@@ -52,7 +52,10 @@ impl StreamEnv {
             let mut right_ends = vec![ctx.take_receiver_ends(right_edge)];
             let mut env = StreamEnv::segment_env(ctx, &seg_name);
             Ok(Box::pin(async move {
-                let (left, right, connected) = futures::join!(connect_all::<L>(&mut left_ends), connect_all::<R>(&mut right_ends), env.connect());
+                let (left, right, connected) = crate::shard::keep_awake_while(async {
+                    futures::join!(connect_all::<L>(&mut left_ends), connect_all::<R>(&mut right_ends), env.connect())
+                })
+                .await;
                 connected?;
                 run_two_input(left, right, op, env).await
             }))
