@@ -31,7 +31,7 @@ use rustc_hash::FxHashMap;
 
 use super::window::WindowAssigner;
 use super::{Output, Push, Push2};
-use crate::batch::Batch;
+use crate::batch::{Batch, InOrder};
 use crate::shard::OperatorMetrics;
 use crate::time::{Timestamp, WATERMARK_MIN};
 
@@ -54,6 +54,22 @@ pub trait JoinCore<L, R> {
     fn report(&mut self);
 }
 
+/// One input side of a join, consumed in order: marks advance the core, records go to `each`.
+struct Side<'a, C, E, L, R> {
+    core: &'a mut C,
+    each: &'a mut E,
+    _sides: std::marker::PhantomData<(L, R)>,
+}
+
+impl<C: JoinCore<L, R>, T, E: FnMut(&mut C, T, Timestamp), L, R> InOrder<T> for Side<'_, C, E, L, R> {
+    fn on_watermark(&mut self, wm: Timestamp) {
+        self.core.advance(wm);
+    }
+    fn on_record(&mut self, record: T, ts: Timestamp) {
+        (self.each)(self.core, record, ts);
+    }
+}
+
 /// Runs a [`JoinCore`] as a two-input or a [`JoinInput`] operator.
 pub struct JoinDriver<C>(pub C);
 
@@ -62,17 +78,11 @@ impl<C> JoinDriver<C> {
     where
         C: JoinCore<L, R>,
     {
-        let marks = std::mem::take(&mut batch.marks);
-        let mut marks = marks.iter().peekable();
-        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
-            while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
-                self.0.advance(m.watermark);
-            }
-            each(&mut self.0, r, ts);
-        }
-        for m in marks {
-            self.0.advance(m.watermark);
-        }
+        batch.drain_in_order(&mut Side {
+            core: &mut self.0,
+            each: &mut each,
+            _sides: std::marker::PhantomData::<(L, R)>,
+        });
         self.0.output().flush();
         self.0.report();
     }

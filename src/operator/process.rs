@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, InOrder};
 use crate::operator::{Output, Push};
 use crate::shard::{OperatorMetrics, ProcessingTimers};
 use crate::state::{StateClock, StateContext, StateKey};
@@ -224,6 +224,31 @@ where
     }
 }
 
+impl<T, K, KF, F> InOrder<T> for KeyedProcessOp<T, K, KF, F>
+where
+    K: StateKey + Ord,
+    KF: FnMut(&T) -> K,
+    F: KeyedProcessFunction<K, T>,
+{
+    fn on_watermark(&mut self, wm: Timestamp) {
+        self.advance(wm);
+    }
+
+    fn on_record(&mut self, record: T, ts: Timestamp) {
+        let key = (self.key_fn)(&record);
+        let mut ctx = ProcessContext {
+            key: &key,
+            timestamp: ts,
+            watermark: self.watermark,
+            clock: &self.clock,
+            out: &mut self.out,
+            timers: &mut self.timers,
+            emitted: &mut self.emitted,
+        };
+        self.f.process(&key, record, &mut ctx);
+    }
+}
+
 impl<T, K, KF, F> Push<T> for KeyedProcessOp<T, K, KF, F>
 where
     K: StateKey + Ord,
@@ -233,27 +258,7 @@ where
     fn push(&mut self, batch: &mut Batch<T>) {
         OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
         self.clock.set(now_ms());
-        let marks = std::mem::take(&mut batch.marks);
-        let mut marks = marks.iter().peekable();
-        for (i, (record, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
-            while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
-                self.advance(m.watermark);
-            }
-            let key = (self.key_fn)(&record);
-            let mut ctx = ProcessContext {
-                key: &key,
-                timestamp: ts,
-                watermark: self.watermark,
-                clock: &self.clock,
-                out: &mut self.out,
-                timers: &mut self.timers,
-                emitted: &mut self.emitted,
-            };
-            self.f.process(&key, record, &mut ctx);
-        }
-        for m in marks {
-            self.advance(m.watermark);
-        }
+        batch.drain_in_order(self);
         self.out.flush();
         self.report();
     }
