@@ -3,7 +3,7 @@
 //!
 //! File layout: `magic "WEIRMAN1" | payload_len u64 | crc32 u32 | pad u32 |
 //! payload` where the payload is the rkyv archive of [`Manifest`] and the
-//! CRC covers magic, length and payload.
+//! CRC covers every byte of the file except the CRC field.
 //!
 //! Update protocol: write `MANIFEST.tmp`, fsync it, rename over
 //! `MANIFEST`, fsync the directory. A crash leaves either the old or the
@@ -73,6 +73,14 @@ pub struct Manifest {
     pub compacted_bytes: u64,
 }
 
+/// CRC of a manifest image: every byte except the CRC field itself.
+fn manifest_crc(b: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&b[..16]);
+    h.update(&b[20..]);
+    h.finalize()
+}
+
 /// Encodes a manifest file image.
 pub fn encode(m: &Manifest) -> Vec<u8> {
     let payload = rkyv::to_bytes::<rkyv::rancor::Error>(m).expect("serialising a manifest cannot fail");
@@ -81,10 +89,7 @@ pub fn encode(m: &Manifest) -> Vec<u8> {
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&[0u8; 8]);
     out.extend_from_slice(&payload);
-    let mut h = crc32fast::Hasher::new();
-    h.update(&out[..16]);
-    h.update(&out[HEADER..]);
-    let crc = h.finalize();
+    let crc = manifest_crc(&out);
     out[16..20].copy_from_slice(&crc.to_le_bytes());
     out
 }
@@ -104,10 +109,7 @@ pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
         return Err((8, format!("payload length expected {}, got {len}", b.len() - HEADER)));
     }
     let stored = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
-    let mut h = crc32fast::Hasher::new();
-    h.update(&b[..16]);
-    h.update(&b[HEADER..]);
-    let got = h.finalize();
+    let got = manifest_crc(b);
     if stored != got {
         return Err((16, format!("crc expected {stored:#010x}, got {got:#010x}")));
     }
