@@ -28,5 +28,6 @@ pub mod wal;
 pub use config::StoreConfig;
 pub use error::{Result, StoreError};
 pub use store::{
-    CheckpointInfo, Clock, CompactionProgress, ManualClock, ScanIter, Stats, Store, SystemClock, WriteBatch,
+    CheckpointInfo, Clock, CompactionProgress, ManualClock, ScanIter, Stats, Store, SystemClock,
+    WriteBatch,
 };

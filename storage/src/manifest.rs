@@ -83,7 +83,8 @@ fn manifest_crc(b: &[u8]) -> u32 {
 
 /// Encodes a manifest file image.
 pub fn encode(m: &Manifest) -> Vec<u8> {
-    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(m).expect("serialising a manifest cannot fail");
+    let payload =
+        rkyv::to_bytes::<rkyv::rancor::Error>(m).expect("serialising a manifest cannot fail");
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
@@ -97,7 +98,10 @@ pub fn encode(m: &Manifest) -> Vec<u8> {
 /// Decodes a manifest image. `Err((offset, what))`.
 pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
     if b.len() < HEADER {
-        return Err((0, format!("expected a {HEADER}-byte header, got {} bytes", b.len())));
+        return Err((
+            0,
+            format!("expected a {HEADER}-byte header, got {} bytes", b.len()),
+        ));
     }
     if &b[..8] != MAGIC {
         return Err((0, format!("magic expected {MAGIC:?}, got {:?}", &b[..8])));
@@ -106,7 +110,10 @@ pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
     l.copy_from_slice(&b[8..16]);
     let len = u64::from_le_bytes(l);
     if len != (b.len() - HEADER) as u64 {
-        return Err((8, format!("payload length expected {}, got {len}", b.len() - HEADER)));
+        return Err((
+            8,
+            format!("payload length expected {}, got {len}", b.len() - HEADER),
+        ));
     }
     let stored = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
     let got = manifest_crc(b);
@@ -145,7 +152,8 @@ pub fn store(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join("MANIFEST.tmp");
     let img = encode(m);
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io("create manifest", &tmp, e))?;
+        let mut f =
+            std::fs::File::create(&tmp).map_err(|e| StoreError::io("create manifest", &tmp, e))?;
         f.write_all(&img)
             .map_err(|e| StoreError::io("write manifest", &tmp, e))?;
         f.sync_all()

@@ -253,7 +253,11 @@ impl Store {
     }
 
     /// Like [`Store::open`] with an explicit clock for TTL decisions.
-    pub async fn open_with_clock(dir: impl AsRef<Path>, cfg: StoreConfig, clock: Rc<dyn Clock>) -> Result<Store> {
+    pub async fn open_with_clock(
+        dir: impl AsRef<Path>,
+        cfg: StoreConfig,
+        clock: Rc<dyn Clock>,
+    ) -> Result<Store> {
         cfg.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create dir", &dir, e))?;
@@ -294,7 +298,11 @@ impl Store {
                     return Err(StoreError::corrupt(
                         &p,
                         0,
-                        format!("size expected {} (manifest), got {}", m.bytes, s.file_bytes()),
+                        format!(
+                            "size expected {} (manifest), got {}",
+                            m.bytes,
+                            s.file_bytes()
+                        ),
                     ));
                 }
                 st.segs.insert(m.id, s);
@@ -344,7 +352,8 @@ impl Store {
                 if r.seq < self.manifest.replay_from_seq {
                     continue;
                 }
-                let ops = decode_payload(&buf[r.payload.0..r.payload.1]).expect("scan checked the payload");
+                let ops = decode_payload(&buf[r.payload.0..r.payload.1])
+                    .expect("scan checked the payload");
                 for op in &ops {
                     self.active.apply(r.seq, op.key, op_entry(op));
                 }
@@ -404,7 +413,14 @@ impl Store {
     /// Poisons the instance on fatal errors; passes the result through.
     fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
-            let fatal = is_sync_failure(e) || matches!(e, StoreError::Io { op: "wal write", .. });
+            let fatal = is_sync_failure(e)
+                || matches!(
+                    e,
+                    StoreError::Io {
+                        op: "wal write",
+                        ..
+                    }
+                );
             if fatal && self.poisoned.is_none() {
                 self.poisoned = Some(e.to_string());
             }
@@ -550,7 +566,13 @@ impl Store {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check()?;
         let now = self.clock.now_ms();
-        let live = |e: &Entry| if e.is_live(now) { Some(e.value.clone()) } else { None };
+        let live = |e: &Entry| {
+            if e.is_live(now) {
+                Some(e.value.clone())
+            } else {
+                None
+            }
+        };
         if let Some(e) = self.active.get(key) {
             return Ok(live(e));
         }
@@ -577,9 +599,15 @@ impl Store {
             Bound::Unbounded => Bound::Unbounded,
         };
         let mut sources: Vec<Source<'_>> = Vec::new();
-        sources.push(Box::new(self.active.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone())))));
+        sources.push(Box::new(
+            self.active
+                .range(lo, hi)
+                .map(|(k, e)| Ok((k.clone(), e.clone()))),
+        ));
         if let Some(m) = &self.sealed {
-            sources.push(Box::new(m.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone())))));
+            sources.push(Box::new(
+                m.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone()))),
+            ));
         }
         for run in &self.runs {
             sources.push(Box::new(RunCursor::new(run.clone(), own(lo), own(hi))));
@@ -616,7 +644,9 @@ impl Store {
     }
 
     async fn flush_sealed(&mut self) -> Result<()> {
-        let Some(m) = self.sealed.as_ref() else { return Ok(()) };
+        let Some(m) = self.sealed.as_ref() else {
+            return Ok(());
+        };
         if m.is_empty() {
             self.sealed = None;
             return Ok(());
@@ -680,7 +710,12 @@ impl Store {
         self.check()?;
         let mut prog = CompactionProgress::default();
         if self.job.is_none() {
-            let sizes: Vec<u64> = self.manifest.runs.iter().map(|r| r.iter().map(|m| m.bytes).sum()).collect();
+            let sizes: Vec<u64> = self
+                .manifest
+                .runs
+                .iter()
+                .map(|r| r.iter().map(|m| m.bytes).sum())
+                .collect();
             let Some((start, n)) = compaction::pick(&sizes, &self.cfg) else {
                 prog.idle = true;
                 return Ok(prog);
@@ -722,14 +757,22 @@ impl Store {
                 .position(|r| r[0].id == job.inputs[0])
                 .expect("job inputs are live");
             for (i, id) in job.inputs.iter().enumerate() {
-                assert_eq!(self.manifest.runs[pos + i][0].id, *id, "job inputs stay adjacent");
+                assert_eq!(
+                    self.manifest.runs[pos + i][0].id,
+                    *id,
+                    "job inputs stay adjacent"
+                );
             }
             let mut next = self.manifest.clone();
             let removed: Vec<SegmentMeta> = next
                 .runs
                 .splice(
                     pos..pos + job.inputs.len(),
-                    if job.outputs.is_empty() { vec![] } else { vec![job.outputs.clone()] },
+                    if job.outputs.is_empty() {
+                        vec![]
+                    } else {
+                        vec![job.outputs.clone()]
+                    },
                 )
                 .flatten()
                 .collect();
@@ -763,7 +806,9 @@ impl Store {
         if let Some(j) = &self.job {
             keep.extend(j.outputs.iter().map(|m| m.id));
         }
-        let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         for ent in rd.flatten() {
             if let Some((false, id)) = ent.file_name().to_str().and_then(fsutil::parse_name) {
                 if !keep.contains(&id) {
@@ -839,7 +884,13 @@ impl Store {
     /// segments) and every later checkpoint is discarded.
     pub async fn restore(&mut self, epoch: u64) -> Result<()> {
         self.check()?;
-        let Some(c) = self.manifest.checkpoints.iter().find(|c| c.epoch == epoch).cloned() else {
+        let Some(c) = self
+            .manifest
+            .checkpoints
+            .iter()
+            .find(|c| c.epoch == epoch)
+            .cloned()
+        else {
             return Err(StoreError::CheckpointNotFound {
                 epoch,
                 retained: self.checkpoints(),
@@ -868,8 +919,12 @@ impl Store {
             return Err(e);
         }
         let old = self.wal.replace(new_wal).expect("open store has a WAL");
-        self.old_wals
-            .push((old.id(), old.path().to_path_buf(), old.max_seq().max(self.next_seq - 1), old.len()));
+        self.old_wals.push((
+            old.id(),
+            old.path().to_path_buf(),
+            old.max_seq().max(self.next_seq - 1),
+            old.len(),
+        ));
         old.close().await;
         self.active = Memtable::default();
         self.sealed = None;
@@ -885,7 +940,12 @@ impl Store {
 
     /// Current figures.
     pub fn stats(&self) -> Stats {
-        let sizes: Vec<u64> = self.manifest.runs.iter().map(|r| r.iter().map(|m| m.bytes).sum()).collect();
+        let sizes: Vec<u64> = self
+            .manifest
+            .runs
+            .iter()
+            .map(|r| r.iter().map(|m| m.bytes).sum())
+            .collect();
         let mut debt = self.job.as_ref().map_or(0, |j| j.remaining());
         if self.job.is_none() {
             if let Some((s, n)) = compaction::pick(&sizes, &self.cfg) {
@@ -897,7 +957,12 @@ impl Store {
         let disk_segment_bytes = std::fs::read_dir(&self.dir)
             .map(|rd| {
                 rd.flatten()
-                    .filter(|e| e.file_name().to_str().and_then(fsutil::parse_name).is_some_and(|(w, _)| !w))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(fsutil::parse_name)
+                            .is_some_and(|(w, _)| !w)
+                    })
                     .filter_map(|e| e.metadata().ok())
                     .map(|m| m.len())
                     .sum()
@@ -951,12 +1016,15 @@ impl Store {
     /// Paths of the segment files of retained checkpoint `epoch` (to ship
     /// or hard-link elsewhere).
     pub fn checkpoint_files(&self, epoch: u64) -> Result<Vec<PathBuf>> {
-        let c = self.manifest.checkpoints.iter().find(|c| c.epoch == epoch).ok_or_else(|| {
-            StoreError::CheckpointNotFound {
+        let c = self
+            .manifest
+            .checkpoints
+            .iter()
+            .find(|c| c.epoch == epoch)
+            .ok_or_else(|| StoreError::CheckpointNotFound {
                 epoch,
                 retained: self.checkpoints(),
-            }
-        })?;
+            })?;
         Ok(c.runs
             .iter()
             .flatten()

@@ -16,7 +16,9 @@ fn kv(s: &Store, it: weir_storage::Result<weir_storage::ScanIter<'_>>) -> Vec<(V
 fn put_get_delete_batch_scan_reopen() {
     let dir = tmpdir("basic");
     run(async move {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
         s.put(b"a", b"1").unwrap();
         s.put(b"b", b"2").unwrap();
         s.put(b"c", b"3").unwrap();
@@ -27,18 +29,25 @@ fn put_get_delete_batch_scan_reopen() {
         assert_eq!(s.get(b"a").unwrap(), None);
         assert_eq!(s.get(b"c").unwrap(), Some(b"3".to_vec()));
         let all = kv(&s, s.scan_range(Bound::Unbounded, Bound::Unbounded));
-        assert_eq!(all.iter().map(|p| p.0.clone()).collect::<Vec<_>>(), vec![b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]);
+        assert_eq!(
+            all.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+            vec![b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]
+        );
         let acked = s.commit().await.unwrap();
         assert_eq!(acked, 5);
         drop(s);
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
         assert_eq!(s.get(b"d").unwrap(), Some(b"4".to_vec()));
         assert_eq!(s.get(b"b").unwrap(), None);
         s.flush().await.unwrap();
         assert_eq!(s.stats().segments, 1);
         assert_eq!(s.get(b"e").unwrap(), Some(b"5".to_vec()));
         s.close().await.unwrap();
-        let s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
+        let s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
         assert_eq!(kv(&s, s.scan_prefix(b"")).len(), 3);
     });
 }
@@ -47,7 +56,9 @@ fn put_get_delete_batch_scan_reopen() {
 fn prefix_scans_across_memtable_and_segments() {
     let dir = tmpdir("prefix");
     run(async move {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
         for i in 0..2000u32 {
             let k = format!("k{:02}/{:05}", i % 7, i);
             s.put(k.as_bytes(), &i.to_le_bytes()).unwrap();
@@ -58,7 +69,8 @@ fn prefix_scans_across_memtable_and_segments() {
         }
         s.flush().await.unwrap();
         for i in (0..2000u32).step_by(3) {
-            s.delete(format!("k{:02}/{:05}", i % 7, i).as_bytes()).unwrap();
+            s.delete(format!("k{:02}/{:05}", i % 7, i).as_bytes())
+                .unwrap();
         }
         let got = kv(&s, s.scan_prefix(b"k03/"));
         let want: Vec<u32> = (0..2000u32).filter(|i| i % 7 == 3 && i % 3 != 0).collect();
@@ -67,7 +79,13 @@ fn prefix_scans_across_memtable_and_segments() {
             assert_eq!(k, format!("k03/{:05}", i).as_bytes());
             assert_eq!(v, &i.to_le_bytes());
         }
-        let r = kv(&s, s.scan_range(Bound::Excluded(b"k01/00008".as_slice()), Bound::Included(b"k01/00050".as_slice())));
+        let r = kv(
+            &s,
+            s.scan_range(
+                Bound::Excluded(b"k01/00008".as_slice()),
+                Bound::Included(b"k01/00050".as_slice()),
+            ),
+        );
         let want: Vec<u32> = (9..=50u32).filter(|i| i % 7 == 1 && i % 3 != 0).collect();
         assert_eq!(r.len(), want.len());
         assert!(s.stats().runs >= 2);
@@ -79,7 +97,10 @@ fn ttl_entries_invisible_and_dropped_at_compaction() {
     let dir = tmpdir("ttl");
     run(async move {
         let clock = ManualClock::new(1_000);
-        let mut s = Store::open_with_clock(&dir, StoreConfig::small_for_tests(), Rc::new(clock.clone())).await.unwrap();
+        let mut s =
+            Store::open_with_clock(&dir, StoreConfig::small_for_tests(), Rc::new(clock.clone()))
+                .await
+                .unwrap();
         s.put(b"old", b"v0").unwrap();
         s.flush().await.unwrap();
         s.put_with_ttl(b"old", b"v1", 2_000).unwrap();
@@ -88,7 +109,11 @@ fn ttl_entries_invisible_and_dropped_at_compaction() {
         assert_eq!(s.get(b"old").unwrap(), Some(b"v1".to_vec()));
         s.flush().await.unwrap();
         clock.set(2_000);
-        assert_eq!(s.get(b"old").unwrap(), None, "expired newer version hides older one");
+        assert_eq!(
+            s.get(b"old").unwrap(),
+            None,
+            "expired newer version hides older one"
+        );
         assert_eq!(s.get(b"x").unwrap(), None);
         assert_eq!(kv(&s, s.scan_prefix(b"")).len(), 1);
         // Force merging everything: many small runs.
@@ -121,7 +146,10 @@ fn checkpoints_are_incremental_restorable_and_retained() {
         let c2 = s.checkpoint(2).await.unwrap();
         assert_eq!(c2.files.len(), 2);
         assert_eq!(c2.new_files.len(), 1, "only the new flush is new");
-        assert!(matches!(s.checkpoint(2).await, Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            s.checkpoint(2).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
         s.put(b"c", b"3").unwrap();
         s.commit().await.unwrap();
         s.restore(1).await.unwrap();
@@ -139,7 +167,10 @@ fn checkpoints_are_incremental_restorable_and_retained() {
             s.checkpoint(e).await.unwrap();
         }
         assert_eq!(s.checkpoints(), vec![4, 5]);
-        assert!(matches!(s.restore(1).await, Err(StoreError::CheckpointNotFound { .. })));
+        assert!(matches!(
+            s.restore(1).await,
+            Err(StoreError::CheckpointNotFound { .. })
+        ));
         // Merge everything; files of checkpoints stay until no longer referenced.
         while !s.compact_step(1 << 20).await.unwrap().idle {}
         for f in s.checkpoint_files(4).unwrap() {
@@ -150,7 +181,13 @@ fn checkpoints_are_incremental_restorable_and_retained() {
         let live: Vec<_> = s.checkpoint_files(7).unwrap();
         let on_disk = std::fs::read_dir(&dir)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
             .count();
         assert_eq!(on_disk, live.len(), "unreferenced files deleted");
         s.restore(6).await.unwrap();
@@ -177,7 +214,10 @@ fn backpressure_and_limits() {
         assert!(matches!(err, StoreError::Backpressure { .. }), "{err}");
         s.commit().await.unwrap();
         s.put(b"more", b"ok").unwrap();
-        assert!(matches!(s.put(&vec![0u8; 100_000], b"v"), Err(StoreError::InvalidArgument(_))));
+        assert!(matches!(
+            s.put(&vec![0u8; 100_000], b"v"),
+            Err(StoreError::InvalidArgument(_))
+        ));
         let locked = Store::open(&dir, StoreConfig::small_for_tests()).await;
         assert!(matches!(locked, Err(StoreError::Locked { .. })));
     });

@@ -90,7 +90,7 @@ fn disk_full_during_writes_and_checkpoint() {
                 Err(e) => break e,
             }
             i += 1;
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 match s.commit().await {
                     Ok(_) => acked.append(&mut pending),
                     Err(e) => break e,
@@ -132,7 +132,9 @@ fn disk_full_during_writes_and_checkpoint() {
             let r = s.commit().await;
             std::fs::remove_file(&filler).unwrap();
             match r {
-                Err(StoreError::DiskFull { op: "wal write", .. }) => {
+                Err(StoreError::DiskFull {
+                    op: "wal write", ..
+                }) => {
                     assert!(!s.stats().poisoned);
                     s.commit().await.unwrap();
                     acked.insert(k, vec![2u8; 3000]);

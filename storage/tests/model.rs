@@ -71,13 +71,19 @@ async fn one_seed(seed: u64, ops: usize) {
             let res = if w < 2 {
                 s.delete(&k).map(|_| model.remove(&k)).map(|_| ())
             } else if w < 4 {
-                let v = { let n = r.below(200) as usize; r.bytes(n) };
+                let v = {
+                    let n = r.below(200) as usize;
+                    r.bytes(n)
+                };
                 let exp = now + 1 + r.below(5_000);
                 s.put_with_ttl(&k, &v, exp).map(|_| {
                     model.insert(k.clone(), (v, exp));
                 })
             } else {
-                let v = { let n = r.below(300) as usize; r.bytes(n) };
+                let v = {
+                    let n = r.below(300) as usize;
+                    r.bytes(n)
+                };
                 s.put(&k, &v).map(|_| {
                     model.insert(k.clone(), (v, 0));
                 })
@@ -100,7 +106,10 @@ async fn one_seed(seed: u64, ops: usize) {
                     b.delete(&k);
                     m2.remove(&k);
                 } else {
-                    let v = { let n = r.below(100) as usize; r.bytes(n) };
+                    let v = {
+                        let n = r.below(100) as usize;
+                        r.bytes(n)
+                    };
                     b.put(&k, &v);
                     m2.insert(k, (v, 0));
                 }
@@ -111,12 +120,18 @@ async fn one_seed(seed: u64, ops: usize) {
             }
         } else if p < 650 {
             let k = key(&mut r);
-            let want = model.get(&k).filter(|(_, x)| *x == 0 || *x > now).map(|(v, _)| v.clone());
+            let want = model
+                .get(&k)
+                .filter(|(_, x)| *x == 0 || *x > now)
+                .map(|(v, _)| v.clone());
             assert_eq!(s.get(&k).unwrap(), want, "{ctx}: get {k:?}");
         } else if p < 680 {
             let pre = format!("{:02}/", r.below(4)).into_bytes();
             let got: Vec<_> = s.scan_prefix(&pre).unwrap().map(|x| x.unwrap()).collect();
-            let want: Vec<_> = visible(&model, now).into_iter().filter(|(k, _)| k.starts_with(&pre)).collect();
+            let want: Vec<_> = visible(&model, now)
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(&pre))
+                .collect();
             assert_eq!(got, want, "{ctx}: scan_prefix");
         } else if p < 800 {
             s.commit().await.unwrap();
@@ -156,7 +171,9 @@ async fn one_seed(seed: u64, ops: usize) {
             let idx = history
                 .iter()
                 .rposition(|m| visible(m, now) == got)
-                .unwrap_or_else(|| panic!("{ctx}: recovered state is no prefix of the writes since the last ack"));
+                .unwrap_or_else(|| {
+                    panic!("{ctx}: recovered state is no prefix of the writes since the last ack")
+                });
             model = history[idx].clone();
             history = vec![model.clone()];
             crashes += 1;
@@ -180,8 +197,14 @@ async fn one_seed(seed: u64, ops: usize) {
 #[test]
 fn model_random_ops_with_crashes() {
     let base = seed(0x5eed);
-    let ops: usize = std::env::var("WEIR_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
-    let seeds: u64 = std::env::var("WEIR_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let ops: usize = std::env::var("WEIR_MODEL_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    let seeds: u64 = std::env::var("WEIR_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     for i in 0..seeds {
         run(one_seed(base + i, ops));
     }

@@ -95,21 +95,26 @@ impl SegmentBuilder {
 
     pub(crate) fn finish(mut self) -> Built {
         self.seal_block();
-        while self.buf.len() % 16 != 0 {
+        while !self.buf.len().is_multiple_of(16) {
             self.buf.push(0);
         }
         let index_off = self.buf.len() as u64;
         let bloom_bits = bloom::build(&self.hashes, self.bloom_bits);
         let ix = SegmentIndex {
             blocks: std::mem::take(&mut self.blocks),
-            bloom_k: if bloom_bits.is_empty() { 0 } else { bloom::probes(self.bloom_bits) },
+            bloom_k: if bloom_bits.is_empty() {
+                0
+            } else {
+                bloom::probes(self.bloom_bits)
+            },
             bloom: bloom_bits,
             entries: self.entries,
             tombstones: self.tombstones,
             first_key: self.first_key.clone().unwrap_or_default(),
             last_key: self.last_key.clone(),
         };
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&ix).expect("serialising an index cannot fail");
+        let bytes =
+            rkyv::to_bytes::<rkyv::rancor::Error>(&ix).expect("serialising an index cannot fail");
         self.buf.extend_from_slice(&bytes);
         let footer = Footer {
             index_off,

@@ -48,14 +48,20 @@ impl Segment {
             .map_err(|e| StoreError::io("stat segment", path, e))?
             .len();
         if len < format::FOOTER_BYTES as u64 {
-            return Err(StoreError::corrupt(path, 0, format!("segment of {len} bytes has no footer")));
+            return Err(StoreError::corrupt(
+                path,
+                0,
+                format!("segment of {len} bytes has no footer"),
+            ));
         }
         // SAFETY: segment files are immutable once written and only deleted
         // (never truncated or rewritten) while mapped; see module invariants.
         let mmap = unsafe { Mmap::map(&f) }.map_err(|e| StoreError::io("mmap segment", path, e))?;
-        let footer = format::parse_footer(&mmap).map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
+        let footer =
+            format::parse_footer(&mmap).map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
         let range = footer.index_off as usize..(footer.index_off + footer.index_len) as usize;
-        format::check_index(&mmap[range], &footer).map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
+        format::check_index(&mmap[range], &footer)
+            .map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
         Ok(Rc::new(Segment {
             id,
             path: path.to_path_buf(),
@@ -74,7 +80,8 @@ impl Segment {
     }
 
     fn index(&self) -> &ArchivedSegmentIndex {
-        let r = self.footer.index_off as usize..(self.footer.index_off + self.footer.index_len) as usize;
+        let r = self.footer.index_off as usize
+            ..(self.footer.index_off + self.footer.index_len) as usize;
         // SAFETY: these exact bytes were validated by `check_index` in
         // `open`, the mapping is immutable and 16-aligned at `index_off`.
         unsafe { rkyv::access_unchecked::<ArchivedSegmentIndex>(&self.mmap[r]) }
@@ -94,7 +101,11 @@ impl Segment {
         let b = block::decode(&self.mmap[o..o + l])
             .map_err(|(at, w)| StoreError::corrupt(&self.path, (o + at) as u64, w))?;
         if b.len() > 0 && b.key(b.len() - 1) != h.last_key.as_slice() {
-            return Err(StoreError::corrupt(&self.path, o as u64, "block last key disagrees with index"));
+            return Err(StoreError::corrupt(
+                &self.path,
+                o as u64,
+                "block last key disagrees with index",
+            ));
         }
         let b = Rc::new(b);
         self.cache.insert(self.id, i as u32, b.clone());
@@ -103,7 +114,9 @@ impl Segment {
 
     /// Index of the first block that may hold keys >= `key`.
     pub(crate) fn seek_block(&self, key: &[u8]) -> usize {
-        self.index().blocks.partition_point(|b| b.last_key.as_slice() < key)
+        self.index()
+            .blocks
+            .partition_point(|b| b.last_key.as_slice() < key)
     }
 
     /// Point lookup (bloom, index, block).
@@ -139,7 +152,10 @@ pub fn verify_image(bytes: &[u8]) -> std::result::Result<u64, (u64, String)> {
         n += b.len() as u64;
     }
     if n != f.entries {
-        return Err((f.index_off, format!("entries expected {}, got {n}", f.entries)));
+        return Err((
+            f.index_off,
+            format!("entries expected {}, got {n}", f.entries),
+        ));
     }
     Ok(n)
 }
@@ -180,7 +196,9 @@ impl RunCursor {
             Bound::Unbounded => None,
         };
         if let Some(k) = lo {
-            self.si = self.segs.partition_point(|s| s.index().last_key.as_slice() < k.as_slice());
+            self.si = self
+                .segs
+                .partition_point(|s| s.index().last_key.as_slice() < k.as_slice());
             if self.si < self.segs.len() {
                 self.bi = self.segs[self.si].seek_block(&k);
                 if self.bi < self.segs[self.si].num_blocks() {
