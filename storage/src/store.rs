@@ -676,6 +676,15 @@ impl Store {
         self.segs.insert(id, seg);
         self.rebuild_runs();
         self.sealed = None;
+        // If the active WAL segment holds only flushed records, roll it so
+        // it can be deleted now (keeps space amplification down).
+        let wal = self.wal.as_ref().expect("open store has a WAL");
+        if wal.pending_bytes() == 0
+            && wal.max_seq() < self.manifest.replay_from_seq
+            && wal.len() > 0
+        {
+            let _ = self.roll_wal().await;
+        }
         self.gc_wals();
         Ok(())
     }
