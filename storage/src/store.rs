@@ -678,10 +678,12 @@ impl Store {
         self.sealed = None;
         // If the active WAL segment holds only flushed records, roll it so
         // it can be deleted now (keeps space amplification down).
-        let wal = self.wal.as_ref().expect("open store has a WAL");
-        if wal.pending_bytes() == 0
-            && wal.max_seq() < self.manifest.replay_from_seq
-            && wal.len() > 0
+        // (During recovery there is no WAL writer yet.)
+        let floor = self.manifest.replay_from_seq;
+        if self
+            .wal
+            .as_ref()
+            .is_some_and(|w| w.pending_bytes() == 0 && w.max_seq() < floor && w.len() > 0)
         {
             let _ = self.roll_wal().await;
         }
