@@ -223,6 +223,7 @@ pub struct Store {
     torn_tails: u64,
     user_bytes: u64,
     wal_bytes_written: u64,
+    fail_next_sync: bool,
 }
 
 fn meta_of(id: u64, b: &Built) -> SegmentMeta {
@@ -289,6 +290,7 @@ impl Store {
             torn_tails: 0,
             user_bytes: 0,
             wal_bytes_written: 0,
+            fail_next_sync: false,
         };
         for run in st.manifest.runs.clone() {
             for m in run {
@@ -523,7 +525,15 @@ impl Store {
         let target = self.next_seq - 1;
         let wal = self.wal.as_mut().expect("open store has a WAL");
         let pending = wal.pending_bytes();
-        let r = wal.commit().await;
+        let r = if std::mem::take(&mut self.fail_next_sync) && pending > 0 {
+            Err(StoreError::io(
+                "fdatasync wal",
+                wal.path(),
+                std::io::Error::from_raw_os_error(libc::EIO),
+            ))
+        } else {
+            wal.commit().await
+        };
         self.guard(r)?;
         self.wal_bytes_written += pending;
         self.acked_seq = target;
@@ -1017,6 +1027,13 @@ impl Store {
             glommio::yield_if_needed().await;
         }
         Ok(n)
+    }
+
+    /// Fault injection for tests: the next commit with pending records
+    /// fails as if `fdatasync` returned EIO (which poisons the instance).
+    #[doc(hidden)]
+    pub fn inject_sync_failure(&mut self) {
+        self.fail_next_sync = true;
     }
 
     /// Directory of the store.

@@ -222,3 +222,35 @@ fn backpressure_and_limits() {
         assert!(matches!(locked, Err(StoreError::Locked { .. })));
     });
 }
+
+#[test]
+fn failed_fdatasync_poisons_the_instance() {
+    let dir = tmpdir("poison");
+    run(async move {
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
+        s.put(b"a", b"1").unwrap();
+        s.commit().await.unwrap();
+        s.put(b"b", b"2").unwrap();
+        s.inject_sync_failure();
+        let e = s.commit().await.unwrap_err();
+        assert!(e.to_string().contains("fdatasync wal"), "{e}");
+        assert!(s.stats().poisoned);
+        assert!(matches!(s.get(b"a"), Err(StoreError::Poisoned { .. })));
+        assert!(matches!(
+            s.put(b"c", b"3"),
+            Err(StoreError::Poisoned { .. })
+        ));
+        assert!(
+            matches!(s.commit().await, Err(StoreError::Poisoned { .. })),
+            "never retried blindly"
+        );
+        drop(s);
+        // Reopening recovers from disk: the acknowledged write is there.
+        let s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
+        assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
+    });
+}
