@@ -124,6 +124,12 @@ pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
     al.extend_from_slice(&b[HEADER..]);
     let m = rkyv::from_bytes::<Manifest, rkyv::rancor::Error>(&al)
         .map_err(|e| (HEADER as u64, format!("payload does not validate: {e}")))?;
+    validate_runs(&m.runs, m.next_file_id)
+        .map_err(|w| (HEADER as u64, format!("live runs: {w}")))?;
+    for c in &m.checkpoints {
+        validate_runs(&c.runs, m.next_file_id)
+            .map_err(|w| (HEADER as u64, format!("checkpoint {}: {w}", c.epoch)))?;
+    }
     let mut prev = None;
     for c in &m.checkpoints {
         if prev.is_some_and(|p| p >= c.epoch) {
@@ -132,6 +138,28 @@ pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
         prev = Some(c.epoch);
     }
     Ok(m)
+}
+
+/// Checks the structural invariants of a run list.
+fn validate_runs(runs: &[Vec<SegmentMeta>], next_file_id: u64) -> std::result::Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, run) in runs.iter().enumerate() {
+        if run.is_empty() {
+            return Err(format!("run {i} is empty"));
+        }
+        for (j, m) in run.iter().enumerate() {
+            if m.id >= next_file_id || !seen.insert(m.id) {
+                return Err(format!(
+                    "segment id {} duplicated or >= next id {next_file_id}",
+                    m.id
+                ));
+            }
+            if m.first_key > m.last_key || (j > 0 && run[j - 1].last_key >= m.first_key) {
+                return Err(format!("run {i} segment {j} key range out of order"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads `dir/MANIFEST`; `Ok(None)` if absent.
