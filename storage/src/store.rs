@@ -1060,6 +1060,50 @@ impl Store {
             .collect())
     }
 
+    /// Materialises retained checkpoint `epoch` as a self-contained store
+    /// directory `dest` (hard links to the immutable segment files, a copy
+    /// when linking fails, plus a manifest): `Store::open(dest)` opens it
+    /// in the checkpoint's state. Exporting successive checkpoints into
+    /// separate directories shares unchanged files (incremental).
+    pub async fn export_checkpoint(&self, epoch: u64, dest: &Path) -> Result<()> {
+        self.check()?;
+        let c = self
+            .manifest
+            .checkpoints
+            .iter()
+            .find(|c| c.epoch == epoch)
+            .cloned()
+            .ok_or_else(|| StoreError::CheckpointNotFound {
+                epoch,
+                retained: self.checkpoints(),
+            })?;
+        std::fs::create_dir_all(dest).map_err(|e| StoreError::io("create export dir", dest, e))?;
+        for m in c.runs.iter().flatten() {
+            let src = fsutil::segment_path(&self.dir, m.id);
+            let dst = fsutil::segment_path(dest, m.id);
+            if dst.exists() {
+                continue;
+            }
+            if std::fs::hard_link(&src, &dst).is_err() {
+                std::fs::copy(&src, &dst)
+                    .map_err(|e| StoreError::io("copy checkpoint file", &dst, e))?;
+                std::fs::File::open(&dst)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError::io("fsync checkpoint file", &dst, e))?;
+            }
+        }
+        let m = Manifest {
+            next_file_id: self.manifest.next_file_id,
+            replay_from_seq: c.seq + 1,
+            epoch,
+            runs: c.runs.clone(),
+            checkpoints: vec![c],
+            flushed_bytes: 0,
+            compacted_bytes: 0,
+        };
+        manifest::store(dest, &m)
+    }
+
     /// Commits pending writes and closes the WAL.
     pub async fn close(mut self) -> Result<()> {
         self.commit().await?;

@@ -254,3 +254,36 @@ fn failed_fdatasync_poisons_the_instance() {
         assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
     });
 }
+
+#[test]
+fn exported_checkpoint_opens_as_a_store() {
+    let dir = tmpdir("export");
+    let out = tmpdir("export-dest");
+    run(async move {
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
+        s.put(b"a", b"1").unwrap();
+        s.checkpoint(1).await.unwrap();
+        s.put(b"b", b"2").unwrap();
+        s.checkpoint(2).await.unwrap();
+        s.put(b"c", b"3").unwrap();
+        s.commit().await.unwrap();
+        let d1 = out.join("e1");
+        let d2 = out.join("e2");
+        s.export_checkpoint(1, &d1).await.unwrap();
+        s.export_checkpoint(2, &d2).await.unwrap();
+        let e1 = Store::open(&d1, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
+        assert_eq!(e1.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(e1.get(b"b").unwrap(), None);
+        let e2 = Store::open(&d2, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
+        assert_eq!(e2.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(e2.get(b"c").unwrap(), None);
+        assert_eq!(e2.checkpoints(), vec![2]);
+        assert_eq!(s.get(b"c").unwrap(), Some(b"3".to_vec()));
+    });
+}
