@@ -975,20 +975,19 @@ impl Store {
         }
         let wal = self.wal.as_ref();
         let (cache_bytes, hits, misses) = self.cache.stats();
-        let disk_segment_bytes = std::fs::read_dir(&self.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_str()
-                            .and_then(fsutil::parse_name)
-                            .is_some_and(|(w, _)| !w)
-                    })
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let mut ids: HashMap<u64, u64> = HashMap::new();
+        let all = self
+            .manifest
+            .runs
+            .iter()
+            .chain(self.manifest.checkpoints.iter().flat_map(|c| c.runs.iter()));
+        for m in all.flatten() {
+            ids.insert(m.id, m.bytes);
+        }
+        for m in self.job.iter().flat_map(|j| j.outputs.iter()) {
+            ids.insert(m.id, m.bytes);
+        }
+        let disk_segment_bytes = ids.values().sum();
         Stats {
             memtable_bytes: self.active.bytes() as u64,
             sealed_memtable_bytes: self.sealed.as_ref().map_or(0, |m| m.bytes()) as u64,
