@@ -16,9 +16,33 @@ use crate::segment::block::Block;
 
 type Key = (u64, u32);
 
+/// Cheap multiplicative hasher for the small integer keys (SipHash showed
+/// up in get profiles; keys are not attacker-controlled).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+}
+
+type Map = HashMap<Key, Rc<Block>, std::hash::BuildHasherDefault<KeyHasher>>;
+
 #[derive(Default)]
 struct Inner {
-    map: HashMap<Key, Rc<Block>>,
+    map: Map,
     order: VecDeque<Key>,
     used: usize,
     hits: u64,
