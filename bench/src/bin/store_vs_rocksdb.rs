@@ -241,8 +241,12 @@ fn run_weir(a: &Args) -> Value {
             let hot = p.gets("get_hot", true, |k| s.get(k).unwrap().is_some());
             drop_caches(a.drop_caches);
             let cold = p.gets("get_cold", false, |k| s.get(k).unwrap().is_some());
-            let scans =
-                p.scans(|pre| s.scan_prefix(pre).unwrap().map(|r| r.unwrap()).count() as u64);
+            let scans = p.scans(|pre| {
+                s.scan_prefix(pre)
+                    .unwrap()
+                    .try_fold(0u64, |n, r| r.map(|_| n + 1))
+                    .unwrap()
+            });
             let st2 = s.stats();
             json!({
                 "engine": "weir-storage",
