@@ -164,3 +164,27 @@ impl Job {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+    use crate::config::StoreConfig;
+
+    #[test]
+    fn policy_merges_similar_newest_runs_and_caps_run_count() {
+        let cfg = StoreConfig::default(); // min_merge 4, ratio 200 %, max_runs 12
+        assert_eq!(pick(&[10], &cfg), None);
+        assert_eq!(pick(&[10, 10, 10], &cfg), None);
+        assert_eq!(pick(&[10, 10, 10, 10], &cfg), Some((0, 4)));
+        // A big old run joins once the newer ones add up to half its size.
+        assert_eq!(pick(&[10, 10, 10, 10, 80], &cfg), Some((0, 5)));
+        assert_eq!(pick(&[10, 10, 10, 10, 81], &cfg), Some((0, 4)));
+        assert_eq!(pick(&[10, 10, 10, 1000], &cfg), None);
+        // Over the cap: the cheapest adjacent window restoring the cap.
+        // (Sizes growing 3x per run never satisfy the ratio rule.)
+        let sizes: Vec<u64> = (0..13).map(|i| 10 * 3u64.pow(i)).collect();
+        assert_eq!(pick(&sizes, &cfg), Some((0, 2)));
+        let sizes: Vec<u64> = (0..15).map(|i| 10 * 3u64.pow(i)).collect();
+        assert_eq!(pick(&sizes, &cfg), Some((0, 4)));
+    }
+}
