@@ -5,7 +5,7 @@
 
 use super::block;
 use super::bloom;
-use super::format::{encode_footer, BlockHandle, Footer, SegmentIndex};
+use super::format::{encode_footer, key_prefix, BlockHandle, Footer, SegmentIndex};
 use crate::memtable::{Entry, Kind};
 
 /// Builds one segment file image.
@@ -100,7 +100,13 @@ impl SegmentBuilder {
         }
         let index_off = self.buf.len() as u64;
         let bloom_bits = bloom::build(&self.hashes, self.bloom_bits);
+        let fences = self
+            .blocks
+            .iter()
+            .map(|b| key_prefix(&b.last_key))
+            .collect();
         let ix = SegmentIndex {
+            fences,
             blocks: std::mem::take(&mut self.blocks),
             bloom_k: if bloom_bits.is_empty() {
                 0

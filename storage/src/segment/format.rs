@@ -34,6 +34,9 @@ pub struct BlockHandle {
 pub struct SegmentIndex {
     /// Blocks in key order.
     pub blocks: Vec<BlockHandle>,
+    /// `fence[i]` = [`key_prefix`] of `blocks[i].last_key`: a contiguous
+    /// array searched first, so a lookup touches few scattered keys.
+    pub fences: Vec<u64>,
     /// Bloom filter bits (empty: disabled).
     pub bloom: Vec<u8>,
     /// Bloom probes.
@@ -46,6 +49,14 @@ pub struct SegmentIndex {
     pub first_key: Vec<u8>,
     /// Largest key.
     pub last_key: Vec<u8>,
+}
+
+/// First 8 bytes of `key`, big-endian, zero-padded: monotone in key order.
+pub fn key_prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// Parsed footer.
@@ -186,6 +197,18 @@ pub fn check_index<'a>(
         }
         prev_key = Some(b.last_key.as_slice());
         prev_end = o + l;
+    }
+    if ix.fences.len() != ix.blocks.len()
+        || ix
+            .fences
+            .iter()
+            .zip(ix.blocks.iter())
+            .any(|(f, b)| f.to_native() != key_prefix(b.last_key.as_slice()))
+    {
+        return Err((
+            f.index_off,
+            "block fences disagree with block last keys".into(),
+        ));
     }
     if ix.entries.to_native() != f.entries || ix.bloom_k.to_native() > 30 {
         return Err((

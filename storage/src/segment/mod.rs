@@ -114,9 +114,13 @@ impl Segment {
 
     /// Index of the first block that may hold keys >= `key`.
     pub(crate) fn seek_block(&self, key: &[u8]) -> usize {
-        self.index()
-            .blocks
-            .partition_point(|b| b.last_key.as_slice() < key)
+        let ix = self.index();
+        let kp = format::key_prefix(key);
+        let fences = ix.fences.as_slice();
+        // Blocks before `lo` end below `key`; blocks from `hi` end above it.
+        let lo = fences.partition_point(|f| f.to_native() < kp);
+        let hi = lo + fences[lo..].partition_point(|f| f.to_native() <= kp);
+        lo + ix.blocks[lo..hi].partition_point(|b| b.last_key.as_slice() < key)
     }
 
     /// Point lookup (bloom, index, block).
