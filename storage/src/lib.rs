@@ -1,9 +1,9 @@
 //! weir-storage: weir's log-structured keyed-state store, one instance per
 //! shard, owned by one core (no locks, `!Send`).
 //!
-//! Writes go to a write-ahead log ([`wal`]) and a [`memtable`]; full
+//! Writes go to a write-ahead log ([`wal`]) and a `memtable`; full
 //! memtables are flushed into immutable sorted [`segment`] files, which
-//! [`compaction`] merges in small budgeted steps. The [`manifest`] is the
+//! `compaction` merges in small budgeted steps. The [`manifest`] is the
 //! atomically replaced record of live files and retained checkpoints.
 //! See `storage/README.md` for formats and policies.
 //!

@@ -4,8 +4,8 @@
 //! `kind u8 | klen u32 | vlen u32 | expire_ms u64 | key | value`; the CRC
 //! covers entries and count. Keys within a block strictly increase.
 //!
-//! Invariants: [`decode`] verifies the CRC first, never reads out of
-//! bounds, and rejects unsorted keys; a [`Block`] only holds in-range
+//! Invariants: `decode` verifies the CRC first, never reads out of
+//! bounds, and rejects unsorted keys; a `Block` only holds in-range
 //! offsets into its own buffer.
 
 use crate::codec::{put_u32, put_u64, Reader};

@@ -1,5 +1,5 @@
 //! Bloom filter over the keys of one segment (double hashing of
-//! [`crate::codec::hash64`]).
+//! `codec::hash64`).
 //!
 //! Invariant: no false negatives: every key added is reported as maybe
 //! present. An empty bit array (filter disabled) reports every key present.

@@ -2,14 +2,14 @@
 //!
 //! * [`block`]: checksummed data block codec;
 //! * [`bloom`]: per-segment bloom filter;
-//! * [`format`]: rkyv index + footer;
-//! * [`builder`]: builds a file image from sorted entries.
+//! * [`format`](mod@format): rkyv index + footer;
+//! * `builder`: builds a file image from sorted entries.
 //!
 //! Reads go through `memmap2`: the index is accessed zero-copy from the
 //! mapping (validated once at open), data blocks are CRC-checked and
-//! decoded into the bounded [`crate::cache::BlockCache`].
+//! decoded into the bounded block cache (`cache` module).
 //!
-//! Invariants: a [`Segment`] is only constructed after footer and index
+//! Invariants: a `Segment` is only constructed after footer and index
 //! validation; segment files are never modified after being written
 //! (rewriting one under a live mapping would be a bug).
 

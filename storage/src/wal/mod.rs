@@ -2,7 +2,7 @@
 //!
 //! * [`record`]: frame and payload codec;
 //! * [`scan`]: recovery scan of one segment;
-//! * [`writer`]: direct-I/O group-commit writer.
+//! * `writer`: direct-I/O group-commit writer.
 //!
 //! Recovery policy ("truncate torn tail, refuse damage"): segments are
 //! replayed in id order. In the *last* segment, an invalid frame that no
