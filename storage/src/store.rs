@@ -202,6 +202,39 @@ pub struct CompactionProgress {
     pub idle: bool,
 }
 
+/// State shared with in-flight commit futures (which do not borrow the store).
+#[derive(Default)]
+struct Shared {
+    acked_seq: Cell<u64>,
+    wal_bytes_written: Cell<u64>,
+    poisoned: std::cell::RefCell<Option<String>>,
+}
+
+impl Shared {
+    fn check(&self) -> Result<()> {
+        match &*self.poisoned.borrow() {
+            Some(r) => Err(StoreError::Poisoned { reason: r.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Poisons on fatal errors (failed fsync, failed non-ENOSPC WAL write).
+    fn note(&self, e: &StoreError) {
+        let fatal = is_sync_failure(e)
+            || matches!(
+                e,
+                StoreError::Io {
+                    op: "wal write",
+                    ..
+                }
+            );
+        let mut p = self.poisoned.borrow_mut();
+        if fatal && p.is_none() {
+            *p = Some(e.to_string());
+        }
+    }
+}
+
 /// A keyed-state store for one shard.
 pub struct Store {
     dir: PathBuf,
@@ -217,12 +250,10 @@ pub struct Store {
     wal: Option<WalWriter>,
     old_wals: Vec<(u64, PathBuf, u64, u64)>,
     next_seq: u64,
-    acked_seq: u64,
+    shared: Rc<Shared>,
     job: Option<Job>,
-    poisoned: Option<String>,
     torn_tails: u64,
     user_bytes: u64,
-    wal_bytes_written: u64,
     fail_next_sync: bool,
 }
 
@@ -284,12 +315,10 @@ impl Store {
             wal: None,
             old_wals: Vec::new(),
             next_seq: 1,
-            acked_seq: 0,
+            shared: Rc::new(Shared::default()),
             job: None,
-            poisoned: None,
             torn_tails: 0,
             user_bytes: 0,
-            wal_bytes_written: 0,
             fail_next_sync: false,
         };
         for run in st.manifest.runs.clone() {
@@ -392,7 +421,7 @@ impl Store {
             self.old_wals.push((id, path, max_seq, bytes));
         }
         self.next_seq = self.manifest.replay_from_seq.max(prev + 1);
-        self.acked_seq = self.next_seq - 1;
+        self.shared.acked_seq.set(self.next_seq - 1);
         Ok(())
     }
 
@@ -406,26 +435,13 @@ impl Store {
     }
 
     fn check(&self) -> Result<()> {
-        match &self.poisoned {
-            Some(r) => Err(StoreError::Poisoned { reason: r.clone() }),
-            None => Ok(()),
-        }
+        self.shared.check()
     }
 
     /// Poisons the instance on fatal errors; passes the result through.
     fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
-            let fatal = is_sync_failure(e)
-                || matches!(
-                    e,
-                    StoreError::Io {
-                        op: "wal write",
-                        ..
-                    }
-                );
-            if fatal && self.poisoned.is_none() {
-                self.poisoned = Some(e.to_string());
-            }
+            self.shared.note(e);
         }
         r
     }
@@ -516,41 +532,57 @@ impl Store {
         self.write_ops(&ops)
     }
 
-    /// Group commit: makes every write buffered so far durable (one series
-    /// of direct writes + one fdatasync). Returns the acknowledged sequence.
-    /// Disk full leaves the writes buffered (retry later); an fdatasync
-    /// failure poisons the instance.
-    pub async fn commit(&mut self) -> Result<u64> {
-        self.check()?;
-        let target = self.next_seq - 1;
-        let wal = self.wal.as_mut().expect("open store has a WAL");
-        let pending = wal.pending_bytes();
-        let r = if std::mem::take(&mut self.fail_next_sync) && pending > 0 {
-            Err(StoreError::io(
-                "fdatasync wal",
-                wal.path(),
-                std::io::Error::from_raw_os_error(libc::EIO),
-            ))
-        } else {
-            wal.commit().await
-        };
-        self.guard(r)?;
-        self.wal_bytes_written += pending;
-        self.acked_seq = target;
-        let wal = self.wal.as_ref().expect("open store has a WAL");
-        if wal.durable_len() >= self.cfg.wal_segment_bytes {
-            // The records are durable already; a failed roll (e.g. disk
-            // full creating the next segment) is retried at the next commit.
+    /// Group commit: returns a future that makes every write buffered so
+    /// far durable (one series of direct writes + one fdatasync) and
+    /// resolves to the acknowledged sequence number. The future does not
+    /// borrow the store: the run loop may spawn it and keep writing; writes
+    /// made meanwhile go to the next commit. Disk full leaves the writes
+    /// buffered (retry later); an fdatasync failure poisons the instance.
+    pub fn commit(&mut self) -> impl std::future::Future<Output = Result<u64>> + 'static {
+        let early = self.check();
+        let inject = std::mem::take(&mut self.fail_next_sync) && self.wal().pending_bytes() > 0;
+        let fut = self.wal().commit_future(inject);
+        let shared = self.shared.clone();
+        async move {
+            early?;
+            match fut.await {
+                Ok(done) => {
+                    shared.check()?;
+                    let acked = shared.acked_seq.get().max(done.max_seq);
+                    shared.acked_seq.set(acked);
+                    shared
+                        .wal_bytes_written
+                        .set(shared.wal_bytes_written.get() + done.bytes);
+                    Ok(acked)
+                }
+                Err(e) => {
+                    shared.note(&e);
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn wal(&self) -> &WalWriter {
+        self.wal.as_ref().expect("open store has a WAL")
+    }
+
+    /// Rolls the WAL segment once it reached `wal_segment_bytes`.
+    async fn maybe_roll_wal(&mut self) -> Result<()> {
+        if self.wal().durable_len() >= self.cfg.wal_segment_bytes {
+            self.commit().await?;
+            // A failed roll (e.g. disk full creating the next segment) is
+            // retried at the next call; the records are durable already.
             let _ = self.roll_wal().await;
         }
-        Ok(self.acked_seq)
+        Ok(())
     }
 
     async fn roll_wal(&mut self) -> Result<()> {
         let id = self.wal.as_ref().expect("open store has a WAL").id() + 1;
         let new = WalWriter::create(&self.dir, id, self.cfg.io_chunk_bytes).await?;
         let old = self.wal.replace(new).expect("open store has a WAL");
-        debug_assert_eq!(old.pending_bytes(), 0, "roll only after commit");
+        assert_eq!(old.pending_bytes(), 0, "roll only after commit");
         self.old_wals
             .push((old.id(), old.path().to_path_buf(), old.max_seq(), old.len()));
         old.close().await;
@@ -721,6 +753,7 @@ impl Store {
     /// Call from the shard's run loop when idle or periodically.
     pub async fn maintain(&mut self, budget_bytes: u64) -> Result<CompactionProgress> {
         self.check()?;
+        self.maybe_roll_wal().await?;
         self.flush_sealed().await?;
         self.compact_step(budget_bytes).await
     }
@@ -951,7 +984,7 @@ impl Store {
         self.sealed = None;
         self.segs = segs;
         self.rebuild_runs();
-        self.acked_seq = self.next_seq - 1;
+        self.shared.acked_seq.set(self.next_seq - 1);
         self.gc_wals();
         self.gc_files();
         Ok(())
@@ -1003,15 +1036,15 @@ impl Store {
             torn_tails_truncated: self.torn_tails,
             checkpoints: self.checkpoints(),
             user_bytes_written: self.user_bytes,
-            wal_bytes_written: self.wal_bytes_written,
+            wal_bytes_written: self.shared.wal_bytes_written.get(),
             flushed_bytes: self.manifest.flushed_bytes,
             compacted_bytes: self.manifest.compacted_bytes,
             block_cache_bytes: cache_bytes as u64,
             block_cache_hits: hits,
             block_cache_misses: misses,
             last_seq: self.next_seq - 1,
-            acked_seq: self.acked_seq,
-            poisoned: self.poisoned.is_some(),
+            acked_seq: self.shared.acked_seq.get(),
+            poisoned: self.shared.poisoned.borrow().is_some(),
         }
     }
 

@@ -287,3 +287,32 @@ fn exported_checkpoint_opens_as_a_store() {
         assert_eq!(s.get(b"c").unwrap(), Some(b"3".to_vec()));
     });
 }
+
+#[test]
+fn commit_future_overlaps_with_writes() {
+    let dir = tmpdir("overlap");
+    run(async move {
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
+        for i in 0..100u32 {
+            s.put(&i.to_be_bytes(), b"first").unwrap();
+        }
+        // The commit runs as its own task while the "run loop" keeps writing.
+        let c1 = glommio::spawn_local(s.commit());
+        for i in 100..200u32 {
+            s.put(&i.to_be_bytes(), b"second").unwrap();
+        }
+        let c2 = s.commit();
+        let acked1 = c1.await.unwrap();
+        assert!(acked1 >= 100, "first commit covers the first 100 writes");
+        assert_eq!(c2.await.unwrap(), 200);
+        assert_eq!(s.stats().acked_seq, 200);
+        assert_eq!(s.commit().await.unwrap(), 200, "nothing pending");
+        drop(s);
+        let s = Store::open(&dir, StoreConfig::small_for_tests())
+            .await
+            .unwrap();
+        assert_eq!(s.scan_prefix(b"").unwrap().count(), 200);
+    });
+}
