@@ -84,9 +84,6 @@ impl Memtable {
     ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
         self.map.range::<[u8], _>((lo, hi))
     }
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Entry)> {
-        self.map.iter()
-    }
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

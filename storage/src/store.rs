@@ -235,6 +235,13 @@ impl Shared {
     }
 }
 
+/// A memtable flush in progress (see `Store::maintain`).
+struct FlushJob {
+    builder: SegmentBuilder,
+    /// Last key already added to `builder`.
+    resume_after: Option<Vec<u8>>,
+}
+
 /// A keyed-state store for one shard.
 pub struct Store {
     dir: PathBuf,
@@ -252,6 +259,7 @@ pub struct Store {
     next_seq: u64,
     shared: Rc<Shared>,
     job: Option<Job>,
+    flush_job: Option<FlushJob>,
     torn_tails: u64,
     user_bytes: u64,
     fail_next_sync: bool,
@@ -317,6 +325,7 @@ impl Store {
             next_seq: 1,
             shared: Rc::new(Shared::default()),
             job: None,
+            flush_job: None,
             torn_tails: 0,
             user_bytes: 0,
             fail_next_sync: false,
@@ -686,22 +695,55 @@ impl Store {
     }
 
     async fn flush_sealed(&mut self) -> Result<()> {
+        while !self.flush_step(u64::MAX).await? {}
+        Ok(())
+    }
+
+    /// Adds about `budget` bytes of the sealed memtable to the segment
+    /// being built; once all entries are in, writes and installs it.
+    /// Returns true when no sealed memtable is left.
+    async fn flush_step(&mut self, budget: u64) -> Result<bool> {
         let Some(m) = self.sealed.as_ref() else {
-            return Ok(());
+            self.flush_job = None;
+            return Ok(true);
         };
         if m.is_empty() {
             self.sealed = None;
-            return Ok(());
+            self.flush_job = None;
+            return Ok(true);
         }
         let now = self.clock.now_ms();
-        let mut b = SegmentBuilder::new(self.cfg.block_bytes, self.cfg.bloom_bits_per_key);
-        for (k, e) in m.iter() {
-            if e.kind == Kind::Put && e.is_expired(now) {
-                b.add(k, &Entry::tombstone());
-            } else {
-                b.add(k, e);
+        let (block_bytes, bloom_bits) = (self.cfg.block_bytes, self.cfg.bloom_bits_per_key);
+        let job = self.flush_job.get_or_insert_with(|| FlushJob {
+            builder: SegmentBuilder::new(block_bytes, bloom_bits),
+            resume_after: None,
+        });
+        let lo = match &job.resume_after {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut used = 0u64;
+        let mut last: Option<&Vec<u8>> = None;
+        let mut exhausted = true;
+        for (k, e) in m.range(lo, Bound::Unbounded) {
+            if used >= budget.max(1) {
+                exhausted = false;
+                break;
             }
+            used += (k.len() + e.value.len() + 17) as u64;
+            if e.kind == Kind::Put && e.is_expired(now) {
+                job.builder.add(k, &Entry::tombstone());
+            } else {
+                job.builder.add(k, e);
+            }
+            last = Some(k);
         }
+        if !exhausted {
+            job.resume_after = last.cloned();
+            return Ok(false);
+        }
+        let b = self.flush_job.take().expect("set above").builder;
+        let m = self.sealed.as_ref().expect("checked above");
         let max_seq = m.max_seq();
         let built = b.finish();
         let id = self.manifest.next_file_id;
@@ -730,7 +772,7 @@ impl Store {
             let _ = self.roll_wal().await;
         }
         self.gc_wals();
-        Ok(())
+        Ok(true)
     }
 
     async fn write_segment(&mut self, id: u64, built: &Built) -> Result<Rc<Segment>> {
@@ -749,12 +791,17 @@ impl Store {
 
     // ------------------------------------------------------------ compaction
 
-    /// Flushes a sealed memtable if any, then runs one compaction step.
+    /// Advances the flush of a sealed memtable by about `budget_bytes`
+    /// (writing and installing the segment once it is complete); when no
+    /// flush is pending, runs one compaction step with the same budget.
     /// Call from the shard's run loop when idle or periodically.
     pub async fn maintain(&mut self, budget_bytes: u64) -> Result<CompactionProgress> {
         self.check()?;
         self.maybe_roll_wal().await?;
-        self.flush_sealed().await?;
+        if !self.flush_step(budget_bytes).await? {
+            // The flush used this call's budget; compaction waits.
+            return Ok(CompactionProgress::default());
+        }
         self.compact_step(budget_bytes).await
     }
 
@@ -967,6 +1014,7 @@ impl Store {
         next.epoch = epoch;
         next.replay_from_seq = self.next_seq;
         self.job = None;
+        self.flush_job = None;
         if let Err(e) = self.store_manifest(&next) {
             let _ = std::fs::remove_file(new_wal.path());
             new_wal.close().await;
