@@ -80,6 +80,8 @@ pub(crate) struct Job {
     pub outputs: Vec<crate::manifest::SegmentMeta>,
     /// Bytes written to output files so far.
     pub written: u64,
+    /// Output images waiting to be (fully) written, oldest first.
+    pub uploads: std::collections::VecDeque<crate::fsutil::Upload>,
     done: bool,
 }
 
@@ -102,6 +104,7 @@ impl Job {
             consumed: 0,
             outputs: Vec::new(),
             written: 0,
+            uploads: Default::default(),
             done: false,
         }
     }

@@ -1,8 +1,9 @@
 //! File-system helpers: direct-I/O whole-file writes through glommio's
 //! io_uring `DmaFile`, directory fsync, the directory lock and file naming.
 //!
-//! Invariants: a file written by [`write_file_direct`] is complete and
-//! fdatasync'ed when it returns `Ok`; on error the partial file is removed.
+//! Invariants: a file written by an [`Upload`] is complete and
+//! fdatasync'ed only once `step` returned `Ok(true)`; callers remove the
+//! partial file (`abort`) on error.
 //! Errors of fsync/fdatasync are tagged with an op starting with "fsync"
 //! or "fdatasync" so the store can poison itself ([`is_sync_failure`]).
 
@@ -116,28 +117,83 @@ pub(crate) async fn write_direct_at(
     Ok(())
 }
 
-/// Creates `path` and writes `data` with direct I/O, truncates it to the
-/// exact length and fdatasyncs it. Removes the file on any error.
-pub(crate) async fn write_file_direct(path: &Path, data: &[u8], chunk: usize) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .dma_open(path)
-        .await
-        .map_err(|e| StoreError::io("create", path, from_glommio(e)))?;
-    let res = async {
-        write_direct_at(&file, path, 0, data, chunk, "segment write").await?;
-        file.truncate(data.len() as u64)
+/// A file image written with direct I/O across several calls, so no
+/// single call blocks the run loop for the whole file.
+///
+/// Invariant: `off` is a multiple of `chunk` (hence 4 KiB aligned) until
+/// the image is fully written; the file is complete and fdatasync'ed
+/// only when [`Upload::step`] returned `Ok(true)`.
+pub(crate) struct Upload {
+    /// File id (for the caller).
+    pub id: u64,
+    path: PathBuf,
+    /// The image being written.
+    pub image: crate::segment::builder::Built,
+    file: Option<DmaFile>,
+    off: usize,
+}
+
+impl Upload {
+    pub(crate) fn new(path: PathBuf, id: u64, image: crate::segment::builder::Built) -> Upload {
+        Upload {
+            id,
+            path,
+            image,
+            file: None,
+            off: 0,
+        }
+    }
+
+    /// Writes at least one chunk and about `budget` bytes; finishes the
+    /// file (truncate to length, fdatasync, close) after the last chunk.
+    pub(crate) async fn step(&mut self, budget: u64, chunk: usize) -> Result<bool> {
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .dma_open(&self.path)
+                .await
+                .map_err(|e| StoreError::io("create", &self.path, from_glommio(e)))?;
+            self.file = Some(f);
+        }
+        let file = self.file.as_ref().expect("opened above");
+        let len = self.image.bytes.len();
+        let mut written = 0u64;
+        while self.off < len && (written == 0 || written < budget) {
+            let end = len.min(self.off + chunk);
+            let data = &self.image.bytes[self.off..end];
+            write_direct_at(
+                file,
+                &self.path,
+                self.off as u64,
+                data,
+                chunk,
+                "segment write",
+            )
+            .await?;
+            written += (end - self.off) as u64;
+            self.off = end;
+        }
+        if self.off < len {
+            return Ok(false);
+        }
+        file.truncate(len as u64)
             .await
-            .map_err(|e| StoreError::io("segment truncate", path, from_glommio(e)))?;
+            .map_err(|e| StoreError::io("segment truncate", &self.path, from_glommio(e)))?;
         file.fdatasync()
             .await
-            .map_err(|e| StoreError::io("fdatasync segment", path, from_glommio(e)))
+            .map_err(|e| StoreError::io("fdatasync segment", &self.path, from_glommio(e)))?;
+        if let Some(f) = self.file.take() {
+            let _ = f.close().await;
+        }
+        Ok(true)
     }
-    .await;
-    let _ = file.close().await;
-    if res.is_err() {
-        let _ = std::fs::remove_file(path);
+
+    /// Closes and removes a partial file.
+    pub(crate) async fn abort(mut self) {
+        if let Some(f) = self.file.take() {
+            let _ = f.close().await;
+        }
+        let _ = std::fs::remove_file(&self.path);
     }
-    res
 }

@@ -237,9 +237,11 @@ impl Shared {
 
 /// A memtable flush in progress (see `Store::maintain`).
 struct FlushJob {
-    builder: SegmentBuilder,
+    builder: Option<SegmentBuilder>,
     /// Last key already added to `builder`.
     resume_after: Option<Vec<u8>>,
+    /// Set once the image is built: the file being written.
+    upload: Option<fsutil::Upload>,
 }
 
 /// A keyed-state store for one shard.
@@ -715,41 +717,78 @@ impl Store {
         let now = self.clock.now_ms();
         let (block_bytes, bloom_bits) = (self.cfg.block_bytes, self.cfg.bloom_bits_per_key);
         let job = self.flush_job.get_or_insert_with(|| FlushJob {
-            builder: SegmentBuilder::new(block_bytes, bloom_bits),
+            builder: Some(SegmentBuilder::new(block_bytes, bloom_bits)),
             resume_after: None,
+            upload: None,
         });
-        let lo = match &job.resume_after {
-            Some(k) => Bound::Excluded(k.as_slice()),
-            None => Bound::Unbounded,
+        if job.upload.is_none() {
+            let builder = job.builder.as_mut().expect("building until uploaded");
+            let lo = match &job.resume_after {
+                Some(k) => Bound::Excluded(k.as_slice()),
+                None => Bound::Unbounded,
+            };
+            let mut used = 0u64;
+            let mut last: Option<&Vec<u8>> = None;
+            let mut exhausted = true;
+            for (k, e) in m.range(lo, Bound::Unbounded) {
+                if used >= budget.max(1) {
+                    exhausted = false;
+                    break;
+                }
+                used += (k.len() + e.value.len() + 17) as u64;
+                if e.kind == Kind::Put && e.is_expired(now) {
+                    builder.add(k, &Entry::tombstone());
+                } else {
+                    builder.add(k, e);
+                }
+                last = Some(k);
+            }
+            if !exhausted {
+                job.resume_after = last.cloned();
+                return Ok(false);
+            }
+            let built = job.builder.take().expect("building").finish();
+            let id = self.manifest.next_file_id;
+            self.manifest.next_file_id += 1;
+            let path = fsutil::segment_path(&self.dir, id);
+            job.upload = Some(fsutil::Upload::new(path, id, built));
+        }
+        // Write the image, about `budget` bytes per call.
+        let chunk = self.cfg.io_chunk_bytes;
+        let job = self.flush_job.as_mut().expect("set above");
+        let r = job
+            .upload
+            .as_mut()
+            .expect("set above")
+            .step(budget, chunk)
+            .await;
+        match self.guard(r) {
+            Ok(false) => return Ok(false),
+            Ok(true) => {}
+            Err(e) => {
+                let up = self.flush_job.take().and_then(|j| j.upload);
+                if let Some(u) = up {
+                    u.abort().await;
+                }
+                return Err(e);
+            }
+        }
+        let up = self
+            .flush_job
+            .take()
+            .and_then(|j| j.upload)
+            .expect("uploaded");
+        let (id, built) = (up.id, up.image);
+        let path = fsutil::segment_path(&self.dir, id);
+        let seg = match Segment::open(&path, id, self.cache.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
         };
-        let mut used = 0u64;
-        let mut last: Option<&Vec<u8>> = None;
-        let mut exhausted = true;
-        for (k, e) in m.range(lo, Bound::Unbounded) {
-            if used >= budget.max(1) {
-                exhausted = false;
-                break;
-            }
-            used += (k.len() + e.value.len() + 17) as u64;
-            if e.kind == Kind::Put && e.is_expired(now) {
-                job.builder.add(k, &Entry::tombstone());
-            } else {
-                job.builder.add(k, e);
-            }
-            last = Some(k);
-        }
-        if !exhausted {
-            job.resume_after = last.cloned();
-            return Ok(false);
-        }
-        let b = self.flush_job.take().expect("set above").builder;
-        let m = self.sealed.as_ref().expect("checked above");
-        let max_seq = m.max_seq();
-        let built = b.finish();
-        let id = self.manifest.next_file_id;
-        let seg = self.write_segment(id, &built).await?;
+        let max_seq = self.sealed.as_ref().expect("checked above").max_seq();
         let mut next = self.manifest.clone();
-        next.next_file_id = id + 1;
         next.runs.insert(0, vec![meta_of(id, &built)]);
         next.replay_from_seq = next.replay_from_seq.max(max_seq + 1);
         next.flushed_bytes += built.bytes.len() as u64;
@@ -773,13 +812,6 @@ impl Store {
         }
         self.gc_wals();
         Ok(true)
-    }
-
-    async fn write_segment(&mut self, id: u64, built: &Built) -> Result<Rc<Segment>> {
-        let p = fsutil::segment_path(&self.dir, id);
-        let r = fsutil::write_file_direct(&p, &built.bytes, self.cfg.io_chunk_bytes).await;
-        self.guard(r)?;
-        Segment::open(&p, id, self.cache.clone())
     }
 
     fn store_manifest(&mut self, next: &Manifest) -> Result<()> {
@@ -824,6 +856,35 @@ impl Store {
             let runs = self.runs[start..start + n].to_vec();
             self.job = Some(Job::new(runs, start + n == self.runs.len()));
         }
+        // Finish writing queued output files first, about `budget` bytes per call.
+        let chunk = self.cfg.io_chunk_bytes;
+        loop {
+            let job = self.job.as_mut().expect("set above");
+            let Some(up) = job.uploads.front_mut() else {
+                break;
+            };
+            let r = up.step(budget_bytes, chunk).await;
+            match self.guard(r) {
+                Ok(true) => {
+                    let job = self.job.as_mut().expect("set above");
+                    let up = job.uploads.pop_front().expect("front exists");
+                    let n = up.image.bytes.len() as u64;
+                    prog.written_bytes += n;
+                    job.written += n;
+                    job.outputs.push(meta_of(up.id, &up.image));
+                }
+                Ok(false) => return Ok(prog),
+                Err(e) => {
+                    if let Some(j) = self.job.take() {
+                        for u in j.uploads {
+                            u.abort().await;
+                        }
+                    }
+                    self.gc_files();
+                    return Err(e);
+                }
+            }
+        }
         let now = self.clock.now_ms();
         let job = self.job.as_mut().expect("set above");
         let before = job.consumed;
@@ -839,17 +900,15 @@ impl Store {
         for b in built {
             let id = self.manifest.next_file_id;
             self.manifest.next_file_id += 1;
-            if let Err(e) = self.write_segment(id, &b).await {
-                self.job = None;
-                self.gc_files();
-                return Err(e);
-            }
-            prog.written_bytes += b.bytes.len() as u64;
+            let path = fsutil::segment_path(&self.dir, id);
             let job = self.job.as_mut().expect("job in progress");
-            job.written += b.bytes.len() as u64;
-            job.outputs.push(meta_of(id, &b));
+            job.uploads.push_back(fsutil::Upload::new(path, id, b));
         }
-        if self.job.as_ref().is_some_and(|j| j.is_done()) {
+        if self
+            .job
+            .as_ref()
+            .is_some_and(|j| j.is_done() && j.uploads.is_empty())
+        {
             let job = self.job.take().expect("checked");
             let pos = self
                 .manifest
@@ -906,6 +965,10 @@ impl Store {
         }
         if let Some(j) = &self.job {
             keep.extend(j.outputs.iter().map(|m| m.id));
+            keep.extend(j.uploads.iter().map(|u| u.id));
+        }
+        if let Some(u) = self.flush_job.as_ref().and_then(|j| j.upload.as_ref()) {
+            keep.insert(u.id);
         }
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
