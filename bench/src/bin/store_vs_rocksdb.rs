@@ -203,6 +203,7 @@ fn run_weir(a: &Args) -> Value {
             let mut s = Store::open(&dir, cfg).await.unwrap();
             let n = a.keys;
             let mut h = hist();
+            let (mut hc, mut hm) = (hist(), hist());
             let t0 = Instant::now();
             for i in 0..n {
                 let t = Instant::now();
@@ -218,9 +219,13 @@ fn run_weir(a: &Args) -> Value {
                     }
                 }
                 if (i + 1) % a.sync_every == 0 {
+                    let tc = Instant::now();
                     s.commit().await.unwrap();
-                    // Run-loop style: a bounded compaction step per group commit.
+                    hc.record(tc.elapsed().as_nanos() as u64).unwrap();
+                    // Run-loop style: a bounded flush/compaction step per group commit.
+                    let tm = Instant::now();
                     s.maintain(4 << 20).await.unwrap();
+                    hm.record(tm.elapsed().as_nanos() as u64).unwrap();
                 }
                 h.record(t.elapsed().as_nanos() as u64).unwrap();
             }
@@ -235,6 +240,12 @@ fn run_weir(a: &Args) -> Value {
             let user = n * (12 + VALUE as u64);
             let written = st.wal_bytes_written + st.flushed_bytes + st.compacted_bytes;
             load["settle_seconds"] = json!(settle);
+            let lat = |h: &Histogram<u64>| {
+                json!({"count": h.len(), "p99_us": h.value_at_quantile(0.99) as f64 / 1000.0,
+                       "max_us": h.max() as f64 / 1000.0})
+            };
+            load["commit_latency"] = lat(&hc);
+            load["maintain_latency"] = lat(&hm);
             let disk = dir_bytes(&dir);
             drop_caches(a.drop_caches);
             let p = Phases { a };
