@@ -45,9 +45,7 @@ pub(crate) fn pick(sizes: &[u64], cfg: &StoreConfig) -> Option<(usize, usize)> {
     }
     let mut acc = sizes[0];
     let mut n = 1;
-    while n < sizes.len()
-        && sizes[n].saturating_mul(100) <= cfg.compaction_size_ratio_pct.saturating_mul(acc)
-    {
+    while n < sizes.len() && sizes[n].saturating_mul(100) <= cfg.compaction_size_ratio_pct.saturating_mul(acc) {
         acc += sizes[n];
         n += 1;
     }
@@ -56,9 +54,7 @@ pub(crate) fn pick(sizes: &[u64], cfg: &StoreConfig) -> Option<(usize, usize)> {
     }
     if sizes.len() > cfg.compaction_max_runs {
         let k = (sizes.len() - cfg.compaction_max_runs + 1).max(2);
-        let best = (0..=sizes.len() - k)
-            .min_by_key(|&s| sizes[s..s + k].iter().sum::<u64>())
-            .expect("k <= len");
+        let best = (0..=sizes.len() - k).min_by_key(|&s| sizes[s..s + k].iter().sum::<u64>()).expect("k <= len");
         return Some((best, k));
     }
     None
@@ -91,9 +87,7 @@ impl Job {
         let input_bytes = runs.iter().flatten().map(|s| s.file_bytes()).sum();
         let sources: Vec<Source<'static>> = runs
             .into_iter()
-            .map(|r| {
-                Box::new(RunCursor::new(r, Bound::Unbounded, Bound::Unbounded)) as Source<'static>
-            })
+            .map(|r| Box::new(RunCursor::new(r, Bound::Unbounded, Bound::Unbounded)) as Source<'static>)
             .collect();
         Job {
             inputs,
@@ -121,12 +115,7 @@ impl Job {
     /// Merges up to `budget` input bytes. Returns segment images that are
     /// complete and must be written (cut at `compaction_output_bytes`,
     /// plus the final partial one when the input is exhausted).
-    pub(crate) fn advance(
-        &mut self,
-        budget: u64,
-        now_ms: u64,
-        cfg: &StoreConfig,
-    ) -> Result<Vec<Built>> {
+    pub(crate) fn advance(&mut self, budget: u64, now_ms: u64, cfg: &StoreConfig) -> Result<Vec<Built>> {
         let mut out = Vec::new();
         let mut used = 0u64;
         while used < budget.max(1) {
@@ -149,9 +138,7 @@ impl Job {
             if self.bottom && e.kind == Kind::Delete {
                 continue;
             }
-            let b = self.builder.get_or_insert_with(|| {
-                SegmentBuilder::new(cfg.block_bytes, cfg.bloom_bits_per_key)
-            });
+            let b = self.builder.get_or_insert_with(|| SegmentBuilder::new(cfg.block_bytes, cfg.bloom_bits_per_key));
             b.add(&k, &e);
             if b.size() >= cfg.compaction_output_bytes {
                 out.push(self.builder.take().expect("just used").finish());

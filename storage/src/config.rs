@@ -88,15 +88,13 @@ impl StoreConfig {
     /// Checks consistency of the limits.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(StoreError::InvalidArgument(format!("StoreConfig: {m}")));
-        if self.memtable_budget_bytes == 0 || self.memtable_stall_bytes < self.memtable_budget_bytes
-        {
+        if self.memtable_budget_bytes == 0 || self.memtable_stall_bytes < self.memtable_budget_bytes {
             return bad("memtable_stall_bytes must be >= memtable_budget_bytes > 0");
         }
         if self.io_chunk_bytes == 0 || !self.io_chunk_bytes.is_multiple_of(4096) {
             return bad("io_chunk_bytes must be a non-zero multiple of 4096");
         }
-        if self.block_bytes < 64 || self.wal_segment_bytes < 4096 || self.wal_max_pending_bytes == 0
-        {
+        if self.block_bytes < 64 || self.wal_segment_bytes < 4096 || self.wal_max_pending_bytes == 0 {
             return bad("block_bytes >= 64, wal_segment_bytes >= 4096, wal_max_pending_bytes > 0");
         }
         if self.compaction_min_merge < 2 || self.compaction_max_runs < self.compaction_min_merge {

@@ -127,8 +127,7 @@ impl StoreError {
 
 /// True if the OS error means "no space left" (ENOSPC) or "quota exceeded".
 pub(crate) fn is_disk_full(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        || e.kind() == io::ErrorKind::StorageFull
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) || e.kind() == io::ErrorKind::StorageFull
 }
 
 /// Converts a glommio error into the `io::Error` it wraps, keeping the OS

@@ -45,9 +45,7 @@ pub(crate) fn parse_name(name: &str) -> Option<(bool, u64)> {
 /// True if the error came from a failed fsync/fdatasync (fatal).
 pub(crate) fn is_sync_failure(e: &StoreError) -> bool {
     match e {
-        StoreError::Io { op, .. } | StoreError::DiskFull { op, .. } => {
-            op.starts_with("fsync") || op.starts_with("fdatasync")
-        }
+        StoreError::Io { op, .. } | StoreError::DiskFull { op, .. } => op.starts_with("fsync") || op.starts_with("fdatasync"),
         _ => false,
     }
 }
@@ -55,8 +53,7 @@ pub(crate) fn is_sync_failure(e: &StoreError) -> bool {
 /// fsyncs a directory so renames/creations/unlinks in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     let f = File::open(dir).map_err(|e| StoreError::io("open dir", dir, e))?;
-    f.sync_all()
-        .map_err(|e| StoreError::io("fsync dir", dir, e))
+    f.sync_all().map_err(|e| StoreError::io("fsync dir", dir, e))
 }
 
 /// Takes an exclusive `flock` on `dir/LOCK`; held while the file is open.
@@ -71,23 +68,14 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
     // SAFETY: flock on a valid, owned descriptor has no memory effects.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(StoreError::Locked {
-            path: dir.to_path_buf(),
-        });
+        return Err(StoreError::Locked { path: dir.to_path_buf() });
     }
     Ok(f)
 }
 
 /// Writes `data` at `pos` (aligned) with direct I/O, in chunks of at most
 /// `chunk` bytes, zero-padding the last block. Does not sync.
-pub(crate) async fn write_direct_at(
-    file: &DmaFile,
-    path: &Path,
-    pos: u64,
-    data: &[u8],
-    chunk: usize,
-    op: &'static str,
-) -> Result<()> {
+pub(crate) async fn write_direct_at(file: &DmaFile, path: &Path, pos: u64, data: &[u8], chunk: usize, op: &'static str) -> Result<()> {
     assert_eq!(pos % IO_ALIGN, 0, "direct I/O position must be aligned");
     let mut done = 0usize;
     while done < data.len() {
@@ -162,15 +150,7 @@ impl Upload {
         while self.off < len && (written == 0 || written < budget) {
             let end = len.min(self.off + chunk);
             let data = &self.image.bytes[self.off..end];
-            write_direct_at(
-                file,
-                &self.path,
-                self.off as u64,
-                data,
-                chunk,
-                "segment write",
-            )
-            .await?;
+            write_direct_at(file, &self.path, self.off as u64, data, chunk, "segment write").await?;
             written += (end - self.off) as u64;
             self.off = end;
         }

@@ -83,8 +83,7 @@ fn manifest_crc(b: &[u8]) -> u32 {
 
 /// Encodes a manifest file image.
 pub fn encode(m: &Manifest) -> Vec<u8> {
-    let payload =
-        rkyv::to_bytes::<rkyv::rancor::Error>(m).expect("serialising a manifest cannot fail");
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(m).expect("serialising a manifest cannot fail");
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
@@ -98,10 +97,7 @@ pub fn encode(m: &Manifest) -> Vec<u8> {
 /// Decodes a manifest image. `Err((offset, what))`.
 pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
     if b.len() < HEADER {
-        return Err((
-            0,
-            format!("expected a {HEADER}-byte header, got {} bytes", b.len()),
-        ));
+        return Err((0, format!("expected a {HEADER}-byte header, got {} bytes", b.len())));
     }
     if &b[..8] != MAGIC {
         return Err((0, format!("magic expected {MAGIC:?}, got {:?}", &b[..8])));
@@ -110,10 +106,7 @@ pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
     l.copy_from_slice(&b[8..16]);
     let len = u64::from_le_bytes(l);
     if len != (b.len() - HEADER) as u64 {
-        return Err((
-            8,
-            format!("payload length expected {}, got {len}", b.len() - HEADER),
-        ));
+        return Err((8, format!("payload length expected {}, got {len}", b.len() - HEADER)));
     }
     let stored = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
     let got = manifest_crc(b);
@@ -122,13 +115,10 @@ pub fn decode(b: &[u8]) -> std::result::Result<Manifest, (u64, String)> {
     }
     let mut al = rkyv::util::AlignedVec::<16>::new();
     al.extend_from_slice(&b[HEADER..]);
-    let m = rkyv::from_bytes::<Manifest, rkyv::rancor::Error>(&al)
-        .map_err(|e| (HEADER as u64, format!("payload does not validate: {e}")))?;
-    validate_runs(&m.runs, m.next_file_id)
-        .map_err(|w| (HEADER as u64, format!("live runs: {w}")))?;
+    let m = rkyv::from_bytes::<Manifest, rkyv::rancor::Error>(&al).map_err(|e| (HEADER as u64, format!("payload does not validate: {e}")))?;
+    validate_runs(&m.runs, m.next_file_id).map_err(|w| (HEADER as u64, format!("live runs: {w}")))?;
     for c in &m.checkpoints {
-        validate_runs(&c.runs, m.next_file_id)
-            .map_err(|w| (HEADER as u64, format!("checkpoint {}: {w}", c.epoch)))?;
+        validate_runs(&c.runs, m.next_file_id).map_err(|w| (HEADER as u64, format!("checkpoint {}: {w}", c.epoch)))?;
     }
     let mut prev = None;
     for c in &m.checkpoints {
@@ -149,10 +139,7 @@ fn validate_runs(runs: &[Vec<SegmentMeta>], next_file_id: u64) -> std::result::R
         }
         for (j, m) in run.iter().enumerate() {
             if m.id >= next_file_id || !seen.insert(m.id) {
-                return Err(format!(
-                    "segment id {} duplicated or >= next id {next_file_id}",
-                    m.id
-                ));
+                return Err(format!("segment id {} duplicated or >= next id {next_file_id}", m.id));
             }
             if m.first_key > m.last_key || (j > 0 && run[j - 1].last_key >= m.first_key) {
                 return Err(format!("run {i} segment {j} key range out of order"));
@@ -166,9 +153,7 @@ fn validate_runs(runs: &[Vec<SegmentMeta>], next_file_id: u64) -> std::result::R
 pub fn load(dir: &Path) -> Result<Option<Manifest>> {
     let p = dir.join(MANIFEST_FILE);
     match std::fs::read(&p) {
-        Ok(b) => decode(&b)
-            .map(Some)
-            .map_err(|(o, w)| StoreError::corrupt(&p, o, w)),
+        Ok(b) => decode(&b).map(Some).map_err(|(o, w)| StoreError::corrupt(&p, o, w)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io("read manifest", &p, e)),
     }
@@ -180,12 +165,9 @@ pub fn store(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join("MANIFEST.tmp");
     let img = encode(m);
     let res = (|| {
-        let mut f =
-            std::fs::File::create(&tmp).map_err(|e| StoreError::io("create manifest", &tmp, e))?;
-        f.write_all(&img)
-            .map_err(|e| StoreError::io("write manifest", &tmp, e))?;
-        f.sync_all()
-            .map_err(|e| StoreError::io("fsync manifest", &tmp, e))
+        let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io("create manifest", &tmp, e))?;
+        f.write_all(&img).map_err(|e| StoreError::io("write manifest", &tmp, e))?;
+        f.sync_all().map_err(|e| StoreError::io("fsync manifest", &tmp, e))
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);

@@ -77,11 +77,7 @@ impl Memtable {
     pub(crate) fn get(&self, key: &[u8]) -> Option<&Entry> {
         self.map.get(key)
     }
-    pub(crate) fn range<'a>(
-        &'a self,
-        lo: Bound<&[u8]>,
-        hi: Bound<&[u8]>,
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
+    pub(crate) fn range<'a>(&'a self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
         self.map.range::<[u8], _>((lo, hi))
     }
     pub(crate) fn bytes(&self) -> usize {

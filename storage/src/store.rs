@@ -220,14 +220,7 @@ impl Shared {
 
     /// Poisons on fatal errors (failed fsync, failed non-ENOSPC WAL write).
     fn note(&self, e: &StoreError) {
-        let fatal = is_sync_failure(e)
-            || matches!(
-                e,
-                StoreError::Io {
-                    op: "wal write",
-                    ..
-                }
-            );
+        let fatal = is_sync_failure(e) || matches!(e, StoreError::Io { op: "wal write", .. });
         let mut p = self.poisoned.borrow_mut();
         if fatal && p.is_none() {
             *p = Some(e.to_string());
@@ -295,11 +288,7 @@ impl Store {
     }
 
     /// Like [`Store::open`] with an explicit clock for TTL decisions.
-    pub async fn open_with_clock(
-        dir: impl AsRef<Path>,
-        cfg: StoreConfig,
-        clock: Rc<dyn Clock>,
-    ) -> Result<Store> {
+    pub async fn open_with_clock(dir: impl AsRef<Path>, cfg: StoreConfig, clock: Rc<dyn Clock>) -> Result<Store> {
         cfg.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create dir", &dir, e))?;
@@ -340,11 +329,7 @@ impl Store {
                     return Err(StoreError::corrupt(
                         &p,
                         0,
-                        format!(
-                            "size expected {} (manifest), got {}",
-                            m.bytes,
-                            s.file_bytes()
-                        ),
+                        format!("size expected {} (manifest), got {}", m.bytes, s.file_bytes()),
                     ));
                 }
                 st.segs.insert(m.id, s);
@@ -354,11 +339,7 @@ impl Store {
             for m in c.runs.iter().flatten() {
                 let p = fsutil::segment_path(&st.dir, m.id);
                 if !p.exists() {
-                    return Err(StoreError::corrupt(
-                        &p,
-                        0,
-                        format!("segment of checkpoint epoch {} is missing", c.epoch),
-                    ));
+                    return Err(StoreError::corrupt(&p, 0, format!("segment of checkpoint epoch {} is missing", c.epoch)));
                 }
             }
         }
@@ -394,8 +375,7 @@ impl Store {
                 if r.seq < self.manifest.replay_from_seq {
                     continue;
                 }
-                let ops = decode_payload(&buf[r.payload.0..r.payload.1])
-                    .expect("scan checked the payload");
+                let ops = decode_payload(&buf[r.payload.0..r.payload.1]).expect("scan checked the payload");
                 for op in &ops {
                     self.active.apply(r.seq, op.key, op_entry(op));
                 }
@@ -404,21 +384,14 @@ impl Store {
                     self.flush_sealed().await?;
                 }
             }
-            if let Tail::Invalid {
-                offset,
-                reason,
-                valid_follows,
-            } = tail
-            {
+            if let Tail::Invalid { offset, reason, valid_follows } = tail {
                 if i + 1 == wal_ids.len() && !valid_follows {
                     let f = std::fs::OpenOptions::new()
                         .write(true)
                         .open(&path)
                         .map_err(|e| StoreError::io("open wal for truncation", &path, e))?;
-                    f.set_len(offset)
-                        .map_err(|e| StoreError::io("truncate torn wal tail", &path, e))?;
-                    f.sync_all()
-                        .map_err(|e| StoreError::io("fsync truncated wal", &path, e))?;
+                    f.set_len(offset).map_err(|e| StoreError::io("truncate torn wal tail", &path, e))?;
+                    f.sync_all().map_err(|e| StoreError::io("fsync truncated wal", &path, e))?;
                     self.torn_tails += 1;
                 } else {
                     return Err(StoreError::corrupt(
@@ -561,9 +534,7 @@ impl Store {
                     shared.check()?;
                     let acked = shared.acked_seq.get().max(done.max_seq);
                     shared.acked_seq.set(acked);
-                    shared
-                        .wal_bytes_written
-                        .set(shared.wal_bytes_written.get() + done.bytes);
+                    shared.wal_bytes_written.set(shared.wal_bytes_written.get() + done.bytes);
                     Ok(acked)
                 }
                 Err(e) => {
@@ -594,8 +565,7 @@ impl Store {
         let new = WalWriter::create(&self.dir, id, self.cfg.io_chunk_bytes).await?;
         let old = self.wal.replace(new).expect("open store has a WAL");
         assert_eq!(old.pending_bytes(), 0, "roll only after commit");
-        self.old_wals
-            .push((old.id(), old.path().to_path_buf(), old.max_seq(), old.len()));
+        self.old_wals.push((old.id(), old.path().to_path_buf(), old.max_seq(), old.len()));
         old.close().await;
         self.gc_wals();
         Ok(())
@@ -652,15 +622,9 @@ impl Store {
             Bound::Unbounded => Bound::Unbounded,
         };
         let mut sources: Vec<Source<'_>> = Vec::new();
-        sources.push(Box::new(
-            self.active
-                .range(lo, hi)
-                .map(|(k, e)| Ok((k.clone(), e.clone()))),
-        ));
+        sources.push(Box::new(self.active.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone())))));
         if let Some(m) = &self.sealed {
-            sources.push(Box::new(
-                m.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone()))),
-            ));
+            sources.push(Box::new(m.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone())))));
         }
         for run in &self.runs {
             sources.push(Box::new(RunCursor::new(run.clone(), own(lo), own(hi))));
@@ -756,12 +720,7 @@ impl Store {
         // Write the image, about `budget` bytes per call.
         let chunk = self.cfg.io_chunk_bytes;
         let job = self.flush_job.as_mut().expect("set above");
-        let r = job
-            .upload
-            .as_mut()
-            .expect("set above")
-            .step(budget, chunk)
-            .await;
+        let r = job.upload.as_mut().expect("set above").step(budget, chunk).await;
         match self.guard(r) {
             Ok(false) => return Ok(false),
             Ok(true) => {}
@@ -773,11 +732,7 @@ impl Store {
                 return Err(e);
             }
         }
-        let up = self
-            .flush_job
-            .take()
-            .and_then(|j| j.upload)
-            .expect("uploaded");
+        let up = self.flush_job.take().and_then(|j| j.upload).expect("uploaded");
         let (id, built) = (up.id, up.image);
         let path = fsutil::segment_path(&self.dir, id);
         let seg = match Segment::open(&path, id, self.cache.clone()) {
@@ -803,11 +758,7 @@ impl Store {
         // it can be deleted now (keeps space amplification down).
         // (During recovery there is no WAL writer yet.)
         let floor = self.manifest.replay_from_seq;
-        if self
-            .wal
-            .as_ref()
-            .is_some_and(|w| w.pending_bytes() == 0 && w.max_seq() < floor && w.len() > 0)
-        {
+        if self.wal.as_ref().is_some_and(|w| w.pending_bytes() == 0 && w.max_seq() < floor && w.len() > 0) {
             let _ = self.roll_wal().await;
         }
         self.gc_wals();
@@ -843,12 +794,7 @@ impl Store {
         self.check()?;
         let mut prog = CompactionProgress::default();
         if self.job.is_none() {
-            let sizes: Vec<u64> = self
-                .manifest
-                .runs
-                .iter()
-                .map(|r| r.iter().map(|m| m.bytes).sum())
-                .collect();
+            let sizes: Vec<u64> = self.manifest.runs.iter().map(|r| r.iter().map(|m| m.bytes).sum()).collect();
             let Some((start, n)) = compaction::pick(&sizes, &self.cfg) else {
                 prog.idle = true;
                 return Ok(prog);
@@ -904,35 +850,18 @@ impl Store {
             let job = self.job.as_mut().expect("job in progress");
             job.uploads.push_back(fsutil::Upload::new(path, id, b));
         }
-        if self
-            .job
-            .as_ref()
-            .is_some_and(|j| j.is_done() && j.uploads.is_empty())
-        {
+        if self.job.as_ref().is_some_and(|j| j.is_done() && j.uploads.is_empty()) {
             let job = self.job.take().expect("checked");
-            let pos = self
-                .manifest
-                .runs
-                .iter()
-                .position(|r| r[0].id == job.inputs[0])
-                .expect("job inputs are live");
+            let pos = self.manifest.runs.iter().position(|r| r[0].id == job.inputs[0]).expect("job inputs are live");
             for (i, id) in job.inputs.iter().enumerate() {
-                assert_eq!(
-                    self.manifest.runs[pos + i][0].id,
-                    *id,
-                    "job inputs stay adjacent"
-                );
+                assert_eq!(self.manifest.runs[pos + i][0].id, *id, "job inputs stay adjacent");
             }
             let mut next = self.manifest.clone();
             let removed: Vec<SegmentMeta> = next
                 .runs
                 .splice(
                     pos..pos + job.inputs.len(),
-                    if job.outputs.is_empty() {
-                        vec![]
-                    } else {
-                        vec![job.outputs.clone()]
-                    },
+                    if job.outputs.is_empty() { vec![] } else { vec![job.outputs.clone()] },
                 )
                 .flatten()
                 .collect();
@@ -1048,13 +977,7 @@ impl Store {
     /// segments) and every later checkpoint is discarded.
     pub async fn restore(&mut self, epoch: u64) -> Result<()> {
         self.check()?;
-        let Some(c) = self
-            .manifest
-            .checkpoints
-            .iter()
-            .find(|c| c.epoch == epoch)
-            .cloned()
-        else {
+        let Some(c) = self.manifest.checkpoints.iter().find(|c| c.epoch == epoch).cloned() else {
             return Err(StoreError::CheckpointNotFound {
                 epoch,
                 retained: self.checkpoints(),
@@ -1084,12 +1007,8 @@ impl Store {
             return Err(e);
         }
         let old = self.wal.replace(new_wal).expect("open store has a WAL");
-        self.old_wals.push((
-            old.id(),
-            old.path().to_path_buf(),
-            old.max_seq().max(self.next_seq - 1),
-            old.len(),
-        ));
+        self.old_wals
+            .push((old.id(), old.path().to_path_buf(), old.max_seq().max(self.next_seq - 1), old.len()));
         old.close().await;
         self.active = Memtable::default();
         self.sealed = None;
@@ -1105,12 +1024,7 @@ impl Store {
 
     /// Current figures.
     pub fn stats(&self) -> Stats {
-        let sizes: Vec<u64> = self
-            .manifest
-            .runs
-            .iter()
-            .map(|r| r.iter().map(|m| m.bytes).sum())
-            .collect();
+        let sizes: Vec<u64> = self.manifest.runs.iter().map(|r| r.iter().map(|m| m.bytes).sum()).collect();
         let mut debt = self.job.as_ref().map_or(0, |j| j.remaining());
         if self.job.is_none() {
             if let Some((s, n)) = compaction::pick(&sizes, &self.cfg) {
@@ -1120,11 +1034,7 @@ impl Store {
         let wal = self.wal.as_ref();
         let (cache_bytes, hits, misses) = self.cache.stats();
         let mut ids: HashMap<u64, u64> = HashMap::new();
-        let all = self
-            .manifest
-            .runs
-            .iter()
-            .chain(self.manifest.checkpoints.iter().flat_map(|c| c.runs.iter()));
+        let all = self.manifest.runs.iter().chain(self.manifest.checkpoints.iter().flat_map(|c| c.runs.iter()));
         for m in all.flatten() {
             ids.insert(m.id, m.bytes);
         }
@@ -1196,11 +1106,7 @@ impl Store {
                 epoch,
                 retained: self.checkpoints(),
             })?;
-        Ok(c.runs
-            .iter()
-            .flatten()
-            .map(|m| fsutil::segment_path(&self.dir, m.id))
-            .collect())
+        Ok(c.runs.iter().flatten().map(|m| fsutil::segment_path(&self.dir, m.id)).collect())
     }
 
     /// Materialises retained checkpoint `epoch` as a self-contained store
@@ -1228,8 +1134,7 @@ impl Store {
                 continue;
             }
             if std::fs::hard_link(&src, &dst).is_err() {
-                std::fs::copy(&src, &dst)
-                    .map_err(|e| StoreError::io("copy checkpoint file", &dst, e))?;
+                std::fs::copy(&src, &dst).map_err(|e| StoreError::io("copy checkpoint file", &dst, e))?;
                 std::fs::File::open(&dst)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| StoreError::io("fsync checkpoint file", &dst, e))?;

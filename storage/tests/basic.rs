@@ -16,9 +16,7 @@ fn kv(s: &Store, it: weir_storage::Result<weir_storage::ScanIter<'_>>) -> Vec<(V
 fn put_get_delete_batch_scan_reopen() {
     let dir = tmpdir("basic");
     run(async move {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         s.put(b"a", b"1").unwrap();
         s.put(b"b", b"2").unwrap();
         s.put(b"c", b"3").unwrap();
@@ -36,18 +34,14 @@ fn put_get_delete_batch_scan_reopen() {
         let acked = s.commit().await.unwrap();
         assert_eq!(acked, 5);
         drop(s);
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         assert_eq!(s.get(b"d").unwrap(), Some(b"4".to_vec()));
         assert_eq!(s.get(b"b").unwrap(), None);
         s.flush().await.unwrap();
         assert_eq!(s.stats().segments, 1);
         assert_eq!(s.get(b"e").unwrap(), Some(b"5".to_vec()));
         s.close().await.unwrap();
-        let s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         assert_eq!(kv(&s, s.scan_prefix(b"")).len(), 3);
     });
 }
@@ -56,9 +50,7 @@ fn put_get_delete_batch_scan_reopen() {
 fn prefix_scans_across_memtable_and_segments() {
     let dir = tmpdir("prefix");
     run(async move {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         for i in 0..2000u32 {
             let k = format!("k{:02}/{:05}", i % 7, i);
             s.put(k.as_bytes(), &i.to_le_bytes()).unwrap();
@@ -69,8 +61,7 @@ fn prefix_scans_across_memtable_and_segments() {
         }
         s.flush().await.unwrap();
         for i in (0..2000u32).step_by(3) {
-            s.delete(format!("k{:02}/{:05}", i % 7, i).as_bytes())
-                .unwrap();
+            s.delete(format!("k{:02}/{:05}", i % 7, i).as_bytes()).unwrap();
         }
         let got = kv(&s, s.scan_prefix(b"k03/"));
         let want: Vec<u32> = (0..2000u32).filter(|i| i % 7 == 3 && i % 3 != 0).collect();
@@ -81,10 +72,7 @@ fn prefix_scans_across_memtable_and_segments() {
         }
         let r = kv(
             &s,
-            s.scan_range(
-                Bound::Excluded(b"k01/00008".as_slice()),
-                Bound::Included(b"k01/00050".as_slice()),
-            ),
+            s.scan_range(Bound::Excluded(b"k01/00008".as_slice()), Bound::Included(b"k01/00050".as_slice())),
         );
         let want: Vec<u32> = (9..=50u32).filter(|i| i % 7 == 1 && i % 3 != 0).collect();
         assert_eq!(r.len(), want.len());
@@ -97,10 +85,9 @@ fn ttl_entries_invisible_and_dropped_at_compaction() {
     let dir = tmpdir("ttl");
     run(async move {
         let clock = ManualClock::new(1_000);
-        let mut s =
-            Store::open_with_clock(&dir, StoreConfig::small_for_tests(), Rc::new(clock.clone()))
-                .await
-                .unwrap();
+        let mut s = Store::open_with_clock(&dir, StoreConfig::small_for_tests(), Rc::new(clock.clone()))
+            .await
+            .unwrap();
         s.put(b"old", b"v0").unwrap();
         s.flush().await.unwrap();
         s.put_with_ttl(b"old", b"v1", 2_000).unwrap();
@@ -109,11 +96,7 @@ fn ttl_entries_invisible_and_dropped_at_compaction() {
         assert_eq!(s.get(b"old").unwrap(), Some(b"v1".to_vec()));
         s.flush().await.unwrap();
         clock.set(2_000);
-        assert_eq!(
-            s.get(b"old").unwrap(),
-            None,
-            "expired newer version hides older one"
-        );
+        assert_eq!(s.get(b"old").unwrap(), None, "expired newer version hides older one");
         assert_eq!(s.get(b"x").unwrap(), None);
         assert_eq!(kv(&s, s.scan_prefix(b"")).len(), 1);
         // Force merging everything: many small runs.
@@ -146,10 +129,7 @@ fn checkpoints_are_incremental_restorable_and_retained() {
         let c2 = s.checkpoint(2).await.unwrap();
         assert_eq!(c2.files.len(), 2);
         assert_eq!(c2.new_files.len(), 1, "only the new flush is new");
-        assert!(matches!(
-            s.checkpoint(2).await,
-            Err(StoreError::InvalidArgument(_))
-        ));
+        assert!(matches!(s.checkpoint(2).await, Err(StoreError::InvalidArgument(_))));
         s.put(b"c", b"3").unwrap();
         s.commit().await.unwrap();
         s.restore(1).await.unwrap();
@@ -167,10 +147,7 @@ fn checkpoints_are_incremental_restorable_and_retained() {
             s.checkpoint(e).await.unwrap();
         }
         assert_eq!(s.checkpoints(), vec![4, 5]);
-        assert!(matches!(
-            s.restore(1).await,
-            Err(StoreError::CheckpointNotFound { .. })
-        ));
+        assert!(matches!(s.restore(1).await, Err(StoreError::CheckpointNotFound { .. })));
         // Merge everything; files of checkpoints stay until no longer referenced.
         while !s.compact_step(1 << 20).await.unwrap().idle {}
         for f in s.checkpoint_files(4).unwrap() {
@@ -181,13 +158,7 @@ fn checkpoints_are_incremental_restorable_and_retained() {
         let live: Vec<_> = s.checkpoint_files(7).unwrap();
         let on_disk = std::fs::read_dir(&dir)
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "seg")
-            })
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
             .count();
         assert_eq!(on_disk, live.len(), "unreferenced files deleted");
         s.restore(6).await.unwrap();
@@ -214,10 +185,7 @@ fn backpressure_and_limits() {
         assert!(matches!(err, StoreError::Backpressure { .. }), "{err}");
         s.commit().await.unwrap();
         s.put(b"more", b"ok").unwrap();
-        assert!(matches!(
-            s.put(&vec![0u8; 100_000], b"v"),
-            Err(StoreError::InvalidArgument(_))
-        ));
+        assert!(matches!(s.put(&vec![0u8; 100_000], b"v"), Err(StoreError::InvalidArgument(_))));
         let locked = Store::open(&dir, StoreConfig::small_for_tests()).await;
         assert!(matches!(locked, Err(StoreError::Locked { .. })));
     });
@@ -227,9 +195,7 @@ fn backpressure_and_limits() {
 fn failed_fdatasync_poisons_the_instance() {
     let dir = tmpdir("poison");
     run(async move {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         s.put(b"a", b"1").unwrap();
         s.commit().await.unwrap();
         s.put(b"b", b"2").unwrap();
@@ -238,19 +204,11 @@ fn failed_fdatasync_poisons_the_instance() {
         assert!(e.to_string().contains("fdatasync wal"), "{e}");
         assert!(s.stats().poisoned);
         assert!(matches!(s.get(b"a"), Err(StoreError::Poisoned { .. })));
-        assert!(matches!(
-            s.put(b"c", b"3"),
-            Err(StoreError::Poisoned { .. })
-        ));
-        assert!(
-            matches!(s.commit().await, Err(StoreError::Poisoned { .. })),
-            "never retried blindly"
-        );
+        assert!(matches!(s.put(b"c", b"3"), Err(StoreError::Poisoned { .. })));
+        assert!(matches!(s.commit().await, Err(StoreError::Poisoned { .. })), "never retried blindly");
         drop(s);
         // Reopening recovers from disk: the acknowledged write is there.
-        let s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         assert_eq!(s.get(b"a").unwrap(), Some(b"1".to_vec()));
     });
 }
@@ -260,9 +218,7 @@ fn exported_checkpoint_opens_as_a_store() {
     let dir = tmpdir("export");
     let out = tmpdir("export-dest");
     run(async move {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         s.put(b"a", b"1").unwrap();
         s.checkpoint(1).await.unwrap();
         s.put(b"b", b"2").unwrap();
@@ -273,14 +229,10 @@ fn exported_checkpoint_opens_as_a_store() {
         let d2 = out.join("e2");
         s.export_checkpoint(1, &d1).await.unwrap();
         s.export_checkpoint(2, &d2).await.unwrap();
-        let e1 = Store::open(&d1, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let e1 = Store::open(&d1, StoreConfig::small_for_tests()).await.unwrap();
         assert_eq!(e1.get(b"a").unwrap(), Some(b"1".to_vec()));
         assert_eq!(e1.get(b"b").unwrap(), None);
-        let e2 = Store::open(&d2, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let e2 = Store::open(&d2, StoreConfig::small_for_tests()).await.unwrap();
         assert_eq!(e2.get(b"b").unwrap(), Some(b"2".to_vec()));
         assert_eq!(e2.get(b"c").unwrap(), None);
         assert_eq!(e2.checkpoints(), vec![2]);
@@ -292,9 +244,7 @@ fn exported_checkpoint_opens_as_a_store() {
 fn commit_future_overlaps_with_writes() {
     let dir = tmpdir("overlap");
     run(async move {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         for i in 0..100u32 {
             s.put(&i.to_be_bytes(), b"first").unwrap();
         }
@@ -310,9 +260,7 @@ fn commit_future_overlaps_with_writes() {
         assert_eq!(s.stats().acked_seq, 200);
         assert_eq!(s.commit().await.unwrap(), 200, "nothing pending");
         drop(s);
-        let s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         assert_eq!(s.scan_prefix(b"").unwrap().count(), 200);
     });
 }

@@ -43,9 +43,7 @@ fn flip(path: &Path, off: u64, bit: u8) {
 }
 
 fn count(s: &Store) -> usize {
-    s.scan_range(Bound::Unbounded, Bound::Unbounded)
-        .unwrap()
-        .count()
+    s.scan_range(Bound::Unbounded, Bound::Unbounded).unwrap().count()
 }
 
 /// Opens; returns the store or the error.
@@ -66,15 +64,9 @@ fn assert_refused(r: Result<(usize, u64), StoreError>, file: &Path, lo: u64, hi:
     match r {
         Err(StoreError::Corrupt { path, offset, what }) => {
             assert_eq!(path, file, "{ctx}: wrong file ({what})");
-            assert!(
-                (lo..=hi).contains(&offset),
-                "{ctx}: offset {offset} not in {lo}..={hi} ({what})"
-            );
+            assert!((lo..=hi).contains(&offset), "{ctx}: offset {offset} not in {lo}..={hi} ({what})");
             let msg = StoreError::Corrupt { path, offset, what }.to_string();
-            assert!(
-                msg.contains(file.file_name().unwrap().to_str().unwrap())
-                    && msg.contains(&offset.to_string())
-            );
+            assert!(msg.contains(file.file_name().unwrap().to_str().unwrap()) && msg.contains(&offset.to_string()));
         }
         other => panic!("{ctx}: expected corruption error, got {other:?}"),
     }
@@ -86,8 +78,7 @@ fn wal_only_store() -> PathBuf {
     run(async {
         let mut s = Store::open(&dir, cfg()).await.unwrap();
         for i in 0..40u32 {
-            s.put(format!("key{i:03}").as_bytes(), &[i as u8; 30])
-                .unwrap();
+            s.put(format!("key{i:03}").as_bytes(), &[i as u8; 30]).unwrap();
             s.commit().await.unwrap();
         }
     });
@@ -112,20 +103,11 @@ fn wal_truncated_at_every_offset_of_last_record() {
     for cut in last..end {
         let d = copy_dir(&base, "cut");
         let wp = d.join(w.file_name().unwrap());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&wp)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        std::fs::OpenOptions::new().write(true).open(&wp).unwrap().set_len(cut).unwrap();
         let (n, torn) = open(&d).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(n, 39, "cut at {cut}");
         assert_eq!(torn, u64::from(cut > last), "cut at {cut}");
-        assert_eq!(
-            std::fs::metadata(&wp).unwrap().len(),
-            last,
-            "truncated to the last good record"
-        );
+        assert_eq!(std::fs::metadata(&wp).unwrap().len(), last, "truncated to the last good record");
         // Reopening again is clean.
         assert_eq!(open(&d).unwrap(), (39, 0));
         let _ = std::fs::remove_dir_all(&d);
@@ -162,8 +144,7 @@ fn segment_store() -> (PathBuf, PathBuf) {
     run(async {
         let mut s = Store::open(&dir, cfg()).await.unwrap();
         for i in 0..100u32 {
-            s.put(format!("key{i:05}").as_bytes(), &[i as u8; 40])
-                .unwrap();
+            s.put(format!("key{i:05}").as_bytes(), &[i as u8; 40]).unwrap();
         }
         s.flush().await.unwrap();
         s.close().await.unwrap();
@@ -204,13 +185,7 @@ fn segment_flips_in_blocks_index_footer_are_refused() {
         let d = copy_dir(&base, "indexflip");
         let p = d.join(name);
         flip(&p, off, (off % 8) as u8);
-        assert_refused(
-            open(&d),
-            &p,
-            f.index_off,
-            f.index_off,
-            &format!("index flip at {off}"),
-        );
+        assert_refused(open(&d), &p, f.index_off, f.index_off, &format!("index flip at {off}"));
         let _ = std::fs::remove_dir_all(&d);
     }
     // Footer: every byte.
@@ -218,13 +193,7 @@ fn segment_flips_in_blocks_index_footer_are_refused() {
         let d = copy_dir(&base, "footerflip");
         let p = d.join(name);
         flip(&p, off, (off % 8) as u8);
-        assert_refused(
-            open(&d),
-            &p,
-            len - FOOTER_BYTES as u64,
-            len,
-            &format!("footer flip at {off}"),
-        );
+        assert_refused(open(&d), &p, len - FOOTER_BYTES as u64, len, &format!("footer flip at {off}"));
         let _ = std::fs::remove_dir_all(&d);
     }
     // Reads of a damaged block report the file and offset too.
@@ -238,10 +207,7 @@ fn segment_flips_in_blocks_index_footer_are_refused() {
             other => panic!("expected corruption, got {other:?}"),
         }
         assert!(s.scan_prefix(b"key").unwrap().any(|r| r.is_err()));
-        assert!(
-            s.get(b"key00099").unwrap().is_some(),
-            "other blocks still readable"
-        );
+        assert!(s.get(b"key00099").unwrap().is_some(), "other blocks still readable");
     });
 }
 
@@ -260,12 +226,7 @@ fn manifest_flips_are_refused() {
     // Truncated manifest.
     let d = copy_dir(&base, "mantrunc");
     let p = d.join("MANIFEST");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 3).unwrap();
     assert_refused(open(&d), &p, 0, 24, "manifest truncated");
     let _ = count;
 }

@@ -83,29 +83,17 @@ fn verify(dir: &std::path::Path, done: &[(u64, u64)], ns: u64, acked: u64) -> u6
     run(async {
         let s = Store::open(dir, cfg()).await.unwrap();
         for &(pns, m) in done {
-            let got: BTreeSet<Vec<u8>> = s
-                .scan_prefix(format!("it{pns:04}/").as_bytes())
-                .unwrap()
-                .map(|r| r.unwrap().0)
-                .collect();
+            let got: BTreeSet<Vec<u8>> = s.scan_prefix(format!("it{pns:04}/").as_bytes()).unwrap().map(|r| r.unwrap().0).collect();
             assert_eq!(got, expected(pns, m), "earlier iteration {pns} changed");
         }
         let got: Vec<(Vec<u8>, Vec<u8>)> = s
-            .scan_range(
-                Bound::Included(key(ns, 0).as_slice()),
-                Bound::Included(key(ns, u64::MAX / 2).as_slice()),
-            )
+            .scan_range(Bound::Included(key(ns, 0).as_slice()), Bound::Included(key(ns, u64::MAX / 2).as_slice()))
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
         let max = got
             .iter()
-            .map(|(k, _)| {
-                std::str::from_utf8(&k[8..])
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap()
-            })
+            .map(|(k, _)| std::str::from_utf8(&k[8..]).unwrap().parse::<u64>().unwrap())
             .max()
             .map_or(0, |x| x + 1);
         let keys: BTreeSet<Vec<u8>> = got.iter().map(|p| p.0.clone()).collect();
@@ -116,23 +104,15 @@ fn verify(dir: &std::path::Path, done: &[(u64, u64)], ns: u64, acked: u64) -> u6
         let m = [max, max + 1]
             .into_iter()
             .find(|&m| m >= acked && keys == expected(ns, m))
-            .unwrap_or_else(|| {
-                panic!("iteration {ns}: state is not a prefix >= acked {acked} (max key {max})")
-            });
-        eprintln!(
-            "iteration {ns}: acked {acked}, recovered {m}, stats {:?}",
-            s.stats().torn_tails_truncated
-        );
+            .unwrap_or_else(|| panic!("iteration {ns}: state is not a prefix >= acked {acked} (max key {max})"));
+        eprintln!("iteration {ns}: acked {acked}, recovered {m}, stats {:?}", s.stats().torn_tails_truncated);
         m
     })
 }
 
 #[test]
 fn crash_loop_sigkill() {
-    let iters: u64 = std::env::var("WEIR_CRASH_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let iters: u64 = std::env::var("WEIR_CRASH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let mut r = Rng(seed(42));
     let dir = tmpdir("crash");
     let exe = std::env::current_exe().unwrap();

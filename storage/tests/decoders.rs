@@ -36,12 +36,9 @@ fn mutate(r: &mut Rng, src: &[u8]) -> Vec<u8> {
 fn decoders_never_panic_on_mutated_images() {
     let dir = tmpdir("decoders");
     run(async {
-        let mut s = Store::open(&dir, StoreConfig::small_for_tests())
-            .await
-            .unwrap();
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
         for i in 0..200u32 {
-            s.put_with_ttl(format!("k{i:04}").as_bytes(), &[i as u8; 20], u64::from(i))
-                .unwrap();
+            s.put_with_ttl(format!("k{i:04}").as_bytes(), &[i as u8; 20], u64::from(i)).unwrap();
             if i % 10 == 0 {
                 s.delete(format!("k{:04}", i / 2).as_bytes()).unwrap();
             }
@@ -70,10 +67,7 @@ fn decoders_never_panic_on_mutated_images() {
     let index = seg[f.index_off as usize..(f.index_off + f.index_len) as usize].to_vec();
     let first_block = seg[..f.index_off as usize].to_vec();
     let mut r = Rng(seed(99));
-    let iters = std::env::var("WEIR_FUZZ_ITERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
+    let iters = std::env::var("WEIR_FUZZ_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
     for _ in 0..iters {
         let m = mutate(&mut r, &wal);
         for rec in scan(&m, 0).0 {

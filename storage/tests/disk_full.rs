@@ -132,9 +132,7 @@ fn disk_full_during_writes_and_checkpoint() {
             let r = s.commit().await;
             std::fs::remove_file(&filler).unwrap();
             match r {
-                Err(StoreError::DiskFull {
-                    op: "wal write", ..
-                }) => {
+                Err(StoreError::DiskFull { op: "wal write", .. }) => {
                     assert!(!s.stats().poisoned);
                     s.commit().await.unwrap();
                     acked.insert(k, vec![2u8; 3000]);

@@ -27,10 +27,7 @@ fn visible(m: &Model, now: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn contents(s: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
-    s.scan_range(Bound::Unbounded, Bound::Unbounded)
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
+    s.scan_range(Bound::Unbounded, Bound::Unbounded).unwrap().map(|r| r.unwrap()).collect()
 }
 
 fn key(r: &mut Rng) -> Vec<u8> {
@@ -38,9 +35,7 @@ fn key(r: &mut Rng) -> Vec<u8> {
 }
 
 async fn open(dir: &std::path::Path, cfg: &StoreConfig, clock: &ManualClock) -> Store {
-    Store::open_with_clock(dir, cfg.clone(), Rc::new(clock.clone()))
-        .await
-        .unwrap()
+    Store::open_with_clock(dir, cfg.clone(), Rc::new(clock.clone())).await.unwrap()
 }
 
 async fn one_seed(seed: u64, ops: usize) {
@@ -120,18 +115,12 @@ async fn one_seed(seed: u64, ops: usize) {
             }
         } else if p < 650 {
             let k = key(&mut r);
-            let want = model
-                .get(&k)
-                .filter(|(_, x)| *x == 0 || *x > now)
-                .map(|(v, _)| v.clone());
+            let want = model.get(&k).filter(|(_, x)| *x == 0 || *x > now).map(|(v, _)| v.clone());
             assert_eq!(s.get(&k).unwrap(), want, "{ctx}: get {k:?}");
         } else if p < 680 {
             let pre = format!("{:02}/", r.below(4)).into_bytes();
             let got: Vec<_> = s.scan_prefix(&pre).unwrap().map(|x| x.unwrap()).collect();
-            let want: Vec<_> = visible(&model, now)
-                .into_iter()
-                .filter(|(k, _)| k.starts_with(&pre))
-                .collect();
+            let want: Vec<_> = visible(&model, now).into_iter().filter(|(k, _)| k.starts_with(&pre)).collect();
             assert_eq!(got, want, "{ctx}: scan_prefix");
         } else if p < 800 {
             s.commit().await.unwrap();
@@ -171,9 +160,7 @@ async fn one_seed(seed: u64, ops: usize) {
             let idx = history
                 .iter()
                 .rposition(|m| visible(m, now) == got)
-                .unwrap_or_else(|| {
-                    panic!("{ctx}: recovered state is no prefix of the writes since the last ack")
-                });
+                .unwrap_or_else(|| panic!("{ctx}: recovered state is no prefix of the writes since the last ack"));
             model = history[idx].clone();
             history = vec![model.clone()];
             crashes += 1;
@@ -197,14 +184,8 @@ async fn one_seed(seed: u64, ops: usize) {
 #[test]
 fn model_random_ops_with_crashes() {
     let base = seed(0x5eed);
-    let ops: usize = std::env::var("WEIR_MODEL_OPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
-    let seeds: u64 = std::env::var("WEIR_MODEL_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+    let ops: usize = std::env::var("WEIR_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let seeds: u64 = std::env::var("WEIR_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     for i in 0..seeds {
         run(one_seed(base + i, ops));
     }

@@ -34,12 +34,7 @@ fn args() -> Args {
         ops: 1_000_000,
         sync_every: 1000,
         dir: std::env::temp_dir().join("weir-bench"),
-        engine: if cfg!(feature = "rocksdb") {
-            "both"
-        } else {
-            "weir"
-        }
-        .into(),
+        engine: if cfg!(feature = "rocksdb") { "both" } else { "weir" }.into(),
         drop_caches: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
@@ -116,11 +111,7 @@ fn dir_bytes(p: &Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            t += if m.is_dir() {
-                dir_bytes(&e.path())
-            } else {
-                m.len()
-            };
+            t += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
         }
     }
     t
@@ -152,11 +143,7 @@ impl Phases<'_> {
         let t0 = Instant::now();
         let mut found = 0u64;
         for j in 0..self.a.ops {
-            let i = if hot {
-                mix(j ^ 0xabc) % hot_n
-            } else {
-                mix(j ^ 0xdef) % n
-            };
+            let i = if hot { mix(j ^ 0xabc) % hot_n } else { mix(j ^ 0xdef) % n };
             let t = Instant::now();
             found += get(&key(i, n)) as u64;
             h.record(t.elapsed().as_nanos() as u64).unwrap();
@@ -252,12 +239,7 @@ fn run_weir(a: &Args) -> Value {
             let hot = p.gets("get_hot", true, |k| s.get(k).unwrap().is_some());
             drop_caches(a.drop_caches);
             let cold = p.gets("get_cold", false, |k| s.get(k).unwrap().is_some());
-            let scans = p.scans(|pre| {
-                s.scan_prefix(pre)
-                    .unwrap()
-                    .try_fold(0u64, |n, r| r.map(|_| n + 1))
-                    .unwrap()
-            });
+            let scans = p.scans(|pre| s.scan_prefix(pre).unwrap().try_fold(0u64, |n, r| r.map(|_| n + 1)).unwrap());
             let st2 = s.stats();
             json!({
                 "engine": "weir-storage",
@@ -275,10 +257,7 @@ fn run_weir(a: &Args) -> Value {
 
 #[cfg(feature = "rocksdb")]
 fn run_rocksdb(a: &Args) -> Value {
-    use rocksdb::{
-        BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options,
-        WriteOptions, DB,
-    };
+    use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Direction, IteratorMode, Options, WriteOptions, DB};
     let dir = a.dir.join("rocksdb");
     let _ = std::fs::remove_dir_all(&dir);
     let mut o = Options::default();
@@ -301,11 +280,7 @@ fn run_rocksdb(a: &Args) -> Value {
     let t0 = Instant::now();
     for i in 0..n {
         let t = Instant::now();
-        let w = if (i + 1) % a.sync_every == 0 || i + 1 == n {
-            &sync
-        } else {
-            &nosync
-        };
+        let w = if (i + 1) % a.sync_every == 0 || i + 1 == n { &sync } else { &nosync };
         db.put_opt(key(i, n), value(i), w).unwrap();
         h.record(t.elapsed().as_nanos() as u64).unwrap();
     }
@@ -313,14 +288,8 @@ fn run_rocksdb(a: &Args) -> Value {
     let t1 = Instant::now();
     db.flush().unwrap();
     loop {
-        let pending = db
-            .property_int_value("rocksdb.compaction-pending")
-            .unwrap()
-            .unwrap_or(0);
-        let running = db
-            .property_int_value("rocksdb.num-running-compactions")
-            .unwrap()
-            .unwrap_or(0);
+        let pending = db.property_int_value("rocksdb.compaction-pending").unwrap().unwrap_or(0);
+        let running = db.property_int_value("rocksdb.num-running-compactions").unwrap().unwrap_or(0);
         if pending == 0 && running == 0 {
             break;
         }
@@ -379,17 +348,11 @@ fn ratios(w: &Value, r: &Value) -> Value {
         for (x, y) in wp.iter().zip(rp) {
             let name = x["phase"].as_str().unwrap_or("?").to_string();
             let f = |k: &str| x[k].as_f64().unwrap_or(0.0) / y[k].as_f64().unwrap_or(f64::NAN);
-            out.insert(
-                name,
-                json!({"ops_per_sec": f("ops_per_sec"), "p99": f("p99_us")}),
-            );
+            out.insert(name, json!({"ops_per_sec": f("ops_per_sec"), "p99": f("p99_us")}));
         }
     }
     for k in ["write_amplification", "space_amplification"] {
-        out.insert(
-            k.into(),
-            json!(w[k].as_f64().unwrap_or(0.0) / r[k].as_f64().unwrap_or(f64::NAN)),
-        );
+        out.insert(k.into(), json!(w[k].as_f64().unwrap_or(0.0) / r[k].as_f64().unwrap_or(f64::NAN)));
     }
     Value::Object(out)
 }

@@ -88,19 +88,13 @@ pub fn verify(data: &[u8]) -> Result<usize, (usize, String)> {
 /// Verifies and decodes a block. `Err((offset_in_block, what))`.
 pub(crate) fn decode(data: &[u8]) -> Result<Block, (usize, String)> {
     if data.len() < TRAILER {
-        return Err((
-            0,
-            format!("block of {} bytes is shorter than its trailer", data.len()),
-        ));
+        return Err((0, format!("block of {} bytes is shorter than its trailer", data.len())));
     }
     let body = data.len() - 4;
     let stored = u32::from_le_bytes([data[body], data[body + 1], data[body + 2], data[body + 3]]);
     let got = crc32fast::hash(&data[..body]);
     if stored != got {
-        return Err((
-            body,
-            format!("block crc expected {stored:#010x}, got {got:#010x}"),
-        ));
+        return Err((body, format!("block crc expected {stored:#010x}, got {got:#010x}")));
     }
     let cpos = data.len() - TRAILER;
     let count = u32::from_le_bytes([data[cpos], data[cpos + 1], data[cpos + 2], data[cpos + 3]]);
@@ -110,11 +104,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<Block, (usize, String)> {
     for n in 0..count {
         let at = r.pos();
         let bad = |what: &str| (at, format!("entry {n}: {what}"));
-        let kind = r
-            .u8()
-            .ok()
-            .and_then(Kind::from_u8)
-            .ok_or_else(|| bad("bad kind"))?;
+        let kind = r.u8().ok().and_then(Kind::from_u8).ok_or_else(|| bad("bad kind"))?;
         let klen = r.u32().map_err(|_| bad("truncated"))? as usize;
         let vlen = r.u32().map_err(|_| bad("truncated"))? as usize;
         let expire_ms = r.u64().map_err(|_| bad("truncated"))?;
@@ -138,10 +128,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<Block, (usize, String)> {
         slots.push(slot);
     }
     if r.remaining() != 0 {
-        return Err((
-            r.pos(),
-            format!("{} stray bytes after {count} entries", r.remaining()),
-        ));
+        return Err((r.pos(), format!("{} stray bytes after {count} entries", r.remaining())));
     }
     Ok(Block {
         buf: data[..cpos].to_vec(),

@@ -62,20 +62,13 @@ mod tests {
 
     #[test]
     fn no_false_negatives_and_low_false_positive_rate() {
-        let keys: Vec<Vec<u8>> = (0..10_000u32)
-            .map(|i| format!("key{i}").into_bytes())
-            .collect();
+        let keys: Vec<Vec<u8>> = (0..10_000u32).map(|i| format!("key{i}").into_bytes()).collect();
         let hashes: Vec<u64> = keys.iter().map(|k| key_hash(k)).collect();
         let bits = build(&hashes, 10);
         let k = probes(10);
         assert!(keys.iter().all(|key| may_contain(&bits, k, key)));
-        let fp = (0..10_000u32)
-            .filter(|i| may_contain(&bits, k, format!("other{i}").as_bytes()))
-            .count();
+        let fp = (0..10_000u32).filter(|i| may_contain(&bits, k, format!("other{i}").as_bytes())).count();
         assert!(fp < 300, "false positive rate {fp}/10000");
-        assert!(
-            may_contain(&[], 0, b"anything"),
-            "disabled filter admits all"
-        );
+        assert!(may_contain(&[], 0, b"anything"), "disabled filter admits all");
     }
 }

@@ -100,27 +100,18 @@ impl SegmentBuilder {
         }
         let index_off = self.buf.len() as u64;
         let bloom_bits = bloom::build(&self.hashes, self.bloom_bits);
-        let fences = self
-            .blocks
-            .iter()
-            .map(|b| key_prefix(&b.last_key))
-            .collect();
+        let fences = self.blocks.iter().map(|b| key_prefix(&b.last_key)).collect();
         let ix = SegmentIndex {
             fences,
             blocks: std::mem::take(&mut self.blocks),
-            bloom_k: if bloom_bits.is_empty() {
-                0
-            } else {
-                bloom::probes(self.bloom_bits)
-            },
+            bloom_k: if bloom_bits.is_empty() { 0 } else { bloom::probes(self.bloom_bits) },
             bloom: bloom_bits,
             entries: self.entries,
             tombstones: self.tombstones,
             first_key: self.first_key.clone().unwrap_or_default(),
             last_key: self.last_key.clone(),
         };
-        let bytes =
-            rkyv::to_bytes::<rkyv::rancor::Error>(&ix).expect("serialising an index cannot fail");
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&ix).expect("serialising an index cannot fail");
         self.buf.extend_from_slice(&bytes);
         let footer = Footer {
             index_off,

@@ -99,13 +99,7 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
 /// `Err((offset, what))` with the offset in the file.
 pub fn parse_footer(file: &[u8]) -> Result<Footer, (u64, String)> {
     if file.len() < FOOTER_BYTES {
-        return Err((
-            0,
-            format!(
-                "file of {} bytes has no {FOOTER_BYTES}-byte footer",
-                file.len()
-            ),
-        ));
+        return Err((0, format!("file of {} bytes has no {FOOTER_BYTES}-byte footer", file.len())));
     }
     let at = file.len() - FOOTER_BYTES;
     let b = &file[at..];
@@ -113,10 +107,7 @@ pub fn parse_footer(file: &[u8]) -> Result<Footer, (u64, String)> {
     let stored = u32_at(b, 44);
     let got = crc32fast::hash(&b[..44]);
     if stored != got {
-        return Err((
-            at + 44,
-            format!("footer crc expected {stored:#010x}, got {got:#010x}"),
-        ));
+        return Err((at + 44, format!("footer crc expected {stored:#010x}, got {got:#010x}")));
     }
     if &b[0..8] != MAGIC {
         return Err((at, format!("magic expected {MAGIC:?}, got {:?}", &b[0..8])));
@@ -133,13 +124,7 @@ pub fn parse_footer(file: &[u8]) -> Result<Footer, (u64, String)> {
     };
     let end = f.index_off.checked_add(f.index_len);
     if !f.index_off.is_multiple_of(16) || end.is_none_or(|e| e > at) {
-        return Err((
-            at + 16,
-            format!(
-                "index range {}+{} outside the {} data bytes",
-                f.index_off, f.index_len, at
-            ),
-        ));
+        return Err((at + 16, format!("index range {}+{} outside the {} data bytes", f.index_off, f.index_len, at)));
     }
     Ok(f)
 }
@@ -166,34 +151,21 @@ pub fn check_index_bytes(idx: &[u8], data_bytes: u64) -> Result<usize, (u64, Str
 /// Checks the index bytes (CRC, rkyv validation, block handles within
 /// `index_off`, sorted last keys). `idx` must be 16-aligned.
 /// `Err((offset, what))` with the offset in the file.
-pub fn check_index<'a>(
-    idx: &'a [u8],
-    f: &Footer,
-) -> Result<&'a ArchivedSegmentIndex, (u64, String)> {
+pub fn check_index<'a>(idx: &'a [u8], f: &Footer) -> Result<&'a ArchivedSegmentIndex, (u64, String)> {
     let got = crc32fast::hash(idx);
     if got != f.index_crc {
-        return Err((
-            f.index_off,
-            format!("index crc expected {:#010x}, got {got:#010x}", f.index_crc),
-        ));
+        return Err((f.index_off, format!("index crc expected {:#010x}, got {got:#010x}", f.index_crc)));
     }
-    let ix = rkyv::access::<ArchivedSegmentIndex, rkyv::rancor::Error>(idx)
-        .map_err(|e| (f.index_off, format!("index does not validate: {e}")))?;
+    let ix = rkyv::access::<ArchivedSegmentIndex, rkyv::rancor::Error>(idx).map_err(|e| (f.index_off, format!("index does not validate: {e}")))?;
     let mut prev_end = 0u64;
     let mut prev_key: Option<&[u8]> = None;
     for (i, b) in ix.blocks.iter().enumerate() {
         let (o, l) = (b.offset.to_native(), b.len.to_native() as u64);
         if o != prev_end || l < super::block::TRAILER as u64 || o + l > f.index_off {
-            return Err((
-                f.index_off,
-                format!("block handle {i} ({o}+{l}) out of place"),
-            ));
+            return Err((f.index_off, format!("block handle {i} ({o}+{l}) out of place")));
         }
         if prev_key.is_some_and(|p| p >= b.last_key.as_slice()) {
-            return Err((
-                f.index_off,
-                format!("block handle {i} last key out of order"),
-            ));
+            return Err((f.index_off, format!("block handle {i} last key out of order")));
         }
         prev_key = Some(b.last_key.as_slice());
         prev_end = o + l;
@@ -205,16 +177,10 @@ pub fn check_index<'a>(
             .zip(ix.blocks.iter())
             .any(|(f, b)| f.to_native() != key_prefix(b.last_key.as_slice()))
     {
-        return Err((
-            f.index_off,
-            "block fences disagree with block last keys".into(),
-        ));
+        return Err((f.index_off, "block fences disagree with block last keys".into()));
     }
     if ix.entries.to_native() != f.entries || ix.bloom_k.to_native() > 30 {
-        return Err((
-            f.index_off,
-            "index entry count or bloom probes disagree with footer".into(),
-        ));
+        return Err((f.index_off, "index entry count or bloom probes disagree with footer".into()));
     }
     Ok(ix)
 }

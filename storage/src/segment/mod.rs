@@ -43,25 +43,16 @@ impl Segment {
     /// Maps and validates a segment file.
     pub(crate) fn open(path: &Path, id: u64, cache: Rc<BlockCache>) -> Result<Rc<Segment>> {
         let f = std::fs::File::open(path).map_err(|e| StoreError::io("open segment", path, e))?;
-        let len = f
-            .metadata()
-            .map_err(|e| StoreError::io("stat segment", path, e))?
-            .len();
+        let len = f.metadata().map_err(|e| StoreError::io("stat segment", path, e))?.len();
         if len < format::FOOTER_BYTES as u64 {
-            return Err(StoreError::corrupt(
-                path,
-                0,
-                format!("segment of {len} bytes has no footer"),
-            ));
+            return Err(StoreError::corrupt(path, 0, format!("segment of {len} bytes has no footer")));
         }
         // SAFETY: segment files are immutable once written and only deleted
         // (never truncated or rewritten) while mapped; see module invariants.
         let mmap = unsafe { Mmap::map(&f) }.map_err(|e| StoreError::io("mmap segment", path, e))?;
-        let footer =
-            format::parse_footer(&mmap).map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
+        let footer = format::parse_footer(&mmap).map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
         let range = footer.index_off as usize..(footer.index_off + footer.index_len) as usize;
-        format::check_index(&mmap[range], &footer)
-            .map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
+        format::check_index(&mmap[range], &footer).map_err(|(o, w)| StoreError::corrupt(path, o, w))?;
         Ok(Rc::new(Segment {
             id,
             path: path.to_path_buf(),
@@ -80,8 +71,7 @@ impl Segment {
     }
 
     fn index(&self) -> &ArchivedSegmentIndex {
-        let r = self.footer.index_off as usize
-            ..(self.footer.index_off + self.footer.index_len) as usize;
+        let r = self.footer.index_off as usize..(self.footer.index_off + self.footer.index_len) as usize;
         // SAFETY: these exact bytes were validated by `check_index` in
         // `open`, the mapping is immutable and 16-aligned at `index_off`.
         unsafe { rkyv::access_unchecked::<ArchivedSegmentIndex>(&self.mmap[r]) }
@@ -98,14 +88,9 @@ impl Segment {
         }
         let h = &self.index().blocks[i];
         let (o, l) = (h.offset.to_native() as usize, h.len.to_native() as usize);
-        let b = block::decode(&self.mmap[o..o + l])
-            .map_err(|(at, w)| StoreError::corrupt(&self.path, (o + at) as u64, w))?;
+        let b = block::decode(&self.mmap[o..o + l]).map_err(|(at, w)| StoreError::corrupt(&self.path, (o + at) as u64, w))?;
         if b.len() > 0 && b.key(b.len() - 1) != h.last_key.as_slice() {
-            return Err(StoreError::corrupt(
-                &self.path,
-                o as u64,
-                "block last key disagrees with index",
-            ));
+            return Err(StoreError::corrupt(&self.path, o as u64, "block last key disagrees with index"));
         }
         let b = Rc::new(b);
         self.cache.insert(self.id, i as u32, b.clone());
@@ -156,10 +141,7 @@ pub fn verify_image(bytes: &[u8]) -> std::result::Result<u64, (u64, String)> {
         n += b.len() as u64;
     }
     if n != f.entries {
-        return Err((
-            f.index_off,
-            format!("entries expected {}, got {n}", f.entries),
-        ));
+        return Err((f.index_off, format!("entries expected {}, got {n}", f.entries)));
     }
     Ok(n)
 }
@@ -200,9 +182,7 @@ impl RunCursor {
             Bound::Unbounded => None,
         };
         if let Some(k) = lo {
-            self.si = self
-                .segs
-                .partition_point(|s| s.index().last_key.as_slice() < k.as_slice());
+            self.si = self.segs.partition_point(|s| s.index().last_key.as_slice() < k.as_slice());
             if self.si < self.segs.len() {
                 self.bi = self.segs[self.si].seek_block(&k);
                 if self.bi < self.segs[self.si].num_blocks() {
@@ -296,8 +276,7 @@ impl Segment {
         let mut n = 0u64;
         for h in self.index().blocks.iter() {
             let (o, l) = (h.offset.to_native() as usize, h.len.to_native() as usize);
-            let b = block::decode(&self.mmap[o..o + l])
-                .map_err(|(at, w)| StoreError::corrupt(&self.path, (o + at) as u64, w))?;
+            let b = block::decode(&self.mmap[o..o + l]).map_err(|(at, w)| StoreError::corrupt(&self.path, (o + at) as u64, w))?;
             n += b.len() as u64;
         }
         Ok(n)

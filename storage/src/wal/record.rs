@@ -114,12 +114,7 @@ pub fn decode_payload(payload: &[u8]) -> Result<Vec<OpRef<'_>>, usize> {
         let expire_ms = r.u64().map_err(|_| at)?;
         let key = r.bytes(klen).map_err(|_| at)?;
         let value = r.bytes(vlen).map_err(|_| at)?;
-        ops.push(OpRef {
-            kind,
-            key,
-            value,
-            expire_ms,
-        });
+        ops.push(OpRef { kind, key, value, expire_ms });
     }
     if r.remaining() != 0 {
         return Err(r.pos());

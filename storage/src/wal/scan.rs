@@ -72,16 +72,10 @@ pub fn scan(buf: &[u8], prev_seq: u64) -> (Vec<Scanned>, Tail) {
                 Err(at) => format!("checksummed payload malformed at payload byte {at}"),
             },
             Err(FrameError::ShortHeader) => {
-                format!(
-                    "expected a {HEADER_BYTES}-byte header, got {}",
-                    buf.len() - pos
-                )
+                format!("expected a {HEADER_BYTES}-byte header, got {}", buf.len() - pos)
             }
             Err(FrameError::BadLength(l)) => {
-                format!(
-                    "frame length {l} exceeds the {} bytes left",
-                    buf.len() - pos
-                )
+                format!("frame length {l} exceeds the {} bytes left", buf.len() - pos)
             }
             Err(FrameError::BadCrc { expected, got }) => {
                 format!("crc expected {expected:#010x}, got {got:#010x}")

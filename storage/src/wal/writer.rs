@@ -133,10 +133,7 @@ impl WalWriter {
     /// it fail as if fdatasync returned EIO. On `Err`, errors for which
     /// [`crate::fsutil::is_sync_failure`] holds are fatal; others (e.g. disk
     /// full during the write) leave the records buffered for a retry.
-    pub(crate) fn commit_future(
-        &self,
-        inject_sync_failure: bool,
-    ) -> impl Future<Output = Result<Committed>> + 'static {
+    pub(crate) fn commit_future(&self, inject_sync_failure: bool) -> impl Future<Output = Result<Committed>> + 'static {
         let sh = self.sh.clone();
         async move {
             let _permit = sh
@@ -153,13 +150,7 @@ impl WalWriter {
                         bytes: 0,
                     });
                 }
-                (
-                    st.tail_base,
-                    st.tail.clone(),
-                    end,
-                    st.max_seq,
-                    end - st.durable_len,
-                )
+                (st.tail_base, st.tail.clone(), end, st.max_seq, end - st.durable_len)
             };
             if inject_sync_failure {
                 let e = std::io::Error::from_raw_os_error(libc::EIO);
@@ -171,19 +162,13 @@ impl WalWriter {
                 .await
                 .map_err(|e| StoreError::io("fdatasync wal", &sh.path, from_glommio(e)))?;
             let mut st = sh.st.borrow_mut();
-            assert_eq!(
-                st.tail_base, base,
-                "only the lock holder moves the tail base"
-            );
+            assert_eq!(st.tail_base, base, "only the lock holder moves the tail base");
             st.durable_len = end;
             st.durable_max_seq = max_seq;
             let new_base = align_down(end);
             st.tail.drain(..(new_base - base) as usize);
             st.tail_base = new_base;
-            Ok(Committed {
-                max_seq,
-                bytes: pending,
-            })
+            Ok(Committed { max_seq, bytes: pending })
         }
     }
 

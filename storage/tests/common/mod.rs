@@ -20,14 +20,8 @@ static N: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh, empty directory under the system temp dir.
 pub fn tmpdir(name: &str) -> PathBuf {
-    let base = std::env::var_os("WEIR_TEST_TMP")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let d = base.join(format!(
-        "weir-storage-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let base = std::env::var_os("WEIR_TEST_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let d = base.join(format!("weir-storage-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -54,8 +48,5 @@ impl Rng {
 
 /// Seed from `WEIR_SEED` or the given default.
 pub fn seed(default: u64) -> u64 {
-    std::env::var("WEIR_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    std::env::var("WEIR_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
