@@ -210,10 +210,14 @@ impl<T: Send + 'static> SourceStream<T> {
             let splits = source.split_count(ctx.shards)?;
             let mut readers = Vec::new();
             let mut split = ctx.shard;
+            // While readers are built, `ctx.segment_name` names the source operator, so a reader
+            // can count bad records in its metrics (`ctx.operator_metrics(&ctx.segment_name)`).
+            let segment_name = std::mem::replace(&mut ctx.segment_name, seg_name.clone());
             while split < splits {
                 readers.push(source.reader(split, ctx)?);
                 split += ctx.shards;
             }
+            ctx.segment_name = segment_name;
             let env = StreamEnv::segment_env(ctx, &seg_name);
             let et = match &event_time {
                 Some((strategy, tf)) => EventTime::Assigned {
