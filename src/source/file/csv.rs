@@ -156,9 +156,21 @@ impl<T: DeserializeOwned> CsvParser<T> {
             }
             None => {
                 let message = err.kind().to_string();
-                BadLine {
-                    field: field_from_serde_message(&message),
-                    message,
+                // A headerless record too short for a struct: serde says "invalid length N, ...";
+                // the first missing field is field N.
+                let short = message
+                    .strip_prefix("invalid length ")
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse::<usize>().ok());
+                match short {
+                    Some(n) if self.headers.is_none() => BadLine {
+                        field: Some(self.field_name(n)),
+                        message: format!("missing: the record has {fields} fields"),
+                    },
+                    _ => BadLine {
+                        field: field_from_serde_message(&message),
+                        message,
+                    },
                 }
             }
         }

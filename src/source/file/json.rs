@@ -74,7 +74,12 @@ pub(crate) fn key_at(line: &[u8], offset: usize) -> Option<String> {
                 stack.pop();
             }
             b',' => {
-                // The next key of this object is not known yet; keep the last one until then.
+                // The next key of this object is not known yet.
+                if let Some(top) = stack.last_mut() {
+                    if top.is_some() {
+                        *top = None;
+                    }
+                }
             }
             _ => {}
         }
@@ -99,7 +104,8 @@ mod tests {
             let pos = line.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() + needle.len();
             key_at(line, pos)
         };
-        assert_eq!(at("1,"), Some("a".into()));
+        assert_eq!(at("1"), Some("a".into()));
+        assert_eq!(at("1,"), None);
         assert_eq!(at(r#""x:y""#), Some("b.c".into()));
         assert_eq!(at(r#""z""#), Some("b.d".into()));
         assert_eq!(key_at(b"42", 2), None);

@@ -121,6 +121,7 @@ impl LineSplitter {
                         self.line_number += 1;
                         if self.overlong {
                             self.overlong = false;
+                            self.keep_prefix(start, start + i);
                             return self.carry_line(LineKind::TooLong);
                         }
                         if self.carry.is_empty() {
@@ -134,7 +135,7 @@ impl LineSplitter {
                             return Next::Line(LineKind::Complete);
                         }
                         if self.carry.len() + i > self.max_line_bytes + 1 {
-                            self.carry.truncate(TOO_LONG_PREFIX_BYTES);
+                            self.keep_prefix(start, start + i);
                             return self.carry_line(LineKind::TooLong);
                         }
                         self.carry.extend_from_slice(&self.chunk[start..start + i]);
@@ -143,17 +144,12 @@ impl LineSplitter {
                     None => {
                         let start = self.pos;
                         self.pos = self.chunk.len();
-                        if self.overlong {
-                            continue;
-                        }
-                        let rest = &self.chunk[start..];
-                        if self.carry.len() + rest.len() > self.max_line_bytes + 1 {
+                        let end = self.chunk.len();
+                        if self.overlong || self.carry.len() + (end - start) > self.max_line_bytes + 1 {
                             self.overlong = true;
-                            let keep = TOO_LONG_PREFIX_BYTES.saturating_sub(self.carry.len()).min(rest.len());
-                            self.carry.truncate(TOO_LONG_PREFIX_BYTES);
-                            self.carry.extend_from_slice(&rest[..keep]);
+                            self.keep_prefix(start, end);
                         } else {
-                            self.carry.extend_from_slice(rest);
+                            self.carry.extend_from_slice(&self.chunk[start..end]);
                         }
                     }
                 }
@@ -172,6 +168,14 @@ impl LineSplitter {
                 return Next::NeedData;
             }
         }
+    }
+
+    /// Keep `chunk[start..end]` in the carry as far as the too-long prefix has room.
+    fn keep_prefix(&mut self, start: usize, end: usize) {
+        self.carry.truncate(TOO_LONG_PREFIX_BYTES);
+        let room = TOO_LONG_PREFIX_BYTES - self.carry.len();
+        let end = end.min(start + room);
+        self.carry.extend_from_slice(&self.chunk[start..end]);
     }
 
     fn finish_carry_line(&mut self) -> Next {
@@ -206,15 +210,20 @@ mod tests {
 
     /// Split `input` fed in chunks of `chunk` bytes; `None` marks a too-long line.
     fn split(input: &[u8], chunk: usize, max: usize) -> Vec<(u64, Option<Vec<u8>>)> {
+        split_with_prefixes(input, chunk, max).into_iter().map(|(n, line, _)| (n, line)).collect()
+    }
+
+    /// Like `split`, plus the kept prefix of each too-long line.
+    fn split_with_prefixes(input: &[u8], chunk: usize, max: usize) -> Vec<(u64, Option<Vec<u8>>, Vec<u8>)> {
         let mut s = LineSplitter::new(max);
         let mut chunks = input.chunks(chunk);
         let mut out = Vec::new();
         loop {
             match s.next_line() {
-                Next::Line(LineKind::Complete) => out.push((s.line_number(), Some(s.line().to_vec()))),
+                Next::Line(LineKind::Complete) => out.push((s.line_number(), Some(s.line().to_vec()), Vec::new())),
                 Next::Line(LineKind::TooLong) => {
                     assert!(s.line().len() <= TOO_LONG_PREFIX_BYTES);
-                    out.push((s.line_number(), None))
+                    out.push((s.line_number(), None, s.line().to_vec()))
                 }
                 Next::NeedData => match chunks.next() {
                     Some(c) => s.feed(c),
@@ -252,6 +261,17 @@ mod tests {
             let got = split(input.as_bytes(), chunk, 16);
             let want = vec![(1, Some(b"ok".to_vec())), (2, None), (3, Some(b"exact-16-bytes!!".to_vec())), (4, None)];
             assert_eq!(got, want, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn too_long_prefix_does_not_depend_on_chunking() {
+        let long = (0..600).map(|i| (b'a' + (i % 26) as u8) as char).collect::<String>();
+        let input = format!("{long}\n{}", &long[..300]);
+        for chunk in [1, 7, 64, 255, 256, 257, 1000] {
+            let got = split_with_prefixes(input.as_bytes(), chunk, 100);
+            let prefix = long.as_bytes()[..TOO_LONG_PREFIX_BYTES].to_vec();
+            assert_eq!(got, vec![(1, None, prefix.clone()), (2, None, prefix)], "chunk {chunk}");
         }
     }
 }
