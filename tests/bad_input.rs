@@ -224,6 +224,32 @@ fn dead_letter_holds_exactly_the_bad_lines_with_their_errors() {
     }
 }
 
+#[test]
+fn with_a_header_the_field_is_the_column_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    std::fs::write(&path, "score;id;name\n10;1;ann\n\n1e3;2;bob\n").unwrap();
+    let source = FileSource::csv(&path).unwrap().has_header(true).delimiter(b';');
+    // The job fails at the bad line (records read before it are not promised to reach the sink).
+    let (result, _) = run(config(1, ErrorPolicy::Fail, None), source);
+    let want = format!(
+        "bad record in {} line 4 field `score`: invalid digit found in string (value \"1e3\")",
+        path.display()
+    );
+    assert_eq!(result.err().map(|e| e.to_string()), Some(want));
+}
+
+#[test]
+fn an_unreadable_csv_header_fails_whatever_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    std::fs::write(&path, format!("id,name,score{}\n1,ann,10\n", ",x".repeat(MAX_LINE))).unwrap();
+    let (result, rows) = run(config(1, ErrorPolicy::Skip, None), FileSource::csv(&path).unwrap().has_header(true));
+    let want = format!("bad record in {} line 1: header line longer than max_line_bytes = 64", path.display());
+    assert_eq!(result.err().map(|e| e.to_string()), Some(want));
+    assert_eq!(rows, vec![]);
+}
+
 /// What a reference line splitter says about `bytes`: (line text or None if bad, is blank).
 fn reference_lines(bytes: &[u8]) -> Vec<Option<String>> {
     if bytes.is_empty() {

@@ -356,6 +356,15 @@ impl<T> FileReader<T> {
                 Next::Line(kind) => {
                     self.info.line = self.splitter.line_number();
                     match kind {
+                        LineKind::TooLong if self.parser.wants_header() => {
+                            // Without its header the file cannot be read: fail whatever the policy.
+                            return Err(WeirError::BadRecord {
+                                file: self.info.file.to_string(),
+                                line: self.info.line,
+                                field: None,
+                                message: format!("header line longer than max_line_bytes = {}", self.max_line_bytes),
+                            });
+                        }
                         LineKind::TooLong => {
                             let bad = BadLine {
                                 field: None,
