@@ -131,6 +131,7 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
                         edges: &mut edges,
                         flushers: Vec::new(),
                         timers: ProcessingTimers::default(),
+                        source_metrics: None,
                     };
                     let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
                         shard,
