@@ -132,13 +132,7 @@ impl Flusher for DeadLetterWriter {
                 .write_all(&bytes)
                 .await
                 .map_err(|e| WeirError::io("writing dead-letter file", &self.path, e))?;
-            // Give the allocation back for reuse.
-            let mut b = self.buffer.borrow_mut();
-            if b.bytes.is_empty() {
-                let mut bytes = bytes;
-                bytes.clear();
-                b.bytes = bytes;
-            }
+            crate::sink::file::reuse_allocation(&mut self.buffer.borrow_mut().bytes, bytes);
             Ok(())
         })
     }
