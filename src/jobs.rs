@@ -214,6 +214,12 @@ pub fn summary(report: &JobReport) -> String {
     let _ = writeln!(s, "records written:   {}", sinks.records_in);
     let _ = writeln!(s, "late dropped:      {}", late.late_records_dropped);
     let _ = writeln!(s, "bad records:       {}", source.bad_records);
-    let _ = writeln!(s, "ring backpressure: {:.3} ms", report.backpressure_ns() as f64 / 1e6);
+    let by_shard: Vec<String> = report.backpressure_ns_by_shard().iter().map(|ns| format!("{:.1}", *ns as f64 / 1e6)).collect();
+    let _ = writeln!(
+        s,
+        "ring backpressure: {:.3} ms (per shard: {} ms)",
+        report.backpressure_ns() as f64 / 1e6,
+        by_shard.join(" / ")
+    );
     s
 }

@@ -91,3 +91,32 @@ fn union_takes_the_minimum_watermark() {
         assert_eq!(got, expected, "cores {cores}");
     }
 }
+
+#[test]
+fn full_rings_are_counted_as_backpressure_per_shard() {
+    // Split 0 runs on shard 0 and every record is routed back to shard 0 (key 0 hashes to key
+    // group 0). Each input record becomes 100 one-record batches in one step, so the 1-slot
+    // ring from shard 0 to itself is full from the second send of every step on: its consumer
+    // runs on the same thread and cannot drain it until the producer waits.
+    let env = StreamEnv::new(EngineConfig {
+        cores: 2,
+        pin_cores: false,
+        batch_size: 1,
+        ring_capacity_batches: 1,
+        ..Default::default()
+    });
+    let out = env
+        .from_collection((0..200i64).collect())
+        .without_event_time()
+        .flat_map(|x: i64| vec![x; 100])
+        .key_by(|_: &i64| 0i64)
+        .partitioned()
+        .collect();
+    let report = env.execute().unwrap();
+    assert_eq!(out.take().len(), 20_000);
+    let self_ring = report.rings.iter().find(|((_, from, to), _)| *from == 0 && *to == 0).map(|(_, f)| *f).unwrap();
+    assert!(self_ring.full_events >= 200 * 99, "every step after its first send waits: {self_ring:?}");
+    let by_shard = report.backpressure_ns_by_shard();
+    assert_eq!(by_shard.iter().sum::<u64>(), report.backpressure_ns());
+    assert!(by_shard[0] > 0 && by_shard[0] >= self_ring.full_ns);
+}

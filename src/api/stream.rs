@@ -102,13 +102,22 @@ impl StreamEnv {
 
     /// The segment environment of the segment being built.
     pub(crate) fn segment_env(ctx: &mut BuildCtx<'_>, name: &str) -> SegmentEnv {
+        for e in ctx.reading_edges.drain(..) {
+            ctx.registry.edge_reader(e, name);
+        }
+        let metrics = ctx.operator_metrics(name);
+        Self::segment_env_with(ctx, name, metrics)
+    }
+
+    /// [`StreamEnv::segment_env`] counting into `metrics`.
+    pub(crate) fn segment_env_with(ctx: &mut BuildCtx<'_>, name: &str, metrics: Arc<crate::shard::OperatorMetrics>) -> SegmentEnv {
         SegmentEnv {
             name: name.to_string(),
             shard: ctx.shard,
             batch_size: ctx.config.batch_size,
             flushers: std::mem::take(&mut ctx.flushers),
             timers: ctx.timers.clone(),
-            metrics: ctx.operator_metrics(name),
+            metrics,
             connected: false,
         }
     }
@@ -142,9 +151,6 @@ impl StreamEnv {
         let seg_name = name.clone();
         let tail: Tail<T> = Arc::new(move |ctx, chain| {
             let mut ends: Vec<_> = edges.iter().map(|&e| ctx.take_receiver_ends(e)).collect();
-            for &e in &edges {
-                ctx.registry.edge_reader(e, &seg_name);
-            }
             let mut env = StreamEnv::segment_env(ctx, &seg_name);
             Ok(Box::pin(async move {
                 let (inputs, connected) = crate::shard::keep_awake_while(async { futures::join!(connect_all::<T>(&mut ends), env.connect()) }).await;
@@ -214,11 +220,16 @@ impl<T: Send + 'static> SourceStream<T> {
             let splits = source.split_count(ctx.shards)?;
             let mut readers = Vec::new();
             let mut split = ctx.shard;
+            // Readers count bad records in the source operator's metrics, the same instance the
+            // segment loop counts records in.
+            let metrics = ctx.operator_metrics(&seg_name);
+            ctx.source_metrics = Some(metrics.clone());
             while split < splits {
                 readers.push(source.reader(split, ctx)?);
                 split += ctx.shards;
             }
-            let env = StreamEnv::segment_env(ctx, &seg_name);
+            ctx.source_metrics = None;
+            let env = StreamEnv::segment_env_with(ctx, &seg_name, metrics);
             let et = match &event_time {
                 Some((strategy, tf)) => EventTime::Assigned {
                     strategy: *strategy,

@@ -99,6 +99,10 @@ pub struct BuildCtx<'a> {
     pub(crate) edges: &'a mut Vec<ShardEnds>,
     pub(crate) flushers: Vec<Box<dyn Flusher>>,
     pub(crate) timers: ProcessingTimers,
+    /// While a source's readers are built: the source operator's metrics (bad records etc.).
+    pub(crate) source_metrics: Option<Arc<OperatorMetrics>>,
+    /// Edges whose receiving ends this segment took (registered as read by the segment's head).
+    pub(crate) reading_edges: Vec<usize>,
 }
 
 impl BuildCtx<'_> {
@@ -110,6 +114,11 @@ impl BuildCtx<'_> {
     /// Metrics of an operator on this shard.
     pub fn operator_metrics(&self, name: &str) -> Arc<OperatorMetrics> {
         self.registry.operator(name, self.shard)
+    }
+
+    /// The metrics of the source whose split readers are being built (`None` elsewhere).
+    pub fn source_metrics(&self) -> Option<Arc<OperatorMetrics>> {
+        self.source_metrics.clone()
     }
 
     pub fn timers(&self) -> ProcessingTimers {
@@ -126,6 +135,7 @@ impl BuildCtx<'_> {
     }
 
     pub(crate) fn take_receiver_ends(&mut self, edge: usize) -> ShardEnds {
+        self.reading_edges.push(edge);
         let e = &mut self.edges[edge];
         ShardEnds {
             senders: None,

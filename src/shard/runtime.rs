@@ -77,6 +77,16 @@ impl JobReport {
     pub fn backpressure_ns(&self) -> u64 {
         self.rings.iter().map(|(_, f)| f.full_ns).sum()
     }
+
+    /// Nanoseconds each shard waited on full rings, summed over the rings it sends into
+    /// (index = shard).
+    pub fn backpressure_ns_by_shard(&self) -> Vec<u64> {
+        let mut by_shard = vec![0u64; self.shards];
+        for ((_, from, _), f) in &self.rings {
+            by_shard[*from] += f.full_ns;
+        }
+        by_shard
+    }
 }
 
 /// Run `graph` to completion with `config`. Bounded jobs return when every source is exhausted
@@ -134,6 +144,8 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
                         edges: &mut edges,
                         flushers: Vec::new(),
                         timers: ProcessingTimers::default(),
+                        source_metrics: None,
+                        reading_edges: Vec::new(),
                     };
                     let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
                         shard,

@@ -82,13 +82,7 @@ impl Flusher for StdoutFlusher {
     }
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let bytes = {
-                let mut b = self.buffer.borrow_mut();
-                if let Some(e) = b.error.take() {
-                    return Err(e);
-                }
-                std::mem::take(&mut b.bytes)
-            };
+            let bytes = self.buffer.borrow_mut().take_bytes()?;
             let mut chunk = Vec::with_capacity(bytes.len() + bytes.len() / 8);
             for line in bytes.split_inclusive(|b| *b == b'\n') {
                 chunk.extend_from_slice(self.prefix.as_bytes());
@@ -109,7 +103,6 @@ impl Flusher for StdoutFlusher {
         })
     }
     fn has_pending(&self) -> bool {
-        let b = self.buffer.borrow();
-        !b.bytes.is_empty() || b.error.is_some()
+        self.buffer.borrow().has_pending()
     }
 }

@@ -106,30 +106,35 @@ impl Source<BidFields> for NexmarkBidSource {
 struct EventReader(Paced);
 struct BidReader(Paced);
 
+impl Paced {
+    /// Generate up to `max` events (bounded work per call), keeping what `next` yields, and
+    /// never running ahead of a rate limit.
+    fn read_into<T>(&mut self, out: &mut Vec<T>, max: usize, mut next: impl FnMut(&mut NexmarkGenerator) -> Option<Option<T>>) -> ReadStatus {
+        if let Some(wait) = self.wait_ms() {
+            return ReadStatus::Idle { retry_after_ms: wait };
+        }
+        let rate_limited = self.generator.next_event_due_ms().is_some();
+        for _ in 0..max {
+            match next(&mut self.generator) {
+                Some(Some(record)) => out.push(record),
+                Some(None) => {}
+                None => return ReadStatus::Exhausted,
+            }
+            if rate_limited && self.wait_ms().is_some() {
+                break;
+            }
+        }
+        if self.generator.is_done() {
+            ReadStatus::Exhausted
+        } else {
+            ReadStatus::More
+        }
+    }
+}
+
 impl SplitReader<Event> for EventReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<Event>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
-        let p = &mut self.0;
-        let status = if let Some(wait) = p.wait_ms() {
-            ReadStatus::Idle { retry_after_ms: wait }
-        } else {
-            let mut status = ReadStatus::More;
-            for _ in 0..max {
-                match p.generator.next_event() {
-                    Some((e, _)) => out.push(e),
-                    None => {
-                        status = ReadStatus::Exhausted;
-                        break;
-                    }
-                }
-                if p.wait_ms().is_some() {
-                    break;
-                }
-            }
-            if p.generator.is_done() {
-                status = ReadStatus::Exhausted;
-            }
-            status
-        };
+        let status = self.0.read_into(out, max, |g| g.next_event().map(|(e, _)| Some(e)));
         Box::pin(async move { Ok(status) })
     }
     fn describe(&self) -> String {
@@ -139,31 +144,8 @@ impl SplitReader<Event> for EventReader {
 
 impl SplitReader<BidFields> for BidReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<BidFields>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
-        let p = &mut self.0;
-        let status = if let Some(wait) = p.wait_ms() {
-            ReadStatus::Idle { retry_after_ms: wait }
-        } else {
-            let rate_limited = p.generator.next_event_due_ms().is_some();
-            let mut status = ReadStatus::More;
-            // Bounded work: at most `max` generated events (bids or skipped others) per call.
-            for _ in 0..max {
-                match p.generator.next_bid_fields() {
-                    Some((Some(bid), _)) => out.push(bid),
-                    Some((None, _)) => {}
-                    None => {
-                        status = ReadStatus::Exhausted;
-                        break;
-                    }
-                }
-                if rate_limited && p.wait_ms().is_some() {
-                    break;
-                }
-            }
-            if p.generator.is_done() {
-                status = ReadStatus::Exhausted;
-            }
-            status
-        };
+        // Persons and auctions are skipped without being generated.
+        let status = self.0.read_into(out, max, |g| g.next_bid_fields().map(|(b, _)| b));
         Box::pin(async move { Ok(status) })
     }
     fn describe(&self) -> String {
