@@ -52,18 +52,26 @@ fn sample(exposition: &str, metric: &str, needles: &[&str]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Start `env`'s job with a control server on an ephemeral loopback port.
-fn start(env: &StreamEnv, name: &'static str, linger: Duration) -> (SocketAddr, std::thread::JoinHandle<Result<JobReport>>) {
-    let (tx, rx) = mpsc::channel();
+/// Start `env`'s job with a control server on an ephemeral loopback port; the job's result
+/// arrives on the returned channel (wait with a deadline: a hung job fails the test, never hangs it).
+fn start(env: &StreamEnv, name: &'static str, linger: Duration) -> (SocketAddr, mpsc::Receiver<Result<JobReport>>) {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
     let graph = env.graph();
     let config = env.config().clone();
-    let job = std::thread::spawn(move || {
-        execute_with_control(name, graph, &config, "127.0.0.1:0", ControlConfig::default(), linger, move |addr| {
-            tx.send(addr).expect("test waits for the address")
-        })
+    std::thread::spawn(move || {
+        let result = execute_with_control(name, graph, &config, "127.0.0.1:0", ControlConfig::default(), linger, move |addr| {
+            addr_tx.send(addr).expect("test waits for the address")
+        });
+        let _ = done_tx.send(result);
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("control server started");
-    (addr, job)
+    let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("control server started");
+    (addr, done_rx)
+}
+
+/// The job's report, waiting at most `limit`.
+fn finished(job: &mpsc::Receiver<Result<JobReport>>, limit: Duration) -> JobReport {
+    job.recv_timeout(limit).expect("the job ended in time").expect("job succeeded")
 }
 
 #[test]
@@ -162,7 +170,7 @@ fn serves_metrics_status_and_dashboard_while_a_job_runs() {
     });
     let (_, text) = get(addr, "/metrics");
     assert_eq!(sample(&text, "weir_job_running", &["control-test"]), Some(0.0));
-    let report = job.join().expect("job thread").expect("job succeeded");
+    let report = finished(&job, Duration::from_secs(60));
     assert!(report.operators_named("window:").records_in > 0);
 }
 
@@ -227,7 +235,7 @@ fn status_names_the_backpressured_ring_and_its_reader() {
         .map(|o| o["backpressured_ms_per_second"].as_f64().unwrap_or(0.0))
         .fold(0.0, f64::max);
     assert!(source_bp > 0.0, "source segment backpressured: {source_bp}");
-    let report = job.join().expect("job thread").expect("job succeeded");
+    let report = finished(&job, Duration::from_secs(120));
     assert!(report.backpressure_ns() > 0);
 }
 
