@@ -51,6 +51,9 @@ pub struct EngineConfig {
     pub file_read_chunk_bytes: usize,
     /// Largest accepted input line in bytes; longer lines are bad records.
     pub max_line_bytes: usize,
+    /// A shard's reactor wakes at least this often (ms) to re-check its rings: bounds the
+    /// delay of a lost cross-core wakeup in glommio 0.9 (see `shard::keep_awake_every`).
+    pub wakeup_tick_ms: u64,
     /// Rolling size of filesystem sink part files.
     pub sink_part_file_bytes: u64,
 }
@@ -70,6 +73,7 @@ impl Default for EngineConfig {
             dead_letter_dir: None,
             file_read_chunk_bytes: 256 << 10,
             max_line_bytes: 1 << 20,
+            wakeup_tick_ms: 1,
             sink_part_file_bytes: 128 << 20,
         }
     }
@@ -99,6 +103,9 @@ impl EngineConfig {
         }
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
             return Err(format!("batch_size = {} must be in 1..=1048576", self.batch_size));
+        }
+        if self.wakeup_tick_ms == 0 || self.wakeup_tick_ms > 1_000 {
+            return Err(format!("wakeup_tick_ms = {} must be in 1..=1000", self.wakeup_tick_ms));
         }
         if self.ring_capacity_batches == 0 {
             return Err("ring_capacity_batches must be at least 1".into());

@@ -52,12 +52,25 @@ pub trait Flusher {
 /// connection and both sides would wait forever. The ticking timer makes every reactor poll its
 /// connection wakers until the handshake is done.
 pub async fn keep_awake_while<F: std::future::Future>(connecting: F) -> F::Output {
+    keep_awake_every(std::time::Duration::from_millis(1), connecting).await
+}
+
+/// Run `work` while a timer wakes this shard's reactor every `period`.
+///
+/// Guards against a lost wakeup in glommio 0.9's shared channels: a reactor going to sleep
+/// publishes `should_notify` with a relaxed store and then re-checks its channels, while a
+/// producer pushes and then reads `should_notify` with a relaxed compare-exchange. On x86 the
+/// sleeper's load may pass its own store (store buffer), both sides miss each other, and the
+/// consumer sleeps with data in its ring (seen as ~1 hung job in 150). Every reactor wake-up
+/// re-checks all shared channels, so a periodic timer turns the hang into a delay of at most
+/// one period. The runtime wraps every shard in this (`EngineConfig::wakeup_tick_ms`).
+pub async fn keep_awake_every<F: std::future::Future>(period: std::time::Duration, work: F) -> F::Output {
     let ticker = async {
         loop {
-            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            glommio::timer::sleep(period).await;
         }
     };
-    let connecting = std::pin::pin!(connecting);
+    let connecting = std::pin::pin!(work);
     let ticker = std::pin::pin!(ticker);
     match futures::future::select(connecting, ticker).await {
         futures::future::Either::Left((out, _)) => out,

@@ -154,11 +154,15 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
                     tasks.push(glommio::spawn_local(task));
                 }
                 let mut first_error = None;
-                for t in tasks {
-                    if let Err(e) = t.await {
-                        first_error.get_or_insert(e);
+                let tick = Duration::from_millis(config.wakeup_tick_ms);
+                super::keep_awake_every(tick, async {
+                    for t in tasks {
+                        if let Err(e) = t.await {
+                            first_error.get_or_insert(e);
+                        }
                     }
-                }
+                })
+                .await;
                 match first_error {
                     Some(e) => Err(e),
                     None => Ok(()),
