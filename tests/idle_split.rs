@@ -153,3 +153,34 @@ fn idle_split_does_not_hold_back_windows_on_any_shard_count() {
         assert_eq!(results_before_release.load(Ordering::SeqCst), 12, "cores {cores}");
     }
 }
+
+/// Idle status passes through a window operator: stream A (both splits idle) goes through a
+/// window and is unioned with stream B (bounded data). Downstream windows must fire from B's
+/// watermark while A is idle; if the window swallowed A's idleness, the union would wait for A.
+#[test]
+fn idleness_passes_through_windows_into_a_union() {
+    for cores in [1, 2] {
+        let released = Arc::new(AtomicBool::new(false));
+        let results_before_release = Arc::new(AtomicU64::new(0));
+        let idle_polls = Arc::new(AtomicU64::new(0));
+        let env = StreamEnv::new(EngineConfig { cores, pin_cores: false, ..Default::default() });
+        let a = env
+            .source(IdleSource { records: Vec::new(), released: released.clone(), idle_polls: idle_polls.clone() })
+            .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(100).with_idleness(20), |r: &(i64, i64)| r.1)
+            .key_by(|r: &(i64, i64)| r.0)
+            .window(WindowAssigner::tumbling(1_000))
+            .aggregate(Count)
+            .map(|r: WindowResult<i64, i64>| (r.key, r.window_end - 1));
+        let b = env
+            .from_collection((0..3_000i64).map(|t| (t % 4, t)).collect::<Vec<_>>())
+            .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(100), |r: &(i64, i64)| r.1);
+        a.union(b)
+            .key_by(|r: &(i64, i64)| r.0)
+            .window(WindowAssigner::tumbling(1_000))
+            .aggregate(Count)
+            .sink(ReleaseSink { released: released.clone(), results: results_before_release.clone() });
+        env.execute().unwrap();
+        assert!(idle_polls.load(Ordering::SeqCst) <= PATIENCE_POLLS, "cores {cores}: the union waited for the idle stream");
+        assert!(results_before_release.load(Ordering::SeqCst) >= 4, "cores {cores}");
+    }
+}

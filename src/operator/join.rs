@@ -129,6 +129,10 @@ impl<L, R, C: JoinCore<L, R>> Push<JoinInput<L, R>> for JoinDriver<C> {
     fn processing_time(&mut self, now_ms: Timestamp) {
         self.0.output().processing_time(now_ms);
     }
+    fn idle(&mut self) {
+        self.0.output().idle();
+    }
+
     fn end(&mut self) {
         self.0.report();
         self.0.output().end();

@@ -289,6 +289,10 @@ where
         self.out.processing_time(now_ms);
     }
 
+    fn idle(&mut self) {
+        self.out.idle();
+    }
+
     fn end(&mut self) {
         debug_assert!(self.timers.event.is_empty(), "end of input before the final watermark");
         self.report();

@@ -193,6 +193,14 @@ impl<T, R> WindowOutputs<T, R> {
         }
     }
 
+    /// Every input is idle: so are both outputs.
+    pub fn idle(&mut self) {
+        self.results.idle();
+        if let Some(late) = &mut self.late {
+            late.idle();
+        }
+    }
+
     pub fn end(&mut self) {
         self.results.end();
         if let Some(late) = &mut self.late {

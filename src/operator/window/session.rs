@@ -202,6 +202,10 @@ where
         self.advance(wm);
         self.out.flush();
     }
+    fn idle(&mut self) {
+        self.out.idle();
+    }
+
     fn processing_time(&mut self, now_ms: Timestamp) {
         self.out.processing_time(now_ms);
     }
