@@ -226,15 +226,22 @@ fn status_names_the_backpressured_ring_and_its_reader() {
     assert_eq!(b["operator"], reader, "the reader of the full ring is named: {b}");
     assert!(b["edge"].as_str().expect("edge").starts_with("exchange#"));
     assert!(b["full_ms_per_second"].as_f64().expect("full ms/s") > 0.0);
-    // The sending shard reports the wait as backpressure.
-    let source_bp = st["operators"]
-        .as_array()
-        .expect("operators")
-        .iter()
-        .filter(|o| o["name"].as_str().is_some_and(|n| n.starts_with("source:")))
-        .map(|o| o["backpressured_ms_per_second"].as_f64().unwrap_or(0.0))
-        .fold(0.0, f64::max);
-    assert!(source_bp > 0.0, "source segment backpressured: {source_bp}");
+    // The sending shard reports the wait as backpressure (cumulative: a per-second rate sampled
+    // at one instant may fall between two waits).
+    let source_bp = |st: &serde_json::Value| {
+        st["operators"]
+            .as_array()
+            .expect("operators")
+            .iter()
+            .filter(|o| o["name"].as_str().is_some_and(|n| n.starts_with("source:")))
+            .map(|o| o["backpressured_ms_total"].as_f64().unwrap_or(0.0))
+            .fold(0.0, f64::max)
+    };
+    let bp = poll("source backpressure", Duration::from_secs(60), || {
+        let bp = source_bp(&status(addr));
+        (bp > 0.0).then_some(bp)
+    });
+    assert!(bp > 0.0, "source segment backpressured: {bp}");
     let report = finished(&job, Duration::from_secs(120));
     assert!(report.backpressure_ns() > 0);
 }

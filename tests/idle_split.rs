@@ -163,9 +163,17 @@ fn idleness_passes_through_windows_into_a_union() {
         let released = Arc::new(AtomicBool::new(false));
         let results_before_release = Arc::new(AtomicU64::new(0));
         let idle_polls = Arc::new(AtomicU64::new(0));
-        let env = StreamEnv::new(EngineConfig { cores, pin_cores: false, ..Default::default() });
+        let env = StreamEnv::new(EngineConfig {
+            cores,
+            pin_cores: false,
+            ..Default::default()
+        });
         let a = env
-            .source(IdleSource { records: Vec::new(), released: released.clone(), idle_polls: idle_polls.clone() })
+            .source(IdleSource {
+                records: Vec::new(),
+                released: released.clone(),
+                idle_polls: idle_polls.clone(),
+            })
             .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(100).with_idleness(20), |r: &(i64, i64)| r.1)
             .key_by(|r: &(i64, i64)| r.0)
             .window(WindowAssigner::tumbling(1_000))
@@ -178,9 +186,15 @@ fn idleness_passes_through_windows_into_a_union() {
             .key_by(|r: &(i64, i64)| r.0)
             .window(WindowAssigner::tumbling(1_000))
             .aggregate(Count)
-            .sink(ReleaseSink { released: released.clone(), results: results_before_release.clone() });
+            .sink(ReleaseSink {
+                released: released.clone(),
+                results: results_before_release.clone(),
+            });
         env.execute().unwrap();
-        assert!(idle_polls.load(Ordering::SeqCst) <= PATIENCE_POLLS, "cores {cores}: the union waited for the idle stream");
+        assert!(
+            idle_polls.load(Ordering::SeqCst) <= PATIENCE_POLLS,
+            "cores {cores}: the union waited for the idle stream"
+        );
         assert!(results_before_release.load(Ordering::SeqCst) >= 4, "cores {cores}");
     }
 }

@@ -127,6 +127,7 @@ pub fn status_json(job: &JobHandle, w: &Window) -> Value {
                 "busy_ms_per_second": r.busy_ms_per_second,
                 "idle_ms_per_second": r.idle_ms_per_second,
                 "backpressured_ms_per_second": r.backpressured_ms_per_second,
+                "backpressured_ms_total": op.backpressured_ns as f64 / 1e6,
             })
         })
         .collect();
