@@ -18,13 +18,16 @@ use super::expr::{decimal_to_f64, Expr};
 use super::join::WindowJoinOp;
 use super::plan::{AggCall, AggFunc, Connector, Job, Plan, Rel};
 use super::source::RowFileSource;
+use super::stamp::{ReleaseOp, StampOp};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
 use crate::api::{DataStream, StreamEnv};
 use crate::operator::aggregate::AggregateFunction;
-use crate::operator::window::{WindowAssigner, WindowResult};
-use crate::operator::{Output, Push2};
+use crate::operator::window::aligned::AlignedWindowOp;
+use crate::operator::window::session::SessionWindowOp;
+use crate::operator::window::{WindowAssigner, WindowResult, WindowSpec};
+use crate::operator::{Output, Push, Push2};
 use crate::shard::runtime::JobReport;
 use crate::shard::segment::run_two_input;
 use crate::sink::blackhole::BlackholeSink;
@@ -167,20 +170,44 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                 first_arg: nk,
             };
             let ltz = *ltz;
-            build(env, input)?
-                .map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>())
-                .key_by(move |r: &Row| KeyRow(r[..nk].iter().cloned().collect()))
-                .window(*assigner)
-                .aggregate(agg)
-                .map(move |w: WindowResult<KeyRow, Vec<Value>>| {
-                    let mut row: Row = w.key.0.into_iter().collect();
-                    row.push(Value::Timestamp(w.window_start));
-                    row.push(Value::Timestamp(w.window_end));
-                    let wt = w.window_end.saturating_sub(1);
-                    row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
-                    row.extend(w.value);
-                    row
-                })
+            let stamped = direct_splits(input)? == Some(1);
+            let mut pre_stream = build(env, input)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
+            if stamped {
+                pre_stream = pre_stream.then("stamp_watermark", |_, _, down| Ok(Box::new(StampOp::new(down))));
+            }
+            let (mut stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nk].iter().cloned().collect())).exchanged();
+            if stamped {
+                stream = stream.then("release_watermark", |ctx, _, down| Ok(Box::new(ReleaseOp::new(down, ctx.config.batch_size))));
+            }
+            let assigner = *assigner;
+            let kind = match assigner {
+                WindowAssigner::Tumbling { .. } => "window:tumble",
+                WindowAssigner::Sliding { .. } => "window:hop",
+                WindowAssigner::Cumulate { .. } => "window:cumulate",
+                WindowAssigner::Session { .. } => "window:session",
+            };
+            let results: DataStream<WindowResult<KeyRow, Vec<Value>>> = stream.then(kind, move |ctx, name, down| {
+                let out = Output::new(down, ctx.config.batch_size);
+                let metrics = ctx.operator_metrics(name);
+                let spec = WindowSpec {
+                    assigner,
+                    allowed_lateness_ms: 0,
+                };
+                let op: Box<dyn Push<Row>> = match assigner {
+                    WindowAssigner::Session { .. } => Box::new(SessionWindowOp::new(spec, key_fn.clone(), agg.clone(), out, None, metrics)),
+                    _ => Box::new(AlignedWindowOp::new(spec, key_fn.clone(), agg.clone(), out, None, metrics)),
+                };
+                Ok(op)
+            });
+            results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
+                let mut row: Row = w.key.0.into_iter().collect();
+                row.push(Value::Timestamp(w.window_start));
+                row.push(Value::Timestamp(w.window_end));
+                let wt = w.window_end.saturating_sub(1);
+                row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
+                row.extend(w.value);
+                row
+            })
         }
         Plan::WindowJoin {
             left,
@@ -193,8 +220,16 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             residual,
             ..
         } => {
-            let l = build(env, left)?;
-            let r = build(env, right)?;
+            let left_stamped = direct_splits(left)? == Some(1);
+            let right_stamped = direct_splits(right)? == Some(1);
+            let mut l = build(env, left)?;
+            if left_stamped {
+                l = l.then("stamp_watermark", |_, _, down| Ok(Box::new(StampOp::new(down))));
+            }
+            let mut r = build(env, right)?;
+            if right_stamped {
+                r = r.then("stamp_watermark", |_, _, down| Ok(Box::new(StampOp::new(down))));
+            }
             let lk: Arc<[Expr]> = left_keys.clone().into();
             let rk: Arc<[Expr]> = right_keys.clone().into();
             let (le, re) = (*left_end, *right_end);
@@ -211,6 +246,8 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                 left_end: le,
                 right_end: re,
                 residual: residual.clone(),
+                left_stamped,
+                right_stamped,
             });
             let tail: Tail<Row> = Arc::new(move |ctx, down| {
                 let mut l_ends = vec![ctx.take_receiver_ends(left_edge)];
@@ -228,6 +265,16 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             DataStream { env: env.clone(), tail, name }
         }
     })
+}
+
+/// The number of files feeding `rel` when no exchange lies between them and `rel`'s output
+/// (`None` if there is one).
+fn direct_splits(rel: &Rel) -> Result<Option<usize>, SqlError> {
+    match &rel.plan {
+        Plan::Scan { table } => Ok(Some(RowFileSource::new(table.clone())?.file_count())),
+        Plan::Filter { input, .. } | Plan::Project { input, .. } | Plan::WindowTvf { input, .. } => direct_splits(input),
+        Plan::WindowAgg { .. } | Plan::WindowJoin { .. } => Ok(None),
+    }
 }
 
 /// The join key of a row: its window end and the equi-join key values.

@@ -22,6 +22,7 @@ pub mod join;
 pub mod parser;
 pub mod plan;
 pub mod source;
+pub mod stamp;
 pub mod types;
 
 use std::collections::HashMap;

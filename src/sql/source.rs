@@ -3,7 +3,7 @@
 //!
 //! `path` is a file or a folder (every file in it not starting with `.` or `_`, sorted by
 //! name); each file is one split, read in order by one shard through glommio's buffered
-//! (io_uring) file stream, in chunks of [`READ_CHUNK_BYTES`].
+//! (io_uring) positional reads, in chunks of [`READ_CHUNK_BYTES`].
 //!
 //! Invariants: a line longer than `max_line_bytes` or one that does not parse is a bad record:
 //! with `on_bad_record = fail` the job stops with an error naming file, line and field; with
@@ -14,8 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
-use futures_lite::AsyncReadExt;
-use glommio::io::{BufferedFile, StreamReader, StreamReaderBuilder};
+use glommio::io::BufferedFile;
 
 use super::plan::{ColumnSource, Connector, TableDef};
 use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Value};
@@ -60,6 +59,13 @@ impl RowFileSource {
     }
 }
 
+impl RowFileSource {
+    /// Number of files (splits).
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+}
+
 impl Source<Row> for RowFileSource {
     fn name(&self) -> String {
         self.table.name.clone()
@@ -73,9 +79,9 @@ impl Source<Row> for RowFileSource {
             table: self.table.clone(),
             format: self.format,
             path,
-            reader: None,
+            file: None,
+            offset: 0,
             pending: Vec::new(),
-            chunk: vec![0; READ_CHUNK_BYTES],
             line_no: 0,
             eof: false,
             policy: ctx.config.on_bad_record.clone(),
@@ -91,10 +97,11 @@ struct RowFileReader {
     table: Arc<TableDef>,
     format: Format,
     path: PathBuf,
-    reader: Option<StreamReader>,
+    file: Option<BufferedFile>,
+    /// Next byte offset to read.
+    offset: u64,
     /// Bytes read but not yet consumed (an incomplete last line).
     pending: Vec<u8>,
-    chunk: Vec<u8>,
     line_no: u64,
     eof: bool,
     policy: ErrorPolicy,
@@ -254,11 +261,16 @@ impl RowFileReader {
         Ok(())
     }
 
+    /// Read the next chunk into `pending`; returns the number of bytes read (0 at end).
     async fn fill(&mut self) -> Result<usize> {
-        let reader = self.reader.as_mut().expect("opened");
-        let n = reader.read(&mut self.chunk).await.map_err(|e| WeirError::io("reading", &self.path, e))?;
-        self.pending.extend_from_slice(&self.chunk[..n]);
-        Ok(n)
+        let file = self.file.as_ref().expect("opened");
+        let chunk = file
+            .read_at(self.offset, READ_CHUNK_BYTES)
+            .await
+            .map_err(|e| WeirError::io("reading", &self.path, e.into()))?;
+        self.pending.extend_from_slice(&chunk);
+        self.offset += chunk.len() as u64;
+        Ok(chunk.len())
     }
 }
 
@@ -300,7 +312,7 @@ impl SplitReader<Row> for RowFileReader {
             let file = BufferedFile::open(&self.path)
                 .await
                 .map_err(|e| WeirError::io("opening", &self.path, e.into()))?;
-            self.reader = Some(StreamReaderBuilder::new(file).with_buffer_size(READ_CHUNK_BYTES).build());
+            self.file = Some(file);
             Ok(())
         })
     }
