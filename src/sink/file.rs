@@ -140,7 +140,7 @@ impl PartFileWriter {
     }
 
     async fn finish_part(&mut self) -> Result<()> {
-        if let Some(mut part) = self.current.take() {
+        if let Some(part) = self.current.take() {
             part.file.close().await.map_err(|e| WeirError::io("closing part file", &part.temp, e.into()))?;
             commit_rename(&part.temp, &part.final_path).await?;
         }

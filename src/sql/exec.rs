@@ -194,8 +194,8 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                     allowed_lateness_ms: 0,
                 };
                 let op: Box<dyn Push<Row>> = match assigner {
-                    WindowAssigner::Session { .. } => Box::new(SessionWindowOp::new(spec, key_fn.clone(), agg.clone(), out, None, metrics)),
-                    _ => Box::new(AlignedWindowOp::new(spec, key_fn.clone(), agg.clone(), out, None, metrics)),
+                    WindowAssigner::Session { .. } => Box::new(SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics)),
+                    _ => Box::new(AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics)),
                 };
                 Ok(op)
             });
@@ -360,10 +360,8 @@ impl AggregateFunction<Row> for RowAggregate {
             }
             match (a, v) {
                 (AccState::Count(n), _) => *n += 1,
-                (AccState::Distinct(set), v) => {
-                    if !set.contains(v) {
-                        set.insert(v.clone());
-                    }
+                (AccState::Distinct(set), v) if !set.contains(v) => {
+                    set.insert(v.clone());
                 }
                 (AccState::Extreme(cur), v) => {
                     let better = cur.is_null()
@@ -409,16 +407,14 @@ impl AggregateFunction<Row> for RowAggregate {
             match (a, o) {
                 (AccState::Count(n), AccState::Count(m)) => *n += m,
                 (AccState::Distinct(s), AccState::Distinct(t)) => s.extend(t.iter().cloned()),
-                (AccState::Extreme(cur), AccState::Extreme(v)) => {
-                    if !v.is_null() {
-                        let better = cur.is_null()
-                            || match c.func {
-                                AggFunc::Min => v.total_cmp(cur).is_lt(),
-                                _ => v.total_cmp(cur).is_gt(),
-                            };
-                        if better {
-                            *cur = v.clone();
-                        }
+                (AccState::Extreme(cur), AccState::Extreme(v)) if !v.is_null() => {
+                    let better = cur.is_null()
+                        || match c.func {
+                            AggFunc::Min => v.total_cmp(cur).is_lt(),
+                            _ => v.total_cmp(cur).is_gt(),
+                        };
+                    if better {
+                        *cur = v.clone();
                     }
                 }
                 (AccState::SumInt(s, a1), AccState::SumInt(t, a2)) => {

@@ -555,8 +555,8 @@ impl Binder<'_, '_> {
                 if bound.is_empty() {
                     return Err(SqlError::at(pos, "CONCAT needs at least one argument"));
                 }
-                for i in 0..bound.len() {
-                    want(i, matches!(bound[i].ty, String | Null), "STRING")?;
+                for (i, b) in bound.iter().enumerate() {
+                    want(i, matches!(b.ty, String | Null), "STRING")?;
                 }
                 Ok(Typed {
                     expr: Expr::Call(Func::Concat, bound.into_iter().map(|b| b.expr).collect()),
@@ -568,8 +568,8 @@ impl Binder<'_, '_> {
                     return Err(SqlError::at(pos, format!("{name} takes 2 or 3 arguments")));
                 }
                 want(0, matches!(bound[0].ty, String | Null), "STRING")?;
-                for i in 1..bound.len() {
-                    want(i, bound[i].ty.is_integer(), "an integer")?;
+                for (i, b) in bound.iter().enumerate().skip(1) {
+                    want(i, b.ty.is_integer(), "an integer")?;
                 }
                 Ok(Typed {
                     expr: Expr::Call(Func::Substring, bound.into_iter().enumerate().map(|(i, b)| if i == 0 { b.expr } else { coerce_int(b) }).collect()),
@@ -1099,8 +1099,11 @@ fn dec_arith(op: Arith, scale: u8, x: i64, sx: u8, y: i64, sy: u8) -> Option<i64
             };
             let q = num / den;
             let r = num % den;
-            let q = if r.abs() * 2 >= den.abs() { q + (num.signum() * den.signum()) } else { q };
-            q
+            if r.abs() * 2 >= den.abs() {
+                q + (num.signum() * den.signum())
+            } else {
+                q
+            }
         }
         Arith::Mod => {
             if y == 0 {

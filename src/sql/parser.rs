@@ -390,13 +390,7 @@ impl Parser {
                 select.push(SelectItem::Wildcard { qualifier: Some(q), pos: ipos });
             } else {
                 let expr = self.expr()?;
-                let alias = if self.eat_kw("AS") {
-                    Some(self.ident("an alias")?.0)
-                } else if matches!(self.peek(), Token::Word(w) if w.quote_style.is_some() || !is_reserved(&w.value)) {
-                    Some(self.ident("an alias")?.0)
-                } else {
-                    None
-                };
+                let alias = self.alias()?;
                 select.push(SelectItem::Expr { expr, alias });
             }
             if !self.eat(&Token::Comma) {
@@ -404,7 +398,7 @@ impl Parser {
             }
         }
         self.expect_kw("FROM")?;
-        let from = self.from_join()?;
+        let from = self.join_tree()?;
         let where_ = if self.eat_kw("WHERE") { Some(self.expr()?) } else { None };
         let mut group_by = Vec::new();
         if self.eat_kw("GROUP") {
@@ -437,8 +431,8 @@ impl Parser {
         })
     }
 
-    fn from_join(&mut self) -> Result<FromItem, SqlError> {
-        let mut left = self.from_item()?;
+    fn join_tree(&mut self) -> Result<FromItem, SqlError> {
+        let mut left = self.table_ref()?;
         loop {
             let pos = self.pos();
             let kind = if self.eat_kw("JOIN") {
@@ -465,7 +459,7 @@ impl Parser {
             } else {
                 return Ok(left);
             };
-            let right = self.from_item()?;
+            let right = self.table_ref()?;
             if !self.eat_kw("ON") {
                 return Err(self.unexpected("`ON` and the join condition"));
             }
@@ -490,7 +484,7 @@ impl Parser {
         Ok(None)
     }
 
-    fn from_item(&mut self) -> Result<FromItem, SqlError> {
+    fn table_ref(&mut self) -> Result<FromItem, SqlError> {
         let pos = self.pos();
         if self.eat(&Token::LParen) {
             if self.is_kw("SELECT") {
@@ -503,7 +497,7 @@ impl Parser {
                     pos,
                 });
             }
-            let inner = self.from_join()?;
+            let inner = self.join_tree()?;
             self.expect(&Token::RParen, "`)`")?;
             return Ok(inner);
         }

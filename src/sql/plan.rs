@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::ast::{self, BinOp, ColumnDef, ExprKind, FromItem, JoinKind, Pos, SelectItem, Statement, TvfKind};
-use super::expr::{self, assignable, bind, bind_with, coerce, common_type, is_aggregate, resolve_type, AggregateHook, Column, Expr, Scope, Typed};
+use super::expr::{assignable, bind, bind_with, coerce, common_type, is_aggregate, resolve_type, AggregateHook, Column, Expr, Scope, Typed};
 use super::parser::parse_script;
-use super::types::{SqlType, Value};
+use super::types::SqlType;
 use super::SqlError;
 use crate::config::EngineConfig;
 use crate::operator::window::WindowAssigner;
@@ -441,7 +441,7 @@ impl Planner<'_> {
         if let Some(w) = &q.where_ {
             rel = filter(rel, w)?;
         }
-        project(rel, &q.select, |e, scope| bind(e, scope))
+        project(rel, &q.select, bind)
     }
 
     fn from(&self, f: &FromItem) -> Result<Rel, SqlError> {
@@ -1218,10 +1218,3 @@ fn shift_columns(e: Expr, by: usize) -> Expr {
         Expr::Call(f, v) => Expr::Call(f, v.into_iter().map(|x| shift_columns(x, by)).collect()),
     }
 }
-
-/// Unused-value guard so `Value` stays referenced from the plan module's public API.
-#[allow(dead_code)]
-fn _value(_: Value) {}
-
-#[allow(dead_code)]
-fn _expr_mod(_: expr::Func) {}

@@ -215,7 +215,7 @@ impl RowFileReader {
             return Err(self.bad(None, format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len())));
         }
         self.physical.clear();
-        for k in 0..phys.len() {
+        for (k, (name, ty)) in phys.iter().enumerate() {
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
             let text: std::borrow::Cow<'_, [u8]> = if raw.first() == Some(&b'"') && raw.len() >= 2 {
@@ -235,9 +235,9 @@ impl RowFileReader {
                 raw.into()
             };
             let Ok(text) = std::str::from_utf8(&text) else {
-                return Err(self.bad(Some(&phys[k].0), "not UTF-8".into()));
+                return Err(self.bad(Some(name), "not UTF-8".into()));
             };
-            let v = parse_field(text, phys[k].1).map_err(|m| self.bad(Some(&phys[k].0), m))?;
+            let v = parse_field(text, *ty).map_err(|m| self.bad(Some(name), m))?;
             self.physical.push(v);
         }
         Ok(())
