@@ -604,6 +604,39 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::config::EngineConfig;
+
+    #[test]
+    fn explain_names_operators_keys_edges_and_segments() {
+        let script = "CREATE TABLE bid (auction BIGINT, price BIGINT, ms BIGINT, ts AS TO_TIMESTAMP_LTZ(ms, 3), WATERMARK FOR ts AS ts - INTERVAL '4' SECOND) \
+                      WITH ('connector' = 'filesystem', 'path' = '/data/bid.csv', 'format' = 'csv');\n\
+                      CREATE TABLE o (auction BIGINT, n BIGINT, hi BIGINT) WITH ('connector' = 'blackhole');\n\
+                      INSERT INTO o SELECT auction, COUNT(*), MAX(price) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
+                      GROUP BY auction, window_start, window_end;";
+        let config = EngineConfig {
+            cores: 3,
+            pin_cores: false,
+            ..Default::default()
+        };
+        let text = crate::sql::explain(script, &HashMap::new(), config).unwrap();
+        for needle in [
+            "window_aggregate TUMBLE(size 10000 ms) group by [auction] aggregates [COUNT(*), MAX(price)]",
+            "hash exchange by [auction]",
+            "scan bid",
+            "max(ts) - 4000 ms",
+            "edge 1: hash by [auction]",
+            "3×3 bounded rings",
+            "2 segment(s); every shard runs every segment",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}
+
 fn window_text(a: &WindowAssigner) -> String {
     match a {
         WindowAssigner::Tumbling { size_ms, .. } => format!("TUMBLE(size {size_ms} ms)"),

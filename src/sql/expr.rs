@@ -719,8 +719,12 @@ fn number_literal(n: &str, pos: Pos) -> Result<Typed, SqlError> {
     }
     if let Some((int, frac)) = n.split_once('.') {
         let digits = int.trim_start_matches('-').trim_start_matches('0').len() + frac.len();
+        if frac.len() > 18 {
+            return Err(SqlError::at(pos, format!("decimal literal {n} has more than 18 fractional digits"))
+                .hint("weir supports DECIMAL scales up to 18; write it as a DOUBLE, e.g. 1.5e-20"));
+        }
         let s = frac.len() as u8;
-        let p = (digits.max(s as usize).max(1)) as u8;
+        let p = digits.clamp(s as usize, 38).max(1) as u8;
         let v = parse_decimal(n, s).ok_or_else(|| SqlError::at(pos, format!("decimal literal {n} does not fit in 18 digits")))?;
         return Ok(Typed {
             expr: Expr::Lit(Value::Decimal(v, s)),

@@ -357,7 +357,7 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     let y: i64 = dp.next()?.parse().ok()?;
     let mo: u32 = dp.next()?.parse().ok()?;
     let d: u32 = dp.next()?.parse().ok()?;
-    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || !(-1_000_000..=1_000_000).contains(&y) {
         return None;
     }
     let (hms, frac) = match time.split_once('.') {
