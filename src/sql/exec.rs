@@ -604,6 +604,15 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
     }
 }
 
+fn window_text(a: &WindowAssigner) -> String {
+    match a {
+        WindowAssigner::Tumbling { size_ms, .. } => format!("TUMBLE(size {size_ms} ms)"),
+        WindowAssigner::Sliding { size_ms, slide_ms, .. } => format!("HOP(slide {slide_ms} ms, size {size_ms} ms)"),
+        WindowAssigner::Cumulate { step_ms, max_size_ms, .. } => format!("CUMULATE(step {step_ms} ms, max size {max_size_ms} ms)"),
+        WindowAssigner::Session { gap_ms } => format!("SESSION(gap {gap_ms} ms)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -634,14 +643,5 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
-    }
-}
-
-fn window_text(a: &WindowAssigner) -> String {
-    match a {
-        WindowAssigner::Tumbling { size_ms, .. } => format!("TUMBLE(size {size_ms} ms)"),
-        WindowAssigner::Sliding { size_ms, slide_ms, .. } => format!("HOP(slide {slide_ms} ms, size {size_ms} ms)"),
-        WindowAssigner::Cumulate { step_ms, max_size_ms, .. } => format!("CUMULATE(step {step_ms} ms, max size {max_size_ms} ms)"),
-        WindowAssigner::Session { gap_ms } => format!("SESSION(gap {gap_ms} ms)"),
     }
 }
