@@ -187,3 +187,12 @@ fn extra_session_channel() {
 fn extra_view_having() {
     run_extra("view_having");
 }
+
+/// Known deviation: for outer window joins Flink 2.3 emits some late rows of the outer side
+/// padded with NULLs and drops others (depending on how far the aggregated side's watermark
+/// lags at the join); weir emits every late outer row padded: 4 extra rows of 2596.
+#[test]
+#[ignore = "outer window join: Flink's handling of late outer rows is not reproduced exactly (4 extra rows)"]
+fn extra_window_left_join() {
+    run_extra("window_left_join");
+}
