@@ -3,8 +3,14 @@
 //! Pipeline: [`parser`] (statements with positions, on the `sqlparser` tokenizer) → [`plan`]
 //! (catalog, name resolution and Flink's type rules via [`expr`], a tree of relational
 //! operators: scan, filter, project, window TVF, window aggregate, window join) → [`exec`]
-//! (the plan as a `DataStream<Row>` job: file sources, the engine's window operators with a
-//! row aggregate, a window-join operator, sinks).
+//! (the plan as a `DataStream<Row>` job: [`source`] file readers, the engine's window operators
+//! with a row aggregate, the [`join`] window-join operator, sinks). [`stamp`] carries a
+//! single file's watermark across exchanges so results do not depend on the shard count.
+//!
+//! Types: BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p, s ≤ 18), STRING /
+//! VARCHAR, TIMESTAMP(p), TIMESTAMP_LTZ(p) ([`types`]). Window TVFs TUMBLE, HOP, CUMULATE and
+//! SESSION (with PARTITION BY) with COUNT(*), COUNT, COUNT(DISTINCT), SUM, MIN, MAX, AVG;
+//! window joins (inner and outer). Bad input records count under operator `source:<table>`.
 //!
 //! Supported statements: `CREATE TABLE` (physical and computed columns, `WATERMARK FOR c AS
 //! c - INTERVAL ...`, `WITH` options of the `filesystem` (csv/json), `print` and `blackhole`
