@@ -3,6 +3,8 @@
 //! Precedence (lowest to highest): built-in defaults, the TOML file given with `--config`, then
 //! command-line flags. Every field is documented with its unit in the name.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::key::DEFAULT_MAX_KEY_GROUPS;
@@ -42,8 +44,16 @@ pub struct EngineConfig {
     pub on_bad_record: ErrorPolicy,
     /// Most dead-letter records kept in memory per shard before they are written out.
     pub dead_letter_buffer_records: usize,
+    /// Folder of the dead-letter files `dead-letter-<shard>.jsonl` (policy `dead-letter`);
+    /// `None` means `./dead-letter` under the working directory.
+    pub dead_letter_dir: Option<PathBuf>,
+    /// Bytes the file source reads from a file per I/O request.
+    pub file_read_chunk_bytes: usize,
     /// Largest accepted input line in bytes; longer lines are bad records.
     pub max_line_bytes: usize,
+    /// A shard's reactor wakes at least this often (ms) to re-check its rings: bounds the
+    /// delay of a lost cross-core wakeup in glommio 0.9 (see `shard::keep_awake_every`).
+    pub wakeup_tick_ms: u64,
     /// Rolling size of filesystem sink part files.
     pub sink_part_file_bytes: u64,
 }
@@ -60,7 +70,10 @@ impl Default for EngineConfig {
             spin_before_park_us: 0,
             on_bad_record: ErrorPolicy::Fail,
             dead_letter_buffer_records: 1024,
+            dead_letter_dir: None,
+            file_read_chunk_bytes: 256 << 10,
             max_line_bytes: 1 << 20,
+            wakeup_tick_ms: 1,
             sink_part_file_bytes: 128 << 20,
         }
     }
@@ -91,8 +104,17 @@ impl EngineConfig {
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
             return Err(format!("batch_size = {} must be in 1..=1048576", self.batch_size));
         }
+        if self.wakeup_tick_ms == 0 || self.wakeup_tick_ms > 1_000 {
+            return Err(format!("wakeup_tick_ms = {} must be in 1..=1000", self.wakeup_tick_ms));
+        }
         if self.ring_capacity_batches == 0 {
             return Err("ring_capacity_batches must be at least 1".into());
+        }
+        if self.dead_letter_buffer_records == 0 {
+            return Err("dead_letter_buffer_records must be at least 1".into());
+        }
+        if self.file_read_chunk_bytes == 0 || self.file_read_chunk_bytes > 64 << 20 {
+            return Err(format!("file_read_chunk_bytes = {} must be in 1..=67108864", self.file_read_chunk_bytes));
         }
         if self.max_line_bytes < 16 {
             return Err(format!("max_line_bytes = {} is too small", self.max_line_bytes));

@@ -39,7 +39,9 @@
 
 pub mod api;
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod jobs;
 pub mod key;
@@ -55,10 +57,12 @@ pub mod time;
 
 /// The names most jobs need.
 pub mod prelude {
+    pub use crate::api::join::JoinInput;
     pub use crate::api::{DataStream, KeyedStream, SourceStream, StreamEnv, WindowedStream};
     pub use crate::config::{EngineConfig, ErrorPolicy};
     pub use crate::error::{Result, WeirError};
     pub use crate::operator::aggregate::{AggregateFn, AggregateFunction, Avg, AvgInt, Count, CountDistinct, Max, Min, Sum};
+    pub use crate::operator::process::{KeyedProcessFunction, ProcessContext, TimeDomain};
     pub use crate::operator::window::{WindowAssigner, WindowResult};
     pub use crate::shard::runtime::JobReport;
     pub use crate::sink::blackhole::BlackholeSink;
@@ -66,5 +70,6 @@ pub mod prelude {
     pub use crate::sink::format::Format;
     pub use crate::sink::stdout::StdoutSink;
     pub use crate::source::collection::CollectionSource;
+    pub use crate::state::{AggregatingState, ListState, MapState, StateContext, StateTtl, TtlUpdate, ValueState};
     pub use crate::time::{Timestamp, WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
 }

@@ -1,1 +1,212 @@
-fn main() {}
+//! The `weir` command line: run built-in jobs (and SQL scripts), check the machine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use weir::config::EngineConfig;
+use weir::jobs::{JobOptions, SinkSpec, BUILT_IN_JOBS};
+
+/// weir: Apache Flink's job as one thread-per-core binary.
+#[derive(Parser)]
+#[command(name = "weir", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job to completion: a built-in job name (see `weir jobs`).
+    Run(RunArgs),
+    /// List the built-in jobs.
+    Jobs,
+    /// Check this machine for running weir (cores, governor, IRQs, memlock, io_uring, THP, disk).
+    Tune(TuneArgs),
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    /// TOML config file with an `[engine]` table; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Shards (pinned cores); 0 = all online cores.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Do not pin shards to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Records per batch.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Ring capacity in batches.
+    #[arg(long)]
+    ring_capacity: Option<usize>,
+    /// Key groups (unit of rescaling; fixed for a job's savepoints).
+    #[arg(long)]
+    max_key_groups: Option<u32>,
+    /// What to do with unparsable input: fail, skip or dead-letter.
+    #[arg(long, value_parser = ["fail", "skip", "dead-letter"])]
+    on_bad_record: Option<String>,
+}
+
+impl EngineArgs {
+    fn resolve(&self) -> Result<EngineConfig, String> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("reading config {}: {e}", path.display()))?;
+                EngineConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => EngineConfig::default(),
+        };
+        if let Some(c) = self.cores {
+            config.cores = c;
+        }
+        if self.no_pin {
+            config.pin_cores = false;
+        }
+        if let Some(b) = self.batch_size {
+            config.batch_size = b;
+        }
+        if let Some(r) = self.ring_capacity {
+            config.ring_capacity_batches = r;
+        }
+        if let Some(k) = self.max_key_groups {
+            config.max_key_groups = k;
+        }
+        if let Some(p) = &self.on_bad_record {
+            config.on_bad_record = toml::Value::String(p.clone()).try_into().map_err(|e| format!("--on-bad-record: {e}"))?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Built-in job name (`weir jobs` lists them).
+    job: String,
+    /// Events to generate (0 = unbounded).
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Events per second over all shards (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Sink: blackhole, print, csv:<folder> or json:<folder>.
+    #[arg(long, default_value = "blackhole")]
+    sink: SinkSpec,
+    /// Watermark delay in ms (bounded out-of-orderness).
+    #[arg(long, default_value_t = 4_000)]
+    out_of_orderness_ms: i64,
+    /// Serve metrics (/metrics), status (/api/status) and a dashboard (/) on this address while
+    /// the job runs, e.g. 127.0.0.1:8081 (port 0: pick one; the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Bearer token required by the HTTP server (mandatory to bind a non-loopback address).
+    #[arg(long, value_name = "TOKEN", env = "WEIR_HTTP_TOKEN")]
+    http_token: Option<String>,
+    /// Keep serving the final state this many seconds after the job ends.
+    #[arg(long, default_value_t = 0)]
+    linger_secs: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    /// Profile to check against: latency, throughput or edge.
+    #[arg(long, default_value = "latency")]
+    profile: String,
+    /// State directory to check (filesystem, disk scheduler).
+    #[arg(long, default_value = ".")]
+    state_dir: PathBuf,
+    /// Shards weir will run (default: all online cores).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Apply what can be changed (needs root).
+    #[arg(long)]
+    apply: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn run(args: RunArgs) -> Result<(), String> {
+    let config = args.engine.resolve()?;
+    let options = JobOptions {
+        events: args.events,
+        rate_per_second: args.rate,
+        sink: args.sink,
+        out_of_orderness_ms: args.out_of_orderness_ms,
+    };
+    eprintln!(
+        "weir {}: job {} on {} shards (pinned: {}), batch {} records, rings of {} batches",
+        env!("CARGO_PKG_VERSION"),
+        args.job,
+        config.shard_count(),
+        config.pin_cores,
+        config.batch_size,
+        config.ring_capacity_batches
+    );
+    let env = weir::api::StreamEnv::new(config.clone());
+    weir::jobs::build(&env, &args.job, &options).map_err(|e| e.to_string())?;
+    let report = match &args.http {
+        None => env.execute(),
+        Some(addr) => {
+            let control = weir::control::ControlConfig {
+                token: args.http_token.clone(),
+                ..Default::default()
+            };
+            let linger = std::time::Duration::from_secs(args.linger_secs);
+            weir::control::execute_with_control(&args.job, env.graph(), &config, addr, control, linger, |bound| {
+                eprintln!("weir: serving http://{bound}/ (metrics: /metrics, status: /api/status)")
+            })
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    eprint!("{}", weir::jobs::summary(&report));
+    Ok(())
+}
+
+fn tune(args: TuneArgs) -> Result<(), String> {
+    let profile: weir_tuning::Profile = args.profile.parse().map_err(|e| format!("--profile: {e}"))?;
+    let options = weir_tuning::TuneOptions {
+        profile,
+        state_dir: args.state_dir,
+        cores: args.cores,
+        sysfs_root: "/".into(),
+    };
+    let report = weir_tuning::run_checks(&options);
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if args.apply {
+        for result in weir_tuning::apply(&report, profile) {
+            println!("{result:?}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Jobs => {
+            for (name, what) in BUILT_IN_JOBS {
+                println!("{name:16} {what}");
+            }
+            Ok(())
+        }
+        Command::Tune(args) => tune(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

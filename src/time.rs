@@ -169,6 +169,11 @@ impl WatermarkCombiner {
         self.combined
     }
 
+    /// True if every input is idle (none is finished-and-active either).
+    pub fn all_idle(&self) -> bool {
+        !self.idle.is_empty() && self.idle.iter().zip(&self.inputs).all(|(idle, wm)| *idle || *wm == WATERMARK_MAX)
+    }
+
     /// Index of the input holding the combined watermark back (lowest, not idle), if any.
     pub fn holding_back(&self) -> Option<usize> {
         (0..self.inputs.len()).filter(|&i| !self.idle[i]).min_by_key(|&i| self.inputs[i])

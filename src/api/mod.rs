@@ -23,6 +23,8 @@
 //! [`StreamEnv::execute`]. Every user function is cloned once per shard, so it must be
 //! `Clone + Send + Sync`; per-shard mutable state belongs in keyed state, not in closures.
 
+pub mod join;
+pub mod process;
 pub mod stream;
 pub mod windowed;
 

@@ -102,13 +102,22 @@ impl StreamEnv {
 
     /// The segment environment of the segment being built.
     pub(crate) fn segment_env(ctx: &mut BuildCtx<'_>, name: &str) -> SegmentEnv {
+        for e in ctx.reading_edges.drain(..) {
+            ctx.registry.edge_reader(e, name);
+        }
+        let metrics = ctx.operator_metrics(name);
+        Self::segment_env_with(ctx, name, metrics)
+    }
+
+    /// [`StreamEnv::segment_env`] counting into `metrics`.
+    pub(crate) fn segment_env_with(ctx: &mut BuildCtx<'_>, name: &str, metrics: Arc<crate::shard::OperatorMetrics>) -> SegmentEnv {
         SegmentEnv {
             name: name.to_string(),
             shard: ctx.shard,
             batch_size: ctx.config.batch_size,
             flushers: std::mem::take(&mut ctx.flushers),
             timers: ctx.timers.clone(),
-            metrics: ctx.operator_metrics(name),
+            metrics,
             connected: false,
         }
     }
@@ -144,7 +153,7 @@ impl StreamEnv {
             let mut ends: Vec<_> = edges.iter().map(|&e| ctx.take_receiver_ends(e)).collect();
             let mut env = StreamEnv::segment_env(ctx, &seg_name);
             Ok(Box::pin(async move {
-                let (inputs, connected) = futures::join!(connect_all::<T>(&mut ends), env.connect());
+                let (inputs, connected) = crate::shard::keep_awake_while(async { futures::join!(connect_all::<T>(&mut ends), env.connect()) }).await;
                 connected?;
                 run_input(inputs, chain, env).await
             }))
@@ -160,7 +169,8 @@ impl StreamEnv {
         self.input_tail(vec![edge])
     }
 
-    /// The receiver ends of `edge` for a two-input segment.
+    /// Close `stream`'s segment with a keyed exchange into a new edge (for two-input segments).
+    #[allow(dead_code)] // used by the join builders
     pub(crate) fn keyed_edge<T: Send + 'static, K: StableHash + 'static, KF>(&self, stream: DataStream<T>, key_fn: KF) -> usize
     where
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
@@ -210,11 +220,16 @@ impl<T: Send + 'static> SourceStream<T> {
             let splits = source.split_count(ctx.shards)?;
             let mut readers = Vec::new();
             let mut split = ctx.shard;
+            // Readers count bad records in the source operator's metrics, the same instance the
+            // segment loop counts records in.
+            let metrics = ctx.operator_metrics(&seg_name);
+            ctx.source_metrics = Some(metrics.clone());
             while split < splits {
                 readers.push(source.reader(split, ctx)?);
                 split += ctx.shards;
             }
-            let env = StreamEnv::segment_env(ctx, &seg_name);
+            ctx.source_metrics = None;
+            let env = StreamEnv::segment_env_with(ctx, &seg_name, metrics);
             let et = match &event_time {
                 Some((strategy, tf)) => EventTime::Assigned {
                     strategy: *strategy,
@@ -242,6 +257,11 @@ pub struct DataStream<T> {
 impl<T: Send + 'static> DataStream<T> {
     pub fn env(&self) -> &StreamEnv {
         &self.env
+    }
+
+    /// Name of the operator (or source) that produces this stream, as used in metrics.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Append an operator built per shard by `make` (given its downstream).
@@ -328,6 +348,7 @@ impl<T: Send + 'static> DataStream<T> {
         let op_name = name.clone();
         self.env.add_segment(name, move |ctx| {
             let push = sink.build(ctx, &op_name)?;
+            let push = crate::control::latency::LatencyProbe::wrap(push, ctx, &op_name);
             prev(ctx, push)
         });
     }
@@ -354,6 +375,17 @@ where
     K: StableHash + std::hash::Hash + Eq + Ord + Clone + Send + 'static,
     KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
 {
+    /// The partitioned stream itself (Flink's `KeyedStream` is a `DataStream`): every record is
+    /// on the shard owning its key group.
+    pub fn partitioned(self) -> DataStream<T> {
+        self.exchanged().0
+    }
+
+    /// Write the partitioned stream to `sink` (each shard writes the keys it owns).
+    pub fn sink<S: Sink<T>>(self, sink: S) {
+        self.partitioned().sink(sink)
+    }
+
     /// The stream after the exchange: every record is on the shard owning its key.
     pub(crate) fn exchanged(self) -> (DataStream<T>, KF) {
         let kf = self.key_fn.clone();

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use futures::future::LocalBoxFuture;
 
 use super::Push;
-use crate::batch::Batch;
+use crate::batch::{Batch, InOrder};
 use crate::error::Result;
 use crate::key::{KeyGroups, StableHash};
 use crate::ring::{connect_senders, Envelope, RingSender, ShardEnds};
@@ -75,7 +75,9 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> ExchangeOp<T, K, KF> {
                 self.sent_watermark[d] = self.watermark;
             }
             if !p.is_empty() {
-                outbox.push_back((d, Envelope::Data(p.take())));
+                let mut out = p.take();
+                out.ingest_ns = crate::shard::metrics::current_ingest_ns();
+                outbox.push_back((d, Envelope::Data(out)));
             } else if let Some(wm) = p.last_watermark() {
                 p.clear();
                 outbox.push_back((d, Envelope::Watermark(wm)));
@@ -84,32 +86,35 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> ExchangeOp<T, K, KF> {
     }
 }
 
+impl<T, K: StableHash, KF: FnMut(&T) -> K> InOrder<T> for ExchangeOp<T, K, KF> {
+    #[inline]
+    fn on_watermark(&mut self, wm: Timestamp) {
+        self.watermark = wm;
+    }
+
+    #[inline]
+    fn on_record(&mut self, record: T, ts: Timestamp) {
+        let d = match self.forward_to {
+            Some(d) => d,
+            None => self.groups.shard_of_hash((self.key_fn)(&record).stable_hash()) as usize,
+        };
+        let p = &mut self.pending[d];
+        if self.sent_watermark[d] < self.watermark {
+            p.mark(self.watermark);
+            self.sent_watermark[d] = self.watermark;
+        }
+        p.push(record, ts);
+        if p.len() >= self.batch_size {
+            let mut full = p.take();
+            full.ingest_ns = crate::shard::metrics::current_ingest_ns();
+            self.outbox.borrow_mut().push_back((d, Envelope::Data(full)));
+        }
+    }
+}
+
 impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
     fn push(&mut self, batch: &mut Batch<T>) {
-        let marks = std::mem::take(&mut batch.marks);
-        let mut marks = marks.iter().peekable();
-        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
-            while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
-                self.watermark = m.watermark;
-            }
-            let d = match self.forward_to {
-                Some(d) => d,
-                None => self.groups.shard_of_hash((self.key_fn)(&r).stable_hash()) as usize,
-            };
-            let p = &mut self.pending[d];
-            if self.sent_watermark[d] < self.watermark {
-                p.mark(self.watermark);
-                self.sent_watermark[d] = self.watermark;
-            }
-            p.push(r, ts);
-            if p.len() >= self.batch_size {
-                let full = p.take();
-                self.outbox.borrow_mut().push_back((d, Envelope::Data(full)));
-            }
-        }
-        for m in marks {
-            self.watermark = m.watermark;
-        }
+        batch.drain_in_order(self);
         self.flush_all();
     }
 
@@ -121,6 +126,15 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
     }
 
     fn processing_time(&mut self, _now_ms: Timestamp) {}
+
+    fn idle(&mut self) {
+        self.flush_all();
+        let dests: Vec<usize> = self.destinations().collect();
+        let mut outbox = self.outbox.borrow_mut();
+        for d in dests {
+            outbox.push_back((d, Envelope::Idle));
+        }
+    }
 
     fn end(&mut self) {
         self.flush_all();

@@ -33,6 +33,11 @@ pub trait Push<T> {
     fn processing_time(&mut self, now_ms: Timestamp);
     /// End of input (after the final watermark). Forward it.
     fn end(&mut self);
+    /// Every input of this operator is idle (Flink's `WatermarkStatus.IDLE`): the watermark
+    /// will not move until records arrive again. Stateless operators forward it; exchanges send
+    /// it to every shard so an idle source does not hold back the others. The default ignores
+    /// it, which is safe (the watermark is only held back).
+    fn idle(&mut self) {}
 }
 
 /// The input side of a two-input operator (joins).
@@ -98,5 +103,10 @@ impl<T> Output<T> {
     pub fn end(&mut self) {
         self.flush();
         self.down.end();
+    }
+
+    pub fn idle(&mut self) {
+        self.flush();
+        self.down.idle();
     }
 }

@@ -32,6 +32,9 @@ impl<T, U, F: FnMut(T) -> U> Push<T> for MapOp<T, U, F> {
     fn end(&mut self) {
         self.down.end()
     }
+    fn idle(&mut self) {
+        self.down.idle()
+    }
 }
 
 /// Re-index marks while records are filtered or multiplied: call [`MarkMapper::advance`] for
@@ -95,6 +98,9 @@ impl<T, F: FnMut(&T) -> bool> Push<T> for FilterOp<T, F> {
     fn end(&mut self) {
         self.down.end()
     }
+    fn idle(&mut self) {
+        self.down.idle()
+    }
 }
 
 /// `flat_map`: zero or more outputs per input, each with the input's timestamp.
@@ -135,6 +141,9 @@ impl<T, U, I: IntoIterator<Item = U>, F: FnMut(T) -> I> Push<T> for FlatMapOp<T,
     }
     fn end(&mut self) {
         self.down.end()
+    }
+    fn idle(&mut self) {
+        self.down.idle()
     }
 }
 

@@ -38,6 +38,8 @@ pub enum Envelope<T> {
     Watermark(Timestamp),
     /// Checkpoint barrier of epoch `n`.
     Barrier(u64),
+    /// The sender's inputs are all idle: do not wait for its watermark until it sends again.
+    Idle,
     /// The sender will send nothing more.
     End,
 }
@@ -141,13 +143,13 @@ pub fn build_edge<T: Send + 'static>(kind: EdgeKind, shards: usize, capacity: us
     let mut receivers: Vec<ReceiverList<T>> = (0..shards).map(|_| Vec::new()).collect();
     let mut stats: Vec<Vec<(usize, Arc<RingStats>)>> = (0..shards).map(|_| Vec::new()).collect();
     for from in 0..shards {
-        for to in 0..shards {
+        for (to, inbox) in receivers.iter_mut().enumerate() {
             if kind == EdgeKind::Forward && from != to {
                 continue;
             }
             let (tx, rx) = shared_channel::new_bounded::<Envelope<T>>(capacity);
             senders[from].push((to, tx));
-            receivers[to].push((from, rx));
+            inbox.push((from, rx));
             stats[from].push((to, Arc::new(RingStats::default())));
         }
     }

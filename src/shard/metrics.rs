@@ -3,9 +3,11 @@
 //!
 //! Invariant: registration (building a job) takes the registry's lock; the data path never does.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::ring::{RingFigures, RingStats};
 
@@ -23,9 +25,32 @@ pub struct OperatorMetrics {
     pub bad_records: AtomicU64,
     /// Current watermark seen by the operator (i64 as u64 bits).
     pub watermark: AtomicU64,
+    /// Segment heads only: 1 + index of the input (split or channel) holding the watermark
+    /// back, 0 if none ([`crate::time::WatermarkCombiner::holding_back`]).
+    pub watermark_held_by: AtomicU64,
+    /// Segment heads only: cumulative ns the segment task spent processing (Flink's busy time).
+    pub busy_ns: AtomicU64,
+    /// Segment heads only: cumulative ns waiting for input.
+    pub idle_ns: AtomicU64,
+    /// Segment heads only: cumulative ns waiting for downstream (rings full, sink writes).
+    pub backpressured_ns: AtomicU64,
 }
 
 impl OperatorMetrics {
+    /// A fresh set of counters; the watermark starts at [`crate::time::WATERMARK_MIN`].
+    pub fn new() -> Self {
+        let m = Self::default();
+        m.watermark.store(crate::time::WATERMARK_MIN as u64, Ordering::Relaxed);
+        m
+    }
+
+    /// Publish a segment head's current watermark and the input holding it back.
+    #[inline]
+    pub fn set_watermark(&self, wm: crate::time::Timestamp, held_by: Option<usize>) {
+        self.watermark.store(wm as u64, Ordering::Relaxed);
+        self.watermark_held_by.store(held_by.map_or(0, |i| i as u64 + 1), Ordering::Relaxed);
+    }
+
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
@@ -44,18 +69,189 @@ pub struct OperatorFigures {
     pub bad_records: u64,
 }
 
+/// A ring's figures by (edge, from shard, to shard).
+type RingEntry = (usize, usize, usize, Arc<RingStats>);
+
+thread_local! {
+    /// Ingest time (on [`clock_ns`]'s clock; 0: unknown) of the input this thread is processing.
+    static CURRENT_INGEST_NS: Cell<u64> = const { Cell::new(0) };
+}
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// `at` on the process-wide latency clock: ns since the clock's epoch (never 0).
+#[inline]
+pub fn instant_ns(at: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    at.saturating_duration_since(epoch).as_nanos() as u64 + 1
+}
+
+/// Now on the process-wide latency clock (shared by all shards).
+#[inline]
+pub fn clock_ns() -> u64 {
+    instant_ns(Instant::now())
+}
+
+/// The input this thread processes now entered the job at `ns` (set by the segment loops: a
+/// source read's start, a received batch's [`crate::batch::Batch::ingest_ns`]).
+#[inline]
+pub fn set_current_ingest_ns(ns: u64) {
+    CURRENT_INGEST_NS.with(|c| c.set(ns));
+}
+
+/// Ingest time of the input this thread is processing (0: unknown).
+#[inline]
+pub fn current_ingest_ns() -> u64 {
+    CURRENT_INGEST_NS.with(|c| c.get())
+}
+
+static INSTRUMENTATION: AtomicBool = AtomicBool::new(true);
+
+/// Switch time accounting (busy/idle/backpressured) and sink latency sampling on or off for
+/// segments built afterwards (on by default; the overhead benchmark turns it off).
+pub fn set_instrumentation(on: bool) {
+    INSTRUMENTATION.store(on, Ordering::Relaxed);
+}
+
+/// Whether segments built now account time and sample latency.
+pub fn instrumentation() -> bool {
+    INSTRUMENTATION.load(Ordering::Relaxed)
+}
+
+/// End-to-end latency of one sink on one shard, published about once a second by the shard
+/// (percentiles of the samples of the last period, in µs; written by one shard only).
+#[derive(Debug, Default)]
+pub struct LatencyGauges {
+    pub p50_us: AtomicU64,
+    pub p99_us: AtomicU64,
+    pub p999_us: AtomicU64,
+    pub max_us: AtomicU64,
+    /// Samples taken since the job started.
+    pub samples: AtomicU64,
+}
+
+/// A copy of one operator instance's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    pub name: String,
+    pub shard: usize,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub late_records_dropped: u64,
+    pub late_records_side_output: u64,
+    pub bad_records: u64,
+    pub watermark: i64,
+    pub watermark_held_by: Option<usize>,
+    pub busy_ns: u64,
+    pub idle_ns: u64,
+    pub backpressured_ns: u64,
+}
+
+/// A copy of one sink instance's latency gauges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    pub sink: String,
+    pub shard: usize,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub samples: u64,
+}
+
 /// Every metric of one job.
 #[derive(Default)]
 pub struct MetricsRegistry {
     operators: Mutex<Vec<(String, usize, Arc<OperatorMetrics>)>>,
-    rings: Mutex<Vec<(usize, usize, usize, Arc<RingStats>)>>,
+    rings: Mutex<Vec<RingEntry>>,
+    latencies: Mutex<Vec<(String, usize, Arc<LatencyGauges>)>>,
+    /// Head operator of the segment reading each edge (by edge index).
+    edge_readers: Mutex<BTreeMap<usize, String>>,
+    /// Operators registered on shard 0 per segment, in registration order (tail first).
+    segments: Mutex<Vec<Vec<String>>>,
 }
 
 impl MetricsRegistry {
     pub fn operator(&self, name: &str, shard: usize) -> Arc<OperatorMetrics> {
-        let m = Arc::new(OperatorMetrics::default());
+        let m = Arc::new(OperatorMetrics::new());
         self.operators.lock().expect("metrics registry").push((name.to_string(), shard, m.clone()));
+        if shard == 0 {
+            if let Some(seg) = self.segments.lock().expect("metrics registry").last_mut() {
+                seg.push(name.to_string());
+            }
+        }
         m
+    }
+
+    /// Shard 0 starts building the next segment of the graph (operators registered on shard 0
+    /// until the next call belong to it).
+    pub fn begin_segment(&self) {
+        self.segments.lock().expect("metrics registry").push(Vec::new());
+    }
+
+    /// Operators of each segment, head first (as registered on shard 0).
+    pub fn segment_operators(&self) -> Vec<Vec<String>> {
+        let segs = self.segments.lock().expect("metrics registry");
+        segs.iter().map(|ops| ops.iter().rev().cloned().collect()).collect()
+    }
+
+    /// Latency gauges of sink `name` on `shard`.
+    pub fn latency(&self, name: &str, shard: usize) -> Arc<LatencyGauges> {
+        let m = Arc::new(LatencyGauges::default());
+        self.latencies.lock().expect("metrics registry").push((name.to_string(), shard, m.clone()));
+        m
+    }
+
+    /// Note that the segment headed by `reader` reads edge `edge`.
+    pub fn edge_reader(&self, edge: usize, reader: &str) {
+        self.edge_readers.lock().expect("metrics registry").insert(edge, reader.to_string());
+    }
+
+    /// Head operator of the segment reading `edge`, if known.
+    pub fn reader_of(&self, edge: usize) -> Option<String> {
+        self.edge_readers.lock().expect("metrics registry").get(&edge).cloned()
+    }
+
+    /// Every operator instance's counters, in registration order.
+    pub fn operator_snapshots(&self) -> Vec<OperatorSnapshot> {
+        let held = |v: u64| v.checked_sub(1).map(|i| i as usize);
+        self.operators
+            .lock()
+            .expect("metrics registry")
+            .iter()
+            .map(|(name, shard, m)| OperatorSnapshot {
+                name: name.clone(),
+                shard: *shard,
+                records_in: m.records_in.load(Ordering::Relaxed),
+                records_out: m.records_out.load(Ordering::Relaxed),
+                late_records_dropped: m.late_records_dropped.load(Ordering::Relaxed),
+                late_records_side_output: m.late_records_side_output.load(Ordering::Relaxed),
+                bad_records: m.bad_records.load(Ordering::Relaxed),
+                watermark: m.watermark.load(Ordering::Relaxed) as i64,
+                watermark_held_by: held(m.watermark_held_by.load(Ordering::Relaxed)),
+                busy_ns: m.busy_ns.load(Ordering::Relaxed),
+                idle_ns: m.idle_ns.load(Ordering::Relaxed),
+                backpressured_ns: m.backpressured_ns.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Every sink instance's latency gauges.
+    pub fn latency_snapshots(&self) -> Vec<LatencySnapshot> {
+        self.latencies
+            .lock()
+            .expect("metrics registry")
+            .iter()
+            .map(|(name, shard, m)| LatencySnapshot {
+                sink: name.clone(),
+                shard: *shard,
+                p50_us: m.p50_us.load(Ordering::Relaxed),
+                p99_us: m.p99_us.load(Ordering::Relaxed),
+                p999_us: m.p999_us.load(Ordering::Relaxed),
+                max_us: m.max_us.load(Ordering::Relaxed),
+                samples: m.samples.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     pub fn ring(&self, edge: usize, from: usize, to: usize, stats: Arc<RingStats>) {

@@ -45,6 +45,39 @@ pub trait Flusher {
     }
 }
 
+/// Run `connecting` while a 1 ms timer keeps this shard's reactor awake.
+///
+/// glommio 0.9's shared-channel `connect` records its own side and waits for the peer, but does
+/// not wake the peer's reactor: a peer executor that is parked would never notice the
+/// connection and both sides would wait forever. The ticking timer makes every reactor poll its
+/// connection wakers until the handshake is done.
+pub async fn keep_awake_while<F: std::future::Future>(connecting: F) -> F::Output {
+    keep_awake_every(std::time::Duration::from_millis(1), connecting).await
+}
+
+/// Run `work` while a timer wakes this shard's reactor every `period`.
+///
+/// Guards against a lost wakeup in glommio 0.9's shared channels: a reactor going to sleep
+/// publishes `should_notify` with a relaxed store and then re-checks its channels, while a
+/// producer pushes and then reads `should_notify` with a relaxed compare-exchange. On x86 the
+/// sleeper's load may pass its own store (store buffer), both sides miss each other, and the
+/// consumer sleeps with data in its ring (seen as ~1 hung job in 150). Every reactor wake-up
+/// re-checks all shared channels, so a periodic timer turns the hang into a delay of at most
+/// one period. The runtime wraps every shard in this (`EngineConfig::wakeup_tick_ms`).
+pub async fn keep_awake_every<F: std::future::Future>(period: std::time::Duration, work: F) -> F::Output {
+    let ticker = async {
+        loop {
+            glommio::timer::sleep(period).await;
+        }
+    };
+    let connecting = std::pin::pin!(work);
+    let ticker = std::pin::pin!(ticker);
+    match futures::future::select(connecting, ticker).await {
+        futures::future::Either::Left((out, _)) => out,
+        futures::future::Either::Right(((), _)) => unreachable!("the ticker never ends"),
+    }
+}
+
 /// Processing-time deadlines registered by operators of one segment (shared with the task loop,
 /// which wakes at the earliest one).
 #[derive(Clone, Default)]
@@ -79,7 +112,10 @@ pub struct BuildCtx<'a> {
     pub(crate) edges: &'a mut Vec<ShardEnds>,
     pub(crate) flushers: Vec<Box<dyn Flusher>>,
     pub(crate) timers: ProcessingTimers,
-    pub(crate) segment_name: String,
+    /// While a source's readers are built: the source operator's metrics (bad records etc.).
+    pub(crate) source_metrics: Option<Arc<OperatorMetrics>>,
+    /// Edges whose receiving ends this segment took (registered as read by the segment's head).
+    pub(crate) reading_edges: Vec<usize>,
 }
 
 impl BuildCtx<'_> {
@@ -91,6 +127,11 @@ impl BuildCtx<'_> {
     /// Metrics of an operator on this shard.
     pub fn operator_metrics(&self, name: &str) -> Arc<OperatorMetrics> {
         self.registry.operator(name, self.shard)
+    }
+
+    /// The metrics of the source whose split readers are being built (`None` elsewhere).
+    pub fn source_metrics(&self) -> Option<Arc<OperatorMetrics>> {
+        self.source_metrics.clone()
     }
 
     pub fn timers(&self) -> ProcessingTimers {
@@ -107,6 +148,7 @@ impl BuildCtx<'_> {
     }
 
     pub(crate) fn take_receiver_ends(&mut self, edge: usize) -> ShardEnds {
+        self.reading_edges.push(edge);
         let e = &mut self.edges[edge];
         ShardEnds {
             senders: None,

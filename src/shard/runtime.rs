@@ -77,6 +77,16 @@ impl JobReport {
     pub fn backpressure_ns(&self) -> u64 {
         self.rings.iter().map(|(_, f)| f.full_ns).sum()
     }
+
+    /// Nanoseconds each shard waited on full rings, summed over the rings it sends into
+    /// (index = shard).
+    pub fn backpressure_ns_by_shard(&self) -> Vec<u64> {
+        let mut by_shard = vec![0u64; self.shards];
+        for ((_, from, _), f) in &self.rings {
+            by_shard[*from] += f.full_ns;
+        }
+        by_shard
+    }
 }
 
 /// Run `graph` to completion with `config`. Bounded jobs return when every source is exhausted
@@ -122,6 +132,9 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
             .spawn(move || async move {
                 let mut tasks = Vec::with_capacity(graph.segments.len());
                 for seg in graph.segments.iter() {
+                    if shard == 0 {
+                        registry.begin_segment();
+                    }
                     let mut ctx = BuildCtx {
                         shard,
                         shards,
@@ -131,7 +144,8 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
                         edges: &mut edges,
                         flushers: Vec::new(),
                         timers: ProcessingTimers::default(),
-                        segment_name: seg.name.clone(),
+                        source_metrics: None,
+                        reading_edges: Vec::new(),
                     };
                     let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
                         shard,
@@ -140,11 +154,15 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
                     tasks.push(glommio::spawn_local(task));
                 }
                 let mut first_error = None;
-                for t in tasks {
-                    if let Err(e) = t.await {
-                        first_error.get_or_insert(e);
+                let tick = Duration::from_millis(config.wakeup_tick_ms);
+                super::keep_awake_every(tick, async {
+                    for t in tasks {
+                        if let Err(e) = t.await {
+                            first_error.get_or_insert(e);
+                        }
                     }
-                }
+                })
+                .await;
                 match first_error {
                     Some(e) => Err(e),
                     None => Ok(()),

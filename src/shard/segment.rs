@@ -10,9 +10,14 @@
 //! - watermarks handed to the chain never decrease (combined by minimum over splits/channels);
 //! - the chain sees the final watermark (`WATERMARK_MAX`) and then `end` exactly once, when
 //!   every split or channel has ended;
-//! - a channel that closes without `End` (a failed peer) fails this task too.
+//! - a channel that closes without `End` (a failed peer) fails this task too;
+//! - time accounting is per input step, never per record: waiting for input is idle, a flush
+//!   that had to wait (full ring, sink write) is backpressured, the rest busy (cumulative ns on
+//!   the head operator's [`OperatorMetrics`]); the head also publishes its watermark and the
+//!   input holding it back once per step.
 
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use futures::future::{join_all, select, Either};
 
@@ -43,7 +48,7 @@ impl SegmentEnv {
             return Ok(());
         }
         self.connected = true;
-        for r in join_all(self.flushers.iter_mut().map(|f| f.connect())).await {
+        for r in super::keep_awake_while(join_all(self.flushers.iter_mut().map(|f| f.connect()))).await {
             r?;
         }
         Ok(())
@@ -70,6 +75,89 @@ impl SegmentEnv {
         let now = now_ms();
         if self.timers.pop_due(now) {
             chain_time(now);
+        }
+    }
+}
+
+/// Time accounting of one segment task, lapped a few times per input step (never per record):
+/// each lap adds the time since the previous lap to one of the head operator's busy, idle or
+/// backpressured counters. Off (no clock reads) when instrumentation is switched off.
+struct StepClock {
+    last: Option<Instant>,
+}
+
+impl StepClock {
+    fn new() -> Self {
+        Self {
+            last: super::metrics::instrumentation().then(Instant::now),
+        }
+    }
+
+    /// Add the time since the previous lap to `counter`.
+    #[inline]
+    fn lap(&mut self, counter: &AtomicU64) {
+        if let Some(last) = &mut self.last {
+            let now = Instant::now();
+            OperatorMetrics::add(counter, now.duration_since(*last).as_nanos() as u64);
+            *last = now;
+        }
+    }
+
+    /// Input arrived: the wait since the previous lap was idle time; a new step starts now, and
+    /// its input entered the job now (a received batch then sets its own ingest time).
+    #[inline]
+    fn input_arrived(&mut self, metrics: &OperatorMetrics) {
+        self.lap(&metrics.idle_ns);
+        if let Some(now) = self.last {
+            super::metrics::set_current_ingest_ns(super::metrics::instant_ns(now));
+        }
+    }
+
+    /// A flush ended: its time is backpressure if it had to wait, else busy (sending work).
+    #[inline]
+    fn flushed(&mut self, metrics: &OperatorMetrics, (result, waited): (Result<()>, bool)) -> Result<()> {
+        self.lap(if waited { &metrics.backpressured_ns } else { &metrics.busy_ns });
+        result
+    }
+
+    /// Forget the time since the previous lap (other tasks of the shard ran).
+    #[inline]
+    fn skip(&mut self) {
+        if let Some(last) = &mut self.last {
+            *last = Instant::now();
+        }
+    }
+}
+
+/// A batch from a ring carries its ingest time: the records being processed now entered then.
+#[inline]
+fn received_ingest(ingest_ns: u64) {
+    if ingest_ns != 0 {
+        super::metrics::set_current_ingest_ns(ingest_ns);
+    }
+}
+
+/// Runs a future and reports whether it ever had to wait (returned `Pending`).
+struct WaitedOn<F> {
+    inner: F,
+    waited: bool,
+}
+
+impl<F> WaitedOn<F> {
+    fn new(inner: F) -> Self {
+        Self { inner, waited: false }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for WaitedOn<F> {
+    type Output = (F::Output, bool);
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match std::pin::Pin::new(&mut self.inner).poll(cx) {
+            std::task::Poll::Ready(v) => std::task::Poll::Ready((v, self.waited)),
+            std::task::Poll::Pending => {
+                self.waited = true;
+                std::task::Poll::Pending
+            }
         }
     }
 }
@@ -124,6 +212,7 @@ where
     let mut batch: Batch<T> = Batch::with_capacity(env.batch_size);
     let mut next = 0usize;
     let idle_timeout = strategy.and_then(|s| s.idle_timeout_ms);
+    let mut clock = StepClock::new();
 
     while splits.iter().any(|s| s.live) {
         // Pick the next live split that is not waiting out an idle retry.
@@ -137,15 +226,24 @@ where
                 wake = wake.min(t);
             }
             glommio::timer::sleep(Duration::from_millis((wake - now).clamp(1, 100) as u64)).await;
+            clock.input_arrived(&env.metrics);
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
-            env.flush().await?;
+            clock.lap(&env.metrics.busy_ns);
+            let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+            clock.flushed(&env.metrics, flushed)?;
             continue;
         };
         next = (i + 1) % n;
+        let mut became_idle = false;
         let split = &mut splits[i];
         let start = batch.records.len();
         let status = split.reader.read(&mut batch.records, env.batch_size).await?;
         let added = batch.records.len() - start;
+        if added == 0 {
+            clock.lap(&env.metrics.idle_ns);
+        } else {
+            clock.input_arrived(&env.metrics);
+        }
         OperatorMetrics::add(&env.metrics.records_out, added as u64);
         match &mut timestamp_fn {
             Some(tf) => {
@@ -188,6 +286,7 @@ where
                     if now - since >= timeout && !split.idle {
                         split.idle = true;
                         push_mark(&mut batch.marks, batch.records.len(), combiner.set_idle(i, true));
+                        became_idle = splits.iter().all(|s| !s.live || s.idle);
                     }
                 }
             }
@@ -197,11 +296,21 @@ where
             chain.push(&mut batch);
             batch.clear();
         }
+        if became_idle {
+            chain.idle();
+        }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
-        env.flush().await?;
+        if timestamp_fn.is_some() {
+            env.metrics.set_watermark(combiner.combined(), combiner.holding_back());
+        }
+        clock.lap(&env.metrics.busy_ns);
+        let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+        clock.flushed(&env.metrics, flushed)?;
         futures_lite::future::yield_now().await;
+        clock.skip();
     }
     chain.watermark(WATERMARK_MAX);
+    env.metrics.set_watermark(WATERMARK_MAX, None);
     chain.end();
     env.close().await
 }
@@ -259,6 +368,17 @@ impl InputState {
         }
     }
 
+    /// Mark channel `c` idle; returns the new combined watermark if it advanced.
+    fn set_idle(&mut self, c: usize) -> Option<Timestamp> {
+        let combined = self.combiner.set_idle(c, true);
+        if combined > self.last_combined {
+            self.last_combined = combined;
+            Some(combined)
+        } else {
+            None
+        }
+    }
+
     /// Update channel `c` to `wm`; returns the new combined watermark if it advanced.
     fn advance(&mut self, c: usize, wm: Timestamp) -> Option<Timestamp> {
         let combined = self.combiner.update(c, wm);
@@ -290,16 +410,22 @@ async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &P
 pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: Box<dyn Push<T>>, mut env: SegmentEnv) -> Result<()> {
     env.connect().await?;
     let mut state = InputState::new(inputs.len());
+    let mut clock = StepClock::new();
     loop {
-        let Some(next) = next_or_timer(&mut inputs, &env.timers).await else {
+        let next = next_or_timer(&mut inputs, &env.timers).await;
+        clock.input_arrived(&env.metrics);
+        let Some(next) = next else {
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
-            env.flush().await?;
+            clock.lap(&env.metrics.busy_ns);
+            let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+            clock.flushed(&env.metrics, flushed)?;
             continue;
         };
         let Some((c, envelope)) = next else { break };
         match envelope {
             Envelope::Data(mut batch) => {
                 OperatorMetrics::add(&env.metrics.records_in, batch.len() as u64);
+                received_ingest(batch.ingest_ns);
                 combine_marks(&mut batch.marks, &mut state.combiner, c, &mut state.last_combined);
                 chain.push(&mut batch);
             }
@@ -309,6 +435,17 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
                 }
             }
             Envelope::Barrier(_) => {}
+            Envelope::Idle => {
+                let before = state.combiner.combined();
+                let after = state.combiner.set_idle(c, true);
+                if after > before && after > state.last_combined {
+                    state.last_combined = after;
+                    chain.watermark(after);
+                }
+                if state.combiner.all_idle() {
+                    chain.idle();
+                }
+            }
             Envelope::End => {
                 if let Some(w) = state.advance(c, WATERMARK_MAX) {
                     chain.watermark(w);
@@ -319,7 +456,10 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
             }
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
-        env.flush().await?;
+        env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
+        clock.lap(&env.metrics.busy_ns);
+        let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+        clock.flushed(&env.metrics, flushed)?;
     }
     if inputs.failed() {
         return Err(WeirError::Shard {
@@ -342,14 +482,19 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
     env.connect().await?;
     let nl = left.len();
     let mut state = InputState::new(nl + right.len());
+    let mut clock = StepClock::new();
     enum Step<L, R> {
         Left(usize, Envelope<L>),
         Right(usize, Envelope<R>),
         Done,
     }
     loop {
-        let step = futures_lite::future::poll_fn(|cx| {
+        let step = futures_lite::future::poll_fn(|cx| loop {
             use std::task::Poll;
+            // Data flows only once every channel of both inputs has been heard from.
+            let gate = left.all_heard() && right.all_heard();
+            left.set_gate(gate);
+            right.set_gate(gate);
             let mut any = false;
             match left.poll_next(cx) {
                 Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Left(c, e)),
@@ -361,22 +506,27 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 Poll::Ready(None) => {}
                 Poll::Pending => any = true,
             }
-            if any {
-                Poll::Pending
-            } else {
-                Poll::Ready(Step::Done)
+            if !gate && left.all_heard() && right.all_heard() {
+                continue; // the gate can open now: poll again to release held data
             }
+            if any {
+                return Poll::Pending;
+            }
+            return Poll::Ready(Step::Done);
         })
         .await;
+        clock.input_arrived(&env.metrics);
         match step {
             Step::Done => break,
             Step::Left(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
+                received_ingest(b.ingest_ns);
                 combine_marks(&mut b.marks, &mut state.combiner, c, &mut state.last_combined);
                 chain.push_left(&mut b);
             }
             Step::Right(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
+                received_ingest(b.ingest_ns);
                 combine_marks(&mut b.marks, &mut state.combiner, nl + c, &mut state.last_combined);
                 chain.push_right(&mut b);
             }
@@ -401,9 +551,22 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 }
             }
             Step::Left(_, Envelope::Barrier(_)) | Step::Right(_, Envelope::Barrier(_)) => {}
+            Step::Left(c, Envelope::Idle) => {
+                if let Some(w) = state.set_idle(c) {
+                    chain.watermark(w);
+                }
+            }
+            Step::Right(c, Envelope::Idle) => {
+                if let Some(w) = state.set_idle(nl + c) {
+                    chain.watermark(w);
+                }
+            }
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
-        env.flush().await?;
+        env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
+        clock.lap(&env.metrics.busy_ns);
+        let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
+        clock.flushed(&env.metrics, flushed)?;
     }
     if left.failed() || right.failed() {
         return Err(WeirError::Shard {

@@ -55,6 +55,29 @@ pub(crate) struct SinkBuffer {
 
 pub(crate) type SharedBuffer = Rc<RefCell<SinkBuffer>>;
 
+impl SinkBuffer {
+    /// Take the buffered bytes, or the formatting error that stopped the sink.
+    pub(crate) fn take_bytes(&mut self) -> Result<Vec<u8>> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(std::mem::take(&mut self.bytes)),
+        }
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.bytes.is_empty() || self.error.is_some()
+    }
+}
+
+/// Give a written-out buffer's allocation back to `slot` for reuse, unless new bytes were
+/// buffered meanwhile.
+pub(crate) fn reuse_allocation(slot: &mut Vec<u8>, mut written: Vec<u8>) {
+    if slot.is_empty() {
+        written.clear();
+        *slot = written;
+    }
+}
+
 /// Formats records into a shared buffer (the synchronous half of a byte sink).
 pub(crate) struct FormatPush {
     pub(crate) format: Format,
@@ -161,13 +184,7 @@ impl Flusher for PartFileWriter {
 
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let bytes = {
-                let mut b = self.buffer.borrow_mut();
-                if let Some(e) = b.error.take() {
-                    return Err(e);
-                }
-                std::mem::take(&mut b.bytes)
-            };
+            let bytes = self.buffer.borrow_mut().take_bytes()?;
             if bytes.is_empty() {
                 return Ok(());
             }
@@ -200,20 +217,13 @@ impl Flusher for PartFileWriter {
             if part.written >= self.roll_bytes {
                 self.finish_part().await?;
             }
-            // Give the buffer's allocation back for reuse.
-            let mut b = self.buffer.borrow_mut();
-            if b.bytes.is_empty() {
-                let mut bytes = bytes;
-                bytes.clear();
-                b.bytes = bytes;
-            }
+            reuse_allocation(&mut self.buffer.borrow_mut().bytes, bytes);
             Ok(())
         })
     }
 
     fn has_pending(&self) -> bool {
-        let b = self.buffer.borrow();
-        !b.bytes.is_empty() || b.error.is_some()
+        self.buffer.borrow().has_pending()
     }
 
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {

@@ -5,7 +5,7 @@
 //! channel; a full channel makes the shard wait (counted as backpressure), never block.
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
@@ -82,13 +82,7 @@ impl Flusher for StdoutFlusher {
     }
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let bytes = {
-                let mut b = self.buffer.borrow_mut();
-                if let Some(e) = b.error.take() {
-                    return Err(e);
-                }
-                std::mem::take(&mut b.bytes)
-            };
+            let bytes = self.buffer.borrow_mut().take_bytes()?;
             let mut chunk = Vec::with_capacity(bytes.len() + bytes.len() / 8);
             for line in bytes.split_inclusive(|b| *b == b'\n') {
                 chunk.extend_from_slice(self.prefix.as_bytes());
@@ -109,10 +103,6 @@ impl Flusher for StdoutFlusher {
         })
     }
     fn has_pending(&self) -> bool {
-        let b = self.buffer.borrow();
-        !b.bytes.is_empty() || b.error.is_some()
+        self.buffer.borrow().has_pending()
     }
 }
-
-#[allow(dead_code)]
-fn _assert_send(_: Arc<StdoutSink>) {}

@@ -6,8 +6,9 @@
 //! a record usually finds its bucket at the back in one or two comparisons. No per-key timers:
 //! a window fires for all keys at once.
 //!
-//! Invariants: buckets are sorted and unique; a bucket is fired exactly once on time
-//! (`end - 1 <= watermark`), then once per accepted late record; it is removed when
+//! Invariants: buckets are sorted and unique; a bucket fires once when the watermark reaches
+//! `end - 1` (or at once for a record accepted after that point), then once more per accepted
+//! late record; it is removed when
 //! `end - 1 + allowed_lateness <= watermark`, so state is bounded by the watermark's progress.
 
 use std::hash::Hash;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{cleanup_time, WindowResult, WindowSpec};
-use crate::batch::Batch;
+use super::{cleanup_time, WindowOutputs, WindowResult, WindowSpec};
+use crate::batch::{Batch, InOrder};
 use crate::operator::aggregate::AggregateFunction;
 use crate::operator::{Output, Push};
 use crate::shard::OperatorMetrics;
@@ -36,9 +37,7 @@ pub struct AlignedWindowOp<T, K, KF, A: AggregateFunction<T>> {
     agg: A,
     buckets: Vec<Bucket<K, A::Acc>>,
     watermark: Timestamp,
-    out: Output<WindowResult<K, A::Out>>,
-    late: Option<Output<T>>,
-    metrics: Arc<OperatorMetrics>,
+    out: WindowOutputs<T, WindowResult<K, A::Out>>,
 }
 
 impl<T, K, KF, A> AlignedWindowOp<T, K, KF, A>
@@ -56,9 +55,7 @@ where
             agg,
             buckets: Vec::new(),
             watermark: WATERMARK_MIN,
-            out,
-            late,
-            metrics,
+            out: WindowOutputs::new(out, late, metrics),
         }
     }
 
@@ -119,10 +116,12 @@ where
                 None => bucket.accs.entry(key.clone()).or_insert_with(|| agg.create()),
             };
             agg.add(acc, &record);
-            if bucket.fired {
-                // Late firing: emit the updated result at once.
+            if end.saturating_sub(1) <= wm {
+                // Late firing (Flink's EventTimeTrigger fires on such an element): emit the
+                // updated result at once; the window counts as fired from now on.
+                bucket.fired = true;
                 let value = agg.result(acc);
-                self.out.emit(
+                self.out.results.emit(
                     WindowResult {
                         key: key.clone(),
                         window_start: start,
@@ -134,13 +133,7 @@ where
             }
         }
         if !accepted {
-            match &mut self.late {
-                Some(late) => {
-                    OperatorMetrics::add(&self.metrics.late_records_side_output, 1);
-                    late.emit(record, ts);
-                }
-                None => OperatorMetrics::add(&self.metrics.late_records_dropped, 1),
-            }
+            self.out.late_record(record, ts);
         }
     }
 
@@ -161,7 +154,7 @@ where
                 if remove {
                     for (key, acc) in bucket.accs.drain() {
                         let value = self.agg.result(&acc);
-                        self.out.emit(
+                        self.out.results.emit(
                             WindowResult {
                                 key,
                                 window_start: start,
@@ -174,7 +167,7 @@ where
                 } else {
                     for (key, acc) in bucket.accs.iter() {
                         let value = self.agg.result(acc);
-                        self.out.emit(
+                        self.out.results.emit(
                             WindowResult {
                                 key: key.clone(),
                                 window_start: start,
@@ -193,16 +186,22 @@ where
             }
         }
         self.out.mark(wm);
-        if let Some(late) = &mut self.late {
-            late.mark(wm);
-        }
     }
+}
 
-    fn flush(&mut self) {
-        self.out.flush();
-        if let Some(late) = &mut self.late {
-            late.flush();
-        }
+impl<T, K, KF, A> InOrder<T> for AlignedWindowOp<T, K, KF, A>
+where
+    K: Hash + Eq + Clone,
+    KF: FnMut(&T) -> K,
+    A: AggregateFunction<T>,
+{
+    #[inline]
+    fn on_watermark(&mut self, wm: Timestamp) {
+        self.advance(wm);
+    }
+    #[inline]
+    fn on_record(&mut self, record: T, ts: Timestamp) {
+        self.process(record, ts);
     }
 }
 
@@ -213,38 +212,22 @@ where
     A: AggregateFunction<T>,
 {
     fn push(&mut self, batch: &mut Batch<T>) {
-        OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
-        let marks = std::mem::take(&mut batch.marks);
-        let mut marks = marks.iter().peekable();
-        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
-            while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
-                self.advance(m.watermark);
-            }
-            self.process(r, ts);
-        }
-        for m in marks {
-            self.advance(m.watermark);
-        }
-        self.flush();
+        OperatorMetrics::add(&self.out.metrics.records_in, batch.len() as u64);
+        batch.drain_in_order(self);
+        self.out.flush();
     }
 
     fn watermark(&mut self, wm: Timestamp) {
         self.advance(wm);
-        self.flush();
+        self.out.flush();
     }
 
     fn processing_time(&mut self, now_ms: Timestamp) {
         self.out.processing_time(now_ms);
-        if let Some(late) = &mut self.late {
-            late.processing_time(now_ms);
-        }
     }
 
     fn end(&mut self) {
         debug_assert!(self.buckets.iter().all(|b| b.fired), "end of input before the final watermark");
         self.out.end();
-        if let Some(late) = &mut self.late {
-            late.end();
-        }
     }
 }

@@ -144,6 +144,63 @@ pub struct WindowSpec {
     pub allowed_lateness_ms: i64,
 }
 
+/// The two outputs of a window operator: results, and the optional late side output. Routing
+/// of late records and the forwarding of watermarks, processing time and end of input are the
+/// same for every window kind, so they live here.
+pub struct WindowOutputs<T, R> {
+    pub(crate) results: crate::operator::Output<R>,
+    pub(crate) late: Option<crate::operator::Output<T>>,
+    pub(crate) metrics: std::sync::Arc<crate::shard::OperatorMetrics>,
+}
+
+impl<T, R> WindowOutputs<T, R> {
+    pub fn new(results: crate::operator::Output<R>, late: Option<crate::operator::Output<T>>, metrics: std::sync::Arc<crate::shard::OperatorMetrics>) -> Self {
+        Self { results, late, metrics }
+    }
+
+    /// A record no window accepts: to the side output if there is one, else dropped; counted
+    /// either way.
+    pub fn late_record(&mut self, record: T, ts: Timestamp) {
+        use crate::shard::OperatorMetrics;
+        match &mut self.late {
+            Some(late) => {
+                OperatorMetrics::add(&self.metrics.late_records_side_output, 1);
+                late.emit(record, ts);
+            }
+            None => OperatorMetrics::add(&self.metrics.late_records_dropped, 1),
+        }
+    }
+
+    /// Forward watermark `wm` on both outputs, after what it fired.
+    pub fn mark(&mut self, wm: Timestamp) {
+        self.results.mark(wm);
+        if let Some(late) = &mut self.late {
+            late.mark(wm);
+        }
+    }
+
+    pub fn flush(&mut self) {
+        self.results.flush();
+        if let Some(late) = &mut self.late {
+            late.flush();
+        }
+    }
+
+    pub fn processing_time(&mut self, now_ms: Timestamp) {
+        self.results.processing_time(now_ms);
+        if let Some(late) = &mut self.late {
+            late.processing_time(now_ms);
+        }
+    }
+
+    pub fn end(&mut self) {
+        self.results.end();
+        if let Some(late) = &mut self.late {
+            late.end();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{cleanup_time, WindowAssigner, WindowResult, WindowSpec};
-use crate::batch::Batch;
+use super::{cleanup_time, WindowAssigner, WindowOutputs, WindowResult, WindowSpec};
+use crate::batch::{Batch, InOrder};
 use crate::operator::aggregate::AggregateFunction;
 use crate::operator::{Output, Push};
 use crate::shard::OperatorMetrics;
@@ -39,9 +39,7 @@ pub struct SessionWindowOp<T, K, KF, A: AggregateFunction<T>> {
     sessions: FxHashMap<K, Vec<Session<A::Acc>>>,
     timers: BTreeSet<(Timestamp, K, Timestamp)>,
     watermark: Timestamp,
-    out: Output<WindowResult<K, A::Out>>,
-    late: Option<Output<T>>,
-    metrics: Arc<OperatorMetrics>,
+    out: WindowOutputs<T, WindowResult<K, A::Out>>,
 }
 
 impl<T, K, KF, A> SessionWindowOp<T, K, KF, A>
@@ -63,9 +61,7 @@ where
             sessions: FxHashMap::default(),
             timers: BTreeSet::new(),
             watermark: WATERMARK_MIN,
-            out,
-            late,
-            metrics,
+            out: WindowOutputs::new(out, late, metrics),
         }
     }
 
@@ -98,13 +94,7 @@ where
             if list.is_empty() {
                 self.sessions.remove(&key);
             }
-            match &mut self.late {
-                Some(late) => {
-                    OperatorMetrics::add(&self.metrics.late_records_side_output, 1);
-                    late.emit(record, ts);
-                }
-                None => OperatorMetrics::add(&self.metrics.late_records_dropped, 1),
-            }
+            self.out.late_record(record, ts);
             return;
         }
         let mut acc = acc.unwrap_or_else(|| self.agg.create());
@@ -112,7 +102,7 @@ where
         let fire_now = end.saturating_sub(1) <= wm;
         if fire_now {
             let value = self.agg.result(&acc);
-            self.out.emit(
+            self.out.results.emit(
                 WindowResult {
                     key: key.clone(),
                     window_start: start,
@@ -155,7 +145,7 @@ where
             if !s.fired {
                 s.fired = true;
                 let value = self.agg.result(&s.acc);
-                self.out.emit(
+                self.out.results.emit(
                     WindowResult {
                         key: key.clone(),
                         window_start: start,
@@ -180,16 +170,20 @@ where
             self.timers.insert(t);
         }
         self.out.mark(wm);
-        if let Some(late) = &mut self.late {
-            late.mark(wm);
-        }
     }
+}
 
-    fn flush(&mut self) {
-        self.out.flush();
-        if let Some(late) = &mut self.late {
-            late.flush();
-        }
+impl<T, K, KF, A> InOrder<T> for SessionWindowOp<T, K, KF, A>
+where
+    K: Hash + Eq + Ord + Clone,
+    KF: FnMut(&T) -> K,
+    A: AggregateFunction<T>,
+{
+    fn on_watermark(&mut self, wm: Timestamp) {
+        self.advance(wm);
+    }
+    fn on_record(&mut self, record: T, ts: Timestamp) {
+        self.process(record, ts);
     }
 }
 
@@ -200,34 +194,18 @@ where
     A: AggregateFunction<T>,
 {
     fn push(&mut self, batch: &mut Batch<T>) {
-        OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
-        let marks = std::mem::take(&mut batch.marks);
-        let mut marks = marks.iter().peekable();
-        for (i, (r, ts)) in batch.records.drain(..).zip(batch.timestamps.drain(..)).enumerate() {
-            while let Some(m) = marks.next_if(|m| m.index as usize <= i) {
-                self.advance(m.watermark);
-            }
-            self.process(r, ts);
-        }
-        for m in marks {
-            self.advance(m.watermark);
-        }
-        self.flush();
+        OperatorMetrics::add(&self.out.metrics.records_in, batch.len() as u64);
+        batch.drain_in_order(self);
+        self.out.flush();
     }
     fn watermark(&mut self, wm: Timestamp) {
         self.advance(wm);
-        self.flush();
+        self.out.flush();
     }
     fn processing_time(&mut self, now_ms: Timestamp) {
         self.out.processing_time(now_ms);
-        if let Some(late) = &mut self.late {
-            late.processing_time(now_ms);
-        }
     }
     fn end(&mut self) {
         self.out.end();
-        if let Some(late) = &mut self.late {
-            late.end();
-        }
     }
 }

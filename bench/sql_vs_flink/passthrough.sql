@@ -1,0 +1,8 @@
+CREATE TABLE bid (
+  auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, ms BIGINT, extra STRING,
+  date_time AS TO_TIMESTAMP_LTZ(ms, 3),
+  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
+) WITH ('connector' = 'filesystem', 'path' = '${DATA}/bid.csv', 'format' = 'csv');
+CREATE TABLE out_rows (auction BIGINT, bidder BIGINT, price BIGINT, ms BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'csv');
+INSERT INTO out_rows SELECT auction, bidder, price, ms FROM bid;

@@ -1,1 +1,0 @@
-//! File source (in progress).

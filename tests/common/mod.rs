@@ -1,0 +1,70 @@
+//! Shared helpers for integration tests: a seeded PRNG and stream generators.
+#![allow(dead_code)]
+
+/// SplitMix64: small, seeded, deterministic.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        assert!(hi > lo);
+        lo + (self.next_u64() % (hi - lo) as u64) as i64
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+}
+
+/// One test event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ev {
+    pub key: i64,
+    pub ts: i64,
+    pub value: i64,
+}
+
+/// An out-of-order stream: time advances 0..`step_max` ms per event, each event is up to
+/// `jitter` ms early, and `late_percent` % of events are 60..600 ms behind (mostly late for a
+/// watermark delay below 60 ms).
+pub fn out_of_order_stream(seed: u64, n: usize, keys: i64, step_max: i64, jitter: i64, late_percent: u64) -> Vec<Ev> {
+    let mut rng = Rng::new(seed);
+    let mut base = 1_000_000i64;
+    (0..n)
+        .map(|_| {
+            base += rng.range(0, step_max);
+            let ts = if rng.chance(late_percent) {
+                base - rng.range(60, 600)
+            } else {
+                base - rng.range(0, jitter + 1)
+            };
+            Ev {
+                key: rng.range(0, keys),
+                ts,
+                value: rng.range(-1000, 1000),
+            }
+        })
+        .collect()
+}
+
+/// The watermark before each record: max ts seen so far − delay (MIN before the first).
+pub fn watermarks_before(events: &[Ev], delay: i64) -> Vec<i64> {
+    let mut max = i64::MIN;
+    events
+        .iter()
+        .map(|e| {
+            let before = if max == i64::MIN { i64::MIN } else { max - delay };
+            max = max.max(e.ts);
+            before
+        })
+        .collect()
+}
