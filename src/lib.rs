@@ -50,6 +50,7 @@ pub mod ring;
 pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod sql;
 pub mod state;
 pub mod testing;
 pub mod time;

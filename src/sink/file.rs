@@ -4,7 +4,9 @@
 //! Each shard writes its own part files `part-<shard>-<n>.<ext>`. A part file is written as
 //! `.part-<shard>-<n>.<ext>.inprogress` and renamed to its final name when it rolls (at
 //! `sink_part_file_bytes`) or when the job ends, so readers never see a half-written file.
-//! Writes go through glommio's buffered file I/O (io_uring), never blocking the shard.
+//! Writes go through glommio's buffered file I/O (io_uring positional writes), never blocking
+//! the shard. (Not glommio's `StreamWriter`: it panics when its task is polled again before a
+//! write completed, which happens in segments whose task is also woken by rings.)
 //!
 //! Invariant: bytes buffered by the synchronous half are written by the flusher after every
 //! input step; a formatting error is kept and fails the job at the next flush.
@@ -15,8 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
-use futures_lite::AsyncWriteExt;
-use glommio::io::{BufferedFile, StreamWriter, StreamWriterBuilder};
+use glommio::io::BufferedFile;
 use serde::Serialize;
 
 use super::format::Format;
@@ -126,7 +127,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
 }
 
 struct OpenPart {
-    writer: StreamWriter,
+    file: BufferedFile,
     temp: PathBuf,
     final_path: PathBuf,
     written: u64,
@@ -152,9 +153,8 @@ impl PartFileWriter {
         let file = BufferedFile::create(&temp)
             .await
             .map_err(|e| WeirError::io("creating part file", &temp, e.into()))?;
-        let writer = StreamWriterBuilder::new(file).with_buffer_size(256 << 10).build();
         self.current = Some(OpenPart {
-            writer,
+            file,
             temp,
             final_path,
             written: 0,
@@ -163,8 +163,8 @@ impl PartFileWriter {
     }
 
     async fn finish_part(&mut self) -> Result<()> {
-        if let Some(mut part) = self.current.take() {
-            part.writer.close().await.map_err(|e| WeirError::io("closing part file", &part.temp, e))?;
+        if let Some(part) = self.current.take() {
+            part.file.close().await.map_err(|e| WeirError::io("closing part file", &part.temp, e.into()))?;
             commit_rename(&part.temp, &part.final_path).await?;
         }
         Ok(())
@@ -192,11 +192,28 @@ impl Flusher for PartFileWriter {
                 self.open_part().await?;
             }
             let part = self.current.as_mut().expect("part file open");
-            part.writer
-                .write_all(&bytes)
-                .await
-                .map_err(|e| WeirError::io("writing part file", &part.temp, e))?;
-            part.written += bytes.len() as u64;
+            let mut rest = bytes;
+            let mut bytes = Vec::new();
+            while !rest.is_empty() {
+                let n = part
+                    .file
+                    .write_at(rest.clone(), part.written)
+                    .await
+                    .map_err(|e| WeirError::io("writing part file", &part.temp, e.into()))?;
+                if n == 0 {
+                    return Err(WeirError::io(
+                        "writing part file",
+                        &part.temp,
+                        std::io::Error::from(std::io::ErrorKind::WriteZero),
+                    ));
+                }
+                part.written += n as u64;
+                if n == rest.len() {
+                    bytes = rest;
+                    break;
+                }
+                rest.drain(..n);
+            }
             if part.written >= self.roll_bytes {
                 self.finish_part().await?;
             }

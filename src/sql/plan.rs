@@ -1,0 +1,1220 @@
+//! The planner: runs the DDL of a script against a catalog and turns its `INSERT INTO ...
+//! SELECT` into a tree of relational operators ([`Rel`]) with resolved columns and types.
+//!
+//! Shapes planned (Flink's streaming semantics, append-only):
+//! - `SELECT exprs FROM t [WHERE]` → scan, filter, project;
+//! - `FROM TABLE(TUMBLE|HOP|CUMULATE|SESSION(...))` without GROUP BY → window TVF (each row
+//!   with `window_start`, `window_end`, `window_time` per window it belongs to);
+//! - the same with `GROUP BY window_start, window_end, keys...` → window aggregate;
+//! - `L JOIN R ON L.window_start = R.window_start AND L.window_end = R.window_end [AND ...]`
+//!   over two windowed inputs → window join.
+//!
+//! Invariants: every column reference is resolved to an index here, once; a relation's
+//! `rowtime` (time attribute) is the column whose value equals the records' event timestamps.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::ast::{self, BinOp, ColumnDef, ExprKind, FromItem, JoinKind, Pos, SelectItem, Statement, TvfKind};
+use super::expr::{assignable, bind, bind_with, coerce, common_type, is_aggregate, resolve_type, AggregateHook, Column, Expr, Scope, Typed};
+use super::parser::parse_script;
+use super::types::SqlType;
+use super::SqlError;
+use crate::config::EngineConfig;
+use crate::operator::window::WindowAssigner;
+use crate::sink::format::Format;
+
+/// Where a table's rows come from or go to.
+#[derive(Clone, Debug)]
+pub enum Connector {
+    Filesystem { path: PathBuf, format: Format },
+    Print,
+    Blackhole,
+}
+
+/// How a table column is produced from a file record.
+#[derive(Clone, Debug)]
+pub enum ColumnSource {
+    /// The `n`th physical field.
+    Physical(usize),
+    /// A computed column over the physical fields.
+    Computed(Expr),
+}
+
+/// A table of the catalog.
+#[derive(Clone, Debug)]
+pub struct TableDef {
+    pub name: String,
+    pub pos: Pos,
+    /// All columns in declared order.
+    pub columns: Vec<(String, SqlType)>,
+    pub layout: Vec<ColumnSource>,
+    /// Physical columns (what a file record holds), in order.
+    pub physical: Vec<(String, SqlType)>,
+    /// Time attribute: column index and watermark delay in ms.
+    pub rowtime: Option<(usize, i64)>,
+    pub connector: Connector,
+}
+
+/// An aggregate call of a window aggregate.
+#[derive(Clone, Debug)]
+pub struct AggCall {
+    pub func: AggFunc,
+    /// Index of the argument among the aggregate's argument columns (`None` for `COUNT(*)`).
+    pub arg: Option<usize>,
+    pub arg_type: SqlType,
+    pub out_type: SqlType,
+    pub text: String,
+}
+
+/// Aggregate functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggFunc {
+    CountStar,
+    Count,
+    CountDistinct,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+/// A relational operator tree node.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    Scan {
+        table: Arc<TableDef>,
+    },
+    Filter {
+        input: Box<Rel>,
+        predicate: Expr,
+        text: String,
+    },
+    Project {
+        input: Box<Rel>,
+        exprs: Vec<Expr>,
+    },
+    /// Appends `window_start`, `window_end`, `window_time`; one output row per window.
+    WindowTvf {
+        input: Box<Rel>,
+        assigner: WindowAssigner,
+    },
+    /// Output: `[keys..., window_start, window_end, window_time, aggregates...]`.
+    WindowAgg {
+        input: Box<Rel>,
+        assigner: WindowAssigner,
+        keys: Vec<Expr>,
+        key_texts: Vec<String>,
+        /// Argument expressions of the aggregates (over the input).
+        args: Vec<Expr>,
+        aggs: Vec<AggCall>,
+        ltz: bool,
+    },
+    /// Output: left columns then right columns.
+    WindowJoin {
+        left: Box<Rel>,
+        right: Box<Rel>,
+        kind: JoinKind,
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        key_texts: Vec<String>,
+        /// `window_end` column of each side.
+        left_end: usize,
+        right_end: usize,
+        /// Remaining condition over the concatenated row.
+        residual: Option<Expr>,
+        residual_text: Option<String>,
+    },
+}
+
+/// A relation: a plan and the columns it produces.
+#[derive(Clone, Debug)]
+pub struct Rel {
+    pub plan: Plan,
+    pub scope: Scope,
+    pub rowtime: Option<usize>,
+}
+
+/// A planned job: the query, the sink and its conversions, the engine configuration.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub config: EngineConfig,
+    pub query: Rel,
+    pub sink: Arc<TableDef>,
+    /// Conversions from the query's columns to the sink's column types.
+    pub sink_exprs: Vec<Expr>,
+}
+
+struct Catalog {
+    tables: HashMap<String, Arc<TableDef>>,
+    views: HashMap<String, ast::Query>,
+}
+
+fn lower(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+/// Parse and plan a script.
+pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfig) -> Result<Job, SqlError> {
+    let statements = parse_script(text, vars)?;
+    let mut catalog = Catalog {
+        tables: HashMap::new(),
+        views: HashMap::new(),
+    };
+    let mut config = base;
+    let mut job: Option<Job> = None;
+    for st in statements {
+        match st {
+            Statement::CreateTable(ct) => {
+                let pos = ct.pos;
+                let key = lower(&ct.name);
+                if catalog.tables.contains_key(&key) || catalog.views.contains_key(&key) {
+                    return Err(SqlError::at(pos, format!("table or view `{}` already exists", ct.name)));
+                }
+                let def = create_table(ct)?;
+                catalog.tables.insert(key, Arc::new(def));
+            }
+            Statement::CreateView { name, pos, query } => {
+                let key = lower(&name);
+                if catalog.tables.contains_key(&key) || catalog.views.contains_key(&key) {
+                    return Err(SqlError::at(pos, format!("table or view `{name}` already exists")));
+                }
+                // Plan once now so errors point at the view's definition.
+                Planner { catalog: &catalog, depth: 0 }.query(&query)?;
+                catalog.views.insert(key, query);
+            }
+            Statement::Set { key, value, pos } => apply_set(&mut config, &key, &value, pos)?,
+            Statement::Query(q) => {
+                return Err(SqlError::at(q.pos, "a bare SELECT has no sink")
+                    .hint("write INSERT INTO <table> SELECT ..., e.g. into a table WITH ('connector' = 'print')"));
+            }
+            Statement::Insert { table, pos, query } => {
+                if job.is_some() {
+                    return Err(SqlError::at(pos, "only one INSERT INTO per script is supported").hint("run the second INSERT as its own script"));
+                }
+                let sink = catalog.tables.get(&lower(&table)).cloned().ok_or_else(|| {
+                    SqlError::at(pos, format!("unknown sink table `{table}`")).hint("create it first with CREATE TABLE ... WITH ('connector' = ...)")
+                })?;
+                let planner = Planner { catalog: &catalog, depth: 0 };
+                let rel = planner.query(&query)?;
+                let sink_exprs = sink_conversions(&rel, &sink, &query, pos)?;
+                job = Some(Job {
+                    config: config.clone(),
+                    query: rel,
+                    sink,
+                    sink_exprs,
+                });
+            }
+        }
+    }
+    let mut job = job.ok_or_else(|| {
+        SqlError::at(Pos { line: 1, column: 1 }, "the script has no INSERT INTO ... SELECT statement").hint("end the script with INSERT INTO <sink> SELECT ...")
+    })?;
+    job.config = config;
+    Ok(job)
+}
+
+fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Result<(), SqlError> {
+    match key {
+        "parallelism.default" => {
+            let n: usize = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| SqlError::at(pos, format!("parallelism.default = '{value}' must be a number of cores in 1..=1024")))?;
+            config.cores = n;
+        }
+        "table.local-time-zone" => {
+            if !matches!(value.trim(), "UTC" | "Etc/UTC" | "GMT" | "Z" | "+00:00") {
+                return Err(
+                    SqlError::at(pos, format!("table.local-time-zone = '{value}' is not supported")).hint("weir runs with table.local-time-zone = 'UTC' only")
+                );
+            }
+        }
+        "pipeline.auto-watermark-interval" => {
+            // weir computes the watermark after every record (interval 0): accepted, no effect.
+        }
+        "execution.runtime-mode" => {
+            if value.trim() != "streaming" {
+                return Err(SqlError::at(pos, format!("execution.runtime-mode = '{value}' is not supported")).hint("weir runs in streaming mode"));
+            }
+        }
+        _ => {
+            return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'"))
+                .hint("supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode"))
+        }
+    }
+    Ok(())
+}
+
+fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
+    let mut physical = Vec::new();
+    let mut seen = HashMap::new();
+    for c in &ct.columns {
+        if seen.insert(lower(c.name()), ()).is_some() {
+            return Err(SqlError::at(c.pos(), format!("column `{}` is declared twice", c.name())));
+        }
+        if let ColumnDef::Physical { name, ty, .. } = c {
+            physical.push((name.clone(), resolve_type(ty)?));
+        }
+    }
+    if physical.is_empty() {
+        return Err(SqlError::at(ct.pos, format!("table `{}` has no physical columns", ct.name)));
+    }
+    let phys_scope = Scope {
+        columns: physical
+            .iter()
+            .map(|(n, t)| Column {
+                qualifier: None,
+                name: n.clone(),
+                ty: *t,
+            })
+            .collect(),
+    };
+    let mut columns = Vec::new();
+    let mut layout = Vec::new();
+    let mut pi = 0;
+    for c in &ct.columns {
+        match c {
+            ColumnDef::Physical { name, .. } => {
+                columns.push((name.clone(), physical[pi].1));
+                layout.push(ColumnSource::Physical(pi));
+                pi += 1;
+            }
+            ColumnDef::Computed { name, expr, .. } => {
+                let t = bind(expr, &phys_scope).map_err(|e| e.hint("computed columns may refer to physical columns only"))?;
+                if t.ty == SqlType::Interval {
+                    return Err(SqlError::at(expr.pos, "a column cannot hold an interval"));
+                }
+                let ty = if t.ty == SqlType::Null { SqlType::String } else { t.ty };
+                columns.push((name.clone(), ty));
+                layout.push(ColumnSource::Computed(t.expr));
+            }
+        }
+    }
+    let rowtime = match &ct.watermark {
+        None => None,
+        Some(w) => {
+            let idx = columns
+                .iter()
+                .position(|(n, _)| n.eq_ignore_ascii_case(&w.column))
+                .ok_or_else(|| SqlError::at(w.pos, format!("WATERMARK FOR unknown column `{}`", w.column)))?;
+            let ty = columns[idx].1;
+            if !ty.is_timestamp() {
+                return Err(SqlError::at(w.pos, format!("the time attribute `{}` is {ty}", w.column))
+                    .hint("declare it TIMESTAMP(3) or TIMESTAMP_LTZ(3), e.g. ts AS TO_TIMESTAMP_LTZ(ms, 3)"));
+            }
+            Some((idx, watermark_delay(&w.expr, &w.column)?))
+        }
+    };
+    let mut opts: HashMap<String, (String, Pos)> = HashMap::new();
+    for o in &ct.options {
+        opts.insert(o.key.clone(), (o.value.clone(), o.pos));
+    }
+    let connector = match opts.get("connector").map(|(v, p)| (v.as_str(), *p)) {
+        None => {
+            return Err(SqlError::at(ct.pos, format!("table `{}` has no 'connector' option", ct.name))
+                .hint("add WITH ('connector' = 'filesystem', 'path' = ..., 'format' = 'csv')"))
+        }
+        Some(("filesystem", _)) => {
+            let (path, _) = opts
+                .get("path")
+                .ok_or_else(|| SqlError::at(ct.pos, "the filesystem connector needs a 'path' option"))?;
+            let format = match opts.get("format").map(|(v, p)| (v.as_str(), *p)) {
+                Some(("csv", _)) => Format::Csv,
+                Some(("json", _)) => Format::Json,
+                Some((f, p)) => return Err(SqlError::at(p, format!("format '{f}' is not supported")).hint("use 'csv' or 'json'")),
+                None => return Err(SqlError::at(ct.pos, "the filesystem connector needs a 'format' option").hint("'format' = 'csv' or 'json'")),
+            };
+            for (k, (_, p)) in &opts {
+                if !matches!(
+                    k.as_str(),
+                    "connector" | "path" | "format" | "csv.field-delimiter" | "csv.ignore-parse-errors" | "json.ignore-parse-errors"
+                ) {
+                    return Err(
+                        SqlError::at(*p, format!("option '{k}' is not supported by weir's filesystem connector")).hint("supported: connector, path, format")
+                    );
+                }
+                if k == "csv.field-delimiter" && opts[k].0 != "," {
+                    return Err(SqlError::at(*p, "only ',' is supported as csv.field-delimiter"));
+                }
+            }
+            Connector::Filesystem {
+                path: PathBuf::from(path),
+                format,
+            }
+        }
+        Some(("print", _)) => Connector::Print,
+        Some(("blackhole", _)) => Connector::Blackhole,
+        Some((c, p)) => return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, print, blackhole")),
+    };
+    Ok(TableDef {
+        name: ct.name,
+        pos: ct.pos,
+        columns,
+        layout,
+        physical,
+        rowtime,
+        connector,
+    })
+}
+
+/// `col` or `col - INTERVAL 'n' unit` → delay in ms.
+fn watermark_delay(e: &ast::Expr, column: &str) -> Result<i64, SqlError> {
+    let is_col = |x: &ast::Expr| matches!(&x.kind, ExprKind::Column(p) if p.len() == 1 && p[0].eq_ignore_ascii_case(column));
+    if is_col(e) {
+        return Ok(0);
+    }
+    if let ExprKind::Binary(BinOp::Minus, l, r) = &e.kind {
+        if is_col(l) {
+            if let ExprKind::Interval(ms) = r.kind {
+                if ms >= 0 {
+                    return Ok(ms);
+                }
+            }
+        }
+    }
+    Err(SqlError::at(e.pos, format!("unsupported watermark expression `{}`", e.display()))
+        .hint(format!("use `{column} - INTERVAL 'n' SECOND` (bounded out-of-orderness) or `{column}`")))
+}
+
+fn sink_conversions(rel: &Rel, sink: &TableDef, query: &ast::Query, pos: Pos) -> Result<Vec<Expr>, SqlError> {
+    if let Some(ColumnSource::Computed(_)) = sink.layout.iter().find(|c| matches!(c, ColumnSource::Computed(_))) {
+        return Err(SqlError::at(pos, format!("sink table `{}` has computed columns", sink.name)).hint("declare sink tables with physical columns only"));
+    }
+    if rel.scope.columns.len() != sink.columns.len() {
+        return Err(SqlError::at(
+            query.pos,
+            format!(
+                "the query produces {} columns but sink `{}` has {}",
+                rel.scope.columns.len(),
+                sink.name,
+                sink.columns.len()
+            ),
+        )
+        .hint(format!(
+            "select exactly: {}",
+            sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, (c, (name, ty))) in rel.scope.columns.iter().zip(&sink.columns).enumerate() {
+        if !assignable(c.ty, *ty) {
+            let at = match query.select.get(i) {
+                Some(SelectItem::Expr { expr, .. }) => expr.pos,
+                _ => query.pos,
+            };
+            return Err(SqlError::at(
+                at,
+                format!(
+                    "type error: column {} `{}` of the query is {}, but sink column `{name}` is {ty}",
+                    i + 1,
+                    c.name,
+                    c.ty
+                ),
+            )
+            .hint(format!("CAST it: CAST(... AS {ty})")));
+        }
+        out.push(coerce(Typed { expr: Expr::Col(i), ty: c.ty }, *ty));
+    }
+    Ok(out)
+}
+
+struct Planner<'a> {
+    catalog: &'a Catalog,
+    depth: usize,
+}
+
+const MAX_VIEW_DEPTH: usize = 32;
+
+impl Planner<'_> {
+    fn query(&self, q: &ast::Query) -> Result<Rel, SqlError> {
+        let from = self.from(&q.from)?;
+        let has_agg =
+            !q.group_by.is_empty() || q.having.is_some() || q.select.iter().any(|s| matches!(s, SelectItem::Expr { expr, .. } if contains_aggregate(expr)));
+        if has_agg {
+            return self.window_aggregate(q, from);
+        }
+        let mut rel = from;
+        if let Some(w) = &q.where_ {
+            rel = filter(rel, w)?;
+        }
+        project(rel, &q.select, bind)
+    }
+
+    fn from(&self, f: &FromItem) -> Result<Rel, SqlError> {
+        match f {
+            FromItem::Table { name, alias, pos } => {
+                let key = lower(name);
+                let qual = alias.clone().unwrap_or_else(|| name.clone());
+                if let Some(t) = self.catalog.tables.get(&key) {
+                    if !matches!(t.connector, Connector::Filesystem { .. }) {
+                        return Err(SqlError::at(*pos, format!("table `{name}` is a sink-only table and cannot be read")));
+                    }
+                    let scope = Scope {
+                        columns: t
+                            .columns
+                            .iter()
+                            .map(|(n, ty)| Column {
+                                qualifier: Some(qual.clone()),
+                                name: n.clone(),
+                                ty: *ty,
+                            })
+                            .collect(),
+                    };
+                    return Ok(Rel {
+                        plan: Plan::Scan { table: t.clone() },
+                        scope,
+                        rowtime: t.rowtime.map(|(i, _)| i),
+                    });
+                }
+                if let Some(v) = self.catalog.views.get(&key) {
+                    if self.depth >= MAX_VIEW_DEPTH {
+                        return Err(SqlError::at(*pos, "views nested too deeply"));
+                    }
+                    let mut rel = Planner {
+                        catalog: self.catalog,
+                        depth: self.depth + 1,
+                    }
+                    .query(v)?;
+                    requalify(&mut rel.scope, &qual);
+                    return Ok(rel);
+                }
+                let mut known: Vec<&String> = self.catalog.tables.keys().chain(self.catalog.views.keys()).collect();
+                known.sort();
+                Err(SqlError::at(*pos, format!("unknown table `{name}`")).hint(format!("tables and views: {known:?}")))
+            }
+            FromItem::Subquery { query, alias, .. } => {
+                let mut rel = self.query(query)?;
+                if let Some(a) = alias {
+                    requalify(&mut rel.scope, a);
+                } else {
+                    for c in rel.scope.columns.iter_mut() {
+                        c.qualifier = None;
+                    }
+                }
+                Ok(rel)
+            }
+            FromItem::Tvf {
+                kind,
+                pos,
+                input,
+                partition_by,
+                descriptor,
+                args,
+                alias,
+            } => {
+                let input = self.from(input)?;
+                let (dname, dpos) = descriptor;
+                let time_col = input.scope.resolve(std::slice::from_ref(dname), *dpos)?;
+                if input.rowtime != Some(time_col) {
+                    return Err(
+                        SqlError::at(*dpos, format!("DESCRIPTOR({dname}) must name the time attribute of the input")).hint(match input.rowtime {
+                            Some(i) => format!("the input's time attribute is `{}`", input.scope.columns[i].name),
+                            None => "the input has no time attribute: declare WATERMARK FOR <column> AS <column> - INTERVAL ... in its CREATE TABLE".into(),
+                        }),
+                    );
+                }
+                for (p, ppos) in partition_by {
+                    input.scope.resolve(std::slice::from_ref(p), *ppos)?;
+                    if *kind != TvfKind::Session {
+                        return Err(SqlError::at(*ppos, "PARTITION BY is only allowed in SESSION windows"));
+                    }
+                }
+                let intervals = args
+                    .iter()
+                    .map(|a| match a.kind {
+                        ExprKind::Interval(ms) => Ok(ms),
+                        _ => Err(SqlError::at(a.pos, format!("expected an interval literal, found `{}`", a.display())).hint("write e.g. INTERVAL '10' SECOND")),
+                    })
+                    .collect::<Result<Vec<i64>, _>>()?;
+                let need = |n: usize, sig: &str| -> Result<(), SqlError> {
+                    if intervals.len() == n {
+                        Ok(())
+                    } else if intervals.len() == n + 1 {
+                        Err(SqlError::at(*pos, "window offsets are not supported").hint(sig.to_string()))
+                    } else {
+                        Err(SqlError::at(*pos, format!("wrong number of window arguments: expected {sig}")))
+                    }
+                };
+                let assigner = match kind {
+                    TvfKind::Tumble => {
+                        need(1, "TUMBLE(TABLE t, DESCRIPTOR(ts), size)")?;
+                        WindowAssigner::Tumbling {
+                            size_ms: intervals[0],
+                            offset_ms: 0,
+                        }
+                    }
+                    TvfKind::Hop => {
+                        need(2, "HOP(TABLE t, DESCRIPTOR(ts), slide, size)")?;
+                        if intervals[0] > 0 && intervals[1] % intervals[0] != 0 {
+                            return Err(SqlError::at(args[1].pos, "HOP size must be an integral multiple of the slide (as in Flink)"));
+                        }
+                        WindowAssigner::Sliding {
+                            size_ms: intervals[1],
+                            slide_ms: intervals[0],
+                            offset_ms: 0,
+                        }
+                    }
+                    TvfKind::Cumulate => {
+                        need(2, "CUMULATE(TABLE t, DESCRIPTOR(ts), step, max_size)")?;
+                        WindowAssigner::Cumulate {
+                            step_ms: intervals[0],
+                            max_size_ms: intervals[1],
+                            offset_ms: 0,
+                        }
+                    }
+                    TvfKind::Session => {
+                        need(1, "SESSION(TABLE t [PARTITION BY k], DESCRIPTOR(ts), gap)")?;
+                        WindowAssigner::Session { gap_ms: intervals[0] }
+                    }
+                };
+                assigner.validate().map_err(|m| SqlError::at(*pos, m))?;
+                let ltz = matches!(input.scope.columns[time_col].ty, SqlType::TimestampLtz(_));
+                let mut scope = input.scope.clone();
+                let q = alias.clone().or_else(|| scope.columns.first().and_then(|c| c.qualifier.clone()));
+                if let Some(a) = alias {
+                    requalify(&mut scope, a);
+                }
+                for (n, ty) in window_columns(ltz) {
+                    scope.columns.push(Column {
+                        qualifier: q.clone(),
+                        name: n.into(),
+                        ty,
+                    });
+                }
+                let rowtime = Some(scope.columns.len() - 1);
+                Ok(Rel {
+                    plan: Plan::WindowTvf {
+                        input: Box::new(input),
+                        assigner,
+                    },
+                    scope,
+                    rowtime,
+                })
+            }
+            FromItem::Join { left, right, kind, on, pos } => self.join(left, right, *kind, on, *pos),
+        }
+    }
+
+    fn window_aggregate(&self, q: &ast::Query, from: Rel) -> Result<Rel, SqlError> {
+        let Rel {
+            plan: Plan::WindowTvf { input, assigner },
+            scope: tvf_scope,
+            ..
+        } = from
+        else {
+            return Err(SqlError::at(
+                q.pos,
+                "GROUP BY and aggregates are supported only over a window TVF (non-windowed aggregation produces updates)",
+            )
+            .hint("aggregate FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, ..."));
+        };
+        let n_in = input.scope.columns.len();
+        let ltz = matches!(tvf_scope.columns[n_in + 2].ty, SqlType::TimestampLtz(_));
+        let mut input = *input;
+        if let Some(w) = &q.where_ {
+            let t = bind(w, &tvf_scope)?;
+            if references_at_least(&t.expr, n_in) {
+                return Err(
+                    SqlError::at(w.pos, "WHERE on window columns before a window aggregate is not supported").hint("filter window results in an outer query")
+                );
+            }
+            input = filter(input, w)?;
+        }
+        // GROUP BY: window columns and keys.
+        let mut keys: Vec<Typed> = Vec::new();
+        let mut key_texts = Vec::new();
+        let mut key_cols: Vec<Option<usize>> = Vec::new();
+        let mut group_canon: Vec<(String, usize)> = Vec::new();
+        let (mut has_start, mut has_end) = (false, false);
+        for g in &q.group_by {
+            let t = bind(g, &tvf_scope)?;
+            match t.expr {
+                Expr::Col(i) if i == n_in => {
+                    has_start = true;
+                    group_canon.push((g.canonical(), usize::MAX - 2));
+                }
+                Expr::Col(i) if i == n_in + 1 => {
+                    has_end = true;
+                    group_canon.push((g.canonical(), usize::MAX - 1));
+                }
+                Expr::Col(i) if i == n_in + 2 => group_canon.push((g.canonical(), usize::MAX)),
+                ref e => {
+                    if references_at_least(e, n_in) {
+                        return Err(SqlError::at(g.pos, "GROUP BY expressions over window columns are not supported")
+                            .hint("group by window_start, window_end directly"));
+                    }
+                    group_canon.push((g.canonical(), keys.len()));
+                    key_cols.push(if let Expr::Col(i) = e { Some(*i) } else { None });
+                    key_texts.push(g.display());
+                    keys.push(t);
+                }
+            }
+        }
+        if !(has_start && has_end) {
+            let at = q.group_by.first().map(|g| g.pos).unwrap_or(q.pos);
+            return Err(SqlError::at(at, "a window aggregate must GROUP BY window_start and window_end").hint("GROUP BY window_start, window_end, <keys>"));
+        }
+        let nk = keys.len();
+        // Post-aggregate scope: keys, window columns, aggregates (filled by the hook).
+        let mut hook = AggHook {
+            tvf_scope: &tvf_scope,
+            n_in,
+            nk,
+            key_cols: &key_cols,
+            group_canon: &group_canon,
+            ltz,
+            args: Vec::new(),
+            aggs: Vec::new(),
+        };
+        let post_base = post_agg_scope(&keys, &key_texts, &key_cols, &tvf_scope, ltz);
+        // Bind HAVING and the select list with the hook; collect aggregates.
+        let having = match &q.having {
+            Some(h) => {
+                let t = bind_with(h, &post_base, &mut hook)?;
+                if !matches!(t.ty, SqlType::Boolean | SqlType::Null) {
+                    return Err(SqlError::at(h.pos, format!("HAVING `{}` is {}, expected BOOLEAN", h.display(), t.ty)));
+                }
+                Some((t.expr, h.display()))
+            }
+            None => None,
+        };
+        let mut items = Vec::new();
+        for s in &q.select {
+            match s {
+                SelectItem::Wildcard { pos, .. } => {
+                    return Err(SqlError::at(*pos, "`*` is not allowed in an aggregate query").hint("list the grouped columns and aggregates"));
+                }
+                SelectItem::Expr { expr, alias } => {
+                    let t = bind_with(expr, &post_base, &mut hook)?;
+                    items.push((t, output_name(expr, alias.as_deref(), items.len())));
+                }
+            }
+        }
+        let AggHook { args, aggs, .. } = hook;
+        let mut scope = post_base;
+        for (k, a) in aggs.iter().enumerate() {
+            scope.columns.push(Column {
+                qualifier: None,
+                name: format!("$agg{k}"),
+                ty: a.out_type,
+            });
+        }
+        let agg_rel = Rel {
+            plan: Plan::WindowAgg {
+                input: Box::new(input),
+                assigner,
+                keys: keys.into_iter().map(|k| k.expr).collect(),
+                key_texts,
+                args: args.into_iter().map(|a| a.expr).collect(),
+                aggs,
+                ltz,
+            },
+            scope,
+            rowtime: Some(nk + 2),
+        };
+        let mut rel = agg_rel;
+        if let Some((pred, text)) = having {
+            let scope = rel.scope.clone();
+            let rowtime = rel.rowtime;
+            rel = Rel {
+                plan: Plan::Filter {
+                    input: Box::new(rel),
+                    predicate: pred,
+                    text,
+                },
+                scope,
+                rowtime,
+            };
+        }
+        Ok(projection(rel, items))
+    }
+
+    fn join(&self, left: &FromItem, right: &FromItem, kind: JoinKind, on: &ast::Expr, pos: Pos) -> Result<Rel, SqlError> {
+        let l = self.from(left)?;
+        let r = self.from(right)?;
+        let nl = l.scope.columns.len();
+        let mut scope = l.scope.clone();
+        scope.columns.extend(r.scope.columns.iter().cloned());
+        let mut conjuncts = Vec::new();
+        split_and(on, &mut conjuncts);
+        let mut left_keys = Vec::new();
+        let mut right_keys = Vec::new();
+        let mut key_texts = Vec::new();
+        let mut residual: Option<(Expr, String)> = None;
+        let (mut start_eq, mut end_eq) = (None::<(usize, usize)>, None::<(usize, usize)>);
+        for c in conjuncts {
+            if let ExprKind::Binary(BinOp::Eq, a, b) = &c.kind {
+                let ta = bind(a, &scope)?;
+                let tb = bind(b, &scope)?;
+                let side = |e: &Expr| -> Option<bool> {
+                    let mut lo = usize::MAX;
+                    let mut hi = 0;
+                    column_range(e, &mut lo, &mut hi);
+                    if lo == usize::MAX {
+                        None
+                    } else if hi < nl {
+                        Some(true)
+                    } else if lo >= nl {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                };
+                let (sa, sb) = (side(&ta.expr), side(&tb.expr));
+                let pair = match (sa, sb) {
+                    (Some(true), Some(false)) => Some((ta, tb)),
+                    (Some(false), Some(true)) => Some((tb, ta)),
+                    _ => None,
+                };
+                if let Some((lt, rt)) = pair {
+                    let ty = common_type(lt.ty, rt.ty)
+                        .ok_or_else(|| SqlError::at(c.pos, format!("type error in `{}`: cannot compare {} with {}", c.display(), lt.ty, rt.ty)))?;
+                    if let (Expr::Col(li), Expr::Col(ri)) = (&lt.expr, &rt.expr) {
+                        let (ln, rn) = (&scope.columns[*li].name, &scope.columns[*ri].name);
+                        if ln.eq_ignore_ascii_case("window_start") && rn.eq_ignore_ascii_case("window_start") {
+                            start_eq = Some((*li, *ri - nl));
+                        }
+                        if ln.eq_ignore_ascii_case("window_end") && rn.eq_ignore_ascii_case("window_end") {
+                            end_eq = Some((*li, *ri - nl));
+                        }
+                    }
+                    left_keys.push(coerce(lt, ty));
+                    right_keys.push(shift_columns(coerce(rt, ty), nl));
+                    key_texts.push(c.display());
+                    continue;
+                }
+            }
+            let t = bind(c, &scope)?;
+            if !matches!(t.ty, SqlType::Boolean | SqlType::Null) {
+                return Err(SqlError::at(c.pos, format!("join condition `{}` is {}, expected BOOLEAN", c.display(), t.ty)));
+            }
+            residual = Some(match residual {
+                None => (t.expr, c.display()),
+                Some((e, s)) => (Expr::And(Box::new(e), Box::new(t.expr)), format!("{s} AND {}", c.display())),
+            });
+        }
+        let (Some(_), Some((le, re))) = (start_eq, end_eq) else {
+            return Err(SqlError::at(pos, "only window joins are supported: regular joins produce updates")
+                .hint("join two windowed inputs ON L.window_start = R.window_start AND L.window_end = R.window_end"));
+        };
+        let rowtime = l.rowtime;
+        let (residual, residual_text) = match residual {
+            Some((e, s)) => (Some(e), Some(s)),
+            None => (None, None),
+        };
+        Ok(Rel {
+            plan: Plan::WindowJoin {
+                left: Box::new(l),
+                right: Box::new(r),
+                kind,
+                left_keys,
+                right_keys,
+                key_texts,
+                left_end: le,
+                right_end: re,
+                residual,
+                residual_text,
+            },
+            scope,
+            rowtime,
+        })
+    }
+}
+
+fn window_columns(ltz: bool) -> [(&'static str, SqlType); 3] {
+    [
+        ("window_start", SqlType::Timestamp(3)),
+        ("window_end", SqlType::Timestamp(3)),
+        ("window_time", if ltz { SqlType::TimestampLtz(3) } else { SqlType::Timestamp(3) }),
+    ]
+}
+
+fn post_agg_scope(keys: &[Typed], key_texts: &[String], key_cols: &[Option<usize>], tvf: &Scope, ltz: bool) -> Scope {
+    let mut cols = Vec::new();
+    for (k, t) in keys.iter().enumerate() {
+        let (qualifier, name) = match key_cols[k] {
+            Some(i) => (tvf.columns[i].qualifier.clone(), tvf.columns[i].name.clone()),
+            None => (None, key_texts[k].clone()),
+        };
+        cols.push(Column { qualifier, name, ty: t.ty });
+    }
+    let q = tvf.columns.first().and_then(|c| c.qualifier.clone());
+    for (n, ty) in window_columns(ltz) {
+        cols.push(Column {
+            qualifier: q.clone(),
+            name: n.into(),
+            ty,
+        });
+    }
+    Scope { columns: cols }
+}
+
+/// Binds aggregate calls and grouped expressions of an aggregate query.
+struct AggHook<'a> {
+    tvf_scope: &'a Scope,
+    n_in: usize,
+    nk: usize,
+    key_cols: &'a [Option<usize>],
+    group_canon: &'a [(String, usize)],
+    ltz: bool,
+    args: Vec<Typed>,
+    aggs: Vec<AggCall>,
+}
+
+impl AggHook<'_> {
+    fn post_index(&self, g: usize) -> usize {
+        match g {
+            x if x == usize::MAX - 2 => self.nk,
+            x if x == usize::MAX - 1 => self.nk + 1,
+            usize::MAX => self.nk + 2,
+            k => k,
+        }
+    }
+    fn post_type(&self, idx: usize, key_types: SqlType) -> SqlType {
+        if idx == self.nk + 2 && self.ltz {
+            SqlType::TimestampLtz(3)
+        } else if idx >= self.nk {
+            SqlType::Timestamp(3)
+        } else {
+            key_types
+        }
+    }
+}
+
+impl AggregateHook for AggHook<'_> {
+    fn lookup(&mut self, e: &ast::Expr) -> Result<Option<Typed>, SqlError> {
+        // A grouped column, by resolution.
+        if let ExprKind::Column(parts) = &e.kind {
+            let i = self.tvf_scope.resolve(parts, e.pos)?;
+            let g = if i == self.n_in {
+                Some(usize::MAX - 2)
+            } else if i == self.n_in + 1 {
+                Some(usize::MAX - 1)
+            } else if i == self.n_in + 2 {
+                Some(usize::MAX)
+            } else {
+                self.key_cols.iter().position(|k| *k == Some(i))
+            };
+            return match g {
+                Some(g) => {
+                    let idx = self.post_index(g);
+                    let ty = self.post_type(idx, self.tvf_scope.columns[i].ty);
+                    Ok(Some(Typed { expr: Expr::Col(idx), ty }))
+                }
+                None => Err(SqlError::at(e.pos, format!("column `{}` is neither grouped nor aggregated", parts.join(".")))
+                    .hint("add it to GROUP BY or wrap it in an aggregate such as MAX(...)")),
+            };
+        }
+        // A grouped expression, by text.
+        let canon = e.canonical();
+        if let Some((_, g)) = self.group_canon.iter().find(|(c, _)| *c == canon) {
+            let idx = self.post_index(*g);
+            let t = bind(e, self.tvf_scope)?;
+            let ty = self.post_type(idx, t.ty);
+            return Ok(Some(Typed { expr: Expr::Col(idx), ty }));
+        }
+        let ExprKind::Function { name, args, distinct, star } = &e.kind else {
+            return Ok(None);
+        };
+        if !is_aggregate(name) {
+            return Ok(None);
+        }
+        let text = e.display();
+        let (func, arg) = if *star {
+            if name != "COUNT" {
+                return Err(SqlError::at(e.pos, format!("{name}(*) is not valid")).hint("only COUNT(*) takes *"));
+            }
+            (AggFunc::CountStar, None)
+        } else {
+            if args.len() != 1 {
+                return Err(SqlError::at(e.pos, format!("{name} takes exactly one argument")));
+            }
+            if contains_aggregate(&args[0]) {
+                return Err(SqlError::at(args[0].pos, "aggregates cannot be nested"));
+            }
+            let t = bind(&args[0], self.tvf_scope)?;
+            if references_at_least(&t.expr, self.n_in) {
+                return Err(SqlError::at(args[0].pos, "aggregating window columns is not supported"));
+            }
+            let f = match (name.as_str(), *distinct) {
+                ("COUNT", true) => AggFunc::CountDistinct,
+                ("COUNT", false) => AggFunc::Count,
+                (_, true) => return Err(SqlError::at(e.pos, format!("{name}(DISTINCT ...) is not supported")).hint("only COUNT(DISTINCT ...) is")),
+                ("SUM", _) => AggFunc::Sum,
+                ("MIN", _) => AggFunc::Min,
+                ("MAX", _) => AggFunc::Max,
+                _ => AggFunc::Avg,
+            };
+            (f, Some(t))
+        };
+        let arg_type = arg.as_ref().map(|a| a.ty).unwrap_or(SqlType::BigInt);
+        let out_type = match func {
+            AggFunc::CountStar | AggFunc::Count | AggFunc::CountDistinct => SqlType::BigInt,
+            AggFunc::Sum => match arg_type {
+                SqlType::Decimal(_, s) => SqlType::Decimal(38, s),
+                t if t.is_numeric() => t,
+                t => return Err(SqlError::at(e.pos, format!("type error in `{text}`: SUM of {t}")).hint("SUM takes a number")),
+            },
+            AggFunc::Avg => match arg_type {
+                SqlType::Decimal(_, s) => SqlType::Decimal(38, s.max(6)),
+                t if t.is_numeric() => t,
+                t => return Err(SqlError::at(e.pos, format!("type error in `{text}`: AVG of {t}")).hint("AVG takes a number")),
+            },
+            AggFunc::Min | AggFunc::Max => {
+                if matches!(arg_type, SqlType::Interval | SqlType::Null) {
+                    return Err(SqlError::at(e.pos, format!("type error in `{text}`: {name} of {arg_type}")));
+                }
+                arg_type
+            }
+        };
+        let arg_index = arg.map(|a| {
+            self.args.push(a);
+            self.args.len() - 1
+        });
+        self.aggs.push(AggCall {
+            func,
+            arg: arg_index,
+            arg_type,
+            out_type,
+            text,
+        });
+        let idx = self.nk + 3 + self.aggs.len() - 1;
+        Ok(Some(Typed {
+            expr: Expr::Col(idx),
+            ty: out_type,
+        }))
+    }
+    fn column_allowed(&self) -> bool {
+        false
+    }
+}
+
+fn output_name(e: &ast::Expr, alias: Option<&str>, i: usize) -> String {
+    if let Some(a) = alias {
+        return a.to_string();
+    }
+    match &e.kind {
+        ExprKind::Column(parts) => parts.last().cloned().unwrap_or_default(),
+        _ => format!("EXPR${i}"),
+    }
+}
+
+fn requalify(scope: &mut Scope, q: &str) {
+    for c in scope.columns.iter_mut() {
+        c.qualifier = Some(q.to_string());
+    }
+}
+
+fn filter(rel: Rel, w: &ast::Expr) -> Result<Rel, SqlError> {
+    let t = bind(w, &rel.scope)?;
+    if !matches!(t.ty, SqlType::Boolean | SqlType::Null) {
+        return Err(SqlError::at(w.pos, format!("WHERE `{}` is {}, expected BOOLEAN", w.display(), t.ty)));
+    }
+    let scope = rel.scope.clone();
+    let rowtime = rel.rowtime;
+    Ok(Rel {
+        plan: Plan::Filter {
+            input: Box::new(rel),
+            predicate: t.expr,
+            text: w.display(),
+        },
+        scope,
+        rowtime,
+    })
+}
+
+fn project(rel: Rel, select: &[SelectItem], mut bind_fn: impl FnMut(&ast::Expr, &Scope) -> Result<Typed, SqlError>) -> Result<Rel, SqlError> {
+    let mut items = Vec::new();
+    for s in select {
+        match s {
+            SelectItem::Wildcard { qualifier, pos } => {
+                let mut any = false;
+                for (i, c) in rel.scope.columns.iter().enumerate() {
+                    if qualifier
+                        .as_ref()
+                        .is_none_or(|q| c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q)))
+                    {
+                        any = true;
+                        items.push((Typed { expr: Expr::Col(i), ty: c.ty }, c.name.clone()));
+                    }
+                }
+                if !any {
+                    return Err(SqlError::at(*pos, format!("`{}.*` matches no table", qualifier.clone().unwrap_or_default())));
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                let t = bind_fn(expr, &rel.scope)?;
+                if t.ty == SqlType::Interval {
+                    return Err(SqlError::at(expr.pos, "selecting an interval is not supported"));
+                }
+                let name = output_name(expr, alias.as_deref(), items.len());
+                items.push((t, name));
+            }
+        }
+    }
+    Ok(projection(rel, items))
+}
+
+fn projection(rel: Rel, items: Vec<(Typed, String)>) -> Rel {
+    let mut rowtime = None;
+    let mut cols = Vec::new();
+    let mut exprs = Vec::new();
+    for (k, (t, name)) in items.into_iter().enumerate() {
+        if let Expr::Col(i) = t.expr {
+            if Some(i) == rel.rowtime && rowtime.is_none() {
+                rowtime = Some(k);
+            }
+        }
+        let ty = if t.ty == SqlType::Null { SqlType::String } else { t.ty };
+        cols.push(Column { qualifier: None, name, ty });
+        exprs.push(t.expr);
+    }
+    // Identity projections are dropped.
+    let identity = exprs.len() == rel.scope.columns.len() && exprs.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
+    if identity {
+        let mut rel = rel;
+        for (c, n) in rel.scope.columns.iter_mut().zip(cols) {
+            c.name = n.name;
+            c.qualifier = None;
+        }
+        return rel;
+    }
+    Rel {
+        plan: Plan::Project { input: Box::new(rel), exprs },
+        scope: Scope { columns: cols },
+        rowtime,
+    }
+}
+
+fn contains_aggregate(e: &ast::Expr) -> bool {
+    let mut found = false;
+    walk(e, &mut |x| {
+        if let ExprKind::Function { name, .. } = &x.kind {
+            if is_aggregate(name) {
+                found = true;
+            }
+        }
+    });
+    found
+}
+
+fn walk(e: &ast::Expr, f: &mut dyn FnMut(&ast::Expr)) {
+    f(e);
+    match &e.kind {
+        ExprKind::Neg(a) | ExprKind::Not(a) | ExprKind::Cast(a, _) | ExprKind::IsNull(a, _) => walk(a, f),
+        ExprKind::Binary(_, a, b) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        ExprKind::Function { args, .. } => args.iter().for_each(|a| walk(a, f)),
+        ExprKind::Case { operand, whens, else_ } => {
+            if let Some(o) = operand {
+                walk(o, f);
+            }
+            for (a, b) in whens {
+                walk(a, f);
+                walk(b, f);
+            }
+            if let Some(x) = else_ {
+                walk(x, f);
+            }
+        }
+        ExprKind::Between { expr, low, high, .. } => {
+            walk(expr, f);
+            walk(low, f);
+            walk(high, f);
+        }
+        ExprKind::InList { expr, list, .. } => {
+            walk(expr, f);
+            list.iter().for_each(|a| walk(a, f));
+        }
+        ExprKind::Like { expr, pattern, .. } => {
+            walk(expr, f);
+            walk(pattern, f);
+        }
+        _ => {}
+    }
+}
+
+fn split_and<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
+    if let ExprKind::Binary(BinOp::And, a, b) = &e.kind {
+        split_and(a, out);
+        split_and(b, out);
+    } else {
+        out.push(e);
+    }
+}
+
+/// Visit every column index an expression reads.
+fn columns(e: &Expr, f: &mut dyn FnMut(usize)) {
+    match e {
+        Expr::Col(i) => f(*i),
+        Expr::Lit(_) => {}
+        Expr::IntArith(_, _, a, b)
+        | Expr::DoubleArith(_, a, b)
+        | Expr::DecArith(_, _, a, b)
+        | Expr::TsArith(_, a, b)
+        | Expr::Compare(_, a, b)
+        | Expr::And(a, b)
+        | Expr::Or(a, b)
+        | Expr::Like(a, b, _) => {
+            columns(a, f);
+            columns(b, f);
+        }
+        Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => columns(a, f),
+        Expr::Case(bs, e) => {
+            for (a, b) in bs {
+                columns(a, f);
+                columns(b, f);
+            }
+            columns(e, f);
+        }
+        Expr::Coalesce(v) | Expr::Call(_, v) => v.iter().for_each(|a| columns(a, f)),
+        Expr::InList(a, v, _) => {
+            columns(a, f);
+            v.iter().for_each(|x| columns(x, f));
+        }
+    }
+}
+
+fn references_at_least(e: &Expr, n: usize) -> bool {
+    let mut any = false;
+    columns(e, &mut |i| any |= i >= n);
+    any
+}
+
+fn column_range(e: &Expr, lo: &mut usize, hi: &mut usize) {
+    columns(e, &mut |i| {
+        *lo = (*lo).min(i);
+        *hi = (*hi).max(i);
+    });
+}
+
+/// Rewrite column indexes `i` to `i - by` (right-side keys evaluated on right rows).
+fn shift_columns(e: Expr, by: usize) -> Expr {
+    let b = |x: Box<Expr>| Box::new(shift_columns(*x, by));
+    match e {
+        Expr::Col(i) => Expr::Col(i - by),
+        Expr::Lit(v) => Expr::Lit(v),
+        Expr::IntArith(o, w, x, y) => Expr::IntArith(o, w, b(x), b(y)),
+        Expr::DoubleArith(o, x, y) => Expr::DoubleArith(o, b(x), b(y)),
+        Expr::DecArith(o, s, x, y) => Expr::DecArith(o, s, b(x), b(y)),
+        Expr::TsArith(a, x, y) => Expr::TsArith(a, b(x), b(y)),
+        Expr::Neg(x) => Expr::Neg(b(x)),
+        Expr::Compare(c, x, y) => Expr::Compare(c, b(x), b(y)),
+        Expr::And(x, y) => Expr::And(b(x), b(y)),
+        Expr::Or(x, y) => Expr::Or(b(x), b(y)),
+        Expr::Not(x) => Expr::Not(b(x)),
+        Expr::IsNull(x, n) => Expr::IsNull(b(x), n),
+        Expr::Case(bs, e) => Expr::Case(bs.into_iter().map(|(x, y)| (shift_columns(x, by), shift_columns(y, by))).collect(), b(e)),
+        Expr::Cast(x, t) => Expr::Cast(b(x), t),
+        Expr::Coalesce(v) => Expr::Coalesce(v.into_iter().map(|x| shift_columns(x, by)).collect()),
+        Expr::InList(x, v, n) => Expr::InList(b(x), v.into_iter().map(|y| shift_columns(y, by)).collect(), n),
+        Expr::Like(x, y, n) => Expr::Like(b(x), b(y), n),
+        Expr::Call(f, v) => Expr::Call(f, v.into_iter().map(|x| shift_columns(x, by)).collect()),
+    }
+}
