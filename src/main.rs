@@ -17,8 +17,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job to completion: a built-in job name (see `weir jobs`).
+    /// Run a job: a Flink SQL script (`JOB.sql`) or a built-in job name (see `weir jobs`).
+    /// Bounded jobs run to completion and exit 0.
     Run(RunArgs),
+    /// Print the plan of a Flink SQL script: operators, key-by columns, exchanges, shards.
+    Explain(ExplainArgs),
     /// List the built-in jobs.
     Jobs,
     /// Check this machine for running weir (cores, governor, IRQs, memlock, io_uring, THP, disk).
@@ -83,9 +86,38 @@ impl EngineArgs {
 }
 
 #[derive(Args)]
+struct ExplainArgs {
+    /// The Flink SQL script.
+    script: PathBuf,
+    /// Script variable `${NAME}` = VALUE (repeatable), e.g. `--var DATA=/data`.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Parse `NAME=VALUE` pairs.
+fn parse_vars(vars: &[String]) -> Result<std::collections::HashMap<String, String>, String> {
+    vars.iter()
+        .map(|v| {
+            v.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--var {v}: expected NAME=VALUE"))
+        })
+        .collect()
+}
+
+fn read_script(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+#[derive(Args)]
 struct RunArgs {
-    /// Built-in job name (`weir jobs` lists them).
+    /// A Flink SQL script (`*.sql`) or a built-in job name (`weir jobs` lists them).
     job: String,
+    /// SQL script variable `${NAME}` = VALUE (repeatable), e.g. `--var DATA=/data`.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
     /// Events to generate (0 = unbounded).
     #[arg(long, default_value_t = 10_000_000)]
     events: u64,
@@ -139,6 +171,17 @@ fn run(args: RunArgs) -> Result<(), String> {
         sink: args.sink,
         out_of_orderness_ms: args.out_of_orderness_ms,
     };
+    let env = if args.job.ends_with(".sql") {
+        let path = std::path::Path::new(&args.job);
+        let script = read_script(path)?;
+        let vars = parse_vars(&args.vars)?;
+        weir::sql::build(&script, &vars, config.clone()).map_err(|e| format!("{}: {e}", path.display()))?
+    } else {
+        let env = weir::api::StreamEnv::new(config.clone());
+        weir::jobs::build(&env, &args.job, &options).map_err(|e| e.to_string())?;
+        env
+    };
+    let config = env.config().clone();
     eprintln!(
         "weir {}: job {} on {} shards (pinned: {}), batch {} records, rings of {} batches",
         env!("CARGO_PKG_VERSION"),
@@ -148,8 +191,6 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.batch_size,
         config.ring_capacity_batches
     );
-    let env = weir::api::StreamEnv::new(config.clone());
-    weir::jobs::build(&env, &args.job, &options).map_err(|e| e.to_string())?;
     let report = match &args.http {
         None => env.execute(),
         Some(addr) => {
@@ -165,6 +206,15 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     eprint!("{}", weir::jobs::summary(&report));
+    Ok(())
+}
+
+fn explain(args: ExplainArgs) -> Result<(), String> {
+    let config = args.engine.resolve()?;
+    let script = read_script(&args.script)?;
+    let vars = parse_vars(&args.vars)?;
+    let plan = weir::sql::explain(&script, &vars, config).map_err(|e| format!("{}: {e}", args.script.display()))?;
+    print!("{plan}");
     Ok(())
 }
 
@@ -201,6 +251,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Tune(args) => tune(args),
+        Command::Explain(args) => explain(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

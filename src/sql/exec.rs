@@ -18,7 +18,6 @@ use super::expr::{decimal_to_f64, Expr};
 use super::join::WindowJoinOp;
 use super::plan::{AggCall, AggFunc, Connector, Job, Plan, Rel};
 use super::source::RowFileSource;
-use super::stamp::{ReleaseOp, StampOp};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
@@ -38,6 +37,11 @@ use crate::time::{Timestamp, WatermarkStrategy};
 
 /// Build and run the job.
 pub fn execute(job: Job) -> Result<JobReport, SqlError> {
+    build_env(&job)?.execute().map_err(|e| SqlError::job(format!("job failed: {e}")))
+}
+
+/// Build the job's operator graph into a fresh environment, ready to execute.
+pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
     job.config.validate().map_err(|e| SqlError::job(format!("engine configuration: {e}")))?;
     let env = StreamEnv::new(job.config.clone());
     let stream = build(&env, &job.query)?;
@@ -58,7 +62,7 @@ pub fn execute(job: Job) -> Result<JobReport, SqlError> {
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
     }
-    env.execute().map_err(|e| SqlError::job(format!("job failed: {e}")))
+    Ok(env)
 }
 
 /// A row written as CSV fields in Flink's text forms.
@@ -170,15 +174,8 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                 first_arg: nk,
             };
             let ltz = *ltz;
-            let stamped = direct_splits(input)? == Some(1);
-            let mut pre_stream = build(env, input)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
-            if stamped {
-                pre_stream = pre_stream.then("stamp_watermark", |_, _, down| Ok(Box::new(StampOp::new(down))));
-            }
-            let (mut stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nk].iter().cloned().collect())).exchanged();
-            if stamped {
-                stream = stream.then("release_watermark", |ctx, _, down| Ok(Box::new(ReleaseOp::new(down, ctx.config.batch_size))));
-            }
+            let pre_stream = build(env, input)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
+            let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nk].iter().cloned().collect())).exchanged();
             let assigner = *assigner;
             let kind = match assigner {
                 WindowAssigner::Tumbling { .. } => "window:tumble",
@@ -220,16 +217,8 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             residual,
             ..
         } => {
-            let left_stamped = direct_splits(left)? == Some(1);
-            let right_stamped = direct_splits(right)? == Some(1);
-            let mut l = build(env, left)?;
-            if left_stamped {
-                l = l.then("stamp_watermark", |_, _, down| Ok(Box::new(StampOp::new(down))));
-            }
-            let mut r = build(env, right)?;
-            if right_stamped {
-                r = r.then("stamp_watermark", |_, _, down| Ok(Box::new(StampOp::new(down))));
-            }
+            let l = build(env, left)?;
+            let r = build(env, right)?;
             let lk: Arc<[Expr]> = left_keys.clone().into();
             let rk: Arc<[Expr]> = right_keys.clone().into();
             let (le, re) = (*left_end, *right_end);
@@ -246,8 +235,6 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                 left_end: le,
                 right_end: re,
                 residual: residual.clone(),
-                left_stamped,
-                right_stamped,
             });
             let tail: Tail<Row> = Arc::new(move |ctx, down| {
                 let mut l_ends = vec![ctx.take_receiver_ends(left_edge)];
@@ -265,16 +252,6 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             DataStream { env: env.clone(), tail, name }
         }
     })
-}
-
-/// The number of files feeding `rel` when no exchange lies between them and `rel`'s output
-/// (`None` if there is one).
-fn direct_splits(rel: &Rel) -> Result<Option<usize>, SqlError> {
-    match &rel.plan {
-        Plan::Scan { table } => Ok(Some(RowFileSource::new(table.clone())?.file_count())),
-        Plan::Filter { input, .. } | Plan::Project { input, .. } | Plan::WindowTvf { input, .. } => direct_splits(input),
-        Plan::WindowAgg { .. } | Plan::WindowJoin { .. } => Ok(None),
-    }
 }
 
 /// The join key of a row: its window end and the equi-join key values.

@@ -20,7 +20,6 @@ use rustc_hash::FxHashMap;
 
 use super::ast::JoinKind;
 use super::expr::Expr;
-use super::stamp::take_stamp;
 use super::types::{KeyRow, Row, Value};
 use crate::batch::Batch;
 use crate::operator::{Output, Push2};
@@ -38,9 +37,6 @@ pub struct JoinSpec {
     pub right_end: usize,
     /// Condition on the joined row beyond the equi-keys.
     pub residual: Option<Expr>,
-    /// Rows of this side carry their source watermark as a hidden last column (see `stamp`).
-    pub left_stamped: bool,
-    pub right_stamped: bool,
 }
 
 type Sides = (Vec<Row>, Vec<Row>);
@@ -76,19 +72,14 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> WindowJoinOp<LK, RK> {
         }
     }
 
-    fn insert(&mut self, mut row: Row, left: bool) {
-        let stamp = if (left && self.spec.left_stamped) || (!left && self.spec.right_stamped) {
-            take_stamp(&mut row)
-        } else {
-            WATERMARK_MIN
-        };
+    fn insert(&mut self, row: Row, left: bool) {
         let idx = if left { self.spec.left_end } else { self.spec.right_end };
         let Some(end) = Self::window_end(&row, idx) else {
             // A NULL window end never joins.
             OperatorMetrics::add(&self.metrics.late_records_dropped, 1);
             return;
         };
-        if end.saturating_sub(1) <= self.watermark.max(stamp) {
+        if end.saturating_sub(1) <= self.watermark {
             OperatorMetrics::add(&self.metrics.late_records_dropped, 1);
             return;
         }

@@ -28,7 +28,6 @@ pub mod join;
 pub mod parser;
 pub mod plan;
 pub mod source;
-pub mod stamp;
 pub mod types;
 
 use std::collections::HashMap;
@@ -98,6 +97,13 @@ impl std::error::Error for SqlError {}
 pub fn run_script(text: &str, vars: &HashMap<String, String>, base: EngineConfig) -> Result<JobReport, SqlError> {
     let job = plan::plan_script(text, vars, base)?;
     exec::execute(job)
+}
+
+/// Parse and plan `text` into an environment ready to [`StreamEnv::execute`] (its
+/// configuration is `base` with the script's `SET` statements applied).
+pub fn build(text: &str, vars: &HashMap<String, String>, base: EngineConfig) -> Result<crate::api::StreamEnv, SqlError> {
+    let job = plan::plan_script(text, vars, base)?;
+    exec::build_env(&job)
 }
 
 /// Parse and plan `text`, and describe the job it would run.
