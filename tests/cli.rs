@@ -90,3 +90,69 @@ fn tune_reports_every_check_as_json() {
         assert!(text.contains(id), "{id} missing");
     }
 }
+
+#[test]
+fn run_and_explain_a_sql_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Bids for auctions 1 and 2 in two 10 s windows; the last one closes the first window.
+    std::fs::write(
+        data.join("bid.csv"),
+        "1,7,100,web,u,1000,x\n2,7,200,web,u,2000,x\n1,8,300,web,u,3000,x\n1,8,50,web,u,25000,x\n",
+    )
+    .unwrap();
+    let script = dir.path().join("job.sql");
+    std::fs::write(
+        &script,
+        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, ms BIGINT, extra STRING,\n\
+           date_time AS TO_TIMESTAMP_LTZ(ms, 3), WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND)\n\
+           WITH ('connector' = 'filesystem', 'path' = '${DATA}/bid.csv', 'format' = 'csv');\n\
+         CREATE TABLE out_rows (auction BIGINT, num BIGINT, hi BIGINT) WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'csv');\n\
+         INSERT INTO out_rows SELECT auction, COUNT(*), MAX(price) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
+           GROUP BY auction, window_start, window_end;\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let vars = [format!("DATA={}", data.display()), format!("OUT={}", out.display())];
+    let run = weir()
+        .arg("run")
+        .arg(&script)
+        .args(["--var", &vars[0], "--var", &vars[1], "--cores", "2", "--no-pin"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut rows: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flat_map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(rows, ["1,1,50", "1,2,300", "2,1,200"]);
+
+    let explain = weir()
+        .arg("explain")
+        .arg(&script)
+        .args(["--var", &vars[0], "--var", &vars[1]])
+        .output()
+        .unwrap();
+    assert!(explain.status.success());
+    let plan = String::from_utf8_lossy(&explain.stdout);
+    assert!(plan.contains("TUMBLE") && plan.contains("exchange"), "{plan}");
+
+    // A SQL error names the script, line and column, and the process exits non-zero.
+    std::fs::write(
+        &script,
+        "CREATE TABLE t (a BIGINT) WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'csv');\nSELECT a FROM t ORDER BY a;\n",
+    )
+    .unwrap();
+    let bad = weir().arg("run").arg(&script).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("job.sql") && err.contains("line 2"), "{err}");
+}

@@ -69,6 +69,25 @@ impl SinkBuffer {
     }
 }
 
+/// Write all of `bytes` at `*offset` with positional io_uring writes (not glommio's
+/// `StreamWriter`, which panics when its task is polled again before a write completed — as
+/// happens in segments woken by rings), advancing `*offset`. Returns the buffer for reuse.
+pub(crate) async fn write_all_at(file: &BufferedFile, bytes: Vec<u8>, offset: &mut u64, path: &Path, op: &'static str) -> Result<Vec<u8>> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = file.write_at(rest.clone(), *offset).await.map_err(|e| WeirError::io(op, path, e.into()))?;
+        if n == 0 {
+            return Err(WeirError::io(op, path, std::io::Error::from(std::io::ErrorKind::WriteZero)));
+        }
+        *offset += n as u64;
+        if n == rest.len() {
+            break;
+        }
+        rest.drain(..n);
+    }
+    Ok(rest)
+}
+
 /// Give a written-out buffer's allocation back to `slot` for reuse, unless new bytes were
 /// buffered meanwhile.
 pub(crate) fn reuse_allocation(slot: &mut Vec<u8>, mut written: Vec<u8>) {
@@ -192,28 +211,7 @@ impl Flusher for PartFileWriter {
                 self.open_part().await?;
             }
             let part = self.current.as_mut().expect("part file open");
-            let mut rest = bytes;
-            let mut bytes = Vec::new();
-            while !rest.is_empty() {
-                let n = part
-                    .file
-                    .write_at(rest.clone(), part.written)
-                    .await
-                    .map_err(|e| WeirError::io("writing part file", &part.temp, e.into()))?;
-                if n == 0 {
-                    return Err(WeirError::io(
-                        "writing part file",
-                        &part.temp,
-                        std::io::Error::from(std::io::ErrorKind::WriteZero),
-                    ));
-                }
-                part.written += n as u64;
-                if n == rest.len() {
-                    bytes = rest;
-                    break;
-                }
-                rest.drain(..n);
-            }
+            let bytes = write_all_at(&part.file, bytes, &mut part.written, &part.temp, "writing part file").await?;
             if part.written >= self.roll_bytes {
                 self.finish_part().await?;
             }

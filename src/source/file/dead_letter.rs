@@ -17,8 +17,7 @@ use std::path::PathBuf;
 use std::rc::{Rc, Weak};
 
 use futures::future::LocalBoxFuture;
-use futures_lite::AsyncWriteExt;
-use glommio::io::{BufferedFile, StreamWriter, StreamWriterBuilder};
+use glommio::io::BufferedFile;
 use serde::Serialize;
 
 use crate::error::{Result, WeirError};
@@ -102,7 +101,8 @@ pub(crate) struct DeadLetterWriter {
     dir: PathBuf,
     path: PathBuf,
     buffer: SharedDeadLetters,
-    writer: Option<StreamWriter>,
+    /// The open dead-letter file and the offset to append at.
+    writer: Option<(BufferedFile, u64)>,
 }
 
 impl Flusher for DeadLetterWriter {
@@ -125,13 +125,10 @@ impl Flusher for DeadLetterWriter {
                 let file = BufferedFile::create(&self.path)
                     .await
                     .map_err(|e| WeirError::io("creating dead-letter file", &self.path, e.into()))?;
-                self.writer = Some(StreamWriterBuilder::new(file).with_buffer_size(64 << 10).build());
+                self.writer = Some((file, 0));
             }
-            let writer = self.writer.as_mut().expect("dead-letter file open");
-            writer
-                .write_all(&bytes)
-                .await
-                .map_err(|e| WeirError::io("writing dead-letter file", &self.path, e))?;
+            let (file, offset) = self.writer.as_mut().expect("dead-letter file open");
+            let bytes = crate::sink::file::write_all_at(file, bytes, offset, &self.path, "writing dead-letter file").await?;
             crate::sink::file::reuse_allocation(&mut self.buffer.borrow_mut().bytes, bytes);
             Ok(())
         })
@@ -144,8 +141,10 @@ impl Flusher for DeadLetterWriter {
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.flush().await?;
-            if let Some(mut writer) = self.writer.take() {
-                writer.close().await.map_err(|e| WeirError::io("closing dead-letter file", &self.path, e))?;
+            if let Some((file, _)) = self.writer.take() {
+                file.close()
+                    .await
+                    .map_err(|e| WeirError::io("closing dead-letter file", &self.path, e.into()))?;
             }
             Ok(())
         })
