@@ -114,6 +114,9 @@ impl<L, R, C: JoinCore<L, R>> Push2<L, R> for JoinDriver<C> {
         self.0.report();
         self.0.output().end();
     }
+    fn idle(&mut self) {
+        self.0.output().idle();
+    }
 }
 
 impl<L, R, C: JoinCore<L, R>> Push<JoinInput<L, R>> for JoinDriver<C> {

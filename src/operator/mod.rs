@@ -47,6 +47,8 @@ pub trait Push2<L, R> {
     fn watermark(&mut self, wm: Timestamp);
     fn processing_time(&mut self, now_ms: Timestamp);
     fn end(&mut self);
+    /// Every channel of both inputs is idle (see [`Push::idle`]).
+    fn idle(&mut self) {}
 }
 
 /// An operator's output buffer: collects records and marks and pushes full batches downstream.

@@ -555,10 +555,16 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 if let Some(w) = state.set_idle(c) {
                     chain.watermark(w);
                 }
+                if state.combiner.all_idle() {
+                    chain.idle();
+                }
             }
             Step::Right(c, Envelope::Idle) => {
                 if let Some(w) = state.set_idle(nl + c) {
                     chain.watermark(w);
+                }
+                if state.combiner.all_idle() {
+                    chain.idle();
                 }
             }
         }

@@ -173,6 +173,9 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> Push2<Row, Row> for WindowJ
     fn processing_time(&mut self, now_ms: Timestamp) {
         self.out.processing_time(now_ms);
     }
+    fn idle(&mut self) {
+        self.out.idle();
+    }
     fn end(&mut self) {
         self.out.end();
     }
