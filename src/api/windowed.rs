@@ -9,7 +9,7 @@ use crate::key::StableHash;
 use crate::operator::aggregate::AggregateFunction;
 use crate::operator::window::aligned::AlignedWindowOp;
 use crate::operator::window::session::SessionWindowOp;
-use crate::operator::window::{WindowAssigner, WindowResult, WindowSpec};
+use crate::operator::window::{WindowAssigner, WindowDriver, WindowResult, WindowSpec};
 use crate::operator::{Output, Push};
 use crate::shard::BuildCtx;
 use crate::sink::Sink;
@@ -84,8 +84,8 @@ where
             };
             let out = Output::new(down, bs);
             let op: Box<dyn Push<T>> = match spec.assigner {
-                WindowAssigner::Session { .. } => Box::new(SessionWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics)),
-                _ => Box::new(AlignedWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics)),
+                WindowAssigner::Session { .. } => Box::new(WindowDriver(SessionWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics))),
+                _ => Box::new(WindowDriver(AlignedWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics))),
             };
             Ok(op)
         })

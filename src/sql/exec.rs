@@ -25,7 +25,7 @@ use crate::api::{DataStream, StreamEnv};
 use crate::operator::aggregate::AggregateFunction;
 use crate::operator::window::aligned::AlignedWindowOp;
 use crate::operator::window::session::SessionWindowOp;
-use crate::operator::window::{WindowAssigner, WindowResult, WindowSpec};
+use crate::operator::window::{WindowAssigner, WindowDriver, WindowResult, WindowSpec};
 use crate::operator::{Output, Push, Push2};
 use crate::shard::runtime::JobReport;
 use crate::shard::segment::run_two_input;
@@ -191,8 +191,8 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                     allowed_lateness_ms: 0,
                 };
                 let op: Box<dyn Push<Row>> = match assigner {
-                    WindowAssigner::Session { .. } => Box::new(SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics)),
-                    _ => Box::new(AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics)),
+                    WindowAssigner::Session { .. } => Box::new(WindowDriver(SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
+                    _ => Box::new(WindowDriver(AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
                 };
                 Ok(op)
             });

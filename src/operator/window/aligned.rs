@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{cleanup_time, WindowOutputs, WindowResult, WindowSpec};
-use crate::batch::{Batch, InOrder};
+use super::{cleanup_time, WindowCore, WindowOutputs, WindowResult, WindowSpec};
+use crate::batch::InOrder;
 use crate::operator::aggregate::AggregateFunction;
-use crate::operator::{Output, Push};
+use crate::operator::Output;
 use crate::shard::OperatorMetrics;
 use crate::time::{Timestamp, WATERMARK_MIN};
 
@@ -205,33 +205,19 @@ where
     }
 }
 
-impl<T, K, KF, A> Push<T> for AlignedWindowOp<T, K, KF, A>
+impl<T, K, KF, A> WindowCore<T> for AlignedWindowOp<T, K, KF, A>
 where
     K: Hash + Eq + Clone,
     KF: FnMut(&T) -> K,
     A: AggregateFunction<T>,
 {
-    fn push(&mut self, batch: &mut Batch<T>) {
-        OperatorMetrics::add(&self.out.metrics.records_in, batch.len() as u64);
-        batch.drain_in_order(self);
-        self.out.flush();
+    type Result = WindowResult<K, A::Out>;
+
+    fn outputs(&mut self) -> &mut WindowOutputs<T, Self::Result> {
+        &mut self.out
     }
 
-    fn watermark(&mut self, wm: Timestamp) {
-        self.advance(wm);
-        self.out.flush();
-    }
-
-    fn idle(&mut self) {
-        self.out.idle();
-    }
-
-    fn processing_time(&mut self, now_ms: Timestamp) {
-        self.out.processing_time(now_ms);
-    }
-
-    fn end(&mut self) {
+    fn check_finished(&self) {
         debug_assert!(self.buckets.iter().all(|b| b.fired), "end of input before the final watermark");
-        self.out.end();
     }
 }

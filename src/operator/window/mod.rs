@@ -209,6 +209,46 @@ impl<T, R> WindowOutputs<T, R> {
     }
 }
 
+/// What a window operator provides: in-order record and watermark handling (`advance` as
+/// `on_watermark`) and its outputs. [`WindowDriver`] turns it into a [`crate::operator::Push`],
+/// so every window kind forwards batches, watermarks, idleness, processing time and end of
+/// input the same way.
+pub trait WindowCore<T>: crate::batch::InOrder<T> {
+    type Result;
+    fn outputs(&mut self) -> &mut WindowOutputs<T, Self::Result>;
+    /// Called at end of input, after the final watermark: assert nothing was left unfired.
+    fn check_finished(&self) {}
+}
+
+/// A window operator as a `Push`.
+pub struct WindowDriver<W>(pub W);
+
+impl<T, W: WindowCore<T>> crate::operator::Push<T> for WindowDriver<W> {
+    fn push(&mut self, batch: &mut crate::batch::Batch<T>) {
+        crate::shard::OperatorMetrics::add(&self.0.outputs().metrics.records_in, batch.len() as u64);
+        batch.drain_in_order(&mut self.0);
+        self.0.outputs().flush();
+    }
+
+    fn watermark(&mut self, wm: Timestamp) {
+        self.0.on_watermark(wm);
+        self.0.outputs().flush();
+    }
+
+    fn idle(&mut self) {
+        self.0.outputs().idle();
+    }
+
+    fn processing_time(&mut self, now_ms: Timestamp) {
+        self.0.outputs().processing_time(now_ms);
+    }
+
+    fn end(&mut self) {
+        self.0.check_finished();
+        self.0.outputs().end();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{cleanup_time, WindowAssigner, WindowOutputs, WindowResult, WindowSpec};
-use crate::batch::{Batch, InOrder};
+use super::{cleanup_time, WindowAssigner, WindowCore, WindowOutputs, WindowResult, WindowSpec};
+use crate::batch::InOrder;
 use crate::operator::aggregate::AggregateFunction;
-use crate::operator::{Output, Push};
+use crate::operator::Output;
 use crate::shard::OperatorMetrics;
 use crate::time::{Timestamp, WATERMARK_MIN};
 
@@ -187,29 +187,15 @@ where
     }
 }
 
-impl<T, K, KF, A> Push<T> for SessionWindowOp<T, K, KF, A>
+impl<T, K, KF, A> WindowCore<T> for SessionWindowOp<T, K, KF, A>
 where
     K: Hash + Eq + Ord + Clone,
     KF: FnMut(&T) -> K,
     A: AggregateFunction<T>,
 {
-    fn push(&mut self, batch: &mut Batch<T>) {
-        OperatorMetrics::add(&self.out.metrics.records_in, batch.len() as u64);
-        batch.drain_in_order(self);
-        self.out.flush();
-    }
-    fn watermark(&mut self, wm: Timestamp) {
-        self.advance(wm);
-        self.out.flush();
-    }
-    fn idle(&mut self) {
-        self.out.idle();
-    }
+    type Result = WindowResult<K, A::Out>;
 
-    fn processing_time(&mut self, now_ms: Timestamp) {
-        self.out.processing_time(now_ms);
-    }
-    fn end(&mut self) {
-        self.out.end();
+    fn outputs(&mut self) -> &mut WindowOutputs<T, Self::Result> {
+        &mut self.out
     }
 }
