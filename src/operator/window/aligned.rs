@@ -121,15 +121,7 @@ where
                 // updated result at once; the window counts as fired from now on.
                 bucket.fired = true;
                 let value = agg.result(acc);
-                self.out.results.emit(
-                    WindowResult {
-                        key: key.clone(),
-                        window_start: start,
-                        window_end: end,
-                        value,
-                    },
-                    end.saturating_sub(1),
-                );
+                self.out.emit_result(key.clone(), start, end, value);
             }
         }
         if !accepted {
@@ -154,28 +146,12 @@ where
                 if remove {
                     for (key, acc) in bucket.accs.drain() {
                         let value = self.agg.result(&acc);
-                        self.out.results.emit(
-                            WindowResult {
-                                key,
-                                window_start: start,
-                                window_end: end,
-                                value,
-                            },
-                            end.saturating_sub(1),
-                        );
+                        self.out.emit_result(key, start, end, value);
                     }
                 } else {
                     for (key, acc) in bucket.accs.iter() {
                         let value = self.agg.result(acc);
-                        self.out.results.emit(
-                            WindowResult {
-                                key: key.clone(),
-                                window_start: start,
-                                window_end: end,
-                                value,
-                            },
-                            end.saturating_sub(1),
-                        );
+                        self.out.emit_result(key.clone(), start, end, value);
                     }
                 }
             }

@@ -209,6 +209,23 @@ impl<T, R> WindowOutputs<T, R> {
     }
 }
 
+impl<T, K, V> WindowOutputs<T, WindowResult<K, V>> {
+    /// Emit one window's result for one key, stamped with the window's last timestamp
+    /// (`window_end - 1`, Flink's `maxTimestamp`).
+    #[inline]
+    pub fn emit_result(&mut self, key: K, window_start: Timestamp, window_end: Timestamp, value: V) {
+        self.results.emit(
+            WindowResult {
+                key,
+                window_start,
+                window_end,
+                value,
+            },
+            window_end.saturating_sub(1),
+        );
+    }
+}
+
 /// What a window operator provides: in-order record and watermark handling (`advance` as
 /// `on_watermark`) and its outputs. [`WindowDriver`] turns it into a [`crate::operator::Push`],
 /// so every window kind forwards batches, watermarks, idleness, processing time and end of

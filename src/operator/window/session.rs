@@ -102,15 +102,7 @@ where
         let fire_now = end.saturating_sub(1) <= wm;
         if fire_now {
             let value = self.agg.result(&acc);
-            self.out.results.emit(
-                WindowResult {
-                    key: key.clone(),
-                    window_start: start,
-                    window_end: end,
-                    value,
-                },
-                end.saturating_sub(1),
-            );
+            self.out.emit_result(key.clone(), start, end, value);
         }
         list.push(Session {
             start,
@@ -145,15 +137,7 @@ where
             if !s.fired {
                 s.fired = true;
                 let value = self.agg.result(&s.acc);
-                self.out.results.emit(
-                    WindowResult {
-                        key: key.clone(),
-                        window_start: start,
-                        window_end: end,
-                        value,
-                    },
-                    end.saturating_sub(1),
-                );
+                self.out.emit_result(key.clone(), start, end, value);
             }
             if remove {
                 list.swap_remove(pos);
