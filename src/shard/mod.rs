@@ -43,6 +43,20 @@ pub trait Flusher {
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
+    /// Two-phase commit, phase one: the barrier of checkpoint `epoch` passed this operator and
+    /// everything before it was flushed. Make that output durable but not yet visible, and
+    /// return what `commit` (maybe in a restored process) needs to publish it: the
+    /// *committable*, stored in the checkpoint. `None`: nothing to commit.
+    fn pre_commit(&mut self, epoch: u64) -> LocalBoxFuture<'_, Result<Option<Vec<u8>>>> {
+        let _ = epoch;
+        Box::pin(async { Ok(None) })
+    }
+    /// Two-phase commit, phase two: checkpoint `epoch` is complete; publish everything
+    /// pre-committed at epochs `<= epoch`. Must be idempotent.
+    fn commit(&mut self, epoch: u64) -> LocalBoxFuture<'_, Result<()>> {
+        let _ = epoch;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Run `connecting` while a 1 ms timer keeps this shard's reactor awake.

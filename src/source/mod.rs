@@ -37,6 +37,21 @@ pub trait SplitReader<T> {
     fn read<'a>(&'a mut self, out: &'a mut Vec<T>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>>;
     /// Human-readable name of the split (file path, generator partition) for errors and status.
     fn describe(&self) -> String;
+    /// Checkpoints: where this split stands after the last record `read` handed out, serialised
+    /// (a file offset, a generator sequence number, Kafka offsets). Stored in the checkpoint;
+    /// the segment loop calls this only between reads, at a barrier.
+    fn position(&self) -> Result<Vec<u8>> {
+        Err(crate::error::WeirError::Config(format!(
+            "source split {} cannot be checkpointed (its reader has no position)",
+            self.describe()
+        )))
+    }
+    /// Restore: continue right after `position` (a value `position` returned, maybe in an
+    /// earlier process). Called once, before `open`.
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let _ = position;
+        Err(crate::error::WeirError::Config(format!("source split {} cannot be restored", self.describe())))
+    }
 }
 
 /// A source of records of type `T`.
