@@ -19,6 +19,8 @@ pub enum WeirError {
     Config(String),
     #[error("job failed on shard {shard}: {message}")]
     Shard { shard: usize, message: String },
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     #[error("{0}")]
     Other(String),
 }

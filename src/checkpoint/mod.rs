@@ -12,3 +12,4 @@
 //! every pending epoch below *n*.
 
 pub mod protocol;
+pub mod snapshot;
