@@ -252,17 +252,39 @@ impl HttpClient {
     }
 
     pub fn request(&mut self, method: &str, path: &str, body: &[u8], headers: &[String]) -> std::io::Result<HttpReply> {
+        self.send_request(method, path, body, headers, false)
+    }
+
+    /// `POST path` with `Expect: 100-continue`: the body is sent only after the server's
+    /// `100 Continue`, so a refused request (401, 413, 503) never transfers its body.
+    pub fn post_expect_continue(&mut self, path: &str, body: &[u8], headers: &[String]) -> std::io::Result<HttpReply> {
+        self.send_request("POST", path, body, headers, true)
+    }
+
+    fn send_request(&mut self, method: &str, path: &str, body: &[u8], headers: &[String], expect: bool) -> std::io::Result<HttpReply> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: weir\r\nContent-Length: {}\r\n", body.len());
         for h in headers {
             head.push_str(h);
             head.push_str("\r\n");
         }
+        if expect {
+            head.push_str("Expect: 100-continue\r\n");
+        }
         head.push_str("\r\n");
         let mut request = head.into_bytes();
-        request.extend_from_slice(body);
+        if !expect {
+            request.extend_from_slice(body);
+        }
         let result = (|| {
             let s = self.connection()?;
             s.write_all(&request)?;
+            if expect {
+                let first = read_response(s)?;
+                if first.status != 100 {
+                    return Ok(first);
+                }
+                s.write_all(body)?;
+            }
             read_response(s)
         })();
         match result {

@@ -782,14 +782,13 @@ async fn serve_tcp(server: &Server, mut stream: TcpStream, guard: ConnGuard, con
         } else {
             Instant::now() + c.header_timeout
         };
-        // Length, kind and (for EVENTS) the request id: up to 13 bytes, all inside the frame.
-        if !matches!(fill_to(&mut stream, &mut buf, 5, head_deadline).await, Ok(true)) {
+        // The length prefix, then the kind and (for EVENTS) the request id, inside the frame.
+        if !matches!(fill_to(&mut stream, &mut buf, 4, head_deadline).await, Ok(true)) {
             add(&server.shared.counters.timeouts, 1);
             return;
         }
         guard.busy();
         let len = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-        let kind = buf[4];
         let refuse = |request_id: u64, r: Refusal| tcp_reply(server, request_id, &Err(r)).0.encode();
         let deadline = Instant::now() + c.body_timeout;
         if len == 0 || len > max_frame {
@@ -799,6 +798,11 @@ async fn serve_tcp(server: &Server, mut stream: TcpStream, guard: ConnGuard, con
             }
             return;
         }
+        if !matches!(fill_to(&mut stream, &mut buf, 5, head_deadline).await, Ok(true)) {
+            add(&server.shared.counters.timeouts, 1);
+            return;
+        }
+        let kind = buf[4];
         match kind {
             protocol::KIND_AUTH => {
                 if len > c.max_header_bytes || !matches!(fill_to(&mut stream, &mut buf, 4 + len, deadline).await, Ok(true)) {
