@@ -58,7 +58,8 @@ fn idle_trickling_and_oversized_clients_do_not_stop_a_legitimate_client() {
     // 1. Oversized bodies: refused from the head alone, with and without Expect: 100-continue.
     let mut s = TcpStream::connect(http).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n").unwrap();
+    s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut s).unwrap();
     assert_eq!(r.status, 413, "answered before any body byte was sent: {}", r.body);
     let big = vec![b'x'; 128 << 10];

@@ -78,7 +78,10 @@ impl Sink<Ev> for SlowSink {
             pending: pending.clone(),
             micros_per_event: self.micros_per_event,
         }));
-        Ok(Box::new(SlowPush { ids: self.ids.clone(), pending }))
+        Ok(Box::new(SlowPush {
+            ids: self.ids.clone(),
+            pending,
+        }))
     }
 }
 
@@ -152,8 +155,12 @@ fn ten_times_the_sustainable_rate_is_refused_not_buffered() {
                 let mut n = 0u64;
                 while start.elapsed() < Duration::from_secs(3) {
                     let first = (c << 32) | (n * EVENTS_PER_REQUEST);
-                    let body: String = (0..EVENTS_PER_REQUEST).map(|i| format!("{{\"id\":{},\"pad\":\"{pad}\"}}\n", first + i)).collect();
-                    let r = client.post_expect_continue("/v1/events", body.as_bytes(), &[]).expect("every request is answered");
+                    let body: String = (0..EVENTS_PER_REQUEST)
+                        .map(|i| format!("{{\"id\":{},\"pad\":\"{pad}\"}}\n", first + i))
+                        .collect();
+                    let r = client
+                        .post_expect_continue("/v1/events", body.as_bytes(), &[])
+                        .expect("every request is answered");
                     sent += EVENTS_PER_REQUEST;
                     match r.status {
                         200 => accepted.extend(first..first + EVENTS_PER_REQUEST),
@@ -192,14 +199,24 @@ fn ten_times_the_sustainable_rate_is_refused_not_buffered() {
         (max_rss.saturating_sub(rss_before)) >> 20
     );
     assert_eq!(accepted.len() as u64 + rejected, sent, "every event was either accepted or rejected");
-    assert!(rejected > accepted.len() as u64 * 5, "overloaded: {rejected} rejected vs {} accepted", accepted.len());
+    assert!(
+        rejected > accepted.len() as u64 * 5,
+        "overloaded: {rejected} rejected vs {} accepted",
+        accepted.len()
+    );
     assert!(!accepted.is_empty());
     assert!(max_backlog <= MAX_BACKLOG + EVENTS_PER_REQUEST * 4, "backlog {max_backlog}");
     assert!(stats.inflight_bytes_high_water <= 1 << 20, "{stats:?}");
-    assert!(stats.body_bytes_read < (accepted.len() as u64 + 1000) * 1100, "refused bodies were not read: {stats:?}");
+    assert!(
+        stats.body_bytes_read < (accepted.len() as u64 + 1000) * 1100,
+        "refused bodies were not read: {stats:?}"
+    );
     let offered_bytes = sent * 1015;
     let growth = max_rss.saturating_sub(rss_before);
-    assert!(growth < 96 << 20 && growth < offered_bytes / 2, "memory grew {growth} bytes with {offered_bytes} offered");
+    assert!(
+        growth < 96 << 20 && growth < offered_bytes / 2,
+        "memory grew {growth} bytes with {offered_bytes} offered"
+    );
     let mut got = ids.lock().unwrap().clone();
     got.sort_unstable();
     accepted.sort_unstable();

@@ -61,6 +61,7 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
         }
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
+        Connector::Gateway { .. } => return Err(SqlError::job(format!("table `{}` is a source (gateway)", job.sink.name))),
     }
     Ok(env)
 }
@@ -120,7 +121,14 @@ fn ts_of(v: &Value) -> Timestamp {
 fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
     Ok(match &rel.plan {
         Plan::Scan { table } => {
-            let source = env.source(RowFileSource::new(table.clone())?);
+            let source = match &table.connector {
+                Connector::Gateway { .. } => {
+                    let gateway = super::source::gateway_source(table.clone(), env.config().shard_count())?;
+                    eprintln!("{}", gateway.gateway().describe());
+                    env.source(gateway)
+                }
+                _ => env.source(RowFileSource::new(table.clone())?),
+            };
             match table.rowtime {
                 Some((idx, delay)) => {
                     source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx]))
@@ -489,6 +497,7 @@ pub fn explain(job: &Job) -> String {
         Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
         Connector::Print => "print (stdout)".into(),
         Connector::Blackhole => "blackhole".into(),
+        Connector::Gateway { .. } => "gateway".into(),
     };
     let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", job.sink.name);
     let cols: Vec<String> = job.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
@@ -518,6 +527,18 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
         Plan::Scan { table } => {
             let src = match &table.connector {
                 Connector::Filesystem { path, format } => format!("filesystem {} {}", format.extension(), path.display()),
+                Connector::Gateway { config, format } => format!(
+                    "gateway {} events, log {}, {} partition(s){}{}",
+                    format.extension(),
+                    config.log_dir.display(),
+                    if config.partitions == 0 {
+                        "one per shard".to_string()
+                    } else {
+                        config.partitions.to_string()
+                    },
+                    config.http_address.as_ref().map(|a| format!(", http {a}")).unwrap_or_default(),
+                    config.tcp_address.as_ref().map(|a| format!(", tcp {a}")).unwrap_or_default()
+                ),
                 _ => "?".into(),
             };
             let wm = match table.rowtime {

@@ -28,7 +28,15 @@ use crate::sink::format::Format;
 /// Where a table's rows come from or go to.
 #[derive(Clone, Debug)]
 pub enum Connector {
-    Filesystem { path: PathBuf, format: Format },
+    Filesystem {
+        path: PathBuf,
+        format: Format,
+    },
+    /// The ingestion gateway (a source): its settings and the events' format.
+    Gateway {
+        config: Box<crate::source::gateway::GatewayConfig>,
+        format: Format,
+    },
     Print,
     Blackhole,
 }
@@ -196,6 +204,11 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
                 let sink = catalog.tables.get(&lower(&table)).cloned().ok_or_else(|| {
                     SqlError::at(pos, format!("unknown sink table `{table}`")).hint("create it first with CREATE TABLE ... WITH ('connector' = ...)")
                 })?;
+                if matches!(sink.connector, Connector::Gateway { .. }) {
+                    return Err(
+                        SqlError::at(pos, format!("table `{table}` uses the gateway connector, which is a source")).hint("read it with SELECT ... FROM")
+                    );
+                }
                 let planner = Planner { catalog: &catalog, depth: 0 };
                 let rel = planner.query(&query)?;
                 let sink_exprs = sink_conversions(&rel, &sink, &query, pos)?;
@@ -346,9 +359,18 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                 format,
             }
         }
+        Some(("gateway", _)) => {
+            let (config, format) = super::connectors::gateway(&opts, ct.pos)?;
+            Connector::Gateway {
+                config: Box::new(config),
+                format,
+            }
+        }
         Some(("print", _)) => Connector::Print,
         Some(("blackhole", _)) => Connector::Blackhole,
-        Some((c, p)) => return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, print, blackhole")),
+        Some((c, p)) => {
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, gateway, print, blackhole"))
+        }
     };
     Ok(TableDef {
         name: ct.name,
@@ -450,7 +472,7 @@ impl Planner<'_> {
                 let key = lower(name);
                 let qual = alias.clone().unwrap_or_else(|| name.clone());
                 if let Some(t) = self.catalog.tables.get(&key) {
-                    if !matches!(t.connector, Connector::Filesystem { .. }) {
+                    if !matches!(t.connector, Connector::Filesystem { .. } | Connector::Gateway { .. }) {
                         return Err(SqlError::at(*pos, format!("table `{name}` is a sink-only table and cannot be read")));
                     }
                     let scope = Scope {

@@ -23,6 +23,8 @@ use crate::config::ErrorPolicy;
 use crate::error::{Result, WeirError};
 use crate::shard::{BuildCtx, OperatorMetrics};
 use crate::sink::format::Format;
+use crate::source::file::{BadLine, LineInfo, ParseLine};
+use crate::source::gateway::{Gateway, GatewaySource};
 use crate::source::{ReadStatus, Source, SplitReader};
 
 /// Bytes read from a file per read call.
@@ -59,6 +61,25 @@ impl RowFileSource {
     }
 }
 
+/// The gateway of a `'connector' = 'gateway'` table as a source of rows (started now: it binds
+/// its addresses and recovers its log). `partitions = 0` becomes one per shard.
+pub fn gateway_source(table: Arc<TableDef>, shards: usize) -> Result<GatewaySource<Row>, SqlError> {
+    let Connector::Gateway { config, format } = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not a gateway table", table.name)));
+    };
+    let mut config = (**config).clone();
+    if config.partitions == 0 {
+        config.partitions = shards.max(1);
+    }
+    let gateway = Gateway::start(&table.name, config).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))?;
+    let format = *format;
+    let parser_table = table.clone();
+    Ok(GatewaySource::with_parser(
+        gateway,
+        Arc::new(move || Box::new(RowParser::new(parser_table.clone(), format)) as Box<dyn ParseLine<Row>>),
+    ))
+}
+
 impl RowFileSource {
     /// Number of files (splits).
     pub fn file_count(&self) -> usize {
@@ -76,8 +97,6 @@ impl Source<Row> for RowFileSource {
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
         let path = self.files[split].clone();
         Ok(Box::new(RowFileReader {
-            table: self.table.clone(),
-            format: self.format,
             path,
             file: None,
             offset: 0,
@@ -87,15 +106,12 @@ impl Source<Row> for RowFileSource {
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
-            physical: Row::new(),
-            fields: Vec::new(),
+            parser: RowParser::new(self.table.clone(), self.format),
         }))
     }
 }
 
 struct RowFileReader {
-    table: Arc<TableDef>,
-    format: Format,
     path: PathBuf,
     file: Option<BufferedFile>,
     /// Next byte offset to read.
@@ -107,8 +123,54 @@ struct RowFileReader {
     policy: ErrorPolicy,
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
+    parser: RowParser,
+}
+
+/// Parses one text record (a CSV line or a JSON object) into a row of a table: physical fields
+/// by the schema, then the computed columns; a NULL time attribute is bad (Flink fails on it).
+pub(crate) struct RowParser {
+    table: Arc<TableDef>,
+    format: Format,
     physical: Row,
     fields: Vec<(usize, usize)>,
+}
+
+fn bad_line(field: Option<&str>, message: String) -> BadLine {
+    BadLine {
+        field: field.map(str::to_string),
+        message,
+    }
+}
+
+impl ParseLine<Row> for RowParser {
+    fn parse(&mut self, line: &[u8], _info: &LineInfo, out: &mut Vec<Row>) -> Result<(), BadLine> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        out.push(self.parse_row(line)?);
+        Ok(())
+    }
+}
+
+impl RowParser {
+    pub(crate) fn new(table: Arc<TableDef>, format: Format) -> Self {
+        Self {
+            table,
+            format,
+            physical: Row::new(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Parse one non-empty record.
+    fn parse_row(&mut self, line: &[u8]) -> Result<Row, BadLine> {
+        match self.format {
+            Format::Csv => self.parse_csv(line)?,
+            Format::Json => self.parse_json(line)?,
+        }
+        self.complete_row()
+    }
 }
 
 impl RowFileReader {
@@ -121,34 +183,31 @@ impl RowFileReader {
         }
     }
 
-    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
+    /// Parse one line into `out` (bad lines follow the policy).
     fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
         self.line_no += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return Ok(());
         }
-        let res = match self.format {
-            Format::Csv => self.parse_csv(line),
-            Format::Json => self.parse_json(line),
-        };
-        let res = res.and_then(|()| self.complete_row());
-        match res {
+        match self.parser.parse_row(line) {
             Ok(row) => {
                 out.push(row);
                 Ok(())
             }
-            Err(e) => match self.policy {
+            Err(b) => match self.policy {
                 ErrorPolicy::Skip => {
                     OperatorMetrics::add(&self.metrics.bad_records, 1);
                     Ok(())
                 }
-                _ => Err(e),
+                _ => Err(self.bad(b.field.as_deref(), b.message)),
             },
         }
     }
+}
 
-    fn complete_row(&mut self) -> Result<Row> {
+impl RowParser {
+    fn complete_row(&mut self) -> Result<Row, BadLine> {
         let mut row = Row::new();
         for c in &self.table.layout {
             row.push(match c {
@@ -159,13 +218,13 @@ impl RowFileReader {
         if let Some((rt, _)) = self.table.rowtime {
             if row[rt].is_null() {
                 let name = self.table.columns[rt].0.clone();
-                return Err(self.bad(Some(&name), "the time attribute is NULL".into()));
+                return Err(bad_line(Some(&name), "the time attribute is NULL".into()));
             }
         }
         Ok(row)
     }
 
-    fn parse_csv(&mut self, line: &[u8]) -> Result<()> {
+    fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadLine> {
         // Split into fields (RFC 4180 quotes), remembering byte ranges; quoted fields with
         // doubled quotes are unescaped on demand.
         self.fields.clear();
@@ -179,7 +238,7 @@ impl RowFileReader {
                 i += 1;
                 loop {
                     if i >= n {
-                        return Err(self.bad(None, "unterminated quoted field".into()));
+                        return Err(bad_line(None, "unterminated quoted field".into()));
                     }
                     if line[i] == b'"' {
                         if i + 1 < n && line[i + 1] == b'"' {
@@ -192,7 +251,7 @@ impl RowFileReader {
                     i += 1;
                 }
                 if i < n && line[i] != b',' {
-                    return Err(self.bad(None, "text after a closing quote".into()));
+                    return Err(bad_line(None, "text after a closing quote".into()));
                 }
             } else {
                 while i < n && line[i] != b',' {
@@ -212,7 +271,10 @@ impl RowFileReader {
         let _ = quoted_any;
         let phys = &self.table.physical;
         if self.fields.len() != phys.len() {
-            return Err(self.bad(None, format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len())));
+            return Err(bad_line(
+                None,
+                format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len()),
+            ));
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
@@ -235,32 +297,34 @@ impl RowFileReader {
                 raw.into()
             };
             let Ok(text) = std::str::from_utf8(&text) else {
-                return Err(self.bad(Some(name), "not UTF-8".into()));
+                return Err(bad_line(Some(name), "not UTF-8".into()));
             };
-            let v = parse_field(text, *ty).map_err(|m| self.bad(Some(name), m))?;
+            let v = parse_field(text, *ty).map_err(|m| bad_line(Some(name), m))?;
             self.physical.push(v);
         }
         Ok(())
     }
 
-    fn parse_json(&mut self, line: &[u8]) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| self.bad(None, format!("not JSON: {e}")))?;
+    fn parse_json(&mut self, line: &[u8]) -> Result<(), BadLine> {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| bad_line(None, format!("not JSON: {e}")))?;
         let serde_json::Value::Object(map) = v else {
-            return Err(self.bad(None, "not a JSON object".into()));
+            return Err(bad_line(None, "not a JSON object".into()));
         };
         self.physical.clear();
         for (name, ty) in self.table.physical.clone().iter() {
             let val = match map.get(name) {
                 None | Some(serde_json::Value::Null) => Value::Null,
-                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| self.bad(Some(name), m))?,
+                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| bad_line(Some(name), m))?,
                 Some(serde_json::Value::Bool(b)) if *ty == SqlType::Boolean => Value::Bool(*b),
-                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| self.bad(Some(name), m))?,
+                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| bad_line(Some(name), m))?,
             };
             self.physical.push(val);
         }
         Ok(())
     }
+}
 
+impl RowFileReader {
     /// Read the next chunk into `pending`; returns the number of bytes read (0 at end).
     async fn fill(&mut self) -> Result<usize> {
         let file = self.file.as_ref().expect("opened");

@@ -362,6 +362,25 @@ fn lock_log_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// A log written with more partitions than configured would leave events unread: refuse.
+fn check_partition_count(config: &GatewayConfig) -> Result<()> {
+    let entries = std::fs::read_dir(&config.log_dir).map_err(|e| WeirError::io("listing gateway log folder", &config.log_dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let n = name.to_string_lossy().strip_prefix("p-").and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = n {
+            if n >= config.partitions {
+                return Err(WeirError::Config(format!(
+                    "gateway log {} has partition {n} but partitions = {}: keep the partition count of a log",
+                    config.log_dir.display(),
+                    config.partitions
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Gateway {
     /// Recover the log, bind the endpoints and start serving on the gateway thread. `name`
     /// names the gateway in errors, stats and dead letters (the SQL table name).
@@ -375,6 +394,7 @@ impl Gateway {
             }
         }
         let lock = lock_log_dir(&config.log_dir)?;
+        check_partition_count(&config)?;
         let backlog = config.max_connections.min(65_535) as i32;
         let http = config.http_address.as_deref().map(|a| bind(a, backlog)).transpose()?;
         let tcp = config.tcp_address.as_deref().map(|a| bind(a, backlog)).transpose()?;

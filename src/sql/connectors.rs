@@ -1,0 +1,176 @@
+//! `WITH (...)` options of the connectors beyond the filesystem: parsing and checking them into
+//! the connectors' configurations, with errors at the option's position.
+//!
+//! `'connector' = 'gateway'` (a source; see [`crate::source::gateway`]): `log.dir` (required),
+//! `http.address`, `tcp.address` (at least one; default `http.address` = `127.0.0.1:0`),
+//! `format` (`json` default, or `csv`), `partitions` (default: one per shard),
+//! `auth.tokens` (comma-separated), and the limits `max-body-bytes`, `max-header-bytes`,
+//! `max-connections`, `max-connections-per-client`, `header-timeout`, `idle-timeout`,
+//! `body-timeout`, `max-inflight-bytes`, `max-backlog-events`, `retry-after`,
+//! `segment-bytes`, `retention-bytes`, `dedup-window`, `validate-json`.
+//! Durations are Flink's (`500 ms`, `10 s`, `1 min`); sizes are bytes or `64kb` / `4mb` / `1gb`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ast::Pos;
+use super::SqlError;
+use crate::sink::format::Format;
+use crate::source::gateway::GatewayConfig;
+
+pub(crate) type Options = HashMap<String, (String, Pos)>;
+
+/// A duration in Flink's notation: a number and a unit (`ms`, `s`, `min`, `h`; default ms).
+pub(crate) fn parse_duration(text: &str, pos: Pos) -> Result<Duration, SqlError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| SqlError::at(pos, format!("'{text}' is not a duration")).hint("e.g. '500 ms', '10 s', '1 min'"))?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
+        "s" | "sec" | "secs" | "second" | "seconds" => n * 1000,
+        "min" | "m" | "minute" | "minutes" => n * 60_000,
+        "h" | "hour" | "hours" => n * 3_600_000,
+        u => return Err(SqlError::at(pos, format!("unknown duration unit '{u}'")).hint("use ms, s, min or h")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// A size in bytes, optionally with `kb`, `mb` or `gb` (powers of 1024).
+pub(crate) fn parse_bytes(text: &str, pos: Pos) -> Result<u64, SqlError> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| SqlError::at(pos, format!("'{text}' is not a size")).hint("e.g. '4mb' or '65536'"))?;
+    let scale = match unit.trim() {
+        "" | "b" => 1,
+        "kb" | "k" => 1 << 10,
+        "mb" | "m" => 1 << 20,
+        "gb" | "g" => 1 << 30,
+        u => return Err(SqlError::at(pos, format!("unknown size unit '{u}'")).hint("use kb, mb or gb")),
+    };
+    Ok(n * scale)
+}
+
+pub(crate) fn parse_count(text: &str, pos: Pos) -> Result<u64, SqlError> {
+    text.trim().parse().map_err(|_| SqlError::at(pos, format!("'{text}' is not a whole number")))
+}
+
+pub(crate) fn parse_bool(text: &str, pos: Pos) -> Result<bool, SqlError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(SqlError::at(pos, format!("'{text}' is not a boolean")).hint("'true' or 'false'")),
+    }
+}
+
+/// Refuse options outside `allowed` (naming the connector and what it supports).
+pub(crate) fn check_known(connector: &str, opts: &Options, allowed: &[&str]) -> Result<(), SqlError> {
+    for (k, (_, p)) in opts {
+        if !allowed.contains(&k.as_str()) {
+            return Err(
+                SqlError::at(*p, format!("option '{k}' is not supported by weir's {connector} connector")).hint(format!("supported: {}", allowed.join(", ")))
+            );
+        }
+    }
+    Ok(())
+}
+
+const GATEWAY_OPTIONS: &[&str] = &[
+    "connector",
+    "log.dir",
+    "http.address",
+    "tcp.address",
+    "format",
+    "partitions",
+    "auth.tokens",
+    "max-body-bytes",
+    "max-header-bytes",
+    "max-connections",
+    "max-connections-per-client",
+    "header-timeout",
+    "idle-timeout",
+    "body-timeout",
+    "max-inflight-bytes",
+    "max-backlog-events",
+    "retry-after",
+    "segment-bytes",
+    "retention-bytes",
+    "dedup-window",
+    "validate-json",
+];
+
+/// The gateway connector's options. `partitions = 0` means one per shard (resolved when the job
+/// is built).
+pub(crate) fn gateway(opts: &Options, pos: Pos) -> Result<(GatewayConfig, Format), SqlError> {
+    check_known("gateway", opts, GATEWAY_OPTIONS)?;
+    let (dir, _) = opts.get("log.dir").ok_or_else(|| {
+        SqlError::at(pos, "the gateway connector needs a 'log.dir' option").hint("a folder kept across restarts, e.g. '/var/lib/weir/gateway'")
+    })?;
+    let mut c = GatewayConfig {
+        log_dir: PathBuf::from(dir),
+        http_address: None,
+        partitions: 0,
+        ..Default::default()
+    };
+    let format = match opts.get("format").map(|(v, p)| (v.as_str(), *p)) {
+        None | Some(("json", _)) => Format::Json,
+        Some(("csv", _)) => Format::Csv,
+        Some((f, p)) => return Err(SqlError::at(p, format!("format '{f}' is not supported by the gateway")).hint("'json' or 'csv'")),
+    };
+    c.validate_json = format == Format::Json;
+    for (k, (v, p)) in opts {
+        let p = *p;
+        match k.as_str() {
+            "http.address" => c.http_address = Some(v.clone()),
+            "tcp.address" => c.tcp_address = Some(v.clone()),
+            "partitions" => c.partitions = parse_count(v, p)? as usize,
+            "auth.tokens" => c.tokens = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            "max-body-bytes" => c.max_body_bytes = parse_bytes(v, p)? as usize,
+            "max-header-bytes" => c.max_header_bytes = parse_bytes(v, p)? as usize,
+            "max-connections" => c.max_connections = parse_count(v, p)? as usize,
+            "max-connections-per-client" => c.max_connections_per_client = parse_count(v, p)? as usize,
+            "header-timeout" => c.header_timeout = parse_duration(v, p)?,
+            "idle-timeout" => c.idle_timeout = parse_duration(v, p)?,
+            "body-timeout" => c.body_timeout = parse_duration(v, p)?,
+            "max-inflight-bytes" => c.max_inflight_bytes = parse_bytes(v, p)? as usize,
+            "max-backlog-events" => c.max_backlog_events = parse_count(v, p)?,
+            "retry-after" => c.retry_after_secs = parse_duration(v, p)?.as_secs().max(1),
+            "segment-bytes" => c.segment_bytes = parse_bytes(v, p)?,
+            "retention-bytes" => c.retention_bytes = parse_bytes(v, p)?,
+            "dedup-window" => c.dedup_window = parse_count(v, p)? as usize,
+            "validate-json" => c.validate_json = parse_bool(v, p)?,
+            _ => {}
+        }
+    }
+    if c.http_address.is_none() && c.tcp_address.is_none() {
+        c.http_address = Some("127.0.0.1:0".into());
+    }
+    let mut check = c.clone();
+    check.partitions = check.partitions.max(1);
+    check.validate().map_err(|e| SqlError::at(pos, e))?;
+    Ok((c, format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        let p = Pos { line: 1, column: 1 };
+        assert_eq!(parse_duration("500 ms", p).unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s", p).unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2 min", p).unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("fast", p).is_err());
+        assert!(parse_duration("3 weeks", p).is_err());
+        assert_eq!(parse_bytes("4mb", p).unwrap(), 4 << 20);
+        assert_eq!(parse_bytes("65536", p).unwrap(), 65536);
+        assert!(parse_bytes("1tb", p).is_err());
+    }
+}
