@@ -584,3 +584,6 @@ pub(crate) fn client_of(peer: SocketAddr) -> IpAddr {
         v4 => v4,
     }
 }
+
+#[cfg(test)]
+mod tests;
