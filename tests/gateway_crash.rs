@@ -43,9 +43,11 @@ fn start(script: &Path, log: &Path, out: &Path) -> (Child, SocketAddr) {
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("weir printed the gateway address");
+        let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weir did not print the gateway address");
+        };
         if let Some(rest) = line.split("http://").nth(1) {
             let addr = rest.split('/').next().unwrap().parse().unwrap();
             // Keep draining stderr so the child never blocks on it.

@@ -50,7 +50,7 @@ fn http_and_tcp_events_reach_the_job_exactly_once() {
     for batch in 0..20u64 {
         let body: String = (0..50).map(|i| format!("{{\"device\":1,\"seq\":{}}}\n", batch * 50 + i)).collect();
         let key = format!("Idempotency-Key: http-{batch}");
-        let r = client.post("/v1/events", body.as_bytes(), &[key.clone()]).unwrap();
+        let r = client.post("/v1/events", body.as_bytes(), std::slice::from_ref(&key)).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!((v["accepted"].as_u64(), v["duplicate"].as_bool()), (Some(50), Some(false)), "{}", r.body);

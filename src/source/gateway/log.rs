@@ -344,7 +344,8 @@ impl PartitionLog {
                 }
             }
         }
-        if let Some(w) = self.writer.borrow_mut().take() {
+        let writer = self.writer.borrow_mut().take();
+        if let Some(w) = writer {
             w.close().await;
         }
     }
@@ -401,7 +402,7 @@ impl PartitionLog {
         let active_bytes = self.writer.borrow().as_ref().map_or(0, |w| w.len());
         let mut total: u64 = closed.iter().map(|s| s.1).sum::<u64>() + active_bytes;
         let consumed = self.part().consumed.load(Ordering::Acquire);
-        while total > self.retention_bytes && closed.len() >= 1 {
+        while total > self.retention_bytes && !closed.is_empty() {
             let (id, size) = closed[0];
             let next_start = closed
                 .get(1)
