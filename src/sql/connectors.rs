@@ -8,6 +8,13 @@
 //! `max-connections`, `max-connections-per-client`, `header-timeout`, `idle-timeout`,
 //! `body-timeout`, `max-inflight-bytes`, `max-backlog-events`, `retry-after`,
 //! `segment-bytes`, `retention-bytes`, `dedup-window`, `validate-json`.
+//!
+//! `'connector' = 'jdbc'` (a PostgreSQL sink; see [`crate::sink::postgres`]): `url`
+//! (`jdbc:postgresql://host:port/database`, required), `table-name` (required), `username`,
+//! `password`, `driver` (accepted, ignored), `sink.buffer-flush.max-rows` (rows per INSERT,
+//! default 100), `sink.delivery-guarantee` (`at-least-once` default, or `exactly-once`: two-phase
+//! commit), and weir's `sink.upsert-key` (comma-separated columns: `ON CONFLICT DO UPDATE`) and
+//! `sink.transaction-prefix` (prepared transaction ids, default `weir-<table-name>`).
 //! Durations are Flink's (`500 ms`, `10 s`, `1 min`); sizes are bytes or `64kb` / `4mb` / `1gb`.
 
 use std::collections::HashMap;
@@ -17,6 +24,7 @@ use std::time::Duration;
 use super::ast::Pos;
 use super::SqlError;
 use crate::sink::format::Format;
+use crate::sink::postgres::{DeliveryGuarantee, PostgresConfig};
 use crate::source::gateway::GatewayConfig;
 
 pub(crate) type Options = HashMap<String, (String, Pos)>;
@@ -155,6 +163,81 @@ pub(crate) fn gateway(opts: &Options, pos: Pos) -> Result<(GatewayConfig, Format
     check.partitions = check.partitions.max(1);
     check.validate().map_err(|e| SqlError::at(pos, e))?;
     Ok((c, format))
+}
+
+const JDBC_OPTIONS: &[&str] = &[
+    "connector",
+    "url",
+    "table-name",
+    "username",
+    "password",
+    "driver",
+    "sink.buffer-flush.max-rows",
+    "sink.delivery-guarantee",
+    "sink.upsert-key",
+    "sink.transaction-prefix",
+];
+
+/// The jdbc connector's options for a table with `columns` (a PostgreSQL URL; the host is
+/// resolved now, before the job starts).
+pub(crate) fn jdbc(opts: &Options, pos: Pos, columns: &[String]) -> Result<PostgresConfig, SqlError> {
+    check_known("jdbc", opts, JDBC_OPTIONS)?;
+    let get = |k: &str| opts.get(k).map(|(v, p)| (v.as_str(), *p));
+    let (url, url_pos) =
+        get("url").ok_or_else(|| SqlError::at(pos, "the jdbc connector needs a 'url' option").hint("'url' = 'jdbc:postgresql://127.0.0.1:5432/db'"))?;
+    let rest = url
+        .strip_prefix("jdbc:postgresql://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .or_else(|| url.strip_prefix("postgres://"))
+        .ok_or_else(|| {
+            SqlError::at(url_pos, format!("'{url}' is not a PostgreSQL URL"))
+                .hint("weir's jdbc connector speaks PostgreSQL: 'jdbc:postgresql://host:port/database'")
+        })?;
+    let rest = rest.split('?').next().unwrap_or("");
+    let (hostport, database) = rest.split_once('/').unwrap_or((rest, "postgres"));
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    };
+    use std::net::ToSocketAddrs;
+    let address = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| SqlError::at(url_pos, format!("cannot resolve '{hostport}'")))?;
+    let (table, _) = get("table-name").ok_or_else(|| SqlError::at(pos, "the jdbc connector needs a 'table-name' option"))?;
+    let guarantee = match get("sink.delivery-guarantee") {
+        None | Some(("at-least-once", _)) => DeliveryGuarantee::AtLeastOnce,
+        Some(("exactly-once", _)) => DeliveryGuarantee::ExactlyOnce,
+        Some((g, p)) => return Err(SqlError::at(p, format!("delivery guarantee '{g}' is not supported")).hint("'at-least-once' or 'exactly-once'")),
+    };
+    let upsert_key: Vec<String> = get("sink.upsert-key")
+        .map(|(v, _)| v.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default();
+    if let Some(k) = upsert_key.iter().find(|k| !columns.iter().any(|c| c.eq_ignore_ascii_case(k))) {
+        let (_, p) = get("sink.upsert-key").expect("present");
+        return Err(SqlError::at(p, format!("upsert key column `{k}` is not a column of the table")));
+    }
+    let max_rows = match get("sink.buffer-flush.max-rows") {
+        Some((v, p)) => parse_count(v, p)?.max(1) as usize,
+        None => 100,
+    };
+    Ok(PostgresConfig {
+        address,
+        database: if database.is_empty() { "postgres".into() } else { database.to_string() },
+        username: get("username").map(|(v, _)| v.to_string()).unwrap_or_else(|| "postgres".into()),
+        password: get("password").map(|(v, _)| v.to_string()),
+        table: table.to_string(),
+        columns: columns.to_vec(),
+        upsert_key,
+        max_rows,
+        guarantee,
+        transaction_prefix: get("sink.transaction-prefix")
+            .map(|(v, _)| v.to_string())
+            .unwrap_or_else(|| format!("weir-{table}")),
+    })
 }
 
 #[cfg(test)]

@@ -61,9 +61,43 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
         }
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
+        Connector::Jdbc(config) => out.sink(crate::sink::postgres::PostgresSink::<Row>::new((**config).clone())),
         Connector::Gateway { .. } => return Err(SqlError::job(format!("table `{}` is a source (gateway)", job.sink.name))),
     }
     Ok(env)
+}
+
+impl crate::sink::postgres::SqlValues for Row {
+    fn write_sql(&self, out: &mut String) -> Result<(), String> {
+        out.push('(');
+        let mut text = String::new();
+        for (i, v) in self.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match v {
+                Value::Null => out.push_str("NULL"),
+                Value::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
+                Value::Int(n) => out.push_str(&n.to_string()),
+                Value::Double(d) if d.is_nan() => out.push_str("'NaN'"),
+                Value::Double(d) if d.is_infinite() => out.push_str(if *d > 0.0 { "'Infinity'" } else { "'-Infinity'" }),
+                Value::Double(d) => out.push_str(&format!("{d:?}")),
+                Value::Decimal(..) => {
+                    text.clear();
+                    format_value(v, &mut text);
+                    out.push_str(&text);
+                }
+                Value::Str(s) => crate::sink::postgres::quote_literal(s, out)?,
+                Value::Timestamp(_) | Value::TimestampLtz(_) => {
+                    text.clear();
+                    format_value(v, &mut text);
+                    crate::sink::postgres::quote_literal(&text, out)?;
+                }
+            }
+        }
+        out.push(')');
+        Ok(())
+    }
 }
 
 /// A row written as CSV fields in Flink's text forms.
@@ -498,6 +532,18 @@ pub fn explain(job: &Job) -> String {
         Connector::Print => "print (stdout)".into(),
         Connector::Blackhole => "blackhole".into(),
         Connector::Gateway { .. } => "gateway".into(),
+        Connector::Jdbc(c) => format!(
+            "jdbc postgresql://{}/{} table {} ({:?}{})",
+            c.address,
+            c.database,
+            c.table,
+            c.guarantee,
+            if c.upsert_key.is_empty() {
+                String::new()
+            } else {
+                format!(", upsert on {}", c.upsert_key.join(", "))
+            }
+        ),
     };
     let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", job.sink.name);
     let cols: Vec<String> = job.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();

@@ -37,6 +37,8 @@ pub enum Connector {
         config: Box<crate::source::gateway::GatewayConfig>,
         format: Format,
     },
+    /// A PostgreSQL table (Flink's `jdbc` connector, a sink).
+    Jdbc(Box<crate::sink::postgres::PostgresConfig>),
     Print,
     Blackhole,
 }
@@ -366,10 +368,14 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                 format,
             }
         }
+        Some(("jdbc", _)) => {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+            Connector::Jdbc(Box::new(super::connectors::jdbc(&opts, ct.pos, &names)?))
+        }
         Some(("print", _)) => Connector::Print,
         Some(("blackhole", _)) => Connector::Blackhole,
         Some((c, p)) => {
-            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, gateway, print, blackhole"))
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, gateway, jdbc, print, blackhole"))
         }
     };
     Ok(TableDef {

@@ -91,7 +91,11 @@ fn run(args: &Args, tcp: bool) -> Run {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
                 let (mut events, mut requests) = (0u64, 0u64);
                 let mut http_client = HttpClient::new(http, Duration::from_secs(30));
-                let mut tcp_client = if tcp { Some(TcpClient::connect(tcp_addr, None, Duration::from_secs(30)).unwrap()) } else { None };
+                let mut tcp_client = if tcp {
+                    Some(TcpClient::connect(tcp_addr, None, Duration::from_secs(30)).unwrap())
+                } else {
+                    None
+                };
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let first = ((c as u64) << 40) | (n * batch as u64);
@@ -102,7 +106,10 @@ fn run(args: &Args, tcp: bool) -> Run {
                         None => {
                             let body = lines.join("\n");
                             let key = format!("Idempotency-Key: c{c}-{n}");
-                            http_client.post("/v1/events", body.as_bytes(), &[key]).map(|r| r.status == 200).unwrap_or(false)
+                            http_client
+                                .post("/v1/events", body.as_bytes(), &[key])
+                                .map(|r| r.status == 200)
+                                .unwrap_or(false)
                         }
                     };
                     if ok {
