@@ -11,6 +11,7 @@
 //! effect: two-phase-commit sinks commit only on `Complete`); completing epoch *n* subsumes
 //! every pending epoch below *n*.
 
+pub mod coordinator;
 pub mod files;
 pub mod protocol;
 pub mod runtime;

@@ -20,7 +20,7 @@
 //! record after it; sinks commit only epochs the coordinator completed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 
 use serde::{Deserialize, Serialize};
@@ -80,10 +80,19 @@ impl TaskSnapshot {
 #[derive(Debug)]
 pub enum TaskMessage {
     /// Barrier `epoch` aligned and snapshotted.
-    Ack { epoch: u64, participant: usize, shard: usize, snapshot: TaskSnapshot },
+    Ack {
+        epoch: u64,
+        participant: usize,
+        shard: usize,
+        snapshot: TaskSnapshot,
+        /// Time from the first barrier of `epoch` at this task to the last (0 at sources).
+        alignment_ns: u64,
+    },
     /// The task reached end of input; `snapshot` is its final state (positions at the end,
     /// final committables) and stands for every later epoch.
     Finished { participant: usize, shard: usize, snapshot: TaskSnapshot },
+    /// A shard's executor ended (`error`: it failed or panicked).
+    ShardExited { shard: usize, error: Option<String> },
 }
 
 /// State restored from a checkpoint or savepoint, handed to operators while they are built.
@@ -94,7 +103,8 @@ pub struct RestoreSet {
     /// Shard count of the job that wrote the checkpoint.
     pub old_shards: usize,
     pub keyed: HashMap<String, Vec<(u32, Vec<u8>)>>,
-    pub operator_state: HashMap<String, Vec<Vec<u8>>>,
+    /// Per-instance operator state by operator: (old shard, bytes).
+    pub operator_state: HashMap<String, Vec<(usize, Vec<u8>)>>,
     pub positions: HashMap<(String, usize), Vec<u8>>,
     /// Committables by sink operator: (old shard, committable).
     pub committables: HashMap<String, Vec<(usize, Vec<u8>)>>,
@@ -114,7 +124,7 @@ impl RestoreSet {
                 set.keyed.entry(op).or_default().extend(snap.groups);
             }
             for (op, bytes) in t.operator_state {
-                set.operator_state.entry(op).or_default().push(bytes);
+                set.operator_state.entry(op).or_default().push((shard, bytes));
             }
             for (op, split, pos) in t.positions {
                 set.positions.insert((op, split), pos);
@@ -140,8 +150,8 @@ impl RestoreSet {
         }
     }
 
-    /// Every old instance's operator state of `name`.
-    pub fn operator_state(&self, name: &str) -> &[Vec<u8>] {
+    /// Every old instance's operator state of `name`, with the old shard it ran on.
+    pub fn operator_state(&self, name: &str) -> &[(usize, Vec<u8>)] {
         self.operator_state.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -163,6 +173,7 @@ impl RestoreSet {
 pub struct CheckpointControl {
     trigger: AtomicU64,
     completed: AtomicU64,
+    cancelled: AtomicBool,
     messages: Sender<TaskMessage>,
     /// Number of segments per shard (participants = shards × segments).
     pub segments: usize,
@@ -175,6 +186,7 @@ impl CheckpointControl {
         Self {
             trigger: AtomicU64::new(restored),
             completed: AtomicU64::new(restored),
+            cancelled: AtomicBool::new(false),
             messages,
             segments,
             restore,
@@ -207,6 +219,15 @@ impl CheckpointControl {
     /// shutting down; the message is dropped.
     pub fn send(&self, message: TaskMessage) {
         let _ = self.messages.send(message);
+    }
+
+    /// The job failed somewhere: tasks waiting for a checkpoint give up.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
 
     pub fn participant(&self, shard: usize, segment: usize) -> usize {
