@@ -171,6 +171,7 @@ impl RestoreSet {
 
 /// Shared by the coordinator and every shard of one running job.
 pub struct CheckpointControl {
+    attempt: String,
     trigger: AtomicU64,
     completed: AtomicU64,
     cancelled: AtomicBool,
@@ -183,7 +184,9 @@ pub struct CheckpointControl {
 impl CheckpointControl {
     pub fn new(segments: usize, messages: Sender<TaskMessage>, restore: Option<RestoreSet>) -> Self {
         let restored = restore.as_ref().map_or(0, |r| r.epoch);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Self {
+            attempt: format!("{:x}", nanos as u64 ^ ((std::process::id() as u64) << 48)),
             trigger: AtomicU64::new(restored),
             completed: AtomicU64::new(restored),
             cancelled: AtomicBool::new(false),
@@ -219,6 +222,12 @@ impl CheckpointControl {
     /// shutting down; the message is dropped.
     pub fn send(&self, message: TaskMessage) {
         let _ = self.messages.send(message);
+    }
+
+    /// A token unique to this run of the job (a process, or one restart within it): sinks put
+    /// it in the names of files they create, so no attempt overwrites another's output.
+    pub fn attempt_token(&self) -> String {
+        self.attempt.clone()
     }
 
     /// The job failed somewhere: tasks waiting for a checkpoint give up.
