@@ -177,6 +177,43 @@ impl EngineConfig {
         }
     }
 
+    /// Apply one Flink configuration option (`SET 'key' = 'value'` in SQL, `--set key=value`
+    /// on the command line). `Ok(false)`: not an option this method knows; `Err`: a known
+    /// option with a bad value (the message names both).
+    pub fn set_flink_option(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let v = value.trim();
+        let bad = |what: &str| format!("{key} = '{value}': {what}");
+        let count = |v: &str| v.parse::<u64>().map_err(|_| bad("expected a whole number"));
+        match key {
+            "execution.checkpointing.interval" => self.checkpoint_interval_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.dir" | "state.checkpoints.dir" => {
+                let path = v.strip_prefix("file://").unwrap_or(v);
+                if path.is_empty() || v.contains("://") && !v.starts_with("file://") {
+                    return Err(bad("expected a local path or a file:// URI"));
+                }
+                self.checkpoint_dir = Some(PathBuf::from(path));
+            }
+            "execution.checkpointing.timeout" => self.checkpoint_timeout_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.min-pause" => self.checkpoint_min_pause_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.max-concurrent-checkpoints" => self.checkpoint_max_concurrent = count(v)? as usize,
+            "state.checkpoints.num-retained" | "execution.checkpointing.num-retained" => self.checkpoints_retained = count(v)? as usize,
+            "execution.checkpointing.mode" => {
+                if !v.eq_ignore_ascii_case("EXACTLY_ONCE") {
+                    return Err(bad("weir checkpoints are aligned and exactly-once (EXACTLY_ONCE)"));
+                }
+            }
+            "restart-strategy.type" | "restart-strategy" => match v.to_ascii_lowercase().as_str() {
+                "fixed-delay" | "fixeddelay" => {}
+                "none" | "off" | "disable" => self.restart_attempts = 0,
+                _ => return Err(bad("supported: fixed-delay, none")),
+            },
+            "restart-strategy.fixed-delay.attempts" => self.restart_attempts = count(v)?.min(u32::MAX as u64) as u32,
+            "restart-strategy.fixed-delay.delay" => self.restart_delay_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Parse a TOML document (the `[engine]` table of a config file, or the whole file).
     pub fn from_toml(text: &str) -> Result<Self, String> {
         #[derive(Deserialize)]
@@ -194,6 +231,22 @@ impl EngineConfig {
     }
 }
 
+/// A Flink duration: `500 ms`, `10 s`, `10s`, `2 min`, `1 h`, or a bare number of milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration (e.g. 10 s, 500 ms)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, min or h)")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +259,19 @@ mod tests {
         assert!(err.contains("batchsize"), "{err}");
         let err = EngineConfig::from_toml("[engine]\nbatch_size = 0\n").unwrap_err();
         assert!(err.contains("batch_size = 0"), "{err}");
+    }
+
+    #[test]
+    fn flink_checkpoint_options() {
+        let mut c = EngineConfig::default();
+        assert!(c.set_flink_option("execution.checkpointing.interval", "10 s").unwrap());
+        assert!(c.set_flink_option("execution.checkpointing.dir", "file:///tmp/chk").unwrap());
+        assert!(c.set_flink_option("restart-strategy.fixed-delay.delay", "250ms").unwrap());
+        assert_eq!((c.checkpoint_interval_ms, c.restart_delay_ms), (10_000, 250));
+        assert_eq!(c.checkpoint_dir, Some(PathBuf::from("/tmp/chk")));
+        assert!(!c.set_flink_option("no.such.key", "1").unwrap());
+        let err = c.set_flink_option("execution.checkpointing.interval", "10 parsecs").unwrap_err();
+        assert!(err.contains("execution.checkpointing.interval") && err.contains("parsecs"), "{err}");
+        assert!(c.set_flink_option("execution.checkpointing.dir", "s3://bucket/x").is_err());
     }
 }

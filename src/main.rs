@@ -51,6 +51,19 @@ struct EngineArgs {
     /// What to do with unparsable input: fail, skip or dead-letter.
     #[arg(long, value_parser = ["fail", "skip", "dead-letter"])]
     on_bad_record: Option<String>,
+    /// Flink option `KEY=VALUE` (repeatable), e.g. `--set execution.checkpointing.interval='5 s'`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    options: Vec<String>,
+    /// Checkpoint interval in ms (`execution.checkpointing.interval`; `weir run` default 10000).
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// Checkpoint directory (`execution.checkpointing.dir`; `weir run` default
+    /// `./checkpoints/<job>`).
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Run without checkpoints (no recovery; sinks write without two-phase commit).
+    #[arg(long)]
+    no_checkpoints: bool,
 }
 
 impl EngineArgs {
@@ -80,8 +93,39 @@ impl EngineArgs {
         if let Some(p) = &self.on_bad_record {
             config.on_bad_record = toml::Value::String(p.clone()).try_into().map_err(|e| format!("--on-bad-record: {e}"))?;
         }
-        config.validate()?;
+        for option in &self.options {
+            let (key, value) = option.split_once('=').ok_or_else(|| format!("--set {option}: expected KEY=VALUE"))?;
+            let value = value.trim_matches(|c| c == '\'' || c == '"');
+            if !config.set_flink_option(key.trim(), value).map_err(|e| format!("--set: {e}"))? {
+                return Err(format!("--set {option}: unknown option `{key}`"));
+            }
+        }
+        if let Some(ms) = self.checkpoint_interval_ms {
+            config.checkpoint_interval_ms = ms;
+        }
+        if let Some(dir) = &self.checkpoint_dir {
+            config.checkpoint_dir = Some(dir.clone());
+        }
+        if self.no_checkpoints {
+            config.checkpoint_interval_ms = 0;
+        }
         Ok(config)
+    }
+
+    /// `weir run` checkpoints by default: every 10 s into `./checkpoints/<job>`.
+    fn checkpoint_defaults(&self, config: &mut EngineConfig, job: &str) {
+        if self.no_checkpoints {
+            return;
+        }
+        if config.checkpoint_interval_ms == 0 && self.checkpoint_interval_ms.is_none() {
+            config.checkpoint_interval_ms = 10_000;
+        }
+        if config.checkpoint_dir.is_none() {
+            let stem = std::path::Path::new(job)
+                .file_stem()
+                .map_or_else(|| job.to_string(), |s| s.to_string_lossy().to_string());
+            config.checkpoint_dir = Some(PathBuf::from("checkpoints").join(stem));
+        }
     }
 }
 
@@ -140,6 +184,10 @@ struct RunArgs {
     /// Keep serving the final state this many seconds after the job ends.
     #[arg(long, default_value_t = 0)]
     linger_secs: u64,
+    /// Resume from a checkpoint or savepoint: `latest` (the newest complete checkpoint in the
+    /// checkpoint directory; from the beginning if there is none) or a `chk-<n>` directory.
+    #[arg(long, value_name = "latest|DIR")]
+    restore: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -164,7 +212,8 @@ struct TuneArgs {
 }
 
 fn run(args: RunArgs) -> Result<(), String> {
-    let config = args.engine.resolve()?;
+    let mut config = args.engine.resolve()?;
+    args.engine.checkpoint_defaults(&mut config, &args.job);
     let options = JobOptions {
         events: args.events,
         rate_per_second: args.rate,
@@ -181,7 +230,11 @@ fn run(args: RunArgs) -> Result<(), String> {
         weir::jobs::build(&env, &args.job, &options).map_err(|e| e.to_string())?;
         env
     };
-    let config = env.config().clone();
+    let mut config = env.config().clone();
+    config.validate()?;
+    if let Some(restore) = &args.restore {
+        config.restore_from = resolve_restore(restore, &config)?;
+    }
     eprintln!(
         "weir {}: job {} on {} shards (pinned: {}), batch {} records, rings of {} batches",
         env!("CARGO_PKG_VERSION"),
@@ -192,7 +245,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.ring_capacity_batches
     );
     let report = match &args.http {
-        None => env.execute(),
+        None => weir::shard::runtime::execute(env.graph(), &config),
         Some(addr) => {
             let control = weir::control::ControlConfig {
                 token: args.http_token.clone(),
@@ -209,8 +262,42 @@ fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `--restore latest|DIR` → the checkpoint directory to restore, if any (says what it chose).
+fn resolve_restore(restore: &str, config: &EngineConfig) -> Result<Option<PathBuf>, String> {
+    let dir = if restore == "latest" {
+        let root = config
+            .checkpoint_dir
+            .clone()
+            .ok_or("--restore latest needs a checkpoint directory (--checkpoint-dir or execution.checkpointing.dir)")?;
+        match weir::checkpoint::files::CheckpointStore::new(&root).latest().map_err(|e| e.to_string())? {
+            Some(dir) => dir,
+            None => {
+                eprintln!("weir: no complete checkpoint in {}: starting from the beginning", root.display());
+                return Ok(None);
+            }
+        }
+    } else {
+        PathBuf::from(restore)
+    };
+    let meta = weir::checkpoint::files::read_meta(&dir).map_err(|e| e.to_string())?;
+    eprintln!(
+        "weir: restoring {:?} {} of job {} (taken on {} shards{})",
+        meta.kind,
+        dir.display(),
+        meta.job,
+        meta.shards,
+        if meta.finished {
+            "; the job had finished: only its last output is committed"
+        } else {
+            ""
+        }
+    );
+    Ok(Some(dir))
+}
+
 fn explain(args: ExplainArgs) -> Result<(), String> {
     let config = args.engine.resolve()?;
+    config.validate()?;
     let script = read_script(&args.script)?;
     let vars = parse_vars(&args.vars)?;
     let plan = weir::sql::explain(&script, &vars, config).map_err(|e| format!("{}: {e}", args.script.display()))?;

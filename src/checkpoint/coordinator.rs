@@ -174,6 +174,7 @@ impl CoordinatorDriver {
                         let dir = self.store.epoch_dir(epoch);
                         match write_snapshot(&dir, meta, tasks) {
                             Ok(meta) => {
+                                super::crash_point("metadata-written");
                                 self.control.complete(if is_final { FINAL_EPOCH } else { epoch });
                                 figures.completed += 1;
                                 figures.last_bytes = meta.state_bytes;

@@ -122,6 +122,7 @@ pub fn write_snapshot(dir: &Path, mut meta: CheckpointMeta, tasks: Vec<(usize, T
     meta.keyed_operators = keyed;
     meta.sources = sources;
     write_durably(&dir.join("state"), &frame(STATE_MAGIC, &payload))?;
+    super::crash_point("state-written");
     let meta_bytes = postcard::to_stdvec(&meta).map_err(|e| WeirError::Checkpoint(format!("encoding checkpoint metadata: {e}")))?;
     let tmp = dir.join("_metadata.tmp");
     write_durably(&tmp, &frame(META_MAGIC, &meta_bytes))?;

@@ -242,8 +242,14 @@ fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Res
             }
         }
         _ => {
-            return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'"))
-                .hint("supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode"))
+            let known = config.set_flink_option(key, value).map_err(|e| SqlError::at(pos, e))?;
+            if !known {
+                return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'")).hint(
+                    "supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode, \
+                     execution.checkpointing.{interval,dir,timeout,min-pause,max-concurrent-checkpoints,mode}, state.checkpoints.num-retained, \
+                     restart-strategy.type, restart-strategy.fixed-delay.{attempts,delay}",
+                ));
+            }
         }
     }
     Ok(())
