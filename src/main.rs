@@ -26,6 +26,40 @@ enum Command {
     Jobs,
     /// Check this machine for running weir (cores, governor, IRQs, memlock, io_uring, THP, disk).
     Tune(TuneArgs),
+    /// Take a savepoint of a running job (started with `--http`), optionally stopping it.
+    Savepoint(SavepointArgs),
+    /// Say, before deploying, whether a job can restore from a checkpoint or savepoint, and why not.
+    CheckRestore(CheckRestoreArgs),
+}
+
+#[derive(Args)]
+struct SavepointArgs {
+    /// The job's control address (`weir run ... --http ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    http: String,
+    /// Bearer token of the control server.
+    #[arg(long, value_name = "TOKEN", env = "WEIR_HTTP_TOKEN")]
+    http_token: Option<String>,
+    /// Stop the job once the savepoint is complete (Flink's stop-with-savepoint).
+    #[arg(long)]
+    stop: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_secs: u64,
+}
+
+#[derive(Args)]
+struct CheckRestoreArgs {
+    /// A Flink SQL script (`*.sql`) or a built-in job name.
+    job: String,
+    /// The checkpoint or savepoint directory (holding `_metadata`).
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    /// SQL script variable `${NAME}` = VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -220,16 +254,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         sink: args.sink,
         out_of_orderness_ms: args.out_of_orderness_ms,
     };
-    let env = if args.job.ends_with(".sql") {
-        let path = std::path::Path::new(&args.job);
-        let script = read_script(path)?;
-        let vars = parse_vars(&args.vars)?;
-        weir::sql::build(&script, &vars, config.clone()).map_err(|e| format!("{}: {e}", path.display()))?
-    } else {
-        let env = weir::api::StreamEnv::new(config.clone());
-        weir::jobs::build(&env, &args.job, &options).map_err(|e| e.to_string())?;
-        env
-    };
+    let env = build_job(&args.job, &args.vars, config, &options)?;
     let mut config = env.config().clone();
     config.validate()?;
     if let Some(restore) = &args.restore {
@@ -295,6 +320,75 @@ fn resolve_restore(restore: &str, config: &EngineConfig) -> Result<Option<PathBu
     Ok(Some(dir))
 }
 
+/// Build a job (SQL script or built-in) without running it.
+fn build_job(job: &str, vars: &[String], config: EngineConfig, options: &JobOptions) -> Result<weir::api::StreamEnv, String> {
+    if job.ends_with(".sql") {
+        let path = std::path::Path::new(job);
+        let script = read_script(path)?;
+        let vars = parse_vars(vars)?;
+        weir::sql::build(&script, &vars, config).map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        let env = weir::api::StreamEnv::new(config);
+        weir::jobs::build(&env, job, options).map_err(|e| e.to_string())?;
+        Ok(env)
+    }
+}
+
+fn savepoint(args: SavepointArgs) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let addr = args
+        .http
+        .to_socket_addrs()
+        .map_err(|e| format!("--http {}: {e}", args.http))?
+        .next()
+        .ok_or_else(|| format!("--http {}: no address", args.http))?;
+    let path = if args.stop { "/api/stop" } else { "/api/savepoint" };
+    let timeout = std::time::Duration::from_secs(args.wait_secs);
+    let (status, body) = weir::control::http_post(addr, path, args.http_token.as_deref(), timeout).map_err(|e| format!("{addr}: {e}"))?;
+    let answer: serde_json::Value = serde_json::from_str(&body).map_err(|_| format!("{addr}{path}: HTTP {status}: {body}"))?;
+    match answer["savepoint"].as_str() {
+        Some(dir) if status == 200 => {
+            println!("{dir}");
+            Ok(())
+        }
+        _ => Err(format!("savepoint failed (HTTP {status}): {}", answer["error"].as_str().unwrap_or(&body))),
+    }
+}
+
+fn check_restore(args: CheckRestoreArgs) -> Result<(), String> {
+    let config = args.engine.resolve()?;
+    let meta = weir::checkpoint::files::read_meta(&args.from).map_err(|e| e.to_string())?;
+    let options = JobOptions {
+        events: 0,
+        rate_per_second: None,
+        sink: SinkSpec::Blackhole,
+        out_of_orderness_ms: 4_000,
+    };
+    let env = build_job(&args.job, &args.vars, config, &options)?;
+    let config = env.config().clone();
+    let problems = weir::checkpoint::files::check_compatible(&meta, &env.graph().operators, config.max_key_groups);
+    println!(
+        "{:?} {} (epoch {}, job {}, {} shards, format {}): {} keyed operators, {} sources",
+        meta.kind,
+        args.from.display(),
+        meta.epoch,
+        meta.job,
+        meta.shards,
+        meta.format_version,
+        meta.keyed_operators.len(),
+        meta.sources.len()
+    );
+    if problems.is_empty() {
+        println!("can restore: yes (on any number of shards up to max_key_groups = {})", config.max_key_groups);
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("  - {p}");
+        }
+        Err(format!("{} cannot restore {}", args.job, args.from.display()))
+    }
+}
+
 fn explain(args: ExplainArgs) -> Result<(), String> {
     let config = args.engine.resolve()?;
     config.validate()?;
@@ -339,6 +433,8 @@ fn main() -> ExitCode {
         }
         Command::Tune(args) => tune(args),
         Command::Explain(args) => explain(args),
+        Command::Savepoint(args) => savepoint(args),
+        Command::CheckRestore(args) => check_restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

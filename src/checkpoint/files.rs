@@ -160,6 +160,34 @@ pub fn read_snapshot(dir: &Path) -> Result<(CheckpointMeta, RestoreSet)> {
     Ok((meta, set))
 }
 
+/// Why a job with `operators` (and `max_key_groups`) cannot restore the checkpoint or
+/// savepoint described by `meta`; empty when it can. State is matched to operators by name
+/// (`window:tumble#5`), so a job whose operators were added, removed or reordered before a
+/// stateful one does not match (weir has no user-assigned operator ids yet).
+pub fn check_compatible(meta: &CheckpointMeta, operators: &[String], max_key_groups: u32) -> Vec<String> {
+    let mut problems = Vec::new();
+    if meta.format_version > FORMAT_VERSION {
+        problems.push(format!("format version {} is newer than this weir's ({FORMAT_VERSION})", meta.format_version));
+    }
+    if meta.max_key_groups != max_key_groups {
+        problems.push(format!(
+            "taken with max_key_groups = {}, this job has {} (key groups are fixed for the life of a job's state)",
+            meta.max_key_groups, max_key_groups
+        ));
+    }
+    for op in &meta.keyed_operators {
+        if !operators.contains(op) {
+            problems.push(format!("state of operator {op} has no operator of that name in this job (it would be lost)"));
+        }
+    }
+    for source in &meta.sources {
+        if !operators.contains(source) {
+            problems.push(format!("positions of source {source} have no source of that name in this job"));
+        }
+    }
+    problems
+}
+
 /// The checkpoints of one job: `chk-<epoch>` directories under `root`.
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {

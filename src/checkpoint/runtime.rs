@@ -93,6 +93,8 @@ pub enum TaskMessage {
     Finished { participant: usize, shard: usize, snapshot: TaskSnapshot },
     /// A shard's executor ended (`error`: it failed or panicked).
     ShardExited { shard: usize, error: Option<String> },
+    /// The task's sinks published everything up to `epoch`.
+    Committed { participant: usize, epoch: u64 },
 }
 
 /// State restored from a checkpoint or savepoint, handed to operators while they are built.
@@ -162,6 +164,11 @@ impl RestoreSet {
             .get(name)
             .map(|all| all.iter().filter(|(s, _)| s % shards == shard).map(|(_, c)| c.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// How many splits `source` had when the checkpoint was taken (`None`: no positions).
+    pub fn split_count(&self, source: &str) -> Option<usize> {
+        self.positions.keys().filter(|(s, _)| s == source).map(|(_, i)| i + 1).max()
     }
 
     pub fn position(&self, source: &str, split: usize) -> Option<&[u8]> {
@@ -241,5 +248,55 @@ impl CheckpointControl {
 
     pub fn participant(&self, shard: usize, segment: usize) -> usize {
         shard * self.segments + segment
+    }
+}
+
+/// User commands to a running job (from the control API): savepoints and stop-with-savepoint.
+/// Lives in the job's [`crate::shard::MetricsRegistry`], so it outlives restarts.
+#[derive(Debug, Default)]
+pub struct JobCommands {
+    requested: AtomicU64,
+    stop: AtomicBool,
+    results: std::sync::Mutex<Vec<SavepointResult>>,
+}
+
+/// What became of one savepoint request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SavepointResult {
+    /// Request number (from 1).
+    pub request: u64,
+    /// The savepoint directory, or why it failed.
+    pub outcome: Result<String, String>,
+}
+
+impl JobCommands {
+    /// Ask for a savepoint (and, with `stop`, stop the job once it is complete). Returns the
+    /// request number to look for in [`JobCommands::results`].
+    pub fn request_savepoint(&self, stop: bool) -> u64 {
+        if stop {
+            self.stop.store(true, Ordering::Release);
+        }
+        self.requested.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn record(&self, result: SavepointResult) {
+        let mut r = self.results.lock().expect("savepoint results");
+        if r.len() == 64 {
+            r.remove(0);
+        }
+        r.push(result);
+    }
+
+    /// The outcomes of recent requests (at most 64), oldest first.
+    pub fn results(&self) -> Vec<SavepointResult> {
+        self.results.lock().expect("savepoint results").clone()
     }
 }

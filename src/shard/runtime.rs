@@ -11,7 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::metrics::{MetricsRegistry, OperatorFigures};
 use super::{BuildCtx, ProcessingTimers};
 use crate::checkpoint::coordinator::{CheckpointFigures, CoordinatorDriver};
-use crate::checkpoint::files::{read_snapshot, CheckpointStore};
+use crate::checkpoint::files::{check_compatible, read_snapshot, CheckpointStore};
 use crate::checkpoint::runtime::{CheckpointControl, TaskMessage};
 use crate::config::EngineConfig;
 use crate::error::{Result, WeirError};
@@ -45,6 +45,8 @@ pub struct EdgeDef {
 pub struct JobGraph {
     pub segments: Vec<SegmentDef>,
     pub edges: Vec<EdgeDef>,
+    /// Every operator's name (`window:tumble#5`), in build order: what state is restored into.
+    pub operators: Vec<String>,
 }
 
 /// What a finished job reports.
@@ -184,13 +186,9 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         let restore = match restore_from {
             Some(dir) => {
                 let (meta, set) = read_snapshot(dir)?;
-                if meta.max_key_groups != config.max_key_groups {
-                    return Err(WeirError::Checkpoint(format!(
-                        "{} was taken with max_key_groups = {}, this job has {}: key groups cannot change across a restore",
-                        dir.display(),
-                        meta.max_key_groups,
-                        config.max_key_groups
-                    )));
+                let problems = check_compatible(&meta, &graph.operators, config.max_key_groups);
+                if !problems.is_empty() {
+                    return Err(WeirError::Checkpoint(format!("cannot restore {}: {}", dir.display(), problems.join("; "))));
                 }
                 restored_from = Some(dir.display().to_string());
                 Some(set)
@@ -213,6 +211,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
             max_key_groups: config.max_key_groups,
             job: graph.segments.first().map(|s| s.name.clone()).unwrap_or_default(),
             restored_epoch,
+            registry: registry.clone(),
         });
         control = Some(c);
     }
@@ -285,8 +284,12 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
             }
         }
     }
-    if let Some(e) = first_error.or(stopped) {
-        return Err(e);
+    // A stop-with-savepoint cancels every shard on purpose: whatever the shards report while
+    // being cut off (closed rings, "stopped") is not a failure.
+    if checkpoints.stopped_with_savepoint.is_none() {
+        if let Some(e) = first_error.or(stopped) {
+            return Err(e);
+        }
     }
     checkpoints.restored_from = restored_from;
     Ok(JobReport {
@@ -345,7 +348,7 @@ async fn run_shard(
     let tick = Duration::from_millis(config.wakeup_tick_ms);
     let all = std::pin::pin!(futures::future::try_join_all(tasks));
     let watch = std::pin::pin!(async {
-        while !cancel.0.load(Ordering::Acquire) {
+        while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) {
             glommio::timer::sleep(tick).await;
         }
     });

@@ -183,6 +183,12 @@ impl SegmentEnv {
                 self.flushers[*i].commit(done).await?;
             }
             self.checkpoint.committed = done;
+            if !self.checkpoint.committers.is_empty() {
+                control.send(TaskMessage::Committed {
+                    participant: self.checkpoint.participant,
+                    epoch: done,
+                });
+            }
         }
         Ok(())
     }
