@@ -149,7 +149,10 @@ pub fn read_snapshot(dir: &Path) -> Result<(CheckpointMeta, RestoreSet)> {
     let bytes = fs::read(&path).map_err(|e| WeirError::io("read", &path, e))?;
     let payload = unframe(STATE_MAGIC, &bytes, &path)?;
     if payload.len() as u64 != meta.state_bytes || crc32fast::hash(payload) != meta.state_crc {
-        return Err(WeirError::Checkpoint(format!("{}: does not match its _metadata (mixed checkpoints?)", path.display())));
+        return Err(WeirError::Checkpoint(format!(
+            "{}: does not match its _metadata (mixed checkpoints?)",
+            path.display()
+        )));
     }
     let state: StateFile = postcard::from_bytes(payload).map_err(|e| WeirError::Checkpoint(format!("{}: undecodable state ({e})", path.display())))?;
     let set = RestoreSet::from_tasks(meta.epoch, dir.display().to_string(), meta.shards, state.tasks);

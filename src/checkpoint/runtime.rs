@@ -80,7 +80,12 @@ impl TaskSnapshot {
 #[derive(Debug)]
 pub enum TaskMessage {
     /// Barrier `epoch` aligned and snapshotted.
-    Ack { epoch: u64, participant: usize, shard: usize, snapshot: TaskSnapshot },
+    Ack {
+        epoch: u64,
+        participant: usize,
+        shard: usize,
+        snapshot: TaskSnapshot,
+    },
     /// The task reached end of input; `snapshot` is its final state (positions at the end,
     /// final committables) and stands for every later epoch.
     Finished { participant: usize, shard: usize, snapshot: TaskSnapshot },

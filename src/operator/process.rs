@@ -16,6 +16,13 @@
 //! [`KeyedProcessOp::state_entries`] under `timers:event` / `timers:processing`. Processing-time
 //! timers still pending at end of input are dropped (Flink quiesces them).
 //!
+//! Checkpoints: [`KeyedProcessOp::snapshot`] writes the operator's keyed state — every state
+//! the function created (through its `StateContext`) and every pending timer — by key group
+//! into a [`KeyedSnapshot`]; [`KeyedProcessOp::restore`] reads it back, on any shard count (the
+//! restore carries the key groups this shard now owns). With the LSM backend's native
+//! incremental checkpoints, [`KeyedProcessOp::snapshot_timers`] writes the timers only (the
+//! store's checkpoint holds the states).
+//!
 //! Invariants: a watermark is forwarded only after every event-time timer it fires has run
 //! (their output precedes the mark); the state clock is set once per batch and per
 //! processing-time callback and never goes back.
@@ -25,9 +32,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::batch::{Batch, InOrder};
+use crate::checkpoint::snapshot::{KeyedRestore, KeyedSnapshot};
+use crate::error::Result;
+use crate::key::StableHash;
 use crate::operator::{Output, Push};
 use crate::shard::{OperatorMetrics, ProcessingTimers};
-use crate::state::{StateClock, StateContext, StateKey};
+use crate::state::codec::{self, KeyedEntryRef};
+use crate::state::{KeyedEntry, StateBackend, StateClock, StateContext, StateKey, TimerKind};
 use crate::time::{now_ms, Timestamp, WATERMARK_MIN};
 
 /// Which clock a timer belongs to.
@@ -162,14 +173,14 @@ pub struct KeyedProcessOp<T, K, KF, F: KeyedProcessFunction<K, T>> {
 
 impl<T, K, KF, F> KeyedProcessOp<T, K, KF, F>
 where
-    K: StateKey + Ord,
+    K: StateKey + StableHash + Ord,
     KF: FnMut(&T) -> K,
     F: KeyedProcessFunction<K, T>,
 {
-    /// Build the operator and `open` the function.
-    pub fn new(mut f: F, key_fn: KF, out: Output<F::Out>, wake: ProcessingTimers, metrics: Arc<OperatorMetrics>) -> Self {
+    /// Build the operator on `backend` and `open` the function.
+    pub fn new(mut f: F, key_fn: KF, out: Output<F::Out>, wake: ProcessingTimers, metrics: Arc<OperatorMetrics>, backend: StateBackend) -> Self {
         let clock = StateClock::new(now_ms());
-        let state = StateContext::new(clock.clone());
+        let state = StateContext::with_backend(clock.clone(), backend);
         let timers = TimerService {
             event: BTreeSet::new(),
             processing: BTreeSet::new(),
@@ -195,6 +206,61 @@ where
     /// Entries per state (including the timer sets), for metrics.
     pub fn state_entries(&self) -> Vec<(String, usize)> {
         self.state.entry_counts()
+    }
+
+    /// The keyed-state backend of this operator instance.
+    pub fn state_backend(&self) -> &StateBackend {
+        self.state.backend()
+    }
+
+    /// Write the operator's keyed state — the function's states and the pending timers — by
+    /// key group (the portable format: restores on either backend and any shard count).
+    pub fn snapshot(&self, out: &mut KeyedSnapshot) -> Result<()> {
+        self.state.snapshot(out)?;
+        self.snapshot_timers(out);
+        Ok(())
+    }
+
+    /// Write the pending timers only (with the LSM backend's native checkpoints, which hold
+    /// the states).
+    pub fn snapshot_timers(&self, out: &mut KeyedSnapshot) {
+        let groups = self.state.backend().key_groups();
+        let mut key = Vec::new();
+        for (kind, set) in [(TimerKind::EventTime, &self.timers.event), (TimerKind::ProcessingTime, &self.timers.processing)] {
+            for (ts, k) in set {
+                key.clear();
+                codec::encode_into(k, &mut key);
+                let entry = KeyedEntryRef::Timer { kind, ts: *ts, key: &key };
+                codec::encode_into(&entry, out.group(groups.key_group(k.stable_hash())));
+            }
+        }
+    }
+
+    /// Restore states and timers from `restore` (before the first record). Processing-time
+    /// timers that are already due fire at the first processing-time callback.
+    pub fn restore(&mut self, restore: &KeyedRestore) -> Result<()> {
+        let mut failed = None;
+        restore.for_each::<KeyedEntry>(|kg, entry| {
+            if failed.is_some() {
+                return;
+            }
+            let r = match entry {
+                KeyedEntry::State { state, key, value } => self.state.restore_state(kg, state, &key, &value),
+                KeyedEntry::Timer { kind, ts, key } => codec::decode::<K>(&key, "timer key").map(|k| match kind {
+                    TimerKind::EventTime => {
+                        self.timers.event.insert((ts, k));
+                    }
+                    TimerKind::ProcessingTime => {
+                        if self.timers.processing.insert((ts, k)) {
+                            self.timers.wake.register(ts);
+                        }
+                    }
+                }),
+            };
+            failed = r.err();
+        })?;
+        self.timers.sync();
+        failed.map_or(Ok(()), Err)
     }
 
     /// The watermark advanced: fire due event-time timers, then forward it.
@@ -226,7 +292,7 @@ where
 
 impl<T, K, KF, F> InOrder<T> for KeyedProcessOp<T, K, KF, F>
 where
-    K: StateKey + Ord,
+    K: StateKey + StableHash + Ord,
     KF: FnMut(&T) -> K,
     F: KeyedProcessFunction<K, T>,
 {
@@ -251,7 +317,7 @@ where
 
 impl<T, K, KF, F> Push<T> for KeyedProcessOp<T, K, KF, F>
 where
-    K: StateKey + Ord,
+    K: StateKey + StableHash + Ord,
     KF: FnMut(&T) -> K,
     F: KeyedProcessFunction<K, T>,
 {
@@ -347,6 +413,7 @@ mod tests {
             Output::new(Box::new(rec), 64),
             ProcessingTimers::default(),
             Arc::new(OperatorMetrics::default()),
+            StateBackend::default(),
         );
         let mut b = Batch::with_capacity(8);
         b.push((1, 0), 0);
@@ -405,6 +472,7 @@ mod tests {
             Output::new(Box::new(rec), 64),
             wake.clone(),
             Arc::new(OperatorMetrics::default()),
+            StateBackend::default(),
         );
         let mut b = Batch::with_capacity(4);
         b.push(7, 0);
