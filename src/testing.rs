@@ -64,6 +64,58 @@ pub fn run_local<F: std::future::Future>(fut: F) -> F::Output {
 
 static HARNESS_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A state backend for tests (see [`test_backend`]).
+pub struct TestBackend {
+    pub backend: StateBackend,
+    /// LSM: connect it before touching state; run it with `has_pending`/`flush`.
+    pub flusher: Option<StateFlusher>,
+    /// LSM without an explicit directory: the temporary store directory (remove it after).
+    pub temp_dir: Option<std::path::PathBuf>,
+}
+
+/// A backend of `kind` for tests; LSM gets a small store (64 KiB memtables, 1 KiB blocks) in
+/// `dir` or a fresh temporary directory, and a cache of `cache_bytes`.
+pub fn test_backend(kind: StateBackendKind, cache_bytes: usize, groups: KeyGroups, dir: Option<std::path::PathBuf>) -> TestBackend {
+    match kind {
+        StateBackendKind::Memory => TestBackend {
+            backend: StateBackend::memory(groups),
+            flusher: None,
+            temp_dir: None,
+        },
+        StateBackendKind::Lsm => {
+            let n = HARNESS_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let temp = dir
+                .is_none()
+                .then(|| std::env::temp_dir().join(format!("weir-state-test-{}-{n}", std::process::id())));
+            let options = LsmOptions {
+                operator: "test".into(),
+                shard: 0,
+                dir: dir.or(temp.clone()).expect("a directory"),
+                ephemeral: temp.is_some(),
+                cache_bytes,
+                maintain_step_bytes: 64 << 10,
+                store: weir_storage::StoreConfig {
+                    memtable_budget_bytes: 64 << 10,
+                    memtable_stall_bytes: 192 << 10,
+                    wal_max_pending_bytes: 256 << 10,
+                    wal_segment_bytes: 1 << 20,
+                    io_chunk_bytes: 64 << 10,
+                    block_bytes: 1024,
+                    block_cache_bytes: 64 << 10,
+                    compaction_output_bytes: 256 << 10,
+                    ..weir_storage::StoreConfig::default()
+                },
+            };
+            let (backend, flusher) = StateBackend::lsm(options, groups);
+            TestBackend {
+                backend,
+                flusher: Some(flusher),
+                temp_dir: temp,
+            }
+        }
+    }
+}
+
 /// A [`StateContext`] on a chosen backend for tests: the LSM variant gets a small store in a
 /// fresh temporary directory (removed on drop) so little data exercises memtable flushes and
 /// compaction. Create states, optionally `restore`, then [`StateHarness::connect`] (inside
@@ -85,41 +137,12 @@ impl<K: StateKey + StableHash> StateHarness<K> {
     /// (kept on drop; `None`: a temporary one).
     pub fn with_groups(kind: StateBackendKind, cache_bytes: usize, now: Timestamp, groups: KeyGroups, dir: Option<std::path::PathBuf>) -> Self {
         let clock = StateClock::new(now);
-        let (backend, flusher, temp) = match kind {
-            StateBackendKind::Memory => (StateBackend::memory(groups), None, None),
-            StateBackendKind::Lsm => {
-                let n = HARNESS_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let temp = dir
-                    .is_none()
-                    .then(|| std::env::temp_dir().join(format!("weir-state-test-{}-{n}", std::process::id())));
-                let options = LsmOptions {
-                    operator: "test".into(),
-                    shard: 0,
-                    dir: dir.clone().or(temp.clone()).expect("a directory"),
-                    ephemeral: temp.is_some(),
-                    cache_bytes,
-                    maintain_step_bytes: 64 << 10,
-                    store: weir_storage::StoreConfig {
-                        memtable_budget_bytes: 64 << 10,
-                        memtable_stall_bytes: 192 << 10,
-                        wal_max_pending_bytes: 256 << 10,
-                        wal_segment_bytes: 1 << 20,
-                        io_chunk_bytes: 64 << 10,
-                        block_bytes: 1024,
-                        block_cache_bytes: 64 << 10,
-                        compaction_output_bytes: 256 << 10,
-                        ..weir_storage::StoreConfig::default()
-                    },
-                };
-                let (backend, flusher) = StateBackend::lsm(options, groups);
-                (backend, Some(flusher), temp)
-            }
-        };
+        let TestBackend { backend, flusher, temp_dir } = test_backend(kind, cache_bytes, groups, dir);
         Self {
             ctx: StateContext::with_backend(clock.clone(), backend),
             clock,
             flusher,
-            dir: temp,
+            dir: temp_dir,
         }
     }
 

@@ -1245,7 +1245,7 @@ mod tests {
         }
         apply_set(&mut c, "state.backend.type", "rocksdb", pos).unwrap();
         apply_set(&mut c, "state.backend.rocksdb.localdir", "/var/weir", pos).unwrap();
-        assert_eq!((c.state_backend, c.state_dir), (StateBackendKind::Lsm, Some("/var/weir".into())));
+        assert_eq!((c.state_backend, c.state_dir.clone()), (StateBackendKind::Lsm, Some("/var/weir".into())));
         assert!(apply_set(&mut c, "state.backend", "forst", pos).unwrap_err().to_string().contains("rocksdb"));
     }
 }

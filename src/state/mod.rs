@@ -57,6 +57,9 @@ pub mod memory;
 pub(crate) mod table;
 pub mod ttl;
 
+#[cfg(test)]
+mod tests;
+
 use std::cell::RefCell;
 use std::hash::Hash;
 use std::rc::Rc;
