@@ -69,7 +69,7 @@ pub struct TestBackend {
     pub backend: StateBackend,
     /// LSM: connect it before touching state; run it with `has_pending`/`flush`.
     pub flusher: Option<StateFlusher>,
-    /// LSM without an explicit directory: the temporary store directory (remove it after).
+    /// LSM without an explicit directory: the temporary store directory (removed on drop).
     pub temp_dir: Option<std::path::PathBuf>,
 }
 
@@ -123,8 +123,7 @@ pub fn test_backend(kind: StateBackendKind, cache_bytes: usize, groups: KeyGroup
 pub struct StateHarness<K> {
     pub ctx: StateContext<K>,
     pub clock: StateClock,
-    flusher: Option<StateFlusher>,
-    dir: Option<std::path::PathBuf>,
+    backend: TestBackend,
 }
 
 impl<K: StateKey + StableHash> StateHarness<K> {
@@ -137,25 +136,24 @@ impl<K: StateKey + StableHash> StateHarness<K> {
     /// (kept on drop; `None`: a temporary one).
     pub fn with_groups(kind: StateBackendKind, cache_bytes: usize, now: Timestamp, groups: KeyGroups, dir: Option<std::path::PathBuf>) -> Self {
         let clock = StateClock::new(now);
-        let TestBackend { backend, flusher, temp_dir } = test_backend(kind, cache_bytes, groups, dir);
+        let backend = test_backend(kind, cache_bytes, groups, dir);
         Self {
-            ctx: StateContext::with_backend(clock.clone(), backend),
+            ctx: StateContext::with_backend(clock.clone(), backend.backend.clone()),
             clock,
-            flusher,
-            dir: temp_dir,
+            backend,
         }
     }
 
     /// Open the LSM store (applying a restore); a no-op on the memory backend.
     pub async fn connect(&mut self) {
-        if let Some(f) = &mut self.flusher {
+        if let Some(f) = &mut self.backend.flusher {
             f.connect().await.expect("open the state store");
         }
     }
 
     /// Run the LSM flusher (maintenance, back-pressure relief) until it has nothing to do.
     pub async fn pump(&mut self) {
-        if let Some(f) = &mut self.flusher {
+        if let Some(f) = &mut self.backend.flusher {
             for _ in 0..10_000 {
                 if !f.has_pending() {
                     return;
@@ -168,14 +166,14 @@ impl<K: StateKey + StableHash> StateHarness<K> {
 
     /// LSM: the flusher's `pre_commit` (the store's incremental checkpoint).
     pub async fn pre_commit(&mut self, epoch: u64) {
-        if let Some(f) = &mut self.flusher {
+        if let Some(f) = &mut self.backend.flusher {
             f.pre_commit(epoch).await.expect("state checkpoint");
         }
     }
 
     /// LSM: close the store (as at the end of a job).
     pub async fn close(&mut self) {
-        if let Some(f) = &mut self.flusher {
+        if let Some(f) = &mut self.backend.flusher {
             f.close().await.expect("close the state store");
         }
     }
@@ -185,9 +183,9 @@ impl<K: StateKey + StableHash> StateHarness<K> {
     }
 }
 
-impl<K> Drop for StateHarness<K> {
+impl Drop for TestBackend {
     fn drop(&mut self) {
-        if let Some(d) = &self.dir {
+        if let Some(d) = &self.temp_dir {
             let _ = std::fs::remove_dir_all(d);
         }
     }

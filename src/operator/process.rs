@@ -368,10 +368,15 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
     use super::*;
     use crate::batch::Mark;
-    use crate::state::ValueState;
-    use crate::testing::Recorder;
+    use crate::key::KeyGroups;
+    use crate::shard::Flusher;
+    use crate::state::{StateBackendKind, ValueState};
+    use crate::testing::{run_local, test_backend, Recorder, TestBackend};
 
     /// Counts per key; an event-time timer at `ts + 10` emits the count then.
     #[derive(Clone, Default)]
@@ -492,5 +497,153 @@ mod tests {
         let fired: Vec<_> = log.borrow().batches.iter().flat_map(|(r, _)| r.clone()).collect();
         assert_eq!(fired, vec![(7, TimeDomain::ProcessingTime, at), (8, TimeDomain::ProcessingTime, at)]);
         assert!(op.state_entries().iter().all(|(_, n)| *n == 0), "fired timers leave no state");
+    }
+
+    fn key_of(r: &(u32, i64)) -> u32 {
+        r.0
+    }
+
+    type CountOp = KeyedProcessOp<(u32, i64), u32, fn(&(u32, i64)) -> u32, CountThenSummary>;
+    type Log = Rc<RefCell<crate::testing::Recorded<(u32, &'static str, i64, Timestamp)>>>;
+
+    /// A `CountThenSummary` operator on a fresh backend; connect the flusher (if any) after an
+    /// optional restore.
+    fn count_op(kind: StateBackendKind, groups: KeyGroups) -> (CountOp, Log, TestBackend) {
+        let (rec, log) = Recorder::new();
+        let t = test_backend(kind, 4096, groups, None);
+        let op = KeyedProcessOp::new(
+            CountThenSummary::default(),
+            key_of as fn(&(u32, i64)) -> u32,
+            Output::new(Box::new(rec), 64),
+            ProcessingTimers::default(),
+            Arc::new(OperatorMetrics::default()),
+            t.backend.clone(),
+        );
+        (op, log, t)
+    }
+
+    async fn connect(t: &mut TestBackend) {
+        if let Some(f) = &mut t.flusher {
+            f.connect().await.unwrap();
+        }
+    }
+
+    fn outputs(log: &Log) -> Vec<(u32, &'static str, i64, Timestamp)> {
+        log.borrow().batches.iter().flat_map(|(r, _)| r.clone()).collect()
+    }
+
+    fn batch_of(records: &[(u32, i64)], watermark_after: Timestamp) -> Batch<(u32, i64)> {
+        let mut b = Batch::with_capacity(records.len());
+        for r in records {
+            b.push(*r, r.1);
+        }
+        b.marks = vec![Mark {
+            index: records.len() as u32,
+            watermark: watermark_after,
+        }];
+        b
+    }
+
+    #[test]
+    fn snapshot_and_restore_continue_like_an_uninterrupted_run_on_any_backend_and_shard_count() {
+        let records: Vec<(u32, i64)> = (0..600u64).map(|i| ((i * 2_654_435_761 % 97) as u32 % 60, i as i64 * 3)).collect();
+        let (first, second) = records.split_at(300);
+        let wm_first = first.last().unwrap().1 - 40; // timers of the last 40 ms stay pending
+        let wm_second = second.last().unwrap().1 - 40;
+        for kind in [StateBackendKind::Memory, StateBackendKind::Lsm] {
+            run_local(async {
+                let one = KeyGroups::new(128, 1);
+                // The uninterrupted run.
+                let (mut op, log, mut t) = count_op(kind, one);
+                connect(&mut t).await;
+                op.push(&mut batch_of(first, wm_first));
+                let cut = outputs(&log).len();
+                op.push(&mut batch_of(second, wm_second));
+                op.watermark(crate::time::WATERMARK_MAX);
+                let mut expected = outputs(&log)[cut..].to_vec();
+                expected.sort();
+                // The same up to the snapshot.
+                let (mut op, _, mut t) = count_op(kind, one);
+                connect(&mut t).await;
+                op.push(&mut batch_of(first, wm_first));
+                let mut snap = KeyedSnapshot::default();
+                op.snapshot(&mut snap).unwrap();
+                assert!(snap.groups.len() > 10);
+                for to_kind in [StateBackendKind::Memory, StateBackendKind::Lsm] {
+                    for shards in 1..=3u32 {
+                        let groups = KeyGroups::new(128, shards);
+                        let mut ops = Vec::new();
+                        for shard in 0..shards {
+                            let (mut op, log, mut t) = count_op(to_kind, groups);
+                            let restore = KeyedRestore {
+                                operator: "process".into(),
+                                groups: snap
+                                    .groups
+                                    .iter()
+                                    .filter(|(g, _)| groups.shard_of_group(**g) == shard)
+                                    .map(|(g, b)| (*g, b.clone()))
+                                    .collect(),
+                            };
+                            op.restore(&restore).unwrap();
+                            connect(&mut t).await;
+                            ops.push((op, log, t));
+                        }
+                        let mut got = Vec::new();
+                        for (shard, (op, log, _)) in ops.iter_mut().enumerate() {
+                            let mine: Vec<_> = second
+                                .iter()
+                                .filter(|r| groups.shard_of_hash(r.0.stable_hash()) == shard as u32)
+                                .copied()
+                                .collect();
+                            op.push(&mut batch_of(&mine, wm_second));
+                            op.watermark(crate::time::WATERMARK_MAX);
+                            got.extend(outputs(log));
+                        }
+                        got.sort();
+                        assert_eq!(got, expected, "{kind:?} -> {to_kind:?} on {shards} shards");
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn processing_time_timers_survive_a_snapshot() {
+        let (rec, _) = Recorder::new();
+        let mut op = KeyedProcessOp::new(
+            Later,
+            |r: &u32| *r,
+            Output::new(Box::new(rec), 64),
+            ProcessingTimers::default(),
+            Arc::new(OperatorMetrics::default()),
+            StateBackend::default(),
+        );
+        let mut b = Batch::with_capacity(2);
+        b.push(7, 0);
+        b.push(8, 0);
+        op.push(&mut b);
+        let at = op.clock.now() + 50;
+        let mut snap = KeyedSnapshot::default();
+        op.snapshot(&mut snap).unwrap();
+        let (rec, log) = Recorder::new();
+        let wake = ProcessingTimers::default();
+        let mut restored = KeyedProcessOp::new(
+            Later,
+            |r: &u32| *r,
+            Output::new(Box::new(rec), 64),
+            wake.clone(),
+            Arc::new(OperatorMetrics::default()),
+            StateBackend::default(),
+        );
+        let restore = KeyedRestore {
+            operator: "process".into(),
+            groups: snap.groups.into_iter().collect(),
+        };
+        restored.restore(&restore).unwrap();
+        assert_eq!(wake.earliest(), Some(at), "restored timers wake the segment");
+        assert!(restored.state_entries().contains(&("timers:processing".to_string(), 2)));
+        restored.processing_time(at);
+        let fired: Vec<_> = log.borrow().batches.iter().flat_map(|(r, _)| r.clone()).collect();
+        assert_eq!(fired, vec![(7, TimeDomain::ProcessingTime, at), (8, TimeDomain::ProcessingTime, at)]);
     }
 }
