@@ -9,7 +9,6 @@
 //!
 //! Invariant: one backend (and so one store) per keyed operator instance per shard.
 
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -177,7 +176,7 @@ pub fn lsm_options(config: &EngineConfig, operator: &str, shard: usize) -> Resul
     Ok(LsmOptions {
         operator: operator.to_string(),
         shard,
-        dir: PathBuf::from(dir),
+        dir,
         ephemeral,
         cache_bytes: config.state_cache_bytes,
         maintain_step_bytes: config.state_maintain_step_bytes,

@@ -124,6 +124,9 @@ pub(crate) enum Written {
     Blocked,
 }
 
+/// (store key, stored value, store expiry) of a restored entry.
+type RestoredEntry = (Vec<u8>, Vec<u8>, u64);
+
 /// What every state of one operator instance shares: the store, the cache budget, the error.
 pub struct LsmShared {
     opts: LsmOptions,
@@ -138,8 +141,8 @@ pub struct LsmShared {
     written_since_commit: Cell<u64>,
     maintenance_due: Cell<bool>,
     tables: RefCell<Vec<(u32, Weak<dyn TableOps>)>>,
-    /// Portable restore entries waiting for the store: (store key, stored value, store expiry).
-    pending_restore: RefCell<Vec<(Vec<u8>, Vec<u8>, u64)>>,
+    /// Portable restore entries waiting for the store.
+    pending_restore: RefCell<Vec<RestoredEntry>>,
     /// Native restore: roll the store back to this checkpoint at connect.
     restore_epoch: Cell<Option<u64>>,
     counters: Counters,
@@ -523,8 +526,9 @@ fn clear_store_dir(dir: &std::path::Path) -> Result<()> {
 
 /// The async half of the LSM backend, registered as the operator's flusher: opens the store at
 /// task start (applying a pending restore), drives store maintenance between input steps,
-/// relieves back-pressure, takes the native checkpoint at `pre_commit`, and closes the store
-/// at the end (removing an ephemeral directory).
+/// relieves back-pressure, takes the native checkpoint at `pre_commit` (not for a temporary
+/// directory, which nothing can restore from), and closes the store at the end (removing a
+/// temporary directory).
 pub struct StateFlusher {
     shared: Rc<LsmShared>,
 }
@@ -603,7 +607,10 @@ impl Flusher for StateFlusher {
 
     fn pre_commit(&mut self, epoch: u64) -> LocalBoxFuture<'_, Result<Option<Vec<u8>>>> {
         Box::pin(async move {
-            self.shared.checkpoint(epoch).await?;
+            // A temporary store cannot be restored from after the process ends: no checkpoint.
+            if !self.shared.opts.ephemeral {
+                self.shared.checkpoint(epoch).await?;
+            }
             Ok(None)
         })
     }

@@ -116,6 +116,9 @@ fn into_owned<V: StateValue>(rc: Rc<V>) -> V {
     })
 }
 
+/// The handle of a state with one value per key (value, list, aggregating).
+type KvHandle<K, E> = ShardLocal<Handle<KvTable<K, E>, E>>;
+
 struct Registered {
     name: String,
     id: u32,
@@ -300,7 +303,7 @@ impl<K: StateKey + StableHash> StateContext<K> {
 
 /// One value per key (Flink's `ValueState`).
 pub struct ValueState<K, V> {
-    h: ShardLocal<Handle<KvTable<K, V>, V>>,
+    h: KvHandle<K, V>,
 }
 
 impl<K, V> Clone for ValueState<K, V> {
@@ -367,7 +370,7 @@ type ListTable<K, V> = KvTable<K, Vec<(V, Timestamp)>>;
 /// A list per key (Flink's `ListState`); TTL applies per element.
 pub struct ListState<K, V> {
     /// Elements carry their own expiry; appended in time order, so expired ones are a prefix.
-    h: ShardLocal<Handle<ListTable<K, V>, Vec<(V, Timestamp)>>>,
+    h: KvHandle<K, Vec<(V, Timestamp)>>,
 }
 
 impl<K, V> Clone for ListState<K, V> {
@@ -520,7 +523,7 @@ impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> MapState<K, UK, UV>
 
 /// An incremental aggregate per key (Flink's `AggregatingState`).
 pub struct AggregatingState<K, T, A: AggregateFunction<T>> {
-    h: ShardLocal<Handle<KvTable<K, A::Acc>, A::Acc>>,
+    h: KvHandle<K, A::Acc>,
     agg: A,
     _t: std::marker::PhantomData<fn(&T)>,
 }
