@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::key::DEFAULT_MAX_KEY_GROUPS;
+use crate::state::StateBackendKind;
 
 /// What to do with a record that cannot be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -75,6 +76,20 @@ pub struct EngineConfig {
     pub restart_delay_ms: u64,
     /// Restore from this checkpoint or savepoint directory at start (`--restore`).
     pub restore_from: Option<PathBuf>,
+    /// Keyed-state backend: `memory` (Flink: `hashmap`) or `lsm` (Flink: `rocksdb`).
+    pub state_backend: StateBackendKind,
+    /// Root of the LSM state stores (`<state_dir>/<operator>/shard-<n>`); kept after the job so
+    /// a restart can restore from the stores' checkpoints. `None`: a temporary directory per
+    /// store, removed when the job ends.
+    pub state_dir: Option<PathBuf>,
+    /// LSM backend: bytes of decoded state cached in memory per keyed operator per shard.
+    pub state_cache_bytes: usize,
+    /// LSM backend: store maintenance (memtable flush, compaction) per step between inputs.
+    pub state_maintain_step_bytes: u64,
+    /// LSM backend: memtable budget of each store (writes stall at 3x until flushed).
+    pub state_store_memtable_bytes: usize,
+    /// LSM backend: decoded-block cache of each store.
+    pub state_store_block_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +118,12 @@ impl Default for EngineConfig {
             restart_attempts: 3,
             restart_delay_ms: 1_000,
             restore_from: None,
+            state_backend: StateBackendKind::Memory,
+            state_dir: None,
+            state_cache_bytes: 64 << 20,
+            state_maintain_step_bytes: 1 << 20,
+            state_store_memtable_bytes: 16 << 20,
+            state_store_block_cache_bytes: 16 << 20,
         }
     }
 }
@@ -143,6 +164,24 @@ impl EngineConfig {
         }
         if self.file_read_chunk_bytes == 0 || self.file_read_chunk_bytes > 64 << 20 {
             return Err(format!("file_read_chunk_bytes = {} must be in 1..=67108864", self.file_read_chunk_bytes));
+        }
+        if self.state_cache_bytes < 4096 {
+            return Err(format!("state_cache_bytes = {} must be at least 4096", self.state_cache_bytes));
+        }
+        if self.state_maintain_step_bytes < 4096 {
+            return Err(format!("state_maintain_step_bytes = {} must be at least 4096", self.state_maintain_step_bytes));
+        }
+        if self.state_store_memtable_bytes < 64 << 10 || self.state_store_memtable_bytes > 1 << 30 {
+            return Err(format!(
+                "state_store_memtable_bytes = {} must be in 65536..=1073741824",
+                self.state_store_memtable_bytes
+            ));
+        }
+        if self.state_store_block_cache_bytes < 4096 {
+            return Err(format!(
+                "state_store_block_cache_bytes = {} must be at least 4096",
+                self.state_store_block_cache_bytes
+            ));
         }
         if self.max_line_bytes < 16 {
             return Err(format!("max_line_bytes = {} is too small", self.max_line_bytes));
@@ -259,6 +298,16 @@ mod tests {
         assert!(err.contains("batchsize"), "{err}");
         let err = EngineConfig::from_toml("[engine]\nbatch_size = 0\n").unwrap_err();
         assert!(err.contains("batch_size = 0"), "{err}");
+        let c = EngineConfig::from_toml("[engine]\nstate_backend = \"rocksdb\"\nstate_dir = \"/tmp/s\"\nstate_cache_bytes = 8192\n").unwrap();
+        assert_eq!(
+            (c.state_backend, c.state_dir.as_deref(), c.state_cache_bytes),
+            (StateBackendKind::Lsm, Some(std::path::Path::new("/tmp/s")), 8192)
+        );
+        assert_eq!(
+            EngineConfig::from_toml("[engine]\nstate_backend = \"hashmap\"\n").unwrap().state_backend,
+            StateBackendKind::Memory
+        );
+        assert!(EngineConfig::from_toml("[engine]\nstate_backend = \"disk\"\n").is_err());
     }
 
     #[test]

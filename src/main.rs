@@ -98,6 +98,15 @@ struct EngineArgs {
     /// Run without checkpoints (no recovery; sinks write without two-phase commit).
     #[arg(long)]
     no_checkpoints: bool,
+    /// Keyed-state backend: memory (Flink: hashmap) or lsm (Flink: rocksdb).
+    #[arg(long, value_name = "BACKEND")]
+    state_backend: Option<weir::state::StateBackendKind>,
+    /// Root folder of the LSM state stores (default: temporary, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// LSM backend: bytes of state cached in memory per keyed operator per shard.
+    #[arg(long, value_name = "BYTES")]
+    state_cache_bytes: Option<usize>,
 }
 
 impl EngineArgs {
@@ -123,6 +132,15 @@ impl EngineArgs {
         }
         if let Some(k) = self.max_key_groups {
             config.max_key_groups = k;
+        }
+        if let Some(b) = self.state_backend {
+            config.state_backend = b;
+        }
+        if let Some(d) = &self.state_dir {
+            config.state_dir = Some(d.clone());
+        }
+        if let Some(c) = self.state_cache_bytes {
+            config.state_cache_bytes = c;
         }
         if let Some(p) = &self.on_bad_record {
             config.on_bad_record = toml::Value::String(p.clone()).try_into().map_err(|e| format!("--on-bad-record: {e}"))?;

@@ -53,7 +53,7 @@ fn statements_and_settings() {
     rejects("INSERT INTO out_rows SELECT auction, price FROM bid ORDER BY price;", "ORDER", &["ORDER BY"]);
     rejects("SET 'table.local-time-zone' = 'Europe/Berlin';", "SET", &["Europe/Berlin", "UTC"]);
     rejects("SET 'parallelism.default' = 'many';", "SET", &["parallelism.default"]);
-    rejects("SET 'state.backend' = 'rocksdb';", "SET", &["state.backend", "supported"]);
+    rejects("SET 'state.backend' = 'disk';", "SET", &["state.backend", "rocksdb"]);
     rejects("CREATE FUNCTION f AS 'x';", "FUNCTION", &["not supported", "CREATE TABLE"]);
     rejects("SELECT auction FROM bid;", "SELECT", &["no sink", "INSERT INTO"]);
     rejects("", "", &["no INSERT INTO"]);

@@ -236,6 +236,12 @@ fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Res
         "pipeline.auto-watermark-interval" => {
             // weir computes the watermark after every record (interval 0): accepted, no effect.
         }
+        "state.backend" | "state.backend.type" => {
+            config.state_backend = value.parse().map_err(|e: String| SqlError::at(pos, format!("{key} = '{value}': {e}")))?;
+        }
+        "state.backend.rocksdb.localdir" | "state.backend.lsm.dir" => {
+            config.state_dir = Some(value.trim().into());
+        }
         "execution.runtime-mode" => {
             if value.trim() != "streaming" {
                 return Err(SqlError::at(pos, format!("execution.runtime-mode = '{value}' is not supported")).hint("weir runs in streaming mode"));
@@ -247,7 +253,7 @@ fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Res
                 return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'")).hint(
                     "supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode, \
                      execution.checkpointing.{interval,dir,timeout,min-pause,max-concurrent-checkpoints,mode}, state.checkpoints.num-retained, \
-                     restart-strategy.type, restart-strategy.fixed-delay.{attempts,delay}",
+                     restart-strategy.type, restart-strategy.fixed-delay.{attempts,delay}, state.backend (hashmap|rocksdb|memory|lsm), state.backend.rocksdb.localdir",
                 ));
             }
         }
@@ -1222,5 +1228,30 @@ fn shift_columns(e: Expr, by: usize) -> Expr {
         Expr::InList(x, v, n) => Expr::InList(b(x), v.into_iter().map(|y| shift_columns(y, by)).collect(), n),
         Expr::Like(x, y, n) => Expr::Like(b(x), b(y), n),
         Expr::Call(f, v) => Expr::Call(f, v.into_iter().map(|x| shift_columns(x, by)).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateBackendKind;
+
+    #[test]
+    fn set_chooses_the_state_backend_by_flink_or_weir_name() {
+        let pos = Pos { line: 1, column: 1 };
+        let mut c = EngineConfig::default();
+        for (name, kind) in [
+            ("rocksdb", StateBackendKind::Lsm),
+            ("hashmap", StateBackendKind::Memory),
+            ("LSM", StateBackendKind::Lsm),
+            ("memory", StateBackendKind::Memory),
+        ] {
+            apply_set(&mut c, "state.backend", name, pos).unwrap();
+            assert_eq!(c.state_backend, kind, "{name}");
+        }
+        apply_set(&mut c, "state.backend.type", "rocksdb", pos).unwrap();
+        apply_set(&mut c, "state.backend.rocksdb.localdir", "/var/weir", pos).unwrap();
+        assert_eq!((c.state_backend, c.state_dir.clone()), (StateBackendKind::Lsm, Some("/var/weir".into())));
+        assert!(apply_set(&mut c, "state.backend", "forst", pos).unwrap_err().to_string().contains("rocksdb"));
     }
 }
