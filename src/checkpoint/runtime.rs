@@ -300,3 +300,21 @@ impl JobCommands {
         self.results.lock().expect("savepoint results").clone()
     }
 }
+
+/// The watermark operator `name` had when `restore` was taken: this shard's own value when the
+/// shard count is unchanged, else the lowest of all old instances (never judge a record late
+/// that the old run would have accepted).
+pub fn restored_watermark(restore: &RestoreSet, name: &str, shard: usize, shards: usize) -> crate::error::Result<Option<i64>> {
+    use super::snapshot::decode;
+    let states = restore.operator_state(name);
+    if restore.old_shards == shards {
+        if let Some((_, bytes)) = states.iter().find(|(s, _)| *s == shard) {
+            return decode::<i64>(bytes, "operator watermark").map(Some);
+        }
+    }
+    let all = states
+        .iter()
+        .map(|(_, b)| decode::<i64>(b, "operator watermark"))
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    Ok(all.into_iter().min())
+}
