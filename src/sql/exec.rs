@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use smallvec::SmallVec;
 
 use super::expr::{decimal_to_f64, Expr};
@@ -265,7 +265,7 @@ fn join_key(keys: &[Expr], row: &Row, end: usize) -> KeyRow {
 }
 
 /// Accumulator of one aggregate call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AccState {
     Count(i64),
     SumInt(i64, bool),
