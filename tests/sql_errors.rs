@@ -79,7 +79,7 @@ fn tables() {
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't');",
         "'connector'",
-        &["connector 'kafka'", "filesystem, print, blackhole"],
+        &["connector 'kafka'", "filesystem, nexmark, print, blackhole"],
     );
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'avro');",

@@ -80,12 +80,14 @@ pub struct WatermarkDef {
     pub expr: Expr,
 }
 
-/// A type as written (`DECIMAL(10, 2)`, `TIMESTAMP_LTZ(3)`).
+/// A type as written (`DECIMAL(10, 2)`, `TIMESTAMP_LTZ(3)`, `ROW<a BIGINT, b STRING>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TypeName {
     pub name: String,
     pub args: Vec<u32>,
     pub pos: Pos,
+    /// The fields of a `ROW<...>` type (empty otherwise).
+    pub fields: Vec<(String, TypeName)>,
 }
 
 /// `SELECT ... FROM ... [WHERE] [GROUP BY] [HAVING]`.

@@ -44,7 +44,8 @@ pub fn execute(job: Job) -> Result<JobReport, SqlError> {
 pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
     job.config.validate().map_err(|e| SqlError::job(format!("engine configuration: {e}")))?;
     let env = StreamEnv::new(job.config.clone());
-    let stream = build(&env, &job.query)?;
+    let all = vec![true; job.query.scope.columns.len()];
+    let stream = build(&env, &job.query, &all)?;
     let conv = Arc::new(job.sink_exprs.clone());
     let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
     let out = if identity {
@@ -61,6 +62,7 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
         }
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
+        Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
     }
     Ok(env)
 }
@@ -116,25 +118,76 @@ fn ts_of(v: &Value) -> Timestamp {
     }
 }
 
-/// The stream of a relation.
-fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
-    Ok(match &rel.plan {
-        Plan::Scan { table } => {
-            let source = env.source(RowFileSource::new(table.clone())?);
-            match table.rowtime {
-                Some((idx, delay)) => {
-                    source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx]))
-                }
-                None => source.without_event_time(),
+/// Mark the columns `e` reads.
+fn mark(e: &Expr, needed: &mut [bool]) {
+    e.for_each_column(&mut |i| {
+        if let Some(x) = needed.get_mut(i) {
+            *x = true;
+        }
+    });
+}
+
+/// The kind `event_type = k` (or `k = event_type`) in a conjunct of `predicate` keeps, if the
+/// predicate is over a nexmark `datagen` scan.
+fn event_type_filter(table: &super::plan::TableDef, predicate: &Expr) -> Option<i64> {
+    let Connector::Nexmark { fields, .. } = &table.connector else { return None };
+    let is_event_type = |i: usize| matches!(table.layout.get(i), Some(super::plan::ColumnSource::Physical(p)) if matches!(fields.get(*p), Some((super::nexmark::Field::EventType, _))));
+    let mut conjuncts = vec![predicate];
+    while let Some(e) = conjuncts.pop() {
+        match e {
+            Expr::And(a, b) => {
+                conjuncts.push(a);
+                conjuncts.push(b);
             }
+            Expr::Compare(super::expr::Cmp::Eq, a, b) => match (&**a, &**b) {
+                (Expr::Col(i), Expr::Lit(Value::Int(k))) | (Expr::Lit(Value::Int(k)), Expr::Col(i)) if is_event_type(*i) => return Some(*k),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The stream of a scan of `table` producing the columns `needed` (others may be NULL).
+fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], event_type: Option<i64>) -> Result<DataStream<Row>, SqlError> {
+    let physical = super::source::physical_needed(table, needed);
+    let source = match &table.connector {
+        Connector::Nexmark { .. } => env.source(super::nexmark::NexmarkRowSource::new(table.clone(), physical, event_type)?),
+        _ => env.source(RowFileSource::new(table.clone(), physical)?),
+    };
+    Ok(match table.rowtime {
+        Some((idx, delay)) => source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx])),
+        None => source.without_event_time(),
+    })
+}
+
+/// The stream of a relation; only the columns `needed` must be right (projection pushdown:
+/// the others may be NULL).
+fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
+    let width_of = |r: &Rel| r.scope.columns.len();
+    Ok(match &rel.plan {
+        Plan::Scan { table } => scan(env, table, needed, None)?,
+        Plan::Filter { input, predicate, .. } if matches!(&input.plan, Plan::Scan { .. }) => {
+            let Plan::Scan { table } = &input.plan else { unreachable!("matched above") };
+            let mut need = needed.to_vec();
+            mark(predicate, &mut need);
+            let p = Arc::new(predicate.clone());
+            scan(env, table, &need, event_type_filter(table, predicate))?.filter(move |r: &Row| p.test(r))
         }
         Plan::Filter { input, predicate, .. } => {
+            let mut need = needed.to_vec();
+            mark(predicate, &mut need);
             let p = Arc::new(predicate.clone());
-            build(env, input)?.filter(move |r: &Row| p.test(r))
+            build(env, input, &need)?.filter(move |r: &Row| p.test(r))
         }
         Plan::Project { input, exprs } => {
+            let mut need = vec![false; width_of(input)];
+            for e in exprs {
+                mark(e, &mut need);
+            }
             let ex: Arc<[Expr]> = exprs.clone().into();
-            build(env, input)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
+            build(env, input, &need)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
         }
         Plan::WindowTvf { input, assigner } => {
             if matches!(assigner, WindowAssigner::Session { .. }) {
@@ -145,7 +198,10 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             let rt = input.rowtime.unwrap_or(0);
             let a = *assigner;
             let ltz = matches!(input.scope.columns.get(rt).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
-            build(env, input)?.flat_map(move |r: Row| {
+            let mut need: Vec<bool> = needed.iter().copied().take(width_of(input)).collect();
+            need.resize(width_of(input), false);
+            need[rt] = true;
+            build(env, input, &need)?.flat_map(move |r: Row| {
                 let ts = ts_of(&r[rt]);
                 let mut out: SmallVec<[Row; 2]> = SmallVec::new();
                 a.for_each_window(ts, |s, e| {
@@ -165,19 +221,33 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             args,
             aggs,
             ltz,
+            cascade,
             ..
         } => {
-            let pre: Arc<[Expr]> = keys.iter().chain(args.iter()).cloned().collect();
+            // Pre-aggregate rows: [keys..., (cascade: window_start, window_end,) args...]; the
+            // grouping key is everything before the arguments.
+            let window_keys: Vec<Expr> = cascade.iter().flat_map(|(s, e)| [Expr::Col(*s), Expr::Col(*e)]).collect();
+            let pre: Arc<[Expr]> = keys.iter().chain(window_keys.iter()).chain(args.iter()).cloned().collect();
             let nk = keys.len();
+            let nkey = nk + window_keys.len();
             let agg = RowAggregate {
                 calls: aggs.clone().into(),
-                first_arg: nk,
+                first_arg: nkey,
             };
             let ltz = *ltz;
-            let pre_stream = build(env, input)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
-            let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nk].iter().cloned().collect())).exchanged();
+            let cascaded = cascade.is_some();
+            let mut need = vec![false; width_of(input)];
+            for e in pre.iter() {
+                mark(e, &mut need);
+            }
+            if let Some(rt) = input.rowtime {
+                need[rt] = true;
+            }
+            let pre_stream = build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
+            let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect())).exchanged();
             let assigner = *assigner;
             let kind = match assigner {
+                _ if cascaded => "window:cascade",
                 WindowAssigner::Tumbling { .. } => "window:tumble",
                 WindowAssigner::Sliding { .. } => "window:hop",
                 WindowAssigner::Cumulate { .. } => "window:cumulate",
@@ -197,10 +267,18 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                 Ok(op)
             });
             results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
-                let mut row: Row = w.key.0.into_iter().collect();
-                row.push(Value::Timestamp(w.window_start));
-                row.push(Value::Timestamp(w.window_end));
-                let wt = w.window_end.saturating_sub(1);
+                let mut key = w.key.0.into_iter();
+                let mut row: Row = key.by_ref().take(nk).collect();
+                let (start, end) = if cascaded {
+                    // The input's window, carried in the key (the 1 ms window only groups rows
+                    // of equal window_time).
+                    (ts_of(&key.next().unwrap_or(Value::Null)), ts_of(&key.next().unwrap_or(Value::Null)))
+                } else {
+                    (w.window_start, w.window_end)
+                };
+                row.push(Value::Timestamp(start));
+                row.push(Value::Timestamp(end));
+                let wt = end.saturating_sub(1);
                 row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
                 row.extend(w.value);
                 row
@@ -217,8 +295,25 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             residual,
             ..
         } => {
-            let l = build(env, left)?;
-            let r = build(env, right)?;
+            let (nl, nr) = (width_of(left), width_of(right));
+            let mut joined = needed.to_vec();
+            joined.resize(nl + nr, true);
+            if let Some(p) = residual {
+                mark(p, &mut joined);
+            }
+            let mut need_l = joined[..nl].to_vec();
+            let mut need_r = joined[nl..].to_vec();
+            left_keys.iter().for_each(|e| mark(e, &mut need_l));
+            right_keys.iter().for_each(|e| mark(e, &mut need_r));
+            need_l[*left_end] = true;
+            need_r[*right_end] = true;
+            for (rel, need) in [(&**left, &mut need_l), (&**right, &mut need_r)] {
+                if let Some(rt) = rel.rowtime {
+                    need[rt] = true;
+                }
+            }
+            let l = build(env, left, &need_l)?;
+            let r = build(env, right, &need_r)?;
             let lk: Arc<[Expr]> = left_keys.clone().into();
             let rk: Arc<[Expr]> = right_keys.clone().into();
             let (le, re) = (*left_end, *right_end);
@@ -489,6 +584,7 @@ pub fn explain(job: &Job) -> String {
         Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
         Connector::Print => "print (stdout)".into(),
         Connector::Blackhole => "blackhole".into(),
+        Connector::Nexmark { .. } => "nexmark".into(),
     };
     let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", job.sink.name);
     let cols: Vec<String> = job.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
@@ -518,6 +614,11 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
         Plan::Scan { table } => {
             let src = match &table.connector {
                 Connector::Filesystem { path, format } => format!("filesystem {} {}", format.extension(), path.display()),
+                Connector::Nexmark { config, flat, .. } => format!(
+                    "nexmark {}events.num {}, one generator split per shard",
+                    flat.map(|k| format!("{k:?} events, ")).unwrap_or_default(),
+                    config.max_events
+                ),
                 _ => "?".into(),
             };
             let wm = match table.rowtime {

@@ -35,16 +35,27 @@ impl Scope {
     pub fn resolve(&self, parts: &[String], pos: Pos) -> Result<usize, SqlError> {
         let (qual, name) = match parts {
             [n] => (None, n),
-            [q, n] => (Some(q), n),
+            [q, n] | [_, q, n] => (Some(q), n),
             _ => return Err(SqlError::at(pos, format!("column reference {} has too many parts", parts.join(".")))),
         };
-        let matches: Vec<usize> = self
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.name.eq_ignore_ascii_case(name) && qual.is_none_or(|q| c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q))))
-            .map(|(i, _)| i)
-            .collect();
+        let find = |qual: Option<&String>, name: &str| -> Vec<usize> {
+            self.columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.name.eq_ignore_ascii_case(name) && qual.is_none_or(|q| c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q))))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let mut matches = match parts {
+            [_, _, _] => Vec::new(),
+            _ => find(qual, name),
+        };
+        // Fields of a flattened ROW column are columns named `row.field`: `row.field` or
+        // `t.row.field`.
+        if matches.is_empty() && parts.len() >= 2 {
+            let (q, rest) = if parts.len() == 3 { (Some(&parts[0]), &parts[1..]) } else { (None, parts) };
+            matches = find(q, &rest.join("."));
+        }
         match matches.as_slice() {
             [i] => Ok(*i),
             [] => {
@@ -932,6 +943,38 @@ fn like(text: &str, pattern: &str) -> bool {
 }
 
 impl Expr {
+    /// Visit every column index the expression reads.
+    pub fn for_each_column(&self, f: &mut dyn FnMut(usize)) {
+        match self {
+            Expr::Col(i) => f(*i),
+            Expr::Lit(_) => {}
+            Expr::IntArith(_, _, a, b)
+            | Expr::DoubleArith(_, a, b)
+            | Expr::DecArith(_, _, a, b)
+            | Expr::TsArith(_, a, b)
+            | Expr::Compare(_, a, b)
+            | Expr::And(a, b)
+            | Expr::Or(a, b)
+            | Expr::Like(a, b, _) => {
+                Self::for_each_column(a, f);
+                Self::for_each_column(b, f);
+            }
+            Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => Self::for_each_column(a, f),
+            Expr::Case(bs, e) => {
+                for (a, b) in bs {
+                    Self::for_each_column(a, f);
+                    Self::for_each_column(b, f);
+                }
+                Self::for_each_column(e, f);
+            }
+            Expr::Coalesce(v) | Expr::Call(_, v) => v.iter().for_each(|a| Self::for_each_column(a, f)),
+            Expr::InList(a, v, _) => {
+                Self::for_each_column(a, f);
+                v.iter().for_each(|x| Self::for_each_column(x, f));
+            }
+        }
+    }
+
     /// Evaluate on `row`.
     pub fn eval(&self, row: &[Value]) -> Value {
         match self {

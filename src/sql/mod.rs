@@ -25,6 +25,7 @@ pub mod ast;
 pub mod exec;
 pub mod expr;
 pub mod join;
+pub mod nexmark;
 pub mod parser;
 pub mod plan;
 pub mod source;

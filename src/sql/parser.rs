@@ -332,6 +332,9 @@ impl Parser {
             _ => return Err(self.unexpected("a type")),
         };
         let mut args = Vec::new();
+        if name == "ROW" {
+            return self.row_type(pos);
+        }
         if name == "DOUBLE" {
             self.eat_kw("PRECISION");
         }
@@ -363,7 +366,47 @@ impl Parser {
                 self.expect_kw("ZONE")?;
             }
         }
-        Ok(TypeName { name, args, pos })
+        Ok(TypeName {
+            name,
+            args,
+            pos,
+            fields: Vec::new(),
+        })
+    }
+
+    /// `ROW<name TYPE, ...>` or `ROW(name TYPE, ...)` (after `ROW`).
+    fn row_type(&mut self, pos: Pos) -> Result<TypeName, SqlError> {
+        let close = if self.eat(&Token::Lt) {
+            Token::Gt
+        } else if self.eat(&Token::LParen) {
+            Token::RParen
+        } else {
+            return Err(self.unexpected("`<` or `(` and the fields of ROW"));
+        };
+        let mut fields = Vec::new();
+        loop {
+            let (fname, _) = self.ident("a ROW field name")?;
+            let ty = self.type_name()?;
+            if !ty.fields.is_empty() {
+                return Err(SqlError::at(ty.pos, "nested ROW types inside ROW are not supported"));
+            }
+            if self.eat_kw("NOT") {
+                self.expect_kw("NULL")?;
+            }
+            fields.push((fname, ty));
+            if self.eat(&Token::Comma) {
+                continue;
+            }
+            // `>>` would close two ROWs; nested rows are rejected above.
+            self.expect(&close, "`,` or the end of the ROW fields")?;
+            break;
+        }
+        Ok(TypeName {
+            name: "ROW".into(),
+            args: Vec::new(),
+            pos,
+            fields,
+        })
     }
 
     fn query(&mut self) -> Result<Query, SqlError> {

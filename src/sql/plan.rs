@@ -28,9 +28,26 @@ use crate::sink::format::Format;
 /// Where a table's rows come from or go to.
 #[derive(Clone, Debug)]
 pub enum Connector {
-    Filesystem { path: PathBuf, format: Format },
+    Filesystem {
+        path: PathBuf,
+        format: Format,
+    },
+    /// The Nexmark generator ([`super::nexmark`]): per physical column the field it holds;
+    /// `flat`: the one kind of a flat table (`None`: the nested `datagen` table).
+    Nexmark {
+        config: crate::source::nexmark::GeneratorConfig,
+        fields: Arc<[(super::nexmark::Field, SqlType)]>,
+        flat: Option<super::nexmark::Kind>,
+    },
     Print,
     Blackhole,
+}
+
+impl Connector {
+    /// Can rows be read from a table of this connector?
+    pub fn is_source(&self) -> bool {
+        matches!(self, Connector::Filesystem { .. } | Connector::Nexmark { .. })
+    }
 }
 
 /// How a table column is produced from a file record.
@@ -110,6 +127,9 @@ pub enum Plan {
         args: Vec<Expr>,
         aggs: Vec<AggCall>,
         ltz: bool,
+        /// A window aggregate over a windowed relation's result (no window TVF): the input's
+        /// `window_start` and `window_end` columns, whose windows are kept.
+        cascade: Option<(usize, usize)>,
     },
     /// Output: left columns then right columns.
     WindowJoin {
@@ -134,6 +154,9 @@ pub struct Rel {
     pub plan: Plan,
     pub scope: Scope,
     pub rowtime: Option<usize>,
+    /// The `window_start` and `window_end` columns of a windowed relation (window TVF, window
+    /// aggregate, window join), followed through projections and aliases as Flink does.
+    pub window: Option<(usize, usize)>,
 }
 
 /// A planned job: the query, the sink and its conversions, the engine configuration.
@@ -257,7 +280,15 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
             return Err(SqlError::at(c.pos(), format!("column `{}` is declared twice", c.name())));
         }
         if let ColumnDef::Physical { name, ty, .. } = c {
-            physical.push((name.clone(), resolve_type(ty)?));
+            if ty.name == "ROW" {
+                // A ROW column is flattened into one physical column per field, named
+                // `column.field` (what `column.field` in expressions refers to).
+                for (f, fty) in &ty.fields {
+                    physical.push((format!("{name}.{f}"), resolve_type(fty)?));
+                }
+            } else {
+                physical.push((name.clone(), resolve_type(ty)?));
+            }
         }
     }
     if physical.is_empty() {
@@ -278,10 +309,12 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
     let mut pi = 0;
     for c in &ct.columns {
         match c {
-            ColumnDef::Physical { name, .. } => {
-                columns.push((name.clone(), physical[pi].1));
-                layout.push(ColumnSource::Physical(pi));
-                pi += 1;
+            ColumnDef::Physical { ty, .. } => {
+                for _ in 0..ty.fields.len().max(1) {
+                    columns.push(physical[pi].clone());
+                    layout.push(ColumnSource::Physical(pi));
+                    pi += 1;
+                }
             }
             ColumnDef::Computed { name, expr, .. } => {
                 let t = bind(expr, &phys_scope).map_err(|e| e.hint("computed columns may refer to physical columns only"))?;
@@ -346,9 +379,12 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                 format,
             }
         }
+        Some(("nexmark", _)) => super::nexmark::connector(&ct.name, ct.pos, &physical, &opts)?,
         Some(("print", _)) => Connector::Print,
         Some(("blackhole", _)) => Connector::Blackhole,
-        Some((c, p)) => return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, print, blackhole")),
+        Some((c, p)) => {
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, nexmark, print, blackhole"))
+        }
     };
     Ok(TableDef {
         name: ct.name,
@@ -450,7 +486,7 @@ impl Planner<'_> {
                 let key = lower(name);
                 let qual = alias.clone().unwrap_or_else(|| name.clone());
                 if let Some(t) = self.catalog.tables.get(&key) {
-                    if !matches!(t.connector, Connector::Filesystem { .. }) {
+                    if !t.connector.is_source() {
                         return Err(SqlError::at(*pos, format!("table `{name}` is a sink-only table and cannot be read")));
                     }
                     let scope = Scope {
@@ -468,6 +504,7 @@ impl Planner<'_> {
                         plan: Plan::Scan { table: t.clone() },
                         scope,
                         rowtime: t.rowtime.map(|(i, _)| i),
+                        window: None,
                     });
                 }
                 if let Some(v) = self.catalog.views.get(&key) {
@@ -586,6 +623,7 @@ impl Planner<'_> {
                     });
                 }
                 let rowtime = Some(scope.columns.len() - 1);
+                let n_in = input.scope.columns.len();
                 Ok(Rel {
                     plan: Plan::WindowTvf {
                         input: Box::new(input),
@@ -593,6 +631,7 @@ impl Planner<'_> {
                     },
                     scope,
                     rowtime,
+                    window: Some((n_in, n_in + 1)),
                 })
             }
             FromItem::Join { left, right, kind, on, pos } => self.join(left, right, *kind, on, *pos),
@@ -600,24 +639,48 @@ impl Planner<'_> {
     }
 
     fn window_aggregate(&self, q: &ast::Query, from: Rel) -> Result<Rel, SqlError> {
-        let Rel {
-            plan: Plan::WindowTvf { input, assigner },
-            scope: tvf_scope,
-            ..
-        } = from
-        else {
-            return Err(SqlError::at(
-                q.pos,
-                "GROUP BY and aggregates are supported only over a window TVF (non-windowed aggregation produces updates)",
-            )
-            .hint("aggregate FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, ..."));
+        // The input rows and where their window columns are: after a window TVF, the three
+        // columns it appends; over a windowed result (a window aggregate, a window join), its
+        // own window_start, window_end and time attribute (a cascaded window aggregate).
+        let (input, tvf_scope, assigner, win, cascade) = match from {
+            Rel {
+                plan: Plan::WindowTvf { input, assigner },
+                scope,
+                ..
+            } => {
+                let n = input.scope.columns.len();
+                (*input, scope, assigner, [n, n + 1, n + 2], None)
+            }
+            Rel {
+                window: Some((ws, we)),
+                rowtime,
+                ..
+            } => {
+                // Rows of a windowed result carry their window's `window_end - 1` as timestamp.
+                let wt = rowtime.unwrap_or(usize::MAX);
+                let scope = from.scope.clone();
+                let assigner = WindowAssigner::Tumbling { size_ms: 1, offset_ms: 0 };
+                (from, scope, assigner, [ws, we, wt], Some((ws, we)))
+            }
+            _ => {
+                return Err(SqlError::at(
+                    q.pos,
+                    "GROUP BY and aggregates are supported only over a window TVF (non-windowed aggregation produces updates)",
+                )
+                .hint("aggregate FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, ..."))
+            }
+        };
+        let is_win = |e: &Expr| {
+            let mut any = false;
+            columns(e, &mut |i| any |= win.contains(&i));
+            any
         };
         let n_in = input.scope.columns.len();
-        let ltz = matches!(tvf_scope.columns[n_in + 2].ty, SqlType::TimestampLtz(_));
-        let mut input = *input;
+        let ltz = matches!(tvf_scope.columns.get(win[2]).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
+        let mut input = input;
         if let Some(w) = &q.where_ {
             let t = bind(w, &tvf_scope)?;
-            if references_at_least(&t.expr, n_in) {
+            if is_win(&t.expr) || references_at_least(&t.expr, n_in) {
                 return Err(
                     SqlError::at(w.pos, "WHERE on window columns before a window aggregate is not supported").hint("filter window results in an outer query")
                 );
@@ -633,17 +696,17 @@ impl Planner<'_> {
         for g in &q.group_by {
             let t = bind(g, &tvf_scope)?;
             match t.expr {
-                Expr::Col(i) if i == n_in => {
+                Expr::Col(i) if i == win[0] => {
                     has_start = true;
                     group_canon.push((g.canonical(), usize::MAX - 2));
                 }
-                Expr::Col(i) if i == n_in + 1 => {
+                Expr::Col(i) if i == win[1] => {
                     has_end = true;
                     group_canon.push((g.canonical(), usize::MAX - 1));
                 }
-                Expr::Col(i) if i == n_in + 2 => group_canon.push((g.canonical(), usize::MAX)),
+                Expr::Col(i) if i == win[2] => group_canon.push((g.canonical(), usize::MAX)),
                 ref e => {
-                    if references_at_least(e, n_in) {
+                    if is_win(e) || (cascade.is_none() && references_at_least(e, n_in)) {
                         return Err(SqlError::at(g.pos, "GROUP BY expressions over window columns are not supported")
                             .hint("group by window_start, window_end directly"));
                     }
@@ -662,7 +725,7 @@ impl Planner<'_> {
         // Post-aggregate scope: keys, window columns, aggregates (filled by the hook).
         let mut hook = AggHook {
             tvf_scope: &tvf_scope,
-            n_in,
+            win,
             nk,
             key_cols: &key_cols,
             group_canon: &group_canon,
@@ -712,14 +775,16 @@ impl Planner<'_> {
                 args: args.into_iter().map(|a| a.expr).collect(),
                 aggs,
                 ltz,
+                cascade,
             },
             scope,
             rowtime: Some(nk + 2),
+            window: Some((nk, nk + 1)),
         };
         let mut rel = agg_rel;
         if let Some((pred, text)) = having {
             let scope = rel.scope.clone();
-            let rowtime = rel.rowtime;
+            let (rowtime, window) = (rel.rowtime, rel.window);
             rel = Rel {
                 plan: Plan::Filter {
                     input: Box::new(rel),
@@ -728,6 +793,7 @@ impl Planner<'_> {
                 },
                 scope,
                 rowtime,
+                window,
             };
         }
         Ok(projection(rel, items))
@@ -773,12 +839,11 @@ impl Planner<'_> {
                 if let Some((lt, rt)) = pair {
                     let ty = common_type(lt.ty, rt.ty)
                         .ok_or_else(|| SqlError::at(c.pos, format!("type error in `{}`: cannot compare {} with {}", c.display(), lt.ty, rt.ty)))?;
-                    if let (Expr::Col(li), Expr::Col(ri)) = (&lt.expr, &rt.expr) {
-                        let (ln, rn) = (&scope.columns[*li].name, &scope.columns[*ri].name);
-                        if ln.eq_ignore_ascii_case("window_start") && rn.eq_ignore_ascii_case("window_start") {
+                    if let (Expr::Col(li), Expr::Col(ri), Some(lw), Some(rw)) = (&lt.expr, &rt.expr, l.window, r.window) {
+                        if *li == lw.0 && *ri - nl == rw.0 {
                             start_eq = Some((*li, *ri - nl));
                         }
-                        if ln.eq_ignore_ascii_case("window_end") && rn.eq_ignore_ascii_case("window_end") {
+                        if *li == lw.1 && *ri - nl == rw.1 {
                             end_eq = Some((*li, *ri - nl));
                         }
                     }
@@ -802,6 +867,7 @@ impl Planner<'_> {
                 .hint("join two windowed inputs ON L.window_start = R.window_start AND L.window_end = R.window_end"));
         };
         let rowtime = l.rowtime;
+        let window = l.window;
         let (residual, residual_text) = match residual {
             Some((e, s)) => (Some(e), Some(s)),
             None => (None, None),
@@ -821,6 +887,7 @@ impl Planner<'_> {
             },
             scope,
             rowtime,
+            window,
         })
     }
 }
@@ -856,7 +923,8 @@ fn post_agg_scope(keys: &[Typed], key_texts: &[String], key_cols: &[Option<usize
 /// Binds aggregate calls and grouped expressions of an aggregate query.
 struct AggHook<'a> {
     tvf_scope: &'a Scope,
-    n_in: usize,
+    /// Columns of `tvf_scope` holding window_start, window_end, window_time.
+    win: [usize; 3],
     nk: usize,
     key_cols: &'a [Option<usize>],
     group_canon: &'a [(String, usize)],
@@ -890,11 +958,11 @@ impl AggregateHook for AggHook<'_> {
         // A grouped column, by resolution.
         if let ExprKind::Column(parts) = &e.kind {
             let i = self.tvf_scope.resolve(parts, e.pos)?;
-            let g = if i == self.n_in {
+            let g = if i == self.win[0] {
                 Some(usize::MAX - 2)
-            } else if i == self.n_in + 1 {
+            } else if i == self.win[1] {
                 Some(usize::MAX - 1)
-            } else if i == self.n_in + 2 {
+            } else if i == self.win[2] {
                 Some(usize::MAX)
             } else {
                 self.key_cols.iter().position(|k| *k == Some(i))
@@ -937,7 +1005,9 @@ impl AggregateHook for AggHook<'_> {
                 return Err(SqlError::at(args[0].pos, "aggregates cannot be nested"));
             }
             let t = bind(&args[0], self.tvf_scope)?;
-            if references_at_least(&t.expr, self.n_in) {
+            let mut on_window = false;
+            columns(&t.expr, &mut |i| on_window |= self.win.contains(&i));
+            if on_window {
                 return Err(SqlError::at(args[0].pos, "aggregating window columns is not supported"));
             }
             let f = match (name.as_str(), *distinct) {
@@ -1015,7 +1085,7 @@ fn filter(rel: Rel, w: &ast::Expr) -> Result<Rel, SqlError> {
         return Err(SqlError::at(w.pos, format!("WHERE `{}` is {}, expected BOOLEAN", w.display(), t.ty)));
     }
     let scope = rel.scope.clone();
-    let rowtime = rel.rowtime;
+    let (rowtime, window) = (rel.rowtime, rel.window);
     Ok(Rel {
         plan: Plan::Filter {
             input: Box::new(rel),
@@ -1024,6 +1094,7 @@ fn filter(rel: Rel, w: &ast::Expr) -> Result<Rel, SqlError> {
         },
         scope,
         rowtime,
+        window,
     })
 }
 
@@ -1061,12 +1132,19 @@ fn project(rel: Rel, select: &[SelectItem], mut bind_fn: impl FnMut(&ast::Expr, 
 
 fn projection(rel: Rel, items: Vec<(Typed, String)>) -> Rel {
     let mut rowtime = None;
+    let (mut start, mut end) = (None, None);
     let mut cols = Vec::new();
     let mut exprs = Vec::new();
     for (k, (t, name)) in items.into_iter().enumerate() {
         if let Expr::Col(i) = t.expr {
             if Some(i) == rel.rowtime && rowtime.is_none() {
                 rowtime = Some(k);
+            }
+            if rel.window.is_some_and(|w| w.0 == i) && start.is_none() {
+                start = Some(k);
+            }
+            if rel.window.is_some_and(|w| w.1 == i) && end.is_none() {
+                end = Some(k);
             }
         }
         let ty = if t.ty == SqlType::Null { SqlType::String } else { t.ty };
@@ -1087,6 +1165,7 @@ fn projection(rel: Rel, items: Vec<(Typed, String)>) -> Rel {
         plan: Plan::Project { input: Box::new(rel), exprs },
         scope: Scope { columns: cols },
         rowtime,
+        window: start.zip(end),
     }
 }
 
@@ -1151,34 +1230,7 @@ fn split_and<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
 
 /// Visit every column index an expression reads.
 fn columns(e: &Expr, f: &mut dyn FnMut(usize)) {
-    match e {
-        Expr::Col(i) => f(*i),
-        Expr::Lit(_) => {}
-        Expr::IntArith(_, _, a, b)
-        | Expr::DoubleArith(_, a, b)
-        | Expr::DecArith(_, _, a, b)
-        | Expr::TsArith(_, a, b)
-        | Expr::Compare(_, a, b)
-        | Expr::And(a, b)
-        | Expr::Or(a, b)
-        | Expr::Like(a, b, _) => {
-            columns(a, f);
-            columns(b, f);
-        }
-        Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => columns(a, f),
-        Expr::Case(bs, e) => {
-            for (a, b) in bs {
-                columns(a, f);
-                columns(b, f);
-            }
-            columns(e, f);
-        }
-        Expr::Coalesce(v) | Expr::Call(_, v) => v.iter().for_each(|a| columns(a, f)),
-        Expr::InList(a, v, _) => {
-            columns(a, f);
-            v.iter().for_each(|x| columns(x, f));
-        }
-    }
+    e.for_each_column(f)
 }
 
 fn references_at_least(e: &Expr, n: usize) -> bool {

@@ -33,11 +33,14 @@ pub struct RowFileSource {
     table: Arc<TableDef>,
     files: Vec<PathBuf>,
     format: Format,
+    /// Physical columns some operator reads; the others are not parsed (left NULL).
+    needed: Arc<[bool]>,
 }
 
 impl RowFileSource {
     /// List the table's files (at planning time, so every shard sees the same splits).
-    pub fn new(table: Arc<TableDef>) -> Result<Self, SqlError> {
+    /// `needed`: which physical columns are read (see [`physical_needed`]).
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>) -> Result<Self, SqlError> {
         let Connector::Filesystem { path, format } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` cannot be read", table.name)));
         };
@@ -55,7 +58,12 @@ impl RowFileSource {
         } else {
             vec![path.clone()]
         };
-        Ok(Self { format: *format, table, files })
+        Ok(Self {
+            format: *format,
+            table,
+            files,
+            needed: needed.into(),
+        })
     }
 }
 
@@ -89,6 +97,7 @@ impl Source<Row> for RowFileSource {
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
             physical: Row::new(),
             fields: Vec::new(),
+            needed: self.needed.clone(),
         }))
     }
 }
@@ -109,6 +118,7 @@ struct RowFileReader {
     metrics: Arc<OperatorMetrics>,
     physical: Row,
     fields: Vec<(usize, usize)>,
+    needed: Arc<[bool]>,
 }
 
 impl RowFileReader {
@@ -149,13 +159,7 @@ impl RowFileReader {
     }
 
     fn complete_row(&mut self) -> Result<Row> {
-        let mut row = Row::new();
-        for c in &self.table.layout {
-            row.push(match c {
-                ColumnSource::Physical(i) => self.physical[*i].clone(),
-                ColumnSource::Computed(e) => e.eval(&self.physical),
-            });
-        }
+        let row = complete_row(&self.table, &mut self.physical);
         if let Some((rt, _)) = self.table.rowtime {
             if row[rt].is_null() {
                 let name = self.table.columns[rt].0.clone();
@@ -216,6 +220,10 @@ impl RowFileReader {
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
             let text: std::borrow::Cow<'_, [u8]> = if raw.first() == Some(&b'"') && raw.len() >= 2 {
@@ -249,8 +257,18 @@ impl RowFileReader {
             return Err(self.bad(None, "not a JSON object".into()));
         };
         self.physical.clear();
-        for (name, ty) in self.table.physical.clone().iter() {
-            let val = match map.get(name) {
+        let table = self.table.clone();
+        for (k, (name, ty)) in table.physical.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
+            // A flattened ROW field `row.field` is the nested object's member.
+            let found = map.get(name).or_else(|| {
+                let (row, field) = name.split_once('.')?;
+                map.get(row)?.as_object()?.get(field)
+            });
+            let val = match found {
                 None | Some(serde_json::Value::Null) => Value::Null,
                 Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| self.bad(Some(name), m))?,
                 Some(serde_json::Value::Bool(b)) if *ty == SqlType::Boolean => Value::Bool(*b),
@@ -272,6 +290,43 @@ impl RowFileReader {
         self.offset += chunk.len() as u64;
         Ok(chunk.len())
     }
+}
+
+/// A table row from its physical values (computed columns evaluated); `physical` is left
+/// empty or stale. Rows whose layout is the physical columns in order are moved, not copied.
+pub fn complete_row(table: &TableDef, physical: &mut Row) -> Row {
+    if super::nexmark::is_identity_layout(&table.layout, physical.len()) {
+        return std::mem::take(physical);
+    }
+    let mut row = Row::new();
+    for c in &table.layout {
+        row.push(match c {
+            ColumnSource::Physical(i) => physical[*i].clone(),
+            ColumnSource::Computed(e) => e.eval(physical),
+        });
+    }
+    row
+}
+
+/// Which physical columns a scan must produce when the table columns `needed` are read (the
+/// time attribute always is): physical columns read directly or by a read computed column.
+pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
+    let mut out = vec![false; table.physical.len()];
+    for (k, c) in table.layout.iter().enumerate() {
+        let read = needed.get(k).copied().unwrap_or(true) || table.rowtime.is_some_and(|(rt, _)| rt == k);
+        if !read {
+            continue;
+        }
+        match c {
+            ColumnSource::Physical(i) => out[*i] = true,
+            ColumnSource::Computed(e) => e.for_each_column(&mut |i| {
+                if let Some(x) = out.get_mut(i) {
+                    *x = true;
+                }
+            }),
+        }
+    }
+    out
 }
 
 /// Parse one text field as `ty` (empty → NULL for non-string types).
