@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use super::expr::{decimal_to_f64, Expr};
 use super::join::WindowJoinOp;
 use super::plan::{AggCall, AggFunc, Connector, Job, Plan, Rel};
-use super::source::RowFileSource;
+use super::source::{RowFileSource, ScanPost};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
@@ -149,17 +149,38 @@ fn event_type_filter(table: &super::plan::TableDef, predicate: &Expr) -> Option<
     None
 }
 
-/// The stream of a scan of `table` producing the columns `needed` (others may be NULL).
-fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], event_type: Option<i64>) -> Result<DataStream<Row>, SqlError> {
+/// The stream of a scan of `table` producing the columns `needed` of its output (others may
+/// be NULL), with `post` (a filter and projection) fused into the reader; `rowtime` is the time
+/// attribute's index in the output rows.
+fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], post: ScanPost, rowtime: Option<usize>) -> Result<DataStream<Row>, SqlError> {
     let physical = super::source::physical_needed(table, needed);
+    let post = post.reading(table, needed);
+    let event_type = post.predicate.as_ref().and_then(|p| event_type_filter(table, p));
     let source = match &table.connector {
-        Connector::Nexmark { .. } => env.source(super::nexmark::NexmarkRowSource::new(table.clone(), physical, event_type)?),
-        _ => env.source(RowFileSource::new(table.clone(), physical)?),
+        Connector::Nexmark { .. } => env.source(super::nexmark::NexmarkRowSource::new(table.clone(), physical, event_type, post)?),
+        _ => env.source(RowFileSource::new(table.clone(), physical, post)?),
     };
-    Ok(match table.rowtime {
-        Some((idx, delay)) => source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx])),
-        None => source.without_event_time(),
+    Ok(match (table.rowtime, rowtime) {
+        (Some((_, delay)), Some(idx)) => {
+            source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx]))
+        }
+        _ => source.without_event_time(),
     })
+}
+
+/// `exprs` with the outputs nobody reads replaced by NULL.
+fn pruned(exprs: &[Expr], needed: &[bool]) -> Vec<Expr> {
+    exprs
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            if needed.get(k).copied().unwrap_or(true) {
+                e.clone()
+            } else {
+                Expr::Lit(Value::Null)
+            }
+        })
+        .collect()
 }
 
 /// The stream of a relation; only the columns `needed` must be right (projection pushdown:
@@ -167,13 +188,39 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], ev
 fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
     let width_of = |r: &Rel| r.scope.columns.len();
     Ok(match &rel.plan {
-        Plan::Scan { table } => scan(env, table, needed, None)?,
+        Plan::Scan { table } => scan(env, table, needed, ScanPost::default(), table.rowtime.map(|(i, _)| i))?,
         Plan::Filter { input, predicate, .. } if matches!(&input.plan, Plan::Scan { .. }) => {
             let Plan::Scan { table } = &input.plan else { unreachable!("matched above") };
             let mut need = needed.to_vec();
             mark(predicate, &mut need);
-            let p = Arc::new(predicate.clone());
-            scan(env, table, &need, event_type_filter(table, predicate))?.filter(move |r: &Row| p.test(r))
+            let post = ScanPost {
+                predicate: Some(predicate.clone()),
+                ..Default::default()
+            };
+            scan(env, table, &need, post, table.rowtime.map(|(i, _)| i))?
+        }
+        // A projection (over a filter) over a scan runs inside the reader, as long as the
+        // time attribute survives it.
+        Plan::Project { input, exprs } if fusable(rel, input) => {
+            let (table, predicate) = match &input.plan {
+                Plan::Scan { table } => (table, None),
+                Plan::Filter {
+                    input: scan_rel, predicate, ..
+                } => match &scan_rel.plan {
+                    Plan::Scan { table } => (table, Some(predicate.clone())),
+                    _ => unreachable!("fusable checked the shape"),
+                },
+                _ => unreachable!("fusable checked the shape"),
+            };
+            let exprs = pruned(exprs, needed);
+            let mut need = vec![false; width_of(input)];
+            exprs.iter().chain(predicate.iter()).for_each(|e| mark(e, &mut need));
+            let post = ScanPost {
+                predicate,
+                project: Some(exprs.into()),
+                columns: None,
+            };
+            scan(env, table, &need, post, rel.rowtime)?
         }
         Plan::Filter { input, predicate, .. } => {
             let mut need = needed.to_vec();
@@ -182,11 +229,12 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             build(env, input, &need)?.filter(move |r: &Row| p.test(r))
         }
         Plan::Project { input, exprs } => {
+            let exprs = pruned(exprs, needed);
             let mut need = vec![false; width_of(input)];
-            for e in exprs {
+            for e in &exprs {
                 mark(e, &mut need);
             }
-            let ex: Arc<[Expr]> = exprs.clone().into();
+            let ex: Arc<[Expr]> = exprs.into();
             build(env, input, &need)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
         }
         Plan::WindowTvf { input, assigner } => {
@@ -347,6 +395,20 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             DataStream { env: env.clone(), tail, name }
         }
     })
+}
+
+/// Can the projection `rel` over `input` (a scan, or a filter over a scan) run inside the
+/// reader? Only if the rows keep their time attribute (or the table has none).
+fn fusable(rel: &Rel, input: &Rel) -> bool {
+    let table = match &input.plan {
+        Plan::Scan { table } => table,
+        Plan::Filter { input, .. } => match &input.plan {
+            Plan::Scan { table } => table,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    table.rowtime.is_none() || rel.rowtime.is_some()
 }
 
 /// The join key of a row: its window end and the equi-join key values.

@@ -256,12 +256,14 @@ pub struct NexmarkRowSource {
     needed: Arc<[bool]>,
     /// Kinds to generate (by `Kind as usize`).
     kinds: [bool; 3],
+    post: Arc<super::source::ScanPost>,
 }
 
 impl NexmarkRowSource {
     /// `needed`: which physical columns are read; `event_type`: the kind a filter directly
     /// above the scan keeps, if any.
-    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, event_type: Option<i64>) -> Result<Self, SqlError> {
+    /// `post`: the filter and projection fused into the scan.
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, event_type: Option<i64>, post: super::source::ScanPost) -> Result<Self, SqlError> {
         let Connector::Nexmark { config, fields, flat } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` is not a nexmark table", table.name)));
         };
@@ -286,6 +288,7 @@ impl NexmarkRowSource {
             needed: needed.into(),
             kinds,
             table,
+            post: Arc::new(post),
         })
     }
 }
@@ -312,6 +315,8 @@ impl Source<Row> for NexmarkRowSource {
             started: None,
             split,
             physical: Row::new(),
+            wide: Row::new(),
+            post: self.post.clone(),
         }))
     }
 }
@@ -329,6 +334,8 @@ struct NexmarkRowReader {
     started: Option<std::time::Instant>,
     split: usize,
     physical: Row,
+    wide: Row,
+    post: Arc<super::source::ScanPost>,
 }
 
 fn intern(map: &mut FxHashMap<usize, Arc<str>>, s: &'static str) -> Value {
@@ -415,7 +422,7 @@ impl NexmarkRowReader {
                 self.physical.push(if self.needed[k] { Self::value(*f, *ty, &event) } else { Value::Null });
             }
         }
-        out.push(super::source::complete_row(&self.table, &mut self.physical));
+        let _ = super::source::emit_row(&self.table, &self.post, &mut self.physical, &mut self.wide, out, |_| Ok::<(), ()>(()));
         true
     }
 

@@ -35,12 +35,14 @@ pub struct RowFileSource {
     format: Format,
     /// Physical columns some operator reads; the others are not parsed (left NULL).
     needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowFileSource {
     /// List the table's files (at planning time, so every shard sees the same splits).
-    /// `needed`: which physical columns are read (see [`physical_needed`]).
-    pub fn new(table: Arc<TableDef>, needed: Vec<bool>) -> Result<Self, SqlError> {
+    /// `needed`: which physical columns are read (see [`physical_needed`]); `post`: the filter
+    /// and projection fused into the scan.
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<Self, SqlError> {
         let Connector::Filesystem { path, format } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` cannot be read", table.name)));
         };
@@ -63,6 +65,7 @@ impl RowFileSource {
             table,
             files,
             needed: needed.into(),
+            post: Arc::new(post),
         })
     }
 }
@@ -96,8 +99,10 @@ impl Source<Row> for RowFileSource {
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
             physical: Row::new(),
+            wide: Row::new(),
             fields: Vec::new(),
             needed: self.needed.clone(),
+            post: self.post.clone(),
         }))
     }
 }
@@ -117,8 +122,11 @@ struct RowFileReader {
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
     physical: Row,
+    /// The table row when it differs from the physical one (reused).
+    wide: Row,
     fields: Vec<(usize, usize)>,
     needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowFileReader {
@@ -142,12 +150,22 @@ impl RowFileReader {
             Format::Csv => self.parse_csv(line),
             Format::Json => self.parse_json(line),
         };
-        let res = res.and_then(|()| self.complete_row());
+        let res = res.and_then(|()| {
+            let rowtime = self.table.rowtime;
+            let (table, post) = (self.table.clone(), self.post.clone());
+            let mut physical = std::mem::take(&mut self.physical);
+            let r = emit_row(&table, &post, &mut physical, &mut self.wide, out, |row| match rowtime {
+                Some((rt, _)) if row[rt].is_null() => Err(rt),
+                _ => Ok(()),
+            });
+            self.physical = physical;
+            r.map_err(|rt| {
+                let name = self.table.columns[rt].0.clone();
+                self.bad(Some(&name), "the time attribute is NULL".into())
+            })
+        });
         match res {
-            Ok(row) => {
-                out.push(row);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => match self.policy {
                 ErrorPolicy::Skip => {
                     OperatorMetrics::add(&self.metrics.bad_records, 1);
@@ -156,17 +174,6 @@ impl RowFileReader {
                 _ => Err(e),
             },
         }
-    }
-
-    fn complete_row(&mut self) -> Result<Row> {
-        let row = complete_row(&self.table, &mut self.physical);
-        if let Some((rt, _)) = self.table.rowtime {
-            if row[rt].is_null() {
-                let name = self.table.columns[rt].0.clone();
-                return Err(self.bad(Some(&name), "the time attribute is NULL".into()));
-            }
-        }
-        Ok(row)
     }
 
     fn parse_csv(&mut self, line: &[u8]) -> Result<()> {
@@ -292,20 +299,74 @@ impl RowFileReader {
     }
 }
 
-/// A table row from its physical values (computed columns evaluated); `physical` is left
-/// empty or stale. Rows whose layout is the physical columns in order are moved, not copied.
-pub fn complete_row(table: &TableDef, physical: &mut Row) -> Row {
-    if super::nexmark::is_identity_layout(&table.layout, physical.len()) {
-        return std::mem::take(physical);
+/// Work fused into a scan, applied to each table row inside the reader (no intermediate wide
+/// row leaves the reader): a filter, then a projection.
+#[derive(Clone, Debug, Default)]
+pub struct ScanPost {
+    pub predicate: Option<super::expr::Expr>,
+    pub project: Option<Arc<[super::expr::Expr]>>,
+    /// Table columns read by the predicate, the projection or later operators (`None`: all);
+    /// the others are left NULL in the table row.
+    pub columns: Option<Arc<[bool]>>,
+}
+
+impl ScanPost {
+    fn is_trivial(&self) -> bool {
+        self.predicate.is_none() && self.project.is_none()
     }
-    let mut row = Row::new();
-    for c in &table.layout {
-        row.push(match c {
-            ColumnSource::Physical(i) => physical[*i].clone(),
-            ColumnSource::Computed(e) => e.eval(physical),
-        });
+
+    /// Read only the table columns `needed` (and the time attribute).
+    pub fn reading(mut self, table: &TableDef, needed: &[bool]) -> Self {
+        let mut cols: Vec<bool> = (0..table.columns.len()).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
+        if let Some((rt, _)) = table.rowtime {
+            cols[rt] = true;
+        }
+        self.columns = Some(cols.into());
+        self
     }
-    row
+}
+
+/// The table row of the physical values in `physical` (computed columns evaluated into
+/// `wide`, which is reused), filtered and projected by `post`, appended to `out`.
+/// `check` sees the table row first (an `Err` drops it and is returned).
+pub fn emit_row<E>(
+    table: &TableDef,
+    post: &ScanPost,
+    physical: &mut Row,
+    wide: &mut Row,
+    out: &mut Vec<Row>,
+    check: impl FnOnce(&Row) -> Result<(), E>,
+) -> Result<(), E> {
+    let identity = super::nexmark::is_identity_layout(&table.layout, physical.len());
+    if !identity {
+        wide.clear();
+        for (k, c) in table.layout.iter().enumerate() {
+            if post.columns.as_ref().is_some_and(|n| !n[k]) {
+                wide.push(Value::Null);
+                continue;
+            }
+            wide.push(match c {
+                ColumnSource::Physical(i) => physical[*i].clone(),
+                ColumnSource::Computed(e) => e.eval(physical),
+            });
+        }
+    }
+    let row: &mut Row = if identity { physical } else { wide };
+    check(row)?;
+    if post.is_trivial() {
+        out.push(std::mem::take(row));
+        return Ok(());
+    }
+    if let Some(p) = &post.predicate {
+        if !p.test(row) {
+            return Ok(());
+        }
+    }
+    match &post.project {
+        Some(ex) => out.push(ex.iter().map(|e| e.eval(row)).collect()),
+        None => out.push(std::mem::take(row)),
+    }
+    Ok(())
 }
 
 /// Which physical columns a scan must produce when the table columns `needed` are read (the
