@@ -1268,5 +1268,7 @@ fn shift_columns(e: Expr, by: usize) -> Expr {
         Expr::InList(x, v, n) => Expr::InList(b(x), v.into_iter().map(|y| shift_columns(y, by)).collect(), n),
         Expr::Like(x, y, n) => Expr::Like(b(x), b(y), n),
         Expr::Call(f, v) => Expr::Call(f, v.into_iter().map(|x| shift_columns(x, by)).collect()),
+        Expr::Regex(k, re, v) => Expr::Regex(k, re, v.into_iter().map(|x| shift_columns(x, by)).collect()),
+        Expr::DateFormat(p, x) => Expr::DateFormat(p, b(x)),
     }
 }
