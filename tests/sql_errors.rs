@@ -63,9 +63,9 @@ fn statements_and_settings() {
         &["unknown sink table `nowhere`"],
     );
     rejects(
-        "INSERT INTO out_rows SELECT auction, price FROM bid;\nINSERT INTO out_rows SELECT price, auction FROM bid;",
-        "out_rows SELECT price",
-        &["only one INSERT"],
+        "EXECUTE STATEMENT SET\nBEGIN\nINSERT INTO out_rows SELECT auction, price FROM bid;\nSELECT price FROM bid;\nEND;",
+        "SELECT price",
+        &["INSERT INTO ... or END in the statement set"],
     );
     rejects(
         "INSERT INTO out_rows SELECT auction, price FROM bid WHERE url = '${NOPE}';",

@@ -110,8 +110,12 @@ fn run_extra(job: &str) {
 
 fn run_job(dir: &Path, job: &str) {
     let script = std::fs::read_to_string(dir.join(format!("sql/{job}.sql"))).unwrap();
-    let want = load_rows([gunzip(&dir.join(format!("expected/{job}.csv.gz")))]);
-    let total: usize = want.values().sum();
+    let expected = dir.join(format!("expected/{job}.csv.gz"));
+    run_script_against(&script, job, &[(None, expected)]);
+}
+
+/// Run `script` on 1 to 4 shards; each `(subfolder of ${OUT}, expected answer)` must match.
+fn run_script_against(script: &str, job: &str, answers: &[(Option<&str>, PathBuf)]) {
     for cores in 1..=4 {
         let out = std::env::temp_dir().join(format!("weir-sql-oracle-out-{}-{job}-{cores}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
@@ -125,14 +129,18 @@ fn run_job(dir: &Path, job: &str) {
             pin_cores: false,
             ..Default::default()
         };
-        let report = weir::sql::run_script(&script, &vars, config).unwrap_or_else(|e| panic!("{job} on {cores} cores: {e}"));
+        let report = weir::sql::run_script(script, &vars, config).unwrap_or_else(|e| panic!("{job} on {cores} cores: {e}"));
         assert_eq!(report.shards, cores);
-        let got = load_rows(output_texts(&out));
-        if got != want {
-            let missing: Vec<_> = want.iter().filter(|(r, n)| got.get(*r) != Some(n)).take(3).collect();
-            let extra: Vec<_> = got.iter().filter(|(r, n)| want.get(*r) != Some(n)).take(3).collect();
-            let got_total: usize = got.values().sum();
-            panic!("{job} on {cores} cores: {got_total} rows, want {total}\n  missing/diff {missing:?}\n  extra/diff {extra:?}");
+        for (sub, expected) in answers {
+            let want = load_rows([gunzip(expected)]);
+            let total: usize = want.values().sum();
+            let got = load_rows(output_texts(&sub.map(|s| out.join(s)).unwrap_or_else(|| out.clone())));
+            if got != want {
+                let missing: Vec<_> = want.iter().filter(|(r, n)| got.get(*r) != Some(n)).take(3).collect();
+                let extra: Vec<_> = got.iter().filter(|(r, n)| want.get(*r) != Some(n)).take(3).collect();
+                let got_total: usize = got.values().sum();
+                panic!("{job} {sub:?} on {cores} cores: {got_total} rows, want {total}\n  missing/diff {missing:?}\n  extra/diff {extra:?}");
+            }
         }
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -196,4 +204,18 @@ fn extra_view_having() {
 #[ignore = "outer window join: Flink's answer includes late rows whose lateness its network-buffer timing masked (5 rows)"]
 fn extra_window_left_join() {
     run_extra("window_left_join");
+}
+
+/// Two INSERTs in one `EXECUTE STATEMENT SET` job: each sink gets exactly Flink's answer to its
+/// query alone (q1_project and q2_filter).
+#[test]
+fn extra_statement_set() {
+    let dir = Path::new(ORACLE).join("weir_sql");
+    let script = std::fs::read_to_string(dir.join("sql/statement_set.sql")).unwrap();
+    let expected = |job: &str| Path::new(ORACLE).join(format!("expected/{job}.csv.gz"));
+    run_script_against(
+        &script,
+        "statement_set",
+        &[(Some("q1_project"), expected("q1_project")), (Some("q2_filter"), expected("q2_filter"))],
+    );
 }

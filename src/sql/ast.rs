@@ -32,6 +32,12 @@ pub enum Statement {
     },
     /// A bare query (only meaningful for `explain`).
     Query(Query),
+    /// `EXECUTE STATEMENT SET BEGIN ... END` / `BEGIN STATEMENT SET; ... END;`: INSERTs run
+    /// as one job.
+    StatementSet {
+        pos: Pos,
+        inserts: Vec<Statement>,
+    },
 }
 
 /// `CREATE TABLE name (columns, WATERMARK ...) WITH (options)`.

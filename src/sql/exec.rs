@@ -44,8 +44,16 @@ pub fn execute(job: Job) -> Result<JobReport, SqlError> {
 pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
     job.config.validate().map_err(|e| SqlError::job(format!("engine configuration: {e}")))?;
     let env = StreamEnv::new(job.config.clone());
+    for insert in &job.inserts {
+        build_insert(&env, insert)?;
+    }
+    Ok(env)
+}
+
+/// One INSERT's operators and sink.
+fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
     let all = vec![true; job.query.scope.columns.len()];
-    let stream = build(&env, &job.query, &all)?;
+    let stream = build(env, &job.query, &all)?;
     let conv = Arc::new(job.sink_exprs.clone());
     let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
     let out = if identity {
@@ -64,7 +72,7 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
         Connector::Blackhole => out.sink(BlackholeSink),
         Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
     }
-    Ok(env)
+    Ok(())
 }
 
 /// A row written as CSV fields in Flink's text forms.
@@ -642,17 +650,22 @@ impl AggregateFunction<Row> for RowAggregate {
 pub fn explain(job: &Job) -> String {
     let mut out = String::new();
     let shards = job.config.shard_count();
-    let sink = match &job.sink.connector {
-        Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
-        Connector::Print => "print (stdout)".into(),
-        Connector::Blackhole => "blackhole".into(),
-        Connector::Nexmark { .. } => "nexmark".into(),
-    };
-    let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", job.sink.name);
-    let cols: Vec<String> = job.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
-    let _ = writeln!(out, "sink {} [{}]", job.sink.name, cols.join(", "));
     let mut edges = Vec::new();
-    describe(&job.query, 1, &mut out, &mut edges);
+    if job.inserts.len() > 1 {
+        let _ = writeln!(out, "== statement set: {} INSERTs in one job ==", job.inserts.len());
+    }
+    for insert in &job.inserts {
+        let sink = match &insert.sink.connector {
+            Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
+            Connector::Print => "print (stdout)".into(),
+            Connector::Blackhole => "blackhole".into(),
+            Connector::Nexmark { .. } => "nexmark".into(),
+        };
+        let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", insert.sink.name);
+        let cols: Vec<String> = insert.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        let _ = writeln!(out, "sink {} [{}]", insert.sink.name, cols.join(", "));
+        describe(&insert.query, 1, &mut out, &mut edges);
+    }
     let _ = writeln!(out, "\n== exchanges ==");
     if edges.is_empty() {
         let _ = writeln!(out, "none: the whole job is one segment (source → operators → sink), chained on each shard");
@@ -664,7 +677,7 @@ pub fn explain(job: &Job) -> String {
         out,
         "\n== execution ==\n{shards} shard(s); {} segment(s); every shard runs every segment; source file i is read by shard i % {shards}, in order; \
          watermarks are combined by minimum over rings",
-        edges.len() + 1
+        edges.len() + job.inserts.len()
     );
     out
 }

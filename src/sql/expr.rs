@@ -98,7 +98,9 @@ pub enum Cmp {
 /// Built-in scalar functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Func {
-    ToTimestampLtz { precision: u8 },
+    ToTimestampLtz {
+        precision: u8,
+    },
     Upper,
     Lower,
     CharLength,
@@ -568,7 +570,10 @@ impl Binder<'_, '_> {
                 let precision = match &args[1].kind {
                     ExprKind::Number(n) if n == "0" || n == "3" => n.parse::<u8>().unwrap_or(3),
                     _ => {
-                        return Err(SqlError::at(args[1].pos, "the precision of TO_TIMESTAMP_LTZ must be the literal 0 (seconds) or 3 (milliseconds)"));
+                        return Err(SqlError::at(
+                            args[1].pos,
+                            "the precision of TO_TIMESTAMP_LTZ must be the literal 0 (seconds) or 3 (milliseconds)",
+                        ));
                     }
                 };
                 let first = bound.into_iter().next().map(|b| b.expr).unwrap_or(Expr::Lit(Value::Null));
@@ -618,7 +623,14 @@ impl Binder<'_, '_> {
                     want(i, b.ty.is_integer(), "an integer")?;
                 }
                 Ok(Typed {
-                    expr: Expr::Call(Func::Substring, bound.into_iter().enumerate().map(|(i, b)| if i == 0 { b.expr } else { coerce_int(b) }).collect()),
+                    expr: Expr::Call(
+                        Func::Substring,
+                        bound
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, b)| if i == 0 { b.expr } else { coerce_int(b) })
+                            .collect(),
+                    ),
                     ty: String,
                 })
             }
@@ -646,7 +658,14 @@ impl Binder<'_, '_> {
                 want(1, matches!(bound[1].ty, String | Null), "STRING")?;
                 want(2, bound[2].ty.is_integer(), "an integer")?;
                 Ok(Typed {
-                    expr: Expr::Call(Func::SplitIndex, bound.into_iter().enumerate().map(|(i, b)| if i == 2 { coerce_int(b) } else { b.expr }).collect()),
+                    expr: Expr::Call(
+                        Func::SplitIndex,
+                        bound
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, b)| if i == 2 { coerce_int(b) } else { b.expr })
+                            .collect(),
+                    ),
                     ty: String,
                 })
             }
@@ -671,14 +690,19 @@ impl Binder<'_, '_> {
             "REGEXP" | "REGEXP_EXTRACT" => {
                 let extract = name == "REGEXP_EXTRACT";
                 if bound.len() != 2 && !(extract && bound.len() == 3) {
-                    return Err(SqlError::at(pos, format!("{name} takes {} arguments, got {}", if extract { "2 or 3" } else { "2" }, bound.len())));
+                    return Err(SqlError::at(
+                        pos,
+                        format!("{name} takes {} arguments, got {}", if extract { "2 or 3" } else { "2" }, bound.len()),
+                    ));
                 }
                 want(0, matches!(bound[0].ty, String | Null), "STRING")?;
                 let ExprKind::Str(pattern) = &args[1].kind else {
                     return Err(SqlError::at(args[1].pos, format!("the pattern of {name} must be a string literal")));
                 };
-                let re = regex::Regex::new(pattern)
-                    .map_err(|err| SqlError::at(args[1].pos, format!("bad regular expression '{pattern}': {err}")).hint("weir uses Rust regex syntax (no look-around or back-references)"))?;
+                let re = regex::Regex::new(pattern).map_err(|err| {
+                    SqlError::at(args[1].pos, format!("bad regular expression '{pattern}': {err}"))
+                        .hint("weir uses Rust regex syntax (no look-around or back-references)")
+                })?;
                 if extract && bound.len() == 3 {
                     want(2, bound[2].ty.is_integer(), "an integer")?;
                 }
@@ -700,7 +724,10 @@ impl Binder<'_, '_> {
                 };
                 let parts = parse_date_format(pattern).map_err(|m| SqlError::at(args[1].pos, m))?;
                 Ok(Typed {
-                    expr: Expr::DateFormat(parts.into(), Box::new(bound.into_iter().next().map(|b| b.expr).unwrap_or(Expr::Lit(Value::Null)))),
+                    expr: Expr::DateFormat(
+                        parts.into(),
+                        Box::new(bound.into_iter().next().map(|b| b.expr).unwrap_or(Expr::Lit(Value::Null))),
+                    ),
                     ty: String,
                 })
             }
@@ -1457,7 +1484,9 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
             _ => Value::Null,
         },
         Func::SplitIndex => {
-            let (Value::Str(s), Value::Str(sep), Value::Int(i)) = (arg(0), arg(1), arg(2)) else { return Value::Null };
+            let (Value::Str(s), Value::Str(sep), Value::Int(i)) = (arg(0), arg(1), arg(2)) else {
+                return Value::Null;
+            };
             if i < 0 {
                 return Value::Null;
             }
@@ -1471,7 +1500,9 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
             }
         }
         Func::Replace => {
-            let (Value::Str(s), Value::Str(from), Value::Str(to)) = (arg(0), arg(1), arg(2)) else { return Value::Null };
+            let (Value::Str(s), Value::Str(from), Value::Str(to)) = (arg(0), arg(1), arg(2)) else {
+                return Value::Null;
+            };
             if from.is_empty() {
                 return Value::Str(s);
             }
@@ -1557,10 +1588,18 @@ mod tests {
         assert_eq!(eval_sql("SPLIT_INDEX('a,,b', ',', 1)", &scope, &row).0, s(""));
         assert_eq!(eval_sql("REPLACE('cbcc', 'c', '')", &scope, &row).0, s("b"));
         assert_eq!(
-            eval_sql("DATE_FORMAT(CAST('2023-11-14 22:13:19.643' AS TIMESTAMP(3)), 'yyyy-MM-dd HH:mm:ss.SSS')", &scope, &row).0,
+            eval_sql(
+                "DATE_FORMAT(CAST('2023-11-14 22:13:19.643' AS TIMESTAMP(3)), 'yyyy-MM-dd HH:mm:ss.SSS')",
+                &scope,
+                &row
+            )
+            .0,
             s("2023-11-14 22:13:19.643")
         );
-        assert_eq!(eval_sql("DATE_FORMAT('2023-11-14 08:05:00', 'yy/M/d hh:mm a')", &scope, &row).0, s("23/11/14 08:05 AM"));
+        assert_eq!(
+            eval_sql("DATE_FORMAT('2023-11-14 08:05:00', 'yy/M/d hh:mm a')", &scope, &row).0,
+            s("23/11/14 08:05 AM")
+        );
         assert_eq!(eval_sql("HOUR(CAST('2023-11-14 22:13:19' AS TIMESTAMP(3)))", &scope, &row).0, Value::Int(22));
     }
 }

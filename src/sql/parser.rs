@@ -222,6 +222,9 @@ impl Parser {
             let query = self.query()?;
             return Ok(Statement::Insert { table, pos: tpos, query });
         }
+        if self.is_kw("EXECUTE") || self.is_kw("BEGIN") {
+            return self.statement_set();
+        }
         if self.eat_kw("SET") {
             let (key, _) = self.string("a quoted key, as in SET 'parallelism.default' = '2'")?;
             self.expect(&Token::Eq, "`=`")?;
@@ -238,7 +241,41 @@ impl Parser {
             return Ok(Statement::Query(self.query()?));
         }
         Err(SqlError::at(pos, format!("expected a statement, found {}", describe(self.peek())))
-            .hint("supported statements: CREATE TABLE, CREATE VIEW, INSERT INTO ... SELECT, SET"))
+            .hint("supported statements: CREATE TABLE, CREATE VIEW, INSERT INTO ... SELECT, EXECUTE STATEMENT SET BEGIN ... END, SET"))
+    }
+
+    /// `EXECUTE STATEMENT SET BEGIN INSERT ...; ... END` or `BEGIN STATEMENT SET; INSERT ...;
+    /// ... END`.
+    fn statement_set(&mut self) -> Result<Statement, SqlError> {
+        let pos = self.pos();
+        let execute = self.eat_kw("EXECUTE");
+        if execute {
+            self.expect_kw("STATEMENT")?;
+            self.expect_kw("SET")?;
+            self.expect_kw("BEGIN")?;
+        } else {
+            self.expect_kw("BEGIN")?;
+            self.expect_kw("STATEMENT")?;
+            self.expect_kw("SET")?;
+        }
+        let mut inserts = Vec::new();
+        loop {
+            while self.eat(&Token::SemiColon) {}
+            if self.eat_kw("END") {
+                break;
+            }
+            if !self.is_kw("INSERT") {
+                return Err(self.unexpected("INSERT INTO ... or END in the statement set"));
+            }
+            inserts.push(self.statement()?);
+            if !self.eat(&Token::SemiColon) && !self.is_kw("END") {
+                return Err(self.unexpected("`;` after the INSERT"));
+            }
+        }
+        if inserts.is_empty() {
+            return Err(SqlError::at(pos, "an empty statement set"));
+        }
+        Ok(Statement::StatementSet { pos, inserts })
     }
 
     fn create_view(&mut self) -> Result<Statement, SqlError> {

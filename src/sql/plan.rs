@@ -159,14 +159,21 @@ pub struct Rel {
     pub window: Option<(usize, usize)>,
 }
 
-/// A planned job: the query, the sink and its conversions, the engine configuration.
+/// One `INSERT INTO sink SELECT ...`: the query, the sink and its conversions.
 #[derive(Clone, Debug)]
-pub struct Job {
-    pub config: EngineConfig,
+pub struct InsertPlan {
     pub query: Rel,
     pub sink: Arc<TableDef>,
     /// Conversions from the query's columns to the sink's column types.
     pub sink_exprs: Vec<Expr>,
+}
+
+/// A planned job: its INSERTs (all of the script's, run together as a statement set) and the
+/// engine configuration.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub config: EngineConfig,
+    pub inserts: Vec<InsertPlan>,
 }
 
 struct Catalog {
@@ -186,8 +193,15 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
         views: HashMap::new(),
     };
     let mut config = base;
-    let mut job: Option<Job> = None;
+    let mut inserts: Vec<InsertPlan> = Vec::new();
+    let mut flat = Vec::new();
     for st in statements {
+        match st {
+            Statement::StatementSet { inserts, .. } => flat.extend(inserts),
+            other => flat.push(other),
+        }
+    }
+    for st in flat {
         match st {
             Statement::CreateTable(ct) => {
                 let pos = ct.pos;
@@ -212,30 +226,33 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
                 return Err(SqlError::at(q.pos, "a bare SELECT has no sink")
                     .hint("write INSERT INTO <table> SELECT ..., e.g. into a table WITH ('connector' = 'print')"));
             }
+            Statement::StatementSet { pos, .. } => return Err(SqlError::at(pos, "statement sets cannot be nested")),
             Statement::Insert { table, pos, query } => {
-                if job.is_some() {
-                    return Err(SqlError::at(pos, "only one INSERT INTO per script is supported").hint("run the second INSERT as its own script"));
-                }
                 let sink = catalog.tables.get(&lower(&table)).cloned().ok_or_else(|| {
                     SqlError::at(pos, format!("unknown sink table `{table}`")).hint("create it first with CREATE TABLE ... WITH ('connector' = ...)")
                 })?;
+                if matches!(sink.connector, Connector::Nexmark { .. }) {
+                    return Err(SqlError::at(pos, format!("nexmark table `{table}` cannot be written")));
+                }
+                if let Some(other) = inserts
+                    .iter()
+                    .find(|i| i.sink.name.eq_ignore_ascii_case(&table) && matches!(i.sink.connector, Connector::Filesystem { .. }))
+                {
+                    return Err(SqlError::at(pos, format!("filesystem table `{}` is written by two INSERTs", other.sink.name))
+                        .hint("write each filesystem sink from one INSERT"));
+                }
                 let planner = Planner { catalog: &catalog, depth: 0 };
                 let rel = planner.query(&query)?;
                 let sink_exprs = sink_conversions(&rel, &sink, &query, pos)?;
-                job = Some(Job {
-                    config: config.clone(),
-                    query: rel,
-                    sink,
-                    sink_exprs,
-                });
+                inserts.push(InsertPlan { query: rel, sink, sink_exprs });
             }
         }
     }
-    let mut job = job.ok_or_else(|| {
-        SqlError::at(Pos { line: 1, column: 1 }, "the script has no INSERT INTO ... SELECT statement").hint("end the script with INSERT INTO <sink> SELECT ...")
-    })?;
-    job.config = config;
-    Ok(job)
+    if inserts.is_empty() {
+        return Err(SqlError::at(Pos { line: 1, column: 1 }, "the script has no INSERT INTO ... SELECT statement")
+            .hint("end the script with INSERT INTO <sink> SELECT ..."));
+    }
+    Ok(Job { config, inserts })
 }
 
 fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Result<(), SqlError> {
