@@ -219,3 +219,27 @@ fn extra_statement_set() {
         &[(Some("q1_project"), expected("q1_project")), (Some("q2_filter"), expected("q2_filter"))],
     );
 }
+
+/// Window Top-N over a window aggregate (ties broken by the ORDER BY's later keys).
+#[test]
+fn extra_window_topn() {
+    run_extra("window_topn");
+}
+
+/// Window Top-N directly over a HOP window TVF, partitioned by a string key.
+#[test]
+fn extra_window_topn_tvf() {
+    run_extra("window_topn_tvf");
+}
+
+/// Window deduplication: the last bid of each bidder per tumbling window.
+#[test]
+fn extra_window_dedup() {
+    run_extra("window_dedup");
+}
+
+/// Interval join of auctions with the bids of their first two seconds.
+#[test]
+fn extra_interval_join() {
+    run_extra("interval_join");
+}

@@ -263,6 +263,11 @@ pub enum ExprKind {
         pattern: Box<Expr>,
         negated: bool,
     },
+    /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY e [ASC|DESC], ...)`; `true` = DESC.
+    RowNumber {
+        partition_by: Vec<Expr>,
+        order_by: Vec<(Expr, bool)>,
+    },
 }
 
 impl Expr {
@@ -314,6 +319,14 @@ impl Expr {
             }
             ExprKind::Like { expr, pattern, negated } => {
                 format!("{} {}LIKE {}", expr.display(), if *negated { "NOT " } else { "" }, pattern.display())
+            }
+            ExprKind::RowNumber { partition_by, order_by } => {
+                let p: Vec<String> = partition_by.iter().map(Expr::display).collect();
+                let o: Vec<String> = order_by
+                    .iter()
+                    .map(|(e, d)| format!("{}{}", e.display(), if *d { " DESC" } else { "" }))
+                    .collect();
+                format!("ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {})", p.join(", "), o.join(", "))
             }
         }
     }

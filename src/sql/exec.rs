@@ -340,6 +340,79 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 row
             })
         }
+        Plan::IntervalJoin {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            lower,
+            upper,
+            residual,
+            ..
+        } => {
+            let (nl, nr) = (width_of(left), width_of(right));
+            let mut joined = needed.to_vec();
+            joined.resize(nl + nr, true);
+            if let Some(p) = residual {
+                mark(p, &mut joined);
+            }
+            let mut need_l = joined[..nl].to_vec();
+            let mut need_r = joined[nl..].to_vec();
+            left_keys.iter().for_each(|e| mark(e, &mut need_l));
+            right_keys.iter().for_each(|e| mark(e, &mut need_r));
+            for (rel, need) in [(&**left, &mut need_l), (&**right, &mut need_r)] {
+                if let Some(rt) = rel.rowtime {
+                    need[rt] = true;
+                }
+            }
+            let l = build(env, left, &need_l)?;
+            let r = build(env, right, &need_r)?;
+            let lk: Arc<[Expr]> = left_keys.clone().into();
+            let rk: Arc<[Expr]> = right_keys.clone().into();
+            let lkf = move |row: &Row| KeyRow(lk.iter().map(|e| e.eval(row)).collect());
+            let rkf = move |row: &Row| KeyRow(rk.iter().map(|e| e.eval(row)).collect());
+            let residual = residual.clone().map(Arc::new);
+            l.key_by(lkf).interval_join(r.key_by(rkf), *lower, *upper, move |a: &Row, b: &Row| {
+                let mut row = a.clone();
+                row.extend(b.iter().cloned());
+                residual.as_ref().is_none_or(|p| p.test(&row)).then_some(row)
+            })
+        }
+        Plan::WindowRank {
+            input,
+            window_end,
+            keys,
+            order,
+            limit,
+            ..
+        } => {
+            let Some(limit) = *limit else {
+                return Err(SqlError::job("a window Top-N needs a filter on its row number: WHERE rownum <= N"));
+            };
+            let n = width_of(input);
+            let mut need: Vec<bool> = (0..n).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
+            need[*window_end] = true;
+            keys.iter().chain(order.iter().map(|(e, _)| e)).for_each(|e| mark(e, &mut need));
+            if let Some(rt) = input.rowtime {
+                need[rt] = true;
+            }
+            let spec = Arc::new(super::rank::RankSpec {
+                window_end: *window_end,
+                keys: keys.clone(),
+                order: order.clone(),
+                limit,
+                // Flink's keep-last-row deduplication: Top-1 by a time attribute, descending.
+                later_wins_ties: limit == 1
+                    && matches!(order.as_slice(), [(Expr::Col(c), true)]
+                        if Some(*c) == input.rowtime || matches!(&input.plan, Plan::WindowTvf { input: tvf_in, .. } if tvf_in.rowtime == Some(*c))),
+            });
+            let key_spec = spec.clone();
+            let (stream, _) = build(env, input, &need)?.key_by(move |r: &Row| key_spec.partition(r)).exchanged();
+            stream.then("window:rank", move |ctx, name, down| {
+                let out = Output::new(down, ctx.config.batch_size);
+                Ok(Box::new(super::rank::WindowRankOp::new(spec.clone(), out, ctx.operator_metrics(name))) as Box<dyn Push<Row>>)
+            })
+        }
         Plan::WindowJoin {
             left,
             right,
@@ -731,6 +804,39 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
             );
             let _ = writeln!(out, "{pad}  <- hash exchange by [{}]", key_texts.join(", "));
             edges.push(format!("hash by [{}] into window_aggregate", key_texts.join(", ")));
+            describe(input, depth + 2, out, edges);
+        }
+        Plan::IntervalJoin {
+            left,
+            right,
+            key_texts,
+            bounds_text,
+            lower,
+            upper,
+            residual_text,
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "{pad}interval_join on [{}] and {bounds_text} (right time - left time in [{lower}, {upper}] ms){} (late rows dropped)",
+                key_texts.join(" AND "),
+                residual_text.as_ref().map(|r| format!(" where {r}")).unwrap_or_default()
+            );
+            let _ = writeln!(out, "{pad}  <- left: hash exchange by [equi keys]");
+            edges.push("hash by [equi keys] into interval_join (left)".into());
+            describe(left, depth + 2, out, edges);
+            let _ = writeln!(out, "{pad}  <- right: hash exchange by [equi keys]");
+            edges.push("hash by [equi keys] into interval_join (right)".into());
+            describe(right, depth + 2, out, edges);
+        }
+        Plan::WindowRank { input, limit, text, .. } => {
+            let _ = writeln!(
+                out,
+                "{pad}window_rank {text} keep {} per partition (fires at window end; late rows dropped)",
+                limit.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
+            );
+            let _ = writeln!(out, "{pad}  <- hash exchange by [window_end, partition keys]");
+            edges.push("hash by [window_end, partition keys] into window_rank".into());
             describe(input, depth + 2, out, edges);
         }
         Plan::WindowJoin {

@@ -412,6 +412,8 @@ impl Binder<'_, '_> {
                 })
             }
             ExprKind::Function { name, args, distinct, star } => self.function(name, args, *distinct, *star, e),
+            ExprKind::RowNumber { .. } => Err(SqlError::at(pos, "ROW_NUMBER() OVER (...) is only supported as a select item of a window Top-N")
+                .hint("SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY ...) AS rownum FROM TABLE(TUMBLE(...))) WHERE rownum <= N")),
         }
     }
 

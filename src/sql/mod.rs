@@ -28,6 +28,7 @@ pub mod join;
 pub mod nexmark;
 pub mod parser;
 pub mod plan;
+pub mod rank;
 pub mod source;
 pub mod types;
 

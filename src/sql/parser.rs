@@ -960,7 +960,13 @@ impl Parser {
                     }
                     self.expect(&Token::RParen, "`)` closing the function call")?;
                     if self.is_kw("OVER") {
-                        return Err(SqlError::at(self.pos(), "OVER windows are not supported").hint("use window TVFs: TUMBLE, HOP, CUMULATE, SESSION"));
+                        if name == "ROW_NUMBER" && args.is_empty() && !star {
+                            self.advance();
+                            return self.row_number(pos);
+                        }
+                        return Err(SqlError::at(self.pos(), "OVER windows are not supported").hint(
+                            "use window TVFs (TUMBLE, HOP, CUMULATE, SESSION); ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...) for window Top-N",
+                        ));
                     }
                     ExprKind::Function { name, args, distinct, star }
                 } else {
@@ -975,6 +981,42 @@ impl Parser {
             _ => return Err(self.unexpected("an expression")),
         };
         Ok(Expr { kind, pos })
+    }
+
+    /// `(PARTITION BY e, ... ORDER BY e [ASC|DESC], ...)` after `ROW_NUMBER() OVER`.
+    fn row_number(&mut self, pos: Pos) -> Result<Expr, SqlError> {
+        self.expect(&Token::LParen, "`(` after OVER")?;
+        let mut partition_by = Vec::new();
+        if self.eat_kw("PARTITION") {
+            self.expect_kw("BY")?;
+            loop {
+                partition_by.push(self.expr()?);
+                if !self.eat(&Token::Comma) {
+                    break;
+                }
+            }
+        }
+        self.expect_kw("ORDER")?;
+        self.expect_kw("BY")?;
+        let mut order_by = Vec::new();
+        loop {
+            let e = self.expr()?;
+            let desc = if self.eat_kw("DESC") {
+                true
+            } else {
+                self.eat_kw("ASC");
+                false
+            };
+            order_by.push((e, desc));
+            if !self.eat(&Token::Comma) {
+                break;
+            }
+        }
+        self.expect(&Token::RParen, "`)` closing OVER (...)")?;
+        Ok(Expr {
+            kind: ExprKind::RowNumber { partition_by, order_by },
+            pos,
+        })
     }
 
     fn interval(&mut self, pos: Pos) -> Result<i64, SqlError> {
@@ -1058,7 +1100,7 @@ fn is_reserved(w: &str) -> bool {
     const RESERVED: &[&str] = &[
         "SELECT", "FROM", "WHERE", "GROUP", "BY", "HAVING", "ORDER", "LIMIT", "UNION", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "OUTER", "CROSS", "ON", "AS",
         "AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE", "CASE", "WHEN", "THEN", "ELSE", "END", "CAST", "TRY_CAST", "INTERVAL", "BETWEEN", "IN", "LIKE",
-        "WITH", "TABLE", "INSERT", "INTO", "CREATE", "SET", "WINDOW", "LATERAL", "OVER", "DISTINCT", "FOR",
+        "WITH", "TABLE", "INSERT", "INTO", "CREATE", "SET", "WINDOW", "LATERAL", "OVER", "DISTINCT", "FOR", "ASC", "DESC",
     ];
     RESERVED.iter().any(|r| r.eq_ignore_ascii_case(w))
 }

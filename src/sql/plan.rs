@@ -131,6 +131,31 @@ pub enum Plan {
         /// `window_start` and `window_end` columns, whose windows are kept.
         cascade: Option<(usize, usize)>,
     },
+    /// Window Top-N / deduplication: input columns then the row number (see [`super::rank`]).
+    WindowRank {
+        input: Box<Rel>,
+        /// `window_end` of the input.
+        window_end: usize,
+        keys: Vec<Expr>,
+        order: Vec<(Expr, bool)>,
+        /// From the enclosing query's `rownum <= N` (`None`: not found yet).
+        limit: Option<usize>,
+        text: String,
+    },
+    /// Inner interval join: `r.ts - l.ts ∈ [lower, upper]` ms on equal keys; output: left
+    /// columns then right columns, at `max(l.ts, r.ts)`.
+    IntervalJoin {
+        left: Box<Rel>,
+        right: Box<Rel>,
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        key_texts: Vec<String>,
+        lower: i64,
+        upper: i64,
+        bounds_text: String,
+        residual: Option<Expr>,
+        residual_text: Option<String>,
+    },
     /// Output: left columns then right columns.
     WindowJoin {
         left: Box<Rel>,
@@ -492,7 +517,15 @@ impl Planner<'_> {
         }
         let mut rel = from;
         if let Some(w) = &q.where_ {
+            rank_limit(&mut rel, w);
             rel = filter(rel, w)?;
+        }
+        if let Some(k) = q
+            .select
+            .iter()
+            .position(|s| matches!(s, SelectItem::Expr { expr, .. } if matches!(expr.kind, ExprKind::RowNumber { .. })))
+        {
+            return window_rank(rel, &q.select, k);
         }
         project(rel, &q.select, bind)
     }
@@ -828,6 +861,7 @@ impl Planner<'_> {
         let mut right_keys = Vec::new();
         let mut key_texts = Vec::new();
         let mut residual: Option<(Expr, String)> = None;
+        let mut interval_parts: Vec<(Expr, String, Vec<Bound>)> = Vec::new();
         let (mut start_eq, mut end_eq) = (None::<(usize, usize)>, None::<(usize, usize)>);
         for c in conjuncts {
             if let ExprKind::Binary(BinOp::Eq, a, b) = &c.kind {
@@ -874,15 +908,76 @@ impl Planner<'_> {
             if !matches!(t.ty, SqlType::Boolean | SqlType::Null) {
                 return Err(SqlError::at(c.pos, format!("join condition `{}` is {}, expected BOOLEAN", c.display(), t.ty)));
             }
+            let bounds = match (l.rowtime, r.rowtime) {
+                (Some(lt), Some(rt)) => time_bounds(c, &scope, lt, rt + nl),
+                _ => Vec::new(),
+            };
+            if !bounds.is_empty() {
+                interval_parts.push((t.expr.clone(), c.display(), bounds));
+                continue;
+            }
             residual = Some(match residual {
                 None => (t.expr, c.display()),
                 Some((e, s)) => (Expr::And(Box::new(e), Box::new(t.expr)), format!("{s} AND {}", c.display())),
             });
         }
         let (Some(_), Some((le, re))) = (start_eq, end_eq) else {
-            return Err(SqlError::at(pos, "only window joins are supported: regular joins produce updates")
-                .hint("join two windowed inputs ON L.window_start = R.window_start AND L.window_end = R.window_end"));
+            // Not a window join: an interval join if the time attributes are bounded both ways.
+            let (mut lower, mut upper) = (None::<i64>, None::<i64>);
+            for (_, _, bounds) in &interval_parts {
+                for b in bounds {
+                    match b {
+                        Bound::Lower(x) => lower = Some(lower.map_or(*x, |y| y.max(*x))),
+                        Bound::Upper(x) => upper = Some(upper.map_or(*x, |y| y.min(*x))),
+                    }
+                }
+            }
+            let (Some(lower), Some(upper)) = (lower, upper) else {
+                return Err(
+                    SqlError::at(pos, "only window joins and interval joins are supported: regular joins produce updates").hint(
+                        "join two windowed inputs ON L.window_start = R.window_start AND L.window_end = R.window_end, or bound the time attributes: \
+                     ON L.k = R.k AND R.ts BETWEEN L.ts - INTERVAL '1' MINUTE AND L.ts + INTERVAL '1' MINUTE",
+                    ),
+                );
+            };
+            if kind != JoinKind::Inner {
+                return Err(SqlError::at(pos, "outer interval joins are not supported").hint("use an inner interval join"));
+            }
+            if lower > upper {
+                return Err(SqlError::at(
+                    pos,
+                    format!("the time bounds of the interval join are empty ({lower} ms > {upper} ms)"),
+                ));
+            }
+            if left_keys.is_empty() {
+                return Err(SqlError::at(pos, "an interval join needs at least one equality between the two sides"));
+            }
+            let text = interval_parts.iter().map(|(_, t, _)| t.clone()).collect::<Vec<_>>().join(" AND ");
+            return Ok(Rel {
+                plan: Plan::IntervalJoin {
+                    left: Box::new(l),
+                    right: Box::new(r),
+                    left_keys,
+                    right_keys,
+                    key_texts,
+                    lower,
+                    upper,
+                    bounds_text: text,
+                    residual: residual.as_ref().map(|(e, _)| e.clone()),
+                    residual_text: residual.map(|(_, s)| s),
+                },
+                scope,
+                rowtime: None,
+                window: None,
+            });
         };
+        // A window join: time bounds are ordinary conditions.
+        for (e, text, _) in interval_parts {
+            residual = Some(match residual {
+                None => (e, text),
+                Some((r, s)) => (Expr::And(Box::new(r), Box::new(e)), format!("{s} AND {text}")),
+            });
+        }
         let rowtime = l.rowtime;
         let window = l.window;
         let (residual, residual_text) = match residual {
@@ -906,6 +1001,212 @@ impl Planner<'_> {
             rowtime,
             window,
         })
+    }
+}
+
+/// `SELECT ..., ROW_NUMBER() OVER (PARTITION BY window_start, window_end, keys ORDER BY ...)
+/// FROM windowed` (the row number is select item `k`): a window rank node and the projection.
+fn window_rank(rel: Rel, select: &[SelectItem], k: usize) -> Result<Rel, SqlError> {
+    let SelectItem::Expr { expr, alias } = &select[k] else {
+        unreachable!("checked by the caller")
+    };
+    let ExprKind::RowNumber { partition_by, order_by } = &expr.kind else {
+        unreachable!("checked by the caller")
+    };
+    let Some((ws, we)) = rel.window else {
+        return Err(SqlError::at(expr.pos, "ROW_NUMBER() is supported only over a windowed relation (window Top-N)")
+            .hint("rank rows of a window TVF, a window aggregate or a window join, PARTITION BY window_start, window_end, ..."));
+    };
+    let (mut has_start, mut has_end) = (false, false);
+    let mut keys = Vec::new();
+    for p in partition_by {
+        let t = bind(p, &rel.scope)?;
+        match t.expr {
+            Expr::Col(i) if i == ws => has_start = true,
+            Expr::Col(i) if i == we => has_end = true,
+            e => keys.push(e),
+        }
+    }
+    if !(has_start && has_end) {
+        return Err(SqlError::at(expr.pos, "a window Top-N must PARTITION BY window_start, window_end")
+            .hint("ROW_NUMBER() OVER (PARTITION BY window_start, window_end, <keys> ORDER BY ...)"));
+    }
+    let mut order = Vec::new();
+    for (e, desc) in order_by {
+        let t = bind(e, &rel.scope)?;
+        if matches!(t.ty, SqlType::Interval) {
+            return Err(SqlError::at(e.pos, "cannot order by an interval"));
+        }
+        order.push((t.expr, *desc));
+    }
+    let n = rel.scope.columns.len();
+    let mut scope = rel.scope.clone();
+    scope.columns.push(Column {
+        qualifier: None,
+        name: alias.clone().unwrap_or_else(|| "rownum".into()),
+        ty: SqlType::BigInt,
+    });
+    let (rowtime, window) = (rel.rowtime, rel.window);
+    let input_scope = rel.scope.clone();
+    let ranked = Rel {
+        plan: Plan::WindowRank {
+            input: Box::new(rel),
+            window_end: we,
+            keys,
+            order,
+            limit: None,
+            text: expr.display(),
+        },
+        scope,
+        rowtime,
+        window,
+    };
+    // The select list over the input's columns, with the row number as column `n`.
+    let mut items = Vec::new();
+    for (i, s) in select.iter().enumerate() {
+        match s {
+            SelectItem::Expr { alias, .. } if i == k => items.push((
+                Typed {
+                    expr: Expr::Col(n),
+                    ty: SqlType::BigInt,
+                },
+                alias.clone().unwrap_or_else(|| "rownum".into()),
+            )),
+            SelectItem::Wildcard { qualifier, pos } => {
+                let before = items.len();
+                for (c, col) in input_scope.columns.iter().enumerate() {
+                    if qualifier
+                        .as_ref()
+                        .is_none_or(|q| col.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q)))
+                    {
+                        items.push((
+                            Typed {
+                                expr: Expr::Col(c),
+                                ty: col.ty,
+                            },
+                            col.name.clone(),
+                        ));
+                    }
+                }
+                if items.len() == before {
+                    return Err(SqlError::at(*pos, "`*` matches no column"));
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                let t = bind(expr, &input_scope)?;
+                let name = output_name(expr, alias.as_deref(), items.len());
+                items.push((t, name));
+            }
+        }
+    }
+    Ok(projection(ranked, items))
+}
+
+/// If `w` has a conjunct `c <= N` / `c < N` / `c = N` where column `c` of `rel` is a window
+/// rank's row number, record the limit in that rank node.
+fn rank_limit(rel: &mut Rel, w: &ast::Expr) {
+    let mut conjuncts = Vec::new();
+    split_and(w, &mut conjuncts);
+    for c in conjuncts {
+        let ExprKind::Binary(op, a, b) = &c.kind else { continue };
+        let (ExprKind::Column(parts), ExprKind::Number(n)) = (&a.kind, &b.kind) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        let limit = match op {
+            BinOp::LtEq | BinOp::Eq => n,
+            BinOp::Lt => n.saturating_sub(1),
+            _ => continue,
+        };
+        if *op == BinOp::Eq && n != 1 {
+            continue;
+        }
+        if let Ok(col) = rel.scope.resolve(parts, c.pos) {
+            set_rank_limit(rel, col, limit);
+        }
+    }
+}
+
+fn set_rank_limit(rel: &mut Rel, col: usize, limit: usize) -> bool {
+    let width = rel.scope.columns.len();
+    match &mut rel.plan {
+        Plan::Project { input, exprs } => match exprs.get(col) {
+            Some(Expr::Col(i)) => {
+                let i = *i;
+                set_rank_limit(input, i, limit)
+            }
+            _ => false,
+        },
+        Plan::Filter { input, .. } => set_rank_limit(input, col, limit),
+        Plan::WindowRank { limit: l, .. } if col + 1 == width => {
+            *l = Some(l.map_or(limit, |x| x.min(limit)));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A bound on `r.ts - l.ts` (ms, inclusive).
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    Lower(i64),
+    Upper(i64),
+}
+
+/// `column [± INTERVAL]` → the column's parts and the offset in ms.
+fn time_offset(e: &ast::Expr) -> Option<(&[String], i64)> {
+    match &e.kind {
+        ExprKind::Column(p) => Some((p, 0)),
+        ExprKind::Binary(op @ (BinOp::Plus | BinOp::Minus), a, b) => match (&a.kind, &b.kind) {
+            (ExprKind::Column(p), ExprKind::Interval(ms)) => Some((p, if *op == BinOp::Plus { *ms } else { -*ms })),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The bounds on `r.ts - l.ts` a conjunct states (`l_rt`, `r_rt`: the time attributes'
+/// indexes in the joined scope): comparisons of the two time attributes (± intervals) and
+/// `BETWEEN`.
+fn time_bounds(c: &ast::Expr, scope: &Scope, l_rt: usize, r_rt: usize) -> Vec<Bound> {
+    let cmp = |op: BinOp, a: &ast::Expr, b: &ast::Expr| -> Option<Bound> {
+        let ((pa, oa), (pb, ob)) = (time_offset(a)?, time_offset(b)?);
+        let (ia, ib) = (scope.resolve(pa, a.pos).ok()?, scope.resolve(pb, b.pos).ok()?);
+        // Rewrite `a + oa op b + ob` as `r - l op' k`.
+        let (op, k) = if ia == r_rt && ib == l_rt {
+            (op, ob - oa)
+        } else if ia == l_rt && ib == r_rt {
+            let flipped = match op {
+                BinOp::Lt => BinOp::Gt,
+                BinOp::LtEq => BinOp::GtEq,
+                BinOp::Gt => BinOp::Lt,
+                BinOp::GtEq => BinOp::LtEq,
+                o => o,
+            };
+            (flipped, oa - ob)
+        } else {
+            return None;
+        };
+        match op {
+            BinOp::LtEq => Some(Bound::Upper(k)),
+            BinOp::Lt => Some(Bound::Upper(k - 1)),
+            BinOp::GtEq => Some(Bound::Lower(k)),
+            BinOp::Gt => Some(Bound::Lower(k + 1)),
+            _ => None,
+        }
+    };
+    match &c.kind {
+        ExprKind::Binary(op @ (BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq), a, b) => cmp(*op, a, b).into_iter().collect(),
+        ExprKind::Between {
+            expr,
+            low,
+            high,
+            negated: false,
+        } => match (cmp(BinOp::GtEq, expr, low), cmp(BinOp::LtEq, expr, high)) {
+            (Some(x), Some(y)) => vec![x, y],
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 
