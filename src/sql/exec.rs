@@ -317,8 +317,16 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                     allowed_lateness_ms: 0,
                 };
                 let op: Box<dyn Push<Row>> = match assigner {
-                    WindowAssigner::Session { .. } => Box::new(WindowDriver(SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
-                    _ => Box::new(WindowDriver(AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
+                    WindowAssigner::Session { .. } => Box::new(WindowDriver::build(
+                        SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+                        ctx,
+                        name,
+                    )?),
+                    _ => Box::new(WindowDriver::build(
+                        AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+                        ctx,
+                        name,
+                    )?),
                 };
                 Ok(op)
             });

@@ -178,6 +178,10 @@ impl Push<Row> for WindowRankOp {
     fn idle(&mut self) {
         self.out.idle();
     }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        snapshot.decline("SQL window Top-N", "its state cannot be checkpointed yet");
+        self.out.barrier(epoch, snapshot);
+    }
     fn end(&mut self) {
         self.out.end();
     }
