@@ -1,9 +1,11 @@
-//! Zero acknowledged events lost across a SIGKILL: a `weir run` child process serves a SQL job
-//! reading a `'connector' = 'gateway'` table into CSV files; four clients post keyed batches
-//! until it is killed mid-stream. A restarted `weir` on the same log replays it; the clients
-//! retry the batches that got no answer (same idempotency keys) and send more; a drain ends the
-//! job. Every acknowledged event is in the restarted job's output, and no event twice: the log
-//! holds each accepted batch once even though some were retried after the crash.
+//! Zero acknowledged events lost across a SIGKILL: a `weir run` child process (checkpoints
+//! every 100 ms) serves a SQL job reading a `'connector' = 'gateway'` table into CSV files (the
+//! exactly-once file sink); four clients post keyed batches until it is killed mid-stream. A
+//! restarted `weir --restore latest` on the same log resumes the gateway's readers at the
+//! checkpointed log positions; the clients retry the batches that got no answer (same
+//! idempotency keys) and send more; a drain ends the job. The committed output holds every
+//! acknowledged event exactly once: nothing lost, nothing twice (the log holds each accepted
+//! batch once even though some were retried, and the sink commits per checkpoint).
 //! No sleeps: waits poll the child's output and exit with deadlines.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,8 +22,9 @@ use weir::source::gateway::protocol::HttpClient;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const PER_BATCH: u64 = 20;
 
-/// Start `weir run` on the script; returns the child and the gateway's HTTP address.
-fn start(script: &Path, log: &Path, out: &Path) -> (Child, SocketAddr) {
+/// Start `weir run` on the script (checkpoints every 100 ms into `checkpoints`, restoring the
+/// latest one); returns the child and the gateway's HTTP address.
+fn start(script: &Path, log: &Path, out: &Path, checkpoints: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("run")
         .arg(script)
@@ -29,7 +32,17 @@ fn start(script: &Path, log: &Path, out: &Path) -> (Child, SocketAddr) {
         .arg(format!("LOG={}", log.display()))
         .arg("--var")
         .arg(format!("OUT={}", out.display()))
-        .args(["--cores", "2", "--no-pin"])
+        .args([
+            "--cores",
+            "2",
+            "--no-pin",
+            "--checkpoint-interval-ms",
+            "100",
+            "--restore",
+            "latest",
+            "--checkpoint-dir",
+        ])
+        .arg(checkpoints)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -75,15 +88,44 @@ fn post(client: &mut HttpClient, batch: u64) -> Option<()> {
     }
 }
 
+/// Ids in the committed (visible) part files of `dir`.
 fn output_ids(dir: &Path) -> Vec<u64> {
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             ids.push(line.split(',').next().unwrap().parse().unwrap());
         }
     }
     ids
+}
+
+/// Complete checkpoints (`chk-<n>/_metadata`) under `dir`.
+fn completed_checkpoints(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            // The job's checkpoints live in one folder per job below the root.
+            n += std::fs::read_dir(&p)
+                .map(|inner| {
+                    inner
+                        .flatten()
+                        .filter(|c| c.file_name().to_string_lossy().starts_with("chk-") && c.path().join("_metadata").exists())
+                        .count()
+                })
+                .unwrap_or(0);
+            if e.file_name().to_string_lossy().starts_with("chk-") && p.join("_metadata").exists() {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -109,7 +151,8 @@ fn no_acknowledged_event_is_lost_across_a_sigkill() {
     )
     .unwrap();
     let log = dir.path().join("log");
-    let (mut child, addr) = start(&script, &log, &dir.path().join("out1"));
+    let (out, checkpoints) = (dir.path().join("out"), dir.path().join("checkpoints"));
+    let (mut child, addr) = start(&script, &log, &out, &checkpoints);
 
     // Phase 1: four clients post keyed batches until the process dies under them.
     let acked_count = Arc::new(AtomicU64::new(0));
@@ -136,9 +179,19 @@ fn no_acknowledged_event_is_lost_across_a_sigkill() {
             })
         })
         .collect();
+    // Kill once 300 batches were acknowledged and a checkpoint completed after the 100th.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while acked_count.load(Ordering::Relaxed) < 300 {
-        assert!(Instant::now() < deadline, "clients were too slow");
+    let mut checkpointed_after = None;
+    loop {
+        let acked_now = acked_count.load(Ordering::Relaxed);
+        let complete = completed_checkpoints(&checkpoints);
+        if acked_now >= 100 && checkpointed_after.is_none() {
+            checkpointed_after = Some(complete);
+        }
+        if acked_now >= 300 && checkpointed_after.is_some_and(|before| complete > before) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "clients or checkpoints were too slow");
         std::thread::park_timeout(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL, mid-stream
@@ -150,10 +203,14 @@ fn no_acknowledged_event_is_lost_across_a_sigkill() {
         unanswered.extend(u);
     }
     assert!(acked.len() >= 300);
+    // The first run committed output at its checkpoints: with no event twice in the end, the
+    // restarted readers resumed at the checkpointed positions (not from the log's start).
+    let committed_before = output_ids(&out).len();
+    assert!(committed_before > 0, "the first run committed output before the kill");
 
-    // Phase 2: restart on the same log; retry what got no answer; send more; drain.
-    let out2 = dir.path().join("out2");
-    let (mut child, addr) = start(&script, &log, &out2);
+    // Phase 2: restart on the same log from the latest checkpoint; retry what got no answer;
+    // send more; drain.
+    let (mut child, addr) = start(&script, &log, &out, &checkpoints);
     let mut client = HttpClient::new(addr, TIMEOUT);
     for &batch in &unanswered {
         post(&mut client, batch).expect("a retry after the restart is answered");
@@ -169,13 +226,13 @@ fn no_acknowledged_event_is_lost_across_a_sigkill() {
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
 
-    let ids = output_ids(&out2);
+    let ids = output_ids(&out);
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
     for id in &ids {
         *seen.entry(*id).or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "events delivered twice from the log: {twice:?}");
+    assert!(twice.is_empty(), "events committed twice: {twice:?}");
     let expected: BTreeSet<u64> = acked.iter().flat_map(|b| (b * PER_BATCH)..(b * PER_BATCH + PER_BATCH)).collect();
     let missing: Vec<_> = expected.iter().filter(|id| !seen.contains_key(id)).take(5).collect();
     assert!(missing.is_empty(), "acknowledged events lost: {missing:?} (of {})", expected.len());

@@ -45,6 +45,7 @@ impl Push<Ev> for SlowPush {
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
     fn end(&mut self) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut weir::checkpoint::runtime::TaskSnapshot) {}
 }
 
 struct SlowFlusher {

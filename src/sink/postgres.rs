@@ -12,8 +12,10 @@
 //!   (durable on the server, invisible) and returns that id as the committable;
 //!   [`crate::shard::Flusher::commit`] runs `COMMIT PREPARED` (idempotent: an id that no longer
 //!   exists was committed). On restore, [`PostgresWriter::restore`] commits the checkpoint's
-//!   committables and rolls back every other prepared transaction of this sink and shard (a
-//!   crashed run's leftovers). At end of input the open transaction is prepared and committed.
+//!   committables handed to this shard and rolls back every other prepared transaction of this
+//!   sink and shard that the checkpoint does not reference (a crashed run's leftovers; shard 0
+//!   also takes those of shards that no longer exist). At end of input the open transaction is
+//!   prepared and committed. Without checkpointing, exactly-once commits at end of input only.
 //!   The server needs `max_prepared_transactions > 0`.
 //!
 //! Values are sent as SQL literals in simple-query batches (strings quoted with `'` doubled,
@@ -196,6 +198,7 @@ impl<T: SqlValues> Push<T> for FormatRows<T> {
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
     fn end(&mut self) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
 }
 
 impl<T: SqlValues + Send + 'static> Sink<T> for PostgresSink<T> {
@@ -205,7 +208,23 @@ impl<T: SqlValues + Send + 'static> Sink<T> for PostgresSink<T> {
 
     fn build(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<Box<dyn Push<T>>> {
         let buffer = Rc::new(RefCell::new(RowBuffer::default()));
-        ctx.add_flusher(Box::new(PostgresWriter::new(self.config.clone(), ctx.shard, ctx.shards, buffer.clone())));
+        let mut writer = PostgresWriter::new(self.config.clone(), ctx.shard, ctx.shards, buffer.clone());
+        if self.config.guarantee == DeliveryGuarantee::ExactlyOnce && ctx.checkpointing() {
+            // Every shard's committables of the restored checkpoint: none of them is a leftover.
+            let referenced: Vec<Vec<u8>> = ctx
+                .restore()
+                .and_then(|r| r.committables.get(operator_name))
+                .map(|v| v.iter().map(|(_, c)| c.clone()).collect())
+                .unwrap_or_default();
+            writer.restore(ctx.restored_committables(operator_name));
+            writer.referenced = referenced
+                .iter()
+                .filter_map(|c| snapshot::decode::<String>(c, "postgres committable").ok())
+                .collect();
+            ctx.add_committing_flusher(operator_name, Box::new(writer));
+        } else {
+            ctx.add_flusher(Box::new(writer));
+        }
         Ok(Box::new(FormatRows {
             buffer,
             metrics: ctx.operator_metrics(operator_name),
@@ -226,8 +245,10 @@ pub struct PostgresWriter {
     open: bool,
     /// Exactly-once: prepared, not yet committed (epoch, transaction id).
     prepared: Vec<(u64, String)>,
-    /// Committables of the restored checkpoint, resolved at connect.
+    /// Committables of the restored checkpoint for this shard, resolved at connect.
     restored: Option<Vec<Vec<u8>>>,
+    /// Transaction ids in the restored checkpoint (any shard's): never rolled back.
+    referenced: Vec<String>,
 }
 
 fn pg_error(config: &PostgresConfig, what: &str, e: tokio_postgres::Error) -> WeirError {
@@ -251,6 +272,7 @@ impl PostgresWriter {
             open: false,
             prepared: Vec::new(),
             restored: None,
+            referenced: Vec::new(),
         }
     }
 
@@ -323,7 +345,7 @@ impl PostgresWriter {
                 Some(s) => s == self.shard || (self.shard == 0 && s >= self.shards),
                 None => false,
             };
-            if mine && !keep.contains(&gid) {
+            if mine && !keep.contains(&gid) && !self.referenced.contains(&gid) {
                 let mut sql = String::from("ROLLBACK PREPARED ");
                 quote_literal(&gid, &mut sql).map_err(WeirError::Other)?;
                 if let Err(e) = self.client().batch_execute(&sql).await {

@@ -35,11 +35,16 @@ pub struct RowFileSource {
     table: Arc<TableDef>,
     files: Vec<PathBuf>,
     format: Format,
+    /// Physical columns some operator reads; the others are not parsed (left NULL).
+    needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowFileSource {
     /// List the table's files (at planning time, so every shard sees the same splits).
-    pub fn new(table: Arc<TableDef>) -> Result<Self, SqlError> {
+    /// `needed`: which physical columns are read (see [`physical_needed`]); `post`: the filter
+    /// and projection fused into the scan.
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<Self, SqlError> {
         let Connector::Filesystem { path, format } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` cannot be read", table.name)));
         };
@@ -57,13 +62,21 @@ impl RowFileSource {
         } else {
             vec![path.clone()]
         };
-        Ok(Self { format: *format, table, files })
+        Ok(Self {
+            format: *format,
+            table,
+            files,
+            needed: needed.into(),
+            post: Arc::new(post),
+        })
     }
 }
 
 /// The gateway of a `'connector' = 'gateway'` table as a source of rows (started now: it binds
-/// its addresses and recovers its log). `partitions = 0` becomes one per shard.
-pub fn gateway_source(table: Arc<TableDef>, shards: usize) -> Result<GatewaySource<Row>, SqlError> {
+/// its addresses and recovers its log). `partitions = 0` becomes one per shard. Events are
+/// parsed like lines of a file of the table's format (`needed` and `post` as for files); a bad
+/// event follows the engine's bad-record policy, named by gateway partition and event ordinal.
+pub fn gateway_source(table: Arc<TableDef>, shards: usize, needed: Vec<bool>, post: ScanPost) -> Result<GatewaySource<Row>, SqlError> {
     let Connector::Gateway { config, format } = &table.connector else {
         return Err(SqlError::at(table.pos, format!("table `{}` is not a gateway table", table.name)));
     };
@@ -73,11 +86,47 @@ pub fn gateway_source(table: Arc<TableDef>, shards: usize) -> Result<GatewaySour
     }
     let gateway = Gateway::start(&table.name, config).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))?;
     let format = *format;
-    let parser_table = table.clone();
+    let (needed, post): (Arc<[bool]>, Arc<ScanPost>) = (needed.into(), Arc::new(post));
     Ok(GatewaySource::with_parser(
         gateway,
-        Arc::new(move || Box::new(RowParser::new(parser_table.clone(), format)) as Box<dyn ParseLine<Row>>),
+        Arc::new(move || {
+            Box::new(GatewayRowParser(RowFileReader {
+                table: table.clone(),
+                format,
+                path: PathBuf::from(format!("gateway {}", table.name)),
+                file: None,
+                offset: 0,
+                pending: Vec::new(),
+                line_no: 0,
+                eof: false,
+                // Every bad event comes back as an error; the gateway reader applies the policy.
+                policy: ErrorPolicy::Fail,
+                max_line: usize::MAX,
+                metrics: Arc::new(OperatorMetrics::new()),
+                physical: Row::new(),
+                wide: Row::new(),
+                fields: Vec::new(),
+                needed: needed.clone(),
+                post: post.clone(),
+            })) as Box<dyn ParseLine<Row>>
+        }),
     ))
+}
+
+/// One gateway event parsed as one line of the table's format.
+struct GatewayRowParser(RowFileReader);
+
+impl ParseLine<Row> for GatewayRowParser {
+    fn parse(&mut self, line: &[u8], _info: &LineInfo, out: &mut Vec<Row>) -> std::result::Result<(), BadLine> {
+        match self.0.parse_line(line, out) {
+            Ok(()) => Ok(()),
+            Err(WeirError::BadRecord { field, message, .. }) => Err(BadLine { field, message }),
+            Err(e) => Err(BadLine {
+                field: None,
+                message: e.to_string(),
+            }),
+        }
+    }
 }
 
 impl RowFileSource {
@@ -97,6 +146,8 @@ impl Source<Row> for RowFileSource {
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
         let path = self.files[split].clone();
         Ok(Box::new(RowFileReader {
+            table: self.table.clone(),
+            format: self.format,
             path,
             file: None,
             offset: 0,
@@ -106,12 +157,18 @@ impl Source<Row> for RowFileSource {
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
-            parser: RowParser::new(self.table.clone(), self.format),
+            physical: Row::new(),
+            wide: Row::new(),
+            fields: Vec::new(),
+            needed: self.needed.clone(),
+            post: self.post.clone(),
         }))
     }
 }
 
 struct RowFileReader {
+    table: Arc<TableDef>,
+    format: Format,
     path: PathBuf,
     file: Option<BufferedFile>,
     /// Next byte offset to read.
@@ -123,54 +180,12 @@ struct RowFileReader {
     policy: ErrorPolicy,
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
-    parser: RowParser,
-}
-
-/// Parses one text record (a CSV line or a JSON object) into a row of a table: physical fields
-/// by the schema, then the computed columns; a NULL time attribute is bad (Flink fails on it).
-pub(crate) struct RowParser {
-    table: Arc<TableDef>,
-    format: Format,
     physical: Row,
+    /// The table row when it differs from the physical one (reused).
+    wide: Row,
     fields: Vec<(usize, usize)>,
-}
-
-fn bad_line(field: Option<&str>, message: String) -> BadLine {
-    BadLine {
-        field: field.map(str::to_string),
-        message,
-    }
-}
-
-impl ParseLine<Row> for RowParser {
-    fn parse(&mut self, line: &[u8], _info: &LineInfo, out: &mut Vec<Row>) -> Result<(), BadLine> {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
-        }
-        out.push(self.parse_row(line)?);
-        Ok(())
-    }
-}
-
-impl RowParser {
-    pub(crate) fn new(table: Arc<TableDef>, format: Format) -> Self {
-        Self {
-            table,
-            format,
-            physical: Row::new(),
-            fields: Vec::new(),
-        }
-    }
-
-    /// Parse one non-empty record.
-    fn parse_row(&mut self, line: &[u8]) -> Result<Row, BadLine> {
-        match self.format {
-            Format::Csv => self.parse_csv(line)?,
-            Format::Json => self.parse_json(line)?,
-        }
-        self.complete_row()
-    }
+    needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowFileReader {
@@ -183,48 +198,44 @@ impl RowFileReader {
         }
     }
 
-    /// Parse one line into `out` (bad lines follow the policy).
+    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
     fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
         self.line_no += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return Ok(());
         }
-        match self.parser.parse_row(line) {
-            Ok(row) => {
-                out.push(row);
-                Ok(())
-            }
-            Err(b) => match self.policy {
+        let res = match self.format {
+            Format::Csv => self.parse_csv(line),
+            Format::Json => self.parse_json(line),
+        };
+        let res = res.and_then(|()| {
+            let rowtime = self.table.rowtime;
+            let (table, post) = (self.table.clone(), self.post.clone());
+            let mut physical = std::mem::take(&mut self.physical);
+            let r = emit_row(&table, &post, &mut physical, &mut self.wide, out, |row| match rowtime {
+                Some((rt, _)) if row[rt].is_null() => Err(rt),
+                _ => Ok(()),
+            });
+            self.physical = physical;
+            r.map_err(|rt| {
+                let name = self.table.columns[rt].0.clone();
+                self.bad(Some(&name), "the time attribute is NULL".into())
+            })
+        });
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => match self.policy {
                 ErrorPolicy::Skip => {
                     OperatorMetrics::add(&self.metrics.bad_records, 1);
                     Ok(())
                 }
-                _ => Err(self.bad(b.field.as_deref(), b.message)),
+                _ => Err(e),
             },
         }
     }
-}
 
-impl RowParser {
-    fn complete_row(&mut self) -> Result<Row, BadLine> {
-        let mut row = Row::new();
-        for c in &self.table.layout {
-            row.push(match c {
-                ColumnSource::Physical(i) => self.physical[*i].clone(),
-                ColumnSource::Computed(e) => e.eval(&self.physical),
-            });
-        }
-        if let Some((rt, _)) = self.table.rowtime {
-            if row[rt].is_null() {
-                let name = self.table.columns[rt].0.clone();
-                return Err(bad_line(Some(&name), "the time attribute is NULL".into()));
-            }
-        }
-        Ok(row)
-    }
-
-    fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadLine> {
+    fn parse_csv(&mut self, line: &[u8]) -> Result<()> {
         // Split into fields (RFC 4180 quotes), remembering byte ranges; quoted fields with
         // doubled quotes are unescaped on demand.
         self.fields.clear();
@@ -238,7 +249,7 @@ impl RowParser {
                 i += 1;
                 loop {
                     if i >= n {
-                        return Err(bad_line(None, "unterminated quoted field".into()));
+                        return Err(self.bad(None, "unterminated quoted field".into()));
                     }
                     if line[i] == b'"' {
                         if i + 1 < n && line[i + 1] == b'"' {
@@ -251,7 +262,7 @@ impl RowParser {
                     i += 1;
                 }
                 if i < n && line[i] != b',' {
-                    return Err(bad_line(None, "text after a closing quote".into()));
+                    return Err(self.bad(None, "text after a closing quote".into()));
                 }
             } else {
                 while i < n && line[i] != b',' {
@@ -271,13 +282,14 @@ impl RowParser {
         let _ = quoted_any;
         let phys = &self.table.physical;
         if self.fields.len() != phys.len() {
-            return Err(bad_line(
-                None,
-                format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len()),
-            ));
+            return Err(self.bad(None, format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len())));
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
             let text: std::borrow::Cow<'_, [u8]> = if raw.first() == Some(&b'"') && raw.len() >= 2 {
@@ -297,34 +309,42 @@ impl RowParser {
                 raw.into()
             };
             let Ok(text) = std::str::from_utf8(&text) else {
-                return Err(bad_line(Some(name), "not UTF-8".into()));
+                return Err(self.bad(Some(name), "not UTF-8".into()));
             };
-            let v = parse_field(text, *ty).map_err(|m| bad_line(Some(name), m))?;
+            let v = parse_field(text, *ty).map_err(|m| self.bad(Some(name), m))?;
             self.physical.push(v);
         }
         Ok(())
     }
 
-    fn parse_json(&mut self, line: &[u8]) -> Result<(), BadLine> {
-        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| bad_line(None, format!("not JSON: {e}")))?;
+    fn parse_json(&mut self, line: &[u8]) -> Result<()> {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| self.bad(None, format!("not JSON: {e}")))?;
         let serde_json::Value::Object(map) = v else {
-            return Err(bad_line(None, "not a JSON object".into()));
+            return Err(self.bad(None, "not a JSON object".into()));
         };
         self.physical.clear();
-        for (name, ty) in self.table.physical.clone().iter() {
-            let val = match map.get(name) {
+        let table = self.table.clone();
+        for (k, (name, ty)) in table.physical.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
+            // A flattened ROW field `row.field` is the nested object's member.
+            let found = map.get(name).or_else(|| {
+                let (row, field) = name.split_once('.')?;
+                map.get(row)?.as_object()?.get(field)
+            });
+            let val = match found {
                 None | Some(serde_json::Value::Null) => Value::Null,
-                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| bad_line(Some(name), m))?,
+                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| self.bad(Some(name), m))?,
                 Some(serde_json::Value::Bool(b)) if *ty == SqlType::Boolean => Value::Bool(*b),
-                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| bad_line(Some(name), m))?,
+                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| self.bad(Some(name), m))?,
             };
             self.physical.push(val);
         }
         Ok(())
     }
-}
 
-impl RowFileReader {
     /// Read the next chunk into `pending`; returns the number of bytes read (0 at end).
     async fn fill(&mut self) -> Result<usize> {
         let file = self.file.as_ref().expect("opened");
@@ -336,6 +356,97 @@ impl RowFileReader {
         self.offset += chunk.len() as u64;
         Ok(chunk.len())
     }
+}
+
+/// Work fused into a scan, applied to each table row inside the reader (no intermediate wide
+/// row leaves the reader): a filter, then a projection.
+#[derive(Clone, Debug, Default)]
+pub struct ScanPost {
+    pub predicate: Option<super::expr::Expr>,
+    pub project: Option<Arc<[super::expr::Expr]>>,
+    /// Table columns read by the predicate, the projection or later operators (`None`: all);
+    /// the others are left NULL in the table row.
+    pub columns: Option<Arc<[bool]>>,
+}
+
+impl ScanPost {
+    fn is_trivial(&self) -> bool {
+        self.predicate.is_none() && self.project.is_none()
+    }
+
+    /// Read only the table columns `needed` (and the time attribute).
+    pub fn reading(mut self, table: &TableDef, needed: &[bool]) -> Self {
+        let mut cols: Vec<bool> = (0..table.columns.len()).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
+        if let Some((rt, _)) = table.rowtime {
+            cols[rt] = true;
+        }
+        self.columns = Some(cols.into());
+        self
+    }
+}
+
+/// The table row of the physical values in `physical` (computed columns evaluated into
+/// `wide`, which is reused), filtered and projected by `post`, appended to `out`.
+/// `check` sees the table row first (an `Err` drops it and is returned).
+pub fn emit_row<E>(
+    table: &TableDef,
+    post: &ScanPost,
+    physical: &mut Row,
+    wide: &mut Row,
+    out: &mut Vec<Row>,
+    check: impl FnOnce(&Row) -> Result<(), E>,
+) -> Result<(), E> {
+    let identity = super::nexmark::is_identity_layout(&table.layout, physical.len());
+    if !identity {
+        wide.clear();
+        for (k, c) in table.layout.iter().enumerate() {
+            if post.columns.as_ref().is_some_and(|n| !n[k]) {
+                wide.push(Value::Null);
+                continue;
+            }
+            wide.push(match c {
+                ColumnSource::Physical(i) => physical[*i].clone(),
+                ColumnSource::Computed(e) => e.eval(physical),
+            });
+        }
+    }
+    let row: &mut Row = if identity { physical } else { wide };
+    check(row)?;
+    if post.is_trivial() {
+        out.push(std::mem::take(row));
+        return Ok(());
+    }
+    if let Some(p) = &post.predicate {
+        if !p.test(row) {
+            return Ok(());
+        }
+    }
+    match &post.project {
+        Some(ex) => out.push(ex.iter().map(|e| e.eval(row)).collect()),
+        None => out.push(std::mem::take(row)),
+    }
+    Ok(())
+}
+
+/// Which physical columns a scan must produce when the table columns `needed` are read (the
+/// time attribute always is): physical columns read directly or by a read computed column.
+pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
+    let mut out = vec![false; table.physical.len()];
+    for (k, c) in table.layout.iter().enumerate() {
+        let read = needed.get(k).copied().unwrap_or(true) || table.rowtime.is_some_and(|(rt, _)| rt == k);
+        if !read {
+            continue;
+        }
+        match c {
+            ColumnSource::Physical(i) => out[*i] = true,
+            ColumnSource::Computed(e) => e.for_each_column(&mut |i| {
+                if let Some(x) = out.get_mut(i) {
+                    *x = true;
+                }
+            }),
+        }
+    }
+    out
 }
 
 /// Parse one text field as `ty` (empty → NULL for non-string types).
