@@ -17,7 +17,8 @@
 //! Invariants: ordinals strictly increase across segments with no gaps; `durable_next` only
 //! grows and is published after the `fdatasync` that made those events durable; no event at or
 //! past `durable_next` is ever handed to a reader; a segment is deleted only when the reader has
-//! consumed all of it and the retained bytes exceed `retention_bytes`; a failed `fdatasync`
+//! consumed all of it (in a checkpointed job: all of it lies before the position of the
+//! checkpoint before the latest one) and the retained bytes exceed `retention_bytes`; a failed `fdatasync`
 //! poisons the log (every later append and read fails).
 
 use std::cell::{Cell, RefCell};
@@ -48,6 +49,11 @@ pub struct PartitionShared {
     pub oldest: AtomicU64,
     /// Bytes of the segment files of this partition.
     pub retained_bytes: AtomicU64,
+    /// Set by a reader of a checkpointed job: segments are then kept back to `retain_from`.
+    pub checkpointed: std::sync::atomic::AtomicBool,
+    /// The reader's position at the checkpoint barrier before the latest one: with one
+    /// checkpoint in flight at a time, every restorable checkpoint starts at or after it.
+    pub retain_from: AtomicU64,
 }
 
 impl PartitionShared {
@@ -401,7 +407,12 @@ impl PartitionLog {
         let mut closed = self.closed.borrow_mut();
         let active_bytes = self.writer.borrow().as_ref().map_or(0, |w| w.len());
         let mut total: u64 = closed.iter().map(|s| s.1).sum::<u64>() + active_bytes;
-        let consumed = self.part().consumed.load(Ordering::Acquire);
+        let part = self.part();
+        let consumed = if part.checkpointed.load(Ordering::Acquire) {
+            part.retain_from.load(Ordering::Acquire).min(part.consumed.load(Ordering::Acquire))
+        } else {
+            part.consumed.load(Ordering::Acquire)
+        };
         while total > self.retention_bytes && !closed.is_empty() {
             let (id, size) = closed[0];
             let next_start = closed

@@ -573,6 +573,8 @@ impl<T: Send + 'static> Source<T> for GatewaySource<T> {
                 .source_metrics()
                 .ok_or_else(|| WeirError::Other("gateway source built outside a source segment".into()))?,
             dead_letters: crate::source::file::dead_letters_for(self.id, ctx)?,
+            checkpointing: ctx.checkpointing(),
+            last_checkpoint_next: std::cell::Cell::new(None),
         }))
     }
 }

@@ -56,6 +56,10 @@ pub(crate) struct GatewayReader<T> {
     pub(crate) policy: ErrorPolicy,
     pub(crate) metrics: Arc<OperatorMetrics>,
     pub(crate) dead_letters: Option<SharedDeadLetters>,
+    /// The job checkpoints: positions are reported at barriers (see `retain_from`).
+    pub(crate) checkpointing: bool,
+    /// The position handed out at the previous barrier.
+    pub(crate) last_checkpoint_next: std::cell::Cell<Option<u64>>,
 }
 
 /// What the bytes at the current offset hold.
@@ -297,6 +301,10 @@ impl<T> SplitReader<T> for GatewayReader<T> {
             };
             self.position = Some(position);
             self.part().consumed.store(position.next, Ordering::Release);
+            if self.checkpointing {
+                self.part().retain_from.fetch_max(position.next, Ordering::AcqRel);
+                self.part().checkpointed.store(true, Ordering::Release);
+            }
             if position.next < self.part().durable_next.load(Ordering::Acquire) {
                 self.open_segment(position.segment).await?;
                 self.buf_offset = position.offset;
@@ -314,7 +322,14 @@ impl<T> SplitReader<T> for GatewayReader<T> {
     }
 
     fn position(&self) -> Result<Vec<u8>> {
-        Ok(snapshot::encode(&self.pos()))
+        let pos = self.pos();
+        // Keep the log back to the previous barrier's position: the checkpoint of the latest
+        // barrier may still fail, the one before it completed (or failed, then older ones
+        // are gone anyway with max one checkpoint in flight).
+        if let Some(prev) = self.last_checkpoint_next.replace(Some(pos.next)) {
+            self.part().retain_from.fetch_max(prev, Ordering::AcqRel);
+        }
+        Ok(snapshot::encode(&pos))
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<()> {

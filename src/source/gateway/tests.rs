@@ -41,6 +41,8 @@ fn reader(gateway: &Gateway) -> GatewayReader<Line> {
         policy: ErrorPolicy::Fail,
         metrics: Arc::new(OperatorMetrics::new()),
         dead_letters: None,
+        checkpointing: false,
+        last_checkpoint_next: std::cell::Cell::new(None),
     }
 }
 
