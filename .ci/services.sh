@@ -3,7 +3,9 @@
 #   eval "$(bash .ci/services.sh start)"   # starts them, prints `export WEIR_TEST_...=...` lines
 #   bash .ci/services.sh stop              # stops each by the PID it recorded
 # Servers: PostgreSQL 15 (run as the `postgres` user, max_prepared_transactions = 64, fsync on)
-# -> WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres
+# -> WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres;
+# osmem-server (PyPI, an in-memory OpenSearch-compatible server) -> WEIR_TEST_OPENSEARCH=http://127.0.0.1:PORT;
+# mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT.
 # State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default /tmp/weir-services).
 # Ports are picked free at start. Every wait polls with a deadline; nothing sleeps blindly.
 set -euo pipefail
@@ -60,6 +62,47 @@ start_postgres() {
     echo "export WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:$port/postgres"
 }
 
+start_opensearch() {
+    local bin
+    bin=$(python3 -c 'import osmem_server; print(osmem_server.resolve_binary())' 2>/dev/null) || {
+        echo "services: osmem-server is not installed (run .ci/setup.sh)" >&2
+        return 1
+    }
+    local dir="$STATE/opensearch" port
+    mkdir -p "$dir"
+    port=$(free_port)
+    "$bin" -addr "127.0.0.1:$port" -no-stdin-watch >"$dir/server.log" 2>&1 </dev/null &
+    echo $! >"$STATE/opensearch.pid"
+    wait_for "osmem-server on port $port" 30 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/', timeout=1)"
+    echo "export WEIR_TEST_OPENSEARCH=http://127.0.0.1:$port"
+}
+
+start_mosquitto() {
+    command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
+        echo "services: mosquitto is not installed (run .ci/setup.sh)" >&2
+        return 1
+    }
+    local bin dir="$STATE/mosquitto" port
+    bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    cat >"$dir/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $dir/
+autosave_interval 1
+max_inflight_messages 100
+max_queued_messages 100000
+user root
+CONF
+    "$bin" -c "$dir/mosquitto.conf" >"$dir/server.log" 2>&1 &
+    echo $! >"$STATE/mosquitto.pid"
+    wait_for "mosquitto on port $port" 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"
+    echo "export WEIR_TEST_MQTT=127.0.0.1:$port"
+}
+
 stop_one() {
     local name=$1 pidfile="$STATE/$1.pid"
     [ -f "$pidfile" ] || return 0
@@ -83,9 +126,13 @@ start)
         exit 1
     fi
     start_postgres
+    start_opensearch
+    start_mosquitto
     ;;
 stop)
     stop_one postgres
+    stop_one opensearch
+    stop_one mosquitto
     ;;
 *)
     echo "usage: $0 start|stop" >&2
