@@ -7,6 +7,7 @@
 
 pub mod blackhole;
 pub mod collect;
+pub mod elasticsearch;
 pub mod file;
 pub mod format;
 pub mod postgres;

@@ -15,6 +15,15 @@
 //! default 100), `sink.delivery-guarantee` (`at-least-once` default, or `exactly-once`: two-phase
 //! commit), and weir's `sink.upsert-key` (comma-separated columns: `ON CONFLICT DO UPDATE`) and
 //! `sink.transaction-prefix` (prepared transaction ids, default `weir-<table-name>`).
+//!
+//! `'connector' = 'elasticsearch-7'` (a sink; see [`crate::sink::elasticsearch`]): `hosts`
+//! (`http://host:port`, required; the first is used), `index` (required), `username`,
+//! `password`, `document-id.key-delimiter` (default `_`), `sink.bulk-flush.max-actions`
+//! (default 1000), `sink.bulk-flush.backoff.max-retries` (default 8),
+//! `sink.bulk-flush.backoff.delay` (default `50 ms`), `connection.request-timeout` (default
+//! `30 s`), `format` (`json` only), and weir's `document-id.fields` (comma-separated columns whose
+//! values form the document id — Flink takes the PRIMARY KEY; without it the server assigns ids
+//! and replays duplicate).
 //! Durations are Flink's (`500 ms`, `10 s`, `1 min`); sizes are bytes or `64kb` / `4mb` / `1gb`.
 
 use std::collections::HashMap;
@@ -237,6 +246,92 @@ pub(crate) fn jdbc(opts: &Options, pos: Pos, columns: &[String]) -> Result<Postg
         transaction_prefix: get("sink.transaction-prefix")
             .map(|(v, _)| v.to_string())
             .unwrap_or_else(|| format!("weir-{table}")),
+    })
+}
+
+/// The elasticsearch-7 connector's settings for SQL: the sink's configuration, the columns of
+/// the document id and their delimiter.
+#[derive(Clone, Debug)]
+pub struct ElasticsearchTable {
+    pub config: crate::sink::elasticsearch::ElasticsearchConfig,
+    pub id_columns: Vec<usize>,
+    pub delimiter: String,
+}
+
+const ES_OPTIONS: &[&str] = &[
+    "connector",
+    "hosts",
+    "index",
+    "username",
+    "password",
+    "format",
+    "document-id.key-delimiter",
+    "document-id.fields",
+    "sink.bulk-flush.max-actions",
+    "sink.bulk-flush.backoff.max-retries",
+    "sink.bulk-flush.backoff.delay",
+    "sink.bulk-flush.backoff.strategy",
+    "connection.request-timeout",
+];
+
+pub(crate) fn elasticsearch(opts: &Options, pos: Pos, columns: &[String]) -> Result<ElasticsearchTable, SqlError> {
+    check_known("elasticsearch-7", opts, ES_OPTIONS)?;
+    let get = |k: &str| opts.get(k).map(|(v, p)| (v.as_str(), *p));
+    let (hosts, hp) =
+        get("hosts").ok_or_else(|| SqlError::at(pos, "the elasticsearch-7 connector needs a 'hosts' option").hint("'hosts' = 'http://127.0.0.1:9200'"))?;
+    let first = hosts.split(';').next().unwrap_or("").trim();
+    let hostport = first
+        .strip_prefix("http://")
+        .ok_or_else(|| SqlError::at(hp, format!("'{first}' is not an http:// address")).hint("weir speaks plain HTTP to Elasticsearch (no TLS)"))?
+        .trim_end_matches('/');
+    use std::net::ToSocketAddrs;
+    let address = hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| SqlError::at(hp, format!("cannot resolve '{hostport}'")))?;
+    let (index, _) = get("index").ok_or_else(|| SqlError::at(pos, "the elasticsearch-7 connector needs an 'index' option"))?;
+    if let Some((f, p)) = get("format") {
+        if f != "json" {
+            return Err(SqlError::at(p, format!("format '{f}' is not supported by the elasticsearch-7 connector")).hint("'json'"));
+        }
+    }
+    let mut id_columns = Vec::new();
+    if let Some((fields, p)) = get("document-id.fields") {
+        for f in fields.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let i = columns
+                .iter()
+                .position(|c| c.eq_ignore_ascii_case(f))
+                .ok_or_else(|| SqlError::at(p, format!("document id column `{f}` is not a column of the table")))?;
+            id_columns.push(i);
+        }
+    }
+    let basic_auth = get("username").map(|(u, _)| crate::sink::elasticsearch::base64(format!("{u}:{}", get("password").map(|p| p.0).unwrap_or("")).as_bytes()));
+    Ok(ElasticsearchTable {
+        config: crate::sink::elasticsearch::ElasticsearchConfig {
+            address,
+            host: hostport.to_string(),
+            index: index.to_string(),
+            basic_auth,
+            max_actions: match get("sink.bulk-flush.max-actions") {
+                Some((v, p)) => parse_count(v, p)?.max(1) as usize,
+                None => 1000,
+            },
+            max_retries: match get("sink.bulk-flush.backoff.max-retries") {
+                Some((v, p)) => parse_count(v, p)? as u32,
+                None => 8,
+            },
+            backoff_ms: match get("sink.bulk-flush.backoff.delay") {
+                Some((v, p)) => parse_duration(v, p)?.as_millis() as u64,
+                None => 50,
+            },
+            timeout: match get("connection.request-timeout") {
+                Some((v, p)) => parse_duration(v, p)?,
+                None => Duration::from_secs(30),
+            },
+        },
+        id_columns,
+        delimiter: get("document-id.key-delimiter").map(|d| d.0.to_string()).unwrap_or_else(|| "_".into()),
     })
 }
 

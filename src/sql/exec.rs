@@ -71,6 +71,16 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
         Connector::Jdbc(config) => out.sink(crate::sink::postgres::PostgresSink::<Row>::new((**config).clone())),
+        Connector::Elasticsearch(es) => {
+            let names: Arc<[String]> = job.sink.columns.iter().map(|(n, _)| n.clone()).collect();
+            let (ids, delimiter): (Arc<[usize]>, Arc<str>) = (es.id_columns.clone().into(), es.delimiter.as_str().into());
+            out.map(move |row| EsRow {
+                json: JsonRow { names: names.clone(), row },
+                id_columns: ids.clone(),
+                delimiter: delimiter.clone(),
+            })
+            .sink(crate::sink::elasticsearch::ElasticsearchSink::new(es.config.clone()))
+        }
         Connector::Gateway { .. } => return Err(SqlError::at(job.sink.pos, format!("gateway table `{}` cannot be written", job.sink.name))),
         Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
     }
@@ -107,6 +117,36 @@ impl crate::sink::postgres::SqlValues for Row {
         }
         out.push(')');
         Ok(())
+    }
+}
+
+/// A row as an Elasticsearch document: its JSON object and an id from its key columns (values in
+/// Flink's text forms joined by the delimiter, as Flink's connector builds them).
+pub struct EsRow {
+    pub json: JsonRow,
+    pub id_columns: Arc<[usize]>,
+    pub delimiter: Arc<str>,
+}
+
+impl crate::sink::elasticsearch::EsDocument for EsRow {
+    fn doc_id(&self) -> Option<String> {
+        if self.id_columns.is_empty() {
+            return None;
+        }
+        let mut id = String::new();
+        for (k, &i) in self.id_columns.iter().enumerate() {
+            if k > 0 {
+                id.push_str(&self.delimiter);
+            }
+            match &self.json.row[i] {
+                Value::Null => id.push_str("null"),
+                v => format_value(v, &mut id),
+            }
+        }
+        Some(id)
+    }
+    fn write_source(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        serde_json::to_writer(out, &self.json).map_err(|e| e.to_string())
     }
 }
 
@@ -782,6 +822,10 @@ pub fn explain(job: &Job) -> String {
             Connector::Blackhole => "blackhole".into(),
             Connector::Nexmark { .. } => "nexmark".into(),
             Connector::Gateway { .. } => "gateway".into(),
+            Connector::Elasticsearch(es) => format!(
+                "elasticsearch-7 {} index {}, ids from columns {:?}",
+                es.config.address, es.config.index, es.id_columns
+            ),
             Connector::Jdbc(c) => format!(
                 "jdbc postgresql://{}/{} table {} ({:?}{})",
                 c.address,

@@ -39,6 +39,8 @@ pub enum Connector {
     },
     /// A PostgreSQL table (Flink's `jdbc` connector, a sink).
     Jdbc(Box<crate::sink::postgres::PostgresConfig>),
+    /// An Elasticsearch / OpenSearch index (Flink's `elasticsearch-7` connector, a sink).
+    Elasticsearch(Box<super::connectors::ElasticsearchTable>),
     /// The Nexmark generator ([`super::nexmark`]): per physical column the field it holds;
     /// `flat`: the one kind of a flat table (`None`: the nested `datagen` table).
     Nexmark {
@@ -412,58 +414,62 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
     for o in &ct.options {
         opts.insert(o.key.clone(), (o.value.clone(), o.pos));
     }
-    let connector =
-        match opts.get("connector").map(|(v, p)| (v.as_str(), *p)) {
-            None => {
-                return Err(SqlError::at(ct.pos, format!("table `{}` has no 'connector' option", ct.name))
-                    .hint("add WITH ('connector' = 'filesystem', 'path' = ..., 'format' = 'csv')"))
-            }
-            Some(("filesystem", _)) => {
-                let (path, _) = opts
-                    .get("path")
-                    .ok_or_else(|| SqlError::at(ct.pos, "the filesystem connector needs a 'path' option"))?;
-                let format = match opts.get("format").map(|(v, p)| (v.as_str(), *p)) {
-                    Some(("csv", _)) => Format::Csv,
-                    Some(("json", _)) => Format::Json,
-                    Some((f, p)) => return Err(SqlError::at(p, format!("format '{f}' is not supported")).hint("use 'csv' or 'json'")),
-                    None => return Err(SqlError::at(ct.pos, "the filesystem connector needs a 'format' option").hint("'format' = 'csv' or 'json'")),
-                };
-                for (k, (_, p)) in &opts {
-                    if !matches!(
-                        k.as_str(),
-                        "connector" | "path" | "format" | "csv.field-delimiter" | "csv.ignore-parse-errors" | "json.ignore-parse-errors"
-                    ) {
-                        return Err(SqlError::at(*p, format!("option '{k}' is not supported by weir's filesystem connector"))
-                            .hint("supported: connector, path, format"));
-                    }
-                    if k == "csv.field-delimiter" && opts[k].0 != "," {
-                        return Err(SqlError::at(*p, "only ',' is supported as csv.field-delimiter"));
-                    }
+    let connector = match opts.get("connector").map(|(v, p)| (v.as_str(), *p)) {
+        None => {
+            return Err(SqlError::at(ct.pos, format!("table `{}` has no 'connector' option", ct.name))
+                .hint("add WITH ('connector' = 'filesystem', 'path' = ..., 'format' = 'csv')"))
+        }
+        Some(("filesystem", _)) => {
+            let (path, _) = opts
+                .get("path")
+                .ok_or_else(|| SqlError::at(ct.pos, "the filesystem connector needs a 'path' option"))?;
+            let format = match opts.get("format").map(|(v, p)| (v.as_str(), *p)) {
+                Some(("csv", _)) => Format::Csv,
+                Some(("json", _)) => Format::Json,
+                Some((f, p)) => return Err(SqlError::at(p, format!("format '{f}' is not supported")).hint("use 'csv' or 'json'")),
+                None => return Err(SqlError::at(ct.pos, "the filesystem connector needs a 'format' option").hint("'format' = 'csv' or 'json'")),
+            };
+            for (k, (_, p)) in &opts {
+                if !matches!(
+                    k.as_str(),
+                    "connector" | "path" | "format" | "csv.field-delimiter" | "csv.ignore-parse-errors" | "json.ignore-parse-errors"
+                ) {
+                    return Err(
+                        SqlError::at(*p, format!("option '{k}' is not supported by weir's filesystem connector")).hint("supported: connector, path, format")
+                    );
                 }
-                Connector::Filesystem {
-                    path: PathBuf::from(path),
-                    format,
+                if k == "csv.field-delimiter" && opts[k].0 != "," {
+                    return Err(SqlError::at(*p, "only ',' is supported as csv.field-delimiter"));
                 }
             }
-            Some(("gateway", _)) => {
-                let (config, format) = super::connectors::gateway(&opts, ct.pos)?;
-                Connector::Gateway {
-                    config: Box::new(config),
-                    format,
-                }
+            Connector::Filesystem {
+                path: PathBuf::from(path),
+                format,
             }
-            Some(("jdbc", _)) => {
-                let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
-                Connector::Jdbc(Box::new(super::connectors::jdbc(&opts, ct.pos, &names)?))
+        }
+        Some(("gateway", _)) => {
+            let (config, format) = super::connectors::gateway(&opts, ct.pos)?;
+            Connector::Gateway {
+                config: Box::new(config),
+                format,
             }
-            Some(("nexmark", _)) => super::nexmark::connector(&ct.name, ct.pos, &physical, &opts)?,
-            Some(("print", _)) => Connector::Print,
-            Some(("blackhole", _)) => Connector::Blackhole,
-            Some((c, p)) => {
-                return Err(SqlError::at(p, format!("connector '{c}' is not supported"))
-                    .hint("supported connectors: filesystem, nexmark, gateway, jdbc, print, blackhole"))
-            }
-        };
+        }
+        Some(("jdbc", _)) => {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+            Connector::Jdbc(Box::new(super::connectors::jdbc(&opts, ct.pos, &names)?))
+        }
+        Some(("elasticsearch-7", _)) => {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+            Connector::Elasticsearch(Box::new(super::connectors::elasticsearch(&opts, ct.pos, &names)?))
+        }
+        Some(("nexmark", _)) => super::nexmark::connector(&ct.name, ct.pos, &physical, &opts)?,
+        Some(("print", _)) => Connector::Print,
+        Some(("blackhole", _)) => Connector::Blackhole,
+        Some((c, p)) => {
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported"))
+                .hint("supported connectors: filesystem, nexmark, gateway, jdbc, elasticsearch-7, print, blackhole"))
+        }
+    };
     Ok(TableDef {
         name: ct.name,
         pos: ct.pos,
