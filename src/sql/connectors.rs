@@ -7,7 +7,10 @@
 //! `auth.tokens` (comma-separated), and the limits `max-body-bytes`, `max-header-bytes`,
 //! `max-connections`, `max-connections-per-client`, `header-timeout`, `idle-timeout`,
 //! `body-timeout`, `max-inflight-bytes`, `max-backlog-events`, `retry-after`,
-//! `segment-bytes`, `retention-bytes`, `dedup-window`, `validate-json`.
+//! `segment-bytes`, `retention-bytes`, `dedup-window`, `validate-json`; MQTT ingestion with
+//! `mqtt.broker` (`host:port`), `mqtt.client-id` (the persistent session), `mqtt.topics`
+//! (comma-separated filters, QoS 1), `mqtt.username`, `mqtt.password`, `mqtt.keep-alive`.
+//! `'connector' = 'mqtt'` is the same connector (events from MQTT only unless an address is set).
 //!
 //! `'connector' = 'jdbc'` (a PostgreSQL sink; see [`crate::sink::postgres`]): `url`
 //! (`jdbc:postgresql://host:port/database`, required), `table-name` (required), `username`,
@@ -120,6 +123,12 @@ const GATEWAY_OPTIONS: &[&str] = &[
     "retention-bytes",
     "dedup-window",
     "validate-json",
+    "mqtt.broker",
+    "mqtt.client-id",
+    "mqtt.topics",
+    "mqtt.username",
+    "mqtt.password",
+    "mqtt.keep-alive",
 ];
 
 /// The gateway connector's options. `partitions = 0` means one per shard (resolved when the job
@@ -165,7 +174,40 @@ pub(crate) fn gateway(opts: &Options, pos: Pos) -> Result<(GatewayConfig, Format
             _ => {}
         }
     }
-    if c.http_address.is_none() && c.tcp_address.is_none() {
+    if let Some((broker, bp)) = opts.get("mqtt.broker") {
+        use std::net::ToSocketAddrs;
+        let broker_addr = broker
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| SqlError::at(*bp, format!("cannot resolve MQTT broker '{broker}'")))?;
+        let (client_id, _) = opts
+            .get("mqtt.client-id")
+            .ok_or_else(|| SqlError::at(pos, "MQTT needs 'mqtt.client-id' (the persistent session's id, stable across restarts)"))?;
+        let topics: Vec<String> = opts
+            .get("mqtt.topics")
+            .map(|(t, _)| t.split([',', ';']).map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+            .unwrap_or_default();
+        if topics.is_empty() {
+            return Err(SqlError::at(pos, "MQTT needs 'mqtt.topics' (comma-separated topic filters)"));
+        }
+        c.mqtt = Some(crate::source::gateway::mqtt::MqttConfig {
+            broker: broker_addr,
+            client_id: client_id.clone(),
+            topics,
+            username: opts.get("mqtt.username").map(|(v, _)| v.clone()),
+            password: opts.get("mqtt.password").map(|(v, _)| v.clone()),
+            keep_alive: match opts.get("mqtt.keep-alive") {
+                Some((v, p)) => parse_duration(v, *p)?,
+                None => Duration::from_secs(30),
+            },
+            drop_before_ack_after: None,
+        });
+        // An MQTT table listens on no port unless asked to.
+    } else if opts.contains_key("mqtt.topics") || opts.contains_key("mqtt.client-id") {
+        return Err(SqlError::at(pos, "MQTT options need 'mqtt.broker'"));
+    }
+    if c.http_address.is_none() && c.tcp_address.is_none() && c.mqtt.is_none() {
         c.http_address = Some("127.0.0.1:0".into());
     }
     let mut check = c.clone();

@@ -447,7 +447,7 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                 format,
             }
         }
-        Some(("gateway", _)) => {
+        Some(("gateway" | "mqtt", _)) => {
             let (config, format) = super::connectors::gateway(&opts, ct.pos)?;
             Connector::Gateway {
                 config: Box::new(config),
@@ -467,7 +467,7 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
         Some(("blackhole", _)) => Connector::Blackhole,
         Some((c, p)) => {
             return Err(SqlError::at(p, format!("connector '{c}' is not supported"))
-                .hint("supported connectors: filesystem, nexmark, gateway, jdbc, elasticsearch-7, print, blackhole"))
+                .hint("supported connectors: filesystem, nexmark, gateway, mqtt, jdbc, elasticsearch-7, print, blackhole"))
         }
     };
     Ok(TableDef {

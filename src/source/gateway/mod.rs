@@ -33,6 +33,7 @@
 pub mod dedup;
 pub mod http;
 pub mod log;
+pub mod mqtt;
 mod notify;
 pub mod protocol;
 pub mod reader;
@@ -104,6 +105,8 @@ pub struct GatewayConfig {
     pub read_chunk_bytes: usize,
     /// io_uring buffer memory of the gateway thread's executor.
     pub io_memory_bytes: usize,
+    /// Also ingest from an MQTT broker (QoS 1, persistent session; see [`mqtt`]).
+    pub mqtt: Option<mqtt::MqttConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -132,6 +135,7 @@ impl Default for GatewayConfig {
             poll_ms: 2,
             read_chunk_bytes: 256 << 10,
             io_memory_bytes: 1 << 20,
+            mqtt: None,
         }
     }
 }
@@ -139,8 +143,11 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     /// Check the limits; the error names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.http_address.is_none() && self.tcp_address.is_none() {
-            return Err("gateway: set http_address or tcp_address".into());
+        if self.http_address.is_none() && self.tcp_address.is_none() && self.mqtt.is_none() {
+            return Err("gateway: set http_address, tcp_address or mqtt".into());
+        }
+        if self.mqtt.as_ref().is_some_and(|m| m.topics.is_empty() || m.client_id.is_empty()) {
+            return Err("gateway: mqtt needs a client id and at least one topic filter".into());
         }
         let positive = [
             ("partitions", self.partitions as u64),
@@ -208,6 +215,9 @@ pub struct GatewayCounters {
     pub inflight_bytes: AtomicU64,
     pub inflight_bytes_high_water: AtomicU64,
     pub torn_tails_recovered: AtomicU64,
+    pub mqtt_connects: AtomicU64,
+    pub mqtt_messages: AtomicU64,
+    pub mqtt_errors: AtomicU64,
 }
 
 /// A snapshot of the gateway's counters and its partitions.
@@ -232,6 +242,10 @@ pub struct GatewayStats {
     pub inflight_bytes: u64,
     pub inflight_bytes_high_water: u64,
     pub torn_tails_recovered: u64,
+    pub mqtt_connects: u64,
+    pub mqtt_messages: u64,
+    pub mqtt_errors: u64,
+    pub mqtt_last_error: Option<String>,
     /// Per partition: durable events end, reader position, oldest retained, bytes retained.
     pub partitions: Vec<PartitionStats>,
     pub draining: bool,
@@ -259,6 +273,8 @@ pub struct GatewayShared {
     pub drained: AtomicBool,
     pub(crate) drain_requested: AtomicBool,
     pub(crate) stop: AtomicBool,
+    /// The MQTT client's last connection error (for stats).
+    pub(crate) mqtt_last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl GatewayShared {
@@ -285,6 +301,10 @@ impl GatewayShared {
             inflight_bytes: l(&c.inflight_bytes),
             inflight_bytes_high_water: l(&c.inflight_bytes_high_water),
             torn_tails_recovered: l(&c.torn_tails_recovered),
+            mqtt_connects: l(&c.mqtt_connects),
+            mqtt_messages: l(&c.mqtt_messages),
+            mqtt_errors: l(&c.mqtt_errors),
+            mqtt_last_error: self.mqtt_last_error.lock().expect("mqtt error slot").clone(),
             partitions: self
                 .partitions
                 .iter()
@@ -407,6 +427,7 @@ impl Gateway {
             drained: AtomicBool::new(false),
             drain_requested: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            mqtt_last_error: std::sync::Mutex::new(None),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
@@ -476,6 +497,9 @@ impl Gateway {
         }
         if let Some(a) = self.tcp_addr {
             parts.push(format!("tcp://{a}"));
+        }
+        if let Some(m) = &self.config.mqtt {
+            parts.push(format!("mqtt://{} topics {}", m.broker, m.topics.join(",")));
         }
         parts.push(format!("log {}", self.config.log_dir.display()));
         parts.join(" ")

@@ -31,6 +31,7 @@ use glommio::net::{TcpListener, TcpStream};
 use super::dedup::{Accepted, DedupWindow};
 use super::http::{error_body, head_end, parse_head, response, RequestHead};
 use super::log::{partition_dir, recover, AppendError, PartitionLog};
+use super::mqtt::{self, MqttConfig};
 use super::protocol::{self, Reply, Status};
 use super::{client_of, GatewayConfig, GatewayShared};
 use crate::error::Result;
@@ -203,6 +204,12 @@ enum Refusal {
     Failed(String),
 }
 
+/// An appended request (to wait for), or a known key's earlier request.
+enum Appended {
+    New { accepted: Accepted, generation: u64 },
+    Known(Accepted),
+}
+
 /// What an accepted request got.
 struct Ack {
     accepted: Accepted,
@@ -303,9 +310,9 @@ impl Server {
         Ok(Ack { accepted, duplicate: true })
     }
 
-    /// Validate, deduplicate, append and wait for durability.
-    async fn ingest(&self, partition: usize, key: &[u8], events: &[&[u8]]) -> Result<Ack, Refusal> {
-        if self.config.validate_json {
+    /// Validate (if `validate`), deduplicate and append; the result says what to wait for.
+    async fn append_request(&self, partition: usize, key: &[u8], events: &[&[u8]], validate: bool) -> Result<Appended, Refusal> {
+        if validate && self.config.validate_json {
             for (i, ev) in events.iter().enumerate() {
                 if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(ev) {
                     add(&self.shared.counters.rejected_bad_request, 1);
@@ -316,7 +323,7 @@ impl Server {
         if !key.is_empty() {
             let known = self.dedup.borrow().get(key);
             if let Some(a) = known {
-                return self.duplicate(a).await;
+                return Ok(Appended::Known(a));
             }
         }
         let log = &self.logs[partition];
@@ -330,10 +337,27 @@ impl Server {
             // No await since the append: a retry arriving from now on finds the key.
             self.dedup.borrow_mut().insert(key, accepted);
         }
-        log.wait_durable(first + events.len() as u64, generation).await.map_err(refusal_of)?;
-        add(&self.shared.counters.requests_accepted, 1);
-        add(&self.shared.counters.events_accepted, events.len() as u64);
-        Ok(Ack { accepted, duplicate: false })
+        Ok(Appended::New { accepted, generation })
+    }
+
+    /// Wait until an appended (or known) request is durable.
+    async fn settle(&self, appended: Appended) -> Result<Ack, Refusal> {
+        match appended {
+            Appended::Known(a) => self.duplicate(a).await,
+            Appended::New { accepted, generation } => {
+                let log = &self.logs[accepted.partition];
+                log.wait_durable(accepted.first + accepted.count as u64, generation).await.map_err(refusal_of)?;
+                add(&self.shared.counters.requests_accepted, 1);
+                add(&self.shared.counters.events_accepted, accepted.count as u64);
+                Ok(Ack { accepted, duplicate: false })
+            }
+        }
+    }
+
+    /// Validate, deduplicate, append and wait for durability.
+    async fn ingest(&self, partition: usize, key: &[u8], events: &[&[u8]]) -> Result<Ack, Refusal> {
+        let appended = self.append_request(partition, key, events, true).await?;
+        self.settle(appended).await
     }
 
     fn retry_after(&self) -> u64 {
@@ -396,6 +420,9 @@ pub(crate) async fn run(config: GatewayConfig, shared: Arc<GatewayShared>, http:
     }
     if let Some(l) = tcp {
         acceptors.push(glommio::spawn_local(accept_loop(server.clone(), l, Protocol::Tcp)));
+    }
+    if let Some(mqtt) = server.config.mqtt.clone() {
+        acceptors.push(glommio::spawn_local(mqtt_loop(server.clone(), mqtt)));
     }
     let _ = ready.send(Ok(()));
     // The control loop: stop and drain requests come from other threads through atomics.
@@ -906,4 +933,163 @@ async fn tcp_events(
     let result = server.ingest(partition, key, &events).await.map_err(|r| (r, true));
     drop(reservation);
     result
+}
+
+/// The MQTT client: (re)connect with a persistent session and ingest what the broker delivers.
+async fn mqtt_loop(server: Rc<Server>, config: MqttConfig) {
+    let mut backoff = Duration::from_millis(100);
+    let mut dropped_once = false;
+    loop {
+        if server.draining.get() {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let connected = Cell::new(false);
+        let result = mqtt_session(&server, &config, &mut dropped_once, &connected).await;
+        if let Err(e) = result {
+            add(&server.shared.counters.mqtt_errors, 1);
+            *server.shared.mqtt_last_error.lock().expect("mqtt error slot") = Some(e);
+        }
+        if connected.get() {
+            backoff = Duration::from_millis(100);
+        }
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn mqtt_read(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> std::result::Result<Option<(u8, std::ops::Range<usize>, usize)>, String> {
+    loop {
+        if let Some(p) = mqtt::split_packet(buf, max).map_err(str::to_string)? {
+            return Ok(Some(p));
+        }
+        match within(deadline, read_some(stream, buf, READ_BYTES)).await {
+            None => return Ok(None),
+            Some(Ok(0)) => return Err("the broker closed the connection".into()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(format!("reading from the broker: {e}")),
+        }
+    }
+}
+
+async fn mqtt_session(server: &Server, config: &MqttConfig, dropped_once: &mut bool, connected: &Cell<bool>) -> std::result::Result<(), String> {
+    let timeout = Duration::from_secs(10);
+    let mut stream = TcpStream::connect_timeout(config.broker, timeout)
+        .await
+        .map_err(|e| format!("connecting to the MQTT broker {}: {e}", config.broker))?;
+    let _ = stream.set_nodelay(true);
+    let keep_alive = config.keep_alive.as_secs().clamp(1, 65_535) as u16;
+    let hello = mqtt::connect_packet(&config.client_id, false, keep_alive, config.username.as_deref(), config.password.as_deref());
+    if !write_by(&mut stream, &hello, Instant::now() + timeout).await {
+        return Err("writing CONNECT".into());
+    }
+    let max = server.config.max_body_bytes + 64;
+    let mut buf = Vec::new();
+    let (first, range, total) = mqtt_read(&mut stream, &mut buf, max, Instant::now() + timeout)
+        .await?
+        .ok_or("no CONNACK from the broker")?;
+    if first >> 4 != mqtt::CONNACK || buf[range.clone()].get(1) != Some(&0) {
+        return Err(format!("the broker refused the connection: {:?}", &buf[range]));
+    }
+    buf.drain(..total);
+    if !write_by(&mut stream, &mqtt::subscribe_packet(1, &config.topics), Instant::now() + timeout).await {
+        return Err("writing SUBSCRIBE".into());
+    }
+    connected.set(true);
+    add(&server.shared.counters.mqtt_connects, 1);
+    let mut appended_since_connect = 0u64;
+    loop {
+        if server.draining.get() || server.shared.stop.load(Ordering::Relaxed) {
+            // Stop taking messages: the broker keeps them for the next session.
+            return Ok(());
+        }
+        // Backpressure: leave messages with the broker while the job is behind.
+        let behind = server.shared.partitions.iter().any(|p| p.backlog_events() > server.config.max_backlog_events);
+        if behind {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let deadline = Instant::now() + config.keep_alive / 2;
+        let Some(_) = mqtt_read(&mut stream, &mut buf, max, deadline).await? else {
+            if !write_by(&mut stream, &mqtt::pingreq_packet(), Instant::now() + timeout).await {
+                return Err("writing PINGREQ".into());
+            }
+            continue;
+        };
+        // Every whole packet read so far: append them all, then acknowledge after one commit.
+        // Counted as a request in flight, so a drain waits for it.
+        server.active_requests.set(server.active_requests.get() + 1);
+        let result = mqtt_batch(server, config, &mut buf, max, &mut appended_since_connect).await;
+        server.active_requests.set(server.active_requests.get() - 1);
+        let acks = result?;
+        if let Some(n) = config.drop_before_ack_after {
+            if !*dropped_once && appended_since_connect >= n {
+                *dropped_once = true;
+                return Err("test: connection dropped before acknowledging".into());
+            }
+        }
+        if !acks.is_empty() && !write_by(&mut stream, &acks, Instant::now() + timeout).await {
+            return Err("writing PUBACK".into());
+        }
+    }
+}
+
+/// Append every whole PUBLISH in `buf` and wait until they are durable; the PUBACKs to send.
+async fn mqtt_batch(server: &Server, config: &MqttConfig, buf: &mut Vec<u8>, max: usize, appended: &mut u64) -> std::result::Result<Vec<u8>, String> {
+    {
+        let mut pending: Vec<(Option<u16>, Appended)> = Vec::new();
+        while let Some((first, range, total)) = mqtt::split_packet(&buf, max).map_err(str::to_string)? {
+            if first >> 4 == mqtt::SUBACK && buf[range.clone()].iter().skip(2).any(|c| *c == 0x80) {
+                return Err(format!("the broker refused a subscription of {:?}", config.topics));
+            }
+            if first >> 4 == mqtt::PUBLISH {
+                let p = mqtt::decode_publish(first, &buf[range]).map_err(str::to_string)?;
+                let partition = topic_partition(p.topic, server.config.partitions);
+                let key = if p.qos > 0 { mqtt::message_key(&config.client_id, &p) } else { Vec::new() };
+                if p.qos > 0 && !p.dup {
+                    // A fresh message: packet ids are reused, an old entry is not a duplicate.
+                    server.dedup.borrow_mut().remove(&key);
+                }
+                let result = server.append_request(partition, &key, &[p.payload], false).await;
+                let appended_request = result.map_err(|r| format!("appending an MQTT message: {}", refusal_text(&r)))?;
+                add(&server.shared.counters.mqtt_messages, 1);
+                pending.push((p.packet_id, appended_request));
+                *appended += 1;
+            }
+            buf.drain(..total);
+        }
+        let mut acks = Vec::new();
+        for (id, appended) in pending {
+            server
+                .settle(appended)
+                .await
+                .map_err(|r| format!("MQTT message not durable: {}", refusal_text(&r)))?;
+            if let Some(id) = id {
+                acks.extend_from_slice(&mqtt::puback_packet(id));
+            }
+        }
+        Ok(acks)
+    }
+}
+
+fn topic_partition(topic: &[u8], partitions: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % partitions as u64) as usize
+}
+
+fn refusal_text(r: &Refusal) -> String {
+    match r {
+        Refusal::Unauthorized => "unauthorized".into(),
+        Refusal::Timeout => "timeout".into(),
+        Refusal::TooLarge(m) | Refusal::BadRequest(m) | Refusal::RetryLater(m) | Refusal::Failed(m) => m.clone(),
+    }
 }
