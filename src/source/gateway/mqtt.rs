@@ -126,9 +126,12 @@ pub fn pingreq_packet() -> Vec<u8> {
     vec![PINGREQ << 4, 0]
 }
 
-/// A whole packet at the start of `buf`: `Ok(Some((first byte, body range, total length)))`,
-/// `Ok(None)` if more bytes are needed, `Err` if it is malformed or longer than `max`.
-pub fn split_packet(buf: &[u8], max: usize) -> Result<Option<(u8, std::ops::Range<usize>, usize)>, &'static str> {
+/// A whole packet in a buffer: its first byte, the range of its body, its total length.
+pub type PacketAt = (u8, std::ops::Range<usize>, usize);
+
+/// A whole packet at the start of `buf`: `Ok(Some(..))`, `Ok(None)` if more bytes are needed,
+/// `Err` if it is malformed or longer than `max`.
+pub fn split_packet(buf: &[u8], max: usize) -> Result<Option<PacketAt>, &'static str> {
     if buf.is_empty() {
         return Ok(None);
     }

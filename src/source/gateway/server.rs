@@ -1043,7 +1043,7 @@ async fn mqtt_session(server: &Server, config: &MqttConfig, dropped_once: &mut b
 async fn mqtt_batch(server: &Server, config: &MqttConfig, buf: &mut Vec<u8>, max: usize, appended: &mut u64) -> std::result::Result<Vec<u8>, String> {
     {
         let mut pending: Vec<(Option<u16>, Appended)> = Vec::new();
-        while let Some((first, range, total)) = mqtt::split_packet(&buf, max).map_err(str::to_string)? {
+        while let Some((first, range, total)) = mqtt::split_packet(buf, max).map_err(str::to_string)? {
             if first >> 4 == mqtt::SUBACK && buf[range.clone()].iter().skip(2).any(|c| *c == 0x80) {
                 return Err(format!("the broker refused a subscription of {:?}", config.topics));
             }
