@@ -105,7 +105,7 @@ fn a_windowed_count_lands_in_postgres_exactly_once() {
 
     weir::sql::run_script(&script("counts_eo", ", 'sink.delivery-guarantee' = 'exactly-once'"), &vars, config.clone()).unwrap();
     assert_eq!(read("counts_eo"), expected);
-    let prepared = psql(&url, "SELECT count(*) FROM pg_prepared_xacts");
+    let prepared = psql(&url, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE 'weir-counts_eo-%'");
     assert_eq!(prepared[0][0].as_deref(), Some("0"), "every prepared transaction was committed");
 
     // At-least-once with an upsert key: running the job twice overwrites, never duplicates.

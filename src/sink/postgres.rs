@@ -16,7 +16,9 @@
 //!   sink and shard that the checkpoint does not reference (a crashed run's leftovers; shard 0
 //!   also takes those of shards that no longer exist). At end of input the open transaction is
 //!   prepared and committed. Without checkpointing, exactly-once commits at end of input only.
-//!   The server needs `max_prepared_transactions > 0`.
+//!   `COMMIT PREPARED` runs on a second (control) connection: the data connection already
+//!   holds the next epoch's open transaction when a checkpoint completes. The server needs
+//!   `max_prepared_transactions > 0`.
 //!
 //! Values are sent as SQL literals in simple-query batches (strings quoted with `'` doubled,
 //! `standard_conforming_strings` forced on; NUL characters, which PostgreSQL cannot store, are
@@ -241,6 +243,9 @@ pub struct PostgresWriter {
     shards: usize,
     buffer: Rc<RefCell<RowBuffer>>,
     client: Option<tokio_postgres::Client>,
+    /// Exactly-once: a second connection for COMMIT / ROLLBACK PREPARED, which cannot run inside
+    /// the data connection's open transaction (the next epoch's rows arrive before the commit).
+    control: Option<tokio_postgres::Client>,
     /// Exactly-once: a transaction is open (rows written since the last prepare).
     open: bool,
     /// Exactly-once: prepared, not yet committed (epoch, transaction id).
@@ -269,6 +274,7 @@ impl PostgresWriter {
             shards,
             buffer,
             client: None,
+            control: None,
             open: false,
             prepared: Vec::new(),
             restored: None,
@@ -307,11 +313,15 @@ impl PostgresWriter {
         self.client.as_ref().expect("connected before writing")
     }
 
+    fn control(&self) -> &tokio_postgres::Client {
+        self.control.as_ref().expect("exactly-once writers open a control connection")
+    }
+
     /// `COMMIT PREPARED`, treating "does not exist" (committed before) as done.
     async fn commit_prepared(&self, gid: &str) -> Result<()> {
         let mut sql = String::from("COMMIT PREPARED ");
         quote_literal(gid, &mut sql).map_err(WeirError::Other)?;
-        match self.client().batch_execute(&sql).await {
+        match self.control().batch_execute(&sql).await {
             Ok(()) => Ok(()),
             Err(e) if e.as_db_error().is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => Ok(()),
             Err(e) => Err(pg_error(&self.config, "commit prepared", e)),
@@ -348,7 +358,7 @@ impl PostgresWriter {
             if mine && !keep.contains(&gid) && !self.referenced.contains(&gid) {
                 let mut sql = String::from("ROLLBACK PREPARED ");
                 quote_literal(&gid, &mut sql).map_err(WeirError::Other)?;
-                if let Err(e) = self.client().batch_execute(&sql).await {
+                if let Err(e) = self.control().batch_execute(&sql).await {
                     if !e.as_db_error().is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::UNDEFINED_OBJECT) {
                         return Err(pg_error(&self.config, "rolling back a leftover prepared transaction", e));
                     }
@@ -421,6 +431,7 @@ impl PostgresWriter {
     /// Drop the connection without committing (tests: what a crash leaves on the server).
     pub fn abandon(&mut self) {
         self.client = None;
+        self.control = None;
     }
 }
 
@@ -429,6 +440,7 @@ impl Flusher for PostgresWriter {
         Box::pin(async move {
             self.client = Some(connect(&self.config).await?);
             if self.config.guarantee == DeliveryGuarantee::ExactlyOnce {
+                self.control = Some(connect(&self.config).await?);
                 let committables = self.restored.take().unwrap_or_default();
                 self.resolve_restored(committables).await?;
             }

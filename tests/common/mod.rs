@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: a seeded PRNG and stream generators.
 #![allow(dead_code)]
 
+pub mod crash;
+
 /// SplitMix64: small, seeded, deterministic.
 pub struct Rng(u64);
 
