@@ -673,7 +673,7 @@ impl Binder<'_, '_> {
             }
             "REPLACE" => {
                 arity(3)?;
-                for (i, b) in bound.iter().enumerate().take(3) {
+                for (i, b) in bound.iter().enumerate() {
                     want(i, matches!(b.ty, String | Null), "STRING")?;
                 }
                 Ok(Typed {
