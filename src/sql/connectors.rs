@@ -381,6 +381,81 @@ pub(crate) fn elasticsearch(opts: &Options, pos: Pos, columns: &[String]) -> Res
 mod tests {
     use super::*;
 
+    fn opts(pairs: &[(&str, &str)]) -> Options {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| (k.to_string(), (v.to_string(), Pos { line: 2, column: i as u32 + 1 })))
+            .collect()
+    }
+
+    #[test]
+    fn connector_options_are_checked_with_positions() {
+        let p = Pos { line: 1, column: 1 };
+        let (g, format) = gateway(
+            &opts(&[
+                ("connector", "gateway"),
+                ("log.dir", "/tmp/x"),
+                ("max-body-bytes", "1mb"),
+                ("header-timeout", "2 s"),
+                ("auth.tokens", "a, b"),
+            ]),
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            (g.max_body_bytes, g.header_timeout, g.tokens.len(), format),
+            (1 << 20, Duration::from_secs(2), 2, Format::Json)
+        );
+        assert_eq!(g.http_address.as_deref(), Some("127.0.0.1:0"), "an ephemeral loopback port by default");
+        let e = gateway(&opts(&[("connector", "gateway")]), p).unwrap_err();
+        assert!(e.message.contains("log.dir"), "{e}");
+        let e = gateway(&opts(&[("connector", "gateway"), ("log.dir", "x"), ("max-bodybytes", "1")]), p).unwrap_err();
+        assert!(e.message.contains("max-bodybytes") && e.pos.unwrap().line == 2, "{e}");
+        let j = jdbc(
+            &opts(&[
+                ("connector", "jdbc"),
+                ("url", "jdbc:postgresql://127.0.0.1:5433/db?ssl=false"),
+                ("table-name", "t"),
+                ("sink.upsert-key", "id"),
+            ]),
+            p,
+            &["id".into(), "v".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            (j.address.port(), j.database.as_str(), j.upsert_key.len(), j.transaction_prefix.as_str()),
+            (5433, "db", 1, "weir-t")
+        );
+        let e = jdbc(&opts(&[("connector", "jdbc"), ("url", "jdbc:mysql://h/db"), ("table-name", "t")]), p, &[]).unwrap_err();
+        assert!(e.message.contains("not a PostgreSQL URL"), "{e}");
+        let e = jdbc(
+            &opts(&[
+                ("connector", "jdbc"),
+                ("url", "jdbc:postgresql://127.0.0.1/db"),
+                ("table-name", "t"),
+                ("sink.upsert-key", "nope"),
+            ]),
+            p,
+            &["id".into()],
+        )
+        .unwrap_err();
+        assert!(e.message.contains("nope"), "{e}");
+        let es = elasticsearch(
+            &opts(&[
+                ("connector", "elasticsearch-7"),
+                ("hosts", "http://127.0.0.1:9200"),
+                ("index", "i"),
+                ("document-id.fields", "id"),
+            ]),
+            p,
+            &["id".into()],
+        )
+        .unwrap();
+        assert_eq!((es.id_columns.clone(), es.delimiter.as_str(), es.config.max_actions), (vec![0], "_", 1000));
+        assert!(elasticsearch(&opts(&[("connector", "elasticsearch-7"), ("hosts", "https://h:9200"), ("index", "i")]), p, &[]).is_err());
+    }
+
     #[test]
     fn durations_and_sizes() {
         let p = Pos { line: 1, column: 1 };
