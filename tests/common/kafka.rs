@@ -137,7 +137,12 @@ impl Broker {
     /// Every message of `topic` currently in the log (read uncommitted: tansu returns aborted
     /// transactional records anyway), in (partition, offset) order.
     pub fn read_all(&self, topic: &str) -> Vec<Read> {
-        let consumer: BaseConsumer = self.config().set("enable.partition.eof", "true").create().expect("consumer");
+        let consumer: BaseConsumer = self
+            .config()
+            .set("enable.partition.eof", "true")
+            .set("group.id", "weir-test-reader")
+            .create()
+            .expect("consumer");
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
         let partitions = md.topics()[0].partitions().len() as i32;
         let mut tpl = TopicPartitionList::new();
