@@ -205,6 +205,7 @@ where
             retry_at_ms: 0,
         })
         .collect();
+    let _ = env.metrics.input_names.set(splits.iter().map(|s| s.reader.describe()).collect());
     for s in splits.iter_mut() {
         s.reader.open().await?;
     }
