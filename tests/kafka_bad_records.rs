@@ -56,14 +56,13 @@ fn bad_records_follow_the_policy() {
         .iter()
         .map(|s| (s.to_string(), 1))
         .collect();
-    let p1: Vec<(String, i64)> = [r#"{"id": "x", "name": "c"}"#, r#"{"id": 4, "name": "d"}"#].iter().map(|s| (s.to_string(), 1)).collect();
+    let p1: Vec<(String, i64)> = [r#"{"id": "x", "name": "c"}"#, r#"{"id": 4, "name": "d"}"#]
+        .iter()
+        .map(|s| (s.to_string(), 1))
+        .collect();
     broker.produce_lines("json-in", 0, &p0);
     broker.produce_lines("json-in", 1, &p1);
-    let good = vec![
-        Ev { id: 1, name: "a".into() },
-        Ev { id: 2, name: "b".into() },
-        Ev { id: 4, name: "d".into() },
-    ];
+    let good = vec![Ev { id: 1, name: "a".into() }, Ev { id: 2, name: "b".into() }, Ev { id: 4, name: "d".into() }];
 
     // fail: the first bad record of either partition stops the job, with where and what.
     let err = run_json(&broker, config(ErrorPolicy::Fail, None), None).unwrap_err().to_string();

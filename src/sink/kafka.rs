@@ -768,6 +768,13 @@ impl TransactionalProducer {
             return Ok(());
         }
         self.produce_in_transaction(c).await?;
+        self.finish_transaction(c).await
+    }
+
+    /// Commit the transaction [`Self::produce_in_transaction`] began and delete the log (the
+    /// second half of publishing). A fenced producer (a newer incarnation called
+    /// `init_transactions` with the same id) gets an error here.
+    pub async fn finish_transaction(&mut self, c: &Committable) -> Result<()> {
         let (p, timeout) = (self.producer().clone(), self.timeout);
         client::blocking(move || p.commit_transaction(timeout))
             .await
