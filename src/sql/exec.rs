@@ -16,8 +16,8 @@ use smallvec::SmallVec;
 
 use super::expr::{decimal_to_f64, Expr};
 use super::join::WindowJoinOp;
-use super::plan::{AggCall, AggFunc, Connector, Job, Plan, Rel};
-use super::source::RowFileSource;
+use super::plan::{AggCall, AggFunc, Connector, Job, KafkaFormat, KafkaTable, Plan, Rel};
+use super::source::{kafka_row_source, RowFileSource};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
@@ -61,8 +61,77 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
         }
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
+        Connector::Kafka(k) => kafka_sink(job, k, out)?,
     }
     Ok(env)
+}
+
+/// Write `out` to a Kafka table.
+fn kafka_sink(job: &Job, k: &KafkaTable, out: DataStream<Row>) -> Result<(), SqlError> {
+    use crate::sink::kafka::{KafkaSink, KafkaSinkOptions, ValueFormat};
+    let table = &job.sink;
+    let topic = k
+        .topic
+        .clone()
+        .ok_or_else(|| SqlError::at(table.pos, format!("sink table `{}` needs one 'topic' (not a pattern)", table.name)))?;
+    if table.layout.iter().any(|c| matches!(c, super::plan::ColumnSource::Metadata(_))) {
+        return Err(SqlError::at(
+            table.pos,
+            format!("sink table `{}`: writing METADATA columns is not supported", table.name),
+        ));
+    }
+    let mut options = KafkaSinkOptions::new(k.source.connection.bootstrap_servers.clone(), topic)
+        .delivery(k.sink_delivery)
+        .partitioner(k.sink_partitioner);
+    options.connection = k.source.connection.clone();
+    options.transactional_id_prefix = k.sink_transactional_id_prefix.clone();
+    if let Some(d) = &k.sink_transaction_log_dir {
+        options.transaction_log_dir = d.clone();
+    }
+    let key_columns: Arc<[usize]> = k
+        .key_fields
+        .iter()
+        .filter_map(|f| table.columns.iter().position(|(n, _)| n.eq_ignore_ascii_case(f)))
+        .collect();
+    let key_of = move |row: &Row| -> Option<Vec<u8>> {
+        if key_columns.is_empty() {
+            return None;
+        }
+        let mut s = String::new();
+        for (i, c) in key_columns.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            format_value(&row[*c], &mut s);
+        }
+        Some(s.into_bytes())
+    };
+    let err = |e: crate::error::WeirError| SqlError::at(table.pos, format!("sink table `{}`: {e}", table.name));
+    match k.format {
+        KafkaFormat::Csv => {
+            let sink = KafkaSink::<CsvRow>::new(options, ValueFormat::Csv)
+                .map_err(err)?
+                .key(move |r: &CsvRow| key_of(&r.0));
+            out.map(CsvRow).sink(sink);
+        }
+        KafkaFormat::Json => {
+            let names: Arc<[String]> = table.columns.iter().map(|(n, _)| n.clone()).collect();
+            let sink = KafkaSink::<JsonRow>::new(options, ValueFormat::Json)
+                .map_err(err)?
+                .key(move |r: &JsonRow| key_of(&r.row));
+            out.map(move |row| JsonRow { names: names.clone(), row }).sink(sink);
+        }
+        KafkaFormat::Raw => {
+            let sink = KafkaSink::<String>::new(options, ValueFormat::Raw).map_err(err)?;
+            out.map(|row: Row| {
+                let mut s = String::new();
+                format_value(&row[0], &mut s);
+                s
+            })
+            .sink(sink);
+        }
+    }
+    Ok(())
 }
 
 /// A row written as CSV fields in Flink's text forms.
@@ -120,10 +189,17 @@ fn ts_of(v: &Value) -> Timestamp {
 fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
     Ok(match &rel.plan {
         Plan::Scan { table } => {
-            let source = env.source(RowFileSource::new(table.clone())?);
+            let (source, idle) = match &table.connector {
+                Connector::Kafka(k) => (env.source(kafka_row_source(table.clone())?), k.idle_timeout_ms),
+                _ => (env.source(RowFileSource::new(table.clone())?), None),
+            };
             match table.rowtime {
                 Some((idx, delay)) => {
-                    source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx]))
+                    let mut strategy = WatermarkStrategy::bounded_out_of_orderness(delay);
+                    if let Some(ms) = idle {
+                        strategy = strategy.with_idleness(ms);
+                    }
+                    source.assign_timestamps_and_watermarks(strategy, move |r: &Row| ts_of(&r[idx]))
                 }
                 None => source.without_event_time(),
             }
@@ -489,6 +565,7 @@ pub fn explain(job: &Job) -> String {
         Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
         Connector::Print => "print (stdout)".into(),
         Connector::Blackhole => "blackhole".into(),
+        Connector::Kafka(k) => format!("kafka {:?} topic {}", k.format, k.topic.as_deref().unwrap_or("?")).to_lowercase(),
     };
     let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", job.sink.name);
     let cols: Vec<String> = job.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
@@ -518,6 +595,7 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
         Plan::Scan { table } => {
             let src = match &table.connector {
                 Connector::Filesystem { path, format } => format!("filesystem {} {}", format.extension(), path.display()),
+                Connector::Kafka(k) => format!("kafka {} {:?}", format!("{:?}", k.format).to_lowercase(), k.source.topics),
                 _ => "?".into(),
             };
             let wm = match table.rowtime {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 use glommio::io::BufferedFile;
 
-use super::plan::{ColumnSource, Connector, TableDef};
+use super::plan::{ColumnSource, Connector, MetadataKey, TableDef};
 use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Value};
 use super::SqlError;
 use crate::config::ErrorPolicy;
@@ -76,7 +76,6 @@ impl Source<Row> for RowFileSource {
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
         let path = self.files[split].clone();
         Ok(Box::new(RowFileReader {
-            table: self.table.clone(),
             format: self.format,
             path,
             file: None,
@@ -87,14 +86,12 @@ impl Source<Row> for RowFileSource {
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
-            physical: Row::new(),
-            fields: Vec::new(),
+            parser: RowParser::new(self.table.clone()),
         }))
     }
 }
 
 struct RowFileReader {
-    table: Arc<TableDef>,
     format: Format,
     path: PathBuf,
     file: Option<BufferedFile>,
@@ -107,65 +104,97 @@ struct RowFileReader {
     policy: ErrorPolicy,
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
+    parser: RowParser,
+}
+
+/// Why a row is bad: the column (if known) and what was wrong.
+pub(crate) struct BadRow {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+fn bad_row(field: Option<&str>, message: impl Into<String>) -> BadRow {
+    BadRow {
+        field: field.map(str::to_string),
+        message: message.into(),
+    }
+}
+
+/// Message metadata for a table's metadata columns (Kafka tables).
+pub(crate) struct RowMetadata<'a> {
+    pub timestamp: i64,
+    pub partition: i32,
+    pub offset: i64,
+    pub topic: &'a Arc<str>,
+}
+
+/// Parses one record's text (a file line, a Kafka value) into a table row: CSV or JSON fields
+/// by the table's physical columns, then computed and metadata columns. Shared by the
+/// filesystem and Kafka sources.
+pub(crate) struct RowParser {
+    table: Arc<TableDef>,
     physical: Row,
     fields: Vec<(usize, usize)>,
 }
 
-impl RowFileReader {
-    fn bad(&self, field: Option<&str>, message: String) -> WeirError {
-        WeirError::BadRecord {
-            file: self.path.display().to_string(),
-            line: self.line_no,
-            field: field.map(str::to_string),
-            message,
+impl RowParser {
+    pub(crate) fn new(table: Arc<TableDef>) -> Self {
+        Self {
+            table,
+            physical: Row::new(),
+            fields: Vec::new(),
         }
     }
 
-    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
-    fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
-        self.line_no += 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return Ok(());
+    /// Parse `text` (non-empty, without its newline) in `format` into a complete row.
+    pub(crate) fn parse(&mut self, format: Format, text: &[u8], meta: Option<&RowMetadata<'_>>) -> Result<Row, BadRow> {
+        match format {
+            Format::Csv => self.parse_csv(text)?,
+            Format::Json => self.parse_json(text)?,
         }
-        let res = match self.format {
-            Format::Csv => self.parse_csv(line),
-            Format::Json => self.parse_json(line),
-        };
-        let res = res.and_then(|()| self.complete_row());
-        match res {
-            Ok(row) => {
-                out.push(row);
-                Ok(())
-            }
-            Err(e) => match self.policy {
-                ErrorPolicy::Skip => {
-                    OperatorMetrics::add(&self.metrics.bad_records, 1);
-                    Ok(())
-                }
-                _ => Err(e),
-            },
-        }
+        self.complete_row(meta)
     }
 
-    fn complete_row(&mut self) -> Result<Row> {
+    /// A raw value: the one physical STRING column holds the whole text.
+    pub(crate) fn parse_raw(&mut self, text: &[u8], meta: Option<&RowMetadata<'_>>) -> Result<Row, BadRow> {
+        let text = std::str::from_utf8(text).map_err(|e| bad_row(None, format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1)))?;
+        self.physical.clear();
+        self.physical.push(Value::Str(Arc::from(text)));
+        self.complete_row(meta)
+    }
+}
+
+impl RowParser {
+    fn complete_row(&mut self, meta: Option<&RowMetadata<'_>>) -> Result<Row, BadRow> {
         let mut row = Row::new();
-        for c in &self.table.layout {
+        for (k, c) in self.table.layout.iter().enumerate() {
             row.push(match c {
                 ColumnSource::Physical(i) => self.physical[*i].clone(),
                 ColumnSource::Computed(e) => e.eval(&self.physical),
+                ColumnSource::Metadata(key) => match meta {
+                    None => Value::Null,
+                    Some(m) => match key {
+                        MetadataKey::Timestamp => match self.table.columns[k].1 {
+                            SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
+                            _ => Value::TimestampLtz(m.timestamp),
+                        },
+                        MetadataKey::Partition => Value::Int(m.partition as i64),
+                        MetadataKey::Offset => Value::Int(m.offset),
+                        MetadataKey::Topic => Value::Str(m.topic.clone()),
+                    },
+                },
             });
         }
         if let Some((rt, _)) = self.table.rowtime {
             if row[rt].is_null() {
                 let name = self.table.columns[rt].0.clone();
-                return Err(self.bad(Some(&name), "the time attribute is NULL".into()));
+                return Err(bad_row(Some(&name), "the time attribute is NULL"));
             }
         }
         Ok(row)
     }
 
-    fn parse_csv(&mut self, line: &[u8]) -> Result<()> {
+    fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadRow> {
         // Split into fields (RFC 4180 quotes), remembering byte ranges; quoted fields with
         // doubled quotes are unescaped on demand.
         self.fields.clear();
@@ -179,7 +208,7 @@ impl RowFileReader {
                 i += 1;
                 loop {
                     if i >= n {
-                        return Err(self.bad(None, "unterminated quoted field".into()));
+                        return Err(bad_row(None, "unterminated quoted field"));
                     }
                     if line[i] == b'"' {
                         if i + 1 < n && line[i + 1] == b'"' {
@@ -192,7 +221,7 @@ impl RowFileReader {
                     i += 1;
                 }
                 if i < n && line[i] != b',' {
-                    return Err(self.bad(None, "text after a closing quote".into()));
+                    return Err(bad_row(None, "text after a closing quote"));
                 }
             } else {
                 while i < n && line[i] != b',' {
@@ -212,7 +241,10 @@ impl RowFileReader {
         let _ = quoted_any;
         let phys = &self.table.physical;
         if self.fields.len() != phys.len() {
-            return Err(self.bad(None, format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len())));
+            return Err(bad_row(
+                None,
+                format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len()),
+            ));
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
@@ -235,30 +267,64 @@ impl RowFileReader {
                 raw.into()
             };
             let Ok(text) = std::str::from_utf8(&text) else {
-                return Err(self.bad(Some(name), "not UTF-8".into()));
+                return Err(bad_row(Some(name), "not UTF-8"));
             };
-            let v = parse_field(text, *ty).map_err(|m| self.bad(Some(name), m))?;
+            let v = parse_field(text, *ty).map_err(|m| bad_row(Some(name), m))?;
             self.physical.push(v);
         }
         Ok(())
     }
 
-    fn parse_json(&mut self, line: &[u8]) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| self.bad(None, format!("not JSON: {e}")))?;
+    fn parse_json(&mut self, line: &[u8]) -> Result<(), BadRow> {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| bad_row(None, format!("not JSON: {e}")))?;
         let serde_json::Value::Object(map) = v else {
-            return Err(self.bad(None, "not a JSON object".into()));
+            return Err(bad_row(None, "not a JSON object"));
         };
         self.physical.clear();
         for (name, ty) in self.table.physical.clone().iter() {
             let val = match map.get(name) {
                 None | Some(serde_json::Value::Null) => Value::Null,
-                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| self.bad(Some(name), m))?,
+                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| bad_row(Some(name), m))?,
                 Some(serde_json::Value::Bool(b)) if *ty == SqlType::Boolean => Value::Bool(*b),
-                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| self.bad(Some(name), m))?,
+                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| bad_row(Some(name), m))?,
             };
             self.physical.push(val);
         }
         Ok(())
+    }
+}
+
+impl RowFileReader {
+    fn bad(&self, field: Option<&str>, message: String) -> WeirError {
+        WeirError::BadRecord {
+            file: self.path.display().to_string(),
+            line: self.line_no,
+            field: field.map(str::to_string),
+            message,
+        }
+    }
+
+    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
+    fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
+        self.line_no += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(());
+        }
+        let res = self.parser.parse(self.format, line, None).map_err(|b| self.bad(b.field.as_deref(), b.message));
+        match res {
+            Ok(row) => {
+                out.push(row);
+                Ok(())
+            }
+            Err(e) => match self.policy {
+                ErrorPolicy::Skip => {
+                    OperatorMetrics::add(&self.metrics.bad_records, 1);
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// Read the next chunk into `pending`; returns the number of bytes read (0 at end).
@@ -365,5 +431,58 @@ impl SplitReader<Row> for RowFileReader {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+/// A Kafka table's messages as rows (the value parsed by the table's format, metadata columns
+/// from the message); bad values follow the engine's bad-record policy like any Kafka source.
+pub fn kafka_row_source(table: Arc<TableDef>) -> Result<crate::source::kafka::KafkaSource<Row>, SqlError> {
+    let Connector::Kafka(k) = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not a kafka table", table.name)));
+    };
+    let (t, format) = (table.clone(), k.format);
+    let factory: crate::source::kafka::DecoderFactory<Row> = Arc::new(move || {
+        Box::new(RowDecoder {
+            parser: RowParser::new(t.clone()),
+            format,
+        })
+    });
+    crate::source::kafka::KafkaSource::new(k.source.clone(), factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
+}
+
+/// Decodes one Kafka message into a row.
+struct RowDecoder {
+    parser: RowParser,
+    format: super::plan::KafkaFormat,
+}
+
+impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
+    fn decode(&mut self, msg: &crate::source::kafka::MessageView<'_>, out: &mut Vec<Row>) -> Result<(), crate::source::file::BadLine> {
+        use super::plan::KafkaFormat;
+        let Some(value) = msg.value else { return Ok(()) };
+        let value = value.strip_suffix(b"\n").unwrap_or(value);
+        let value = value.strip_suffix(b"\r").unwrap_or(value);
+        let meta = RowMetadata {
+            timestamp: msg.timestamp,
+            partition: msg.partition,
+            offset: msg.offset,
+            topic: msg.topic,
+        };
+        let row = match self.format {
+            KafkaFormat::Raw => self.parser.parse_raw(value, Some(&meta)),
+            _ if value.iter().all(u8::is_ascii_whitespace) => return Ok(()),
+            KafkaFormat::Csv => self.parser.parse(Format::Csv, value, Some(&meta)),
+            KafkaFormat::Json => self.parser.parse(Format::Json, value, Some(&meta)),
+        };
+        match row {
+            Ok(row) => {
+                out.push(row);
+                Ok(())
+            }
+            Err(b) => Err(crate::source::file::BadLine {
+                field: b.field,
+                message: b.message,
+            }),
+        }
     }
 }
