@@ -5,6 +5,7 @@
 //!
 //! A missing binary fails the test when `CI` is set; elsewhere the test is skipped with a loud
 //! message (run `.ci/setup.sh`).
+#![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -28,6 +29,9 @@ fn tansu_binary() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join("tansu")).find(|p| p.is_file())
 }
+
+/// A record to produce: (partition, key, value, timestamp ms).
+pub type Produce<'a> = (i32, Option<&'a [u8]>, &'a [u8], i64);
 
 /// A running broker; killed (by PID) on drop.
 pub struct Broker {
@@ -109,7 +113,7 @@ impl Broker {
     }
 
     /// Produce `(partition, key, value, timestamp ms)` records, waiting for their delivery.
-    pub fn produce(&self, topic: &str, records: &[(i32, Option<&[u8]>, &[u8], i64)]) {
+    pub fn produce(&self, topic: &str, records: &[Produce<'_>]) {
         let producer: BaseProducer = self.config().set("linger.ms", "1").create().expect("producer");
         for (partition, key, value, ts) in records {
             let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(*partition).payload(*value).timestamp(*ts);
@@ -130,7 +134,7 @@ impl Broker {
 
     /// Produce text values, all on `partition`, with timestamps `ts`.
     pub fn produce_lines(&self, topic: &str, partition: i32, lines: &[(String, i64)]) {
-        let recs: Vec<(i32, Option<&[u8]>, &[u8], i64)> = lines.iter().map(|(l, ts)| (partition, None, l.as_bytes(), *ts)).collect();
+        let recs: Vec<Produce<'_>> = lines.iter().map(|(l, ts)| (partition, None, l.as_bytes(), *ts)).collect();
         self.produce(topic, &recs);
     }
 
