@@ -56,6 +56,25 @@ pub struct EngineConfig {
     pub wakeup_tick_ms: u64,
     /// Rolling size of filesystem sink part files.
     pub sink_part_file_bytes: u64,
+    /// `execution.checkpointing.interval` (ms); 0 turns checkpointing off.
+    pub checkpoint_interval_ms: u64,
+    /// `execution.checkpointing.dir`: this job's checkpoints (`chk-<epoch>` directories).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `execution.checkpointing.timeout` (ms): a checkpoint not complete by then is aborted.
+    pub checkpoint_timeout_ms: u64,
+    /// `execution.checkpointing.min-pause` (ms) between the end of one checkpoint and the next.
+    pub checkpoint_min_pause_ms: u64,
+    /// `execution.checkpointing.max-concurrent-checkpoints`.
+    pub checkpoint_max_concurrent: usize,
+    /// `state.checkpoints.num-retained`: complete checkpoints kept on disk.
+    pub checkpoints_retained: usize,
+    /// `restart-strategy.fixed-delay.attempts`: restarts from the latest checkpoint after a
+    /// failure (with checkpointing on) before the job fails.
+    pub restart_attempts: u32,
+    /// `restart-strategy.fixed-delay.delay` (ms) before a restart.
+    pub restart_delay_ms: u64,
+    /// Restore from this checkpoint or savepoint directory at start (`--restore`).
+    pub restore_from: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +94,15 @@ impl Default for EngineConfig {
             max_line_bytes: 1 << 20,
             wakeup_tick_ms: 1,
             sink_part_file_bytes: 128 << 20,
+            checkpoint_interval_ms: 0,
+            checkpoint_dir: None,
+            checkpoint_timeout_ms: 600_000,
+            checkpoint_min_pause_ms: 0,
+            checkpoint_max_concurrent: 1,
+            checkpoints_retained: 1,
+            restart_attempts: 3,
+            restart_delay_ms: 1_000,
+            restore_from: None,
         }
     }
 }
@@ -119,7 +147,34 @@ impl EngineConfig {
         if self.max_line_bytes < 16 {
             return Err(format!("max_line_bytes = {} is too small", self.max_line_bytes));
         }
+        if self.checkpoint_interval_ms > 0 {
+            if self.checkpoint_dir.is_none() {
+                return Err("execution.checkpointing.interval is set but execution.checkpointing.dir (checkpoint_dir) is not".into());
+            }
+            self.checkpoint_settings().validate()?;
+        }
         Ok(())
+    }
+
+    /// True when the job runs with checkpoints (or restores from one).
+    pub fn checkpointing(&self) -> bool {
+        self.checkpoint_interval_ms > 0 || self.restore_from.is_some()
+    }
+
+    /// The coordinator's settings (an interval of 0 — restore without new checkpoints — never
+    /// triggers one).
+    pub fn checkpoint_settings(&self) -> crate::checkpoint::protocol::CheckpointSettings {
+        crate::checkpoint::protocol::CheckpointSettings {
+            interval_ms: if self.checkpoint_interval_ms == 0 {
+                u64::MAX / 4
+            } else {
+                self.checkpoint_interval_ms
+            },
+            timeout_ms: self.checkpoint_timeout_ms,
+            min_pause_ms: self.checkpoint_min_pause_ms,
+            max_concurrent: self.checkpoint_max_concurrent,
+            retained: self.checkpoints_retained,
+        }
     }
 
     /// Parse a TOML document (the `[engine]` table of a config file, or the whole file).

@@ -19,7 +19,7 @@ use crate::operator::stateless::{FilterOp, FlatMapOp, MapOp};
 use crate::operator::Push;
 use crate::ring::{build_edge, connect_receivers, EdgeKind, RingInputs};
 use crate::shard::runtime::{execute, EdgeDef, JobGraph, JobReport, SegmentDef};
-use crate::shard::segment::{run_input, run_source, EventTime, SegmentEnv};
+use crate::shard::segment::{run_input, run_source, EventTime, SegmentCheckpoint, SegmentEnv};
 use crate::shard::BuildCtx;
 use crate::sink::collect::{CollectSink, Collected};
 use crate::sink::Sink;
@@ -111,6 +111,8 @@ impl StreamEnv {
 
     /// [`StreamEnv::segment_env`] counting into `metrics`.
     pub(crate) fn segment_env_with(ctx: &mut BuildCtx<'_>, name: &str, metrics: Arc<crate::shard::OperatorMetrics>) -> SegmentEnv {
+        let checkpoint = ctx.checkpoint.clone();
+        let participant = checkpoint.as_ref().map_or(0, |c| c.participant(ctx.shard, ctx.segment));
         SegmentEnv {
             name: name.to_string(),
             shard: ctx.shard,
@@ -119,6 +121,7 @@ impl StreamEnv {
             timers: ctx.timers.clone(),
             metrics,
             connected: false,
+            checkpoint: SegmentCheckpoint::new(checkpoint, participant, std::mem::take(&mut ctx.committers)),
         }
     }
 
@@ -220,12 +223,14 @@ impl<T: Send + 'static> SourceStream<T> {
             let splits = source.split_count(ctx.shards)?;
             let mut readers = Vec::new();
             let mut split = ctx.shard;
+            let mut split_ids = Vec::new();
             // Readers count bad records in the source operator's metrics, the same instance the
             // segment loop counts records in.
             let metrics = ctx.operator_metrics(&seg_name);
             ctx.source_metrics = Some(metrics.clone());
             while split < splits {
                 readers.push(source.reader(split, ctx)?);
+                split_ids.push(split);
                 split += ctx.shards;
             }
             ctx.source_metrics = None;
@@ -237,7 +242,7 @@ impl<T: Send + 'static> SourceStream<T> {
                 },
                 None => EventTime::None,
             };
-            Ok(Box::pin(run_source(readers, et, chain, env)))
+            Ok(Box::pin(run_source(split_ids.into_iter().zip(readers).collect(), et, chain, env)))
         });
         DataStream {
             env: self.env,

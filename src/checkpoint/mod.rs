@@ -11,5 +11,8 @@
 //! effect: two-phase-commit sinks commit only on `Complete`); completing epoch *n* subsumes
 //! every pending epoch below *n*.
 
+pub mod coordinator;
+pub mod files;
 pub mod protocol;
+pub mod runtime;
 pub mod snapshot;

@@ -104,6 +104,8 @@ pub struct Coordinator {
     last_triggered_ms: Option<u64>,
     retained: VecDeque<u64>,
     figures: CoordinatorFigures,
+    /// Participants that reached end of input: they acknowledge every epoch from then on.
+    finished: Vec<bool>,
 }
 
 impl Coordinator {
@@ -122,7 +124,49 @@ impl Coordinator {
             last_triggered_ms: None,
             retained: restored.into_iter().collect(),
             figures: CoordinatorFigures::default(),
+            finished: vec![false; participants],
         }
+    }
+
+    /// True once every participant reached end of input.
+    pub fn all_finished(&self) -> bool {
+        self.finished.iter().all(|f| *f)
+    }
+
+    /// Participant `who` reached end of input with everything it will ever output snapshotted
+    /// or pre-committed: it acknowledges every pending and future epoch (Flink's checkpoints
+    /// after tasks finished).
+    pub fn finish(&mut self, who: usize, now_ms: u64) -> Vec<Action> {
+        assert!(who < self.participants, "participant {who} out of range");
+        self.finished[who] = true;
+        let mut actions = Vec::new();
+        for epoch in self.pending_epochs() {
+            actions.extend(self.acknowledge(epoch, who, now_ms));
+        }
+        actions
+    }
+
+    /// The final checkpoint of a bounded job: every participant finished, so an epoch is
+    /// opened and completed at once (it publishes the sinks' last pre-committed output).
+    pub fn complete_final(&mut self, now_ms: u64) -> Vec<Action> {
+        assert!(self.all_finished(), "the final checkpoint needs every participant finished");
+        assert!(self.pending.is_empty(), "finished participants acknowledge every pending epoch");
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        self.figures.triggered += 1;
+        self.pending.insert(
+            epoch,
+            Pending {
+                started_ms: now_ms,
+                acked: vec![false; self.participants],
+                remaining: self.participants,
+            },
+        );
+        let mut actions = Vec::new();
+        for who in 0..self.participants {
+            actions.extend(self.acknowledge(epoch, who, now_ms));
+        }
+        actions
     }
 
     pub fn last_completed(&self) -> Option<u64> {
@@ -161,15 +205,15 @@ impl Coordinator {
         let room = self.pending.len() < self.settings.max_concurrent;
         // Flink: with a min pause, no checkpoint starts while another is in flight.
         let pause_blocks = self.settings.min_pause_ms > 0 && !self.pending.is_empty();
-        if interval_due && pause_done && room && !pause_blocks {
+        if interval_due && pause_done && room && !pause_blocks && !self.all_finished() {
             let epoch = self.next_epoch;
             self.next_epoch += 1;
             self.pending.insert(
                 epoch,
                 Pending {
                     started_ms: now_ms,
-                    acked: vec![false; self.participants],
-                    remaining: self.participants,
+                    acked: self.finished.clone(),
+                    remaining: self.finished.iter().filter(|f| !**f).count(),
                 },
             );
             self.last_triggered_ms = Some(now_ms);
@@ -319,6 +363,19 @@ mod tests {
         assert_eq!(actions[1], Action::Complete { epoch: 9, discard: vec![] });
         c.tick(200);
         assert_eq!(c.acknowledge(10, 0, 210), vec![Action::Complete { epoch: 10, discard: vec![7] }]);
+    }
+
+    #[test]
+    fn finished_participants_acknowledge_every_epoch_and_a_final_one_completes() {
+        let mut c = Coordinator::new(settings(), 2, None);
+        c.tick(0);
+        c.acknowledge(1, 0, 5);
+        assert_eq!(c.finish(1, 6), vec![Action::Complete { epoch: 1, discard: vec![] }]);
+        assert_eq!(c.tick(100), vec![Action::Trigger { epoch: 2 }]);
+        assert_eq!(c.acknowledge(2, 0, 101), vec![Action::Complete { epoch: 2, discard: vec![] }]);
+        assert!(c.finish(0, 150).is_empty());
+        assert!(c.tick(1_000).is_empty(), "nothing left to checkpoint once all finished");
+        assert_eq!(c.complete_final(1_001), vec![Action::Complete { epoch: 3, discard: vec![1] }]);
     }
 
     #[test]

@@ -293,6 +293,11 @@ where
         self.out.idle();
     }
 
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        snapshot.decline("keyed process function", "keyed state cannot be checkpointed yet");
+        self.out.barrier(epoch, snapshot);
+    }
+
     fn end(&mut self) {
         debug_assert!(self.timers.event.is_empty(), "end of input before the final watermark");
         self.report();

@@ -9,6 +9,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::metrics::{MetricsRegistry, OperatorFigures};
 use super::{BuildCtx, ProcessingTimers};
+use crate::checkpoint::coordinator::{CheckpointFigures, CoordinatorDriver};
+use crate::checkpoint::files::{read_snapshot, CheckpointStore};
+use crate::checkpoint::runtime::{CheckpointControl, TaskMessage};
 use crate::config::EngineConfig;
 use crate::error::{Result, WeirError};
 use crate::key::KeyGroups;
@@ -52,6 +55,10 @@ pub struct JobReport {
     pub operators: BTreeMap<String, OperatorFigures>,
     /// Per ring: (edge, from shard, to shard) → figures.
     pub rings: Vec<((usize, usize, usize), RingFigures)>,
+    /// What checkpoints did in the last attempt (empty without checkpointing).
+    pub checkpoints: CheckpointFigures,
+    /// Restarts from a checkpoint after failures.
+    pub restarts: u32,
 }
 
 impl JobReport {
@@ -96,11 +103,106 @@ pub fn execute(graph: JobGraph, config: &EngineConfig) -> Result<JobReport> {
 }
 
 /// [`execute`] with a caller-owned metrics registry (so a control plane can read live figures).
+///
+/// With checkpointing on, a failed attempt is restarted from the latest complete checkpoint
+/// up to `restart_attempts` times after `restart_delay_ms` (Flink's fixed-delay strategy).
 pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: Arc<MetricsRegistry>) -> Result<JobReport> {
     config.validate().map_err(WeirError::Config)?;
+    let started = Instant::now();
+    let mut restore_from = config.restore_from.clone();
+    let mut restarts = 0u32;
+    loop {
+        match execute_attempt(&graph, config, &registry, restore_from.as_deref()) {
+            Ok(mut report) => {
+                report.elapsed = started.elapsed();
+                report.restarts = restarts;
+                return Ok(report);
+            }
+            Err(e) if config.checkpoint_interval_ms > 0 && restarts < config.restart_attempts => {
+                restarts += 1;
+                let store = CheckpointStore::new(config.checkpoint_dir.clone().expect("validated: checkpointing has a dir"));
+                if let Some(latest) = store.latest()? {
+                    restore_from = Some(latest);
+                }
+                eprintln!(
+                    "weir: job failed ({e}); restart {restarts} of {} in {} ms from {}",
+                    config.restart_attempts,
+                    config.restart_delay_ms,
+                    restore_from
+                        .as_ref()
+                        .map_or("the beginning (no complete checkpoint yet)".to_string(), |p| p.display().to_string())
+                );
+                std::thread::sleep(Duration::from_millis(config.restart_delay_ms));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends [`TaskMessage::ShardExited`] when a shard's executor ends, even by panic.
+struct ExitNotice {
+    control: Option<Arc<CheckpointControl>>,
+    shard: usize,
+    error: Option<String>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        if let Some(c) = &self.control {
+            let error = if std::thread::panicking() {
+                Some("panicked".to_string())
+            } else {
+                self.error.take()
+            };
+            c.send(TaskMessage::ShardExited { shard: self.shard, error });
+        }
+    }
+}
+
+fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<MetricsRegistry>, restore_from: Option<&std::path::Path>) -> Result<JobReport> {
     let shards = config.shard_count();
     let groups = KeyGroups::new(config.max_key_groups, shards as u32);
     let started = Instant::now();
+
+    let mut coordinator = None;
+    let mut control = None;
+    let mut restored_from = None;
+    if config.checkpointing() {
+        let restore = match restore_from {
+            Some(dir) => {
+                let (meta, set) = read_snapshot(dir)?;
+                if meta.max_key_groups != config.max_key_groups {
+                    return Err(WeirError::Checkpoint(format!(
+                        "{} was taken with max_key_groups = {}, this job has {}: key groups cannot change across a restore",
+                        dir.display(),
+                        meta.max_key_groups,
+                        config.max_key_groups
+                    )));
+                }
+                restored_from = Some(dir.display().to_string());
+                Some(set)
+            }
+            None => None,
+        };
+        let restored_epoch = restore.as_ref().map(|r| r.epoch);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = Arc::new(CheckpointControl::new(graph.segments.len(), tx, restore));
+        let dir = match &config.checkpoint_dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("weir-restore-{}", std::process::id())),
+        };
+        coordinator = Some(CoordinatorDriver {
+            control: c.clone(),
+            messages: rx,
+            store: CheckpointStore::new(dir),
+            settings: config.checkpoint_settings(),
+            shards,
+            max_key_groups: config.max_key_groups,
+            job: graph.segments.first().map(|s| s.name.clone()).unwrap_or_default(),
+            restored_epoch,
+        });
+        control = Some(c);
+    }
 
     let mut per_shard: Vec<Vec<ShardEnds>> = (0..shards).map(|_| Vec::new()).collect();
     for (e, edge) in graph.edges.iter().enumerate() {
@@ -111,13 +213,14 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
             per_shard[s].push(ends);
         }
     }
-    let graph = Arc::new(graph);
+    let graph = Arc::new(graph.clone());
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
         let graph = graph.clone();
         let config = config.clone();
         let registry = registry.clone();
+        let control = control.clone();
         let placement = if config.pin_cores {
             Placement::Fixed(shard % online)
         } else {
@@ -130,46 +233,22 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
             .preempt_timer(Duration::from_millis(10));
         let handle = builder
             .spawn(move || async move {
-                let mut tasks = Vec::with_capacity(graph.segments.len());
-                for seg in graph.segments.iter() {
-                    if shard == 0 {
-                        registry.begin_segment();
-                    }
-                    let mut ctx = BuildCtx {
-                        shard,
-                        shards,
-                        groups,
-                        config: &config,
-                        registry: &registry,
-                        edges: &mut edges,
-                        flushers: Vec::new(),
-                        timers: ProcessingTimers::default(),
-                        source_metrics: None,
-                        reading_edges: Vec::new(),
-                    };
-                    let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
-                        shard,
-                        message: format!("building segment {}: {e}", seg.name),
-                    })?;
-                    tasks.push(glommio::spawn_local(task));
-                }
-                let mut first_error = None;
-                let tick = Duration::from_millis(config.wakeup_tick_ms);
-                super::keep_awake_every(tick, async {
-                    for t in tasks {
-                        if let Err(e) = t.await {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                })
-                .await;
-                match first_error {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                }
+                let mut notice = ExitNotice {
+                    control: control.clone(),
+                    shard,
+                    error: None,
+                };
+                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control).await;
+                notice.error = result.as_ref().err().map(|e| e.to_string());
+                result
             })
             .map_err(|e| WeirError::Other(format!("starting shard {shard}: {e}")))?;
         handles.push(handle);
+    }
+    let mut checkpoints = CheckpointFigures::default();
+    if let Some(driver) = coordinator {
+        let (figures, _failure) = driver.run()?;
+        checkpoints = figures;
     }
     let mut first_error = None;
     for (shard, h) in handles.into_iter().enumerate() {
@@ -189,10 +268,67 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
     if let Some(e) = first_error {
         return Err(e);
     }
+    checkpoints.restored_from = restored_from;
     Ok(JobReport {
         shards,
         elapsed: started.elapsed(),
         operators: registry.operator_totals(),
         rings: registry.ring_figures(),
+        checkpoints,
+        restarts: 0,
     })
+}
+
+/// Build and run every segment of `graph` on this shard.
+#[allow(clippy::too_many_arguments)]
+async fn run_shard(
+    shard: usize,
+    shards: usize,
+    groups: KeyGroups,
+    graph: &JobGraph,
+    config: &EngineConfig,
+    registry: &Arc<MetricsRegistry>,
+    edges: &mut Vec<ShardEnds>,
+    control: Option<Arc<CheckpointControl>>,
+) -> Result<()> {
+    let mut tasks = Vec::with_capacity(graph.segments.len());
+    for (segment, seg) in graph.segments.iter().enumerate() {
+        if shard == 0 {
+            registry.begin_segment();
+        }
+        let mut ctx = BuildCtx {
+            shard,
+            shards,
+            groups,
+            config,
+            registry,
+            edges,
+            flushers: Vec::new(),
+            timers: ProcessingTimers::default(),
+            source_metrics: None,
+            reading_edges: Vec::new(),
+            segment,
+            checkpoint: control.clone(),
+            committers: Vec::new(),
+        };
+        let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
+            shard,
+            message: format!("building segment {}: {e}", seg.name),
+        })?;
+        tasks.push(glommio::spawn_local(task));
+    }
+    let mut first_error = None;
+    let tick = Duration::from_millis(config.wakeup_tick_ms);
+    super::keep_awake_every(tick, async {
+        for t in tasks {
+            if let Err(e) = t.await {
+                first_error.get_or_insert(e);
+            }
+        }
+    })
+    .await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -119,6 +119,7 @@ impl<T: Serialize> Push<T> for FormatPush {
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
     fn end(&mut self) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
 }
 
 impl<T: Serialize + Send + 'static> Sink<T> for FileSink {

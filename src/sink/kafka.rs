@@ -40,8 +40,13 @@
 //!   abort markers (tansu's fetch responses omit the aborted-transaction list) identifies the
 //!   committed records as those of epochs `<=` the marker whose attempt is the last one of
 //!   their (transactional id, epoch).
-//! - Without checkpoints (bounded jobs today), end of input is the final checkpoint: `close`
-//!   pre-commits and commits what is left. Unbounded jobs publish nothing until checkpoints run.
+//! - A fresh start (no checkpoint restored) resets the marker to 0 first: epochs start again at
+//!   1, and an earlier run's marker must not make this run's epochs look committed.
+//! - With checkpoints on, the engine pre-commits at every barrier and at end of input (the
+//!   final epoch, `u64::MAX`, marked as offset `i64::MAX`) and commits when a checkpoint
+//!   completes. Without checkpoints, end of input is the only commit (`close`); an unbounded
+//!   job without checkpoints publishes nothing, as Flink's exactly-once sink.
+//! - At-least-once also waits for acknowledgements at every checkpoint barrier.
 //!
 //! Partitioners (Flink's `sink.partitioner`): `default` (librdkafka's `murmur2_random`, Java
 //! Kafka's key hash; no key: random), `fixed` (shard `i` writes partition `i % partitions`),
@@ -338,6 +343,8 @@ impl<T: Serialize> Push<T> for KafkaPush<T> {
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
     fn end(&mut self) {}
+    /// The flusher pre-commits at the barrier (everything before it is in the buffer).
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
 }
 
 impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
@@ -349,6 +356,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
         let buffer = SharedOut::default();
         let cpus = client::client_cpus(ctx.config);
         let o = &self.options;
+        let committing = o.delivery != DeliveryGuarantee::None;
         let writer: Box<dyn Flusher> = match o.delivery {
             DeliveryGuarantee::None | DeliveryGuarantee::AtLeastOnce => {
                 let acks = if o.delivery == DeliveryGuarantee::None { "1" } else { "all" };
@@ -374,22 +382,29 @@ impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
                     .transactional_id_prefix
                     .clone()
                     .unwrap_or_else(|| format!("weir-{}-{}", o.topic, operator_name.replace([':', '#'], "-")));
-                let restored = self
-                    .restored
-                    .iter()
-                    .map(|c| snapshot::decode::<Committable>(c, "kafka sink committable"))
-                    .collect::<Result<Vec<_>>>()?
+                // A restore hands this shard the committables of the old shards it takes over.
+                let fresh = ctx.restore().is_none() && self.restored.is_empty();
+                let given = self.restored.iter().filter_map(|c| {
+                    let c = snapshot::decode::<Committable>(c, "kafka sink committable");
+                    c.map(|c| (c.shard % ctx.shards == ctx.shard).then_some(c)).transpose()
+                });
+                let from_engine = ctx
+                    .restored_committables(operator_name)
                     .into_iter()
-                    .filter(|c| c.shard % ctx.shards == ctx.shard)
-                    .collect();
+                    .map(|c| snapshot::decode::<Committable>(&c, "kafka sink committable"));
+                let restored = given.chain(from_engine).collect::<Result<Vec<_>>>()?;
                 Box::new(TransactionalWriter {
                     producer: TransactionalProducer::new(o, &format!("{prefix}-{}", ctx.shard), ctx.shard, cpus)?,
                     buffer: buffer.clone(),
-                    restored: Some(restored),
+                    restored: Some((restored, fresh)),
                 })
             }
         };
-        ctx.add_flusher(writer);
+        if committing {
+            ctx.add_committing_flusher(operator_name, writer);
+        } else {
+            ctx.add_flusher(writer);
+        }
         Ok(Box::new(KafkaPush {
             format: self.format,
             key: self.key.clone(),
@@ -724,7 +739,7 @@ impl TransactionalProducer {
 
     /// The epoch a bounded job's end of input commits as.
     pub fn next_epoch(&self) -> u64 {
-        self.last_epoch + 1
+        self.last_epoch.saturating_add(1)
     }
 
     /// The last epoch committed for `transactional_id` (its commit marker; 0 if none).
@@ -739,9 +754,29 @@ impl TransactionalProducer {
         .await
         .map_err(|e| kafka_error(&format!("reading the commit marker of {transactional_id}"), e))?;
         Ok(match committed.find_partition(&self.topic, 0).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) if o > 0 => o as u64,
+            Some(Offset::Offset(o)) if o > 0 => epoch_of_marker(o),
             _ => 0,
         })
+    }
+
+    /// A fresh start (no checkpoint restored): epochs begin again at 1, so the commit marker
+    /// an earlier run of the same transactional id left is reset to 0 (a plain offset commit).
+    /// Call before [`Self::connect`].
+    pub async fn reset_marker(&mut self) -> Result<()> {
+        let id = self.transactional_id.clone();
+        let consumer = self.marker_consumer(&id)?;
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        client::blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, Offset::Offset(0))?;
+            let committed = consumer.committed_offsets(tpl.clone(), timeout)?;
+            match committed.find_partition(&topic, 0).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) if o > 0 => consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| kafka_error(&format!("resetting the commit marker of {id}"), e))
     }
 
     fn marker_consumer(&mut self, transactional_id: &str) -> Result<Arc<BaseConsumer>> {
@@ -845,7 +880,7 @@ impl TransactionalProducer {
         wait_acknowledged(&producer, &c.topic).await?;
         // The commit marker, atomically with the records.
         let marker = self.marker_consumer(&c.transactional_id)?;
-        let (topic, e, timeout) = (c.topic.clone(), c.epoch as i64, self.timeout);
+        let (topic, e, timeout) = (c.topic.clone(), marker_offset(c.epoch), self.timeout);
         client::blocking(move || {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, 0, Offset::Offset(e))?;
@@ -858,6 +893,19 @@ impl TransactionalProducer {
     }
 }
 
+/// The marker offset of an epoch (offsets are `i64`; the final epoch `u64::MAX` is `i64::MAX`).
+fn marker_offset(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
+}
+
+fn epoch_of_marker(offset: i64) -> u64 {
+    if offset == i64::MAX {
+        u64::MAX
+    } else {
+        offset as u64
+    }
+}
+
 /// The consumer group whose committed offset is a transactional id's commit marker.
 pub fn marker_group(transactional_id: &str) -> String {
     format!("{transactional_id}.weir-commits")
@@ -867,7 +915,8 @@ pub fn marker_group(transactional_id: &str) -> String {
 struct TransactionalWriter {
     producer: TransactionalProducer,
     buffer: SharedOut,
-    restored: Option<Vec<Committable>>,
+    /// Until connect: the committables to resolve, and whether this is a fresh start.
+    restored: Option<(Vec<Committable>, bool)>,
 }
 
 impl TransactionalWriter {
@@ -895,7 +944,10 @@ impl TransactionalWriter {
 impl Flusher for TransactionalWriter {
     fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let restored = self.restored.take().unwrap_or_default();
+            let (restored, fresh) = self.restored.take().unwrap_or_default();
+            if fresh {
+                self.producer.reset_marker().await?;
+            }
             self.producer.connect(restored).await
         })
     }

@@ -267,8 +267,16 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                     allowed_lateness_ms: 0,
                 };
                 let op: Box<dyn Push<Row>> = match assigner {
-                    WindowAssigner::Session { .. } => Box::new(WindowDriver(SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
-                    _ => Box::new(WindowDriver(AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
+                    WindowAssigner::Session { .. } => Box::new(WindowDriver::build(
+                        SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+                        ctx,
+                        name,
+                    )?),
+                    _ => Box::new(WindowDriver::build(
+                        AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+                        ctx,
+                        name,
+                    )?),
                 };
                 Ok(op)
             });
@@ -341,7 +349,7 @@ fn join_key(keys: &[Expr], row: &Row, end: usize) -> KeyRow {
 }
 
 /// Accumulator of one aggregate call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum AccState {
     Count(i64),
     SumInt(i64, bool),

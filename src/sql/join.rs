@@ -176,6 +176,10 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> Push2<Row, Row> for WindowJ
     fn idle(&mut self) {
         self.out.idle();
     }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        snapshot.decline("SQL window join", "its state cannot be checkpointed yet");
+        self.out.barrier(epoch, snapshot);
+    }
     fn end(&mut self) {
         self.out.end();
     }

@@ -96,7 +96,7 @@ impl std::fmt::Display for SqlType {
 }
 
 /// One field of a row.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -208,7 +208,7 @@ impl StableHash for Value {
 }
 
 /// A grouping or join key: the key columns' values.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct KeyRow(pub SmallVec<[Value; 4]>);
 
 impl StableHash for KeyRow {

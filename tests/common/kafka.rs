@@ -149,38 +149,58 @@ impl Broker {
             .expect("consumer");
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
         let partitions = md.topics()[0].partitions().len() as i32;
+        // Read each partition to its end offset. The end is found by fetching (tansu's listed
+        // offsets answer the last batch's base offset + 1), and a partition is done once the
+        // consumer's position has reached the end its end-of-partition event reported.
         let mut tpl = TopicPartitionList::new();
-        let mut open = 0;
+        let mut open = std::collections::BTreeSet::new();
         for p in 0..partitions {
             let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap();
             if high > 0 {
-                tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-                open += 1;
+                // Not Offset::Beginning: tansu's listed earliest offset can lie past the first
+                // records (seen after transactional batches); 0 is reset by the broker if gone.
+                tpl.add_partition_offset(topic, p, Offset::Offset(0)).unwrap();
+                open.insert(p);
             }
         }
         let mut out = Vec::new();
-        if open == 0 {
+        if open.is_empty() {
             return out;
         }
         consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while open > 0 {
+        let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+        while !open.is_empty() {
             assert!(Instant::now() < deadline, "reading {topic} back timed out");
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // Done when a fresh look at the end agrees with what was read.
+                    let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap();
+                    let pos = consumer.position().unwrap();
+                    let at = match pos.find_partition(topic, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        _ => 0,
+                    };
+                    if at >= high && at >= next.get(&p).copied().unwrap_or(0) {
+                        open.remove(&p);
+                    }
+                }
                 Some(Err(e)) => panic!("reading {topic}: {e}"),
-                Some(Ok(m)) => out.push(Read {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    timestamp: m.timestamp().to_millis().unwrap_or(-1),
-                    headers: m
-                        .headers()
-                        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
-                        .unwrap_or_default(),
-                }),
+                Some(Ok(m)) => {
+                    next.insert(m.partition(), m.offset() + 1);
+                    out.push(Read {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        timestamp: m.timestamp().to_millis().unwrap_or(-1),
+                        headers: m
+                            .headers()
+                            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+                            .unwrap_or_default(),
+                    })
+                }
             }
         }
         out.sort_by_key(|r| (r.partition, r.offset));

@@ -311,14 +311,15 @@ fn plan_partitions(options: &KafkaSourceOptions) -> Result<Vec<PartitionPlan>> {
     let mut plans = Vec::new();
     for (topic, count) in &topics {
         for partition in 0..*count {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, timeout)
-                .map_err(|e| kafka_error(&format!("reading the offsets of {topic}[{partition}]"), e))?;
+            // Earliest is offset 0, not the listed earliest offset: tansu's ListOffsets answers
+            // are unreliable (its earliest can lie past the first records after transactional
+            // batches); a broker resets an offset below its log start to the true earliest
+            // (`auto.offset.reset = earliest`).
             plans.push(PartitionPlan {
                 topic: Arc::from(topic.as_str()),
                 partition,
-                start: low,
-                stop: options.bounded.then_some(high),
+                start: 0,
+                stop: None,
                 skip_before_timestamp: None,
             });
         }

@@ -1,0 +1,303 @@
+//! Checkpoints and savepoints on disk.
+//!
+//! Layout of a checkpoint directory (`execution.checkpointing.dir`):
+//! ```text
+//! <dir>/chk-<epoch>/state      every task's snapshot (keyed state by key group, positions, committables)
+//! <dir>/chk-<epoch>/_metadata  what the checkpoint is; written last, atomically
+//! <dir>/savepoints/sp-<epoch>-<ms>/{state,_metadata}   savepoints (never deleted by weir)
+//! ```
+//! Both files are framed `magic (8) | format version (u32) | payload length (u64) | crc32 (u32) |
+//! payload` with a postcard payload. The format is versioned and organised by key group, so
+//! a checkpoint or savepoint taken on N shards restores on M shards.
+//!
+//! Invariants: a checkpoint exists (is *complete*) iff its `_metadata` exists and verifies; the
+//! metadata is written after the state file is durable (write, fsync, rename, fsync the
+//! directory), so a crash at any point leaves either a complete checkpoint or a directory
+//! without metadata, which restore ignores and the next run deletes. Damage is never
+//! skipped silently: a `_metadata` or `state` file that fails its checksum is an error naming
+//! the file.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::runtime::{RestoreSet, TaskSnapshot};
+use crate::error::{Result, WeirError};
+
+const STATE_MAGIC: &[u8; 8] = b"WEIRSTAT";
+const META_MAGIC: &[u8; 8] = b"WEIRMETA";
+/// Version of the on-disk format; bump on incompatible change (restore refuses newer ones).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Checkpoint (owned by weir, retained K at a time) or savepoint (owned by the user).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotKind {
+    Checkpoint,
+    Savepoint,
+}
+
+/// The `_metadata` of a checkpoint or savepoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format_version: u32,
+    pub kind: SnapshotKind,
+    pub epoch: u64,
+    pub job: String,
+    pub shards: usize,
+    pub max_key_groups: u32,
+    /// True for the final checkpoint of a bounded job: a restore from it has nothing to read.
+    pub finished: bool,
+    pub created_ms: i64,
+    pub state_bytes: u64,
+    pub state_crc: u32,
+    /// Operators with keyed state, and sources with positions (for compatibility checks).
+    pub keyed_operators: Vec<String>,
+    pub sources: Vec<String>,
+}
+
+/// The state file's payload: every task's snapshot with the shard it ran on.
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    tasks: Vec<(usize, TaskSnapshot)>,
+}
+
+fn frame(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 24);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn unframe<'a>(magic: &[u8; 8], bytes: &'a [u8], path: &Path) -> Result<&'a [u8]> {
+    let bad = |what: String| WeirError::Checkpoint(format!("{}: {what}", path.display()));
+    if bytes.len() < 24 || &bytes[..8] != magic {
+        return Err(bad("not a weir checkpoint file (bad magic or too short)".into()));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version > FORMAT_VERSION {
+        return Err(bad(format!("format version {version} is newer than this weir's ({FORMAT_VERSION})")));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+    let payload = &bytes[24..];
+    if payload.len() as u64 != len {
+        return Err(bad(format!("payload is {} bytes, header says {len} (truncated)", payload.len())));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(bad("checksum mismatch (damaged)".into()));
+    }
+    Ok(payload)
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(|e| WeirError::io("create", path, e))?;
+    f.write_all(bytes).map_err(|e| WeirError::io("write", path, e))?;
+    f.sync_all().map_err(|e| WeirError::io("fsync", path, e))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| WeirError::io("fsync directory", dir, e))
+}
+
+/// Write a complete checkpoint (or savepoint) into `dir` (created; must not hold metadata).
+pub fn write_snapshot(dir: &Path, mut meta: CheckpointMeta, tasks: Vec<(usize, TaskSnapshot)>) -> Result<CheckpointMeta> {
+    fs::create_dir_all(dir).map_err(|e| WeirError::io("create checkpoint directory", dir, e))?;
+    let mut keyed: Vec<String> = tasks.iter().flat_map(|(_, t)| t.keyed.iter().map(|(n, _)| n.clone())).collect();
+    keyed.sort();
+    keyed.dedup();
+    let mut sources: Vec<String> = tasks.iter().flat_map(|(_, t)| t.positions.iter().map(|(n, _, _)| n.clone())).collect();
+    sources.sort();
+    sources.dedup();
+    let payload = postcard::to_stdvec(&StateFile { tasks }).map_err(|e| WeirError::Checkpoint(format!("encoding checkpoint state: {e}")))?;
+    meta.state_bytes = payload.len() as u64;
+    meta.state_crc = crc32fast::hash(&payload);
+    meta.keyed_operators = keyed;
+    meta.sources = sources;
+    write_durably(&dir.join("state"), &frame(STATE_MAGIC, &payload))?;
+    let meta_bytes = postcard::to_stdvec(&meta).map_err(|e| WeirError::Checkpoint(format!("encoding checkpoint metadata: {e}")))?;
+    let tmp = dir.join("_metadata.tmp");
+    write_durably(&tmp, &frame(META_MAGIC, &meta_bytes))?;
+    let final_path = dir.join("_metadata");
+    fs::rename(&tmp, &final_path).map_err(|e| WeirError::io("rename", &tmp, e))?;
+    sync_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(meta)
+}
+
+/// Read and verify the metadata of the checkpoint in `dir`.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
+    let path = dir.join("_metadata");
+    let bytes = fs::read(&path).map_err(|e| WeirError::io("read", &path, e))?;
+    let payload = unframe(META_MAGIC, &bytes, &path)?;
+    postcard::from_bytes(payload).map_err(|e| WeirError::Checkpoint(format!("{}: undecodable metadata ({e})", path.display())))
+}
+
+/// Read a whole checkpoint for restore.
+pub fn read_snapshot(dir: &Path) -> Result<(CheckpointMeta, RestoreSet)> {
+    let meta = read_meta(dir)?;
+    let path = dir.join("state");
+    let bytes = fs::read(&path).map_err(|e| WeirError::io("read", &path, e))?;
+    let payload = unframe(STATE_MAGIC, &bytes, &path)?;
+    if payload.len() as u64 != meta.state_bytes || crc32fast::hash(payload) != meta.state_crc {
+        return Err(WeirError::Checkpoint(format!(
+            "{}: does not match its _metadata (mixed checkpoints?)",
+            path.display()
+        )));
+    }
+    let state: StateFile = postcard::from_bytes(payload).map_err(|e| WeirError::Checkpoint(format!("{}: undecodable state ({e})", path.display())))?;
+    let set = RestoreSet::from_tasks(meta.epoch, dir.display().to_string(), meta.shards, state.tasks);
+    Ok((meta, set))
+}
+
+/// The checkpoints of one job: `chk-<epoch>` directories under `root`.
+#[derive(Clone, Debug)]
+pub struct CheckpointStore {
+    pub root: PathBuf,
+}
+
+impl CheckpointStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn epoch_dir(&self, epoch: u64) -> PathBuf {
+        self.root.join(format!("chk-{epoch}"))
+    }
+
+    pub fn savepoint_dir(&self, epoch: u64, now_ms: i64) -> PathBuf {
+        self.root.join("savepoints").join(format!("sp-{epoch}-{now_ms}"))
+    }
+
+    /// Epochs of `chk-*` directories, ascending (complete or not).
+    fn epochs(&self) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(WeirError::io("list checkpoints", &self.root, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| WeirError::io("list checkpoints", &self.root, e))?;
+            if let Some(n) = entry.file_name().to_str().and_then(|n| n.strip_prefix("chk-")).and_then(|n| n.parse().ok()) {
+                out.push(n);
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// The newest complete checkpoint, if any. A newest `_metadata` that exists but fails to
+    /// verify is an error (never silently skipped).
+    pub fn latest(&self) -> Result<Option<PathBuf>> {
+        for epoch in self.epochs()?.into_iter().rev() {
+            let dir = self.epoch_dir(epoch);
+            if dir.join("_metadata").exists() {
+                read_meta(&dir)?;
+                return Ok(Some(dir));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Delete checkpoint directories without metadata (crashed or aborted attempts) and those
+    /// of `discard`.
+    pub fn clean(&self, discard: &[u64]) -> Result<()> {
+        for epoch in self.epochs()? {
+            let dir = self.epoch_dir(epoch);
+            if discard.contains(&epoch) || !dir.join("_metadata").exists() {
+                fs::remove_dir_all(&dir).map_err(|e| WeirError::io("delete checkpoint", &dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete one checkpoint directory (aborted epoch), if it exists.
+    pub fn discard(&self, epoch: u64) -> Result<()> {
+        let dir = self.epoch_dir(epoch);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(WeirError::io("delete checkpoint", &dir, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::snapshot::append;
+
+    fn meta(epoch: u64) -> CheckpointMeta {
+        CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            kind: SnapshotKind::Checkpoint,
+            epoch,
+            job: "t".into(),
+            shards: 2,
+            max_key_groups: 128,
+            finished: false,
+            created_ms: 0,
+            state_bytes: 0,
+            state_crc: 0,
+            keyed_operators: vec![],
+            sources: vec![],
+        }
+    }
+
+    fn task(kg: u32, v: u64) -> TaskSnapshot {
+        let mut t = TaskSnapshot::default();
+        append(t.keyed("w").group(kg), &v);
+        t.positions.push(("src".into(), kg as usize, vec![kg as u8]));
+        t
+    }
+
+    #[test]
+    fn round_trip_latest_and_clean() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(tmp.path());
+        assert_eq!(store.latest().unwrap(), None);
+        write_snapshot(&store.epoch_dir(1), meta(1), vec![(0, task(3, 7))]).unwrap();
+        write_snapshot(&store.epoch_dir(2), meta(2), vec![(0, task(3, 8)), (1, task(100, 9))]).unwrap();
+        std::fs::create_dir_all(store.epoch_dir(3)).unwrap(); // a crashed attempt: no metadata
+        let latest = store.latest().unwrap().unwrap();
+        assert_eq!(latest, store.epoch_dir(2));
+        let (m, set) = read_snapshot(&latest).unwrap();
+        assert_eq!(m.keyed_operators, vec!["w".to_string()]);
+        let groups = crate::key::KeyGroups::new(128, 2);
+        let mut seen = Vec::new();
+        set.keyed_for("w", &groups, 0).for_each::<u64>(|kg, v| seen.push((kg, v))).unwrap();
+        assert_eq!(seen, vec![(3, 8)]);
+        assert_eq!(set.position("src", 100), Some(&[100u8][..]));
+        store.clean(&[1]).unwrap();
+        assert!(!store.epoch_dir(1).exists() && !store.epoch_dir(3).exists() && store.epoch_dir(2).exists());
+    }
+
+    #[test]
+    fn damage_is_reported_with_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(tmp.path());
+        write_snapshot(&store.epoch_dir(1), meta(1), vec![(0, task(3, 7))]).unwrap();
+        let state = store.epoch_dir(1).join("state");
+        let mut bytes = std::fs::read(&state).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&state, &bytes).unwrap();
+        let err = read_snapshot(&store.epoch_dir(1)).unwrap_err().to_string();
+        assert!(err.contains("chk-1/state") && err.contains("checksum"), "{err}");
+        let meta_path = store.epoch_dir(1).join("_metadata");
+        let bytes = std::fs::read(&meta_path).unwrap();
+        std::fs::write(&meta_path, &bytes[..bytes.len() - 3]).unwrap();
+        let err = store.latest().unwrap_err().to_string();
+        assert!(err.contains("_metadata") && err.contains("truncated"), "{err}");
+    }
+}
