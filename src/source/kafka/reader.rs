@@ -50,7 +50,7 @@ fn shard_consumer(source_id: u64, options: &KafkaSourceOptions, ctx: &BuildCtx<'
         ("isolation.level", "read_committed"),
         ("auto.offset.reset", "earliest"),
         ("enable.auto.commit", "false"),
-        ("fetch.wait.max.ms", "100"),
+        ("fetch.wait.max.ms", "20"),
         // librdkafka's assign needs a group id even when nothing is committed.
         ("group.id", "weir-source"),
     ]);
