@@ -398,16 +398,21 @@ fn dead_letter_topic_buffer(source_id: u64, connection: &KafkaConnection, topic:
             .create_with_context::<_, BaseProducer<DeliveryErrors>>(DeliveryErrors::default())
             .map_err(|e| kafka_error("creating the dead-letter producer", e))
     })?;
-    ctx.add_flusher(Box::new(DeadLetterTopicWriter {
-        topic: topic.to_string(),
-        producer,
-        buffer: buffer.clone(),
-    }));
+    // A committing flusher, so every checkpoint barrier waits until the dead letters before it
+    // are acknowledged (it stores no committable).
+    ctx.add_committing_flusher(
+        "kafka-dead-letter-topic",
+        Box::new(DeadLetterTopicWriter {
+            topic: topic.to_string(),
+            producer,
+            buffer: buffer.clone(),
+        }),
+    );
     Ok(buffer)
 }
 
 /// Produces the buffered bad records to the dead-letter topic; waits for their delivery at
-/// checkpoints and at the end (at-least-once).
+/// every checkpoint barrier and at the end (at-least-once, tied to checkpoints).
 struct DeadLetterTopicWriter {
     topic: String,
     producer: BaseProducer<DeliveryErrors>,
