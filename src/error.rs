@@ -29,6 +29,9 @@ pub enum WeirError {
     Shard { shard: usize, message: String },
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The keyed-state backend failed (store I/O, damaged state bytes).
+    #[error("keyed state: {0}")]
+    State(String),
     #[error("{0}")]
     Other(String),
 }

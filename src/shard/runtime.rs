@@ -1,6 +1,7 @@
 //! Running a job: build the rings, start one pinned executor per shard, run every segment on
 //! every shard, collect the report.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::metrics::{MetricsRegistry, OperatorFigures};
 use super::{BuildCtx, ProcessingTimers};
 use crate::checkpoint::coordinator::{CheckpointFigures, CoordinatorDriver};
-use crate::checkpoint::files::{read_snapshot, CheckpointStore};
+use crate::checkpoint::files::{check_compatible, read_snapshot, CheckpointStore};
 use crate::checkpoint::runtime::{CheckpointControl, TaskMessage};
 use crate::config::EngineConfig;
 use crate::error::{Result, WeirError};
@@ -44,6 +45,8 @@ pub struct EdgeDef {
 pub struct JobGraph {
     pub segments: Vec<SegmentDef>,
     pub edges: Vec<EdgeDef>,
+    /// Every operator's name (`window:tumble#5`), in build order: what state is restored into.
+    pub operators: Vec<String>,
 }
 
 /// What a finished job reports.
@@ -139,21 +142,33 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
     }
 }
 
-/// Sends [`TaskMessage::ShardExited`] when a shard's executor ends, even by panic.
+const STOPPED_BY_PEER: &str = "stopped: another shard failed";
+
+/// Set when any shard of the job fails: every other shard stops at its next tick (dropping
+/// its tasks, which closes their rings), so one failure never leaves the job hanging.
+#[derive(Default)]
+struct JobCancel(AtomicBool);
+
+/// When a shard's executor ends, even by panic: a failure cancels the job, and the
+/// coordinator (if any) hears of the exit.
 struct ExitNotice {
     control: Option<Arc<CheckpointControl>>,
+    cancel: Arc<JobCancel>,
     shard: usize,
     error: Option<String>,
 }
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
+        let error = if std::thread::panicking() {
+            Some("panicked".to_string())
+        } else {
+            self.error.take()
+        };
+        if error.is_some() {
+            self.cancel.0.store(true, Ordering::Release);
+        }
         if let Some(c) = &self.control {
-            let error = if std::thread::panicking() {
-                Some("panicked".to_string())
-            } else {
-                self.error.take()
-            };
             c.send(TaskMessage::ShardExited { shard: self.shard, error });
         }
     }
@@ -171,13 +186,9 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         let restore = match restore_from {
             Some(dir) => {
                 let (meta, set) = read_snapshot(dir)?;
-                if meta.max_key_groups != config.max_key_groups {
-                    return Err(WeirError::Checkpoint(format!(
-                        "{} was taken with max_key_groups = {}, this job has {}: key groups cannot change across a restore",
-                        dir.display(),
-                        meta.max_key_groups,
-                        config.max_key_groups
-                    )));
+                let problems = check_compatible(&meta, &graph.operators, config.max_key_groups);
+                if !problems.is_empty() {
+                    return Err(WeirError::Checkpoint(format!("cannot restore {}: {}", dir.display(), problems.join("; "))));
                 }
                 restored_from = Some(dir.display().to_string());
                 Some(set)
@@ -200,6 +211,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
             max_key_groups: config.max_key_groups,
             job: graph.segments.first().map(|s| s.name.clone()).unwrap_or_default(),
             restored_epoch,
+            registry: registry.clone(),
         });
         control = Some(c);
     }
@@ -214,6 +226,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         }
     }
     let graph = Arc::new(graph.clone());
+    let cancel = Arc::new(JobCancel::default());
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
@@ -221,6 +234,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         let config = config.clone();
         let registry = registry.clone();
         let control = control.clone();
+        let cancel = cancel.clone();
         let placement = if config.pin_cores {
             Placement::Fixed(shard % online)
         } else {
@@ -235,10 +249,11 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
             .spawn(move || async move {
                 let mut notice = ExitNotice {
                     control: control.clone(),
+                    cancel: cancel.clone(),
                     shard,
                     error: None,
                 };
-                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control).await;
+                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel).await;
                 notice.error = result.as_ref().err().map(|e| e.to_string());
                 result
             })
@@ -251,9 +266,13 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         checkpoints = figures;
     }
     let mut first_error = None;
+    let mut stopped = None;
     for (shard, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(())) => {}
+            Ok(Err(e)) if e.to_string().contains(STOPPED_BY_PEER) => {
+                stopped.get_or_insert(e);
+            }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -265,8 +284,12 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
             }
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    // A stop-with-savepoint cancels every shard on purpose: whatever the shards report while
+    // being cut off (closed rings, "stopped") is not a failure.
+    if checkpoints.stopped_with_savepoint.is_none() {
+        if let Some(e) = first_error.or(stopped) {
+            return Err(e);
+        }
     }
     checkpoints.restored_from = restored_from;
     Ok(JobReport {
@@ -290,6 +313,7 @@ async fn run_shard(
     registry: &Arc<MetricsRegistry>,
     edges: &mut Vec<ShardEnds>,
     control: Option<Arc<CheckpointControl>>,
+    cancel: &JobCancel,
 ) -> Result<()> {
     let mut tasks = Vec::with_capacity(graph.segments.len());
     for (segment, seg) in graph.segments.iter().enumerate() {
@@ -317,18 +341,22 @@ async fn run_shard(
         })?;
         tasks.push(glommio::spawn_local(task));
     }
-    let mut first_error = None;
+    // The shard ends when every task ended, at the first task error (the other tasks are
+    // dropped, closing their rings), or when another shard failed. The watcher's timer also
+    // wakes the reactor every tick: the guard against glommio's lost cross-core wakeups (see
+    // `shard::keep_awake_every`).
     let tick = Duration::from_millis(config.wakeup_tick_ms);
-    super::keep_awake_every(tick, async {
-        for t in tasks {
-            if let Err(e) = t.await {
-                first_error.get_or_insert(e);
-            }
+    let all = std::pin::pin!(futures::future::try_join_all(tasks));
+    let watch = std::pin::pin!(async {
+        while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) {
+            glommio::timer::sleep(tick).await;
         }
-    })
-    .await;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
+    });
+    match futures::future::select(all, watch).await {
+        futures::future::Either::Left((result, _)) => result.map(|_| ()),
+        futures::future::Either::Right(((), _)) => Err(WeirError::Shard {
+            shard,
+            message: STOPPED_BY_PEER.into(),
+        }),
     }
 }

@@ -155,6 +155,7 @@ impl SegmentEnv {
     /// the sinks, acknowledge to the coordinator.
     async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration) -> Result<()> {
         self.flush().await?;
+        crate::checkpoint::crash_point("barrier-sent");
         for (i, name) in &self.checkpoint.committers {
             if let Some(c) = self.flushers[*i].pre_commit(epoch).await? {
                 snapshot.committables.push((name.clone(), c));
@@ -182,6 +183,12 @@ impl SegmentEnv {
                 self.flushers[*i].commit(done).await?;
             }
             self.checkpoint.committed = done;
+            if !self.checkpoint.committers.is_empty() {
+                control.send(TaskMessage::Committed {
+                    participant: self.checkpoint.participant,
+                    epoch: done,
+                });
+            }
         }
         Ok(())
     }

@@ -26,8 +26,10 @@ pub mod ast;
 pub mod exec;
 pub mod expr;
 pub mod join;
+pub mod nexmark;
 pub mod parser;
 pub mod plan;
+pub mod rank;
 pub mod source;
 pub mod types;
 

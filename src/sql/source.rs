@@ -33,11 +33,16 @@ pub struct RowFileSource {
     table: Arc<TableDef>,
     files: Vec<PathBuf>,
     format: Format,
+    /// Physical columns some operator reads; the others are not parsed (left NULL).
+    needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowFileSource {
     /// List the table's files (at planning time, so every shard sees the same splits).
-    pub fn new(table: Arc<TableDef>) -> Result<Self, SqlError> {
+    /// `needed`: which physical columns are read (see [`physical_needed`]); `post`: the filter
+    /// and projection fused into the scan.
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<Self, SqlError> {
         let Connector::Filesystem { path, format } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` cannot be read", table.name)));
         };
@@ -55,7 +60,13 @@ impl RowFileSource {
         } else {
             vec![path.clone()]
         };
-        Ok(Self { format: *format, table, files })
+        Ok(Self {
+            format: *format,
+            table,
+            files,
+            needed: needed.into(),
+            post: Arc::new(post),
+        })
     }
 }
 
@@ -86,7 +97,7 @@ impl Source<Row> for RowFileSource {
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
-            parser: RowParser::new(self.table.clone()),
+            parser: RowParser::new(self.table.clone(), self.needed.clone(), self.post.clone()),
         }))
     }
 }
@@ -121,79 +132,68 @@ fn bad_row(field: Option<&str>, message: impl Into<String>) -> BadRow {
 }
 
 /// Message metadata for a table's metadata columns (Kafka tables).
-pub(crate) struct RowMetadata<'a> {
+pub struct RowMetadata<'a> {
     pub timestamp: i64,
     pub partition: i32,
     pub offset: i64,
     pub topic: &'a Arc<str>,
 }
 
-/// Parses one record's text (a file line, a Kafka value) into a table row: CSV or JSON fields
-/// by the table's physical columns, then computed and metadata columns. Shared by the
-/// filesystem and Kafka sources.
+/// Parses one record's text (a file line, a Kafka value) into table rows: CSV or JSON fields
+/// by the table's physical columns (only the `needed` ones), then computed and metadata
+/// columns, the fused filter and projection. Shared by the filesystem and Kafka sources.
 pub(crate) struct RowParser {
     table: Arc<TableDef>,
     physical: Row,
+    /// The table row when it differs from the physical one (reused).
+    wide: Row,
     fields: Vec<(usize, usize)>,
+    needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowParser {
-    pub(crate) fn new(table: Arc<TableDef>) -> Self {
+    pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
         Self {
             table,
             physical: Row::new(),
+            wide: Row::new(),
             fields: Vec::new(),
+            needed,
+            post,
         }
     }
 
-    /// Parse `text` (non-empty, without its newline) in `format` into a complete row.
-    pub(crate) fn parse(&mut self, format: Format, text: &[u8], meta: Option<&RowMetadata<'_>>) -> Result<Row, BadRow> {
+    /// Parse `text` (non-empty, without its newline) in `format` and append its row to `out`
+    /// (unless the fused filter drops it).
+    pub(crate) fn parse(&mut self, format: Format, text: &[u8], meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
         match format {
             Format::Csv => self.parse_csv(text)?,
             Format::Json => self.parse_json(text)?,
         }
-        self.complete_row(meta)
+        self.emit(meta, out)
     }
 
     /// A raw value: the one physical STRING column holds the whole text.
-    pub(crate) fn parse_raw(&mut self, text: &[u8], meta: Option<&RowMetadata<'_>>) -> Result<Row, BadRow> {
+    pub(crate) fn parse_raw(&mut self, text: &[u8], meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
         let text = std::str::from_utf8(text).map_err(|e| bad_row(None, format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1)))?;
         self.physical.clear();
         self.physical.push(Value::Str(Arc::from(text)));
-        self.complete_row(meta)
+        self.emit(meta, out)
+    }
+
+    fn emit(&mut self, meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
+        let rowtime = self.table.rowtime;
+        let (table, post) = (self.table.clone(), self.post.clone());
+        let r = emit_row_with(&table, &post, &mut self.physical, &mut self.wide, meta, out, |row| match rowtime {
+            Some((rt, _)) if row[rt].is_null() => Err(rt),
+            _ => Ok(()),
+        });
+        r.map_err(|rt| bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"))
     }
 }
 
 impl RowParser {
-    fn complete_row(&mut self, meta: Option<&RowMetadata<'_>>) -> Result<Row, BadRow> {
-        let mut row = Row::new();
-        for (k, c) in self.table.layout.iter().enumerate() {
-            row.push(match c {
-                ColumnSource::Physical(i) => self.physical[*i].clone(),
-                ColumnSource::Computed(e) => e.eval(&self.physical),
-                ColumnSource::Metadata(key) => match meta {
-                    None => Value::Null,
-                    Some(m) => match key {
-                        MetadataKey::Timestamp => match self.table.columns[k].1 {
-                            SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
-                            _ => Value::TimestampLtz(m.timestamp),
-                        },
-                        MetadataKey::Partition => Value::Int(m.partition as i64),
-                        MetadataKey::Offset => Value::Int(m.offset),
-                        MetadataKey::Topic => Value::Str(m.topic.clone()),
-                    },
-                },
-            });
-        }
-        if let Some((rt, _)) = self.table.rowtime {
-            if row[rt].is_null() {
-                let name = self.table.columns[rt].0.clone();
-                return Err(bad_row(Some(&name), "the time attribute is NULL"));
-            }
-        }
-        Ok(row)
-    }
-
     fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadRow> {
         // Split into fields (RFC 4180 quotes), remembering byte ranges; quoted fields with
         // doubled quotes are unescaped on demand.
@@ -248,6 +248,10 @@ impl RowParser {
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
             let text: std::borrow::Cow<'_, [u8]> = if raw.first() == Some(&b'"') && raw.len() >= 2 {
@@ -281,8 +285,18 @@ impl RowParser {
             return Err(bad_row(None, "not a JSON object"));
         };
         self.physical.clear();
-        for (name, ty) in self.table.physical.clone().iter() {
-            let val = match map.get(name) {
+        let table = self.table.clone();
+        for (k, (name, ty)) in table.physical.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
+            // A flattened ROW field `row.field` is the nested object's member.
+            let found = map.get(name).or_else(|| {
+                let (row, field) = name.split_once('.')?;
+                map.get(row)?.as_object()?.get(field)
+            });
+            let val = match found {
                 None | Some(serde_json::Value::Null) => Value::Null,
                 Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| bad_row(Some(name), m))?,
                 Some(serde_json::Value::Bool(b)) if *ty == SqlType::Boolean => Value::Bool(*b),
@@ -311,12 +325,12 @@ impl RowFileReader {
         if line.is_empty() {
             return Ok(());
         }
-        let res = self.parser.parse(self.format, line, None).map_err(|b| self.bad(b.field.as_deref(), b.message));
+        let res = self
+            .parser
+            .parse(self.format, line, None, out)
+            .map_err(|b| self.bad(b.field.as_deref(), b.message));
         match res {
-            Ok(row) => {
-                out.push(row);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => match self.policy {
                 ErrorPolicy::Skip => {
                     OperatorMetrics::add(&self.metrics.bad_records, 1);
@@ -338,6 +352,123 @@ impl RowFileReader {
         self.offset += chunk.len() as u64;
         Ok(chunk.len())
     }
+}
+
+/// Work fused into a scan, applied to each table row inside the reader (no intermediate wide
+/// row leaves the reader): a filter, then a projection.
+#[derive(Clone, Debug, Default)]
+pub struct ScanPost {
+    pub predicate: Option<super::expr::Expr>,
+    pub project: Option<Arc<[super::expr::Expr]>>,
+    /// Table columns read by the predicate, the projection or later operators (`None`: all);
+    /// the others are left NULL in the table row.
+    pub columns: Option<Arc<[bool]>>,
+}
+
+impl ScanPost {
+    fn is_trivial(&self) -> bool {
+        self.predicate.is_none() && self.project.is_none()
+    }
+
+    /// Read only the table columns `needed` (and the time attribute).
+    pub fn reading(mut self, table: &TableDef, needed: &[bool]) -> Self {
+        let mut cols: Vec<bool> = (0..table.columns.len()).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
+        if let Some((rt, _)) = table.rowtime {
+            cols[rt] = true;
+        }
+        self.columns = Some(cols.into());
+        self
+    }
+}
+
+/// The table row of the physical values in `physical` (computed columns evaluated into
+/// `wide`, which is reused), filtered and projected by `post`, appended to `out`.
+/// `check` sees the table row first (an `Err` drops it and is returned).
+pub fn emit_row<E>(
+    table: &TableDef,
+    post: &ScanPost,
+    physical: &mut Row,
+    wide: &mut Row,
+    out: &mut Vec<Row>,
+    check: impl FnOnce(&Row) -> Result<(), E>,
+) -> Result<(), E> {
+    emit_row_with(table, post, physical, wide, None, out, check)
+}
+
+/// [`emit_row`] with the message metadata of a Kafka record for `METADATA` columns.
+pub fn emit_row_with<E>(
+    table: &TableDef,
+    post: &ScanPost,
+    physical: &mut Row,
+    wide: &mut Row,
+    meta: Option<&RowMetadata<'_>>,
+    out: &mut Vec<Row>,
+    check: impl FnOnce(&Row) -> Result<(), E>,
+) -> Result<(), E> {
+    let identity = super::nexmark::is_identity_layout(&table.layout, physical.len());
+    if !identity {
+        wide.clear();
+        for (k, c) in table.layout.iter().enumerate() {
+            if post.columns.as_ref().is_some_and(|n| !n[k]) {
+                wide.push(Value::Null);
+                continue;
+            }
+            wide.push(match c {
+                ColumnSource::Physical(i) => physical[*i].clone(),
+                ColumnSource::Computed(e) => e.eval(physical),
+                ColumnSource::Metadata(key) => match meta {
+                    None => Value::Null,
+                    Some(m) => match key {
+                        MetadataKey::Timestamp => match table.columns[k].1 {
+                            SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
+                            _ => Value::TimestampLtz(m.timestamp),
+                        },
+                        MetadataKey::Partition => Value::Int(m.partition as i64),
+                        MetadataKey::Offset => Value::Int(m.offset),
+                        MetadataKey::Topic => Value::Str(m.topic.clone()),
+                    },
+                },
+            });
+        }
+    }
+    let row: &mut Row = if identity { physical } else { wide };
+    check(row)?;
+    if post.is_trivial() {
+        out.push(std::mem::take(row));
+        return Ok(());
+    }
+    if let Some(p) = &post.predicate {
+        if !p.test(row) {
+            return Ok(());
+        }
+    }
+    match &post.project {
+        Some(ex) => out.push(ex.iter().map(|e| e.eval(row)).collect()),
+        None => out.push(std::mem::take(row)),
+    }
+    Ok(())
+}
+
+/// Which physical columns a scan must produce when the table columns `needed` are read (the
+/// time attribute always is): physical columns read directly or by a read computed column.
+pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
+    let mut out = vec![false; table.physical.len()];
+    for (k, c) in table.layout.iter().enumerate() {
+        let read = needed.get(k).copied().unwrap_or(true) || table.rowtime.is_some_and(|(rt, _)| rt == k);
+        if !read {
+            continue;
+        }
+        match c {
+            ColumnSource::Physical(i) => out[*i] = true,
+            ColumnSource::Computed(e) => e.for_each_column(&mut |i| {
+                if let Some(x) = out.get_mut(i) {
+                    *x = true;
+                }
+            }),
+            ColumnSource::Metadata(_) => {}
+        }
+    }
+    out
 }
 
 /// Parse one text field as `ty` (empty → NULL for non-string types).
@@ -435,15 +566,17 @@ impl SplitReader<Row> for RowFileReader {
 }
 
 /// A Kafka table's messages as rows (the value parsed by the table's format, metadata columns
-/// from the message); bad values follow the engine's bad-record policy like any Kafka source.
-pub fn kafka_row_source(table: Arc<TableDef>) -> Result<crate::source::kafka::KafkaSource<Row>, SqlError> {
+/// from the message, only the `needed` physical columns parsed, `post` fused); bad values
+/// follow the engine's bad-record policy like any Kafka source.
+pub fn kafka_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<crate::source::kafka::KafkaSource<Row>, SqlError> {
     let Connector::Kafka(k) = &table.connector else {
         return Err(SqlError::at(table.pos, format!("table `{}` is not a kafka table", table.name)));
     };
     let (t, format) = (table.clone(), k.format);
+    let (needed, post): (Arc<[bool]>, Arc<ScanPost>) = (needed.into(), Arc::new(post));
     let factory: crate::source::kafka::DecoderFactory<Row> = Arc::new(move || {
         Box::new(RowDecoder {
-            parser: RowParser::new(t.clone()),
+            parser: RowParser::new(t.clone(), needed.clone(), post.clone()),
             format,
         })
     });
@@ -468,21 +601,15 @@ impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
             offset: msg.offset,
             topic: msg.topic,
         };
-        let row = match self.format {
-            KafkaFormat::Raw => self.parser.parse_raw(value, Some(&meta)),
+        let res = match self.format {
+            KafkaFormat::Raw => self.parser.parse_raw(value, Some(&meta), out),
             _ if value.iter().all(u8::is_ascii_whitespace) => return Ok(()),
-            KafkaFormat::Csv => self.parser.parse(Format::Csv, value, Some(&meta)),
-            KafkaFormat::Json => self.parser.parse(Format::Json, value, Some(&meta)),
+            KafkaFormat::Csv => self.parser.parse(Format::Csv, value, Some(&meta), out),
+            KafkaFormat::Json => self.parser.parse(Format::Json, value, Some(&meta), out),
         };
-        match row {
-            Ok(row) => {
-                out.push(row);
-                Ok(())
-            }
-            Err(b) => Err(crate::source::file::BadLine {
-                field: b.field,
-                message: b.message,
-            }),
-        }
+        res.map_err(|b| crate::source::file::BadLine {
+            field: b.field,
+            message: b.message,
+        })
     }
 }
