@@ -91,6 +91,16 @@ pub struct JoinDriver<C> {
 }
 
 impl<C> JoinDriver<C> {
+    /// Wrap `core` without checkpoint restore (unit tests).
+    #[cfg(test)]
+    fn bare(core: C) -> Self {
+        Self {
+            core,
+            name: "join".into(),
+            groups: KeyGroups::new(128, 1),
+        }
+    }
+
     /// Wrap `core` as operator `name`; restores its buffers when the job restores a checkpoint.
     pub fn build<L, R>(mut core: C, ctx: &BuildCtx<'_>, name: &str) -> Result<Self>
     where
@@ -628,7 +638,7 @@ mod tests {
             Output::new(Box::new(rec), 16),
             metrics.clone(),
         );
-        let mut op = JoinDriver(core);
+        let mut op = JoinDriver::bare(core);
         let mut b: Batch<JoinInput<(u8, i64), (u8, i64)>> = Batch::with_capacity(8);
         b.push(JoinInput::Left((1, 100)), 100);
         b.push(JoinInput::Right((1, 95)), 95); // 95 ∈ [95, 110]
@@ -661,7 +671,7 @@ mod tests {
             Output::new(Box::new(rec), 16),
             metrics.clone(),
         );
-        let mut op = JoinDriver(core);
+        let mut op = JoinDriver::bare(core);
         let mut left = Batch::with_capacity(4);
         left.push((1, 1), 1);
         left.push((1, 2), 2);
