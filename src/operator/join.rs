@@ -651,12 +651,12 @@ mod tests {
         let out: Vec<_> = log.borrow().batches.iter().flat_map(|(r, _)| r.clone()).collect();
         assert_eq!(out, vec![(100, 95), (104, 111)]);
         assert_eq!(metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(op.0.buffered(), 5);
+        assert_eq!(op.core.buffered(), 5);
         // Left 100 is useless after 110, 104 after 114; rights after ts + 5.
         Push::<JoinInput<_, _>>::watermark(&mut op, 111);
-        assert_eq!(op.0.buffered(), 2, "left 104 and right 111 remain");
+        assert_eq!(op.core.buffered(), 2, "left 104 and right 111 remain");
         Push::<JoinInput<_, _>>::watermark(&mut op, 200);
-        assert_eq!(op.0.buffered(), 0);
+        assert_eq!(op.core.buffered(), 0);
     }
 
     #[test]
@@ -695,8 +695,8 @@ mod tests {
             "pairs precede the mark"
         );
         assert_eq!(metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(op.0.buffered(), 1, "only [10, 20) is buffered");
+        assert_eq!(op.core.buffered(), 1, "only [10, 20) is buffered");
         Push2::watermark(&mut op, 19);
-        assert_eq!(op.0.buffered(), 0);
+        assert_eq!(op.core.buffered(), 0);
     }
 }
