@@ -666,8 +666,8 @@ mod tests {
         let core = WindowJoin::new(
             WindowAssigner::tumbling(10),
             |l: &(u8, i64)| l.0,
-            |r: &(u8, &'static str)| r.0,
-            |l: &(u8, i64), r: &(u8, &'static str)| (l.1 != 3).then_some((l.1, r.1)),
+            |r: &(u8, char)| r.0,
+            |l: &(u8, i64), r: &(u8, char)| (l.1 != 3).then_some((l.1, r.1)),
             Output::new(Box::new(rec), 16),
             metrics.clone(),
         );
@@ -679,16 +679,16 @@ mod tests {
         left.push((2, 4), 4); // no right record with key 2
         Push2::push_left(&mut op, &mut left);
         let mut right = Batch::with_capacity(4);
-        right.push((1, "a"), 5);
-        right.push((1, "late"), 8); // window [0, 10) fired at watermark 9
-        right.push((1, "b"), 12);
+        right.push((1, 'a'), 5);
+        right.push((1, 'l'), 8); // late: window [0, 10) fired at watermark 9
+        right.push((1, 'b'), 12);
         right.marks = vec![Mark { index: 1, watermark: 9 }];
         Push2::push_right(&mut op, &mut right);
         let batches = log.borrow().batches.clone();
         let out: Vec<_> = batches.iter().flat_map(|(r, _)| r.clone()).collect();
         let mut pairs = out.clone();
         pairs.sort();
-        assert_eq!(pairs, vec![(1, "a"), (2, "a")]);
+        assert_eq!(pairs, vec![(1, 'a'), (2, 'a')]);
         assert_eq!(
             batches.last().map(|(_, m)| m.clone()),
             Some(vec![Mark { index: 2, watermark: 9 }]),
