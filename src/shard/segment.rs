@@ -371,6 +371,7 @@ where
             retry_at_ms: 0,
         })
         .collect();
+    let _ = env.metrics.input_names.set(splits.iter().map(|s| s.reader.describe()).collect());
     let mut combiner = WatermarkCombiner::new(splits.len());
     if let Some(restore) = env.restore() {
         for (i, s) in splits.iter_mut().enumerate() {

@@ -10,6 +10,7 @@ pub mod collect;
 pub mod elasticsearch;
 pub mod file;
 pub mod format;
+pub mod kafka;
 pub mod postgres;
 pub mod stdout;
 

@@ -9,6 +9,7 @@
 pub mod collection;
 pub mod file;
 pub mod gateway;
+pub mod kafka;
 pub mod nexmark;
 pub mod nexmark_source;
 
