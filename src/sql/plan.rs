@@ -91,7 +91,10 @@ pub enum MetadataKey {
 impl Connector {
     /// Can rows be read from a table of this connector?
     pub fn is_source(&self) -> bool {
-        matches!(self, Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. })
+        matches!(
+            self,
+            Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. }
+        )
     }
 }
 

@@ -110,9 +110,10 @@ impl ParseLine<Row> for GatewayRowParser {
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        self.parser
-            .parse(self.format, line, None, out)
-            .map_err(|b| BadLine { field: b.field, message: b.message })
+        self.parser.parse(self.format, line, None, out).map_err(|b| BadLine {
+            field: b.field,
+            message: b.message,
+        })
     }
 }
 

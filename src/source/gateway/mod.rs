@@ -1,5 +1,6 @@
 //! The edge ingestion gateway: a source that accepts events over HTTP (`POST /v1/events`, JSON
-//! lines) and a length-prefixed TCP protocol ([`protocol`]), acknowledges them only once they
+//! lines), a length-prefixed TCP protocol ([`protocol`]) and MQTT subscriptions ([`mqtt`]),
+//! acknowledges them only once they
 //! are durable in weir's own log ([`log`]: weir-storage WAL segments, CRC-framed, group commit +
 //! `fdatasync`), and feeds them to the job through one split per log partition ([`reader`]).
 //!
@@ -210,7 +211,6 @@ pub struct GatewayCounters {
     pub requests_duplicate: AtomicU64,
     pub events_accepted: AtomicU64,
     pub events_duplicate: AtomicU64,
-    pub events_rejected: AtomicU64,
     pub body_bytes_read: AtomicU64,
     pub inflight_bytes: AtomicU64,
     pub inflight_bytes_high_water: AtomicU64,
@@ -237,7 +237,6 @@ pub struct GatewayStats {
     pub requests_duplicate: u64,
     pub events_accepted: u64,
     pub events_duplicate: u64,
-    pub events_rejected: u64,
     pub body_bytes_read: u64,
     pub inflight_bytes: u64,
     pub inflight_bytes_high_water: u64,
@@ -296,7 +295,6 @@ impl GatewayShared {
             requests_duplicate: l(&c.requests_duplicate),
             events_accepted: l(&c.events_accepted),
             events_duplicate: l(&c.events_duplicate),
-            events_rejected: l(&c.events_rejected),
             body_bytes_read: l(&c.body_bytes_read),
             inflight_bytes: l(&c.inflight_bytes),
             inflight_bytes_high_water: l(&c.inflight_bytes_high_water),
