@@ -6,11 +6,14 @@
 # -> WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres;
 # osmem-server (PyPI, an in-memory OpenSearch-compatible server) -> WEIR_TEST_OPENSEARCH=http://127.0.0.1:PORT;
 # mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT.
-# State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default /tmp/weir-services).
+# State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default: a folder under
+# /tmp named after this checkout's path, so two checkouts on one machine never stop each other's
+# servers).
 # Ports are picked free at start. Every wait polls with a deadline; nothing sleeps blindly.
 set -euo pipefail
 
-STATE="${WEIR_SERVICES_DIR:-/tmp/weir-services}"
+cd "$(dirname "$0")/.."
+STATE="${WEIR_SERVICES_DIR:-/tmp/weir-services-$(pwd | cksum | cut -d' ' -f1)}"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
