@@ -94,8 +94,8 @@ impl Default for EngineConfig {
             state_dir: None,
             state_cache_bytes: 64 << 20,
             state_maintain_step_bytes: 1 << 20,
-            state_store_memtable_bytes: 16 << 20,
-            state_store_block_cache_bytes: 16 << 20,
+            state_store_memtable_bytes: 8 << 20,
+            state_store_block_cache_bytes: 8 << 20,
         }
     }
 }

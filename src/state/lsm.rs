@@ -106,6 +106,11 @@ pub struct LsmStats {
     pub store_disk_bytes: u64,
     /// Store compaction debt now.
     pub compaction_debt_bytes: u64,
+    /// Flusher maintenance rounds (commit, memtable flush, compaction steps) and their time.
+    pub maintenance_rounds: u64,
+    pub maintenance_ns: u64,
+    /// Rounds that had to relieve back-pressure (the cache was over budget meanwhile).
+    pub blocked_rounds: u64,
 }
 
 #[derive(Default)]
@@ -114,6 +119,9 @@ struct Counters {
     misses: Cell<u64>,
     evictions: Cell<u64>,
     write_backs: Cell<u64>,
+    rounds: Cell<u64>,
+    round_ns: Cell<u64>,
+    blocked_rounds: Cell<u64>,
 }
 
 /// Outcome of a store write from the synchronous path.
@@ -311,6 +319,9 @@ impl LsmShared {
             evictions: self.counters.evictions.get(),
             write_backs: self.counters.write_backs.get(),
             cache_bytes: self.cache_used.get() as u64,
+            maintenance_rounds: self.counters.rounds.get(),
+            maintenance_ns: self.counters.round_ns.get(),
+            blocked_rounds: self.counters.blocked_rounds.get(),
             ..Default::default()
         };
         if let Some(store) = self.store.borrow().as_ref() {
@@ -531,23 +542,56 @@ fn clear_store_dir(dir: &std::path::Path) -> Result<()> {
 /// temporary directory).
 pub struct StateFlusher {
     shared: Rc<LsmShared>,
+    /// The table whose cache is evicted first in the next over-budget round (rotates).
+    next_table: usize,
 }
 
 impl StateFlusher {
     pub(crate) fn new(shared: Rc<LsmShared>) -> Self {
-        Self { shared }
+        Self { shared, next_table: 0 }
+    }
+
+    /// Store work is due: back-pressure, pending flush or compaction, enough new writes.
+    fn store_work_due(&self) -> bool {
+        let sh = &self.shared;
+        sh.blocked.get() || sh.maintenance_due.get() || sh.written_since_maintain.get() >= sh.opts.maintain_step_bytes
+    }
+
+    /// The caches together are clearly over budget (each miss evicts from its own state's cache
+    /// only, so a state that is no longer read keeps its entries until this evicts them).
+    fn cache_over_budget(&self) -> bool {
+        let sh = &self.shared;
+        sh.cache_used.get() > sh.opts.cache_bytes + sh.opts.cache_bytes / 8
     }
 
     async fn maintain(&mut self) -> Result<()> {
-        let sh = &self.shared;
+        let sh = self.shared.clone();
         sh.check()?;
+        if self.store_work_due() {
+            self.maintain_store().await?;
+        }
+        if self.cache_over_budget() {
+            let tables = sh.tables();
+            let n = tables.len().max(1);
+            self.next_table = (self.next_table + 1) % n;
+            for (_, t) in tables.iter().cycle().skip(self.next_table).take(tables.len()) {
+                t.evict_to_budget();
+            }
+        }
+        sh.check()
+    }
+
+    async fn maintain_store(&mut self) -> Result<()> {
+        let sh = &self.shared;
         let blocked = sh.blocked.replace(false);
+        if blocked {
+            sh.counters.blocked_rounds.set(sh.counters.blocked_rounds.get() + 1);
+        }
         let step = sh.opts.maintain_step_bytes;
         let commit_at = (sh.opts.store.wal_max_pending_bytes / 2) as u64;
         let mut store = sh.take_store();
         let r = async {
             if blocked {
-                Self::commit(&mut store).await?;
                 LsmShared::relieve(&mut store, step).await?;
                 sh.written_since_commit.set(0);
             } else {
@@ -565,12 +609,7 @@ impl StateFlusher {
         let due = sh.wrap(r)?;
         sh.maintenance_due.set(due);
         sh.written_since_maintain.set(0);
-        if blocked {
-            for (_, t) in sh.tables() {
-                t.evict_to_budget();
-            }
-        }
-        sh.check()
+        Ok(())
     }
 
     async fn commit(store: &mut Store) -> std::result::Result<(), StoreError> {
@@ -584,12 +623,18 @@ impl Flusher for StateFlusher {
     }
 
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
-        Box::pin(self.maintain())
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.maintain().await;
+            let c = &self.shared.counters;
+            c.rounds.set(c.rounds.get() + 1);
+            c.round_ns.set(c.round_ns.get() + start.elapsed().as_nanos() as u64);
+            r
+        })
     }
 
     fn has_pending(&self) -> bool {
-        let sh = &self.shared;
-        sh.blocked.get() || sh.maintenance_due.get() || sh.written_since_maintain.get() >= sh.opts.maintain_step_bytes || sh.failure.borrow().is_some()
+        self.store_work_due() || self.cache_over_budget() || self.shared.failure.borrow().is_some()
     }
 
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
@@ -743,9 +788,9 @@ where
         if s.expires_at > now {
             return true;
         }
-        // Expired: the store's copy (never newer) has expired as well.
+        // Expired: delete the store's copy too (it expired as well unless the TTL changed).
         s.value = None;
-        s.dirty = false;
+        s.dirty = s.in_store;
         self.entries -= 1;
         self.set_bytes(i, SLOT_OVERHEAD);
         self.sync_gauge();
@@ -883,9 +928,8 @@ where
                 codec::encode_stored(s.expires_at, &**v, &mut self.val_buf);
                 (self.shared.put(&self.key_buf, &self.val_buf, codec::store_expiry_ms(s.expires_at)), true)
             }
-            Some(_) => (Written::Yes, s.in_store), // expired: so is the store's copy
-            None if s.in_store => (self.shared.delete(&self.key_buf), false),
-            None => (Written::Yes, false),
+            Some(_) | None if s.in_store => (self.shared.delete(&self.key_buf), false),
+            _ => (Written::Yes, false),
         };
         if written == Written::Blocked {
             return false;
@@ -1102,7 +1146,7 @@ where
             return true;
         }
         s.value = None;
-        s.dirty = false;
+        s.dirty = s.in_store;
         let old = std::mem::replace(&mut s.bytes, SLOT_OVERHEAD + ekl);
         self.shared.charge(SLOT_OVERHEAD + ekl, old);
         self.entries -= 1;
@@ -1199,7 +1243,7 @@ where
             let Some(v) = &s.value else { continue };
             if s.expires_at <= now {
                 s.value = None;
-                s.dirty = false;
+                s.dirty = s.in_store;
                 freed += s.bytes - (SLOT_OVERHEAD + ek.len());
                 s.bytes = SLOT_OVERHEAD + ek.len();
                 expired += 1;
@@ -1246,7 +1290,7 @@ where
         for (ek, s) in self.cache.iter_mut() {
             if s.value.is_some() && s.expires_at <= now {
                 s.value = None;
-                s.dirty = false;
+                s.dirty = s.in_store;
                 freed += s.bytes - (SLOT_OVERHEAD + ek.len());
                 s.bytes = SLOT_OVERHEAD + ek.len();
                 expired += 1;
@@ -1273,9 +1317,8 @@ where
                 codec::encode_stored(s.expires_at, &**v, &mut self.val_buf);
                 (self.shared.put(&self.store_key, &self.val_buf, codec::store_expiry_ms(s.expires_at)), true)
             }
-            Some(_) => (Written::Yes, s.in_store),
-            None if s.in_store => (self.shared.delete(&self.store_key), false),
-            None => (Written::Yes, false),
+            Some(_) | None if s.in_store => (self.shared.delete(&self.store_key), false),
+            _ => (Written::Yes, false),
         };
         if written == Written::Blocked {
             return false;
