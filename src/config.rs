@@ -57,6 +57,25 @@ pub struct EngineConfig {
     pub wakeup_tick_ms: u64,
     /// Rolling size of filesystem sink part files.
     pub sink_part_file_bytes: u64,
+    /// `execution.checkpointing.interval` (ms); 0 turns checkpointing off.
+    pub checkpoint_interval_ms: u64,
+    /// `execution.checkpointing.dir`: this job's checkpoints (`chk-<epoch>` directories).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `execution.checkpointing.timeout` (ms): a checkpoint not complete by then is aborted.
+    pub checkpoint_timeout_ms: u64,
+    /// `execution.checkpointing.min-pause` (ms) between the end of one checkpoint and the next.
+    pub checkpoint_min_pause_ms: u64,
+    /// `execution.checkpointing.max-concurrent-checkpoints`.
+    pub checkpoint_max_concurrent: usize,
+    /// `state.checkpoints.num-retained`: complete checkpoints kept on disk.
+    pub checkpoints_retained: usize,
+    /// `restart-strategy.fixed-delay.attempts`: restarts from the latest checkpoint after a
+    /// failure (with checkpointing on) before the job fails.
+    pub restart_attempts: u32,
+    /// `restart-strategy.fixed-delay.delay` (ms) before a restart.
+    pub restart_delay_ms: u64,
+    /// Restore from this checkpoint or savepoint directory at start (`--restore`).
+    pub restore_from: Option<PathBuf>,
     /// Keyed-state backend: `memory` (Flink: `hashmap`) or `lsm` (Flink: `rocksdb`).
     pub state_backend: StateBackendKind,
     /// Root of the LSM state stores (`<state_dir>/<operator>/shard-<n>`); kept after the job so
@@ -90,6 +109,15 @@ impl Default for EngineConfig {
             max_line_bytes: 1 << 20,
             wakeup_tick_ms: 1,
             sink_part_file_bytes: 128 << 20,
+            checkpoint_interval_ms: 0,
+            checkpoint_dir: None,
+            checkpoint_timeout_ms: 600_000,
+            checkpoint_min_pause_ms: 0,
+            checkpoint_max_concurrent: 1,
+            checkpoints_retained: 1,
+            restart_attempts: 3,
+            restart_delay_ms: 1_000,
+            restore_from: None,
             state_backend: StateBackendKind::Memory,
             state_dir: None,
             state_cache_bytes: 64 << 20,
@@ -158,7 +186,71 @@ impl EngineConfig {
         if self.max_line_bytes < 16 {
             return Err(format!("max_line_bytes = {} is too small", self.max_line_bytes));
         }
+        if self.checkpoint_interval_ms > 0 {
+            if self.checkpoint_dir.is_none() {
+                return Err("execution.checkpointing.interval is set but execution.checkpointing.dir (checkpoint_dir) is not".into());
+            }
+            self.checkpoint_settings().validate()?;
+        }
         Ok(())
+    }
+
+    /// True when the job runs with checkpoints (or restores from one).
+    pub fn checkpointing(&self) -> bool {
+        self.checkpoint_interval_ms > 0 || self.restore_from.is_some()
+    }
+
+    /// The coordinator's settings (an interval of 0 — restore without new checkpoints — never
+    /// triggers one).
+    pub fn checkpoint_settings(&self) -> crate::checkpoint::protocol::CheckpointSettings {
+        crate::checkpoint::protocol::CheckpointSettings {
+            interval_ms: if self.checkpoint_interval_ms == 0 {
+                u64::MAX / 4
+            } else {
+                self.checkpoint_interval_ms
+            },
+            timeout_ms: self.checkpoint_timeout_ms,
+            min_pause_ms: self.checkpoint_min_pause_ms,
+            max_concurrent: self.checkpoint_max_concurrent,
+            retained: self.checkpoints_retained,
+        }
+    }
+
+    /// Apply one Flink configuration option (`SET 'key' = 'value'` in SQL, `--set key=value`
+    /// on the command line). `Ok(false)`: not an option this method knows; `Err`: a known
+    /// option with a bad value (the message names both).
+    pub fn set_flink_option(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let v = value.trim();
+        let bad = |what: &str| format!("{key} = '{value}': {what}");
+        let count = |v: &str| v.parse::<u64>().map_err(|_| bad("expected a whole number"));
+        match key {
+            "execution.checkpointing.interval" => self.checkpoint_interval_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.dir" | "state.checkpoints.dir" => {
+                let path = v.strip_prefix("file://").unwrap_or(v);
+                if path.is_empty() || v.contains("://") && !v.starts_with("file://") {
+                    return Err(bad("expected a local path or a file:// URI"));
+                }
+                self.checkpoint_dir = Some(PathBuf::from(path));
+            }
+            "execution.checkpointing.timeout" => self.checkpoint_timeout_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.min-pause" => self.checkpoint_min_pause_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.max-concurrent-checkpoints" => self.checkpoint_max_concurrent = count(v)? as usize,
+            "state.checkpoints.num-retained" | "execution.checkpointing.num-retained" => self.checkpoints_retained = count(v)? as usize,
+            "execution.checkpointing.mode" => {
+                if !v.eq_ignore_ascii_case("EXACTLY_ONCE") {
+                    return Err(bad("weir checkpoints are aligned and exactly-once (EXACTLY_ONCE)"));
+                }
+            }
+            "restart-strategy.type" | "restart-strategy" => match v.to_ascii_lowercase().as_str() {
+                "fixed-delay" | "fixeddelay" => {}
+                "none" | "off" | "disable" => self.restart_attempts = 0,
+                _ => return Err(bad("supported: fixed-delay, none")),
+            },
+            "restart-strategy.fixed-delay.attempts" => self.restart_attempts = count(v)?.min(u32::MAX as u64) as u32,
+            "restart-strategy.fixed-delay.delay" => self.restart_delay_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     /// Parse a TOML document (the `[engine]` table of a config file, or the whole file).
@@ -176,6 +268,22 @@ impl EngineConfig {
         config.validate().map_err(|e| format!("config [engine]: {e}"))?;
         Ok(config)
     }
+}
+
+/// A Flink duration: `500 ms`, `10 s`, `10s`, `2 min`, `1 h`, or a bare number of milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration (e.g. 10 s, 500 ms)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, min or h)")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too long"))
 }
 
 #[cfg(test)]
@@ -200,5 +308,19 @@ mod tests {
             StateBackendKind::Memory
         );
         assert!(EngineConfig::from_toml("[engine]\nstate_backend = \"disk\"\n").is_err());
+    }
+
+    #[test]
+    fn flink_checkpoint_options() {
+        let mut c = EngineConfig::default();
+        assert!(c.set_flink_option("execution.checkpointing.interval", "10 s").unwrap());
+        assert!(c.set_flink_option("execution.checkpointing.dir", "file:///tmp/chk").unwrap());
+        assert!(c.set_flink_option("restart-strategy.fixed-delay.delay", "250ms").unwrap());
+        assert_eq!((c.checkpoint_interval_ms, c.restart_delay_ms), (10_000, 250));
+        assert_eq!(c.checkpoint_dir, Some(PathBuf::from("/tmp/chk")));
+        assert!(!c.set_flink_option("no.such.key", "1").unwrap());
+        let err = c.set_flink_option("execution.checkpointing.interval", "10 parsecs").unwrap_err();
+        assert!(err.contains("execution.checkpointing.interval") && err.contains("parsecs"), "{err}");
+        assert!(c.set_flink_option("execution.checkpointing.dir", "s3://bucket/x").is_err());
     }
 }

@@ -47,6 +47,7 @@ impl<T> Push<T> for Recorder<T> {
         self.log.borrow_mut().watermarks.push(wm);
     }
     fn processing_time(&mut self, _now_ms: Timestamp) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
     fn end(&mut self) {
         self.log.borrow_mut().ended = true;
     }

@@ -188,6 +188,7 @@ impl<T> Push<T> for SlowPush {
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
     fn end(&mut self) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut weir::checkpoint::runtime::TaskSnapshot) {}
 }
 
 impl<T: 'static> Sink<T> for SlowSink {

@@ -63,9 +63,9 @@ fn statements_and_settings() {
         &["unknown sink table `nowhere`"],
     );
     rejects(
-        "INSERT INTO out_rows SELECT auction, price FROM bid;\nINSERT INTO out_rows SELECT price, auction FROM bid;",
-        "out_rows SELECT price",
-        &["only one INSERT"],
+        "EXECUTE STATEMENT SET\nBEGIN\nINSERT INTO out_rows SELECT auction, price FROM bid;\nSELECT price FROM bid;\nEND;",
+        "SELECT price",
+        &["INSERT INTO ... or END in the statement set"],
     );
     rejects(
         "INSERT INTO out_rows SELECT auction, price FROM bid WHERE url = '${NOPE}';",
@@ -79,7 +79,7 @@ fn tables() {
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't');",
         "'connector'",
-        &["connector 'kafka'", "filesystem, print, blackhole"],
+        &["connector 'kafka'", "filesystem, nexmark, print, blackhole"],
     );
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'avro');",

@@ -110,8 +110,12 @@ fn run_extra(job: &str) {
 
 fn run_job(dir: &Path, job: &str) {
     let script = std::fs::read_to_string(dir.join(format!("sql/{job}.sql"))).unwrap();
-    let want = load_rows([gunzip(&dir.join(format!("expected/{job}.csv.gz")))]);
-    let total: usize = want.values().sum();
+    let expected = dir.join(format!("expected/{job}.csv.gz"));
+    run_script_against(&script, job, &[(None, expected)]);
+}
+
+/// Run `script` on 1 to 4 shards; each `(subfolder of ${OUT}, expected answer)` must match.
+fn run_script_against(script: &str, job: &str, answers: &[(Option<&str>, PathBuf)]) {
     for cores in 1..=4 {
         let out = std::env::temp_dir().join(format!("weir-sql-oracle-out-{}-{job}-{cores}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
@@ -125,14 +129,18 @@ fn run_job(dir: &Path, job: &str) {
             pin_cores: false,
             ..Default::default()
         };
-        let report = weir::sql::run_script(&script, &vars, config).unwrap_or_else(|e| panic!("{job} on {cores} cores: {e}"));
+        let report = weir::sql::run_script(script, &vars, config).unwrap_or_else(|e| panic!("{job} on {cores} cores: {e}"));
         assert_eq!(report.shards, cores);
-        let got = load_rows(output_texts(&out));
-        if got != want {
-            let missing: Vec<_> = want.iter().filter(|(r, n)| got.get(*r) != Some(n)).take(3).collect();
-            let extra: Vec<_> = got.iter().filter(|(r, n)| want.get(*r) != Some(n)).take(3).collect();
-            let got_total: usize = got.values().sum();
-            panic!("{job} on {cores} cores: {got_total} rows, want {total}\n  missing/diff {missing:?}\n  extra/diff {extra:?}");
+        for (sub, expected) in answers {
+            let want = load_rows([gunzip(expected)]);
+            let total: usize = want.values().sum();
+            let got = load_rows(output_texts(&sub.map(|s| out.join(s)).unwrap_or_else(|| out.clone())));
+            if got != want {
+                let missing: Vec<_> = want.iter().filter(|(r, n)| got.get(*r) != Some(n)).take(3).collect();
+                let extra: Vec<_> = got.iter().filter(|(r, n)| want.get(*r) != Some(n)).take(3).collect();
+                let got_total: usize = got.values().sum();
+                panic!("{job} {sub:?} on {cores} cores: {got_total} rows, want {total}\n  missing/diff {missing:?}\n  extra/diff {extra:?}");
+            }
         }
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -188,12 +196,89 @@ fn extra_view_having() {
     run_extra("view_having");
 }
 
-/// Known deviation: Flink's answer contains 5 late left rows padded with NULLs whose lateness at
-/// Flink's join was masked by the aggregated side's watermark lagging in network buffers
-/// (timing-dependent); weir applies the window join's lateness rule exactly and drops all late
-/// rows, so 5 of 2596 rows are missing.
+/// Outer window join. Flink's WindowJoinOperator drops a row only if its window has already
+/// fired at the join, i.e. `window_end - 1 <= min(left watermark, right watermark)`; the window
+/// TVF before it drops nothing. The 9 bids of the left input that are late on their own stream
+/// (window_end - 1 <= the bid stream's watermark before them) therefore survive in Flink exactly
+/// when the right input's watermark (the output of a window aggregate in another task) happened
+/// to lag behind at that moment: in the recorded run, 5 did (padded with NULLs, no right row
+/// matched) and 4 did not. That split is thread timing, not a rule. weir's join sees both
+/// inputs' watermarks in step on each shard and drops all 9, deterministically for every shard
+/// count. This test checks weir's rows are Flink's answer minus exactly the NULL-padded rows of
+/// such late left bids.
 #[test]
-#[ignore = "outer window join: Flink's answer includes late rows whose lateness its network-buffer timing masked (5 rows)"]
 fn extra_window_left_join() {
-    run_extra("window_left_join");
+    let dir = Path::new(ORACLE).join("weir_sql");
+    let expected = gunzip(&dir.join("expected/window_left_join.csv.gz"));
+    // Left rows late on the bid stream: (auction, price, window_start) with the watermark rule.
+    let mut late = std::collections::HashSet::new();
+    let (mut max_ts, mut wm) = (i64::MIN, i64::MIN);
+    for line in std::fs::read_to_string(data_dir().join("bid.csv")).unwrap().lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        let (auction, price, ms): (i64, i64, i64) = (f[0].parse().unwrap(), f[2].parse().unwrap(), f[5].parse().unwrap());
+        let start = ms - ms.rem_euclid(10_000);
+        if auction % 50 == 0 && start + 10_000 - 1 <= wm {
+            late.insert((auction, price, start));
+        }
+        max_ts = max_ts.max(ms);
+        wm = max_ts - 4000;
+    }
+    let mut kept = String::new();
+    let mut removed = 0;
+    for line in expected.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        let key = (f[0].parse::<i64>().unwrap(), f[1].parse::<i64>().unwrap(), f[3].parse::<i64>().unwrap());
+        if f[2].is_empty() && late.contains(&key) {
+            removed += 1;
+            continue;
+        }
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    assert_eq!((late.len(), removed), (9, 5), "late left bids, and those Flink padded");
+    let path = std::env::temp_dir().join(format!("weir-sql-oracle-wlj-{}.csv.gz", std::process::id()));
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, kept.as_bytes()).unwrap();
+    gz.finish().unwrap();
+    let script = std::fs::read_to_string(dir.join("sql/window_left_join.sql")).unwrap();
+    run_script_against(&script, "window_left_join", &[(None, path.clone())]);
+    let _ = std::fs::remove_file(path);
+}
+
+/// Two INSERTs in one `EXECUTE STATEMENT SET` job: each sink gets exactly Flink's answer to its
+/// query alone (q1_project and q2_filter).
+#[test]
+fn extra_statement_set() {
+    let dir = Path::new(ORACLE).join("weir_sql");
+    let script = std::fs::read_to_string(dir.join("sql/statement_set.sql")).unwrap();
+    let expected = |job: &str| Path::new(ORACLE).join(format!("expected/{job}.csv.gz"));
+    run_script_against(
+        &script,
+        "statement_set",
+        &[(Some("q1_project"), expected("q1_project")), (Some("q2_filter"), expected("q2_filter"))],
+    );
+}
+
+/// Window Top-N over a window aggregate (ties broken by the ORDER BY's later keys).
+#[test]
+fn extra_window_topn() {
+    run_extra("window_topn");
+}
+
+/// Window Top-N directly over a HOP window TVF, partitioned by a string key.
+#[test]
+fn extra_window_topn_tvf() {
+    run_extra("window_topn_tvf");
+}
+
+/// Window deduplication: the last bid of each bidder per tumbling window.
+#[test]
+fn extra_window_dedup() {
+    run_extra("window_dedup");
+}
+
+/// Interval join of auctions with the bids of their first two seconds.
+#[test]
+fn extra_interval_join() {
+    run_extra("interval_join");
 }

@@ -113,6 +113,7 @@ impl<T> Push<(T, u64)> for LatencyPush {
     }
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut weir::checkpoint::runtime::TaskSnapshot) {}
     fn end(&mut self) {
         let _ = self.merged.lock().map(|mut m| m.add(&self.local));
     }

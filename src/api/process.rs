@@ -66,7 +66,7 @@ where
         stream.then("process", move |ctx, name, down| {
             let out = Output::new(down, ctx.config.batch_size);
             let backend = StateBackend::for_operator(ctx, name)?;
-            let op = KeyedProcessOp::new(f.clone(), key_fn.clone(), out, ctx.timers(), ctx.operator_metrics(name), backend);
+            let op = KeyedProcessOp::new(f.clone(), key_fn.clone(), out, ctx.timers(), ctx.operator_metrics(name), backend).checkpointed_as(ctx, name)?;
             let op: Box<dyn Push<T>> = Box::new(op);
             Ok(op)
         })

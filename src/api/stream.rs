@@ -19,7 +19,7 @@ use crate::operator::stateless::{FilterOp, FlatMapOp, MapOp};
 use crate::operator::Push;
 use crate::ring::{build_edge, connect_receivers, EdgeKind, RingInputs};
 use crate::shard::runtime::{execute, EdgeDef, JobGraph, JobReport, SegmentDef};
-use crate::shard::segment::{run_input, run_source, EventTime, SegmentEnv};
+use crate::shard::segment::{run_input, run_source, EventTime, SegmentCheckpoint, SegmentEnv};
 use crate::shard::BuildCtx;
 use crate::sink::collect::{CollectSink, Collected};
 use crate::sink::Sink;
@@ -55,7 +55,9 @@ impl StreamEnv {
     pub(crate) fn name(&self, kind: &str) -> String {
         let mut id = self.next_id.borrow_mut();
         *id += 1;
-        format!("{kind}#{}", *id)
+        let name = format!("{kind}#{}", *id);
+        self.graph.borrow_mut().operators.push(name.clone());
+        name
     }
 
     /// Read from `source`.
@@ -111,6 +113,8 @@ impl StreamEnv {
 
     /// [`StreamEnv::segment_env`] counting into `metrics`.
     pub(crate) fn segment_env_with(ctx: &mut BuildCtx<'_>, name: &str, metrics: Arc<crate::shard::OperatorMetrics>) -> SegmentEnv {
+        let checkpoint = ctx.checkpoint.clone();
+        let participant = checkpoint.as_ref().map_or(0, |c| c.participant(ctx.shard, ctx.segment));
         SegmentEnv {
             name: name.to_string(),
             shard: ctx.shard,
@@ -119,6 +123,7 @@ impl StreamEnv {
             timers: ctx.timers.clone(),
             metrics,
             connected: false,
+            checkpoint: SegmentCheckpoint::new(checkpoint, participant, std::mem::take(&mut ctx.committers)),
         }
     }
 
@@ -218,14 +223,24 @@ impl<T: Send + 'static> SourceStream<T> {
         let seg_name = self.name.clone();
         let tail: Tail<T> = Arc::new(move |ctx, chain| {
             let splits = source.split_count(ctx.shards)?;
+            if let Some(before) = ctx.restore().and_then(|r| r.split_count(&seg_name)) {
+                if before != splits {
+                    return Err(crate::error::WeirError::Checkpoint(format!(
+                        "source {seg_name} had {before} splits when the checkpoint was taken and has {splits} now: \
+                         positions cannot be carried over (fix the source's split count, e.g. the generator's `splits`)"
+                    )));
+                }
+            }
             let mut readers = Vec::new();
             let mut split = ctx.shard;
+            let mut split_ids = Vec::new();
             // Readers count bad records in the source operator's metrics, the same instance the
             // segment loop counts records in.
             let metrics = ctx.operator_metrics(&seg_name);
             ctx.source_metrics = Some(metrics.clone());
             while split < splits {
                 readers.push(source.reader(split, ctx)?);
+                split_ids.push(split);
                 split += ctx.shards;
             }
             ctx.source_metrics = None;
@@ -237,7 +252,7 @@ impl<T: Send + 'static> SourceStream<T> {
                 },
                 None => EventTime::None,
             };
-            Ok(Box::pin(run_source(readers, et, chain, env)))
+            Ok(Box::pin(run_source(split_ids.into_iter().zip(readers).collect(), et, chain, env)))
         });
         DataStream {
             env: self.env,

@@ -5,6 +5,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::stream::{DataStream, KeyedStream};
+use crate::checkpoint::snapshot::Persist;
 use crate::key::StableHash;
 use crate::operator::aggregate::AggregateFunction;
 use crate::operator::window::aligned::AlignedWindowOp;
@@ -24,7 +25,7 @@ pub struct WindowedStream<T, K, KF> {
 impl<T, K, KF> KeyedStream<T, K, KF>
 where
     T: Send + 'static,
-    K: StableHash + Hash + Eq + Ord + Clone + Send + 'static,
+    K: StableHash + Hash + Eq + Ord + Clone + Send + Persist + 'static,
     KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
 {
     /// Group records of each key into event-time windows.
@@ -43,7 +44,7 @@ where
 impl<T, K, KF> WindowedStream<T, K, KF>
 where
     T: Send + 'static,
-    K: StableHash + Hash + Eq + Ord + Clone + Send + 'static,
+    K: StableHash + Hash + Eq + Ord + Clone + Send + Persist + 'static,
     KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
 {
     /// Keep window state this long after the window fired; late records within it fire the
@@ -65,6 +66,7 @@ where
     pub fn aggregate<A>(self, agg: A) -> DataStream<WindowResult<K, A::Out>>
     where
         A: AggregateFunction<T>,
+        A::Acc: Persist,
     {
         let spec = self.spec;
         let late_sink = self.late_sink;
@@ -84,8 +86,16 @@ where
             };
             let out = Output::new(down, bs);
             let op: Box<dyn Push<T>> = match spec.assigner {
-                WindowAssigner::Session { .. } => Box::new(WindowDriver(SessionWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics))),
-                _ => Box::new(WindowDriver(AlignedWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics))),
+                WindowAssigner::Session { .. } => Box::new(WindowDriver::build(
+                    SessionWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics),
+                    ctx,
+                    name,
+                )?),
+                _ => Box::new(WindowDriver::build(
+                    AlignedWindowOp::new(spec, key_fn.clone(), agg.clone(), out, late, metrics),
+                    ctx,
+                    name,
+                )?),
             };
             Ok(op)
         })

@@ -20,7 +20,7 @@
 //! record after it; sinks commit only epochs the coordinator completed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 
 use serde::{Deserialize, Serialize};
@@ -85,10 +85,16 @@ pub enum TaskMessage {
         participant: usize,
         shard: usize,
         snapshot: TaskSnapshot,
+        /// Time from the first barrier of `epoch` at this task to the last (0 at sources).
+        alignment_ns: u64,
     },
     /// The task reached end of input; `snapshot` is its final state (positions at the end,
     /// final committables) and stands for every later epoch.
     Finished { participant: usize, shard: usize, snapshot: TaskSnapshot },
+    /// A shard's executor ended (`error`: it failed or panicked).
+    ShardExited { shard: usize, error: Option<String> },
+    /// The task's sinks published everything up to `epoch`.
+    Committed { participant: usize, epoch: u64 },
 }
 
 /// State restored from a checkpoint or savepoint, handed to operators while they are built.
@@ -99,7 +105,8 @@ pub struct RestoreSet {
     /// Shard count of the job that wrote the checkpoint.
     pub old_shards: usize,
     pub keyed: HashMap<String, Vec<(u32, Vec<u8>)>>,
-    pub operator_state: HashMap<String, Vec<Vec<u8>>>,
+    /// Per-instance operator state by operator: (old shard, bytes).
+    pub operator_state: HashMap<String, Vec<(usize, Vec<u8>)>>,
     pub positions: HashMap<(String, usize), Vec<u8>>,
     /// Committables by sink operator: (old shard, committable).
     pub committables: HashMap<String, Vec<(usize, Vec<u8>)>>,
@@ -119,7 +126,7 @@ impl RestoreSet {
                 set.keyed.entry(op).or_default().extend(snap.groups);
             }
             for (op, bytes) in t.operator_state {
-                set.operator_state.entry(op).or_default().push(bytes);
+                set.operator_state.entry(op).or_default().push((shard, bytes));
             }
             for (op, split, pos) in t.positions {
                 set.positions.insert((op, split), pos);
@@ -145,8 +152,8 @@ impl RestoreSet {
         }
     }
 
-    /// Every old instance's operator state of `name`.
-    pub fn operator_state(&self, name: &str) -> &[Vec<u8>] {
+    /// Every old instance's operator state of `name`, with the old shard it ran on.
+    pub fn operator_state(&self, name: &str) -> &[(usize, Vec<u8>)] {
         self.operator_state.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
 
@@ -159,6 +166,11 @@ impl RestoreSet {
             .unwrap_or_default()
     }
 
+    /// How many splits `source` had when the checkpoint was taken (`None`: no positions).
+    pub fn split_count(&self, source: &str) -> Option<usize> {
+        self.positions.keys().filter(|(s, _)| s == source).map(|(_, i)| i + 1).max()
+    }
+
     pub fn position(&self, source: &str, split: usize) -> Option<&[u8]> {
         self.positions.get(&(source.to_string(), split)).map(Vec::as_slice)
     }
@@ -166,8 +178,10 @@ impl RestoreSet {
 
 /// Shared by the coordinator and every shard of one running job.
 pub struct CheckpointControl {
+    attempt: String,
     trigger: AtomicU64,
     completed: AtomicU64,
+    cancelled: AtomicBool,
     messages: Sender<TaskMessage>,
     /// Number of segments per shard (participants = shards × segments).
     pub segments: usize,
@@ -177,9 +191,12 @@ pub struct CheckpointControl {
 impl CheckpointControl {
     pub fn new(segments: usize, messages: Sender<TaskMessage>, restore: Option<RestoreSet>) -> Self {
         let restored = restore.as_ref().map_or(0, |r| r.epoch);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Self {
+            attempt: format!("{:x}", nanos as u64 ^ ((std::process::id() as u64) << 48)),
             trigger: AtomicU64::new(restored),
             completed: AtomicU64::new(restored),
+            cancelled: AtomicBool::new(false),
             messages,
             segments,
             restore,
@@ -214,7 +231,90 @@ impl CheckpointControl {
         let _ = self.messages.send(message);
     }
 
+    /// A token unique to this run of the job (a process, or one restart within it): sinks put
+    /// it in the names of files they create, so no attempt overwrites another's output.
+    pub fn attempt_token(&self) -> String {
+        self.attempt.clone()
+    }
+
+    /// The job failed somewhere: tasks waiting for a checkpoint give up.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
     pub fn participant(&self, shard: usize, segment: usize) -> usize {
         shard * self.segments + segment
     }
+}
+
+/// User commands to a running job (from the control API): savepoints and stop-with-savepoint.
+/// Lives in the job's [`crate::shard::MetricsRegistry`], so it outlives restarts.
+#[derive(Debug, Default)]
+pub struct JobCommands {
+    requested: AtomicU64,
+    stop: AtomicBool,
+    results: std::sync::Mutex<Vec<SavepointResult>>,
+}
+
+/// What became of one savepoint request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SavepointResult {
+    /// Request number (from 1).
+    pub request: u64,
+    /// The savepoint directory, or why it failed.
+    pub outcome: Result<String, String>,
+}
+
+impl JobCommands {
+    /// Ask for a savepoint (and, with `stop`, stop the job once it is complete). Returns the
+    /// request number to look for in [`JobCommands::results`].
+    pub fn request_savepoint(&self, stop: bool) -> u64 {
+        if stop {
+            self.stop.store(true, Ordering::Release);
+        }
+        self.requested.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn record(&self, result: SavepointResult) {
+        let mut r = self.results.lock().expect("savepoint results");
+        if r.len() == 64 {
+            r.remove(0);
+        }
+        r.push(result);
+    }
+
+    /// The outcomes of recent requests (at most 64), oldest first.
+    pub fn results(&self) -> Vec<SavepointResult> {
+        self.results.lock().expect("savepoint results").clone()
+    }
+}
+
+/// The watermark operator `name` had when `restore` was taken: this shard's own value when the
+/// shard count is unchanged, else the lowest of all old instances (never judge a record late
+/// that the old run would have accepted).
+pub fn restored_watermark(restore: &RestoreSet, name: &str, shard: usize, shards: usize) -> crate::error::Result<Option<i64>> {
+    use super::snapshot::decode;
+    let states = restore.operator_state(name);
+    if restore.old_shards == shards {
+        if let Some((_, bytes)) = states.iter().find(|(s, _)| *s == shard) {
+            return decode::<i64>(bytes, "operator watermark").map(Some);
+        }
+    }
+    let all = states
+        .iter()
+        .map(|(_, b)| decode::<i64>(b, "operator watermark"))
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    Ok(all.into_iter().min())
 }

@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, WeirError};
 
+/// Types that can be written into a checkpoint (serde + postcard).
+pub trait Persist: Serialize + DeserializeOwned {}
+impl<T: Serialize + DeserializeOwned> Persist for T {}
+
 /// Keyed state of one operator instance, one byte section per key group.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyedSnapshot {

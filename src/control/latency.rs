@@ -89,6 +89,9 @@ impl<T> Push<T> for LatencyProbe<T> {
     fn idle(&mut self) {
         self.inner.idle();
     }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        self.inner.barrier(epoch, snapshot);
+    }
     fn end(&mut self) {
         self.publish();
         self.inner.end();

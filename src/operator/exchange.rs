@@ -19,6 +19,7 @@ use futures::future::LocalBoxFuture;
 
 use super::Push;
 use crate::batch::{Batch, InOrder};
+use crate::checkpoint::runtime::TaskSnapshot;
 use crate::error::Result;
 use crate::key::{KeyGroups, StableHash};
 use crate::ring::{connect_senders, Envelope, RingSender, ShardEnds};
@@ -133,6 +134,15 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
         let mut outbox = self.outbox.borrow_mut();
         for d in dests {
             outbox.push_back((d, Envelope::Idle));
+        }
+    }
+
+    fn barrier(&mut self, epoch: u64, _snapshot: &mut TaskSnapshot) {
+        self.flush_all();
+        let dests: Vec<usize> = self.destinations().collect();
+        let mut outbox = self.outbox.borrow_mut();
+        for d in dests {
+            outbox.push_back((d, Envelope::Barrier(epoch)));
         }
     }
 

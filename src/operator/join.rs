@@ -117,6 +117,10 @@ impl<L, R, C: JoinCore<L, R>> Push2<L, R> for JoinDriver<C> {
     fn idle(&mut self) {
         self.0.output().idle();
     }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        snapshot.decline("join", "join buffers cannot be checkpointed yet");
+        self.0.output().barrier(epoch, snapshot);
+    }
 }
 
 impl<L, R, C: JoinCore<L, R>> Push<JoinInput<L, R>> for JoinDriver<C> {
@@ -134,6 +138,11 @@ impl<L, R, C: JoinCore<L, R>> Push<JoinInput<L, R>> for JoinDriver<C> {
     }
     fn idle(&mut self) {
         self.0.output().idle();
+    }
+
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        snapshot.decline("join", "join buffers cannot be checkpointed yet");
+        self.0.output().barrier(epoch, snapshot);
     }
 
     fn end(&mut self) {

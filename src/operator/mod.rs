@@ -20,6 +20,7 @@ pub mod stateless;
 pub mod window;
 
 use crate::batch::Batch;
+use crate::checkpoint::runtime::TaskSnapshot;
 use crate::time::Timestamp;
 
 /// The input side of an operator (or a sink) within a segment.
@@ -38,6 +39,11 @@ pub trait Push<T> {
     /// it to every shard so an idle source does not hold back the others. The default ignores
     /// it, which is safe (the watermark is only held back).
     fn idle(&mut self) {}
+    /// Checkpoint barrier `epoch`: everything before it was pushed, nothing after it. A stateful
+    /// operator writes its state into `snapshot` (keyed state by key group); every operator then
+    /// forwards the barrier after the output it already produced. Exchanges send it through
+    /// their rings; sinks end it (their flusher pre-commits).
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot);
 }
 
 /// The input side of a two-input operator (joins).
@@ -49,6 +55,8 @@ pub trait Push2<L, R> {
     fn end(&mut self);
     /// Every channel of both inputs is idle (see [`Push::idle`]).
     fn idle(&mut self) {}
+    /// Checkpoint barrier `epoch`, aligned over both inputs (see [`Push::barrier`]).
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot);
 }
 
 /// An operator's output buffer: collects records and marks and pushes full batches downstream.
@@ -110,5 +118,11 @@ impl<T> Output<T> {
     pub fn idle(&mut self) {
         self.flush();
         self.down.idle();
+    }
+
+    /// Flush, then forward checkpoint barrier `epoch`.
+    pub fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.flush();
+        self.down.barrier(epoch, snapshot);
     }
 }

@@ -168,6 +168,8 @@ pub struct KeyedProcessOp<T, K, KF, F: KeyedProcessFunction<K, T>> {
     out: Output<F::Out>,
     metrics: Arc<OperatorMetrics>,
     emitted: u64,
+    /// The operator's name in the job: what its checkpointed state is stored under.
+    name: String,
     _t: std::marker::PhantomData<fn(T)>,
 }
 
@@ -199,8 +201,22 @@ where
             out,
             metrics,
             emitted: 0,
+            name: "process".into(),
             _t: std::marker::PhantomData,
         }
+    }
+
+    /// Name the operator as in the job (checkpoints store its state under it) and restore its
+    /// state and watermark when the job restores a checkpoint.
+    pub fn checkpointed_as(mut self, ctx: &crate::shard::BuildCtx<'_>, name: &str) -> Result<Self> {
+        self.name = name.to_string();
+        if let Some(restore) = ctx.restore() {
+            self.restore(&restore.keyed_for(name, &ctx.groups, ctx.shard))?;
+            if let Some(wm) = crate::checkpoint::runtime::restored_watermark(restore, name, ctx.shard, ctx.shards)? {
+                self.watermark = self.watermark.max(wm);
+            }
+        }
+        Ok(self)
     }
 
     /// Entries per state (including the timer sets), for metrics.
@@ -357,6 +373,15 @@ where
 
     fn idle(&mut self) {
         self.out.idle();
+    }
+
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        self.out.flush();
+        if let Err(e) = KeyedProcessOp::snapshot(self, snapshot.keyed(&self.name)) {
+            snapshot.decline(&self.name, &e.to_string());
+        }
+        snapshot.operator_state(&self.name, crate::checkpoint::snapshot::encode(&self.watermark));
+        self.out.barrier(epoch, snapshot);
     }
 
     fn end(&mut self) {

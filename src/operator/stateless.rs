@@ -5,6 +5,7 @@
 
 use super::Push;
 use crate::batch::{Batch, Mark};
+use crate::checkpoint::runtime::TaskSnapshot;
 use crate::time::Timestamp;
 
 /// `map`: one output per input, same timestamp.
@@ -34,6 +35,9 @@ impl<T, U, F: FnMut(T) -> U> Push<T> for MapOp<T, U, F> {
     }
     fn idle(&mut self) {
         self.down.idle()
+    }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.down.barrier(epoch, snapshot)
     }
 }
 
@@ -101,6 +105,9 @@ impl<T, F: FnMut(&T) -> bool> Push<T> for FilterOp<T, F> {
     fn idle(&mut self) {
         self.down.idle()
     }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.down.barrier(epoch, snapshot)
+    }
 }
 
 /// `flat_map`: zero or more outputs per input, each with the input's timestamp.
@@ -144,6 +151,9 @@ impl<T, U, I: IntoIterator<Item = U>, F: FnMut(T) -> I> Push<T> for FlatMapOp<T,
     }
     fn idle(&mut self) {
         self.down.idle()
+    }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.down.barrier(epoch, snapshot)
     }
 }
 

@@ -82,6 +82,12 @@ impl<T: Send + 'static> RingInputs<T> {
         self.blocked[index] = blocked;
     }
 
+    /// True when every channel has either delivered the barrier being aligned (is blocked) or
+    /// ended: the barrier is aligned.
+    pub fn all_blocked_or_ended(&self) -> bool {
+        self.blocked.iter().zip(&self.ended).all(|(b, e)| *b || *e)
+    }
+
     pub fn unblock_all(&mut self) {
         self.blocked.iter_mut().for_each(|b| *b = false);
     }

@@ -169,6 +169,8 @@ pub struct MetricsRegistry {
     edge_readers: Mutex<BTreeMap<usize, String>>,
     /// Operators registered on shard 0 per segment, in registration order (tail first).
     segments: Mutex<Vec<Vec<String>>>,
+    /// Savepoint and stop requests from the control API.
+    pub commands: crate::checkpoint::runtime::JobCommands,
 }
 
 impl MetricsRegistry {

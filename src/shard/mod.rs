@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
 
+use crate::checkpoint::runtime::{CheckpointControl, RestoreSet};
 use crate::config::EngineConfig;
 use crate::error::Result;
 use crate::key::KeyGroups;
@@ -130,12 +131,44 @@ pub struct BuildCtx<'a> {
     pub(crate) source_metrics: Option<Arc<OperatorMetrics>>,
     /// Edges whose receiving ends this segment took (registered as read by the segment's head).
     pub(crate) reading_edges: Vec<usize>,
+    /// Index of the segment being built in the job graph.
+    pub(crate) segment: usize,
+    /// The running job's checkpoint control (`None`: checkpointing off).
+    pub(crate) checkpoint: Option<Arc<CheckpointControl>>,
+    /// Flushers of two-phase-commit sinks: (index in `flushers`, sink operator name).
+    pub(crate) committers: Vec<(usize, String)>,
 }
 
 impl BuildCtx<'_> {
     /// Register the async half of an operator of the segment being built.
     pub fn add_flusher(&mut self, flusher: Box<dyn Flusher>) {
         self.flushers.push(flusher);
+    }
+
+    /// Register the flusher of a two-phase-commit sink named `operator`: its `pre_commit` runs
+    /// at every checkpoint barrier (the committable is stored under `operator`) and `commit`
+    /// once the checkpoint is complete.
+    pub fn add_committing_flusher(&mut self, operator: &str, flusher: Box<dyn Flusher>) {
+        self.committers.push((self.flushers.len(), operator.to_string()));
+        self.flushers.push(flusher);
+    }
+
+    /// True when the job runs with checkpoints (sinks then hold output until commit).
+    pub fn checkpointing(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    /// What the job restores from, if it restores.
+    pub fn restore(&self) -> Option<&RestoreSet> {
+        self.checkpoint.as_ref().and_then(|c| c.restore.as_ref())
+    }
+
+    /// The committables sink `operator` must resolve on this shard after a restore (commit them
+    /// idempotently at connect; abort anything else it left behind).
+    pub fn restored_committables(&self, operator: &str) -> Vec<Vec<u8>> {
+        self.restore()
+            .map(|r| r.committables_for(operator, self.shard, self.shards))
+            .unwrap_or_default()
     }
 
     /// Metrics of an operator on this shard.

@@ -1,6 +1,7 @@
 //! Running a job: build the rings, start one pinned executor per shard, run every segment on
 //! every shard, collect the report.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::metrics::{MetricsRegistry, OperatorFigures};
 use super::{BuildCtx, ProcessingTimers};
+use crate::checkpoint::coordinator::{CheckpointFigures, CoordinatorDriver};
+use crate::checkpoint::files::{check_compatible, read_snapshot, CheckpointStore};
+use crate::checkpoint::runtime::{CheckpointControl, TaskMessage};
 use crate::config::EngineConfig;
 use crate::error::{Result, WeirError};
 use crate::key::KeyGroups;
@@ -41,6 +45,8 @@ pub struct EdgeDef {
 pub struct JobGraph {
     pub segments: Vec<SegmentDef>,
     pub edges: Vec<EdgeDef>,
+    /// Every operator's name (`window:tumble#5`), in build order: what state is restored into.
+    pub operators: Vec<String>,
 }
 
 /// What a finished job reports.
@@ -52,6 +58,10 @@ pub struct JobReport {
     pub operators: BTreeMap<String, OperatorFigures>,
     /// Per ring: (edge, from shard, to shard) → figures.
     pub rings: Vec<((usize, usize, usize), RingFigures)>,
+    /// What checkpoints did in the last attempt (empty without checkpointing).
+    pub checkpoints: CheckpointFigures,
+    /// Restarts from a checkpoint after failures.
+    pub restarts: u32,
 }
 
 impl JobReport {
@@ -96,11 +106,115 @@ pub fn execute(graph: JobGraph, config: &EngineConfig) -> Result<JobReport> {
 }
 
 /// [`execute`] with a caller-owned metrics registry (so a control plane can read live figures).
+///
+/// With checkpointing on, a failed attempt is restarted from the latest complete checkpoint
+/// up to `restart_attempts` times after `restart_delay_ms` (Flink's fixed-delay strategy).
 pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: Arc<MetricsRegistry>) -> Result<JobReport> {
     config.validate().map_err(WeirError::Config)?;
+    let started = Instant::now();
+    let mut restore_from = config.restore_from.clone();
+    let mut restarts = 0u32;
+    loop {
+        match execute_attempt(&graph, config, &registry, restore_from.as_deref()) {
+            Ok(mut report) => {
+                report.elapsed = started.elapsed();
+                report.restarts = restarts;
+                return Ok(report);
+            }
+            Err(e) if config.checkpoint_interval_ms > 0 && restarts < config.restart_attempts => {
+                restarts += 1;
+                let store = CheckpointStore::new(config.checkpoint_dir.clone().expect("validated: checkpointing has a dir"));
+                if let Some(latest) = store.latest()? {
+                    restore_from = Some(latest);
+                }
+                eprintln!(
+                    "weir: job failed ({e}); restart {restarts} of {} in {} ms from {}",
+                    config.restart_attempts,
+                    config.restart_delay_ms,
+                    restore_from
+                        .as_ref()
+                        .map_or("the beginning (no complete checkpoint yet)".to_string(), |p| p.display().to_string())
+                );
+                std::thread::sleep(Duration::from_millis(config.restart_delay_ms));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+const STOPPED_BY_PEER: &str = "stopped: another shard failed";
+
+/// Set when any shard of the job fails: every other shard stops at its next tick (dropping
+/// its tasks, which closes their rings), so one failure never leaves the job hanging.
+#[derive(Default)]
+struct JobCancel(AtomicBool);
+
+/// When a shard's executor ends, even by panic: a failure cancels the job, and the
+/// coordinator (if any) hears of the exit.
+struct ExitNotice {
+    control: Option<Arc<CheckpointControl>>,
+    cancel: Arc<JobCancel>,
+    shard: usize,
+    error: Option<String>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let error = if std::thread::panicking() {
+            Some("panicked".to_string())
+        } else {
+            self.error.take()
+        };
+        if error.is_some() {
+            self.cancel.0.store(true, Ordering::Release);
+        }
+        if let Some(c) = &self.control {
+            c.send(TaskMessage::ShardExited { shard: self.shard, error });
+        }
+    }
+}
+
+fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<MetricsRegistry>, restore_from: Option<&std::path::Path>) -> Result<JobReport> {
     let shards = config.shard_count();
     let groups = KeyGroups::new(config.max_key_groups, shards as u32);
     let started = Instant::now();
+
+    let mut coordinator = None;
+    let mut control = None;
+    let mut restored_from = None;
+    if config.checkpointing() {
+        let restore = match restore_from {
+            Some(dir) => {
+                let (meta, set) = read_snapshot(dir)?;
+                let problems = check_compatible(&meta, &graph.operators, config.max_key_groups);
+                if !problems.is_empty() {
+                    return Err(WeirError::Checkpoint(format!("cannot restore {}: {}", dir.display(), problems.join("; "))));
+                }
+                restored_from = Some(dir.display().to_string());
+                Some(set)
+            }
+            None => None,
+        };
+        let restored_epoch = restore.as_ref().map(|r| r.epoch);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = Arc::new(CheckpointControl::new(graph.segments.len(), tx, restore));
+        let dir = match &config.checkpoint_dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("weir-restore-{}", std::process::id())),
+        };
+        coordinator = Some(CoordinatorDriver {
+            control: c.clone(),
+            messages: rx,
+            store: CheckpointStore::new(dir),
+            settings: config.checkpoint_settings(),
+            shards,
+            max_key_groups: config.max_key_groups,
+            job: graph.segments.first().map(|s| s.name.clone()).unwrap_or_default(),
+            restored_epoch,
+            registry: registry.clone(),
+        });
+        control = Some(c);
+    }
 
     let mut per_shard: Vec<Vec<ShardEnds>> = (0..shards).map(|_| Vec::new()).collect();
     for (e, edge) in graph.edges.iter().enumerate() {
@@ -111,13 +225,16 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
             per_shard[s].push(ends);
         }
     }
-    let graph = Arc::new(graph);
+    let graph = Arc::new(graph.clone());
+    let cancel = Arc::new(JobCancel::default());
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
         let graph = graph.clone();
         let config = config.clone();
         let registry = registry.clone();
+        let control = control.clone();
+        let cancel = cancel.clone();
         let placement = if config.pin_cores {
             Placement::Fixed(shard % online)
         } else {
@@ -130,51 +247,32 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
             .preempt_timer(Duration::from_millis(10));
         let handle = builder
             .spawn(move || async move {
-                let mut tasks = Vec::with_capacity(graph.segments.len());
-                for seg in graph.segments.iter() {
-                    if shard == 0 {
-                        registry.begin_segment();
-                    }
-                    let mut ctx = BuildCtx {
-                        shard,
-                        shards,
-                        groups,
-                        config: &config,
-                        registry: &registry,
-                        edges: &mut edges,
-                        flushers: Vec::new(),
-                        timers: ProcessingTimers::default(),
-                        source_metrics: None,
-                        reading_edges: Vec::new(),
-                    };
-                    let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
-                        shard,
-                        message: format!("building segment {}: {e}", seg.name),
-                    })?;
-                    tasks.push(glommio::spawn_local(task));
-                }
-                let mut first_error = None;
-                let tick = Duration::from_millis(config.wakeup_tick_ms);
-                super::keep_awake_every(tick, async {
-                    for t in tasks {
-                        if let Err(e) = t.await {
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                })
-                .await;
-                match first_error {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                }
+                let mut notice = ExitNotice {
+                    control: control.clone(),
+                    cancel: cancel.clone(),
+                    shard,
+                    error: None,
+                };
+                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel).await;
+                notice.error = result.as_ref().err().map(|e| e.to_string());
+                result
             })
             .map_err(|e| WeirError::Other(format!("starting shard {shard}: {e}")))?;
         handles.push(handle);
     }
+    let mut checkpoints = CheckpointFigures::default();
+    if let Some(driver) = coordinator {
+        let (figures, _failure) = driver.run()?;
+        checkpoints = figures;
+    }
     let mut first_error = None;
+    let mut stopped = None;
     for (shard, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(())) => {}
+            Ok(Err(e)) if e.to_string().contains(STOPPED_BY_PEER) => {
+                stopped.get_or_insert(e);
+            }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
             }
@@ -186,13 +284,79 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
             }
         }
     }
-    if let Some(e) = first_error {
-        return Err(e);
+    // A stop-with-savepoint cancels every shard on purpose: whatever the shards report while
+    // being cut off (closed rings, "stopped") is not a failure.
+    if checkpoints.stopped_with_savepoint.is_none() {
+        if let Some(e) = first_error.or(stopped) {
+            return Err(e);
+        }
     }
+    checkpoints.restored_from = restored_from;
     Ok(JobReport {
         shards,
         elapsed: started.elapsed(),
         operators: registry.operator_totals(),
         rings: registry.ring_figures(),
+        checkpoints,
+        restarts: 0,
     })
+}
+
+/// Build and run every segment of `graph` on this shard.
+#[allow(clippy::too_many_arguments)]
+async fn run_shard(
+    shard: usize,
+    shards: usize,
+    groups: KeyGroups,
+    graph: &JobGraph,
+    config: &EngineConfig,
+    registry: &Arc<MetricsRegistry>,
+    edges: &mut Vec<ShardEnds>,
+    control: Option<Arc<CheckpointControl>>,
+    cancel: &JobCancel,
+) -> Result<()> {
+    let mut tasks = Vec::with_capacity(graph.segments.len());
+    for (segment, seg) in graph.segments.iter().enumerate() {
+        if shard == 0 {
+            registry.begin_segment();
+        }
+        let mut ctx = BuildCtx {
+            shard,
+            shards,
+            groups,
+            config,
+            registry,
+            edges,
+            flushers: Vec::new(),
+            timers: ProcessingTimers::default(),
+            source_metrics: None,
+            reading_edges: Vec::new(),
+            segment,
+            checkpoint: control.clone(),
+            committers: Vec::new(),
+        };
+        let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
+            shard,
+            message: format!("building segment {}: {e}", seg.name),
+        })?;
+        tasks.push(glommio::spawn_local(task));
+    }
+    // The shard ends when every task ended, at the first task error (the other tasks are
+    // dropped, closing their rings), or when another shard failed. The watcher's timer also
+    // wakes the reactor every tick: the guard against glommio's lost cross-core wakeups (see
+    // `shard::keep_awake_every`).
+    let tick = Duration::from_millis(config.wakeup_tick_ms);
+    let all = std::pin::pin!(futures::future::try_join_all(tasks));
+    let watch = std::pin::pin!(async {
+        while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) {
+            glommio::timer::sleep(tick).await;
+        }
+    });
+    match futures::future::select(all, watch).await {
+        futures::future::Either::Left((result, _)) => result.map(|_| ()),
+        futures::future::Either::Right(((), _)) => Err(WeirError::Shard {
+            shard,
+            message: STOPPED_BY_PEER.into(),
+        }),
+    }
 }

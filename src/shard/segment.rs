@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use futures::future::{join_all, select, Either};
 
 use crate::batch::{Batch, Mark};
+use crate::checkpoint::runtime::{CheckpointControl, TaskMessage, TaskSnapshot, FINAL_EPOCH};
+use crate::checkpoint::snapshot::{decode, encode};
 use crate::error::{Result, WeirError};
 use crate::operator::{Push, Push2};
 use crate::ring::{Envelope, RingInputs};
@@ -39,6 +41,80 @@ pub struct SegmentEnv {
     pub timers: ProcessingTimers,
     pub metrics: Arc<OperatorMetrics>,
     pub connected: bool,
+    pub checkpoint: SegmentCheckpoint,
+}
+
+/// A segment task's part in checkpoints (inert when the job runs without them).
+pub struct SegmentCheckpoint {
+    control: Option<Arc<CheckpointControl>>,
+    participant: usize,
+    /// Two-phase-commit flushers: (index in `SegmentEnv::flushers`, sink operator name).
+    committers: Vec<(usize, String)>,
+    /// Newest epoch this task took part in (a source injected it / an input aligned it).
+    last_epoch: u64,
+    /// Newest completed epoch whose output this task's sinks committed.
+    committed: u64,
+    /// Barrier alignment in progress: (epoch, when its first barrier arrived).
+    aligning: Option<(u64, Instant)>,
+}
+
+/// What a barrier arriving on one channel means for alignment.
+enum Arrival {
+    /// Older than what this task already did: ignore it.
+    Stale,
+    /// Count the channel (block it until aligned). `restart`: a newer epoch replaced the one
+    /// being aligned (that one was aborted); unblock every channel first.
+    Counted { restart: bool },
+}
+
+impl SegmentCheckpoint {
+    pub fn new(control: Option<Arc<CheckpointControl>>, participant: usize, committers: Vec<(usize, String)>) -> Self {
+        let start = control.as_ref().map_or(0, |c| c.completed());
+        Self {
+            control,
+            participant,
+            committers,
+            last_epoch: start,
+            committed: start,
+            aligning: None,
+        }
+    }
+
+    /// A source task: the epoch to inject now, if the coordinator opened a new one.
+    #[inline]
+    fn barrier_due(&self) -> Option<u64> {
+        let t = self.control.as_ref()?.triggered();
+        (t > self.last_epoch).then_some(t)
+    }
+
+    fn arrive(&mut self, epoch: u64) -> Arrival {
+        match self.aligning {
+            Some((current, _)) if epoch == current => Arrival::Counted { restart: false },
+            Some((current, _)) if epoch < current => Arrival::Stale,
+            _ if epoch <= self.last_epoch => Arrival::Stale,
+            previous => {
+                self.aligning = Some((epoch, Instant::now()));
+                Arrival::Counted { restart: previous.is_some() }
+            }
+        }
+    }
+
+    /// The epoch being aligned, taken when `aligned` (every live channel delivered it).
+    fn take_aligned(&mut self, aligned: bool) -> Option<(u64, Duration)> {
+        if !aligned {
+            return None;
+        }
+        self.aligning.take().map(|(e, since)| (e, since.elapsed()))
+    }
+}
+
+/// A source split's checkpointed state: the reader's position and its watermark generator.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SplitCheckpoint {
+    reader: Vec<u8>,
+    max_timestamp: Timestamp,
+    watermark: Timestamp,
+    exhausted: bool,
 }
 
 impl SegmentEnv {
@@ -69,6 +145,85 @@ impl SegmentEnv {
             f.close().await?;
         }
         Ok(())
+    }
+
+    fn restore(&self) -> Option<&crate::checkpoint::runtime::RestoreSet> {
+        self.checkpoint.control.as_ref().and_then(|c| c.restore.as_ref())
+    }
+
+    /// Barrier `epoch` went through the chain into `snapshot`: send it on (flush), pre-commit
+    /// the sinks, acknowledge to the coordinator.
+    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration) -> Result<()> {
+        self.flush().await?;
+        crate::checkpoint::crash_point("barrier-sent");
+        for (i, name) in &self.checkpoint.committers {
+            if let Some(c) = self.flushers[*i].pre_commit(epoch).await? {
+                snapshot.committables.push((name.clone(), c));
+            }
+        }
+        self.checkpoint.last_epoch = epoch;
+        let control = self.checkpoint.control.as_ref().expect("barriers only flow with checkpoints on");
+        control.send(TaskMessage::Ack {
+            epoch,
+            participant: self.checkpoint.participant,
+            shard: self.shard,
+            snapshot,
+            alignment_ns: alignment.as_nanos() as u64,
+        });
+        Ok(())
+    }
+
+    /// Commit the sinks' output up to the newest completed checkpoint (one atomic load when
+    /// nothing new completed).
+    async fn commit_completed(&mut self) -> Result<()> {
+        let Some(control) = &self.checkpoint.control else { return Ok(()) };
+        let done = control.completed();
+        if done > self.checkpoint.committed {
+            for (i, _) in &self.checkpoint.committers {
+                self.flushers[*i].commit(done).await?;
+            }
+            self.checkpoint.committed = done;
+            if !self.checkpoint.committers.is_empty() {
+                control.send(TaskMessage::Committed {
+                    participant: self.checkpoint.participant,
+                    epoch: done,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// End of input: without checkpoints, close. With them, pre-commit what is left at
+    /// [`FINAL_EPOCH`], report the task finished with its final `snapshot`, wait until the
+    /// job's final checkpoint is complete, commit, close.
+    async fn finish(&mut self, mut snapshot: TaskSnapshot) -> Result<()> {
+        let Some(control) = self.checkpoint.control.clone() else {
+            return self.close().await;
+        };
+        self.flush().await?;
+        for (i, name) in &self.checkpoint.committers {
+            if let Some(c) = self.flushers[*i].pre_commit(FINAL_EPOCH).await? {
+                snapshot.committables.push((name.clone(), c));
+            }
+        }
+        control.send(TaskMessage::Finished {
+            participant: self.checkpoint.participant,
+            shard: self.shard,
+            snapshot,
+        });
+        if !self.checkpoint.committers.is_empty() {
+            while control.completed() < FINAL_EPOCH {
+                if control.cancelled() {
+                    return Err(WeirError::Shard {
+                        shard: self.shard,
+                        message: format!("segment {}: the job failed before its final checkpoint; output stays uncommitted", self.name),
+                    });
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            self.commit_completed().await?;
+        }
+        self.close().await
     }
 
     fn fire_processing_timers(&self, chain_time: &mut dyn FnMut(Timestamp)) {
@@ -174,6 +329,8 @@ pub enum EventTime<TF> {
 }
 
 struct SplitState<T> {
+    /// Index of the split in its source (stable across shard counts).
+    id: usize,
     reader: Box<dyn SplitReader<T>>,
     watermark: SplitWatermark,
     live: bool,
@@ -184,7 +341,12 @@ struct SplitState<T> {
 
 /// Drive a source segment: read this shard's splits round-robin, assign timestamps and
 /// per-record watermarks, push through the chain.
-pub async fn run_source<T, TF>(readers: Vec<Box<dyn SplitReader<T>>>, event_time: EventTime<TF>, mut chain: Box<dyn Push<T>>, mut env: SegmentEnv) -> Result<()>
+pub async fn run_source<T, TF>(
+    readers: Vec<(usize, Box<dyn SplitReader<T>>)>,
+    event_time: EventTime<TF>,
+    mut chain: Box<dyn Push<T>>,
+    mut env: SegmentEnv,
+) -> Result<()>
 where
     TF: FnMut(&T) -> Timestamp,
 {
@@ -196,7 +358,8 @@ where
     let default_strategy = WatermarkStrategy::monotonous();
     let mut splits: Vec<SplitState<T>> = readers
         .into_iter()
-        .map(|reader| SplitState {
+        .map(|(id, reader)| SplitState {
+            id,
             reader,
             watermark: SplitWatermark::new(strategy.as_ref().unwrap_or(&default_strategy)),
             live: true,
@@ -205,16 +368,42 @@ where
             retry_at_ms: 0,
         })
         .collect();
-    for s in splits.iter_mut() {
+    let mut combiner = WatermarkCombiner::new(splits.len());
+    if let Some(restore) = env.restore() {
+        for (i, s) in splits.iter_mut().enumerate() {
+            let Some(bytes) = restore.position(&env.name, s.id) else { continue };
+            let p: SplitCheckpoint = decode(bytes, &format!("position of split {}", s.reader.describe()))?;
+            if p.exhausted {
+                s.live = false;
+                s.watermark.finish();
+                combiner.update(i, WATERMARK_MAX);
+            } else {
+                s.reader.seek(&p.reader)?;
+                s.watermark.restore(p.max_timestamp, p.watermark);
+                combiner.update(i, p.watermark);
+            }
+        }
+    }
+    for s in splits.iter_mut().filter(|s| s.live) {
         s.reader.open().await?;
     }
-    let mut combiner = WatermarkCombiner::new(splits.len());
     let mut batch: Batch<T> = Batch::with_capacity(env.batch_size);
     let mut next = 0usize;
     let idle_timeout = strategy.and_then(|s| s.idle_timeout_ms);
     let mut clock = StepClock::new();
 
     while splits.iter().any(|s| s.live) {
+        if let Some(epoch) = env.checkpoint.barrier_due() {
+            // Between two reads: every record read so far was pushed, none after.
+            let mut snapshot = TaskSnapshot::default();
+            match split_positions(&splits, &env.name) {
+                Ok(positions) => snapshot.positions = positions,
+                Err(e) => snapshot.decline(&env.name, &e.to_string()),
+            }
+            chain.barrier(epoch, &mut snapshot);
+            env.acknowledge(epoch, snapshot, Duration::ZERO).await?;
+            clock.skip();
+        }
         // Pick the next live split that is not waiting out an idle retry.
         let now = now_ms();
         let n = splits.len();
@@ -231,6 +420,7 @@ where
             clock.lap(&env.metrics.busy_ns);
             let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
             clock.flushed(&env.metrics, flushed)?;
+            env.commit_completed().await?;
             continue;
         };
         next = (i + 1) % n;
@@ -306,13 +496,35 @@ where
         clock.lap(&env.metrics.busy_ns);
         let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
         clock.flushed(&env.metrics, flushed)?;
+        env.commit_completed().await?;
         futures_lite::future::yield_now().await;
         clock.skip();
     }
     chain.watermark(WATERMARK_MAX);
     env.metrics.set_watermark(WATERMARK_MAX, None);
     chain.end();
-    env.close().await
+    let mut last = TaskSnapshot::default();
+    if env.checkpoint.control.is_some() {
+        last.positions = split_positions(&splits, &env.name)?;
+    }
+    env.finish(last).await
+}
+
+/// Every split's checkpoint entry: (source name, split id, encoded [`SplitCheckpoint`]).
+fn split_positions<T>(splits: &[SplitState<T>], source: &str) -> Result<Vec<(String, usize, Vec<u8>)>> {
+    splits
+        .iter()
+        .map(|s| {
+            let reader = if s.live { s.reader.position()? } else { Vec::new() };
+            let entry = SplitCheckpoint {
+                reader,
+                max_timestamp: s.watermark.max_timestamp(),
+                watermark: s.watermark.current(),
+                exhausted: !s.live,
+            };
+            Ok((source.to_string(), s.id, encode(&entry)))
+        })
+        .collect()
 }
 
 /// Append a mark "before record `index`, the watermark is `wm`" if it advances.
@@ -419,6 +631,7 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
             clock.lap(&env.metrics.busy_ns);
             let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
             clock.flushed(&env.metrics, flushed)?;
+            env.commit_completed().await?;
             continue;
         };
         let Some((c, envelope)) = next else { break };
@@ -434,7 +647,15 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
                     chain.watermark(w);
                 }
             }
-            Envelope::Barrier(_) => {}
+            Envelope::Barrier(epoch) => match env.checkpoint.arrive(epoch) {
+                Arrival::Stale => {}
+                Arrival::Counted { restart } => {
+                    if restart {
+                        inputs.unblock_all();
+                    }
+                    inputs.set_blocked(c, true);
+                }
+            },
             Envelope::Idle => {
                 let before = state.combiner.combined();
                 let after = state.combiner.set_idle(c, true);
@@ -455,11 +676,18 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
                 }
             }
         }
+        if let Some((epoch, alignment)) = env.checkpoint.take_aligned(inputs.all_blocked_or_ended()) {
+            inputs.unblock_all();
+            let mut snapshot = TaskSnapshot::default();
+            chain.barrier(epoch, &mut snapshot);
+            env.acknowledge(epoch, snapshot, alignment).await?;
+        }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
         clock.lap(&env.metrics.busy_ns);
         let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
         clock.flushed(&env.metrics, flushed)?;
+        env.commit_completed().await?;
     }
     if inputs.failed() {
         return Err(WeirError::Shard {
@@ -469,7 +697,7 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
     }
     env.metrics.watermark.store(WATERMARK_MAX as u64, std::sync::atomic::Ordering::Relaxed);
     chain.end();
-    env.close().await
+    env.finish(TaskSnapshot::default()).await
 }
 
 /// Drive a two-input segment (joins): channels of both inputs share one watermark combiner.
@@ -550,7 +778,24 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                     chain.watermark(w);
                 }
             }
-            Step::Left(_, Envelope::Barrier(_)) | Step::Right(_, Envelope::Barrier(_)) => {}
+            Step::Left(c, Envelope::Barrier(epoch)) => {
+                if let Arrival::Counted { restart } = env.checkpoint.arrive(epoch) {
+                    if restart {
+                        left.unblock_all();
+                        right.unblock_all();
+                    }
+                    left.set_blocked(c, true);
+                }
+            }
+            Step::Right(c, Envelope::Barrier(epoch)) => {
+                if let Arrival::Counted { restart } = env.checkpoint.arrive(epoch) {
+                    if restart {
+                        left.unblock_all();
+                        right.unblock_all();
+                    }
+                    right.set_blocked(c, true);
+                }
+            }
             Step::Left(c, Envelope::Idle) => {
                 if let Some(w) = state.set_idle(c) {
                     chain.watermark(w);
@@ -568,11 +813,19 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 }
             }
         }
+        if let Some((epoch, alignment)) = env.checkpoint.take_aligned(left.all_blocked_or_ended() && right.all_blocked_or_ended()) {
+            left.unblock_all();
+            right.unblock_all();
+            let mut snapshot = TaskSnapshot::default();
+            chain.barrier(epoch, &mut snapshot);
+            env.acknowledge(epoch, snapshot, alignment).await?;
+        }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
         clock.lap(&env.metrics.busy_ns);
         let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
         clock.flushed(&env.metrics, flushed)?;
+        env.commit_completed().await?;
     }
     if left.failed() || right.failed() {
         return Err(WeirError::Shard {
@@ -581,7 +834,7 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         });
     }
     chain.end();
-    env.close().await
+    env.finish(TaskSnapshot::default()).await
 }
 
 #[cfg(test)]

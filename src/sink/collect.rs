@@ -71,6 +71,7 @@ impl<T> Push<T> for CollectPush<T> {
     }
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
     fn end(&mut self) {
         let rows = std::mem::take(&mut self.rows);
         self.results.lock().expect("collect sink").push((self.shard, rows));

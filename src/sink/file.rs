@@ -8,8 +8,19 @@
 //! the shard. (Not glommio's `StreamWriter`: it panics when its task is polled again before a
 //! write completed, which happens in segments whose task is also woken by rings.)
 //!
+//! With checkpoints the sink is **exactly-once** (Flink's `FileSink` protocol, two-phase
+//! commit): part files are named `part-<shard>-<attempt>-<n>`, where `<attempt>` is unique per
+//! run, and stay hidden `.inprogress` files until the checkpoint that covers them completes.
+//! At a barrier the open part file is synced and closed (*pending*), and the list of pending
+//! files is the committable stored in the checkpoint; when the checkpoint completes they are
+//! renamed to their final names. A restore renames the pending files of the restored
+//! checkpoint (idempotently: a file already renamed is left alone) and deletes in-progress
+//! files of earlier attempts that no checkpoint references — output written after the last
+//! complete checkpoint is discarded and produced again by the replay.
+//!
 //! Invariant: bytes buffered by the synchronous half are written by the flusher after every
-//! input step; a formatting error is kept and fails the job at the next flush.
+//! input step; a formatting error is kept and fails the job at the next flush. With
+//! checkpoints, a final name only ever appears for a file of a completed checkpoint.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -23,6 +34,7 @@ use serde::Serialize;
 use super::format::Format;
 use super::Sink;
 use crate::batch::Batch;
+use crate::checkpoint::snapshot::{decode, encode};
 use crate::error::{Result, WeirError};
 use crate::operator::Push;
 use crate::shard::{BuildCtx, Flusher, OperatorMetrics};
@@ -119,6 +131,7 @@ impl<T: Serialize> Push<T> for FormatPush {
     fn watermark(&mut self, _wm: Timestamp) {}
     fn processing_time(&mut self, _now_ms: Timestamp) {}
     fn end(&mut self) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
 }
 
 impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
@@ -128,7 +141,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
     fn build(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<Box<dyn Push<T>>> {
         std::fs::create_dir_all(&self.dir).map_err(|e| WeirError::io("creating sink folder", &self.dir, e))?;
         let buffer = SharedBuffer::default();
-        ctx.add_flusher(Box::new(PartFileWriter {
+        let mut writer = PartFileWriter {
             dir: self.dir.clone(),
             ext: self.format.extension(),
             shard: ctx.shard,
@@ -136,7 +149,27 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
             buffer: buffer.clone(),
             current: None,
             next_part: 0,
-        }));
+            exactly_once: None,
+        };
+        match &ctx.checkpoint {
+            Some(control) => {
+                let all_restored: Vec<Vec<u8>> = ctx
+                    .restore()
+                    .and_then(|r| r.committables.get(operator_name))
+                    .map(|v| v.iter().map(|(_, c)| c.clone()).collect())
+                    .unwrap_or_default();
+                writer.exactly_once = Some(ExactlyOnce {
+                    attempt: control.attempt_token(),
+                    closed: Vec::new(),
+                    pending: Vec::new(),
+                    restored: ctx.restored_committables(operator_name),
+                    referenced: all_restored,
+                    clean_leftovers: ctx.shard == 0,
+                });
+                ctx.add_committing_flusher(operator_name, Box::new(writer));
+            }
+            None => ctx.add_flusher(Box::new(writer)),
+        }
         Ok(Box::new(FormatPush {
             format: self.format,
             buffer,
@@ -161,11 +194,36 @@ struct PartFileWriter {
     buffer: SharedBuffer,
     current: Option<OpenPart>,
     next_part: u64,
+    /// Two-phase commit state (checkpointing on).
+    exactly_once: Option<ExactlyOnce>,
+}
+
+/// A part file written and synced, waiting for its checkpoint to complete: (hidden
+/// in-progress path, final path), as file names relative to the sink folder.
+type PendingPart = (String, String);
+
+/// The exactly-once half of a [`PartFileWriter`].
+struct ExactlyOnce {
+    /// Unique per run, part of every file name (no name is ever reused across attempts).
+    attempt: String,
+    /// Parts closed (rolled) since the last barrier.
+    closed: Vec<PendingPart>,
+    /// Pre-committed parts by epoch, not yet committed.
+    pending: Vec<(u64, PendingPart)>,
+    /// Committables of the restored checkpoint this shard commits at connect.
+    restored: Vec<Vec<u8>>,
+    /// Committables of every shard in the restored checkpoint (never deleted as leftovers).
+    referenced: Vec<Vec<u8>>,
+    /// This instance deletes in-progress files of earlier attempts.
+    clean_leftovers: bool,
 }
 
 impl PartFileWriter {
     async fn open_part(&mut self) -> Result<()> {
-        let name = format!("part-{}-{}.{}", self.shard, self.next_part, self.ext);
+        let name = match &self.exactly_once {
+            Some(eo) => format!("part-{}-{}-{}.{}", self.shard, eo.attempt, self.next_part, self.ext),
+            None => format!("part-{}-{}.{}", self.shard, self.next_part, self.ext),
+        };
         self.next_part += 1;
         let final_path = self.dir.join(&name);
         let temp = self.dir.join(format!(".{name}.inprogress"));
@@ -183,11 +241,92 @@ impl PartFileWriter {
 
     async fn finish_part(&mut self) -> Result<()> {
         if let Some(part) = self.current.take() {
-            part.file.close().await.map_err(|e| WeirError::io("closing part file", &part.temp, e.into()))?;
-            commit_rename(&part.temp, &part.final_path).await?;
+            match &mut self.exactly_once {
+                Some(eo) => {
+                    // Durable now; visible only when its checkpoint completes.
+                    part.file
+                        .fdatasync()
+                        .await
+                        .map_err(|e| WeirError::io("syncing part file", &part.temp, e.into()))?;
+                    part.file.close().await.map_err(|e| WeirError::io("closing part file", &part.temp, e.into()))?;
+                    eo.closed.push((file_name(&part.temp), file_name(&part.final_path)));
+                }
+                None => {
+                    part.file.close().await.map_err(|e| WeirError::io("closing part file", &part.temp, e.into()))?;
+                    commit_rename(&part.temp, &part.final_path).await?;
+                }
+            }
         }
         Ok(())
     }
+
+    /// Rename pending parts to their final names; a part already renamed (a commit repeated
+    /// after a restore) is left alone.
+    async fn publish(&self, parts: &[PendingPart]) -> Result<()> {
+        for (temp, final_name) in parts {
+            let (temp, final_path) = (self.dir.join(temp), self.dir.join(final_name));
+            if temp.exists() {
+                commit_rename(&temp, &final_path).await?;
+            } else if !final_path.exists() {
+                return Err(WeirError::Checkpoint(format!(
+                    "part file {} of a completed checkpoint is missing (neither {} nor the final file exists)",
+                    final_path.display(),
+                    temp.display()
+                )));
+            }
+        }
+        if !parts.is_empty() {
+            sync_dir(&self.dir).await?;
+        }
+        Ok(())
+    }
+
+    /// After a restore: publish this shard's share of the restored checkpoint's pending parts,
+    /// and (one instance) delete in-progress files of earlier attempts no checkpoint references.
+    async fn recover(&mut self) -> Result<()> {
+        let Some(eo) = &mut self.exactly_once else { return Ok(()) };
+        let restored = std::mem::take(&mut eo.restored);
+        let referenced: std::collections::HashSet<String> = eo
+            .referenced
+            .iter()
+            .filter_map(|c| decode::<Vec<(u64, PendingPart)>>(c, "file sink committable").ok())
+            .flatten()
+            .map(|(_, (temp, _))| temp)
+            .collect();
+        let (attempt, clean) = (eo.attempt.clone(), eo.clean_leftovers);
+        let mut parts = Vec::new();
+        for c in &restored {
+            parts.extend(decode::<Vec<(u64, PendingPart)>>(c, "file sink committable")?.into_iter().map(|(_, p)| p));
+        }
+        self.publish(&parts).await?;
+        if clean {
+            let entries = std::fs::read_dir(&self.dir).map_err(|e| WeirError::io("listing sink folder", &self.dir, e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let leftover = name.starts_with(".part-") && name.ends_with(".inprogress") && !name.contains(&format!("-{attempt}-"));
+                if leftover && !referenced.contains(&name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+}
+
+async fn sync_dir(dir: &Path) -> Result<()> {
+    let dir = dir.to_path_buf();
+    // Directory fsync has no io_uring form in glommio; it runs on glommio's blocking thread pool.
+    glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| WeirError::io("fsync sink folder", &dir, e))
+        })
+        .await
 }
 
 async fn commit_rename(from: &Path, to: &Path) -> Result<()> {
@@ -198,7 +337,29 @@ async fn commit_rename(from: &Path, to: &Path) -> Result<()> {
 
 impl Flusher for PartFileWriter {
     fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(self.recover())
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> LocalBoxFuture<'_, Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            self.flush().await?;
+            self.finish_part().await?;
+            let eo = self.exactly_once.as_mut().expect("pre-commit only with checkpoints");
+            for part in eo.closed.drain(..) {
+                eo.pending.push((epoch, part));
+            }
+            Ok((!eo.pending.is_empty()).then(|| encode(&eo.pending)))
+        })
+    }
+
+    fn commit(&mut self, epoch: u64) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let Some(eo) = self.exactly_once.as_mut() else { return Ok(()) };
+            let (done, keep): (Vec<_>, Vec<_>) = eo.pending.drain(..).partition(|(e, _)| *e <= epoch);
+            eo.pending = keep;
+            let parts: Vec<PendingPart> = done.into_iter().map(|(_, p)| p).collect();
+            self.publish(&parts).await
+        })
     }
 
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
@@ -227,6 +388,15 @@ impl Flusher for PartFileWriter {
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.flush().await?;
+            if let Some(eo) = &self.exactly_once {
+                // Everything was pre-committed at the final barrier and committed by the final
+                // checkpoint; an open part here would be output no checkpoint covers.
+                assert!(
+                    self.current.is_none() && eo.closed.is_empty(),
+                    "file sink closed with output no checkpoint covers"
+                );
+                return Ok(());
+            }
             self.finish_part().await
         })
     }

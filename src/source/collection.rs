@@ -3,7 +3,8 @@
 use futures::future::LocalBoxFuture;
 
 use super::{ReadStatus, Source, SplitReader};
-use crate::error::Result;
+use crate::checkpoint::snapshot::{decode, encode};
+use crate::error::{Result, WeirError};
 use crate::shard::BuildCtx;
 use std::sync::Arc;
 
@@ -56,5 +57,20 @@ impl<T: Clone> SplitReader<T> for CollectionReader<T> {
     }
     fn describe(&self) -> String {
         format!("collection split {}", self.split)
+    }
+    fn position(&self) -> Result<Vec<u8>> {
+        Ok(encode(&(self.pos as u64)))
+    }
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let pos: u64 = decode(position, &self.describe())?;
+        let len = self.splits[self.split].len();
+        if pos as usize > len {
+            return Err(WeirError::Checkpoint(format!(
+                "{}: checkpointed position {pos} is past its {len} records",
+                self.describe()
+            )));
+        }
+        self.pos = pos as usize;
+        Ok(())
     }
 }

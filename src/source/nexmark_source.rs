@@ -17,6 +17,7 @@ use futures::future::LocalBoxFuture;
 
 use super::nexmark::{BidFields, Event, GeneratorConfig, NexmarkGenerator};
 use super::{ReadStatus, Source, SplitReader};
+use crate::checkpoint::snapshot::{decode, encode};
 use crate::error::{Result, WeirError};
 use crate::shard::BuildCtx;
 
@@ -66,6 +67,23 @@ impl Paced {
         let started = *self.started.get_or_insert_with(Instant::now);
         let now = started.elapsed().as_millis() as i64;
         (due > now).then(|| (due - now) as u64)
+    }
+}
+
+impl Paced {
+    fn position(&self) -> Result<Vec<u8>> {
+        Ok(encode(&self.generator.events_emitted()))
+    }
+
+    /// Continue after `position` events; a rate-limited split keeps its schedule (the next
+    /// event is due now, not `due` ms after the restore).
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let emitted: u64 = decode(position, "nexmark split position")?;
+        self.generator.skip_to(emitted);
+        if let Some(due) = self.generator.next_event_due_ms() {
+            self.started = Instant::now().checked_sub(std::time::Duration::from_millis(due.max(0) as u64));
+        }
+        Ok(())
     }
 }
 
@@ -140,6 +158,12 @@ impl SplitReader<Event> for EventReader {
     fn describe(&self) -> String {
         format!("nexmark split {}", self.0.split)
     }
+    fn position(&self) -> Result<Vec<u8>> {
+        self.0.position()
+    }
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        self.0.seek(position)
+    }
 }
 
 impl SplitReader<BidFields> for BidReader {
@@ -150,6 +174,12 @@ impl SplitReader<BidFields> for BidReader {
     }
     fn describe(&self) -> String {
         format!("nexmark bids split {}", self.0.split)
+    }
+    fn position(&self) -> Result<Vec<u8>> {
+        self.0.position()
+    }
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        self.0.seek(position)
     }
 }
 

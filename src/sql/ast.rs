@@ -32,6 +32,12 @@ pub enum Statement {
     },
     /// A bare query (only meaningful for `explain`).
     Query(Query),
+    /// `EXECUTE STATEMENT SET BEGIN ... END` / `BEGIN STATEMENT SET; ... END;`: INSERTs run
+    /// as one job.
+    StatementSet {
+        pos: Pos,
+        inserts: Vec<Statement>,
+    },
 }
 
 /// `CREATE TABLE name (columns, WATERMARK ...) WITH (options)`.
@@ -80,12 +86,14 @@ pub struct WatermarkDef {
     pub expr: Expr,
 }
 
-/// A type as written (`DECIMAL(10, 2)`, `TIMESTAMP_LTZ(3)`).
+/// A type as written (`DECIMAL(10, 2)`, `TIMESTAMP_LTZ(3)`, `ROW<a BIGINT, b STRING>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TypeName {
     pub name: String,
     pub args: Vec<u32>,
     pub pos: Pos,
+    /// The fields of a `ROW<...>` type (empty otherwise).
+    pub fields: Vec<(String, TypeName)>,
 }
 
 /// `SELECT ... FROM ... [WHERE] [GROUP BY] [HAVING]`.
@@ -255,6 +263,11 @@ pub enum ExprKind {
         pattern: Box<Expr>,
         negated: bool,
     },
+    /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY e [ASC|DESC], ...)`; `true` = DESC.
+    RowNumber {
+        partition_by: Vec<Expr>,
+        order_by: Vec<(Expr, bool)>,
+    },
 }
 
 impl Expr {
@@ -306,6 +319,14 @@ impl Expr {
             }
             ExprKind::Like { expr, pattern, negated } => {
                 format!("{} {}LIKE {}", expr.display(), if *negated { "NOT " } else { "" }, pattern.display())
+            }
+            ExprKind::RowNumber { partition_by, order_by } => {
+                let p: Vec<String> = partition_by.iter().map(Expr::display).collect();
+                let o: Vec<String> = order_by
+                    .iter()
+                    .map(|(e, d)| format!("{}{}", e.display(), if *d { " DESC" } else { "" }))
+                    .collect();
+                format!("ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {})", p.join(", "), o.join(", "))
             }
         }
     }

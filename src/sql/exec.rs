@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use smallvec::SmallVec;
 
 use super::expr::{decimal_to_f64, Expr};
 use super::join::WindowJoinOp;
 use super::plan::{AggCall, AggFunc, Connector, Job, Plan, Rel};
-use super::source::RowFileSource;
+use super::source::{RowFileSource, ScanPost};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
@@ -44,7 +44,16 @@ pub fn execute(job: Job) -> Result<JobReport, SqlError> {
 pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
     job.config.validate().map_err(|e| SqlError::job(format!("engine configuration: {e}")))?;
     let env = StreamEnv::new(job.config.clone());
-    let stream = build(&env, &job.query)?;
+    for insert in &job.inserts {
+        build_insert(&env, insert)?;
+    }
+    Ok(env)
+}
+
+/// One INSERT's operators and sink.
+fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
+    let all = vec![true; job.query.scope.columns.len()];
+    let stream = build(env, &job.query, &all)?;
     let conv = Arc::new(job.sink_exprs.clone());
     let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
     let out = if identity {
@@ -61,8 +70,9 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
         }
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
+        Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
     }
-    Ok(env)
+    Ok(())
 }
 
 /// A row written as CSV fields in Flink's text forms.
@@ -116,25 +126,124 @@ fn ts_of(v: &Value) -> Timestamp {
     }
 }
 
-/// The stream of a relation.
-fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
-    Ok(match &rel.plan {
-        Plan::Scan { table } => {
-            let source = env.source(RowFileSource::new(table.clone())?);
-            match table.rowtime {
-                Some((idx, delay)) => {
-                    source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx]))
-                }
-                None => source.without_event_time(),
+/// Mark the columns `e` reads.
+fn mark(e: &Expr, needed: &mut [bool]) {
+    e.for_each_column(&mut |i| {
+        if let Some(x) = needed.get_mut(i) {
+            *x = true;
+        }
+    });
+}
+
+/// The kind `event_type = k` (or `k = event_type`) in a conjunct of `predicate` keeps, if the
+/// predicate is over a nexmark `datagen` scan.
+fn event_type_filter(table: &super::plan::TableDef, predicate: &Expr) -> Option<i64> {
+    let Connector::Nexmark { fields, .. } = &table.connector else { return None };
+    let is_event_type = |i: usize| matches!(table.layout.get(i), Some(super::plan::ColumnSource::Physical(p)) if matches!(fields.get(*p), Some((super::nexmark::Field::EventType, _))));
+    let mut conjuncts = vec![predicate];
+    while let Some(e) = conjuncts.pop() {
+        match e {
+            Expr::And(a, b) => {
+                conjuncts.push(a);
+                conjuncts.push(b);
             }
+            Expr::Compare(super::expr::Cmp::Eq, a, b) => match (&**a, &**b) {
+                (Expr::Col(i), Expr::Lit(Value::Int(k))) | (Expr::Lit(Value::Int(k)), Expr::Col(i)) if is_event_type(*i) => return Some(*k),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The stream of a scan of `table` producing the columns `needed` of its output (others may
+/// be NULL), with `post` (a filter and projection) fused into the reader; `rowtime` is the time
+/// attribute's index in the output rows.
+fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], post: ScanPost, rowtime: Option<usize>) -> Result<DataStream<Row>, SqlError> {
+    let physical = super::source::physical_needed(table, needed);
+    let post = post.reading(table, needed);
+    let event_type = post.predicate.as_ref().and_then(|p| event_type_filter(table, p));
+    let source = match &table.connector {
+        Connector::Nexmark { .. } => env.source(super::nexmark::NexmarkRowSource::new(table.clone(), physical, event_type, post)?),
+        _ => env.source(RowFileSource::new(table.clone(), physical, post)?),
+    };
+    Ok(match (table.rowtime, rowtime) {
+        (Some((_, delay)), Some(idx)) => {
+            source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx]))
+        }
+        _ => source.without_event_time(),
+    })
+}
+
+/// `exprs` with the outputs nobody reads replaced by NULL.
+fn pruned(exprs: &[Expr], needed: &[bool]) -> Vec<Expr> {
+    exprs
+        .iter()
+        .enumerate()
+        .map(|(k, e)| {
+            if needed.get(k).copied().unwrap_or(true) {
+                e.clone()
+            } else {
+                Expr::Lit(Value::Null)
+            }
+        })
+        .collect()
+}
+
+/// The stream of a relation; only the columns `needed` must be right (projection pushdown:
+/// the others may be NULL).
+fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
+    let width_of = |r: &Rel| r.scope.columns.len();
+    Ok(match &rel.plan {
+        Plan::Scan { table } => scan(env, table, needed, ScanPost::default(), table.rowtime.map(|(i, _)| i))?,
+        Plan::Filter { input, predicate, .. } if matches!(&input.plan, Plan::Scan { .. }) => {
+            let Plan::Scan { table } = &input.plan else { unreachable!("matched above") };
+            let mut need = needed.to_vec();
+            mark(predicate, &mut need);
+            let post = ScanPost {
+                predicate: Some(predicate.clone()),
+                ..Default::default()
+            };
+            scan(env, table, &need, post, table.rowtime.map(|(i, _)| i))?
+        }
+        // A projection (over a filter) over a scan runs inside the reader, as long as the
+        // time attribute survives it.
+        Plan::Project { input, exprs } if fusable(rel, input) => {
+            let (table, predicate) = match &input.plan {
+                Plan::Scan { table } => (table, None),
+                Plan::Filter {
+                    input: scan_rel, predicate, ..
+                } => match &scan_rel.plan {
+                    Plan::Scan { table } => (table, Some(predicate.clone())),
+                    _ => unreachable!("fusable checked the shape"),
+                },
+                _ => unreachable!("fusable checked the shape"),
+            };
+            let exprs = pruned(exprs, needed);
+            let mut need = vec![false; width_of(input)];
+            exprs.iter().chain(predicate.iter()).for_each(|e| mark(e, &mut need));
+            let post = ScanPost {
+                predicate,
+                project: Some(exprs.into()),
+                columns: None,
+            };
+            scan(env, table, &need, post, rel.rowtime)?
         }
         Plan::Filter { input, predicate, .. } => {
+            let mut need = needed.to_vec();
+            mark(predicate, &mut need);
             let p = Arc::new(predicate.clone());
-            build(env, input)?.filter(move |r: &Row| p.test(r))
+            build(env, input, &need)?.filter(move |r: &Row| p.test(r))
         }
         Plan::Project { input, exprs } => {
-            let ex: Arc<[Expr]> = exprs.clone().into();
-            build(env, input)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
+            let exprs = pruned(exprs, needed);
+            let mut need = vec![false; width_of(input)];
+            for e in &exprs {
+                mark(e, &mut need);
+            }
+            let ex: Arc<[Expr]> = exprs.into();
+            build(env, input, &need)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
         }
         Plan::WindowTvf { input, assigner } => {
             if matches!(assigner, WindowAssigner::Session { .. }) {
@@ -145,7 +254,10 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             let rt = input.rowtime.unwrap_or(0);
             let a = *assigner;
             let ltz = matches!(input.scope.columns.get(rt).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
-            build(env, input)?.flat_map(move |r: Row| {
+            let mut need: Vec<bool> = needed.iter().copied().take(width_of(input)).collect();
+            need.resize(width_of(input), false);
+            need[rt] = true;
+            build(env, input, &need)?.flat_map(move |r: Row| {
                 let ts = ts_of(&r[rt]);
                 let mut out: SmallVec<[Row; 2]> = SmallVec::new();
                 a.for_each_window(ts, |s, e| {
@@ -165,19 +277,33 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             args,
             aggs,
             ltz,
+            cascade,
             ..
         } => {
-            let pre: Arc<[Expr]> = keys.iter().chain(args.iter()).cloned().collect();
+            // Pre-aggregate rows: [keys..., (cascade: window_start, window_end,) args...]; the
+            // grouping key is everything before the arguments.
+            let window_keys: Vec<Expr> = cascade.iter().flat_map(|(s, e)| [Expr::Col(*s), Expr::Col(*e)]).collect();
+            let pre: Arc<[Expr]> = keys.iter().chain(window_keys.iter()).chain(args.iter()).cloned().collect();
             let nk = keys.len();
+            let nkey = nk + window_keys.len();
             let agg = RowAggregate {
                 calls: aggs.clone().into(),
-                first_arg: nk,
+                first_arg: nkey,
             };
             let ltz = *ltz;
-            let pre_stream = build(env, input)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
-            let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nk].iter().cloned().collect())).exchanged();
+            let cascaded = cascade.is_some();
+            let mut need = vec![false; width_of(input)];
+            for e in pre.iter() {
+                mark(e, &mut need);
+            }
+            if let Some(rt) = input.rowtime {
+                need[rt] = true;
+            }
+            let pre_stream = build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
+            let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect())).exchanged();
             let assigner = *assigner;
             let kind = match assigner {
+                _ if cascaded => "window:cascade",
                 WindowAssigner::Tumbling { .. } => "window:tumble",
                 WindowAssigner::Sliding { .. } => "window:hop",
                 WindowAssigner::Cumulate { .. } => "window:cumulate",
@@ -191,19 +317,108 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
                     allowed_lateness_ms: 0,
                 };
                 let op: Box<dyn Push<Row>> = match assigner {
-                    WindowAssigner::Session { .. } => Box::new(WindowDriver(SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
-                    _ => Box::new(WindowDriver(AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics))),
+                    WindowAssigner::Session { .. } => Box::new(WindowDriver::build(
+                        SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+                        ctx,
+                        name,
+                    )?),
+                    _ => Box::new(WindowDriver::build(
+                        AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+                        ctx,
+                        name,
+                    )?),
                 };
                 Ok(op)
             });
             results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
-                let mut row: Row = w.key.0.into_iter().collect();
-                row.push(Value::Timestamp(w.window_start));
-                row.push(Value::Timestamp(w.window_end));
-                let wt = w.window_end.saturating_sub(1);
+                let mut key = w.key.0.into_iter();
+                let mut row: Row = key.by_ref().take(nk).collect();
+                let (start, end) = if cascaded {
+                    // The input's window, carried in the key (the 1 ms window only groups rows
+                    // of equal window_time).
+                    (ts_of(&key.next().unwrap_or(Value::Null)), ts_of(&key.next().unwrap_or(Value::Null)))
+                } else {
+                    (w.window_start, w.window_end)
+                };
+                row.push(Value::Timestamp(start));
+                row.push(Value::Timestamp(end));
+                let wt = end.saturating_sub(1);
                 row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
                 row.extend(w.value);
                 row
+            })
+        }
+        Plan::IntervalJoin {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            lower,
+            upper,
+            residual,
+            ..
+        } => {
+            let (nl, nr) = (width_of(left), width_of(right));
+            let mut joined = needed.to_vec();
+            joined.resize(nl + nr, true);
+            if let Some(p) = residual {
+                mark(p, &mut joined);
+            }
+            let mut need_l = joined[..nl].to_vec();
+            let mut need_r = joined[nl..].to_vec();
+            left_keys.iter().for_each(|e| mark(e, &mut need_l));
+            right_keys.iter().for_each(|e| mark(e, &mut need_r));
+            for (rel, need) in [(&**left, &mut need_l), (&**right, &mut need_r)] {
+                if let Some(rt) = rel.rowtime {
+                    need[rt] = true;
+                }
+            }
+            let l = build(env, left, &need_l)?;
+            let r = build(env, right, &need_r)?;
+            let lk: Arc<[Expr]> = left_keys.clone().into();
+            let rk: Arc<[Expr]> = right_keys.clone().into();
+            let lkf = move |row: &Row| KeyRow(lk.iter().map(|e| e.eval(row)).collect());
+            let rkf = move |row: &Row| KeyRow(rk.iter().map(|e| e.eval(row)).collect());
+            let residual = residual.clone().map(Arc::new);
+            l.key_by(lkf).interval_join(r.key_by(rkf), *lower, *upper, move |a: &Row, b: &Row| {
+                let mut row = a.clone();
+                row.extend(b.iter().cloned());
+                residual.as_ref().is_none_or(|p| p.test(&row)).then_some(row)
+            })
+        }
+        Plan::WindowRank {
+            input,
+            window_end,
+            keys,
+            order,
+            limit,
+            ..
+        } => {
+            let Some(limit) = *limit else {
+                return Err(SqlError::job("a window Top-N needs a filter on its row number: WHERE rownum <= N"));
+            };
+            let n = width_of(input);
+            let mut need: Vec<bool> = (0..n).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
+            need[*window_end] = true;
+            keys.iter().chain(order.iter().map(|(e, _)| e)).for_each(|e| mark(e, &mut need));
+            if let Some(rt) = input.rowtime {
+                need[rt] = true;
+            }
+            let spec = Arc::new(super::rank::RankSpec {
+                window_end: *window_end,
+                keys: keys.clone(),
+                order: order.clone(),
+                limit,
+                // Flink's keep-last-row deduplication: Top-1 by a time attribute, descending.
+                later_wins_ties: limit == 1
+                    && matches!(order.as_slice(), [(Expr::Col(c), true)]
+                        if Some(*c) == input.rowtime || matches!(&input.plan, Plan::WindowTvf { input: tvf_in, .. } if tvf_in.rowtime == Some(*c))),
+            });
+            let key_spec = spec.clone();
+            let (stream, _) = build(env, input, &need)?.key_by(move |r: &Row| key_spec.partition(r)).exchanged();
+            stream.then("window:rank", move |ctx, name, down| {
+                let out = Output::new(down, ctx.config.batch_size);
+                Ok(Box::new(super::rank::WindowRankOp::new(spec.clone(), out, ctx.operator_metrics(name))) as Box<dyn Push<Row>>)
             })
         }
         Plan::WindowJoin {
@@ -217,8 +432,25 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
             residual,
             ..
         } => {
-            let l = build(env, left)?;
-            let r = build(env, right)?;
+            let (nl, nr) = (width_of(left), width_of(right));
+            let mut joined = needed.to_vec();
+            joined.resize(nl + nr, true);
+            if let Some(p) = residual {
+                mark(p, &mut joined);
+            }
+            let mut need_l = joined[..nl].to_vec();
+            let mut need_r = joined[nl..].to_vec();
+            left_keys.iter().for_each(|e| mark(e, &mut need_l));
+            right_keys.iter().for_each(|e| mark(e, &mut need_r));
+            need_l[*left_end] = true;
+            need_r[*right_end] = true;
+            for (rel, need) in [(&**left, &mut need_l), (&**right, &mut need_r)] {
+                if let Some(rt) = rel.rowtime {
+                    need[rt] = true;
+                }
+            }
+            let l = build(env, left, &need_l)?;
+            let r = build(env, right, &need_r)?;
             let lk: Arc<[Expr]> = left_keys.clone().into();
             let rk: Arc<[Expr]> = right_keys.clone().into();
             let (le, re) = (*left_end, *right_end);
@@ -254,6 +486,20 @@ fn build(env: &StreamEnv, rel: &Rel) -> Result<DataStream<Row>, SqlError> {
     })
 }
 
+/// Can the projection `rel` over `input` (a scan, or a filter over a scan) run inside the
+/// reader? Only if the rows keep their time attribute (or the table has none).
+fn fusable(rel: &Rel, input: &Rel) -> bool {
+    let table = match &input.plan {
+        Plan::Scan { table } => table,
+        Plan::Filter { input, .. } => match &input.plan {
+            Plan::Scan { table } => table,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    table.rowtime.is_none() || rel.rowtime.is_some()
+}
+
 /// The join key of a row: its window end and the equi-join key values.
 fn join_key(keys: &[Expr], row: &Row, end: usize) -> KeyRow {
     let mut k: SmallVec<[Value; 4]> = SmallVec::new();
@@ -265,7 +511,7 @@ fn join_key(keys: &[Expr], row: &Row, end: usize) -> KeyRow {
 }
 
 /// Accumulator of one aggregate call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AccState {
     Count(i64),
     SumInt(i64, bool),
@@ -485,16 +731,22 @@ impl AggregateFunction<Row> for RowAggregate {
 pub fn explain(job: &Job) -> String {
     let mut out = String::new();
     let shards = job.config.shard_count();
-    let sink = match &job.sink.connector {
-        Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
-        Connector::Print => "print (stdout)".into(),
-        Connector::Blackhole => "blackhole".into(),
-    };
-    let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", job.sink.name);
-    let cols: Vec<String> = job.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
-    let _ = writeln!(out, "sink {} [{}]", job.sink.name, cols.join(", "));
     let mut edges = Vec::new();
-    describe(&job.query, 1, &mut out, &mut edges);
+    if job.inserts.len() > 1 {
+        let _ = writeln!(out, "== statement set: {} INSERTs in one job ==", job.inserts.len());
+    }
+    for insert in &job.inserts {
+        let sink = match &insert.sink.connector {
+            Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
+            Connector::Print => "print (stdout)".into(),
+            Connector::Blackhole => "blackhole".into(),
+            Connector::Nexmark { .. } => "nexmark".into(),
+        };
+        let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", insert.sink.name);
+        let cols: Vec<String> = insert.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        let _ = writeln!(out, "sink {} [{}]", insert.sink.name, cols.join(", "));
+        describe(&insert.query, 1, &mut out, &mut edges);
+    }
     let _ = writeln!(out, "\n== exchanges ==");
     if edges.is_empty() {
         let _ = writeln!(out, "none: the whole job is one segment (source → operators → sink), chained on each shard");
@@ -506,7 +758,7 @@ pub fn explain(job: &Job) -> String {
         out,
         "\n== execution ==\n{shards} shard(s); {} segment(s); every shard runs every segment; source file i is read by shard i % {shards}, in order; \
          watermarks are combined by minimum over rings",
-        edges.len() + 1
+        edges.len() + job.inserts.len()
     );
     out
 }
@@ -518,6 +770,11 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
         Plan::Scan { table } => {
             let src = match &table.connector {
                 Connector::Filesystem { path, format } => format!("filesystem {} {}", format.extension(), path.display()),
+                Connector::Nexmark { config, flat, .. } => format!(
+                    "nexmark {}events.num {}, one generator split per shard",
+                    flat.map(|k| format!("{k:?} events, ")).unwrap_or_default(),
+                    config.max_events
+                ),
                 _ => "?".into(),
             };
             let wm = match table.rowtime {
@@ -555,6 +812,39 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
             );
             let _ = writeln!(out, "{pad}  <- hash exchange by [{}]", key_texts.join(", "));
             edges.push(format!("hash by [{}] into window_aggregate", key_texts.join(", ")));
+            describe(input, depth + 2, out, edges);
+        }
+        Plan::IntervalJoin {
+            left,
+            right,
+            key_texts,
+            bounds_text,
+            lower,
+            upper,
+            residual_text,
+            ..
+        } => {
+            let _ = writeln!(
+                out,
+                "{pad}interval_join on [{}] and {bounds_text} (right time - left time in [{lower}, {upper}] ms){} (late rows dropped)",
+                key_texts.join(" AND "),
+                residual_text.as_ref().map(|r| format!(" where {r}")).unwrap_or_default()
+            );
+            let _ = writeln!(out, "{pad}  <- left: hash exchange by [equi keys]");
+            edges.push("hash by [equi keys] into interval_join (left)".into());
+            describe(left, depth + 2, out, edges);
+            let _ = writeln!(out, "{pad}  <- right: hash exchange by [equi keys]");
+            edges.push("hash by [equi keys] into interval_join (right)".into());
+            describe(right, depth + 2, out, edges);
+        }
+        Plan::WindowRank { input, limit, text, .. } => {
+            let _ = writeln!(
+                out,
+                "{pad}window_rank {text} keep {} per partition (fires at window end; late rows dropped)",
+                limit.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
+            );
+            let _ = writeln!(out, "{pad}  <- hash exchange by [window_end, partition keys]");
+            edges.push("hash by [window_end, partition keys] into window_rank".into());
             describe(input, depth + 2, out, edges);
         }
         Plan::WindowJoin {

@@ -35,16 +35,27 @@ impl Scope {
     pub fn resolve(&self, parts: &[String], pos: Pos) -> Result<usize, SqlError> {
         let (qual, name) = match parts {
             [n] => (None, n),
-            [q, n] => (Some(q), n),
+            [q, n] | [_, q, n] => (Some(q), n),
             _ => return Err(SqlError::at(pos, format!("column reference {} has too many parts", parts.join(".")))),
         };
-        let matches: Vec<usize> = self
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.name.eq_ignore_ascii_case(name) && qual.is_none_or(|q| c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q))))
-            .map(|(i, _)| i)
-            .collect();
+        let find = |qual: Option<&String>, name: &str| -> Vec<usize> {
+            self.columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.name.eq_ignore_ascii_case(name) && qual.is_none_or(|q| c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q))))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let mut matches = match parts {
+            [_, _, _] => Vec::new(),
+            _ => find(qual, name),
+        };
+        // Fields of a flattened ROW column are columns named `row.field`: `row.field` or
+        // `t.row.field`.
+        if matches.is_empty() && parts.len() >= 2 {
+            let (q, rest) = if parts.len() == 3 { (Some(&parts[0]), &parts[1..]) } else { (None, parts) };
+            matches = find(q, &rest.join("."));
+        }
         match matches.as_slice() {
             [i] => Ok(*i),
             [] => {
@@ -87,7 +98,9 @@ pub enum Cmp {
 /// Built-in scalar functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Func {
-    ToTimestampLtz { precision: u8 },
+    ToTimestampLtz {
+        precision: u8,
+    },
     Upper,
     Lower,
     CharLength,
@@ -97,6 +110,36 @@ pub enum Func {
     Abs,
     Floor,
     Ceil,
+    /// `SPLIT_INDEX(s, separator, index)`.
+    SplitIndex,
+    /// `REPLACE(s, search, replacement)`.
+    Replace,
+    /// `HOUR(ts)`.
+    Hour,
+}
+
+/// A regular-expression function with its pattern compiled at planning time.
+#[derive(Clone, Debug)]
+pub enum RegexFn {
+    /// `REGEXP(s, pattern)`: does any substring match?
+    Matches,
+    /// `REGEXP_EXTRACT(s, pattern [, group])`: the group of the first match.
+    Extract,
+}
+
+/// A `DATE_FORMAT` pattern (Java `SimpleDateFormat` letters), parsed at planning time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatePart {
+    Year(usize),
+    Month(usize),
+    Day(usize),
+    Hour24(usize),
+    Hour12(usize),
+    Minute(usize),
+    Second(usize),
+    Millis(usize),
+    AmPm,
+    Text(String),
 }
 
 /// A compiled expression.
@@ -123,6 +166,11 @@ pub enum Expr {
     InList(Box<Expr>, Vec<Expr>, bool),
     Like(Box<Expr>, Box<Expr>, bool),
     Call(Func, Vec<Expr>),
+    /// A regular-expression function: the function, the compiled pattern, its arguments
+    /// (the string, and for `REGEXP_EXTRACT` the group index).
+    Regex(RegexFn, Arc<regex::Regex>, Vec<Expr>),
+    /// `DATE_FORMAT(ts, pattern)` with the pattern parsed.
+    DateFormat(Arc<[DatePart]>, Box<Expr>),
 }
 
 /// A bound expression and its type.
@@ -364,6 +412,8 @@ impl Binder<'_, '_> {
                 })
             }
             ExprKind::Function { name, args, distinct, star } => self.function(name, args, *distinct, *star, e),
+            ExprKind::RowNumber { .. } => Err(SqlError::at(pos, "ROW_NUMBER() OVER (...) is only supported as a select item of a window Top-N")
+                .hint("SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY ...) AS rownum FROM TABLE(TUMBLE(...))) WHERE rownum <= N")),
         }
     }
 
@@ -522,7 +572,10 @@ impl Binder<'_, '_> {
                 let precision = match &args[1].kind {
                     ExprKind::Number(n) if n == "0" || n == "3" => n.parse::<u8>().unwrap_or(3),
                     _ => {
-                        return Err(SqlError::at(args[1].pos, "the precision of TO_TIMESTAMP_LTZ must be the literal 0 (seconds) or 3 (milliseconds)"));
+                        return Err(SqlError::at(
+                            args[1].pos,
+                            "the precision of TO_TIMESTAMP_LTZ must be the literal 0 (seconds) or 3 (milliseconds)",
+                        ));
                     }
                 };
                 let first = bound.into_iter().next().map(|b| b.expr).unwrap_or(Expr::Lit(Value::Null));
@@ -572,7 +625,14 @@ impl Binder<'_, '_> {
                     want(i, b.ty.is_integer(), "an integer")?;
                 }
                 Ok(Typed {
-                    expr: Expr::Call(Func::Substring, bound.into_iter().enumerate().map(|(i, b)| if i == 0 { b.expr } else { coerce_int(b) }).collect()),
+                    expr: Expr::Call(
+                        Func::Substring,
+                        bound
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, b)| if i == 0 { b.expr } else { coerce_int(b) })
+                            .collect(),
+                    ),
                     ty: String,
                 })
             }
@@ -594,6 +654,85 @@ impl Binder<'_, '_> {
                     ty,
                 })
             }
+            "SPLIT_INDEX" => {
+                arity(3)?;
+                want(0, matches!(bound[0].ty, String | Null), "STRING")?;
+                want(1, matches!(bound[1].ty, String | Null), "STRING")?;
+                want(2, bound[2].ty.is_integer(), "an integer")?;
+                Ok(Typed {
+                    expr: Expr::Call(
+                        Func::SplitIndex,
+                        bound
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, b)| if i == 2 { coerce_int(b) } else { b.expr })
+                            .collect(),
+                    ),
+                    ty: String,
+                })
+            }
+            "REPLACE" => {
+                arity(3)?;
+                for i in 0..3 {
+                    want(i, matches!(bound[i].ty, String | Null), "STRING")?;
+                }
+                Ok(Typed {
+                    expr: Expr::Call(Func::Replace, bound.into_iter().map(|b| b.expr).collect()),
+                    ty: String,
+                })
+            }
+            "HOUR" => {
+                arity(1)?;
+                want(0, bound[0].ty.is_timestamp() || bound[0].ty == Null, "a TIMESTAMP")?;
+                Ok(Typed {
+                    expr: Expr::Call(Func::Hour, bound.into_iter().map(|b| b.expr).collect()),
+                    ty: BigInt,
+                })
+            }
+            "REGEXP" | "REGEXP_EXTRACT" => {
+                let extract = name == "REGEXP_EXTRACT";
+                if bound.len() != 2 && !(extract && bound.len() == 3) {
+                    return Err(SqlError::at(
+                        pos,
+                        format!("{name} takes {} arguments, got {}", if extract { "2 or 3" } else { "2" }, bound.len()),
+                    ));
+                }
+                want(0, matches!(bound[0].ty, String | Null), "STRING")?;
+                let ExprKind::Str(pattern) = &args[1].kind else {
+                    return Err(SqlError::at(args[1].pos, format!("the pattern of {name} must be a string literal")));
+                };
+                let re = regex::Regex::new(pattern).map_err(|err| {
+                    SqlError::at(args[1].pos, format!("bad regular expression '{pattern}': {err}"))
+                        .hint("weir uses Rust regex syntax (no look-around or back-references)")
+                })?;
+                if extract && bound.len() == 3 {
+                    want(2, bound[2].ty.is_integer(), "an integer")?;
+                }
+                let mut it = bound.into_iter();
+                let mut call_args = vec![it.next().map(|b| b.expr).unwrap_or(Expr::Lit(Value::Null))];
+                if let Some(g) = it.nth(1) {
+                    call_args.push(coerce_int(g));
+                }
+                Ok(Typed {
+                    expr: Expr::Regex(if extract { RegexFn::Extract } else { RegexFn::Matches }, Arc::new(re), call_args),
+                    ty: if extract { String } else { Boolean },
+                })
+            }
+            "DATE_FORMAT" => {
+                arity(2)?;
+                want(0, bound[0].ty.is_timestamp() || matches!(bound[0].ty, String | Null), "a TIMESTAMP or STRING")?;
+                let ExprKind::Str(pattern) = &args[1].kind else {
+                    return Err(SqlError::at(args[1].pos, "the format of DATE_FORMAT must be a string literal"));
+                };
+                let parts = parse_date_format(pattern).map_err(|m| SqlError::at(args[1].pos, m))?;
+                Ok(Typed {
+                    expr: Expr::DateFormat(
+                        parts.into(),
+                        Box::new(bound.into_iter().next().map(|b| b.expr).unwrap_or(Expr::Lit(Value::Null))),
+                    ),
+                    ty: String,
+                })
+            }
             "COALESCE" | "IFNULL" => {
                 if bound.is_empty() {
                     return Err(SqlError::at(pos, format!("{name} needs arguments")));
@@ -608,10 +747,93 @@ impl Binder<'_, '_> {
                 })
             }
             _ => Err(SqlError::at(pos, format!("unknown function {name}")).hint(
-                "supported: TO_TIMESTAMP_LTZ, MOD, ABS, FLOOR, CEIL, UPPER, LOWER, TRIM, CHAR_LENGTH, CONCAT, SUBSTRING, COALESCE, CAST, CASE; aggregates COUNT, SUM, MIN, MAX, AVG",
+                "supported: TO_TIMESTAMP_LTZ, MOD, ABS, FLOOR, CEIL, UPPER, LOWER, TRIM, CHAR_LENGTH, CONCAT, SUBSTRING, REPLACE, SPLIT_INDEX, REGEXP, \
+                 REGEXP_EXTRACT, DATE_FORMAT, HOUR, COALESCE, CAST, CASE; aggregates COUNT, SUM, MIN, MAX, AVG",
             )),
         }
     }
+}
+
+/// Parse a Java `SimpleDateFormat` pattern (the letters y M d H h m s S a; text in quotes).
+fn parse_date_format(p: &str) -> Result<Vec<DatePart>, String> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut text = String::new();
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // 'quoted text'; '' is a quote.
+            if chars.get(i + 1) == Some(&'\'') {
+                text.push('\'');
+                i += 2;
+                continue;
+            }
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                text.push(chars[i]);
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if !c.is_ascii_alphabetic() {
+            text.push(c);
+            i += 1;
+            continue;
+        }
+        let mut n = 1;
+        while chars.get(i + n) == Some(&c) {
+            n += 1;
+        }
+        if !text.is_empty() {
+            out.push(DatePart::Text(std::mem::take(&mut text)));
+        }
+        out.push(match c {
+            'y' => DatePart::Year(n),
+            'M' => DatePart::Month(n),
+            'd' => DatePart::Day(n),
+            'H' => DatePart::Hour24(n),
+            'h' => DatePart::Hour12(n),
+            'm' => DatePart::Minute(n),
+            's' => DatePart::Second(n),
+            'S' => DatePart::Millis(n),
+            'a' => DatePart::AmPm,
+            _ => return Err(format!("DATE_FORMAT pattern letter '{c}' is not supported (supported: y M d H h m s S a)")),
+        });
+        i += n;
+    }
+    if !text.is_empty() {
+        out.push(DatePart::Text(text));
+    }
+    Ok(out)
+}
+
+/// Format epoch ms (UTC) by a parsed `DATE_FORMAT` pattern.
+fn format_date(ms: i64, parts: &[DatePart]) -> std::string::String {
+    use std::fmt::Write as _;
+    let secs = ms.div_euclid(1000);
+    let sod = secs.rem_euclid(86_400);
+    let (y, mo, d) = super::types::civil_from_days(secs.div_euclid(86_400));
+    let (h, mi, s) = (sod / 3600, (sod / 60) % 60, sod % 60);
+    let millis = ms.rem_euclid(1000);
+    let mut out = std::string::String::new();
+    for p in parts {
+        let _ = match p {
+            DatePart::Year(2) => write!(out, "{:02}", y.rem_euclid(100)),
+            DatePart::Year(n) => write!(out, "{:0w$}", y, w = *n),
+            DatePart::Month(n) => write!(out, "{:0w$}", mo, w = *n),
+            DatePart::Day(n) => write!(out, "{:0w$}", d, w = *n),
+            DatePart::Hour24(n) => write!(out, "{:0w$}", h, w = *n),
+            DatePart::Hour12(n) => write!(out, "{:0w$}", if h % 12 == 0 { 12 } else { h % 12 }, w = *n),
+            DatePart::Minute(n) => write!(out, "{:0w$}", mi, w = *n),
+            DatePart::Second(n) => write!(out, "{:0w$}", s, w = *n),
+            DatePart::Millis(n) => write!(out, "{:0w$}", millis, w = *n),
+            DatePart::AmPm => write!(out, "{}", if h < 12 { "AM" } else { "PM" }),
+            DatePart::Text(t) => write!(out, "{t}"),
+        };
+    }
+    out
 }
 
 fn coerce_int(b: Typed) -> Expr {
@@ -932,6 +1154,39 @@ fn like(text: &str, pattern: &str) -> bool {
 }
 
 impl Expr {
+    /// Visit every column index the expression reads.
+    pub fn for_each_column(&self, f: &mut dyn FnMut(usize)) {
+        match self {
+            Expr::Col(i) => f(*i),
+            Expr::Lit(_) => {}
+            Expr::IntArith(_, _, a, b)
+            | Expr::DoubleArith(_, a, b)
+            | Expr::DecArith(_, _, a, b)
+            | Expr::TsArith(_, a, b)
+            | Expr::Compare(_, a, b)
+            | Expr::And(a, b)
+            | Expr::Or(a, b)
+            | Expr::Like(a, b, _) => {
+                Self::for_each_column(a, f);
+                Self::for_each_column(b, f);
+            }
+            Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => Self::for_each_column(a, f),
+            Expr::Case(bs, e) => {
+                for (a, b) in bs {
+                    Self::for_each_column(a, f);
+                    Self::for_each_column(b, f);
+                }
+                Self::for_each_column(e, f);
+            }
+            Expr::Coalesce(v) | Expr::Call(_, v) | Expr::Regex(_, _, v) => v.iter().for_each(|a| Self::for_each_column(a, f)),
+            Expr::DateFormat(_, a) => Self::for_each_column(a, f),
+            Expr::InList(a, v, _) => {
+                Self::for_each_column(a, f);
+                v.iter().for_each(|x| Self::for_each_column(x, f));
+            }
+        }
+    }
+
     /// Evaluate on `row`.
     pub fn eval(&self, row: &[Value]) -> Value {
         match self {
@@ -1064,6 +1319,31 @@ impl Expr {
                 _ => Value::Null,
             },
             Expr::Call(f, args) => call(*f, args, row),
+            Expr::Regex(kind, re, args) => {
+                let Value::Str(s) = args[0].eval(row) else { return Value::Null };
+                match kind {
+                    RegexFn::Matches => Value::Bool(re.is_match(&s)),
+                    RegexFn::Extract => {
+                        let group = match args.get(1).map(|a| a.eval(row)) {
+                            None => 0,
+                            Some(Value::Int(g)) if g >= 0 => g as usize,
+                            _ => return Value::Null,
+                        };
+                        match re.captures(&s).and_then(|c| c.get(group)) {
+                            Some(m) => Value::Str(Arc::from(m.as_str())),
+                            None => Value::Null,
+                        }
+                    }
+                }
+            }
+            Expr::DateFormat(parts, a) => match a.eval(row) {
+                Value::Timestamp(ms) | Value::TimestampLtz(ms) => Value::Str(Arc::from(format_date(ms, parts))),
+                Value::Str(s) => match parse_timestamp(&s) {
+                    Some(ms) => Value::Str(Arc::from(format_date(ms, parts))),
+                    None => Value::Null,
+                },
+                _ => Value::Null,
+            },
         }
     }
 
@@ -1205,6 +1485,35 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
             Value::Decimal(x, s) => Value::Decimal(x.wrapping_abs(), s),
             _ => Value::Null,
         },
+        Func::SplitIndex => {
+            let (Value::Str(s), Value::Str(sep), Value::Int(i)) = (arg(0), arg(1), arg(2)) else {
+                return Value::Null;
+            };
+            if i < 0 {
+                return Value::Null;
+            }
+            // Flink splits by the whole separator, keeping empty tokens.
+            if sep.is_empty() {
+                return if i == 0 { Value::Str(s) } else { Value::Null };
+            }
+            match s.split(&*sep).nth(i as usize) {
+                Some(t) => Value::Str(Arc::from(t)),
+                None => Value::Null,
+            }
+        }
+        Func::Replace => {
+            let (Value::Str(s), Value::Str(from), Value::Str(to)) = (arg(0), arg(1), arg(2)) else {
+                return Value::Null;
+            };
+            if from.is_empty() {
+                return Value::Str(s);
+            }
+            Value::Str(Arc::from(s.replace(&*from, &to)))
+        }
+        Func::Hour => match arg(0) {
+            Value::Timestamp(ms) | Value::TimestampLtz(ms) => Value::Int(ms.div_euclid(3_600_000).rem_euclid(24)),
+            _ => Value::Null,
+        },
         Func::Floor | Func::Ceil => match arg(0) {
             Value::Int(x) => Value::Int(x),
             Value::Double(x) => Value::Double(if f == Func::Floor { x.floor() } else { x.ceil() }),
@@ -1258,5 +1567,41 @@ mod tests {
         assert_eq!(eval_sql("price / 0", &scope, &row).0, Value::Null);
         assert_eq!(eval_sql("UPPER('ab') || SUBSTRING('hello', 2, 3)", &scope, &row).0, Value::Str("ABell".into()));
         assert_eq!(eval_sql("'abc' LIKE 'a%c'", &scope, &row).0, Value::Bool(true));
+    }
+
+    #[test]
+    fn regexp_split_index_date_format() {
+        let scope = Scope {
+            columns: vec![Column {
+                qualifier: None,
+                name: "url".into(),
+                ty: SqlType::String,
+            }],
+        };
+        let row = [Value::Str("https://www.nexmark.com/item.htm?query=1&channel_id=1402".into())];
+        let s = |x: &str| Value::Str(x.into());
+        assert_eq!(eval_sql("REGEXP(url, 'channel_id=[0-9]+')", &scope, &row).0, Value::Bool(true));
+        assert_eq!(eval_sql("REGEXP(url, '^item')", &scope, &row).0, Value::Bool(false));
+        assert_eq!(eval_sql("REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)", &scope, &row).0, s("1402"));
+        assert_eq!(eval_sql("REGEXP_EXTRACT(url, 'query=[0-9]')", &scope, &row).0, s("query=1"));
+        assert_eq!(eval_sql("REGEXP_EXTRACT(url, 'nomatch([0-9])', 1)", &scope, &row).0, Value::Null);
+        assert_eq!(eval_sql("SPLIT_INDEX(url, '/', 2)", &scope, &row).0, s("www.nexmark.com"));
+        assert_eq!(eval_sql("SPLIT_INDEX(url, '/', 9)", &scope, &row).0, Value::Null);
+        assert_eq!(eval_sql("SPLIT_INDEX('a,,b', ',', 1)", &scope, &row).0, s(""));
+        assert_eq!(eval_sql("REPLACE('cbcc', 'c', '')", &scope, &row).0, s("b"));
+        assert_eq!(
+            eval_sql(
+                "DATE_FORMAT(CAST('2023-11-14 22:13:19.643' AS TIMESTAMP(3)), 'yyyy-MM-dd HH:mm:ss.SSS')",
+                &scope,
+                &row
+            )
+            .0,
+            s("2023-11-14 22:13:19.643")
+        );
+        assert_eq!(
+            eval_sql("DATE_FORMAT('2023-11-14 08:05:00', 'yy/M/d hh:mm a')", &scope, &row).0,
+            s("23/11/14 08:05 AM")
+        );
+        assert_eq!(eval_sql("HOUR(CAST('2023-11-14 22:13:19' AS TIMESTAMP(3)))", &scope, &row).0, Value::Int(22));
     }
 }

@@ -25,8 +25,10 @@ pub mod ast;
 pub mod exec;
 pub mod expr;
 pub mod join;
+pub mod nexmark;
 pub mod parser;
 pub mod plan;
+pub mod rank;
 pub mod source;
 pub mod types;
 

@@ -222,6 +222,9 @@ impl Parser {
             let query = self.query()?;
             return Ok(Statement::Insert { table, pos: tpos, query });
         }
+        if self.is_kw("EXECUTE") || self.is_kw("BEGIN") {
+            return self.statement_set();
+        }
         if self.eat_kw("SET") {
             let (key, _) = self.string("a quoted key, as in SET 'parallelism.default' = '2'")?;
             self.expect(&Token::Eq, "`=`")?;
@@ -238,7 +241,41 @@ impl Parser {
             return Ok(Statement::Query(self.query()?));
         }
         Err(SqlError::at(pos, format!("expected a statement, found {}", describe(self.peek())))
-            .hint("supported statements: CREATE TABLE, CREATE VIEW, INSERT INTO ... SELECT, SET"))
+            .hint("supported statements: CREATE TABLE, CREATE VIEW, INSERT INTO ... SELECT, EXECUTE STATEMENT SET BEGIN ... END, SET"))
+    }
+
+    /// `EXECUTE STATEMENT SET BEGIN INSERT ...; ... END` or `BEGIN STATEMENT SET; INSERT ...;
+    /// ... END`.
+    fn statement_set(&mut self) -> Result<Statement, SqlError> {
+        let pos = self.pos();
+        let execute = self.eat_kw("EXECUTE");
+        if execute {
+            self.expect_kw("STATEMENT")?;
+            self.expect_kw("SET")?;
+            self.expect_kw("BEGIN")?;
+        } else {
+            self.expect_kw("BEGIN")?;
+            self.expect_kw("STATEMENT")?;
+            self.expect_kw("SET")?;
+        }
+        let mut inserts = Vec::new();
+        loop {
+            while self.eat(&Token::SemiColon) {}
+            if self.eat_kw("END") {
+                break;
+            }
+            if !self.is_kw("INSERT") {
+                return Err(self.unexpected("INSERT INTO ... or END in the statement set"));
+            }
+            inserts.push(self.statement()?);
+            if !self.eat(&Token::SemiColon) && !self.is_kw("END") {
+                return Err(self.unexpected("`;` after the INSERT"));
+            }
+        }
+        if inserts.is_empty() {
+            return Err(SqlError::at(pos, "an empty statement set"));
+        }
+        Ok(Statement::StatementSet { pos, inserts })
     }
 
     fn create_view(&mut self) -> Result<Statement, SqlError> {
@@ -332,6 +369,9 @@ impl Parser {
             _ => return Err(self.unexpected("a type")),
         };
         let mut args = Vec::new();
+        if name == "ROW" {
+            return self.row_type(pos);
+        }
         if name == "DOUBLE" {
             self.eat_kw("PRECISION");
         }
@@ -363,7 +403,47 @@ impl Parser {
                 self.expect_kw("ZONE")?;
             }
         }
-        Ok(TypeName { name, args, pos })
+        Ok(TypeName {
+            name,
+            args,
+            pos,
+            fields: Vec::new(),
+        })
+    }
+
+    /// `ROW<name TYPE, ...>` or `ROW(name TYPE, ...)` (after `ROW`).
+    fn row_type(&mut self, pos: Pos) -> Result<TypeName, SqlError> {
+        let close = if self.eat(&Token::Lt) {
+            Token::Gt
+        } else if self.eat(&Token::LParen) {
+            Token::RParen
+        } else {
+            return Err(self.unexpected("`<` or `(` and the fields of ROW"));
+        };
+        let mut fields = Vec::new();
+        loop {
+            let (fname, _) = self.ident("a ROW field name")?;
+            let ty = self.type_name()?;
+            if !ty.fields.is_empty() {
+                return Err(SqlError::at(ty.pos, "nested ROW types inside ROW are not supported"));
+            }
+            if self.eat_kw("NOT") {
+                self.expect_kw("NULL")?;
+            }
+            fields.push((fname, ty));
+            if self.eat(&Token::Comma) {
+                continue;
+            }
+            // `>>` would close two ROWs; nested rows are rejected above.
+            self.expect(&close, "`,` or the end of the ROW fields")?;
+            break;
+        }
+        Ok(TypeName {
+            name: "ROW".into(),
+            args: Vec::new(),
+            pos,
+            fields,
+        })
     }
 
     fn query(&mut self) -> Result<Query, SqlError> {
@@ -880,7 +960,13 @@ impl Parser {
                     }
                     self.expect(&Token::RParen, "`)` closing the function call")?;
                     if self.is_kw("OVER") {
-                        return Err(SqlError::at(self.pos(), "OVER windows are not supported").hint("use window TVFs: TUMBLE, HOP, CUMULATE, SESSION"));
+                        if name == "ROW_NUMBER" && args.is_empty() && !star {
+                            self.advance();
+                            return self.row_number(pos);
+                        }
+                        return Err(SqlError::at(self.pos(), "OVER windows are not supported").hint(
+                            "use window TVFs (TUMBLE, HOP, CUMULATE, SESSION); ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...) for window Top-N",
+                        ));
                     }
                     ExprKind::Function { name, args, distinct, star }
                 } else {
@@ -895,6 +981,42 @@ impl Parser {
             _ => return Err(self.unexpected("an expression")),
         };
         Ok(Expr { kind, pos })
+    }
+
+    /// `(PARTITION BY e, ... ORDER BY e [ASC|DESC], ...)` after `ROW_NUMBER() OVER`.
+    fn row_number(&mut self, pos: Pos) -> Result<Expr, SqlError> {
+        self.expect(&Token::LParen, "`(` after OVER")?;
+        let mut partition_by = Vec::new();
+        if self.eat_kw("PARTITION") {
+            self.expect_kw("BY")?;
+            loop {
+                partition_by.push(self.expr()?);
+                if !self.eat(&Token::Comma) {
+                    break;
+                }
+            }
+        }
+        self.expect_kw("ORDER")?;
+        self.expect_kw("BY")?;
+        let mut order_by = Vec::new();
+        loop {
+            let e = self.expr()?;
+            let desc = if self.eat_kw("DESC") {
+                true
+            } else {
+                self.eat_kw("ASC");
+                false
+            };
+            order_by.push((e, desc));
+            if !self.eat(&Token::Comma) {
+                break;
+            }
+        }
+        self.expect(&Token::RParen, "`)` closing OVER (...)")?;
+        Ok(Expr {
+            kind: ExprKind::RowNumber { partition_by, order_by },
+            pos,
+        })
     }
 
     fn interval(&mut self, pos: Pos) -> Result<i64, SqlError> {
@@ -978,7 +1100,7 @@ fn is_reserved(w: &str) -> bool {
     const RESERVED: &[&str] = &[
         "SELECT", "FROM", "WHERE", "GROUP", "BY", "HAVING", "ORDER", "LIMIT", "UNION", "JOIN", "INNER", "LEFT", "RIGHT", "FULL", "OUTER", "CROSS", "ON", "AS",
         "AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE", "CASE", "WHEN", "THEN", "ELSE", "END", "CAST", "TRY_CAST", "INTERVAL", "BETWEEN", "IN", "LIKE",
-        "WITH", "TABLE", "INSERT", "INTO", "CREATE", "SET", "WINDOW", "LATERAL", "OVER", "DISTINCT", "FOR",
+        "WITH", "TABLE", "INSERT", "INTO", "CREATE", "SET", "WINDOW", "LATERAL", "OVER", "DISTINCT", "FOR", "ASC", "DESC",
     ];
     RESERVED.iter().any(|r| r.eq_ignore_ascii_case(w))
 }

@@ -28,9 +28,26 @@ use crate::sink::format::Format;
 /// Where a table's rows come from or go to.
 #[derive(Clone, Debug)]
 pub enum Connector {
-    Filesystem { path: PathBuf, format: Format },
+    Filesystem {
+        path: PathBuf,
+        format: Format,
+    },
+    /// The Nexmark generator ([`super::nexmark`]): per physical column the field it holds;
+    /// `flat`: the one kind of a flat table (`None`: the nested `datagen` table).
+    Nexmark {
+        config: crate::source::nexmark::GeneratorConfig,
+        fields: Arc<[(super::nexmark::Field, SqlType)]>,
+        flat: Option<super::nexmark::Kind>,
+    },
     Print,
     Blackhole,
+}
+
+impl Connector {
+    /// Can rows be read from a table of this connector?
+    pub fn is_source(&self) -> bool {
+        matches!(self, Connector::Filesystem { .. } | Connector::Nexmark { .. })
+    }
 }
 
 /// How a table column is produced from a file record.
@@ -110,6 +127,34 @@ pub enum Plan {
         args: Vec<Expr>,
         aggs: Vec<AggCall>,
         ltz: bool,
+        /// A window aggregate over a windowed relation's result (no window TVF): the input's
+        /// `window_start` and `window_end` columns, whose windows are kept.
+        cascade: Option<(usize, usize)>,
+    },
+    /// Window Top-N / deduplication: input columns then the row number (see [`super::rank`]).
+    WindowRank {
+        input: Box<Rel>,
+        /// `window_end` of the input.
+        window_end: usize,
+        keys: Vec<Expr>,
+        order: Vec<(Expr, bool)>,
+        /// From the enclosing query's `rownum <= N` (`None`: not found yet).
+        limit: Option<usize>,
+        text: String,
+    },
+    /// Inner interval join: `r.ts - l.ts ∈ [lower, upper]` ms on equal keys; output: left
+    /// columns then right columns, at `max(l.ts, r.ts)`.
+    IntervalJoin {
+        left: Box<Rel>,
+        right: Box<Rel>,
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        key_texts: Vec<String>,
+        lower: i64,
+        upper: i64,
+        bounds_text: String,
+        residual: Option<Expr>,
+        residual_text: Option<String>,
     },
     /// Output: left columns then right columns.
     WindowJoin {
@@ -134,16 +179,26 @@ pub struct Rel {
     pub plan: Plan,
     pub scope: Scope,
     pub rowtime: Option<usize>,
+    /// The `window_start` and `window_end` columns of a windowed relation (window TVF, window
+    /// aggregate, window join), followed through projections and aliases as Flink does.
+    pub window: Option<(usize, usize)>,
 }
 
-/// A planned job: the query, the sink and its conversions, the engine configuration.
+/// One `INSERT INTO sink SELECT ...`: the query, the sink and its conversions.
 #[derive(Clone, Debug)]
-pub struct Job {
-    pub config: EngineConfig,
+pub struct InsertPlan {
     pub query: Rel,
     pub sink: Arc<TableDef>,
     /// Conversions from the query's columns to the sink's column types.
     pub sink_exprs: Vec<Expr>,
+}
+
+/// A planned job: its INSERTs (all of the script's, run together as a statement set) and the
+/// engine configuration.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub config: EngineConfig,
+    pub inserts: Vec<InsertPlan>,
 }
 
 struct Catalog {
@@ -163,8 +218,15 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
         views: HashMap::new(),
     };
     let mut config = base;
-    let mut job: Option<Job> = None;
+    let mut inserts: Vec<InsertPlan> = Vec::new();
+    let mut flat = Vec::new();
     for st in statements {
+        match st {
+            Statement::StatementSet { inserts, .. } => flat.extend(inserts),
+            other => flat.push(other),
+        }
+    }
+    for st in flat {
         match st {
             Statement::CreateTable(ct) => {
                 let pos = ct.pos;
@@ -189,30 +251,33 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
                 return Err(SqlError::at(q.pos, "a bare SELECT has no sink")
                     .hint("write INSERT INTO <table> SELECT ..., e.g. into a table WITH ('connector' = 'print')"));
             }
+            Statement::StatementSet { pos, .. } => return Err(SqlError::at(pos, "statement sets cannot be nested")),
             Statement::Insert { table, pos, query } => {
-                if job.is_some() {
-                    return Err(SqlError::at(pos, "only one INSERT INTO per script is supported").hint("run the second INSERT as its own script"));
-                }
                 let sink = catalog.tables.get(&lower(&table)).cloned().ok_or_else(|| {
                     SqlError::at(pos, format!("unknown sink table `{table}`")).hint("create it first with CREATE TABLE ... WITH ('connector' = ...)")
                 })?;
+                if matches!(sink.connector, Connector::Nexmark { .. }) {
+                    return Err(SqlError::at(pos, format!("nexmark table `{table}` cannot be written")));
+                }
+                if let Some(other) = inserts
+                    .iter()
+                    .find(|i| i.sink.name.eq_ignore_ascii_case(&table) && matches!(i.sink.connector, Connector::Filesystem { .. }))
+                {
+                    return Err(SqlError::at(pos, format!("filesystem table `{}` is written by two INSERTs", other.sink.name))
+                        .hint("write each filesystem sink from one INSERT"));
+                }
                 let planner = Planner { catalog: &catalog, depth: 0 };
                 let rel = planner.query(&query)?;
                 let sink_exprs = sink_conversions(&rel, &sink, &query, pos)?;
-                job = Some(Job {
-                    config: config.clone(),
-                    query: rel,
-                    sink,
-                    sink_exprs,
-                });
+                inserts.push(InsertPlan { query: rel, sink, sink_exprs });
             }
         }
     }
-    let mut job = job.ok_or_else(|| {
-        SqlError::at(Pos { line: 1, column: 1 }, "the script has no INSERT INTO ... SELECT statement").hint("end the script with INSERT INTO <sink> SELECT ...")
-    })?;
-    job.config = config;
-    Ok(job)
+    if inserts.is_empty() {
+        return Err(SqlError::at(Pos { line: 1, column: 1 }, "the script has no INSERT INTO ... SELECT statement")
+            .hint("end the script with INSERT INTO <sink> SELECT ..."));
+    }
+    Ok(Job { config, inserts })
 }
 
 fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Result<(), SqlError> {
@@ -248,8 +313,14 @@ fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Res
             }
         }
         _ => {
-            return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'"))
-                .hint("supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode, state.backend (hashmap|rocksdb|memory|lsm), state.backend.rocksdb.localdir"))
+            let known = config.set_flink_option(key, value).map_err(|e| SqlError::at(pos, e))?;
+            if !known {
+                return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'")).hint(
+                    "supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode, \
+                     execution.checkpointing.{interval,dir,timeout,min-pause,max-concurrent-checkpoints,mode}, state.checkpoints.num-retained, \
+                     restart-strategy.type, restart-strategy.fixed-delay.{attempts,delay}, state.backend (hashmap|rocksdb|memory|lsm), state.backend.rocksdb.localdir",
+                ));
+            }
         }
     }
     Ok(())
@@ -263,7 +334,15 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
             return Err(SqlError::at(c.pos(), format!("column `{}` is declared twice", c.name())));
         }
         if let ColumnDef::Physical { name, ty, .. } = c {
-            physical.push((name.clone(), resolve_type(ty)?));
+            if ty.name == "ROW" {
+                // A ROW column is flattened into one physical column per field, named
+                // `column.field` (what `column.field` in expressions refers to).
+                for (f, fty) in &ty.fields {
+                    physical.push((format!("{name}.{f}"), resolve_type(fty)?));
+                }
+            } else {
+                physical.push((name.clone(), resolve_type(ty)?));
+            }
         }
     }
     if physical.is_empty() {
@@ -284,10 +363,12 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
     let mut pi = 0;
     for c in &ct.columns {
         match c {
-            ColumnDef::Physical { name, .. } => {
-                columns.push((name.clone(), physical[pi].1));
-                layout.push(ColumnSource::Physical(pi));
-                pi += 1;
+            ColumnDef::Physical { ty, .. } => {
+                for _ in 0..ty.fields.len().max(1) {
+                    columns.push(physical[pi].clone());
+                    layout.push(ColumnSource::Physical(pi));
+                    pi += 1;
+                }
             }
             ColumnDef::Computed { name, expr, .. } => {
                 let t = bind(expr, &phys_scope).map_err(|e| e.hint("computed columns may refer to physical columns only"))?;
@@ -352,9 +433,12 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                 format,
             }
         }
+        Some(("nexmark", _)) => super::nexmark::connector(&ct.name, ct.pos, &physical, &opts)?,
         Some(("print", _)) => Connector::Print,
         Some(("blackhole", _)) => Connector::Blackhole,
-        Some((c, p)) => return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, print, blackhole")),
+        Some((c, p)) => {
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, nexmark, print, blackhole"))
+        }
     };
     Ok(TableDef {
         name: ct.name,
@@ -445,7 +529,15 @@ impl Planner<'_> {
         }
         let mut rel = from;
         if let Some(w) = &q.where_ {
+            rank_limit(&mut rel, w);
             rel = filter(rel, w)?;
+        }
+        if let Some(k) = q
+            .select
+            .iter()
+            .position(|s| matches!(s, SelectItem::Expr { expr, .. } if matches!(expr.kind, ExprKind::RowNumber { .. })))
+        {
+            return window_rank(rel, &q.select, k);
         }
         project(rel, &q.select, bind)
     }
@@ -456,7 +548,7 @@ impl Planner<'_> {
                 let key = lower(name);
                 let qual = alias.clone().unwrap_or_else(|| name.clone());
                 if let Some(t) = self.catalog.tables.get(&key) {
-                    if !matches!(t.connector, Connector::Filesystem { .. }) {
+                    if !t.connector.is_source() {
                         return Err(SqlError::at(*pos, format!("table `{name}` is a sink-only table and cannot be read")));
                     }
                     let scope = Scope {
@@ -474,6 +566,7 @@ impl Planner<'_> {
                         plan: Plan::Scan { table: t.clone() },
                         scope,
                         rowtime: t.rowtime.map(|(i, _)| i),
+                        window: None,
                     });
                 }
                 if let Some(v) = self.catalog.views.get(&key) {
@@ -592,6 +685,7 @@ impl Planner<'_> {
                     });
                 }
                 let rowtime = Some(scope.columns.len() - 1);
+                let n_in = input.scope.columns.len();
                 Ok(Rel {
                     plan: Plan::WindowTvf {
                         input: Box::new(input),
@@ -599,6 +693,7 @@ impl Planner<'_> {
                     },
                     scope,
                     rowtime,
+                    window: Some((n_in, n_in + 1)),
                 })
             }
             FromItem::Join { left, right, kind, on, pos } => self.join(left, right, *kind, on, *pos),
@@ -606,24 +701,48 @@ impl Planner<'_> {
     }
 
     fn window_aggregate(&self, q: &ast::Query, from: Rel) -> Result<Rel, SqlError> {
-        let Rel {
-            plan: Plan::WindowTvf { input, assigner },
-            scope: tvf_scope,
-            ..
-        } = from
-        else {
-            return Err(SqlError::at(
-                q.pos,
-                "GROUP BY and aggregates are supported only over a window TVF (non-windowed aggregation produces updates)",
-            )
-            .hint("aggregate FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, ..."));
+        // The input rows and where their window columns are: after a window TVF, the three
+        // columns it appends; over a windowed result (a window aggregate, a window join), its
+        // own window_start, window_end and time attribute (a cascaded window aggregate).
+        let (input, tvf_scope, assigner, win, cascade) = match from {
+            Rel {
+                plan: Plan::WindowTvf { input, assigner },
+                scope,
+                ..
+            } => {
+                let n = input.scope.columns.len();
+                (*input, scope, assigner, [n, n + 1, n + 2], None)
+            }
+            Rel {
+                window: Some((ws, we)),
+                rowtime,
+                ..
+            } => {
+                // Rows of a windowed result carry their window's `window_end - 1` as timestamp.
+                let wt = rowtime.unwrap_or(usize::MAX);
+                let scope = from.scope.clone();
+                let assigner = WindowAssigner::Tumbling { size_ms: 1, offset_ms: 0 };
+                (from, scope, assigner, [ws, we, wt], Some((ws, we)))
+            }
+            _ => {
+                return Err(SqlError::at(
+                    q.pos,
+                    "GROUP BY and aggregates are supported only over a window TVF (non-windowed aggregation produces updates)",
+                )
+                .hint("aggregate FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end, ..."))
+            }
+        };
+        let is_win = |e: &Expr| {
+            let mut any = false;
+            columns(e, &mut |i| any |= win.contains(&i));
+            any
         };
         let n_in = input.scope.columns.len();
-        let ltz = matches!(tvf_scope.columns[n_in + 2].ty, SqlType::TimestampLtz(_));
-        let mut input = *input;
+        let ltz = matches!(tvf_scope.columns.get(win[2]).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
+        let mut input = input;
         if let Some(w) = &q.where_ {
             let t = bind(w, &tvf_scope)?;
-            if references_at_least(&t.expr, n_in) {
+            if is_win(&t.expr) || references_at_least(&t.expr, n_in) {
                 return Err(
                     SqlError::at(w.pos, "WHERE on window columns before a window aggregate is not supported").hint("filter window results in an outer query")
                 );
@@ -639,17 +758,17 @@ impl Planner<'_> {
         for g in &q.group_by {
             let t = bind(g, &tvf_scope)?;
             match t.expr {
-                Expr::Col(i) if i == n_in => {
+                Expr::Col(i) if i == win[0] => {
                     has_start = true;
                     group_canon.push((g.canonical(), usize::MAX - 2));
                 }
-                Expr::Col(i) if i == n_in + 1 => {
+                Expr::Col(i) if i == win[1] => {
                     has_end = true;
                     group_canon.push((g.canonical(), usize::MAX - 1));
                 }
-                Expr::Col(i) if i == n_in + 2 => group_canon.push((g.canonical(), usize::MAX)),
+                Expr::Col(i) if i == win[2] => group_canon.push((g.canonical(), usize::MAX)),
                 ref e => {
-                    if references_at_least(e, n_in) {
+                    if is_win(e) || (cascade.is_none() && references_at_least(e, n_in)) {
                         return Err(SqlError::at(g.pos, "GROUP BY expressions over window columns are not supported")
                             .hint("group by window_start, window_end directly"));
                     }
@@ -668,7 +787,7 @@ impl Planner<'_> {
         // Post-aggregate scope: keys, window columns, aggregates (filled by the hook).
         let mut hook = AggHook {
             tvf_scope: &tvf_scope,
-            n_in,
+            win,
             nk,
             key_cols: &key_cols,
             group_canon: &group_canon,
@@ -718,14 +837,16 @@ impl Planner<'_> {
                 args: args.into_iter().map(|a| a.expr).collect(),
                 aggs,
                 ltz,
+                cascade,
             },
             scope,
             rowtime: Some(nk + 2),
+            window: Some((nk, nk + 1)),
         };
         let mut rel = agg_rel;
         if let Some((pred, text)) = having {
             let scope = rel.scope.clone();
-            let rowtime = rel.rowtime;
+            let (rowtime, window) = (rel.rowtime, rel.window);
             rel = Rel {
                 plan: Plan::Filter {
                     input: Box::new(rel),
@@ -734,6 +855,7 @@ impl Planner<'_> {
                 },
                 scope,
                 rowtime,
+                window,
             };
         }
         Ok(projection(rel, items))
@@ -751,6 +873,7 @@ impl Planner<'_> {
         let mut right_keys = Vec::new();
         let mut key_texts = Vec::new();
         let mut residual: Option<(Expr, String)> = None;
+        let mut interval_parts: Vec<(Expr, String, Vec<Bound>)> = Vec::new();
         let (mut start_eq, mut end_eq) = (None::<(usize, usize)>, None::<(usize, usize)>);
         for c in conjuncts {
             if let ExprKind::Binary(BinOp::Eq, a, b) = &c.kind {
@@ -779,12 +902,11 @@ impl Planner<'_> {
                 if let Some((lt, rt)) = pair {
                     let ty = common_type(lt.ty, rt.ty)
                         .ok_or_else(|| SqlError::at(c.pos, format!("type error in `{}`: cannot compare {} with {}", c.display(), lt.ty, rt.ty)))?;
-                    if let (Expr::Col(li), Expr::Col(ri)) = (&lt.expr, &rt.expr) {
-                        let (ln, rn) = (&scope.columns[*li].name, &scope.columns[*ri].name);
-                        if ln.eq_ignore_ascii_case("window_start") && rn.eq_ignore_ascii_case("window_start") {
+                    if let (Expr::Col(li), Expr::Col(ri), Some(lw), Some(rw)) = (&lt.expr, &rt.expr, l.window, r.window) {
+                        if *li == lw.0 && *ri - nl == rw.0 {
                             start_eq = Some((*li, *ri - nl));
                         }
-                        if ln.eq_ignore_ascii_case("window_end") && rn.eq_ignore_ascii_case("window_end") {
+                        if *li == lw.1 && *ri - nl == rw.1 {
                             end_eq = Some((*li, *ri - nl));
                         }
                     }
@@ -798,16 +920,78 @@ impl Planner<'_> {
             if !matches!(t.ty, SqlType::Boolean | SqlType::Null) {
                 return Err(SqlError::at(c.pos, format!("join condition `{}` is {}, expected BOOLEAN", c.display(), t.ty)));
             }
+            let bounds = match (l.rowtime, r.rowtime) {
+                (Some(lt), Some(rt)) => time_bounds(c, &scope, lt, rt + nl),
+                _ => Vec::new(),
+            };
+            if !bounds.is_empty() {
+                interval_parts.push((t.expr.clone(), c.display(), bounds));
+                continue;
+            }
             residual = Some(match residual {
                 None => (t.expr, c.display()),
                 Some((e, s)) => (Expr::And(Box::new(e), Box::new(t.expr)), format!("{s} AND {}", c.display())),
             });
         }
         let (Some(_), Some((le, re))) = (start_eq, end_eq) else {
-            return Err(SqlError::at(pos, "only window joins are supported: regular joins produce updates")
-                .hint("join two windowed inputs ON L.window_start = R.window_start AND L.window_end = R.window_end"));
+            // Not a window join: an interval join if the time attributes are bounded both ways.
+            let (mut lower, mut upper) = (None::<i64>, None::<i64>);
+            for (_, _, bounds) in &interval_parts {
+                for b in bounds {
+                    match b {
+                        Bound::Lower(x) => lower = Some(lower.map_or(*x, |y| y.max(*x))),
+                        Bound::Upper(x) => upper = Some(upper.map_or(*x, |y| y.min(*x))),
+                    }
+                }
+            }
+            let (Some(lower), Some(upper)) = (lower, upper) else {
+                return Err(
+                    SqlError::at(pos, "only window joins and interval joins are supported: regular joins produce updates").hint(
+                        "join two windowed inputs ON L.window_start = R.window_start AND L.window_end = R.window_end, or bound the time attributes: \
+                     ON L.k = R.k AND R.ts BETWEEN L.ts - INTERVAL '1' MINUTE AND L.ts + INTERVAL '1' MINUTE",
+                    ),
+                );
+            };
+            if kind != JoinKind::Inner {
+                return Err(SqlError::at(pos, "outer interval joins are not supported").hint("use an inner interval join"));
+            }
+            if lower > upper {
+                return Err(SqlError::at(
+                    pos,
+                    format!("the time bounds of the interval join are empty ({lower} ms > {upper} ms)"),
+                ));
+            }
+            if left_keys.is_empty() {
+                return Err(SqlError::at(pos, "an interval join needs at least one equality between the two sides"));
+            }
+            let text = interval_parts.iter().map(|(_, t, _)| t.clone()).collect::<Vec<_>>().join(" AND ");
+            return Ok(Rel {
+                plan: Plan::IntervalJoin {
+                    left: Box::new(l),
+                    right: Box::new(r),
+                    left_keys,
+                    right_keys,
+                    key_texts,
+                    lower,
+                    upper,
+                    bounds_text: text,
+                    residual: residual.as_ref().map(|(e, _)| e.clone()),
+                    residual_text: residual.map(|(_, s)| s),
+                },
+                scope,
+                rowtime: None,
+                window: None,
+            });
         };
+        // A window join: time bounds are ordinary conditions.
+        for (e, text, _) in interval_parts {
+            residual = Some(match residual {
+                None => (e, text),
+                Some((r, s)) => (Expr::And(Box::new(r), Box::new(e)), format!("{s} AND {text}")),
+            });
+        }
         let rowtime = l.rowtime;
+        let window = l.window;
         let (residual, residual_text) = match residual {
             Some((e, s)) => (Some(e), Some(s)),
             None => (None, None),
@@ -827,7 +1011,214 @@ impl Planner<'_> {
             },
             scope,
             rowtime,
+            window,
         })
+    }
+}
+
+/// `SELECT ..., ROW_NUMBER() OVER (PARTITION BY window_start, window_end, keys ORDER BY ...)
+/// FROM windowed` (the row number is select item `k`): a window rank node and the projection.
+fn window_rank(rel: Rel, select: &[SelectItem], k: usize) -> Result<Rel, SqlError> {
+    let SelectItem::Expr { expr, alias } = &select[k] else {
+        unreachable!("checked by the caller")
+    };
+    let ExprKind::RowNumber { partition_by, order_by } = &expr.kind else {
+        unreachable!("checked by the caller")
+    };
+    let Some((ws, we)) = rel.window else {
+        return Err(SqlError::at(expr.pos, "ROW_NUMBER() is supported only over a windowed relation (window Top-N)")
+            .hint("rank rows of a window TVF, a window aggregate or a window join, PARTITION BY window_start, window_end, ..."));
+    };
+    let (mut has_start, mut has_end) = (false, false);
+    let mut keys = Vec::new();
+    for p in partition_by {
+        let t = bind(p, &rel.scope)?;
+        match t.expr {
+            Expr::Col(i) if i == ws => has_start = true,
+            Expr::Col(i) if i == we => has_end = true,
+            e => keys.push(e),
+        }
+    }
+    if !(has_start && has_end) {
+        return Err(SqlError::at(expr.pos, "a window Top-N must PARTITION BY window_start, window_end")
+            .hint("ROW_NUMBER() OVER (PARTITION BY window_start, window_end, <keys> ORDER BY ...)"));
+    }
+    let mut order = Vec::new();
+    for (e, desc) in order_by {
+        let t = bind(e, &rel.scope)?;
+        if matches!(t.ty, SqlType::Interval) {
+            return Err(SqlError::at(e.pos, "cannot order by an interval"));
+        }
+        order.push((t.expr, *desc));
+    }
+    let n = rel.scope.columns.len();
+    let mut scope = rel.scope.clone();
+    scope.columns.push(Column {
+        qualifier: None,
+        name: alias.clone().unwrap_or_else(|| "rownum".into()),
+        ty: SqlType::BigInt,
+    });
+    let (rowtime, window) = (rel.rowtime, rel.window);
+    let input_scope = rel.scope.clone();
+    let ranked = Rel {
+        plan: Plan::WindowRank {
+            input: Box::new(rel),
+            window_end: we,
+            keys,
+            order,
+            limit: None,
+            text: expr.display(),
+        },
+        scope,
+        rowtime,
+        window,
+    };
+    // The select list over the input's columns, with the row number as column `n`.
+    let mut items = Vec::new();
+    for (i, s) in select.iter().enumerate() {
+        match s {
+            SelectItem::Expr { alias, .. } if i == k => items.push((
+                Typed {
+                    expr: Expr::Col(n),
+                    ty: SqlType::BigInt,
+                },
+                alias.clone().unwrap_or_else(|| "rownum".into()),
+            )),
+            SelectItem::Wildcard { qualifier, pos } => {
+                let before = items.len();
+                for (c, col) in input_scope.columns.iter().enumerate() {
+                    if qualifier
+                        .as_ref()
+                        .is_none_or(|q| col.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(q)))
+                    {
+                        items.push((
+                            Typed {
+                                expr: Expr::Col(c),
+                                ty: col.ty,
+                            },
+                            col.name.clone(),
+                        ));
+                    }
+                }
+                if items.len() == before {
+                    return Err(SqlError::at(*pos, "`*` matches no column"));
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                let t = bind(expr, &input_scope)?;
+                let name = output_name(expr, alias.as_deref(), items.len());
+                items.push((t, name));
+            }
+        }
+    }
+    Ok(projection(ranked, items))
+}
+
+/// If `w` has a conjunct `c <= N` / `c < N` / `c = N` where column `c` of `rel` is a window
+/// rank's row number, record the limit in that rank node.
+fn rank_limit(rel: &mut Rel, w: &ast::Expr) {
+    let mut conjuncts = Vec::new();
+    split_and(w, &mut conjuncts);
+    for c in conjuncts {
+        let ExprKind::Binary(op, a, b) = &c.kind else { continue };
+        let (ExprKind::Column(parts), ExprKind::Number(n)) = (&a.kind, &b.kind) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<usize>() else { continue };
+        let limit = match op {
+            BinOp::LtEq | BinOp::Eq => n,
+            BinOp::Lt => n.saturating_sub(1),
+            _ => continue,
+        };
+        if *op == BinOp::Eq && n != 1 {
+            continue;
+        }
+        if let Ok(col) = rel.scope.resolve(parts, c.pos) {
+            set_rank_limit(rel, col, limit);
+        }
+    }
+}
+
+fn set_rank_limit(rel: &mut Rel, col: usize, limit: usize) -> bool {
+    let width = rel.scope.columns.len();
+    match &mut rel.plan {
+        Plan::Project { input, exprs } => match exprs.get(col) {
+            Some(Expr::Col(i)) => {
+                let i = *i;
+                set_rank_limit(input, i, limit)
+            }
+            _ => false,
+        },
+        Plan::Filter { input, .. } => set_rank_limit(input, col, limit),
+        Plan::WindowRank { limit: l, .. } if col + 1 == width => {
+            *l = Some(l.map_or(limit, |x| x.min(limit)));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A bound on `r.ts - l.ts` (ms, inclusive).
+#[derive(Clone, Copy, Debug)]
+enum Bound {
+    Lower(i64),
+    Upper(i64),
+}
+
+/// `column [± INTERVAL]` → the column's parts and the offset in ms.
+fn time_offset(e: &ast::Expr) -> Option<(&[String], i64)> {
+    match &e.kind {
+        ExprKind::Column(p) => Some((p, 0)),
+        ExprKind::Binary(op @ (BinOp::Plus | BinOp::Minus), a, b) => match (&a.kind, &b.kind) {
+            (ExprKind::Column(p), ExprKind::Interval(ms)) => Some((p, if *op == BinOp::Plus { *ms } else { -*ms })),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The bounds on `r.ts - l.ts` a conjunct states (`l_rt`, `r_rt`: the time attributes'
+/// indexes in the joined scope): comparisons of the two time attributes (± intervals) and
+/// `BETWEEN`.
+fn time_bounds(c: &ast::Expr, scope: &Scope, l_rt: usize, r_rt: usize) -> Vec<Bound> {
+    let cmp = |op: BinOp, a: &ast::Expr, b: &ast::Expr| -> Option<Bound> {
+        let ((pa, oa), (pb, ob)) = (time_offset(a)?, time_offset(b)?);
+        let (ia, ib) = (scope.resolve(pa, a.pos).ok()?, scope.resolve(pb, b.pos).ok()?);
+        // Rewrite `a + oa op b + ob` as `r - l op' k`.
+        let (op, k) = if ia == r_rt && ib == l_rt {
+            (op, ob - oa)
+        } else if ia == l_rt && ib == r_rt {
+            let flipped = match op {
+                BinOp::Lt => BinOp::Gt,
+                BinOp::LtEq => BinOp::GtEq,
+                BinOp::Gt => BinOp::Lt,
+                BinOp::GtEq => BinOp::LtEq,
+                o => o,
+            };
+            (flipped, oa - ob)
+        } else {
+            return None;
+        };
+        match op {
+            BinOp::LtEq => Some(Bound::Upper(k)),
+            BinOp::Lt => Some(Bound::Upper(k - 1)),
+            BinOp::GtEq => Some(Bound::Lower(k)),
+            BinOp::Gt => Some(Bound::Lower(k + 1)),
+            _ => None,
+        }
+    };
+    match &c.kind {
+        ExprKind::Binary(op @ (BinOp::Lt | BinOp::LtEq | BinOp::Gt | BinOp::GtEq), a, b) => cmp(*op, a, b).into_iter().collect(),
+        ExprKind::Between {
+            expr,
+            low,
+            high,
+            negated: false,
+        } => match (cmp(BinOp::GtEq, expr, low), cmp(BinOp::LtEq, expr, high)) {
+            (Some(x), Some(y)) => vec![x, y],
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 
@@ -862,7 +1253,8 @@ fn post_agg_scope(keys: &[Typed], key_texts: &[String], key_cols: &[Option<usize
 /// Binds aggregate calls and grouped expressions of an aggregate query.
 struct AggHook<'a> {
     tvf_scope: &'a Scope,
-    n_in: usize,
+    /// Columns of `tvf_scope` holding window_start, window_end, window_time.
+    win: [usize; 3],
     nk: usize,
     key_cols: &'a [Option<usize>],
     group_canon: &'a [(String, usize)],
@@ -896,11 +1288,11 @@ impl AggregateHook for AggHook<'_> {
         // A grouped column, by resolution.
         if let ExprKind::Column(parts) = &e.kind {
             let i = self.tvf_scope.resolve(parts, e.pos)?;
-            let g = if i == self.n_in {
+            let g = if i == self.win[0] {
                 Some(usize::MAX - 2)
-            } else if i == self.n_in + 1 {
+            } else if i == self.win[1] {
                 Some(usize::MAX - 1)
-            } else if i == self.n_in + 2 {
+            } else if i == self.win[2] {
                 Some(usize::MAX)
             } else {
                 self.key_cols.iter().position(|k| *k == Some(i))
@@ -943,7 +1335,9 @@ impl AggregateHook for AggHook<'_> {
                 return Err(SqlError::at(args[0].pos, "aggregates cannot be nested"));
             }
             let t = bind(&args[0], self.tvf_scope)?;
-            if references_at_least(&t.expr, self.n_in) {
+            let mut on_window = false;
+            columns(&t.expr, &mut |i| on_window |= self.win.contains(&i));
+            if on_window {
                 return Err(SqlError::at(args[0].pos, "aggregating window columns is not supported"));
             }
             let f = match (name.as_str(), *distinct) {
@@ -1021,7 +1415,7 @@ fn filter(rel: Rel, w: &ast::Expr) -> Result<Rel, SqlError> {
         return Err(SqlError::at(w.pos, format!("WHERE `{}` is {}, expected BOOLEAN", w.display(), t.ty)));
     }
     let scope = rel.scope.clone();
-    let rowtime = rel.rowtime;
+    let (rowtime, window) = (rel.rowtime, rel.window);
     Ok(Rel {
         plan: Plan::Filter {
             input: Box::new(rel),
@@ -1030,6 +1424,7 @@ fn filter(rel: Rel, w: &ast::Expr) -> Result<Rel, SqlError> {
         },
         scope,
         rowtime,
+        window,
     })
 }
 
@@ -1067,12 +1462,19 @@ fn project(rel: Rel, select: &[SelectItem], mut bind_fn: impl FnMut(&ast::Expr, 
 
 fn projection(rel: Rel, items: Vec<(Typed, String)>) -> Rel {
     let mut rowtime = None;
+    let (mut start, mut end) = (None, None);
     let mut cols = Vec::new();
     let mut exprs = Vec::new();
     for (k, (t, name)) in items.into_iter().enumerate() {
         if let Expr::Col(i) = t.expr {
             if Some(i) == rel.rowtime && rowtime.is_none() {
                 rowtime = Some(k);
+            }
+            if rel.window.is_some_and(|w| w.0 == i) && start.is_none() {
+                start = Some(k);
+            }
+            if rel.window.is_some_and(|w| w.1 == i) && end.is_none() {
+                end = Some(k);
             }
         }
         let ty = if t.ty == SqlType::Null { SqlType::String } else { t.ty };
@@ -1093,6 +1495,7 @@ fn projection(rel: Rel, items: Vec<(Typed, String)>) -> Rel {
         plan: Plan::Project { input: Box::new(rel), exprs },
         scope: Scope { columns: cols },
         rowtime,
+        window: start.zip(end),
     }
 }
 
@@ -1157,34 +1560,7 @@ fn split_and<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
 
 /// Visit every column index an expression reads.
 fn columns(e: &Expr, f: &mut dyn FnMut(usize)) {
-    match e {
-        Expr::Col(i) => f(*i),
-        Expr::Lit(_) => {}
-        Expr::IntArith(_, _, a, b)
-        | Expr::DoubleArith(_, a, b)
-        | Expr::DecArith(_, _, a, b)
-        | Expr::TsArith(_, a, b)
-        | Expr::Compare(_, a, b)
-        | Expr::And(a, b)
-        | Expr::Or(a, b)
-        | Expr::Like(a, b, _) => {
-            columns(a, f);
-            columns(b, f);
-        }
-        Expr::Neg(a) | Expr::Not(a) | Expr::IsNull(a, _) | Expr::Cast(a, _) => columns(a, f),
-        Expr::Case(bs, e) => {
-            for (a, b) in bs {
-                columns(a, f);
-                columns(b, f);
-            }
-            columns(e, f);
-        }
-        Expr::Coalesce(v) | Expr::Call(_, v) => v.iter().for_each(|a| columns(a, f)),
-        Expr::InList(a, v, _) => {
-            columns(a, f);
-            v.iter().for_each(|x| columns(x, f));
-        }
-    }
+    e.for_each_column(f)
 }
 
 fn references_at_least(e: &Expr, n: usize) -> bool {
@@ -1222,6 +1598,8 @@ fn shift_columns(e: Expr, by: usize) -> Expr {
         Expr::InList(x, v, n) => Expr::InList(b(x), v.into_iter().map(|y| shift_columns(y, by)).collect(), n),
         Expr::Like(x, y, n) => Expr::Like(b(x), b(y), n),
         Expr::Call(f, v) => Expr::Call(f, v.into_iter().map(|x| shift_columns(x, by)).collect()),
+        Expr::Regex(k, re, v) => Expr::Regex(k, re, v.into_iter().map(|x| shift_columns(x, by)).collect()),
+        Expr::DateFormat(p, x) => Expr::DateFormat(p, b(x)),
     }
 }
 

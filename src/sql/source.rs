@@ -33,11 +33,16 @@ pub struct RowFileSource {
     table: Arc<TableDef>,
     files: Vec<PathBuf>,
     format: Format,
+    /// Physical columns some operator reads; the others are not parsed (left NULL).
+    needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowFileSource {
     /// List the table's files (at planning time, so every shard sees the same splits).
-    pub fn new(table: Arc<TableDef>) -> Result<Self, SqlError> {
+    /// `needed`: which physical columns are read (see [`physical_needed`]); `post`: the filter
+    /// and projection fused into the scan.
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<Self, SqlError> {
         let Connector::Filesystem { path, format } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` cannot be read", table.name)));
         };
@@ -55,7 +60,13 @@ impl RowFileSource {
         } else {
             vec![path.clone()]
         };
-        Ok(Self { format: *format, table, files })
+        Ok(Self {
+            format: *format,
+            table,
+            files,
+            needed: needed.into(),
+            post: Arc::new(post),
+        })
     }
 }
 
@@ -88,7 +99,10 @@ impl Source<Row> for RowFileSource {
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
             physical: Row::new(),
+            wide: Row::new(),
             fields: Vec::new(),
+            needed: self.needed.clone(),
+            post: self.post.clone(),
         }))
     }
 }
@@ -108,7 +122,11 @@ struct RowFileReader {
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
     physical: Row,
+    /// The table row when it differs from the physical one (reused).
+    wide: Row,
     fields: Vec<(usize, usize)>,
+    needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
 }
 
 impl RowFileReader {
@@ -132,12 +150,22 @@ impl RowFileReader {
             Format::Csv => self.parse_csv(line),
             Format::Json => self.parse_json(line),
         };
-        let res = res.and_then(|()| self.complete_row());
+        let res = res.and_then(|()| {
+            let rowtime = self.table.rowtime;
+            let (table, post) = (self.table.clone(), self.post.clone());
+            let mut physical = std::mem::take(&mut self.physical);
+            let r = emit_row(&table, &post, &mut physical, &mut self.wide, out, |row| match rowtime {
+                Some((rt, _)) if row[rt].is_null() => Err(rt),
+                _ => Ok(()),
+            });
+            self.physical = physical;
+            r.map_err(|rt| {
+                let name = self.table.columns[rt].0.clone();
+                self.bad(Some(&name), "the time attribute is NULL".into())
+            })
+        });
         match res {
-            Ok(row) => {
-                out.push(row);
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => match self.policy {
                 ErrorPolicy::Skip => {
                     OperatorMetrics::add(&self.metrics.bad_records, 1);
@@ -146,23 +174,6 @@ impl RowFileReader {
                 _ => Err(e),
             },
         }
-    }
-
-    fn complete_row(&mut self) -> Result<Row> {
-        let mut row = Row::new();
-        for c in &self.table.layout {
-            row.push(match c {
-                ColumnSource::Physical(i) => self.physical[*i].clone(),
-                ColumnSource::Computed(e) => e.eval(&self.physical),
-            });
-        }
-        if let Some((rt, _)) = self.table.rowtime {
-            if row[rt].is_null() {
-                let name = self.table.columns[rt].0.clone();
-                return Err(self.bad(Some(&name), "the time attribute is NULL".into()));
-            }
-        }
-        Ok(row)
     }
 
     fn parse_csv(&mut self, line: &[u8]) -> Result<()> {
@@ -216,6 +227,10 @@ impl RowFileReader {
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
             let text: std::borrow::Cow<'_, [u8]> = if raw.first() == Some(&b'"') && raw.len() >= 2 {
@@ -249,8 +264,18 @@ impl RowFileReader {
             return Err(self.bad(None, "not a JSON object".into()));
         };
         self.physical.clear();
-        for (name, ty) in self.table.physical.clone().iter() {
-            let val = match map.get(name) {
+        let table = self.table.clone();
+        for (k, (name, ty)) in table.physical.iter().enumerate() {
+            if !self.needed[k] {
+                self.physical.push(Value::Null);
+                continue;
+            }
+            // A flattened ROW field `row.field` is the nested object's member.
+            let found = map.get(name).or_else(|| {
+                let (row, field) = name.split_once('.')?;
+                map.get(row)?.as_object()?.get(field)
+            });
+            let val = match found {
                 None | Some(serde_json::Value::Null) => Value::Null,
                 Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| self.bad(Some(name), m))?,
                 Some(serde_json::Value::Bool(b)) if *ty == SqlType::Boolean => Value::Bool(*b),
@@ -272,6 +297,97 @@ impl RowFileReader {
         self.offset += chunk.len() as u64;
         Ok(chunk.len())
     }
+}
+
+/// Work fused into a scan, applied to each table row inside the reader (no intermediate wide
+/// row leaves the reader): a filter, then a projection.
+#[derive(Clone, Debug, Default)]
+pub struct ScanPost {
+    pub predicate: Option<super::expr::Expr>,
+    pub project: Option<Arc<[super::expr::Expr]>>,
+    /// Table columns read by the predicate, the projection or later operators (`None`: all);
+    /// the others are left NULL in the table row.
+    pub columns: Option<Arc<[bool]>>,
+}
+
+impl ScanPost {
+    fn is_trivial(&self) -> bool {
+        self.predicate.is_none() && self.project.is_none()
+    }
+
+    /// Read only the table columns `needed` (and the time attribute).
+    pub fn reading(mut self, table: &TableDef, needed: &[bool]) -> Self {
+        let mut cols: Vec<bool> = (0..table.columns.len()).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
+        if let Some((rt, _)) = table.rowtime {
+            cols[rt] = true;
+        }
+        self.columns = Some(cols.into());
+        self
+    }
+}
+
+/// The table row of the physical values in `physical` (computed columns evaluated into
+/// `wide`, which is reused), filtered and projected by `post`, appended to `out`.
+/// `check` sees the table row first (an `Err` drops it and is returned).
+pub fn emit_row<E>(
+    table: &TableDef,
+    post: &ScanPost,
+    physical: &mut Row,
+    wide: &mut Row,
+    out: &mut Vec<Row>,
+    check: impl FnOnce(&Row) -> Result<(), E>,
+) -> Result<(), E> {
+    let identity = super::nexmark::is_identity_layout(&table.layout, physical.len());
+    if !identity {
+        wide.clear();
+        for (k, c) in table.layout.iter().enumerate() {
+            if post.columns.as_ref().is_some_and(|n| !n[k]) {
+                wide.push(Value::Null);
+                continue;
+            }
+            wide.push(match c {
+                ColumnSource::Physical(i) => physical[*i].clone(),
+                ColumnSource::Computed(e) => e.eval(physical),
+            });
+        }
+    }
+    let row: &mut Row = if identity { physical } else { wide };
+    check(row)?;
+    if post.is_trivial() {
+        out.push(std::mem::take(row));
+        return Ok(());
+    }
+    if let Some(p) = &post.predicate {
+        if !p.test(row) {
+            return Ok(());
+        }
+    }
+    match &post.project {
+        Some(ex) => out.push(ex.iter().map(|e| e.eval(row)).collect()),
+        None => out.push(std::mem::take(row)),
+    }
+    Ok(())
+}
+
+/// Which physical columns a scan must produce when the table columns `needed` are read (the
+/// time attribute always is): physical columns read directly or by a read computed column.
+pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
+    let mut out = vec![false; table.physical.len()];
+    for (k, c) in table.layout.iter().enumerate() {
+        let read = needed.get(k).copied().unwrap_or(true) || table.rowtime.is_some_and(|(rt, _)| rt == k);
+        if !read {
+            continue;
+        }
+        match c {
+            ColumnSource::Physical(i) => out[*i] = true,
+            ColumnSource::Computed(e) => e.for_each_column(&mut |i| {
+                if let Some(x) = out.get_mut(i) {
+                    *x = true;
+                }
+            }),
+        }
+    }
+    out
 }
 
 /// Parse one text field as `ty` (empty → NULL for non-string types).

@@ -16,12 +16,13 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::key::{combine, fmix64, hash_bytes, StableHash, TUPLE_SEED};
 
 /// The logical types weir's SQL supports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SqlType {
     Boolean,
     TinyInt,
@@ -96,7 +97,7 @@ impl std::fmt::Display for SqlType {
 }
 
 /// One field of a row.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Value {
     Null,
     Bool(bool),
@@ -208,7 +209,7 @@ impl StableHash for Value {
 }
 
 /// A grouping or join key: the key columns' values.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct KeyRow(pub SmallVec<[Value; 4]>);
 
 impl StableHash for KeyRow {
@@ -322,7 +323,7 @@ pub fn format_timestamp(ms: i64, out: &mut String) {
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -432,5 +433,28 @@ mod tests {
         assert_eq!(rescale(1235, 3, 1), Some(12));
         assert_eq!(Value::Decimal(10, 1), Value::Decimal(100, 2));
         assert_eq!(Value::Decimal(10, 1).stable_hash(), Value::Decimal(100, 2).stable_hash());
+    }
+
+    #[test]
+    fn values_rows_and_keys_round_trip_through_postcard() {
+        let row: Row = [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-7),
+            Value::Double(2.5),
+            Value::Decimal(-12340, 3),
+            Value::Str("héllo".into()),
+            Value::Timestamp(1_699_999_999_643),
+            Value::TimestampLtz(-1000),
+            Value::Int(9),
+        ]
+        .into_iter()
+        .collect();
+        let bytes = postcard::to_allocvec(&row).unwrap();
+        let back: Row = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, row);
+        let key = KeyRow(row[1..4].iter().cloned().collect());
+        let back: KeyRow = postcard::from_bytes(&postcard::to_allocvec(&key).unwrap()).unwrap();
+        assert_eq!(back, key);
     }
 }

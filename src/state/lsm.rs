@@ -504,6 +504,19 @@ impl LsmShared {
     }
 }
 
+impl Drop for LsmShared {
+    fn drop(&mut self) {
+        // A temporary store directory goes with its backend, also when the job failed and the
+        // flusher never closed the store.
+        if let Some(store) = self.store.get_mut().take() {
+            drop(store);
+        }
+        if self.opts.ephemeral {
+            let _ = std::fs::remove_dir_all(&self.opts.dir);
+        }
+    }
+}
+
 fn meta_counts_key() -> Vec<u8> {
     let mut k = Vec::new();
     codec::store_key_header(META_KEY_GROUP, 0, &mut k);

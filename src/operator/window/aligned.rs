@@ -18,6 +18,9 @@ use rustc_hash::FxHashMap;
 
 use super::{cleanup_time, WindowCore, WindowOutputs, WindowResult, WindowSpec};
 use crate::batch::InOrder;
+use crate::checkpoint::snapshot::{append, KeyedRestore, KeyedSnapshot, Persist};
+use crate::error::Result;
+use crate::key::{KeyGroups, StableHash};
 use crate::operator::aggregate::AggregateFunction;
 use crate::operator::Output;
 use crate::shard::OperatorMetrics;
@@ -183,9 +186,10 @@ where
 
 impl<T, K, KF, A> WindowCore<T> for AlignedWindowOp<T, K, KF, A>
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Clone + StableHash + Persist,
     KF: FnMut(&T) -> K,
     A: AggregateFunction<T>,
+    A::Acc: Persist,
 {
     type Result = WindowResult<K, A::Out>;
 
@@ -195,5 +199,32 @@ where
 
     fn check_finished(&self) {
         debug_assert!(self.buckets.iter().all(|b| b.fired), "end of input before the final watermark");
+    }
+
+    /// Entry per (window, key): `(start, end, fired, key, accumulator)`.
+    fn snapshot(&self, keyed: &mut KeyedSnapshot, groups: &KeyGroups) {
+        for b in &self.buckets {
+            for (key, acc) in &b.accs {
+                let kg = groups.key_group(key.stable_hash());
+                append(keyed.group(kg), &(b.start, b.end, b.fired, key, acc));
+            }
+        }
+    }
+
+    fn restore(&mut self, keyed: &KeyedRestore) -> Result<()> {
+        keyed.for_each::<(Timestamp, Timestamp, bool, K, A::Acc)>(|_, (start, end, fired, key, acc)| {
+            let b = self.bucket(start, end);
+            let bucket = &mut self.buckets[b];
+            bucket.fired |= fired;
+            bucket.accs.insert(key, acc);
+        })
+    }
+
+    fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    fn restore_watermark(&mut self, wm: Timestamp) {
+        self.watermark = self.watermark.max(wm);
     }
 }

@@ -15,6 +15,11 @@ pub mod session;
 
 use serde::Serialize;
 
+use crate::checkpoint::runtime::TaskSnapshot;
+use crate::checkpoint::snapshot::{encode, KeyedRestore, KeyedSnapshot};
+use crate::error::Result;
+use crate::key::KeyGroups;
+use crate::shard::BuildCtx;
 use crate::time::Timestamp;
 
 /// Which windows a record belongs to.
@@ -207,6 +212,14 @@ impl<T, R> WindowOutputs<T, R> {
             late.end();
         }
     }
+
+    /// Forward checkpoint barrier `epoch` on both outputs (after what they hold).
+    pub fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.results.barrier(epoch, snapshot);
+        if let Some(late) = &mut self.late {
+            late.barrier(epoch, snapshot);
+        }
+    }
 }
 
 impl<T, K, V> WindowOutputs<T, WindowResult<K, V>> {
@@ -235,34 +248,75 @@ pub trait WindowCore<T>: crate::batch::InOrder<T> {
     fn outputs(&mut self) -> &mut WindowOutputs<T, Self::Result>;
     /// Called at end of input, after the final watermark: assert nothing was left unfired.
     fn check_finished(&self) {}
+    /// Checkpoints: write every window of every key into `keyed`, by the key's key group.
+    fn snapshot(&self, keyed: &mut KeyedSnapshot, groups: &KeyGroups);
+    /// Restore: add the windows in `keyed` (key groups this shard owns, maybe from several old
+    /// shards).
+    fn restore(&mut self, keyed: &KeyedRestore) -> Result<()>;
+    /// The watermark the operator judges lateness against.
+    fn current_watermark(&self) -> Timestamp;
+    /// Restore the watermark (only ever raises it).
+    fn restore_watermark(&mut self, wm: Timestamp);
 }
 
-/// A window operator as a `Push`.
-pub struct WindowDriver<W>(pub W);
+/// A window operator as a `Push`: drives a [`WindowCore`] and checkpoints it under its
+/// operator name.
+pub struct WindowDriver<W> {
+    core: W,
+    name: String,
+    groups: KeyGroups,
+}
+
+impl<W> WindowDriver<W> {
+    /// Wrap `core` as operator `name`; restores its state when the job restores a checkpoint.
+    pub fn build<T>(mut core: W, ctx: &BuildCtx<'_>, name: &str) -> Result<Self>
+    where
+        W: WindowCore<T>,
+    {
+        if let Some(restore) = ctx.restore() {
+            core.restore(&restore.keyed_for(name, &ctx.groups, ctx.shard))?;
+            if let Some(wm) = crate::checkpoint::runtime::restored_watermark(restore, name, ctx.shard, ctx.shards)? {
+                core.restore_watermark(wm);
+            }
+        }
+        Ok(Self {
+            core,
+            name: name.to_string(),
+            groups: ctx.groups,
+        })
+    }
+}
 
 impl<T, W: WindowCore<T>> crate::operator::Push<T> for WindowDriver<W> {
     fn push(&mut self, batch: &mut crate::batch::Batch<T>) {
-        crate::shard::OperatorMetrics::add(&self.0.outputs().metrics.records_in, batch.len() as u64);
-        batch.drain_in_order(&mut self.0);
-        self.0.outputs().flush();
+        crate::shard::OperatorMetrics::add(&self.core.outputs().metrics.records_in, batch.len() as u64);
+        batch.drain_in_order(&mut self.core);
+        self.core.outputs().flush();
     }
 
     fn watermark(&mut self, wm: Timestamp) {
-        self.0.on_watermark(wm);
-        self.0.outputs().flush();
+        self.core.on_watermark(wm);
+        self.core.outputs().flush();
     }
 
     fn idle(&mut self) {
-        self.0.outputs().idle();
+        self.core.outputs().idle();
     }
 
     fn processing_time(&mut self, now_ms: Timestamp) {
-        self.0.outputs().processing_time(now_ms);
+        self.core.outputs().processing_time(now_ms);
     }
 
     fn end(&mut self) {
-        self.0.check_finished();
-        self.0.outputs().end();
+        self.core.check_finished();
+        self.core.outputs().end();
+    }
+
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.core.outputs().flush();
+        self.core.snapshot(snapshot.keyed(&self.name), &self.groups);
+        snapshot.operator_state(&self.name, encode(&self.core.current_watermark()));
+        self.core.outputs().barrier(epoch, snapshot);
     }
 }
 

@@ -18,6 +18,9 @@ use rustc_hash::FxHashMap;
 
 use super::{cleanup_time, WindowAssigner, WindowCore, WindowOutputs, WindowResult, WindowSpec};
 use crate::batch::InOrder;
+use crate::checkpoint::snapshot::{append, KeyedRestore, KeyedSnapshot, Persist};
+use crate::error::Result;
+use crate::key::{KeyGroups, StableHash};
 use crate::operator::aggregate::AggregateFunction;
 use crate::operator::Output;
 use crate::shard::OperatorMetrics;
@@ -173,13 +176,39 @@ where
 
 impl<T, K, KF, A> WindowCore<T> for SessionWindowOp<T, K, KF, A>
 where
-    K: Hash + Eq + Ord + Clone,
+    K: Hash + Eq + Ord + Clone + StableHash + Persist,
     KF: FnMut(&T) -> K,
     A: AggregateFunction<T>,
+    A::Acc: Persist,
 {
     type Result = WindowResult<K, A::Out>;
 
     fn outputs(&mut self) -> &mut WindowOutputs<T, Self::Result> {
         &mut self.out
+    }
+
+    /// Entry per session: `(key, start, end, fired, accumulator)`.
+    fn snapshot(&self, keyed: &mut KeyedSnapshot, groups: &KeyGroups) {
+        for (key, list) in &self.sessions {
+            let kg = groups.key_group(key.stable_hash());
+            for s in list {
+                append(keyed.group(kg), &(key, s.start, s.end, s.fired, &s.acc));
+            }
+        }
+    }
+
+    fn restore(&mut self, keyed: &KeyedRestore) -> Result<()> {
+        keyed.for_each::<(K, Timestamp, Timestamp, bool, A::Acc)>(|_, (key, start, end, fired, acc)| {
+            self.timers.insert((end, key.clone(), start));
+            self.sessions.entry(key).or_default().push(Session { start, end, fired, acc });
+        })
+    }
+
+    fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    fn restore_watermark(&mut self, wm: Timestamp) {
+        self.watermark = self.watermark.max(wm);
     }
 }

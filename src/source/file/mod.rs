@@ -40,6 +40,7 @@ use self::dead_letter::SharedDeadLetters;
 use self::json::JsonParser;
 use self::reader::{LineKind, LineSplitter, Next};
 use super::{ReadStatus, Source, SplitReader};
+use crate::checkpoint::snapshot::{decode, encode};
 use crate::config::ErrorPolicy;
 use crate::error::{Result, WeirError};
 use crate::shard::{BuildCtx, OperatorMetrics};
@@ -271,6 +272,7 @@ impl<T: Send + 'static> Source<T> for FileSource<T> {
                 .source_metrics()
                 .ok_or_else(|| WeirError::Other("file source built outside a source segment".into()))?,
             dead_letters,
+            header: None,
         }))
     }
 }
@@ -288,6 +290,8 @@ struct FileReader<T> {
     max_line_bytes: usize,
     metrics: Arc<OperatorMetrics>,
     dead_letters: Option<SharedDeadLetters>,
+    /// The header line, once read (kept for checkpoints).
+    header: Option<Vec<u8>>,
 }
 
 impl<T> FileReader<T> {
@@ -373,7 +377,10 @@ impl<T> FileReader<T> {
                             };
                             self.bad(bad, true)?;
                         }
-                        LineKind::Complete if self.parser.wants_header() => self.parser.header(self.splitter.line()),
+                        LineKind::Complete if self.parser.wants_header() => {
+                            self.header = Some(self.splitter.line().to_vec());
+                            self.parser.header(self.splitter.line());
+                        }
                         LineKind::Complete => {
                             if let Err(bad) = self.parser.parse(self.splitter.line(), &self.info, out) {
                                 self.bad(bad, false)?;
@@ -405,6 +412,36 @@ impl<T> SplitReader<T> for FileReader<T> {
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
     }
+
+    /// The byte offset and number of the next unread line (reads stop only between lines), and
+    /// the header line of a CSV file, which a restored reader does not read again.
+    fn position(&self) -> Result<Vec<u8>> {
+        let next_line_offset = self.offset - self.splitter.unconsumed() as u64;
+        Ok(encode(&FilePosition {
+            offset: next_line_offset,
+            line: self.splitter.line_number(),
+            header: self.header.clone(),
+        }))
+    }
+
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        let p: FilePosition = decode(position, &self.describe())?;
+        self.offset = p.offset;
+        self.splitter.set_line_number(p.line);
+        if let Some(h) = &p.header {
+            self.parser.header(h);
+        }
+        self.header = p.header;
+        Ok(())
+    }
+}
+
+/// A [`FileReader`]'s checkpointed position.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FilePosition {
+    offset: u64,
+    line: u64,
+    header: Option<Vec<u8>>,
 }
 
 /// The field a serde message names: "missing field `x`", "unknown field `x`", "duplicate field `x`".

@@ -78,6 +78,18 @@ impl LineSplitter {
         self.line_number
     }
 
+    /// Continue numbering after line `n` (a reader restored mid-file).
+    pub fn set_line_number(&mut self, n: u64) {
+        self.line_number = n;
+    }
+
+    /// Bytes of the current chunk not yet handed out as lines. Between lines (after a line
+    /// was handed out, before the next `next_line`), the next line starts this many bytes
+    /// before the end of what was fed.
+    pub fn unconsumed(&self) -> usize {
+        self.chunk.len() - self.pos
+    }
+
     /// The buffer to read the next chunk into (cleared; its capacity is reused).
     /// Only call after [`Next::NeedData`].
     pub fn chunk_buffer(&mut self) -> &mut Vec<u8> {

@@ -130,6 +130,28 @@ impl NexmarkGenerator {
         Some((event, ts))
     }
 
+    /// Like [`Self::next_event`], but events of kinds not in `kinds` (`[person, auction,
+    /// bid]`) are skipped without being generated and come back as `Some((None, ts))`.
+    pub fn next_event_of_kinds(&mut self, kinds: [bool; 3]) -> Option<(Option<Event>, i64)> {
+        let c = self.global_count()?;
+        let adjusted = self.cfg.adjusted_event_number(c);
+        let event_id = self.cfg.first_event_id.wrapping_add(adjusted);
+        let rem = event_id % self.total;
+        let person = self.cfg.person_proportion as i64;
+        let kind = if rem < person {
+            0
+        } else if rem < person + self.cfg.auction_proportion as i64 {
+            1
+        } else {
+            2
+        };
+        if kinds[kind] {
+            return self.next_event().map(|(e, ts)| (Some(e), ts));
+        }
+        self.emitted += 1;
+        Some((None, self.cfg.timestamp_for_event(adjusted)))
+    }
+
     /// Fast path for bid-only consumers. Advances exactly one event, like
     /// [`Self::next_event`]: a bid comes back as `Some((Some(fields), ts))`; a
     /// person or auction is skipped without being generated and comes back as
