@@ -12,7 +12,7 @@
 //! estimate: fixed slot overhead plus the postcard size of the value). A miss reads the store
 //! once and caches the answer, absent keys included. Writes only touch the cache and mark the
 //! entry dirty; a dirty entry reaches the store when it is evicted (second-chance CLOCK, run
-//! before a miss inserts), at a checkpoint ([`checkpoint`]) and when the flusher relieves
+//! before a miss inserts), at a checkpoint ([`LsmShared::checkpoint`]) and when the flusher relieves
 //! back-pressure. A tombstone is written only for keys the store may hold (`in_store`).
 //!
 //! **Store writes never wait**: `put`/`delete` are synchronous memtable + WAL-buffer appends.
