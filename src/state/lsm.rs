@@ -6,9 +6,9 @@
 //! key (a list is one entry holding its elements with their expiries); map state keeps one
 //! store entry per `(key, user key)`.
 //!
-//! **Cache**: every state has its own cache of decoded entries ([`LsmTable`]: a slab with a hash
-//! index; [`LsmMapTable`]: ordered by entry key so one key's user entries are a range); all
-//! caches of the operator share one byte budget ([`LsmShared::cache_used`], charged with an
+//! **Cache**: every state has its own cache of decoded entries (`LsmTable`: a slab with a hash
+//! index; `LsmMapTable`: ordered by entry key so one key's user entries are a range); all
+//! caches of the operator share one byte budget (`LsmShared::cache_used`, charged with an
 //! estimate: fixed slot overhead plus the postcard size of the value). A miss reads the store
 //! once and caches the answer, absent keys included. Writes only touch the cache and mark the
 //! entry dirty; a dirty entry reaches the store when it is evicted (second-chance CLOCK, run
@@ -28,7 +28,7 @@
 //! never touched again are removed by compaction, and until then they stay in the entry count.
 //!
 //! **Errors**: a store or decoding error on the synchronous path cannot be returned through the
-//! state API; it is recorded ([`LsmShared::fail`]), the access behaves as if the entry were
+//! state API; it is recorded (`LsmShared::fail`), the access behaves as if the entry were
 //! absent, and the flusher fails the job at the end of the input step.
 //!
 //! Invariants: `cache_used` equals the sum of the charged bytes of every cached slot; a slot is
