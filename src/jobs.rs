@@ -226,12 +226,13 @@ pub fn summary(report: &JobReport) -> String {
         let ms = |q| c.duration_percentile(q).map_or("-".to_string(), |v| v.to_string());
         let _ = writeln!(
             s,
-            "checkpoints:       {} completed (p50 {} ms, p99 {} ms, last {} bytes, max alignment {:.1} ms), {} aborted, {} failed writes",
+            "checkpoints:       {} completed (p50 {} ms, p99 {} ms, last {} bytes, max alignment {:.1} ms, max snapshot stall {:.1} ms), {} aborted, {} failed writes",
             c.completed,
             ms(0.5),
             ms(0.99),
             c.last_bytes,
             c.max_alignment_ms,
+            c.max_snapshot_ms,
             c.aborted,
             c.failed_writes
         );

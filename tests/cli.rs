@@ -3,8 +3,14 @@
 
 use std::process::Command;
 
+/// The binary, run in a scratch folder of this test process (`weir run` checkpoints into
+/// `./checkpoints/<job>` by default; that must not land in the source tree).
 fn weir() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
+    let scratch = std::env::temp_dir().join(format!("weir-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+    c.current_dir(scratch);
+    c
 }
 
 #[test]

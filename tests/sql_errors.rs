@@ -77,9 +77,24 @@ fn statements_and_settings() {
 #[test]
 fn tables() {
     rejects(
-        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't');",
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'jdbc', 'topic' = 't');",
         "'connector'",
-        &["connector 'kafka'", "filesystem, nexmark, print, blackhole"],
+        &["connector 'jdbc'", "filesystem, kafka, nexmark, print, blackhole"],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', 'format' = 'json');",
+        "k (a",
+        &["properties.bootstrap.servers"],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', 'format' = 'json', 'properties.bootstrap.servers' = 'x', 'scan.startup.mode' = 'soon');",
+        "'scan.startup.mode'",
+        &["scan.startup.mode 'soon'", "earliest-offset"],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT, t TIMESTAMP_LTZ(3) METADATA FROM 'timestamp') WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'csv');",
+        "t TIMESTAMP",
+        &["only on 'kafka' tables"],
     );
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'avro');",

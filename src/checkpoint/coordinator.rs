@@ -32,6 +32,8 @@ pub struct CheckpointFigures {
     pub last_bytes: u64,
     /// Longest barrier alignment seen at any task (ms).
     pub max_alignment_ms: f64,
+    /// Longest synchronous snapshot at any task (ms): the data path's stall.
+    pub max_snapshot_ms: f64,
     /// The newest complete checkpoint directory.
     pub latest: Option<String>,
     /// The checkpoint or savepoint this attempt restored from.
@@ -115,8 +117,10 @@ impl CoordinatorDriver {
                     shard,
                     snapshot,
                     alignment_ns,
+                    snapshot_ns,
                 }) => {
                     figures.max_alignment_ms = figures.max_alignment_ms.max(alignment_ns as f64 / 1e6);
+                    figures.max_snapshot_ms = figures.max_snapshot_ms.max(snapshot_ns as f64 / 1e6);
                     if coordinator.pending_epochs().contains(&epoch) {
                         if let Some(why) = &snapshot.declined {
                             actions.extend(coordinator.decline(epoch, participant, why, now));

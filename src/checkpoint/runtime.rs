@@ -87,6 +87,8 @@ pub enum TaskMessage {
         snapshot: TaskSnapshot,
         /// Time from the first barrier of `epoch` at this task to the last (0 at sources).
         alignment_ns: u64,
+        /// Time the task's operators took to snapshot (the data path stalls meanwhile).
+        snapshot_ns: u64,
     },
     /// The task reached end of input; `snapshot` is its final state (positions at the end,
     /// final committables) and stands for every later epoch.

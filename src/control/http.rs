@@ -163,7 +163,13 @@ fn handle(mut stream: TcpStream, shared: &Arc<Shared>) {
             "/api/savepoint" => false,
             "/api/stop" => true,
             _ => {
-                let _ = respond(&mut stream, 404, "text/plain", b"POST goes to /api/savepoint or /api/stop\n", false);
+                let _ = respond(
+                    &mut stream,
+                    405,
+                    "text/plain",
+                    b"only GET and HEAD here; POST goes to /api/savepoint or /api/stop\n",
+                    false,
+                );
                 return;
             }
         };

@@ -1,7 +1,7 @@
 //! Running a job: build the rings, start one pinned executor per shard, run every segment on
 //! every shard, collect the report.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,9 @@ pub struct JobReport {
     pub checkpoints: CheckpointFigures,
     /// Restarts from a checkpoint after failures.
     pub restarts: u32,
+    /// From the start of the (last) attempt until every shard had built its operators — with a
+    /// restore, reading the checkpoint and rebuilding the state: the time to recover.
+    pub startup_ms: u64,
 }
 
 impl JobReport {
@@ -227,6 +230,8 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
     }
     let graph = Arc::new(graph.clone());
     let cancel = Arc::new(JobCancel::default());
+    // Milliseconds after `started` at which the slowest shard had built its operators.
+    let built_at = Arc::new(AtomicU64::new(0));
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
@@ -235,6 +240,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         let registry = registry.clone();
         let control = control.clone();
         let cancel = cancel.clone();
+        let built_at = built_at.clone();
         let placement = if config.pin_cores {
             Placement::Fixed(shard % online)
         } else {
@@ -253,7 +259,10 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
                     shard,
                     error: None,
                 };
-                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel).await;
+                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel, &|| {
+                    built_at.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                })
+                .await;
                 notice.error = result.as_ref().err().map(|e| e.to_string());
                 result
             })
@@ -299,6 +308,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         rings: registry.ring_figures(),
         checkpoints,
         restarts: 0,
+        startup_ms: built_at.load(Ordering::Relaxed),
     })
 }
 
@@ -314,6 +324,7 @@ async fn run_shard(
     edges: &mut Vec<ShardEnds>,
     control: Option<Arc<CheckpointControl>>,
     cancel: &JobCancel,
+    built: &dyn Fn(),
 ) -> Result<()> {
     let mut tasks = Vec::with_capacity(graph.segments.len());
     for (segment, seg) in graph.segments.iter().enumerate() {
@@ -341,6 +352,7 @@ async fn run_shard(
         })?;
         tasks.push(glommio::spawn_local(task));
     }
+    built();
     // The shard ends when every task ended, at the first task error (the other tasks are
     // dropped, closing their rings), or when another shard failed. The watcher's timer also
     // wakes the reactor every tick: the guard against glommio's lost cross-core wakeups (see

@@ -12,9 +12,10 @@
 //! SESSION (with PARTITION BY) with COUNT(*), COUNT, COUNT(DISTINCT), SUM, MIN, MAX, AVG;
 //! window joins (inner and outer). Bad input records count under operator `source:<table>`.
 //!
-//! Supported statements: `CREATE TABLE` (physical and computed columns, `WATERMARK FOR c AS
-//! c - INTERVAL ...`, `WITH` options of the `filesystem` (csv/json), `print` and `blackhole`
-//! connectors), `CREATE [TEMPORARY] VIEW`, `SET` (`parallelism.default`,
+//! Supported statements: `CREATE TABLE` (physical, computed and — on Kafka tables — `METADATA
+//! FROM 'timestamp' | 'partition' | 'offset' | 'topic'` columns, `WATERMARK FOR c AS c -
+//! INTERVAL ...`, `WITH` options of the `filesystem` (csv/json), `kafka` (csv/json/raw, Flink's
+//! option names: see `plan::kafka_table`), `print` and `blackhole` connectors), `CREATE [TEMPORARY] VIEW`, `SET` (`parallelism.default`,
 //! `table.local-time-zone` = UTC) and `INSERT INTO t SELECT ...` (exactly one per script).
 //!
 //! Invariants: no input makes this module panic — every problem is a [`SqlError`] naming the

@@ -88,7 +88,7 @@ impl KeyedProcessFunction<u64, (u64, u64)> for Accumulate {
                 (v.0, v.1)
             },
         );
-        if count % 4 == 0 {
+        if count.is_multiple_of(4) {
             ctx.emit((*key, sum));
         }
     }
@@ -155,7 +155,11 @@ fn run_child(args: &Args, backend: StateBackendKind) -> serde_json::Value {
         .without_event_time()
         .map(move |i: u64| {
             let r = splitmix(i);
-            let key = if hot && r % 10 != 0 { (r >> 8) % (keys / 10).max(1) } else { (r >> 8) % keys };
+            let key = if hot && !r.is_multiple_of(10) {
+                (r >> 8) % (keys / 10).max(1)
+            } else {
+                (r >> 8) % keys
+            };
             (key, i)
         })
         .key_by(|r: &(u64, u64)| r.0)
