@@ -145,13 +145,17 @@ impl Default for StateBackend {
     }
 }
 
-/// Store settings of a state store from the engine configuration.
+/// Store settings of a state store from the engine configuration. Everything the store keeps
+/// in memory scales with the memtable budget `m`: memtables up to `3m` (writes stall there until
+/// the flusher flushed), uncommitted WAL up to `m / 2`, a compaction output image up to `2m`,
+/// plus the block cache.
 pub fn store_config(config: &EngineConfig) -> StoreConfig {
     let memtable = config.state_store_memtable_bytes;
     StoreConfig {
         memtable_budget_bytes: memtable,
         memtable_stall_bytes: memtable * 3,
-        wal_max_pending_bytes: memtable.max(1 << 20),
+        wal_max_pending_bytes: (memtable / 2).max(1 << 20),
+        compaction_output_bytes: memtable * 2,
         block_cache_bytes: config.state_store_block_cache_bytes,
         ..StoreConfig::default()
     }
