@@ -673,8 +673,8 @@ impl Binder<'_, '_> {
             }
             "REPLACE" => {
                 arity(3)?;
-                for i in 0..3 {
-                    want(i, matches!(bound[i].ty, String | Null), "STRING")?;
+                for (i, b) in bound.iter().enumerate() {
+                    want(i, matches!(b.ty, String | Null), "STRING")?;
                 }
                 Ok(Typed {
                     expr: Expr::Call(Func::Replace, bound.into_iter().map(|b| b.expr).collect()),
