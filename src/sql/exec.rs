@@ -810,7 +810,7 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
                 _ => "?".into(),
             };
             let wm = match table.rowtime {
-                Some((i, d)) => format!("; watermark = max({}) - {d} ms per file", table.columns[i].0),
+                Some((i, d)) => format!("; watermark = max({}) - {d} ms per split", table.columns[i].0),
                 None => "; no event time".into(),
             };
             let _ = writeln!(out, "{pad}scan {} [{src}{wm}] -> [{}]", table.name, cols.join(", "));

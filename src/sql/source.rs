@@ -102,6 +102,7 @@ impl Source<Row> for RowFileSource {
             physical: Row::new(),
             wide: Row::new(),
             fields: Vec::new(),
+            last_needed: self.needed.iter().rposition(|n| *n).unwrap_or(0),
             needed: self.needed.clone(),
             post: self.post.clone(),
         }))
@@ -129,6 +130,8 @@ struct RowFileReader {
     wide: Row,
     fields: Vec<(usize, usize)>,
     needed: Arc<[bool]>,
+    /// The last physical column read: fields after it are only counted.
+    last_needed: usize,
     post: Arc<ScanPost>,
 }
 
@@ -187,6 +190,12 @@ impl RowFileReader {
         let n = line.len();
         let mut quoted_any = false;
         loop {
+            if self.fields.len() > self.last_needed && memchr::memchr(b'"', &line[i..]).is_none() {
+                // Past the last column read and no quotes left: only the field count matters.
+                let commas = memchr::memchr_iter(b',', &line[i..]).count();
+                self.fields.extend(std::iter::repeat_n((n, n), commas + 1));
+                break;
+            }
             let start = i;
             if i < n && line[i] == b'"' {
                 quoted_any = true;
