@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::key::DEFAULT_MAX_KEY_GROUPS;
+use crate::state::StateBackendKind;
 
 /// What to do with a record that cannot be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -75,6 +76,20 @@ pub struct EngineConfig {
     pub restart_delay_ms: u64,
     /// Restore from this checkpoint or savepoint directory at start (`--restore`).
     pub restore_from: Option<PathBuf>,
+    /// Keyed-state backend: `memory` (Flink: `hashmap`) or `lsm` (Flink: `rocksdb`).
+    pub state_backend: StateBackendKind,
+    /// Root of the LSM state stores (`<state_dir>/<operator>/shard-<n>`); kept after the job so
+    /// a restart can restore from the stores' checkpoints. `None`: a temporary directory per
+    /// store, removed when the job ends.
+    pub state_dir: Option<PathBuf>,
+    /// LSM backend: bytes of decoded state cached in memory per keyed operator per shard.
+    pub state_cache_bytes: usize,
+    /// LSM backend: store maintenance (memtable flush, compaction) per step between inputs.
+    pub state_maintain_step_bytes: u64,
+    /// LSM backend: memtable budget of each store (writes stall at 3x until flushed).
+    pub state_store_memtable_bytes: usize,
+    /// LSM backend: decoded-block cache of each store.
+    pub state_store_block_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +118,12 @@ impl Default for EngineConfig {
             restart_attempts: 3,
             restart_delay_ms: 1_000,
             restore_from: None,
+            state_backend: StateBackendKind::Memory,
+            state_dir: None,
+            state_cache_bytes: 64 << 20,
+            state_maintain_step_bytes: 1 << 20,
+            state_store_memtable_bytes: 16 << 20,
+            state_store_block_cache_bytes: 16 << 20,
         }
     }
 }
@@ -144,6 +165,24 @@ impl EngineConfig {
         if self.file_read_chunk_bytes == 0 || self.file_read_chunk_bytes > 64 << 20 {
             return Err(format!("file_read_chunk_bytes = {} must be in 1..=67108864", self.file_read_chunk_bytes));
         }
+        if self.state_cache_bytes < 4096 {
+            return Err(format!("state_cache_bytes = {} must be at least 4096", self.state_cache_bytes));
+        }
+        if self.state_maintain_step_bytes < 4096 {
+            return Err(format!("state_maintain_step_bytes = {} must be at least 4096", self.state_maintain_step_bytes));
+        }
+        if self.state_store_memtable_bytes < 64 << 10 || self.state_store_memtable_bytes > 1 << 30 {
+            return Err(format!(
+                "state_store_memtable_bytes = {} must be in 65536..=1073741824",
+                self.state_store_memtable_bytes
+            ));
+        }
+        if self.state_store_block_cache_bytes < 4096 {
+            return Err(format!(
+                "state_store_block_cache_bytes = {} must be at least 4096",
+                self.state_store_block_cache_bytes
+            ));
+        }
         if self.max_line_bytes < 16 {
             return Err(format!("max_line_bytes = {} is too small", self.max_line_bytes));
         }
@@ -177,6 +216,43 @@ impl EngineConfig {
         }
     }
 
+    /// Apply one Flink configuration option (`SET 'key' = 'value'` in SQL, `--set key=value`
+    /// on the command line). `Ok(false)`: not an option this method knows; `Err`: a known
+    /// option with a bad value (the message names both).
+    pub fn set_flink_option(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let v = value.trim();
+        let bad = |what: &str| format!("{key} = '{value}': {what}");
+        let count = |v: &str| v.parse::<u64>().map_err(|_| bad("expected a whole number"));
+        match key {
+            "execution.checkpointing.interval" => self.checkpoint_interval_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.dir" | "state.checkpoints.dir" => {
+                let path = v.strip_prefix("file://").unwrap_or(v);
+                if path.is_empty() || v.contains("://") && !v.starts_with("file://") {
+                    return Err(bad("expected a local path or a file:// URI"));
+                }
+                self.checkpoint_dir = Some(PathBuf::from(path));
+            }
+            "execution.checkpointing.timeout" => self.checkpoint_timeout_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.min-pause" => self.checkpoint_min_pause_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "execution.checkpointing.max-concurrent-checkpoints" => self.checkpoint_max_concurrent = count(v)? as usize,
+            "state.checkpoints.num-retained" | "execution.checkpointing.num-retained" => self.checkpoints_retained = count(v)? as usize,
+            "execution.checkpointing.mode" => {
+                if !v.eq_ignore_ascii_case("EXACTLY_ONCE") {
+                    return Err(bad("weir checkpoints are aligned and exactly-once (EXACTLY_ONCE)"));
+                }
+            }
+            "restart-strategy.type" | "restart-strategy" => match v.to_ascii_lowercase().as_str() {
+                "fixed-delay" | "fixeddelay" => {}
+                "none" | "off" | "disable" => self.restart_attempts = 0,
+                _ => return Err(bad("supported: fixed-delay, none")),
+            },
+            "restart-strategy.fixed-delay.attempts" => self.restart_attempts = count(v)?.min(u32::MAX as u64) as u32,
+            "restart-strategy.fixed-delay.delay" => self.restart_delay_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// Parse a TOML document (the `[engine]` table of a config file, or the whole file).
     pub fn from_toml(text: &str) -> Result<Self, String> {
         #[derive(Deserialize)]
@@ -194,6 +270,22 @@ impl EngineConfig {
     }
 }
 
+/// A Flink duration: `500 ms`, `10 s`, `10s`, `2 min`, `1 h`, or a bare number of milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration (e.g. 10 s, 500 ms)"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, min or h)")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +298,29 @@ mod tests {
         assert!(err.contains("batchsize"), "{err}");
         let err = EngineConfig::from_toml("[engine]\nbatch_size = 0\n").unwrap_err();
         assert!(err.contains("batch_size = 0"), "{err}");
+        let c = EngineConfig::from_toml("[engine]\nstate_backend = \"rocksdb\"\nstate_dir = \"/tmp/s\"\nstate_cache_bytes = 8192\n").unwrap();
+        assert_eq!(
+            (c.state_backend, c.state_dir.as_deref(), c.state_cache_bytes),
+            (StateBackendKind::Lsm, Some(std::path::Path::new("/tmp/s")), 8192)
+        );
+        assert_eq!(
+            EngineConfig::from_toml("[engine]\nstate_backend = \"hashmap\"\n").unwrap().state_backend,
+            StateBackendKind::Memory
+        );
+        assert!(EngineConfig::from_toml("[engine]\nstate_backend = \"disk\"\n").is_err());
+    }
+
+    #[test]
+    fn flink_checkpoint_options() {
+        let mut c = EngineConfig::default();
+        assert!(c.set_flink_option("execution.checkpointing.interval", "10 s").unwrap());
+        assert!(c.set_flink_option("execution.checkpointing.dir", "file:///tmp/chk").unwrap());
+        assert!(c.set_flink_option("restart-strategy.fixed-delay.delay", "250ms").unwrap());
+        assert_eq!((c.checkpoint_interval_ms, c.restart_delay_ms), (10_000, 250));
+        assert_eq!(c.checkpoint_dir, Some(PathBuf::from("/tmp/chk")));
+        assert!(!c.set_flink_option("no.such.key", "1").unwrap());
+        let err = c.set_flink_option("execution.checkpointing.interval", "10 parsecs").unwrap_err();
+        assert!(err.contains("execution.checkpointing.interval") && err.contains("parsecs"), "{err}");
+        assert!(c.set_flink_option("execution.checkpointing.dir", "s3://bucket/x").is_err());
     }
 }

@@ -13,6 +13,14 @@ pub enum WeirError {
         field: Option<String>,
         message: String,
     },
+    #[error("bad record in {topic}[{partition}] offset {offset}{}: {message}", field.as_ref().map(|f| format!(" field `{f}`")).unwrap_or_default())]
+    BadMessage {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        field: Option<String>,
+        message: String,
+    },
     #[error("{op} {path}: {source}")]
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("configuration: {0}")]
@@ -21,6 +29,9 @@ pub enum WeirError {
     Shard { shard: usize, message: String },
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The keyed-state backend failed (store I/O, damaged state bytes).
+    #[error("keyed state: {0}")]
+    State(String),
     #[error("{0}")]
     Other(String),
 }

@@ -221,5 +221,30 @@ pub fn summary(report: &JobReport) -> String {
         report.backpressure_ns() as f64 / 1e6,
         by_shard.join(" / ")
     );
+    let c = &report.checkpoints;
+    if c.completed + c.aborted + c.failed_writes > 0 || c.restored_from.is_some() {
+        let ms = |q| c.duration_percentile(q).map_or("-".to_string(), |v| v.to_string());
+        let _ = writeln!(
+            s,
+            "checkpoints:       {} completed (p50 {} ms, p99 {} ms, last {} bytes, max alignment {:.1} ms, max snapshot stall {:.1} ms), {} aborted, {} failed writes",
+            c.completed,
+            ms(0.5),
+            ms(0.99),
+            c.last_bytes,
+            c.max_alignment_ms,
+            c.max_snapshot_ms,
+            c.aborted,
+            c.failed_writes
+        );
+        if let Some(latest) = &c.latest {
+            let _ = writeln!(s, "latest checkpoint: {latest}");
+        }
+        if let Some(from) = &c.restored_from {
+            let _ = writeln!(s, "restored from:     {from}");
+        }
+    }
+    if report.restarts > 0 {
+        let _ = writeln!(s, "restarts:          {}", report.restarts);
+    }
     s
 }

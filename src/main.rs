@@ -26,6 +26,40 @@ enum Command {
     Jobs,
     /// Check this machine for running weir (cores, governor, IRQs, memlock, io_uring, THP, disk).
     Tune(TuneArgs),
+    /// Take a savepoint of a running job (started with `--http`), optionally stopping it.
+    Savepoint(SavepointArgs),
+    /// Say, before deploying, whether a job can restore from a checkpoint or savepoint, and why not.
+    CheckRestore(CheckRestoreArgs),
+}
+
+#[derive(Args)]
+struct SavepointArgs {
+    /// The job's control address (`weir run ... --http ADDR`).
+    #[arg(long, value_name = "ADDR")]
+    http: String,
+    /// Bearer token of the control server.
+    #[arg(long, value_name = "TOKEN", env = "WEIR_HTTP_TOKEN")]
+    http_token: Option<String>,
+    /// Stop the job once the savepoint is complete (Flink's stop-with-savepoint).
+    #[arg(long)]
+    stop: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_secs: u64,
+}
+
+#[derive(Args)]
+struct CheckRestoreArgs {
+    /// A Flink SQL script (`*.sql`) or a built-in job name.
+    job: String,
+    /// The checkpoint or savepoint directory (holding `_metadata`).
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    /// SQL script variable `${NAME}` = VALUE (repeatable).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -51,6 +85,28 @@ struct EngineArgs {
     /// What to do with unparsable input: fail, skip or dead-letter.
     #[arg(long, value_parser = ["fail", "skip", "dead-letter"])]
     on_bad_record: Option<String>,
+    /// Flink option `KEY=VALUE` (repeatable), e.g. `--set execution.checkpointing.interval='5 s'`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    options: Vec<String>,
+    /// Checkpoint interval in ms (`execution.checkpointing.interval`; `weir run` default 10000).
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// Checkpoint directory (`execution.checkpointing.dir`; `weir run` default
+    /// `./checkpoints/<job>`).
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Run without checkpoints (no recovery; sinks write without two-phase commit).
+    #[arg(long)]
+    no_checkpoints: bool,
+    /// Keyed-state backend: memory (Flink: hashmap) or lsm (Flink: rocksdb).
+    #[arg(long, value_name = "BACKEND")]
+    state_backend: Option<weir::state::StateBackendKind>,
+    /// Root folder of the LSM state stores (default: temporary, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// LSM backend: bytes of state cached in memory per keyed operator per shard.
+    #[arg(long, value_name = "BYTES")]
+    state_cache_bytes: Option<usize>,
 }
 
 impl EngineArgs {
@@ -77,11 +133,51 @@ impl EngineArgs {
         if let Some(k) = self.max_key_groups {
             config.max_key_groups = k;
         }
+        if let Some(b) = self.state_backend {
+            config.state_backend = b;
+        }
+        if let Some(d) = &self.state_dir {
+            config.state_dir = Some(d.clone());
+        }
+        if let Some(c) = self.state_cache_bytes {
+            config.state_cache_bytes = c;
+        }
         if let Some(p) = &self.on_bad_record {
             config.on_bad_record = toml::Value::String(p.clone()).try_into().map_err(|e| format!("--on-bad-record: {e}"))?;
         }
-        config.validate()?;
+        for option in &self.options {
+            let (key, value) = option.split_once('=').ok_or_else(|| format!("--set {option}: expected KEY=VALUE"))?;
+            let value = value.trim_matches(|c| c == '\'' || c == '"');
+            if !config.set_flink_option(key.trim(), value).map_err(|e| format!("--set: {e}"))? {
+                return Err(format!("--set {option}: unknown option `{key}`"));
+            }
+        }
+        if let Some(ms) = self.checkpoint_interval_ms {
+            config.checkpoint_interval_ms = ms;
+        }
+        if let Some(dir) = &self.checkpoint_dir {
+            config.checkpoint_dir = Some(dir.clone());
+        }
+        if self.no_checkpoints {
+            config.checkpoint_interval_ms = 0;
+        }
         Ok(config)
+    }
+
+    /// `weir run` checkpoints by default: every 10 s into `./checkpoints/<job>`.
+    fn checkpoint_defaults(&self, config: &mut EngineConfig, job: &str) {
+        if self.no_checkpoints {
+            return;
+        }
+        if config.checkpoint_interval_ms == 0 && self.checkpoint_interval_ms.is_none() {
+            config.checkpoint_interval_ms = 10_000;
+        }
+        if config.checkpoint_dir.is_none() {
+            let stem = std::path::Path::new(job)
+                .file_stem()
+                .map_or_else(|| job.to_string(), |s| s.to_string_lossy().to_string());
+            config.checkpoint_dir = Some(PathBuf::from("checkpoints").join(stem));
+        }
     }
 }
 
@@ -140,6 +236,10 @@ struct RunArgs {
     /// Keep serving the final state this many seconds after the job ends.
     #[arg(long, default_value_t = 0)]
     linger_secs: u64,
+    /// Resume from a checkpoint or savepoint: `latest` (the newest complete checkpoint in the
+    /// checkpoint directory; from the beginning if there is none) or a `chk-<n>` directory.
+    #[arg(long, value_name = "latest|DIR")]
+    restore: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -164,24 +264,20 @@ struct TuneArgs {
 }
 
 fn run(args: RunArgs) -> Result<(), String> {
-    let config = args.engine.resolve()?;
+    let mut config = args.engine.resolve()?;
+    args.engine.checkpoint_defaults(&mut config, &args.job);
     let options = JobOptions {
         events: args.events,
         rate_per_second: args.rate,
         sink: args.sink,
         out_of_orderness_ms: args.out_of_orderness_ms,
     };
-    let env = if args.job.ends_with(".sql") {
-        let path = std::path::Path::new(&args.job);
-        let script = read_script(path)?;
-        let vars = parse_vars(&args.vars)?;
-        weir::sql::build(&script, &vars, config.clone()).map_err(|e| format!("{}: {e}", path.display()))?
-    } else {
-        let env = weir::api::StreamEnv::new(config.clone());
-        weir::jobs::build(&env, &args.job, &options).map_err(|e| e.to_string())?;
-        env
-    };
-    let config = env.config().clone();
+    let env = build_job(&args.job, &args.vars, config, &options)?;
+    let mut config = env.config().clone();
+    config.validate()?;
+    if let Some(restore) = &args.restore {
+        config.restore_from = resolve_restore(restore, &config)?;
+    }
     eprintln!(
         "weir {}: job {} on {} shards (pinned: {}), batch {} records, rings of {} batches",
         env!("CARGO_PKG_VERSION"),
@@ -192,7 +288,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.ring_capacity_batches
     );
     let report = match &args.http {
-        None => env.execute(),
+        None => weir::shard::runtime::execute(env.graph(), &config),
         Some(addr) => {
             let control = weir::control::ControlConfig {
                 token: args.http_token.clone(),
@@ -209,8 +305,111 @@ fn run(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `--restore latest|DIR` → the checkpoint directory to restore, if any (says what it chose).
+fn resolve_restore(restore: &str, config: &EngineConfig) -> Result<Option<PathBuf>, String> {
+    let dir = if restore == "latest" {
+        let root = config
+            .checkpoint_dir
+            .clone()
+            .ok_or("--restore latest needs a checkpoint directory (--checkpoint-dir or execution.checkpointing.dir)")?;
+        match weir::checkpoint::files::CheckpointStore::new(&root).latest().map_err(|e| e.to_string())? {
+            Some(dir) => dir,
+            None => {
+                eprintln!("weir: no complete checkpoint in {}: starting from the beginning", root.display());
+                return Ok(None);
+            }
+        }
+    } else {
+        PathBuf::from(restore)
+    };
+    let meta = weir::checkpoint::files::read_meta(&dir).map_err(|e| e.to_string())?;
+    eprintln!(
+        "weir: restoring {:?} {} of job {} (taken on {} shards{})",
+        meta.kind,
+        dir.display(),
+        meta.job,
+        meta.shards,
+        if meta.finished {
+            "; the job had finished: only its last output is committed"
+        } else {
+            ""
+        }
+    );
+    Ok(Some(dir))
+}
+
+/// Build a job (SQL script or built-in) without running it.
+fn build_job(job: &str, vars: &[String], config: EngineConfig, options: &JobOptions) -> Result<weir::api::StreamEnv, String> {
+    if job.ends_with(".sql") {
+        let path = std::path::Path::new(job);
+        let script = read_script(path)?;
+        let vars = parse_vars(vars)?;
+        weir::sql::build(&script, &vars, config).map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        let env = weir::api::StreamEnv::new(config);
+        weir::jobs::build(&env, job, options).map_err(|e| e.to_string())?;
+        Ok(env)
+    }
+}
+
+fn savepoint(args: SavepointArgs) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let addr = args
+        .http
+        .to_socket_addrs()
+        .map_err(|e| format!("--http {}: {e}", args.http))?
+        .next()
+        .ok_or_else(|| format!("--http {}: no address", args.http))?;
+    let path = if args.stop { "/api/stop" } else { "/api/savepoint" };
+    let timeout = std::time::Duration::from_secs(args.wait_secs);
+    let (status, body) = weir::control::http_post(addr, path, args.http_token.as_deref(), timeout).map_err(|e| format!("{addr}: {e}"))?;
+    let answer: serde_json::Value = serde_json::from_str(&body).map_err(|_| format!("{addr}{path}: HTTP {status}: {body}"))?;
+    match answer["savepoint"].as_str() {
+        Some(dir) if status == 200 => {
+            println!("{dir}");
+            Ok(())
+        }
+        _ => Err(format!("savepoint failed (HTTP {status}): {}", answer["error"].as_str().unwrap_or(&body))),
+    }
+}
+
+fn check_restore(args: CheckRestoreArgs) -> Result<(), String> {
+    let config = args.engine.resolve()?;
+    let meta = weir::checkpoint::files::read_meta(&args.from).map_err(|e| e.to_string())?;
+    let options = JobOptions {
+        events: 0,
+        rate_per_second: None,
+        sink: SinkSpec::Blackhole,
+        out_of_orderness_ms: 4_000,
+    };
+    let env = build_job(&args.job, &args.vars, config, &options)?;
+    let config = env.config().clone();
+    let problems = weir::checkpoint::files::check_compatible(&meta, &env.graph().operators, config.max_key_groups);
+    println!(
+        "{:?} {} (epoch {}, job {}, {} shards, format {}): {} keyed operators, {} sources",
+        meta.kind,
+        args.from.display(),
+        meta.epoch,
+        meta.job,
+        meta.shards,
+        meta.format_version,
+        meta.keyed_operators.len(),
+        meta.sources.len()
+    );
+    if problems.is_empty() {
+        println!("can restore: yes (on any number of shards up to max_key_groups = {})", config.max_key_groups);
+        Ok(())
+    } else {
+        for p in &problems {
+            println!("  - {p}");
+        }
+        Err(format!("{} cannot restore {}", args.job, args.from.display()))
+    }
+}
+
 fn explain(args: ExplainArgs) -> Result<(), String> {
     let config = args.engine.resolve()?;
+    config.validate()?;
     let script = read_script(&args.script)?;
     let vars = parse_vars(&args.vars)?;
     let plan = weir::sql::explain(&script, &vars, config).map_err(|e| format!("{}: {e}", args.script.display()))?;
@@ -252,6 +451,8 @@ fn main() -> ExitCode {
         }
         Command::Tune(args) => tune(args),
         Command::Explain(args) => explain(args),
+        Command::Savepoint(args) => savepoint(args),
+        Command::CheckRestore(args) => check_restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

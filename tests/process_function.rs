@@ -1,11 +1,14 @@
 //! A keyed process function end to end: a per-key running count in `ValueState` emitted on
 //! every record, plus per-bucket counts in `MapState` summarised by an event-time timer per
 //! (key, 100 ms bucket end) when the watermark passes it. Checked against a brute-force
-//! reference over the same seeded, out-of-order input (with late records), for 1..=4 cores.
+//! reference over the same seeded, out-of-order input (with late records), for 1..=4 cores, on
+//! the memory state backend and on the LSM backend with a cache far smaller than the state
+//! (so values are evicted to the store and read back), in a temporary or a configured folder.
 
 use std::collections::{BTreeMap, HashMap};
 
 use weir::prelude::*;
+use weir::state::StateBackendKind;
 
 const DELAY_MS: i64 = 50;
 const KEYS: u64 = 13;
@@ -118,13 +121,25 @@ fn running_count_and_timers_match_reference_on_1_to_4_cores() {
     };
     assert!(late > 500, "the input has late records ({late})");
     let (expected_records, expected_buckets) = reference(&events);
-    for cores in 1..=4 {
+    let state_root = tempfile::tempdir().unwrap();
+    let backends = [
+        (StateBackendKind::Memory, None),
+        (StateBackendKind::Lsm, None),
+        (StateBackendKind::Lsm, Some(state_root.path().to_path_buf())),
+    ];
+    for ((backend, state_dir), cores) in backends.iter().flat_map(|b| (1..=4).map(move |c| (b.clone(), c))) {
         let env = StreamEnv::new(EngineConfig {
             cores,
             pin_cores: false,
             batch_size: 97,
+            state_backend: backend,
+            state_dir: state_dir.clone(),
+            state_cache_bytes: 4096,
+            state_store_memtable_bytes: 64 << 10,
+            state_maintain_step_bytes: 16 << 10,
             ..Default::default()
         });
+        let what = format!("cores = {cores}, backend = {backend:?}, state_dir = {state_dir:?}");
         let out = env
             .from_collection(events.clone())
             .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(DELAY_MS), |e| e.1)
@@ -135,7 +150,7 @@ fn running_count_and_timers_match_reference_on_1_to_4_cores() {
         let got = out.take_with_timestamps();
         let mut records: Vec<_> = got.iter().filter(|(o, _)| o.1 == "record").cloned().collect();
         records.sort();
-        assert_eq!(records, expected_records, "cores = {cores}");
+        assert_eq!(records, expected_records, "{what}");
         let mut buckets = Buckets::new();
         for &((k, kind, n), ts) in &got {
             if kind == "summary" {
@@ -143,9 +158,18 @@ fn running_count_and_timers_match_reference_on_1_to_4_cores() {
                 *buckets.entry((k, ts)).or_insert(0) += n;
             }
         }
-        assert_eq!(buckets, expected_buckets, "cores = {cores}");
+        assert_eq!(buckets, expected_buckets, "{what}");
         let figures = report.operators_named("process");
-        assert_eq!(figures.records_in, events.len() as u64, "cores = {cores}");
-        assert_eq!(figures.records_out, got.len() as u64, "cores = {cores}");
+        assert_eq!(figures.records_in, events.len() as u64, "{what}");
+        assert_eq!(figures.records_out, got.len() as u64, "{what}");
+        if let Some(root) = &state_dir {
+            // One store per shard, kept after the job: <state_dir>/<operator>/shard-<n>.
+            let ops: Vec<_> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+            let stores = ops
+                .iter()
+                .filter(|op| (0..cores).all(|s| op.join(format!("shard-{s}")).join("LOCK").exists()))
+                .count();
+            assert!(stores >= 1, "{what}: {ops:?}");
+        }
     }
 }

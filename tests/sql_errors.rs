@@ -53,7 +53,7 @@ fn statements_and_settings() {
     rejects("INSERT INTO out_rows SELECT auction, price FROM bid ORDER BY price;", "ORDER", &["ORDER BY"]);
     rejects("SET 'table.local-time-zone' = 'Europe/Berlin';", "SET", &["Europe/Berlin", "UTC"]);
     rejects("SET 'parallelism.default' = 'many';", "SET", &["parallelism.default"]);
-    rejects("SET 'state.backend' = 'rocksdb';", "SET", &["state.backend", "supported"]);
+    rejects("SET 'state.backend' = 'disk';", "SET", &["state.backend", "rocksdb"]);
     rejects("CREATE FUNCTION f AS 'x';", "FUNCTION", &["not supported", "CREATE TABLE"]);
     rejects("SELECT auction FROM bid;", "SELECT", &["no sink", "INSERT INTO"]);
     rejects("", "", &["no INSERT INTO"]);
@@ -77,9 +77,24 @@ fn statements_and_settings() {
 #[test]
 fn tables() {
     rejects(
-        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't');",
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'jdbc', 'topic' = 't');",
         "'connector'",
-        &["connector 'kafka'", "filesystem, nexmark, print, blackhole"],
+        &["connector 'jdbc'", "filesystem, kafka, nexmark, print, blackhole"],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', 'format' = 'json');",
+        "k (a",
+        &["properties.bootstrap.servers"],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', 'format' = 'json', 'properties.bootstrap.servers' = 'x', 'scan.startup.mode' = 'soon');",
+        "'scan.startup.mode'",
+        &["scan.startup.mode 'soon'", "earliest-offset"],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT, t TIMESTAMP_LTZ(3) METADATA FROM 'timestamp') WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'csv');",
+        "t TIMESTAMP",
+        &["only on 'kafka' tables"],
     );
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'avro');",

@@ -1,9 +1,32 @@
-//! Keyed state with processing-time TTL, driven by a manual clock: expired values are never
-//! returned, `OnReadAndWrite` renews on read, cleanup is incremental and bounded, and the
-//! expiry queue does not grow under rewrites.
+//! Keyed state with processing-time TTL, driven by a manual clock, on every backend: expired
+//! values are never returned, `OnReadAndWrite` renews on read, and the TTL answers are the same
+//! on the memory backend, the LSM backend with a large cache, and the LSM backend with a cache
+//! so small that values live in the store (whose TTL clock is the same state clock). Memory
+//! backend only: cleanup is incremental and bounded, and the expiry queue does not grow under
+//! rewrites.
 
 use weir::prelude::*;
-use weir::state::{StateClock, StateContext, StateTtl, TtlUpdate};
+use weir::state::{StateBackendKind, StateClock, StateContext, StateTtl, TtlUpdate};
+use weir::testing::{run_local, StateHarness};
+
+/// The backends every test runs on: (name, kind, cache bytes).
+const BACKENDS: [(&str, StateBackendKind, usize); 3] = [
+    ("memory", StateBackendKind::Memory, 1 << 20),
+    ("lsm", StateBackendKind::Lsm, 64 << 20),
+    ("lsm, tiny cache", StateBackendKind::Lsm, 4096),
+];
+
+/// Run `body` with a context at time `now` on every backend.
+fn on_every_backend(now: i64, body: impl Fn(&StateContext<u64>, &StateClock)) {
+    for (name, kind, cache) in BACKENDS {
+        eprintln!("backend: {name}");
+        run_local(async {
+            let mut h = StateHarness::<u64>::new(kind, cache, now);
+            h.connect().await;
+            body(&h.ctx, &h.clock);
+        });
+    }
+}
 
 fn ctx(now: i64) -> (StateContext<u64>, StateClock) {
     let clock = StateClock::new(now);
@@ -12,7 +35,10 @@ fn ctx(now: i64) -> (StateContext<u64>, StateClock) {
 
 #[test]
 fn expired_values_are_invisible() {
-    let (ctx, clock) = ctx(1_000);
+    on_every_backend(1_000, expired_values_are_invisible_on);
+}
+
+fn expired_values_are_invisible_on(ctx: &StateContext<u64>, clock: &StateClock) {
     let mut v = ctx.value::<i64>("v", Some(StateTtl::new(100, TtlUpdate::OnCreateAndWrite)));
     v.update(&1, 10);
     clock.set(1_099);
@@ -36,19 +62,26 @@ fn expired_values_are_invisible() {
 
 #[test]
 fn on_read_and_write_extends() {
-    let (ctx, clock) = ctx(0);
-    let mut v = ctx.value::<&str>("v", Some(StateTtl::new(100, TtlUpdate::OnReadAndWrite)));
-    v.update(&7, "x");
-    for t in (50..1_000).step_by(50) {
-        clock.set(t);
-        assert_eq!(v.value(&7), Some(&"x"), "read at {t} keeps it alive");
-    }
-    clock.set(1_049);
-    assert_eq!(v.value(&7), Some(&"x"));
-    clock.set(1_149);
-    assert_eq!(v.value(&7), None);
+    on_every_backend(0, |ctx, clock| {
+        let mut v = ctx.value::<String>("v", Some(StateTtl::new(100, TtlUpdate::OnReadAndWrite)));
+        // Other keys fill a tiny cache, so the renewed value is evicted and read back.
+        let mut filler = ctx.value::<u64>("filler", None);
+        v.update(&7, "x".to_string());
+        for t in (50..1_000).step_by(50) {
+            clock.set(t);
+            assert_eq!(v.value(&7).map(String::as_str), Some("x"), "read at {t} keeps it alive");
+            for k in 0..200 {
+                filler.update(&k, t as u64);
+            }
+        }
+        clock.set(1_049);
+        assert_eq!(v.value(&7).map(String::as_str), Some("x"));
+        clock.set(1_149);
+        assert_eq!(v.value(&7), None);
+    });
 }
 
+/// Memory backend: the expiry queue removes expired entries a few per access.
 #[test]
 fn cleanup_is_incremental_and_bounded() {
     let (ctx, clock) = ctx(0);
@@ -76,7 +109,10 @@ fn cleanup_is_incremental_and_bounded() {
 
 #[test]
 fn queue_does_not_grow_under_rewrites() {
-    let (ctx, clock) = ctx(0);
+    on_every_backend(0, queue_does_not_grow_under_rewrites_on);
+}
+
+fn queue_does_not_grow_under_rewrites_on(ctx: &StateContext<u64>, clock: &StateClock) {
     let mut v = ctx.value::<u64>("v", Some(StateTtl::new(1_000, TtlUpdate::OnCreateAndWrite)));
     let mut m = ctx.map::<u32, u64>("m", Some(StateTtl::new(1_000, TtlUpdate::OnReadAndWrite)));
     for t in 0..100_000i64 {
@@ -102,7 +138,10 @@ fn queue_does_not_grow_under_rewrites() {
 
 #[test]
 fn list_map_and_aggregating_ttl() {
-    let (ctx, clock) = ctx(0);
+    on_every_backend(0, list_map_and_aggregating_ttl_on);
+}
+
+fn list_map_and_aggregating_ttl_on(ctx: &StateContext<u64>, clock: &StateClock) {
     let ttl = StateTtl::new(100, TtlUpdate::OnCreateAndWrite);
     let mut l = ctx.list::<i64>("l", Some(ttl));
     let mut m = ctx.map::<String, i64>("m", Some(ttl));
@@ -133,7 +172,10 @@ fn list_map_and_aggregating_ttl() {
 
 #[test]
 fn states_without_ttl_never_expire() {
-    let (ctx, clock) = ctx(0);
+    on_every_backend(0, states_without_ttl_never_expire_on);
+}
+
+fn states_without_ttl_never_expire_on(ctx: &StateContext<u64>, clock: &StateClock) {
     let mut v = ctx.value::<i64>("v", None);
     v.update(&1, 1);
     clock.set(i64::MAX / 2);

@@ -39,6 +39,10 @@
 //! env.execute().unwrap();
 //! ```
 //!
+//! The operator's keyed state lives on the job's state backend (`EngineConfig::state_backend`):
+//! with `lsm`, each shard's instance gets its own store, opened by a flusher registered with
+//! the segment.
+//!
 //! Invariant: the function is cloned once per shard and opened there; it sees only the keys of
 //! the key groups its shard owns.
 
@@ -48,11 +52,12 @@ use super::stream::{DataStream, KeyedStream};
 use crate::key::StableHash;
 use crate::operator::process::{KeyedProcessFunction, KeyedProcessOp};
 use crate::operator::{Output, Push};
+use crate::state::{StateBackend, StateKey};
 
 impl<T, K, KF> KeyedStream<T, K, KF>
 where
     T: Send + 'static,
-    K: StableHash + Hash + Eq + Ord + Clone + Send + 'static,
+    K: StableHash + Hash + Eq + Ord + Clone + Send + StateKey,
     KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
 {
     /// Apply `f` to every record, with keyed state and timers.
@@ -60,7 +65,9 @@ where
         let (stream, key_fn) = self.exchanged();
         stream.then("process", move |ctx, name, down| {
             let out = Output::new(down, ctx.config.batch_size);
-            let op: Box<dyn Push<T>> = Box::new(KeyedProcessOp::new(f.clone(), key_fn.clone(), out, ctx.timers(), ctx.operator_metrics(name)));
+            let backend = StateBackend::for_operator(ctx, name)?;
+            let op = KeyedProcessOp::new(f.clone(), key_fn.clone(), out, ctx.timers(), ctx.operator_metrics(name), backend).checkpointed_as(ctx, name)?;
+            let op: Box<dyn Push<T>> = Box::new(op);
             Ok(op)
         })
     }

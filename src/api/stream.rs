@@ -55,7 +55,9 @@ impl StreamEnv {
     pub(crate) fn name(&self, kind: &str) -> String {
         let mut id = self.next_id.borrow_mut();
         *id += 1;
-        format!("{kind}#{}", *id)
+        let name = format!("{kind}#{}", *id);
+        self.graph.borrow_mut().operators.push(name.clone());
+        name
     }
 
     /// Read from `source`.
@@ -221,6 +223,14 @@ impl<T: Send + 'static> SourceStream<T> {
         let seg_name = self.name.clone();
         let tail: Tail<T> = Arc::new(move |ctx, chain| {
             let splits = source.split_count(ctx.shards)?;
+            if let Some(before) = ctx.restore().and_then(|r| r.split_count(&seg_name)) {
+                if before != splits {
+                    return Err(crate::error::WeirError::Checkpoint(format!(
+                        "source {seg_name} had {before} splits when the checkpoint was taken and has {splits} now: \
+                         positions cannot be carried over (fix the source's split count, e.g. the generator's `splits`)"
+                    )));
+                }
+            }
             let mut readers = Vec::new();
             let mut split = ctx.shard;
             let mut split_ids = Vec::new();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::files::{write_snapshot, CheckpointMeta, CheckpointStore, SnapshotKind, FORMAT_VERSION};
 use super::protocol::{Action, CheckpointSettings, Coordinator};
-use super::runtime::{CheckpointControl, TaskMessage, TaskSnapshot, FINAL_EPOCH};
+use super::runtime::{CheckpointControl, SavepointResult, TaskMessage, TaskSnapshot, FINAL_EPOCH};
 use crate::error::Result;
 use crate::time::now_ms;
 
@@ -32,12 +32,16 @@ pub struct CheckpointFigures {
     pub last_bytes: u64,
     /// Longest barrier alignment seen at any task (ms).
     pub max_alignment_ms: f64,
+    /// Longest synchronous snapshot at any task (ms): the data path's stall.
+    pub max_snapshot_ms: f64,
     /// The newest complete checkpoint directory.
     pub latest: Option<String>,
     /// The checkpoint or savepoint this attempt restored from.
     pub restored_from: Option<String>,
     /// Messages about aborted or failed checkpoints, newest last (bounded).
     pub problems: Vec<String>,
+    /// The job was stopped with this savepoint (stop-with-savepoint).
+    pub stopped_with_savepoint: Option<String>,
 }
 
 const MAX_PROBLEMS: usize = 32;
@@ -73,7 +77,12 @@ pub struct CoordinatorDriver {
     pub max_key_groups: u32,
     pub job: String,
     pub restored_epoch: Option<u64>,
+    /// Savepoint requests from the control API.
+    pub registry: Arc<crate::shard::MetricsRegistry>,
 }
+
+/// How long a stop-with-savepoint waits for sinks to publish the savepoint's output.
+const STOP_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 impl CoordinatorDriver {
     /// Run until every shard exited; returns the figures and the first shard error.
@@ -87,6 +96,14 @@ impl CoordinatorDriver {
         let mut exited = 0usize;
         let mut failure: Option<String> = None;
         let mut final_epoch: Option<u64> = None;
+        let commands = &self.registry.commands;
+        // Requests survive restarts: every request gets exactly one result.
+        let mut served = commands.results().last().map_or(0, |r| r.request);
+        // Savepoint epochs in flight → request number.
+        let mut savepoints: BTreeMap<u64, u64> = BTreeMap::new();
+        // Stop-with-savepoint: (savepoint path, epoch, participants whose sinks must commit, deadline).
+        let mut stopping: Option<(String, u64, Vec<bool>, Instant)> = None;
+        let mut committed: Vec<u64> = vec![0; participants];
         let clock = Instant::now();
         let tick = Duration::from_millis(self.settings.interval_ms.clamp(1, 10));
         self.store.clean(&[])?;
@@ -100,8 +117,10 @@ impl CoordinatorDriver {
                     shard,
                     snapshot,
                     alignment_ns,
+                    snapshot_ns,
                 }) => {
                     figures.max_alignment_ms = figures.max_alignment_ms.max(alignment_ns as f64 / 1e6);
+                    figures.max_snapshot_ms = figures.max_snapshot_ms.max(snapshot_ns as f64 / 1e6);
                     if coordinator.pending_epochs().contains(&epoch) {
                         if let Some(why) = &snapshot.declined {
                             actions.extend(coordinator.decline(epoch, participant, why, now));
@@ -115,6 +134,9 @@ impl CoordinatorDriver {
                     finished[participant] = Some((shard, snapshot));
                     actions.extend(coordinator.finish(participant, now));
                 }
+                Ok(TaskMessage::Committed { participant, epoch }) => {
+                    committed[participant] = committed[participant].max(epoch);
+                }
                 Ok(TaskMessage::ShardExited { shard, error }) => {
                     exited += 1;
                     if let Some(e) = error {
@@ -124,6 +146,28 @@ impl CoordinatorDriver {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if let Some((path, epoch, must_commit, deadline)) = &stopping {
+                let all_committed = must_commit.iter().enumerate().all(|(p, m)| !m || committed[p] >= *epoch);
+                if all_committed || Instant::now() >= *deadline {
+                    if !all_committed {
+                        figures.problem(format!(
+                            "stop: sinks did not confirm publishing savepoint {path} in time; a restore from it publishes the rest"
+                        ));
+                    }
+                    figures.stopped_with_savepoint = Some(path.clone());
+                    self.control.cancel();
+                    stopping = None;
+                }
+            }
+            if failure.is_none() && savepoints.is_empty() && figures.stopped_with_savepoint.is_none() && stopping.is_none() && commands.requested() > served {
+                for action in coordinator.trigger_now(now) {
+                    if let Action::Trigger { epoch } = action {
+                        served += 1;
+                        savepoints.insert(epoch, served);
+                    }
+                    actions.push(action);
+                }
             }
             if failure.is_none() {
                 actions.extend(coordinator.tick(now));
@@ -145,11 +189,14 @@ impl CoordinatorDriver {
                     }
                     Action::Complete { epoch, discard } => {
                         let is_final = final_epoch == Some(epoch);
+                        let savepoint = savepoints.remove(&epoch);
                         let mut tasks: Vec<(usize, TaskSnapshot)> = Vec::with_capacity(participants);
                         let acked = acks.remove(&epoch).unwrap_or_default();
                         let mut covered = vec![false; participants];
+                        let mut has_committables = vec![false; participants];
                         for (p, shard, snap) in acked {
                             covered[p] = true;
+                            has_committables[p] = !snap.committables.is_empty();
                             tasks.push((shard, snap));
                         }
                         for (p, f) in finished.iter().enumerate() {
@@ -159,7 +206,11 @@ impl CoordinatorDriver {
                         }
                         let meta = CheckpointMeta {
                             format_version: FORMAT_VERSION,
-                            kind: SnapshotKind::Checkpoint,
+                            kind: if savepoint.is_some() {
+                                SnapshotKind::Savepoint
+                            } else {
+                                SnapshotKind::Checkpoint
+                            },
                             epoch,
                             job: self.job.clone(),
                             shards: self.shards,
@@ -171,9 +222,24 @@ impl CoordinatorDriver {
                             keyed_operators: Vec::new(),
                             sources: Vec::new(),
                         };
-                        let dir = self.store.epoch_dir(epoch);
+                        let dir = match savepoint {
+                            Some(_) => self.store.savepoint_dir(epoch, now_ms()),
+                            None => self.store.epoch_dir(epoch),
+                        };
                         match write_snapshot(&dir, meta, tasks) {
                             Ok(meta) => {
+                                super::crash_point("metadata-written");
+                                if let Some(request) = savepoint {
+                                    let path = dir.display().to_string();
+                                    eprintln!("weir: savepoint {path} complete");
+                                    commands.record(SavepointResult {
+                                        request,
+                                        outcome: Ok(path.clone()),
+                                    });
+                                    if commands.stop_requested() {
+                                        stopping = Some((path, epoch, has_committables.clone(), Instant::now() + STOP_COMMIT_WAIT));
+                                    }
+                                }
                                 self.control.complete(if is_final { FINAL_EPOCH } else { epoch });
                                 figures.completed += 1;
                                 figures.last_bytes = meta.state_bytes;
@@ -186,6 +252,12 @@ impl CoordinatorDriver {
                                 }
                             }
                             Err(e) => {
+                                if let Some(request) = savepoint {
+                                    commands.record(SavepointResult {
+                                        request,
+                                        outcome: Err(e.to_string()),
+                                    });
+                                }
                                 figures.failed_writes += 1;
                                 figures.problem(format!("checkpoint {epoch} could not be written: {e}"));
                                 let _ = self.store.discard(epoch);
@@ -200,6 +272,12 @@ impl CoordinatorDriver {
                         started.retain(|e, _| *e > epoch);
                     }
                     Action::Abort { epoch, reason } => {
+                        if let Some(request) = savepoints.remove(&epoch) {
+                            commands.record(SavepointResult {
+                                request,
+                                outcome: Err(format!("aborted: {reason:?}")),
+                            });
+                        }
                         acks.remove(&epoch);
                         started.remove(&epoch);
                         figures.aborted += 1;

@@ -122,6 +122,7 @@ pub fn write_snapshot(dir: &Path, mut meta: CheckpointMeta, tasks: Vec<(usize, T
     meta.keyed_operators = keyed;
     meta.sources = sources;
     write_durably(&dir.join("state"), &frame(STATE_MAGIC, &payload))?;
+    super::crash_point("state-written");
     let meta_bytes = postcard::to_stdvec(&meta).map_err(|e| WeirError::Checkpoint(format!("encoding checkpoint metadata: {e}")))?;
     let tmp = dir.join("_metadata.tmp");
     write_durably(&tmp, &frame(META_MAGIC, &meta_bytes))?;
@@ -157,6 +158,34 @@ pub fn read_snapshot(dir: &Path) -> Result<(CheckpointMeta, RestoreSet)> {
     let state: StateFile = postcard::from_bytes(payload).map_err(|e| WeirError::Checkpoint(format!("{}: undecodable state ({e})", path.display())))?;
     let set = RestoreSet::from_tasks(meta.epoch, dir.display().to_string(), meta.shards, state.tasks);
     Ok((meta, set))
+}
+
+/// Why a job with `operators` (and `max_key_groups`) cannot restore the checkpoint or
+/// savepoint described by `meta`; empty when it can. State is matched to operators by name
+/// (`window:tumble#5`), so a job whose operators were added, removed or reordered before a
+/// stateful one does not match (weir has no user-assigned operator ids yet).
+pub fn check_compatible(meta: &CheckpointMeta, operators: &[String], max_key_groups: u32) -> Vec<String> {
+    let mut problems = Vec::new();
+    if meta.format_version > FORMAT_VERSION {
+        problems.push(format!("format version {} is newer than this weir's ({FORMAT_VERSION})", meta.format_version));
+    }
+    if meta.max_key_groups != max_key_groups {
+        problems.push(format!(
+            "taken with max_key_groups = {}, this job has {} (key groups are fixed for the life of a job's state)",
+            meta.max_key_groups, max_key_groups
+        ));
+    }
+    for op in &meta.keyed_operators {
+        if !operators.contains(op) {
+            problems.push(format!("state of operator {op} has no operator of that name in this job (it would be lost)"));
+        }
+    }
+    for source in &meta.sources {
+        if !operators.contains(source) {
+            problems.push(format!("positions of source {source} have no source of that name in this job"));
+        }
+    }
+    problems
 }
 
 /// The checkpoints of one job: `chk-<epoch>` directories under `root`.

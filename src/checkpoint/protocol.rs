@@ -224,6 +224,27 @@ impl Coordinator {
         actions
     }
 
+    /// Open an epoch now if there is room, ignoring the interval (a savepoint request).
+    pub fn trigger_now(&mut self, now_ms: u64) -> Vec<Action> {
+        if self.pending.len() >= self.settings.max_concurrent || self.all_finished() {
+            return Vec::new();
+        }
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        self.pending.insert(
+            epoch,
+            Pending {
+                started_ms: now_ms,
+                acked: self.finished.clone(),
+                remaining: self.finished.iter().filter(|f| !**f).count(),
+            },
+        );
+        self.last_triggered_ms = Some(now_ms);
+        self.figures.triggered += 1;
+        self.check_invariants();
+        vec![Action::Trigger { epoch }]
+    }
+
     /// Participant `who` finished its part of `epoch` (snapshot written / output pre-committed).
     /// Acknowledgements of unknown (aborted, subsumed) epochs are ignored.
     pub fn acknowledge(&mut self, epoch: u64, who: usize, now_ms: u64) -> Vec<Action> {

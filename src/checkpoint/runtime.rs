@@ -87,12 +87,16 @@ pub enum TaskMessage {
         snapshot: TaskSnapshot,
         /// Time from the first barrier of `epoch` at this task to the last (0 at sources).
         alignment_ns: u64,
+        /// Time the task's operators took to snapshot (the data path stalls meanwhile).
+        snapshot_ns: u64,
     },
     /// The task reached end of input; `snapshot` is its final state (positions at the end,
     /// final committables) and stands for every later epoch.
     Finished { participant: usize, shard: usize, snapshot: TaskSnapshot },
     /// A shard's executor ended (`error`: it failed or panicked).
     ShardExited { shard: usize, error: Option<String> },
+    /// The task's sinks published everything up to `epoch`.
+    Committed { participant: usize, epoch: u64 },
 }
 
 /// State restored from a checkpoint or savepoint, handed to operators while they are built.
@@ -162,6 +166,11 @@ impl RestoreSet {
             .get(name)
             .map(|all| all.iter().filter(|(s, _)| s % shards == shard).map(|(_, c)| c.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// How many splits `source` had when the checkpoint was taken (`None`: no positions).
+    pub fn split_count(&self, source: &str) -> Option<usize> {
+        self.positions.keys().filter(|(s, _)| s == source).map(|(_, i)| i + 1).max()
     }
 
     pub fn position(&self, source: &str, split: usize) -> Option<&[u8]> {
@@ -242,4 +251,72 @@ impl CheckpointControl {
     pub fn participant(&self, shard: usize, segment: usize) -> usize {
         shard * self.segments + segment
     }
+}
+
+/// User commands to a running job (from the control API): savepoints and stop-with-savepoint.
+/// Lives in the job's [`crate::shard::MetricsRegistry`], so it outlives restarts.
+#[derive(Debug, Default)]
+pub struct JobCommands {
+    requested: AtomicU64,
+    stop: AtomicBool,
+    results: std::sync::Mutex<Vec<SavepointResult>>,
+}
+
+/// What became of one savepoint request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SavepointResult {
+    /// Request number (from 1).
+    pub request: u64,
+    /// The savepoint directory, or why it failed.
+    pub outcome: Result<String, String>,
+}
+
+impl JobCommands {
+    /// Ask for a savepoint (and, with `stop`, stop the job once it is complete). Returns the
+    /// request number to look for in [`JobCommands::results`].
+    pub fn request_savepoint(&self, stop: bool) -> u64 {
+        if stop {
+            self.stop.store(true, Ordering::Release);
+        }
+        self.requested.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn record(&self, result: SavepointResult) {
+        let mut r = self.results.lock().expect("savepoint results");
+        if r.len() == 64 {
+            r.remove(0);
+        }
+        r.push(result);
+    }
+
+    /// The outcomes of recent requests (at most 64), oldest first.
+    pub fn results(&self) -> Vec<SavepointResult> {
+        self.results.lock().expect("savepoint results").clone()
+    }
+}
+
+/// The watermark operator `name` had when `restore` was taken: this shard's own value when the
+/// shard count is unchanged, else the lowest of all old instances (never judge a record late
+/// that the old run would have accepted).
+pub fn restored_watermark(restore: &RestoreSet, name: &str, shard: usize, shards: usize) -> crate::error::Result<Option<i64>> {
+    use super::snapshot::decode;
+    let states = restore.operator_state(name);
+    if restore.old_shards == shards {
+        if let Some((_, bytes)) = states.iter().find(|(s, _)| *s == shard) {
+            return decode::<i64>(bytes, "operator watermark").map(Some);
+        }
+    }
+    let all = states
+        .iter()
+        .map(|(_, b)| decode::<i64>(b, "operator watermark"))
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    Ok(all.into_iter().min())
 }

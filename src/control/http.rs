@@ -156,8 +156,23 @@ fn handle(mut stream: TcpStream, shared: &Arc<Shared>) {
         }
     }
     let head_only = req.method == "HEAD";
+    if req.method == "POST" {
+        // Commands: a savepoint, or stop-with-savepoint. The answer waits for the outcome
+        // (bounded; also listed under GET /api/savepoints).
+        let stop = match req.path.as_str() {
+            "/api/savepoint" => false,
+            "/api/stop" => true,
+            _ => {
+                let _ = respond(&mut stream, 404, "text/plain", b"POST goes to /api/savepoint or /api/stop\n", false);
+                return;
+            }
+        };
+        let (status, body) = await_savepoint(shared, stop);
+        let _ = respond(&mut stream, status, "application/json", body.to_string().as_bytes(), false);
+        return;
+    }
     if req.method != "GET" && !head_only {
-        let _ = respond(&mut stream, 405, "text/plain", b"only GET and HEAD\n", false);
+        let _ = respond(&mut stream, 405, "text/plain", b"only GET, HEAD and POST\n", false);
         return;
     }
     let (status, content_type, body): (u16, &str, Vec<u8>) = match req.path.as_str() {
@@ -169,9 +184,44 @@ fn handle(mut stream: TcpStream, shared: &Arc<Shared>) {
             (200, "application/json", super::status::status_json(&shared.job, &w).to_string().into_bytes())
         }
         "/api/jobs" => (200, "application/json", super::status::jobs_json(&shared.job).to_string().into_bytes()),
+        "/api/savepoints" => (
+            200,
+            "application/json",
+            serde_json::to_vec(&shared.job.registry.commands.results()).unwrap_or_default(),
+        ),
         _ => (404, "text/plain", b"not found\n".to_vec()),
     };
     let _ = respond(&mut stream, status, content_type, &body, head_only);
+}
+
+/// How long a savepoint request waits for its outcome.
+const SAVEPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Request a savepoint and wait until it is complete or failed, the job ended, or
+/// [`SAVEPOINT_WAIT`] passed. Polls the outcome list every 10 ms (on this connection's thread,
+/// never on a shard).
+fn await_savepoint(shared: &Arc<Shared>, stop: bool) -> (u16, serde_json::Value) {
+    let commands = &shared.job.registry.commands;
+    let request = commands.request_savepoint(stop);
+    let deadline = std::time::Instant::now() + SAVEPOINT_WAIT;
+    loop {
+        if let Some(r) = commands.results().into_iter().find(|r| r.request == request) {
+            return match r.outcome {
+                Ok(path) => (200, serde_json::json!({ "request": request, "stop": stop, "savepoint": path })),
+                Err(e) => (500, serde_json::json!({ "request": request, "stop": stop, "error": e })),
+            };
+        }
+        let running = matches!(shared.job.state(), super::JobState::Running);
+        if !running || std::time::Instant::now() >= deadline {
+            let why = if running {
+                "timed out waiting for the savepoint"
+            } else {
+                "the job ended before the savepoint completed"
+            };
+            return (504, serde_json::json!({ "request": request, "stop": stop, "error": why }));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// After an early error response: read and discard what the client is still sending (bounded:
@@ -192,6 +242,7 @@ fn linger_close(mut stream: TcpStream) {
 fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8], head_only: bool) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",

@@ -336,15 +336,28 @@ pub fn execute_with_control(
     result
 }
 
+/// A tiny blocking HTTP/1.1 POST without a body (for commands such as `/api/savepoint`):
+/// returns the status code and body.
+pub fn http_post(addr: SocketAddr, path: &str, token: Option<&str>, timeout: Duration) -> std::io::Result<(u16, String)> {
+    http_request("POST", addr, path, token, timeout)
+}
+
 /// A tiny blocking HTTP/1.1 GET (for tests and tooling): returns the status code and body.
 /// Bounded by `timeout` per socket operation; reads until the server closes.
 pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>, timeout: Duration) -> std::io::Result<(u16, String)> {
+    http_request("GET", addr, path, token, timeout)
+}
+
+fn http_request(method: &str, addr: SocketAddr, path: &str, token: Option<&str>, timeout: Duration) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = Vec::new();
     stream.take(64 << 20).read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response).into_owned();

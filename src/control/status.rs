@@ -124,6 +124,7 @@ pub fn status_json(job: &JobHandle, w: &Window) -> Value {
                 "watermark": watermark_json(op.watermark),
                 "watermark_lag_ms": watermark_lag_ms(op.watermark),
                 "watermark_held_back_by_input": op.watermark_held_by,
+                "watermark_held_back_by": op.watermark_held_by_name,
                 "busy_ms_per_second": r.busy_ms_per_second,
                 "idle_ms_per_second": r.idle_ms_per_second,
                 "backpressured_ms_per_second": r.backpressured_ms_per_second,
@@ -154,6 +155,7 @@ pub fn status_json(job: &JobHandle, w: &Window) -> Value {
                 "watermark_lag_ms": lowest.and_then(|op| watermark_lag_ms(op.watermark)),
                 "watermark_operator": lowest.map(|op| op.name.clone()),
                 "watermark_held_back_by_input": lowest.and_then(|op| op.watermark_held_by),
+                "watermark_held_back_by": lowest.and_then(|op| op.watermark_held_by_name.clone()),
             })
         })
         .collect();

@@ -28,6 +28,9 @@ pub struct OperatorMetrics {
     /// Segment heads only: 1 + index of the input (split or channel) holding the watermark
     /// back, 0 if none ([`crate::time::WatermarkCombiner::holding_back`]).
     pub watermark_held_by: AtomicU64,
+    /// Source segment heads only: the names of the inputs (split `describe()`s, e.g. a Kafka
+    /// partition `topic[partition]`), set once when the segment starts.
+    pub input_names: std::sync::OnceLock<Vec<String>>,
     /// Segment heads only: cumulative ns the segment task spent processing (Flink's busy time).
     pub busy_ns: AtomicU64,
     /// Segment heads only: cumulative ns waiting for input.
@@ -142,6 +145,8 @@ pub struct OperatorSnapshot {
     pub bad_records: u64,
     pub watermark: i64,
     pub watermark_held_by: Option<usize>,
+    /// The name of that input, when known (source splits: e.g. `topic[partition]`).
+    pub watermark_held_by_name: Option<String>,
     pub busy_ns: u64,
     pub idle_ns: u64,
     pub backpressured_ns: u64,
@@ -169,6 +174,8 @@ pub struct MetricsRegistry {
     edge_readers: Mutex<BTreeMap<usize, String>>,
     /// Operators registered on shard 0 per segment, in registration order (tail first).
     segments: Mutex<Vec<Vec<String>>>,
+    /// Savepoint and stop requests from the control API.
+    pub commands: crate::checkpoint::runtime::JobCommands,
 }
 
 impl MetricsRegistry {
@@ -229,6 +236,7 @@ impl MetricsRegistry {
                 bad_records: m.bad_records.load(Ordering::Relaxed),
                 watermark: m.watermark.load(Ordering::Relaxed) as i64,
                 watermark_held_by: held(m.watermark_held_by.load(Ordering::Relaxed)),
+                watermark_held_by_name: held(m.watermark_held_by.load(Ordering::Relaxed)).and_then(|i| m.input_names.get().and_then(|n| n.get(i)).cloned()),
                 busy_ns: m.busy_ns.load(Ordering::Relaxed),
                 idle_ns: m.idle_ns.load(Ordering::Relaxed),
                 backpressured_ns: m.backpressured_ns.load(Ordering::Relaxed),

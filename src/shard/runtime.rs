@@ -1,7 +1,7 @@
 //! Running a job: build the rings, start one pinned executor per shard, run every segment on
 //! every shard, collect the report.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::metrics::{MetricsRegistry, OperatorFigures};
 use super::{BuildCtx, ProcessingTimers};
 use crate::checkpoint::coordinator::{CheckpointFigures, CoordinatorDriver};
-use crate::checkpoint::files::{read_snapshot, CheckpointStore};
+use crate::checkpoint::files::{check_compatible, read_snapshot, CheckpointStore};
 use crate::checkpoint::runtime::{CheckpointControl, TaskMessage};
 use crate::config::EngineConfig;
 use crate::error::{Result, WeirError};
@@ -45,6 +45,8 @@ pub struct EdgeDef {
 pub struct JobGraph {
     pub segments: Vec<SegmentDef>,
     pub edges: Vec<EdgeDef>,
+    /// Every operator's name (`window:tumble#5`), in build order: what state is restored into.
+    pub operators: Vec<String>,
 }
 
 /// What a finished job reports.
@@ -60,6 +62,9 @@ pub struct JobReport {
     pub checkpoints: CheckpointFigures,
     /// Restarts from a checkpoint after failures.
     pub restarts: u32,
+    /// From the start of the (last) attempt until every shard had built its operators — with a
+    /// restore, reading the checkpoint and rebuilding the state: the time to recover.
+    pub startup_ms: u64,
 }
 
 impl JobReport {
@@ -184,13 +189,9 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         let restore = match restore_from {
             Some(dir) => {
                 let (meta, set) = read_snapshot(dir)?;
-                if meta.max_key_groups != config.max_key_groups {
-                    return Err(WeirError::Checkpoint(format!(
-                        "{} was taken with max_key_groups = {}, this job has {}: key groups cannot change across a restore",
-                        dir.display(),
-                        meta.max_key_groups,
-                        config.max_key_groups
-                    )));
+                let problems = check_compatible(&meta, &graph.operators, config.max_key_groups);
+                if !problems.is_empty() {
+                    return Err(WeirError::Checkpoint(format!("cannot restore {}: {}", dir.display(), problems.join("; "))));
                 }
                 restored_from = Some(dir.display().to_string());
                 Some(set)
@@ -213,6 +214,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
             max_key_groups: config.max_key_groups,
             job: graph.segments.first().map(|s| s.name.clone()).unwrap_or_default(),
             restored_epoch,
+            registry: registry.clone(),
         });
         control = Some(c);
     }
@@ -228,6 +230,8 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
     }
     let graph = Arc::new(graph.clone());
     let cancel = Arc::new(JobCancel::default());
+    // Milliseconds after `started` at which the slowest shard had built its operators.
+    let built_at = Arc::new(AtomicU64::new(0));
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
@@ -236,6 +240,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         let registry = registry.clone();
         let control = control.clone();
         let cancel = cancel.clone();
+        let built_at = built_at.clone();
         let placement = if config.pin_cores {
             Placement::Fixed(shard % online)
         } else {
@@ -254,7 +259,10 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
                     shard,
                     error: None,
                 };
-                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel).await;
+                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel, &|| {
+                    built_at.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                })
+                .await;
                 notice.error = result.as_ref().err().map(|e| e.to_string());
                 result
             })
@@ -285,8 +293,12 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
             }
         }
     }
-    if let Some(e) = first_error.or(stopped) {
-        return Err(e);
+    // A stop-with-savepoint cancels every shard on purpose: whatever the shards report while
+    // being cut off (closed rings, "stopped") is not a failure.
+    if checkpoints.stopped_with_savepoint.is_none() {
+        if let Some(e) = first_error.or(stopped) {
+            return Err(e);
+        }
     }
     checkpoints.restored_from = restored_from;
     Ok(JobReport {
@@ -296,6 +308,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         rings: registry.ring_figures(),
         checkpoints,
         restarts: 0,
+        startup_ms: built_at.load(Ordering::Relaxed),
     })
 }
 
@@ -311,6 +324,7 @@ async fn run_shard(
     edges: &mut Vec<ShardEnds>,
     control: Option<Arc<CheckpointControl>>,
     cancel: &JobCancel,
+    built: &dyn Fn(),
 ) -> Result<()> {
     let mut tasks = Vec::with_capacity(graph.segments.len());
     for (segment, seg) in graph.segments.iter().enumerate() {
@@ -338,6 +352,7 @@ async fn run_shard(
         })?;
         tasks.push(glommio::spawn_local(task));
     }
+    built();
     // The shard ends when every task ended, at the first task error (the other tasks are
     // dropped, closing their rings), or when another shard failed. The watcher's timer also
     // wakes the reactor every tick: the guard against glommio's lost cross-core wakeups (see
@@ -345,7 +360,7 @@ async fn run_shard(
     let tick = Duration::from_millis(config.wakeup_tick_ms);
     let all = std::pin::pin!(futures::future::try_join_all(tasks));
     let watch = std::pin::pin!(async {
-        while !cancel.0.load(Ordering::Acquire) {
+        while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) {
             glommio::timer::sleep(tick).await;
         }
     });

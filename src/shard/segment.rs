@@ -153,8 +153,11 @@ impl SegmentEnv {
 
     /// Barrier `epoch` went through the chain into `snapshot`: send it on (flush), pre-commit
     /// the sinks, acknowledge to the coordinator.
-    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration) -> Result<()> {
+    /// `alignment`: first to last barrier of the epoch at this task; `snapshot_time`: how long
+    /// the chain took to snapshot (the data path's stall).
+    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration, snapshot_time: Duration) -> Result<()> {
         self.flush().await?;
+        crate::checkpoint::crash_point("barrier-sent");
         for (i, name) in &self.checkpoint.committers {
             if let Some(c) = self.flushers[*i].pre_commit(epoch).await? {
                 snapshot.committables.push((name.clone(), c));
@@ -168,6 +171,7 @@ impl SegmentEnv {
             shard: self.shard,
             snapshot,
             alignment_ns: alignment.as_nanos() as u64,
+            snapshot_ns: snapshot_time.as_nanos() as u64,
         });
         Ok(())
     }
@@ -182,6 +186,12 @@ impl SegmentEnv {
                 self.flushers[*i].commit(done).await?;
             }
             self.checkpoint.committed = done;
+            if !self.checkpoint.committers.is_empty() {
+                control.send(TaskMessage::Committed {
+                    participant: self.checkpoint.participant,
+                    epoch: done,
+                });
+            }
         }
         Ok(())
     }
@@ -361,6 +371,7 @@ where
             retry_at_ms: 0,
         })
         .collect();
+    let _ = env.metrics.input_names.set(splits.iter().map(|s| s.reader.describe()).collect());
     let mut combiner = WatermarkCombiner::new(splits.len());
     if let Some(restore) = env.restore() {
         for (i, s) in splits.iter_mut().enumerate() {
@@ -393,8 +404,9 @@ where
                 Ok(positions) => snapshot.positions = positions,
                 Err(e) => snapshot.decline(&env.name, &e.to_string()),
             }
+            let started = Instant::now();
             chain.barrier(epoch, &mut snapshot);
-            env.acknowledge(epoch, snapshot, Duration::ZERO).await?;
+            env.acknowledge(epoch, snapshot, Duration::ZERO, started.elapsed()).await?;
             clock.skip();
         }
         // Pick the next live split that is not waiting out an idle retry.
@@ -672,8 +684,9 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
         if let Some((epoch, alignment)) = env.checkpoint.take_aligned(inputs.all_blocked_or_ended()) {
             inputs.unblock_all();
             let mut snapshot = TaskSnapshot::default();
+            let started = Instant::now();
             chain.barrier(epoch, &mut snapshot);
-            env.acknowledge(epoch, snapshot, alignment).await?;
+            env.acknowledge(epoch, snapshot, alignment, started.elapsed()).await?;
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
@@ -810,8 +823,9 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             left.unblock_all();
             right.unblock_all();
             let mut snapshot = TaskSnapshot::default();
+            let started = Instant::now();
             chain.barrier(epoch, &mut snapshot);
-            env.acknowledge(epoch, snapshot, alignment).await?;
+            env.acknowledge(epoch, snapshot, alignment, started.elapsed()).await?;
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());

@@ -9,6 +9,7 @@ pub mod blackhole;
 pub mod collect;
 pub mod file;
 pub mod format;
+pub mod kafka;
 pub mod stdout;
 
 use crate::error::Result;

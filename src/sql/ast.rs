@@ -61,19 +61,35 @@ pub struct TableOption {
 /// A physical or computed column.
 #[derive(Clone, Debug)]
 pub enum ColumnDef {
-    Physical { name: String, ty: TypeName, pos: Pos },
-    Computed { name: String, expr: Expr, pos: Pos },
+    Physical {
+        name: String,
+        ty: TypeName,
+        pos: Pos,
+    },
+    Computed {
+        name: String,
+        expr: Expr,
+        pos: Pos,
+    },
+    /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]` (Kafka tables: `timestamp`, `partition`,
+    /// `offset`, `topic`).
+    Metadata {
+        name: String,
+        ty: TypeName,
+        key: String,
+        pos: Pos,
+    },
 }
 
 impl ColumnDef {
     pub fn name(&self) -> &str {
         match self {
-            ColumnDef::Physical { name, .. } | ColumnDef::Computed { name, .. } => name,
+            ColumnDef::Physical { name, .. } | ColumnDef::Computed { name, .. } | ColumnDef::Metadata { name, .. } => name,
         }
     }
     pub fn pos(&self) -> Pos {
         match self {
-            ColumnDef::Physical { pos, .. } | ColumnDef::Computed { pos, .. } => *pos,
+            ColumnDef::Physical { pos, .. } | ColumnDef::Computed { pos, .. } | ColumnDef::Metadata { pos, .. } => *pos,
         }
     }
 }

@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 
 use super::expr::{decimal_to_f64, Expr};
 use super::join::WindowJoinOp;
-use super::plan::{AggCall, AggFunc, Connector, Job, Plan, Rel};
+use super::plan::{AggCall, AggFunc, Connector, Job, KafkaFormat, KafkaTable, Plan, Rel};
 use super::source::{RowFileSource, ScanPost};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
 use super::SqlError;
@@ -71,6 +71,75 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
         Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
+        Connector::Kafka(k) => kafka_sink(job, k, out)?,
+    }
+    Ok(())
+}
+
+/// Write `out` to a Kafka table.
+fn kafka_sink(job: &super::plan::InsertPlan, k: &KafkaTable, out: DataStream<Row>) -> Result<(), SqlError> {
+    use crate::sink::kafka::{KafkaSink, KafkaSinkOptions, ValueFormat};
+    let table = &job.sink;
+    let topic = k
+        .topic
+        .clone()
+        .ok_or_else(|| SqlError::at(table.pos, format!("sink table `{}` needs one 'topic' (not a pattern)", table.name)))?;
+    if table.layout.iter().any(|c| matches!(c, super::plan::ColumnSource::Metadata(_))) {
+        return Err(SqlError::at(
+            table.pos,
+            format!("sink table `{}`: writing METADATA columns is not supported", table.name),
+        ));
+    }
+    let mut options = KafkaSinkOptions::new(k.source.connection.bootstrap_servers.clone(), topic)
+        .delivery(k.sink_delivery)
+        .partitioner(k.sink_partitioner);
+    options.connection = k.source.connection.clone();
+    options.transactional_id_prefix = k.sink_transactional_id_prefix.clone();
+    if let Some(d) = &k.sink_transaction_log_dir {
+        options.transaction_log_dir = d.clone();
+    }
+    let key_columns: Arc<[usize]> = k
+        .key_fields
+        .iter()
+        .filter_map(|f| table.columns.iter().position(|(n, _)| n.eq_ignore_ascii_case(f)))
+        .collect();
+    let key_of = move |row: &Row| -> Option<Vec<u8>> {
+        if key_columns.is_empty() {
+            return None;
+        }
+        let mut s = String::new();
+        for (i, c) in key_columns.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            format_value(&row[*c], &mut s);
+        }
+        Some(s.into_bytes())
+    };
+    let err = |e: crate::error::WeirError| SqlError::at(table.pos, format!("sink table `{}`: {e}", table.name));
+    match k.format {
+        KafkaFormat::Csv => {
+            let sink = KafkaSink::<CsvRow>::new(options, ValueFormat::Csv)
+                .map_err(err)?
+                .key(move |r: &CsvRow| key_of(&r.0));
+            out.map(CsvRow).sink(sink);
+        }
+        KafkaFormat::Json => {
+            let names: Arc<[String]> = table.columns.iter().map(|(n, _)| n.clone()).collect();
+            let sink = KafkaSink::<JsonRow>::new(options, ValueFormat::Json)
+                .map_err(err)?
+                .key(move |r: &JsonRow| key_of(&r.row));
+            out.map(move |row| JsonRow { names: names.clone(), row }).sink(sink);
+        }
+        KafkaFormat::Raw => {
+            let sink = KafkaSink::<String>::new(options, ValueFormat::Raw).map_err(err)?;
+            out.map(|row: Row| {
+                let mut s = String::new();
+                format_value(&row[0], &mut s);
+                s
+            })
+            .sink(sink);
+        }
     }
     Ok(())
 }
@@ -164,13 +233,22 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
     let physical = super::source::physical_needed(table, needed);
     let post = post.reading(table, needed);
     let event_type = post.predicate.as_ref().and_then(|p| event_type_filter(table, p));
+    let mut idle = None;
     let source = match &table.connector {
         Connector::Nexmark { .. } => env.source(super::nexmark::NexmarkRowSource::new(table.clone(), physical, event_type, post)?),
+        Connector::Kafka(k) => {
+            idle = k.idle_timeout_ms;
+            env.source(super::source::kafka_row_source(table.clone(), physical, post)?)
+        }
         _ => env.source(RowFileSource::new(table.clone(), physical, post)?),
     };
     Ok(match (table.rowtime, rowtime) {
         (Some((_, delay)), Some(idx)) => {
-            source.assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(delay), move |r: &Row| ts_of(&r[idx]))
+            let mut strategy = WatermarkStrategy::bounded_out_of_orderness(delay);
+            if let Some(ms) = idle {
+                strategy = strategy.with_idleness(ms);
+            }
+            source.assign_timestamps_and_watermarks(strategy, move |r: &Row| ts_of(&r[idx]))
         }
         _ => source.without_event_time(),
     })
@@ -773,6 +851,7 @@ pub fn explain(job: &Job) -> String {
             Connector::Print => "print (stdout)".into(),
             Connector::Blackhole => "blackhole".into(),
             Connector::Nexmark { .. } => "nexmark".into(),
+            Connector::Kafka(k) => format!("kafka {} topic {}", format!("{:?}", k.format).to_lowercase(), k.topic.as_deref().unwrap_or("?")),
         };
         let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", insert.sink.name);
         let cols: Vec<String> = insert.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
@@ -807,6 +886,7 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
                     flat.map(|k| format!("{k:?} events, ")).unwrap_or_default(),
                     config.max_events
                 ),
+                Connector::Kafka(k) => format!("kafka {} {:?}", format!("{:?}", k.format).to_lowercase(), k.source.topics),
                 _ => "?".into(),
             };
             let wm = match table.rowtime {

@@ -18,11 +18,13 @@
 //! window_end ... ORDER BY ...)` filtered by `rownum <= N`). Bad input records count under
 //! operator `source:<table>`.
 //!
-//! Supported statements: `CREATE TABLE` (physical and computed columns, `WATERMARK FOR c AS
-//! c - INTERVAL ...`, `WITH` options of the `filesystem` (csv/json), `nexmark`, `print` and
-//! `blackhole` connectors), `CREATE [TEMPORARY] VIEW`, `SET` (`parallelism.default`,
-//! `table.local-time-zone` = UTC), `INSERT INTO t SELECT ...` — several per script, also inside
-//! `EXECUTE STATEMENT SET BEGIN ... END` / `BEGIN STATEMENT SET; ... END;`, run as one job.
+//! Supported statements: `CREATE TABLE` (physical, computed and — on Kafka tables — `METADATA
+//! FROM 'timestamp' | 'partition' | 'offset' | 'topic'` columns, `WATERMARK FOR c AS c -
+//! INTERVAL ...`, `WITH` options of the `filesystem` (csv/json), `kafka` (csv/json/raw, Flink's
+//! option names: see `plan::kafka_table`), `nexmark`, `print` and `blackhole` connectors),
+//! `CREATE [TEMPORARY] VIEW`, `SET` (`parallelism.default`, `table.local-time-zone` = UTC),
+//! `INSERT INTO t SELECT ...` — several per script, also inside `EXECUTE STATEMENT SET BEGIN ...
+//! END` / `BEGIN STATEMENT SET; ... END;`, run as one job.
 //!
 //! Invariants: no input makes this module panic — every problem is a [`SqlError`] naming the
 //! line and column of the construct and, where there is one, the supported alternative; every

@@ -315,8 +315,24 @@ impl Parser {
                     columns.push(ColumnDef::Computed { name: cname, expr, pos: cpos });
                 } else {
                     let ty = self.type_name()?;
-                    if self.is_kw("METADATA") {
-                        return Err(SqlError::at(self.pos(), "METADATA columns are not supported"));
+                    if self.eat_kw("METADATA") {
+                        let key = if self.eat_kw("FROM") {
+                            self.string("a quoted metadata key")?.0
+                        } else {
+                            cname.clone()
+                        };
+                        self.eat_kw("VIRTUAL");
+                        columns.push(ColumnDef::Metadata {
+                            name: cname,
+                            ty,
+                            key,
+                            pos: cpos,
+                        });
+                        if self.eat(&Token::Comma) {
+                            continue;
+                        }
+                        self.expect(&Token::RParen, "`,` or `)` in the column list")?;
+                        break;
                     }
                     if self.eat_kw("NOT") {
                         self.expect_kw("NULL")?;

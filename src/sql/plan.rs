@@ -46,14 +46,50 @@ pub enum Connector {
         fields: Arc<[(super::nexmark::Field, SqlType)]>,
         flat: Option<super::nexmark::Kind>,
     },
+    Kafka(Arc<KafkaTable>),
     Print,
     Blackhole,
+}
+
+/// The value format of a Kafka table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaFormat {
+    Csv,
+    Json,
+    /// One STRING column holding the whole value.
+    Raw,
+}
+
+/// A Kafka table's options (Flink's `kafka` connector).
+#[derive(Clone, Debug)]
+pub struct KafkaTable {
+    pub source: crate::source::kafka::KafkaSourceOptions,
+    pub format: KafkaFormat,
+    /// `scan.watermark.idle-timeout` in ms.
+    pub idle_timeout_ms: Option<i64>,
+    pub sink_delivery: crate::sink::kafka::DeliveryGuarantee,
+    pub sink_transactional_id_prefix: Option<String>,
+    pub sink_partitioner: crate::sink::kafka::Partitioner,
+    pub sink_transaction_log_dir: Option<PathBuf>,
+    /// `key.fields`: columns written (as CSV) as the message key.
+    pub key_fields: Vec<String>,
+    /// `topic` (the sink's topic; the first when several are listed).
+    pub topic: Option<String>,
+}
+
+/// Message metadata a Kafka table column can read (`METADATA FROM 'key'`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataKey {
+    Timestamp,
+    Partition,
+    Offset,
+    Topic,
 }
 
 impl Connector {
     /// Can rows be read from a table of this connector?
     pub fn is_source(&self) -> bool {
-        matches!(self, Connector::Filesystem { .. } | Connector::Nexmark { .. })
+        matches!(self, Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_))
     }
 }
 
@@ -64,6 +100,8 @@ pub enum ColumnSource {
     Physical(usize),
     /// A computed column over the physical fields.
     Computed(Expr),
+    /// Message metadata (Kafka tables).
+    Metadata(MetadataKey),
 }
 
 /// A table of the catalog.
@@ -308,14 +346,26 @@ fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Res
         "pipeline.auto-watermark-interval" => {
             // weir computes the watermark after every record (interval 0): accepted, no effect.
         }
+        "state.backend" | "state.backend.type" => {
+            config.state_backend = value.parse().map_err(|e: String| SqlError::at(pos, format!("{key} = '{value}': {e}")))?;
+        }
+        "state.backend.rocksdb.localdir" | "state.backend.lsm.dir" => {
+            config.state_dir = Some(value.trim().into());
+        }
         "execution.runtime-mode" => {
             if value.trim() != "streaming" {
                 return Err(SqlError::at(pos, format!("execution.runtime-mode = '{value}' is not supported")).hint("weir runs in streaming mode"));
             }
         }
         _ => {
-            return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'"))
-                .hint("supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode"))
+            let known = config.set_flink_option(key, value).map_err(|e| SqlError::at(pos, e))?;
+            if !known {
+                return Err(SqlError::at(pos, format!("unknown or unsupported setting '{key}'")).hint(
+                    "supported: parallelism.default, table.local-time-zone (UTC), pipeline.auto-watermark-interval, execution.runtime-mode, \
+                     execution.checkpointing.{interval,dir,timeout,min-pause,max-concurrent-checkpoints,mode}, state.checkpoints.num-retained, \
+                     restart-strategy.type, restart-strategy.fixed-delay.{attempts,delay}, state.backend (hashmap|rocksdb|memory|lsm), state.backend.rocksdb.localdir",
+                ));
+            }
         }
     }
     Ok(())
@@ -364,6 +414,26 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                     layout.push(ColumnSource::Physical(pi));
                     pi += 1;
                 }
+            }
+            ColumnDef::Metadata { name, ty, key, pos } => {
+                let ty = resolve_type(ty)?;
+                let (meta, ok) = match key.as_str() {
+                    "timestamp" => (MetadataKey::Timestamp, ty.is_timestamp()),
+                    "partition" => (MetadataKey::Partition, matches!(ty, SqlType::Int | SqlType::BigInt)),
+                    "offset" => (MetadataKey::Offset, ty == SqlType::BigInt),
+                    "topic" => (MetadataKey::Topic, ty == SqlType::String),
+                    _ => {
+                        return Err(
+                            SqlError::at(*pos, format!("unknown metadata key '{key}'")).hint("Kafka tables offer 'timestamp', 'partition', 'offset', 'topic'")
+                        )
+                    }
+                };
+                if !ok {
+                    return Err(SqlError::at(*pos, format!("metadata '{key}' cannot be read as {ty}"))
+                        .hint("timestamp: TIMESTAMP_LTZ(3) or TIMESTAMP(3); partition: INT; offset: BIGINT; topic: STRING"));
+                }
+                columns.push((name.clone(), ty));
+                layout.push(ColumnSource::Metadata(meta));
             }
             ColumnDef::Computed { name, expr, .. } => {
                 let t = bind(expr, &phys_scope).map_err(|e| e.hint("computed columns may refer to physical columns only"))?;
@@ -428,13 +498,19 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                 format,
             }
         }
+        Some(("kafka", _)) => Connector::Kafka(Arc::new(kafka_table(&ct, &opts, &physical)?)),
         Some(("nexmark", _)) => super::nexmark::connector(&ct.name, ct.pos, &physical, &opts)?,
         Some(("print", _)) => Connector::Print,
         Some(("blackhole", _)) => Connector::Blackhole,
         Some((c, p)) => {
-            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, nexmark, print, blackhole"))
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, kafka, nexmark, print, blackhole"))
         }
     };
+    if !matches!(connector, Connector::Kafka(_)) {
+        if let Some(ColumnDef::Metadata { pos, .. }) = ct.columns.iter().find(|c| matches!(c, ColumnDef::Metadata { .. })) {
+            return Err(SqlError::at(*pos, "METADATA columns exist only on 'kafka' tables"));
+        }
+    }
     Ok(TableDef {
         name: ct.name,
         pos: ct.pos,
@@ -444,6 +520,178 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
         rowtime,
         connector,
     })
+}
+
+/// A duration option: `500`, `500 ms`, `5 s`, `5 sec`, `1 min` → ms.
+fn duration_ms(v: &str) -> Option<i64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: i64 = v[..split].parse().ok()?;
+    let unit = v[split..].trim().to_ascii_lowercase();
+    let factor = match unit.as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "minute" | "minutes" => 60_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// The options of a `'connector' = 'kafka'` table (Flink's names).
+fn kafka_table(ct: &ast::CreateTable, opts: &HashMap<String, (String, Pos)>, physical: &[(String, SqlType)]) -> Result<KafkaTable, SqlError> {
+    use crate::sink::kafka::{DeliveryGuarantee, Partitioner};
+    use crate::source::kafka::{KafkaSourceOptions, StartupMode, Topics};
+    let get = |k: &str| opts.get(k).map(|(v, p)| (v.as_str(), *p));
+    let (bootstrap, _) = get("properties.bootstrap.servers").ok_or_else(|| {
+        SqlError::at(ct.pos, "the kafka connector needs 'properties.bootstrap.servers'").hint("e.g. 'properties.bootstrap.servers' = 'localhost:9092'")
+    })?;
+    let topics = match (get("topic"), get("topic-pattern")) {
+        (Some(_), Some((_, p))) => return Err(SqlError::at(p, "give either 'topic' or 'topic-pattern', not both")),
+        (Some((t, _)), None) => Topics::Names(t.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()),
+        (None, Some((p, _))) => Topics::Pattern(p.to_string()),
+        (None, None) => return Err(SqlError::at(ct.pos, "the kafka connector needs 'topic' or 'topic-pattern'")),
+    };
+    let topic = match &topics {
+        Topics::Names(n) => n.first().cloned(),
+        Topics::Pattern(_) => None,
+    };
+    let mut source = KafkaSourceOptions::new(bootstrap, "").topics(topics);
+    let format = match get("format").or_else(|| get("value.format")) {
+        Some(("csv", _)) => KafkaFormat::Csv,
+        Some(("json", _)) => KafkaFormat::Json,
+        Some(("raw", p)) => {
+            if physical.len() != 1 || physical[0].1 != SqlType::String {
+                return Err(SqlError::at(p, "the raw format needs exactly one physical STRING column"));
+            }
+            KafkaFormat::Raw
+        }
+        Some((f, p)) => return Err(SqlError::at(p, format!("format '{f}' is not supported")).hint("use 'csv', 'json' or 'raw'")),
+        None => return Err(SqlError::at(ct.pos, "the kafka connector needs a 'format' option").hint("'format' = 'csv', 'json' or 'raw'")),
+    };
+    let mut table = KafkaTable {
+        source: KafkaSourceOptions::new(bootstrap, ""),
+        format,
+        idle_timeout_ms: None,
+        sink_delivery: DeliveryGuarantee::AtLeastOnce,
+        sink_transactional_id_prefix: None,
+        sink_partitioner: Partitioner::Default,
+        sink_transaction_log_dir: None,
+        key_fields: Vec::new(),
+        topic,
+    };
+    let mut startup_ts = None;
+    let mut specific = None;
+    for (k, (v, p)) in opts {
+        let p = *p;
+        match k.as_str() {
+            "connector" | "topic" | "topic-pattern" | "format" | "value.format" | "properties.bootstrap.servers" => {}
+            "properties.group.id" => source.group_id = Some(v.clone()),
+            "scan.startup.mode" => {
+                source.startup = match v.as_str() {
+                    "earliest-offset" => StartupMode::Earliest,
+                    "latest-offset" => StartupMode::Latest,
+                    "group-offsets" => StartupMode::GroupOffsets,
+                    "timestamp" => StartupMode::Timestamp(0),
+                    "specific-offsets" => StartupMode::SpecificOffsets(Default::default()),
+                    _ => {
+                        return Err(SqlError::at(p, format!("scan.startup.mode '{v}' is not supported"))
+                            .hint("earliest-offset, latest-offset, group-offsets, timestamp, specific-offsets"))
+                    }
+                }
+            }
+            "scan.startup.timestamp-millis" => {
+                startup_ts = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| SqlError::at(p, format!("'{v}' is not a number of milliseconds")))?,
+                )
+            }
+            "scan.startup.specific-offsets" => {
+                // 'partition:0,offset:42;partition:1,offset:300'
+                let mut m = std::collections::BTreeMap::new();
+                for part in v.split(';').filter(|s| !s.trim().is_empty()) {
+                    let mut partition = None;
+                    let mut offset = None;
+                    for kv in part.split(',') {
+                        match kv.trim().split_once(':') {
+                            Some(("partition", n)) => partition = n.trim().parse::<i32>().ok(),
+                            Some(("offset", n)) => offset = n.trim().parse::<i64>().ok(),
+                            _ => {}
+                        }
+                    }
+                    match (partition, offset) {
+                        (Some(pa), Some(o)) => {
+                            m.insert(pa, o);
+                        }
+                        _ => {
+                            return Err(SqlError::at(p, format!("cannot read specific offsets '{part}'")).hint("'partition:0,offset:42;partition:1,offset:300'"))
+                        }
+                    }
+                }
+                specific = Some(m);
+            }
+            "scan.bounded.mode" => {
+                source.bounded = match v.as_str() {
+                    "unbounded" => false,
+                    "latest-offset" => true,
+                    _ => return Err(SqlError::at(p, format!("scan.bounded.mode '{v}' is not supported")).hint("unbounded or latest-offset")),
+                }
+            }
+            "scan.watermark.idle-timeout" => {
+                table.idle_timeout_ms = Some(duration_ms(v).ok_or_else(|| SqlError::at(p, format!("'{v}' is not a duration")).hint("e.g. '500 ms' or '5 s'"))?)
+            }
+            "scan.dead-letter-topic" => source.dead_letter_topic = Some(v.clone()),
+            "sink.delivery-guarantee" => {
+                table.sink_delivery = match v.as_str() {
+                    "none" => DeliveryGuarantee::None,
+                    "at-least-once" => DeliveryGuarantee::AtLeastOnce,
+                    "exactly-once" => DeliveryGuarantee::ExactlyOnce,
+                    _ => return Err(SqlError::at(p, format!("sink.delivery-guarantee '{v}' is not supported")).hint("none, at-least-once, exactly-once")),
+                }
+            }
+            "sink.transactional-id-prefix" => table.sink_transactional_id_prefix = Some(v.clone()),
+            "sink.transaction-log-dir" => table.sink_transaction_log_dir = Some(PathBuf::from(v)),
+            "sink.partitioner" => {
+                table.sink_partitioner = match v.as_str() {
+                    "default" => Partitioner::Default,
+                    "fixed" => Partitioner::Fixed,
+                    "round-robin" => Partitioner::RoundRobin,
+                    _ => return Err(SqlError::at(p, format!("sink.partitioner '{v}' is not supported")).hint("default, fixed, round-robin")),
+                }
+            }
+            "key.fields" => {
+                for f in v.split(';').map(str::trim).filter(|f| !f.is_empty()) {
+                    if !physical.iter().any(|(n, _)| n.eq_ignore_ascii_case(f)) {
+                        return Err(SqlError::at(p, format!("key field `{f}` is not a physical column")));
+                    }
+                    table.key_fields.push(f.to_string());
+                }
+            }
+            "key.format" if v == "csv" || v == "raw" => {}
+            other if other.starts_with("properties.") => {
+                source.connection.properties.insert(other["properties.".len()..].to_string(), v.clone());
+            }
+            _ => {
+                return Err(SqlError::at(p, format!("option '{k}' is not supported by weir's kafka connector")).hint(
+                    "supported: topic, topic-pattern, properties.*, format, scan.startup.mode, scan.startup.timestamp-millis, \
+                     scan.startup.specific-offsets, scan.bounded.mode, scan.watermark.idle-timeout, scan.dead-letter-topic, key.fields, \
+                     sink.delivery-guarantee, sink.transactional-id-prefix, sink.partitioner, sink.transaction-log-dir",
+                ))
+            }
+        }
+    }
+    match &mut source.startup {
+        StartupMode::Timestamp(ts) => {
+            *ts = startup_ts.ok_or_else(|| SqlError::at(ct.pos, "scan.startup.mode = 'timestamp' needs 'scan.startup.timestamp-millis'"))?;
+        }
+        StartupMode::SpecificOffsets(m) => {
+            let given = specific.ok_or_else(|| SqlError::at(ct.pos, "scan.startup.mode = 'specific-offsets' needs 'scan.startup.specific-offsets'"))?;
+            let t = table.topic.clone().ok_or_else(|| SqlError::at(ct.pos, "specific offsets need one 'topic'"))?;
+            *m = given.into_iter().map(|(p, o)| ((t.clone(), p), o)).collect();
+        }
+        _ => {}
+    }
+    table.source = source;
+    Ok(table)
 }
 
 /// `col` or `col - INTERVAL 'n' unit` → delay in ms.
@@ -1595,5 +1843,30 @@ fn shift_columns(e: Expr, by: usize) -> Expr {
         Expr::Call(f, v) => Expr::Call(f, v.into_iter().map(|x| shift_columns(x, by)).collect()),
         Expr::Regex(k, re, v) => Expr::Regex(k, re, v.into_iter().map(|x| shift_columns(x, by)).collect()),
         Expr::DateFormat(p, x) => Expr::DateFormat(p, b(x)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateBackendKind;
+
+    #[test]
+    fn set_chooses_the_state_backend_by_flink_or_weir_name() {
+        let pos = Pos { line: 1, column: 1 };
+        let mut c = EngineConfig::default();
+        for (name, kind) in [
+            ("rocksdb", StateBackendKind::Lsm),
+            ("hashmap", StateBackendKind::Memory),
+            ("LSM", StateBackendKind::Lsm),
+            ("memory", StateBackendKind::Memory),
+        ] {
+            apply_set(&mut c, "state.backend", name, pos).unwrap();
+            assert_eq!(c.state_backend, kind, "{name}");
+        }
+        apply_set(&mut c, "state.backend.type", "rocksdb", pos).unwrap();
+        apply_set(&mut c, "state.backend.rocksdb.localdir", "/var/weir", pos).unwrap();
+        assert_eq!((c.state_backend, c.state_dir.clone()), (StateBackendKind::Lsm, Some("/var/weir".into())));
+        assert!(apply_set(&mut c, "state.backend", "forst", pos).unwrap_err().to_string().contains("rocksdb"));
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 use glommio::io::BufferedFile;
 
-use super::plan::{ColumnSource, Connector, TableDef};
+use super::plan::{ColumnSource, Connector, MetadataKey, TableDef};
 use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Value};
 use super::SqlError;
 use crate::config::ErrorPolicy;
@@ -87,7 +87,6 @@ impl Source<Row> for RowFileSource {
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
         let path = self.files[split].clone();
         Ok(Box::new(RowFileReader {
-            table: self.table.clone(),
             format: self.format,
             path,
             file: None,
@@ -99,18 +98,12 @@ impl Source<Row> for RowFileSource {
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
-            physical: Row::new(),
-            wide: Row::new(),
-            fields: Vec::new(),
-            last_needed: self.needed.iter().rposition(|n| *n).unwrap_or(0),
-            needed: self.needed.clone(),
-            post: self.post.clone(),
+            parser: RowParser::new(self.table.clone(), self.needed.clone(), self.post.clone()),
         }))
     }
 }
 
 struct RowFileReader {
-    table: Arc<TableDef>,
     format: Format,
     path: PathBuf,
     file: Option<BufferedFile>,
@@ -125,64 +118,89 @@ struct RowFileReader {
     policy: ErrorPolicy,
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
+    parser: RowParser,
+}
+
+/// Why a row is bad: the column (if known) and what was wrong.
+pub(crate) struct BadRow {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+fn bad_row(field: Option<&str>, message: impl Into<String>) -> BadRow {
+    BadRow {
+        field: field.map(str::to_string),
+        message: message.into(),
+    }
+}
+
+/// Message metadata for a table's metadata columns (Kafka tables).
+pub struct RowMetadata<'a> {
+    pub timestamp: i64,
+    pub partition: i32,
+    pub offset: i64,
+    pub topic: &'a Arc<str>,
+}
+
+/// Parses one record's text (a file line, a Kafka value) into table rows: CSV or JSON fields
+/// by the table's physical columns (only the `needed` ones), then computed and metadata
+/// columns, the fused filter and projection. Shared by the filesystem and Kafka sources.
+pub(crate) struct RowParser {
+    table: Arc<TableDef>,
     physical: Row,
     /// The table row when it differs from the physical one (reused).
     wide: Row,
     fields: Vec<(usize, usize)>,
     needed: Arc<[bool]>,
-    /// The last physical column read: fields after it are only counted.
+    /// The last physical column read: CSV fields after it are only counted.
     last_needed: usize,
     post: Arc<ScanPost>,
 }
 
-impl RowFileReader {
-    fn bad(&self, field: Option<&str>, message: String) -> WeirError {
-        WeirError::BadRecord {
-            file: self.path.display().to_string(),
-            line: self.line_no,
-            field: field.map(str::to_string),
-            message,
+impl RowParser {
+    pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
+        Self {
+            table,
+            physical: Row::new(),
+            wide: Row::new(),
+            fields: Vec::new(),
+            last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
+            needed,
+            post,
         }
     }
 
-    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
-    fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
-        self.line_no += 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            return Ok(());
+    /// Parse `text` (non-empty, without its newline) in `format` and append its row to `out`
+    /// (unless the fused filter drops it).
+    pub(crate) fn parse(&mut self, format: Format, text: &[u8], meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
+        match format {
+            Format::Csv => self.parse_csv(text)?,
+            Format::Json => self.parse_json(text)?,
         }
-        let res = match self.format {
-            Format::Csv => self.parse_csv(line),
-            Format::Json => self.parse_json(line),
-        };
-        let res = res.and_then(|()| {
-            let rowtime = self.table.rowtime;
-            let (table, post) = (self.table.clone(), self.post.clone());
-            let mut physical = std::mem::take(&mut self.physical);
-            let r = emit_row(&table, &post, &mut physical, &mut self.wide, out, |row| match rowtime {
-                Some((rt, _)) if row[rt].is_null() => Err(rt),
-                _ => Ok(()),
-            });
-            self.physical = physical;
-            r.map_err(|rt| {
-                let name = self.table.columns[rt].0.clone();
-                self.bad(Some(&name), "the time attribute is NULL".into())
-            })
+        self.emit(meta, out)
+    }
+
+    /// A raw value: the one physical STRING column holds the whole text.
+    pub(crate) fn parse_raw(&mut self, text: &[u8], meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
+        let text = std::str::from_utf8(text).map_err(|e| bad_row(None, format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1)))?;
+        self.physical.clear();
+        self.physical.push(Value::Str(Arc::from(text)));
+        self.emit(meta, out)
+    }
+
+    fn emit(&mut self, meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
+        let rowtime = self.table.rowtime;
+        let (table, post) = (self.table.clone(), self.post.clone());
+        let r = emit_row_with(&table, &post, &mut self.physical, &mut self.wide, meta, out, |row| match rowtime {
+            Some((rt, _)) if row[rt].is_null() => Err(rt),
+            _ => Ok(()),
         });
-        match res {
-            Ok(()) => Ok(()),
-            Err(e) => match self.policy {
-                ErrorPolicy::Skip => {
-                    OperatorMetrics::add(&self.metrics.bad_records, 1);
-                    Ok(())
-                }
-                _ => Err(e),
-            },
-        }
+        r.map_err(|rt| bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"))
     }
+}
 
-    fn parse_csv(&mut self, line: &[u8]) -> Result<()> {
+impl RowParser {
+    fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadRow> {
         // Split into fields (RFC 4180 quotes), remembering byte ranges; quoted fields with
         // doubled quotes are unescaped on demand.
         self.fields.clear();
@@ -202,7 +220,7 @@ impl RowFileReader {
                 i += 1;
                 loop {
                     if i >= n {
-                        return Err(self.bad(None, "unterminated quoted field".into()));
+                        return Err(bad_row(None, "unterminated quoted field"));
                     }
                     if line[i] == b'"' {
                         if i + 1 < n && line[i + 1] == b'"' {
@@ -215,7 +233,7 @@ impl RowFileReader {
                     i += 1;
                 }
                 if i < n && line[i] != b',' {
-                    return Err(self.bad(None, "text after a closing quote".into()));
+                    return Err(bad_row(None, "text after a closing quote"));
                 }
             } else {
                 while i < n && line[i] != b',' {
@@ -235,7 +253,10 @@ impl RowFileReader {
         let _ = quoted_any;
         let phys = &self.table.physical;
         if self.fields.len() != phys.len() {
-            return Err(self.bad(None, format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len())));
+            return Err(bad_row(
+                None,
+                format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len()),
+            ));
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
@@ -262,18 +283,18 @@ impl RowFileReader {
                 raw.into()
             };
             let Ok(text) = std::str::from_utf8(&text) else {
-                return Err(self.bad(Some(name), "not UTF-8".into()));
+                return Err(bad_row(Some(name), "not UTF-8"));
             };
-            let v = parse_field(text, *ty).map_err(|m| self.bad(Some(name), m))?;
+            let v = parse_field(text, *ty).map_err(|m| bad_row(Some(name), m))?;
             self.physical.push(v);
         }
         Ok(())
     }
 
-    fn parse_json(&mut self, line: &[u8]) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| self.bad(None, format!("not JSON: {e}")))?;
+    fn parse_json(&mut self, line: &[u8]) -> Result<(), BadRow> {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| bad_row(None, format!("not JSON: {e}")))?;
         let serde_json::Value::Object(map) = v else {
-            return Err(self.bad(None, "not a JSON object".into()));
+            return Err(bad_row(None, "not a JSON object"));
         };
         self.physical.clear();
         let table = self.table.clone();
@@ -289,13 +310,47 @@ impl RowFileReader {
             });
             let val = match found {
                 None | Some(serde_json::Value::Null) => Value::Null,
-                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| self.bad(Some(name), m))?,
+                Some(serde_json::Value::String(s)) => parse_field(s, *ty).map_err(|m| bad_row(Some(name), m))?,
                 Some(serde_json::Value::Bool(b)) if *ty == SqlType::Boolean => Value::Bool(*b),
-                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| self.bad(Some(name), m))?,
+                Some(other) => parse_field(&other.to_string(), *ty).map_err(|m| bad_row(Some(name), m))?,
             };
             self.physical.push(val);
         }
         Ok(())
+    }
+}
+
+impl RowFileReader {
+    fn bad(&self, field: Option<&str>, message: String) -> WeirError {
+        WeirError::BadRecord {
+            file: self.path.display().to_string(),
+            line: self.line_no,
+            field: field.map(str::to_string),
+            message,
+        }
+    }
+
+    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
+    fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
+        self.line_no += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(());
+        }
+        let res = self
+            .parser
+            .parse(self.format, line, None, out)
+            .map_err(|b| self.bad(b.field.as_deref(), b.message));
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => match self.policy {
+                ErrorPolicy::Skip => {
+                    OperatorMetrics::add(&self.metrics.bad_records, 1);
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// Read the next chunk into `pending`; returns the number of bytes read (0 at end).
@@ -349,6 +404,19 @@ pub fn emit_row<E>(
     out: &mut Vec<Row>,
     check: impl FnOnce(&Row) -> Result<(), E>,
 ) -> Result<(), E> {
+    emit_row_with(table, post, physical, wide, None, out, check)
+}
+
+/// [`emit_row`] with the message metadata of a Kafka record for `METADATA` columns.
+pub fn emit_row_with<E>(
+    table: &TableDef,
+    post: &ScanPost,
+    physical: &mut Row,
+    wide: &mut Row,
+    meta: Option<&RowMetadata<'_>>,
+    out: &mut Vec<Row>,
+    check: impl FnOnce(&Row) -> Result<(), E>,
+) -> Result<(), E> {
     let identity = super::nexmark::is_identity_layout(&table.layout, physical.len());
     if !identity {
         wide.clear();
@@ -360,6 +428,18 @@ pub fn emit_row<E>(
             wide.push(match c {
                 ColumnSource::Physical(i) => physical[*i].clone(),
                 ColumnSource::Computed(e) => e.eval(physical),
+                ColumnSource::Metadata(key) => match meta {
+                    None => Value::Null,
+                    Some(m) => match key {
+                        MetadataKey::Timestamp => match table.columns[k].1 {
+                            SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
+                            _ => Value::TimestampLtz(m.timestamp),
+                        },
+                        MetadataKey::Partition => Value::Int(m.partition as i64),
+                        MetadataKey::Offset => Value::Int(m.offset),
+                        MetadataKey::Topic => Value::Str(m.topic.clone()),
+                    },
+                },
             });
         }
     }
@@ -397,6 +477,7 @@ pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
                     *x = true;
                 }
             }),
+            ColumnSource::Metadata(_) => {}
         }
     }
     out
@@ -516,5 +597,54 @@ impl SplitReader<Row> for RowFileReader {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+/// A Kafka table's messages as rows (the value parsed by the table's format, metadata columns
+/// from the message, only the `needed` physical columns parsed, `post` fused); bad values
+/// follow the engine's bad-record policy like any Kafka source.
+pub fn kafka_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<crate::source::kafka::KafkaSource<Row>, SqlError> {
+    let Connector::Kafka(k) = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not a kafka table", table.name)));
+    };
+    let (t, format) = (table.clone(), k.format);
+    let (needed, post): (Arc<[bool]>, Arc<ScanPost>) = (needed.into(), Arc::new(post));
+    let factory: crate::source::kafka::DecoderFactory<Row> = Arc::new(move || {
+        Box::new(RowDecoder {
+            parser: RowParser::new(t.clone(), needed.clone(), post.clone()),
+            format,
+        })
+    });
+    crate::source::kafka::KafkaSource::new(k.source.clone(), factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
+}
+
+/// Decodes one Kafka message into a row.
+struct RowDecoder {
+    parser: RowParser,
+    format: super::plan::KafkaFormat,
+}
+
+impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
+    fn decode(&mut self, msg: &crate::source::kafka::MessageView<'_>, out: &mut Vec<Row>) -> Result<(), crate::source::file::BadLine> {
+        use super::plan::KafkaFormat;
+        let Some(value) = msg.value else { return Ok(()) };
+        let value = value.strip_suffix(b"\n").unwrap_or(value);
+        let value = value.strip_suffix(b"\r").unwrap_or(value);
+        let meta = RowMetadata {
+            timestamp: msg.timestamp,
+            partition: msg.partition,
+            offset: msg.offset,
+            topic: msg.topic,
+        };
+        let res = match self.format {
+            KafkaFormat::Raw => self.parser.parse_raw(value, Some(&meta), out),
+            _ if value.iter().all(u8::is_ascii_whitespace) => return Ok(()),
+            KafkaFormat::Csv => self.parser.parse(Format::Csv, value, Some(&meta), out),
+            KafkaFormat::Json => self.parser.parse(Format::Json, value, Some(&meta), out),
+        };
+        res.map_err(|b| crate::source::file::BadLine {
+            field: b.field,
+            message: b.message,
+        })
     }
 }

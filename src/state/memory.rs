@@ -163,15 +163,6 @@ impl<Q: Hash + Eq + Clone, E> TtlTable<Q, E> {
         self.slots.0.get(q).map(|s| &s.value)
     }
 
-    /// Replace the value of `q`.
-    pub fn put(&mut self, q: &Q, value: E) {
-        let mut value = Some(value);
-        let slot = self.write(q, || value.take().expect("created once"));
-        if let Some(v) = value {
-            *slot = v;
-        }
-    }
-
     /// Remove `q`; returns its value if it was visible.
     pub fn remove(&mut self, q: &Q) -> Option<E> {
         self.maintain();
@@ -179,6 +170,33 @@ impl<Q: Hash + Eq + Clone, E> TtlTable<Q, E> {
         let removed = self.slots.0.remove(q);
         self.sync_gauge();
         removed.filter(|s| !s.expiry.is_expired(now)).map(|s| s.value)
+    }
+
+    /// Visit every visible entry with its expiry (`Timestamp::MAX`: none), in no order; no
+    /// cleanup, no renewal (for snapshots).
+    pub fn for_each_visible(&self, mut f: impl FnMut(&Q, &E, Timestamp)) {
+        let now = self.clock.now();
+        for (q, s) in &self.slots.0 {
+            if !s.expiry.is_expired(now) {
+                f(q, &s.value, s.expiry.expires_at);
+            }
+        }
+    }
+
+    /// Insert a restored entry expiring at `expires_at` (ignored if already expired).
+    pub fn restore(&mut self, q: Q, value: E, expires_at: Timestamp) {
+        if expires_at <= self.clock.now() {
+            return;
+        }
+        let expiry = match self.ttl {
+            Some(_) if expires_at != Timestamp::MAX => Expiry {
+                expires_at,
+                queued_at: self.queue.push(expires_at, q.clone()),
+            },
+            _ => NO_EXPIRY,
+        };
+        self.slots.0.insert(q, Slot { value, expiry });
+        self.sync_gauge();
     }
 }
 
@@ -358,6 +376,37 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
         self.maintain();
         if let Some(m) = self.maps.maps.remove(k) {
             self.maps.entries -= m.len();
+        }
+        self.sync_gauge();
+    }
+
+    /// Visit every visible entry with its expiry, in no order; no cleanup, no renewal.
+    pub fn for_each_visible(&self, mut f: impl FnMut(&K, &UK, &UV, Timestamp)) {
+        let now = self.clock.now();
+        for (k, m) in &self.maps.maps {
+            for (uk, s) in m {
+                if !s.expiry.is_expired(now) {
+                    f(k, uk, &s.value, s.expiry.expires_at);
+                }
+            }
+        }
+    }
+
+    /// Insert a restored entry expiring at `expires_at` (ignored if already expired).
+    pub fn restore(&mut self, k: K, uk: UK, value: UV, expires_at: Timestamp) {
+        if expires_at <= self.clock.now() {
+            return;
+        }
+        let expiry = match self.ttl {
+            Some(_) if expires_at != Timestamp::MAX => Expiry {
+                expires_at,
+                queued_at: self.queue.push(expires_at, (k.clone(), uk.clone())),
+            },
+            _ => NO_EXPIRY,
+        };
+        let m = self.maps.maps.entry(k).or_default();
+        if m.insert(uk, Slot { value, expiry }).is_none() {
+            self.maps.entries += 1;
         }
         self.sync_gauge();
     }

@@ -16,7 +16,7 @@ pub mod session;
 use serde::Serialize;
 
 use crate::checkpoint::runtime::TaskSnapshot;
-use crate::checkpoint::snapshot::{decode, encode, KeyedRestore, KeyedSnapshot};
+use crate::checkpoint::snapshot::{encode, KeyedRestore, KeyedSnapshot};
 use crate::error::Result;
 use crate::key::KeyGroups;
 use crate::shard::BuildCtx;
@@ -275,22 +275,7 @@ impl<W> WindowDriver<W> {
     {
         if let Some(restore) = ctx.restore() {
             core.restore(&restore.keyed_for(name, &ctx.groups, ctx.shard))?;
-            // The watermark this shard's instance had (same shard count), else the lowest of
-            // all old instances: never judge a record late that the old run would have taken.
-            let states = restore.operator_state(name);
-            let own = (restore.old_shards == ctx.shards)
-                .then(|| states.iter().find(|(s, _)| *s == ctx.shard))
-                .flatten();
-            let wm = match own {
-                Some((_, bytes)) => Some(decode::<Timestamp>(bytes, "window watermark")?),
-                None => states
-                    .iter()
-                    .map(|(_, b)| decode::<Timestamp>(b, "window watermark"))
-                    .collect::<Result<Vec<_>>>()?
-                    .into_iter()
-                    .min(),
-            };
-            if let Some(wm) = wm {
+            if let Some(wm) = crate::checkpoint::runtime::restored_watermark(restore, name, ctx.shard, ctx.shards)? {
                 core.restore_watermark(wm);
             }
         }

@@ -1,0 +1,176 @@
+//! Checkpoint figures for large keyed state: a keyed process function keeps a `value_bytes`
+//! payload per key in value state (`keys` keys, ≈ keys × value_bytes of state), fed round-robin
+//! over the keys as fast as the engine goes, checkpointing every `interval_ms`. Reports the
+//! checkpoint durations (p50/p99), the longest synchronous snapshot of any task (the data path's
+//! stall), the longest barrier alignment, the checkpoint size, and the time to recover (a second
+//! run restoring the last checkpoint: read it and rebuild the state).
+//!
+//! `cargo run --release -p weir-bench --bin checkpoint -- --keys 8000000 --value-bytes 100`
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use futures::future::LocalBoxFuture;
+use weir::checkpoint::snapshot::{decode, encode};
+use weir::prelude::*;
+use weir::shard::BuildCtx;
+use weir::source::{ReadStatus, Source, SplitReader};
+use weir::state::StateBackendKind;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 8_000_000)]
+    keys: u64,
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Passes over all keys (the first builds the state, later ones overwrite it).
+    #[arg(long, default_value_t = 3)]
+    rounds: u64,
+    #[arg(long, default_value_t = 2_000)]
+    interval_ms: u64,
+    #[arg(long, default_value_t = 2)]
+    cores: usize,
+    /// memory or lsm
+    #[arg(long, default_value = "memory")]
+    backend: String,
+    #[arg(long, default_value = "target/bench-checkpoint")]
+    dir: PathBuf,
+}
+
+/// Records `(key, sequence)` for keys `0..keys`, `rounds` times, split by `key % splits`.
+#[derive(Clone)]
+struct KeySweep {
+    keys: u64,
+    rounds: u64,
+    splits: usize,
+}
+
+struct SweepReader {
+    next: u64,
+    end: u64,
+    step: u64,
+    keys: u64,
+}
+
+impl Source<(u64, u64)> for KeySweep {
+    fn name(&self) -> String {
+        "key-sweep".into()
+    }
+    fn split_count(&self, _shards: usize) -> Result<usize> {
+        Ok(self.splits)
+    }
+    fn reader(&self, split: usize, _ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<(u64, u64)>>> {
+        Ok(Box::new(SweepReader {
+            next: split as u64,
+            end: self.keys * self.rounds,
+            step: self.splits as u64,
+            keys: self.keys,
+        }))
+    }
+}
+
+impl SplitReader<(u64, u64)> for SweepReader {
+    fn read<'a>(&'a mut self, out: &'a mut Vec<(u64, u64)>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
+        for _ in 0..max {
+            if self.next >= self.end {
+                break;
+            }
+            out.push((self.next % self.keys, self.next));
+            self.next += self.step;
+        }
+        let status = if self.next >= self.end { ReadStatus::Exhausted } else { ReadStatus::More };
+        Box::pin(async move { Ok(status) })
+    }
+    fn describe(&self) -> String {
+        format!("key sweep from {}", self.next)
+    }
+    fn position(&self) -> Result<Vec<u8>> {
+        Ok(encode(&self.next))
+    }
+    fn seek(&mut self, position: &[u8]) -> Result<()> {
+        self.next = decode(position, "key sweep position")?;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct KeepPayload {
+    value_bytes: usize,
+    state: Option<weir::state::ValueState<u64, Vec<u8>>>,
+}
+
+impl KeyedProcessFunction<u64, (u64, u64)> for KeepPayload {
+    type Out = u64;
+    fn open(&mut self, state: &weir::state::StateContext<u64>) {
+        self.state = Some(state.value("payload", None));
+    }
+    fn process(&mut self, key: &u64, record: (u64, u64), _ctx: &mut ProcessContext<'_, u64, u64>) {
+        let mut payload = vec![(record.1 & 0xff) as u8; self.value_bytes];
+        payload[..8].copy_from_slice(&record.1.to_le_bytes());
+        self.state.as_mut().expect("opened").update(key, payload);
+    }
+}
+
+fn job(args: &Args, restore: Option<PathBuf>) -> JobReport {
+    let backend = match args.backend.as_str() {
+        "lsm" => StateBackendKind::Lsm,
+        _ => StateBackendKind::Memory,
+    };
+    let env = StreamEnv::new(EngineConfig {
+        cores: args.cores,
+        pin_cores: false,
+        checkpoint_interval_ms: args.interval_ms,
+        checkpoint_dir: Some(args.dir.join("checkpoints")),
+        checkpoints_retained: 2,
+        restart_attempts: 0,
+        restore_from: restore,
+        state_backend: backend,
+        state_dir: Some(args.dir.join("state")),
+        ..Default::default()
+    });
+    env.source(KeySweep {
+        keys: args.keys,
+        rounds: args.rounds,
+        splits: args.cores,
+    })
+    .without_event_time()
+    .key_by(|r: &(u64, u64)| r.0)
+    .process(KeepPayload {
+        value_bytes: args.value_bytes,
+        state: None,
+    })
+    .sink(BlackholeSink);
+    env.execute().expect("benchmark job")
+}
+
+fn main() {
+    let args = Args::parse();
+    let _ = std::fs::remove_dir_all(&args.dir);
+    let report = job(&args, None);
+    let c = &report.checkpoints;
+    let mid = c.durations_ms.len().saturating_sub(1); // the last one is the final (empty-state) checkpoint
+    let mut durations = c.durations_ms[..mid].to_vec();
+    durations.sort_unstable();
+    let pct = |q: f64| durations.get(((durations.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+    // Recovery: restore the newest retained mid-run checkpoint (keep it: the final one is empty).
+    let store = weir::checkpoint::files::CheckpointStore::new(args.dir.join("checkpoints"));
+    let mut dirs: Vec<_> = std::fs::read_dir(&store.root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("_metadata").exists())
+        .collect();
+    dirs.sort_by_key(|p| p.file_name().unwrap().to_string_lossy().trim_start_matches("chk-").parse::<u64>().unwrap_or(0));
+    let full = dirs.iter().rev().find(|d| !weir::checkpoint::files::read_meta(d).unwrap().finished).cloned();
+    let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes);
+    let recovery = full.map(|d| job(&args, Some(d)));
+    let out = serde_json::json!({
+        "keys": args.keys, "value_bytes": args.value_bytes, "backend": args.backend, "cores": args.cores,
+        "records_per_s": (args.keys * args.rounds) as f64 / report.elapsed.as_secs_f64(),
+        "checkpoints": durations.len(), "duration_p50_ms": pct(0.5), "duration_p99_ms": pct(0.99),
+        "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
+        "checkpoint_bytes": state_bytes, "aborted": c.aborted,
+        "recovery_startup_ms": recovery.as_ref().map(|r| r.startup_ms),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}

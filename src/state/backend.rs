@@ -1,0 +1,185 @@
+//! Choosing the keyed-state backend of a job: [`StateBackendKind`] (configuration:
+//! `state_backend = "memory" | "lsm"`, Flink's `hashmap` / `rocksdb` accepted) and
+//! [`StateBackend`], the per-operator-instance handle a `StateContext` is built on.
+//!
+//! For `lsm`, [`StateBackend::for_operator`] places the operator instance's store in
+//! `state_dir/<operator>/shard-<n>` (or, without `state_dir`, in a fresh directory under the
+//! system temp dir that is removed when the job ends) and registers the backend's
+//! [`StateFlusher`] with the segment, which opens the store at task start.
+//!
+//! Invariant: one backend (and so one store) per keyed operator instance per shard.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use weir_storage::{CheckpointInfo, StoreConfig};
+
+use super::lsm::{LsmOptions, LsmShared, LsmStats, StateFlusher};
+use crate::config::EngineConfig;
+use crate::error::{Result, WeirError};
+use crate::key::{KeyGroups, DEFAULT_MAX_KEY_GROUPS};
+use crate::shard::BuildCtx;
+
+/// Which keyed-state backend a job uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackendKind {
+    /// Hash tables in memory (Flink's `hashmap`): fastest; state must fit in memory.
+    #[default]
+    #[serde(alias = "hashmap")]
+    Memory,
+    /// The `weir-storage` LSM store with a bounded cache (Flink's `rocksdb`): state larger
+    /// than memory, incremental checkpoints.
+    #[serde(alias = "rocksdb")]
+    Lsm,
+}
+
+impl std::str::FromStr for StateBackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "memory" | "hashmap" | "heap" => Ok(StateBackendKind::Memory),
+            "lsm" | "rocksdb" => Ok(StateBackendKind::Lsm),
+            other => Err(format!("unknown state backend `{other}`: use memory (Flink: hashmap) or lsm (Flink: rocksdb)")),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum BackendImpl {
+    Memory,
+    Lsm(Rc<LsmShared>),
+}
+
+/// The keyed-state backend of one operator instance (cheap to clone: clones share the store).
+#[derive(Clone)]
+pub struct StateBackend {
+    pub(crate) imp: BackendImpl,
+    pub(crate) key_groups: KeyGroups,
+}
+
+static EPHEMERAL_DIRS: AtomicU64 = AtomicU64::new(0);
+
+impl StateBackend {
+    /// The memory backend with `key_groups` (used to cut snapshots by key group).
+    pub fn memory(key_groups: KeyGroups) -> Self {
+        Self {
+            imp: BackendImpl::Memory,
+            key_groups,
+        }
+    }
+
+    /// The LSM backend; register the returned flusher with the operator's segment (its
+    /// `connect` opens the store; until then no state may be read or written).
+    pub fn lsm(options: LsmOptions, key_groups: KeyGroups) -> (Self, StateFlusher) {
+        let shared = LsmShared::new(options, key_groups);
+        let flusher = StateFlusher::new(shared.clone());
+        (
+            Self {
+                imp: BackendImpl::Lsm(shared),
+                key_groups,
+            },
+            flusher,
+        )
+    }
+
+    /// The backend the job's configuration asks for, for operator `operator` on the shard being
+    /// built (registers the LSM flusher with the segment).
+    pub fn for_operator(ctx: &mut BuildCtx<'_>, operator: &str) -> Result<Self> {
+        match ctx.config.state_backend {
+            StateBackendKind::Memory => Ok(Self::memory(ctx.groups)),
+            StateBackendKind::Lsm => {
+                let options = lsm_options(ctx.config, operator, ctx.shard)?;
+                let (backend, flusher) = Self::lsm(options, ctx.groups);
+                ctx.add_flusher(Box::new(flusher));
+                Ok(backend)
+            }
+        }
+    }
+
+    pub fn kind(&self) -> StateBackendKind {
+        match self.imp {
+            BackendImpl::Memory => StateBackendKind::Memory,
+            BackendImpl::Lsm(_) => StateBackendKind::Lsm,
+        }
+    }
+
+    pub fn key_groups(&self) -> KeyGroups {
+        self.key_groups
+    }
+
+    /// Cache and store figures (LSM only).
+    pub fn lsm_stats(&self) -> Option<LsmStats> {
+        match &self.imp {
+            BackendImpl::Memory => None,
+            BackendImpl::Lsm(s) => Some(s.stats()),
+        }
+    }
+
+    /// LSM: take the store's incremental checkpoint `epoch` after writing back the dirty cache
+    /// (what the flusher's `pre_commit` does). Memory: nothing to do (`None`).
+    pub async fn checkpoint(&self, epoch: u64) -> Result<Option<CheckpointInfo>> {
+        match &self.imp {
+            BackendImpl::Memory => Ok(None),
+            BackendImpl::Lsm(s) => s.checkpoint(epoch).await.map(Some),
+        }
+    }
+
+    /// LSM: when the flusher connects, roll the store in this operator's directory back to its
+    /// checkpoint `epoch` instead of starting empty. Call while the job is built.
+    pub fn restore_checkpoint(&self, epoch: u64) -> Result<()> {
+        match &self.imp {
+            BackendImpl::Memory => Err(WeirError::State("the memory state backend has no store checkpoints to restore".into())),
+            BackendImpl::Lsm(s) => {
+                s.restore_checkpoint_at_connect(epoch);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Default for StateBackend {
+    fn default() -> Self {
+        Self::memory(KeyGroups::new(DEFAULT_MAX_KEY_GROUPS, 1))
+    }
+}
+
+/// Store settings of a state store from the engine configuration.
+pub fn store_config(config: &EngineConfig) -> StoreConfig {
+    let memtable = config.state_store_memtable_bytes;
+    StoreConfig {
+        memtable_budget_bytes: memtable,
+        memtable_stall_bytes: memtable * 3,
+        wal_max_pending_bytes: memtable.max(1 << 20),
+        block_cache_bytes: config.state_store_block_cache_bytes,
+        ..StoreConfig::default()
+    }
+}
+
+/// The LSM options of operator `operator` on `shard`.
+pub fn lsm_options(config: &EngineConfig, operator: &str, shard: usize) -> Result<LsmOptions> {
+    let safe: String = operator
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_#.".contains(c) { c } else { '_' })
+        .collect();
+    let (dir, ephemeral) = match &config.state_dir {
+        Some(root) => (root.join(&safe).join(format!("shard-{shard}")), false),
+        None => {
+            let n = EPHEMERAL_DIRS.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("weir-state-{}-{n}-{safe}-shard-{shard}", std::process::id()));
+            (dir, true)
+        }
+    };
+    let store = store_config(config);
+    store.validate().map_err(|e| WeirError::Config(format!("state store settings: {e}")))?;
+    Ok(LsmOptions {
+        operator: operator.to_string(),
+        shard,
+        dir,
+        ephemeral,
+        cache_bytes: config.state_cache_bytes,
+        maintain_step_bytes: config.state_maintain_step_bytes,
+        store,
+    })
+}

@@ -1,0 +1,342 @@
+//! Backend equivalence and snapshot tests: seeded random operations on every state type give
+//! the same answers on the memory backend and on the LSM backend (large cache, and a cache so
+//! small that most reads go to the store); snapshots restore into identical state on any
+//! backend and any shard count; the LSM store's native checkpoint restores.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::checkpoint::snapshot::KeyedRestore;
+use crate::key::KeyGroups;
+use crate::operator::aggregate::Count;
+use crate::shard::Flusher;
+use crate::testing::{run_local, StateHarness};
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Every state type, with and without TTL.
+struct States {
+    name: ValueState<u64, String>,
+    total: ValueState<u64, u64>,
+    recent: ListState<u64, u32>,
+    buckets: MapState<u64, u32, Vec<u8>>,
+    count: AggregatingState<u64, u64, Count>,
+}
+
+impl States {
+    fn open(ctx: &StateContext<u64>) -> Self {
+        States {
+            name: ctx.value("name", Some(StateTtl::new(500, TtlUpdate::OnCreateAndWrite))),
+            total: ctx.value("total", None),
+            recent: ctx.list("recent", Some(StateTtl::new(300, TtlUpdate::OnReadAndWrite))),
+            buckets: ctx.map("buckets", Some(StateTtl::new(400, TtlUpdate::OnCreateAndWrite))),
+            count: ctx.aggregating("count", Count, Some(StateTtl::new(700, TtlUpdate::OnReadAndWrite))),
+        }
+    }
+
+    /// Everything visible for `key` (reads renew `OnReadAndWrite` entries, on every backend alike).
+    fn dump(&mut self, key: u64) -> String {
+        let mut map = Vec::new();
+        self.buckets.for_each(&key, |uk, v| map.push((*uk, v.clone())));
+        map.sort();
+        format!(
+            "{key}: {:?} {:?} {:?} {map:?} {:?}",
+            self.name.value(&key),
+            self.total.value(&key),
+            self.recent.get(&key).collect::<Vec<_>>(),
+            self.count.get(&key)
+        )
+    }
+}
+
+/// One random operation; returns what it observed.
+fn step(s: &mut States, clock: &StateClock, rng: &mut Rng, keys: u64) -> String {
+    let k = rng.below(keys);
+    let uk = rng.below(12) as u32;
+    match rng.below(20) {
+        0 => {
+            s.name.update(&k, format!("n{}", rng.below(1000)));
+            String::new()
+        }
+        1 => {
+            let c = (b'a' + rng.below(26) as u8) as char;
+            s.name.update_with(&k, String::new, |n| {
+                n.push(c);
+                n.len().to_string()
+            })
+        }
+        2 => format!("{:?}", s.name.value(&k)),
+        3 => format!("{:?}", s.name.clear(&k)),
+        4 => {
+            let d = rng.below(10);
+            s.total.update_with(
+                &k,
+                || 0,
+                |t| {
+                    *t += d;
+                    *t
+                },
+            );
+            format!("{:?}", s.total.value(&k))
+        }
+        5 => format!("{:?}", s.total.clear(&k)),
+        6 | 7 => {
+            s.recent.add(&k, rng.below(100) as u32);
+            String::new()
+        }
+        8 => format!("{:?}", s.recent.get(&k).collect::<Vec<_>>()),
+        9 => {
+            let n = rng.below(4) as u32;
+            s.recent.update(&k, (0..n).collect());
+            String::new()
+        }
+        10 => {
+            s.recent.clear(&k);
+            String::new()
+        }
+        11 | 12 => {
+            s.buckets.put(&k, uk, vec![uk as u8; rng.below(20) as usize]);
+            String::new()
+        }
+        13 => {
+            let got = format!("{:?}", s.buckets.get(&k, &uk));
+            format!("{got} {}", s.buckets.contains(&k, &(uk + 1)))
+        }
+        14 => format!("{:?}", s.buckets.remove(&k, &uk)),
+        15 => {
+            if rng.below(8) == 0 {
+                s.buckets.clear(&k);
+            }
+            s.dump(k)
+        }
+        16 => {
+            s.count.add(&k, &k);
+            String::new()
+        }
+        17 => format!("{:?}", s.count.get(&k)),
+        18 => {
+            s.count.clear(&k);
+            String::new()
+        }
+        _ => {
+            clock.set(clock.now() + rng.below(40) as i64);
+            format!("total entries {}", s.total.entries())
+        }
+    }
+}
+
+/// Run `ops` seeded operations; returns the observations and (LSM) the backend figures.
+fn run_ops(kind: StateBackendKind, cache: usize, seed: u64, ops: usize, keys: u64) -> (Vec<String>, Option<LsmStats>) {
+    run_local(async move {
+        let mut h = StateHarness::<u64>::new(kind, cache, 1_000);
+        let mut s = States::open(&h.ctx);
+        h.connect().await;
+        let mut rng = Rng(seed);
+        let mut log = Vec::with_capacity(ops + keys as usize);
+        for i in 0..ops {
+            log.push(step(&mut s, &h.clock, &mut rng, keys));
+            if i % 97 == 0 {
+                h.pump().await;
+            }
+        }
+        for k in 0..keys {
+            log.push(s.dump(k));
+        }
+        (log, h.lsm_stats())
+    })
+}
+
+#[test]
+fn random_operations_agree_on_every_backend() {
+    for seed in [1u64, 2, 3] {
+        let (reference, _) = run_ops(StateBackendKind::Memory, 0, seed, 6_000, 150);
+        let (large, stats) = run_ops(StateBackendKind::Lsm, 64 << 20, seed, 6_000, 150);
+        assert_eq!(stats.expect("lsm").evictions, 0, "a large cache never evicts");
+        first_difference(&reference, &large, "lsm, large cache", seed);
+        let (tiny, stats) = run_ops(StateBackendKind::Lsm, 4096, seed, 6_000, 150);
+        let stats = stats.expect("lsm");
+        assert!(
+            stats.evictions > 1_000 && stats.cache_misses > 1_000,
+            "the tiny cache evicts and misses: {stats:?}"
+        );
+        assert!(stats.cache_bytes < 4096 + 4096, "the cache stays near its budget: {stats:?}");
+        assert!(stats.store_segment_bytes > 0, "memtables were flushed to segments: {stats:?}");
+        first_difference(&reference, &tiny, "lsm, tiny cache", seed);
+    }
+}
+
+fn first_difference(reference: &[String], other: &[String], what: &str, seed: u64) {
+    assert_eq!(reference.len(), other.len());
+    if let Some(i) = (0..reference.len()).find(|&i| reference[i] != other[i]) {
+        panic!("seed {seed}, {what}: observation {i} differs\n memory: {}\n {what}: {}", reference[i], other[i]);
+    }
+}
+
+/// Entries written under `kind` on `shards` shards (each key on the shard owning its key
+/// group), snapshotted; then restored on `to_shards` shards of backend `to_kind`: every key
+/// reads back the same, and TTL expiries carried over.
+fn snapshot_round_trip(kind: StateBackendKind, shards: u32, to_kind: StateBackendKind, to_shards: u32) {
+    const KEYS: u64 = 200;
+    const GROUPS: u32 = 64;
+    let (expected, sections) = run_local(async move {
+        let mut expected = BTreeMap::new();
+        let mut sections: Vec<(u32, Vec<u8>)> = Vec::new();
+        for shard in 0..shards {
+            let groups = KeyGroups::new(GROUPS, shards);
+            let mut h = StateHarness::<u64>::with_groups(kind, 4096, 1_000, groups, None);
+            let mut s = States::open(&h.ctx);
+            h.connect().await;
+            let mut rng = Rng(7 + shard as u64);
+            let mine = |k: &u64| groups.shard_of_hash(k.stable_hash()) == shard;
+            for _ in 0..3_000 {
+                let k = rng.below(KEYS);
+                if !mine(&k) {
+                    continue;
+                }
+                match rng.below(5) {
+                    0 => s.name.update(&k, format!("n{k}")),
+                    1 => s.total.update(&k, k * 3),
+                    2 => s.recent.add(&k, rng.below(50) as u32),
+                    3 => s.buckets.put(&k, rng.below(6) as u32, vec![k as u8]),
+                    _ => s.count.add(&k, &k),
+                }
+            }
+            h.pump().await;
+            let mut snap = KeyedSnapshot::default();
+            h.ctx.snapshot(&mut snap).unwrap();
+            assert!(snap.groups.keys().all(|g| groups.shard_of_group(*g) == shard), "only own key groups");
+            // The snapshot does not change what is visible.
+            for k in (0..KEYS).filter(mine) {
+                expected.insert(k, s.dump(k));
+            }
+            sections.extend(snap.groups);
+        }
+        (expected, sections)
+    });
+    let restored = run_local(async move {
+        let mut restored = BTreeMap::new();
+        for shard in 0..to_shards {
+            let groups = KeyGroups::new(GROUPS, to_shards);
+            let mut h = StateHarness::<u64>::with_groups(to_kind, 4096, 1_000, groups, None);
+            let mut s = States::open(&h.ctx);
+            let restore = KeyedRestore {
+                operator: "process".into(),
+                groups: sections.iter().filter(|(g, _)| groups.shard_of_group(*g) == shard).cloned().collect(),
+            };
+            h.ctx.restore(&restore).unwrap();
+            h.connect().await;
+            for k in (0..KEYS).filter(|k| groups.shard_of_hash(k.stable_hash()) == shard) {
+                restored.insert(k, s.dump(k));
+            }
+            // Expiries carried over: at 1_000 + 700 every TTL'd entry written before 1_000 expired
+            // (the untimed `total` stays).
+            h.clock.set(1_700);
+            for k in (0..KEYS).filter(|k| groups.shard_of_hash(k.stable_hash()) == shard) {
+                let left = s.dump(k);
+                let total = format!("{:?}", s.total.value(&k));
+                assert_eq!(left, format!("{k}: None {total} [] [] None"), "{k} after expiry");
+            }
+        }
+        restored
+    });
+    assert_eq!(expected, restored, "{kind:?} x{shards} -> {to_kind:?} x{to_shards}");
+}
+
+#[test]
+fn snapshots_restore_identical_state_on_any_backend_and_shard_count() {
+    use StateBackendKind::{Lsm, Memory};
+    for (from, to) in [(Memory, Memory), (Lsm, Lsm), (Memory, Lsm), (Lsm, Memory)] {
+        for shards in 1..=4 {
+            for to_shards in 1..=4 {
+                snapshot_round_trip(from, shards, to, to_shards);
+            }
+        }
+    }
+}
+
+#[test]
+fn lsm_native_checkpoint_restores_the_checkpointed_state() {
+    let dir = std::env::temp_dir().join(format!("weir-state-native-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let groups = KeyGroups::new(128, 1);
+    let d = dir.clone();
+    let at_checkpoint = run_local(async move {
+        let mut h = StateHarness::<u64>::with_groups(StateBackendKind::Lsm, 4096, 1_000, groups, Some(d));
+        let mut s = States::open(&h.ctx);
+        h.connect().await;
+        let mut rng = Rng(11);
+        for _ in 0..4_000 {
+            step(&mut s, &h.clock, &mut rng, 100);
+        }
+        h.pump().await;
+        h.pre_commit(1).await;
+        let now = h.clock.now();
+        let counts = h.ctx.entry_counts();
+        let dumps: Vec<String> = (0..100).map(|k| s.dump(k)).collect();
+        // Changes after the checkpoint are discarded by the restore.
+        for k in 0..100 {
+            s.total.update(&k, 999);
+            s.buckets.clear(&k);
+        }
+        h.pump().await;
+        h.close().await;
+        (dumps, counts, now)
+    });
+    let d = dir.clone();
+    let restored = run_local(async {
+        let mut h = StateHarness::<u64>::with_groups(StateBackendKind::Lsm, 4096, at_checkpoint.2, groups, Some(d));
+        let mut s = States::open(&h.ctx);
+        h.ctx.backend().restore_checkpoint(1).unwrap();
+        h.connect().await;
+        let counts = h.ctx.entry_counts();
+        ((0..100).map(|k| s.dump(k)).collect::<Vec<_>>(), counts)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    // The restored store reads at the checkpoint's processing time, like the dumps taken right
+    // after the checkpoint (their renewals of `OnReadAndWrite` entries change no visibility).
+    assert_eq!(at_checkpoint.0, restored.0);
+    assert_eq!(at_checkpoint.1, restored.1, "entry counts are restored with the store");
+}
+
+#[test]
+fn a_fresh_lsm_backend_does_not_see_an_earlier_run_in_its_directory() {
+    let dir = std::env::temp_dir().join(format!("weir-state-fresh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let groups = KeyGroups::new(128, 1);
+    for run in 0..2u64 {
+        let d = dir.clone();
+        run_local(async move {
+            let mut h = StateHarness::<u64>::with_groups(StateBackendKind::Lsm, 4096, 1_000, groups, Some(d));
+            let mut v = h.ctx.value::<u64>("v", None);
+            h.connect().await;
+            for k in 0..500 {
+                assert_eq!(v.value(&k), None, "run {run} key {k}");
+                v.update(&k, run);
+            }
+            h.pump().await;
+            h.close().await;
+        });
+    }
+    std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    let d = dir.clone();
+    let err = run_local(async move {
+        let mut t = crate::testing::test_backend(StateBackendKind::Lsm, 4096, groups, Some(d));
+        t.flusher.as_mut().unwrap().connect().await.unwrap_err().to_string()
+    });
+    assert!(err.contains("notes.txt") && err.contains("refusing"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
