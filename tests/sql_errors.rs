@@ -77,9 +77,22 @@ fn statements_and_settings() {
 #[test]
 fn tables() {
     rejects(
-        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'jdbc', 'topic' = 't');",
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'pulsar', 'topic' = 't');",
         "'connector'",
-        &["connector 'jdbc'", "filesystem, kafka, nexmark, print, blackhole"],
+        &[
+            "connector 'pulsar'",
+            "filesystem, kafka, nexmark, print, blackhole, gateway, mqtt, jdbc, elasticsearch-7",
+        ],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'gateway', 'http.address' = '127.0.0.1:0');",
+        "k (a",
+        &["needs a 'log.dir' option", "kept across restarts"],
+    );
+    rejects(
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'jdbc', 'url' = 'jdbc:postgresql://127.0.0.1:5432/db');",
+        "k (a",
+        &["needs a 'table-name' option"],
     );
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', 'format' = 'json');",

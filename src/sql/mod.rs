@@ -31,6 +31,7 @@
 //! shard runs every segment of the plan, and results do not depend on the number of shards.
 
 pub mod ast;
+pub mod connectors;
 pub mod exec;
 pub mod expr;
 pub mod join;

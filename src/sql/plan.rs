@@ -39,6 +39,15 @@ pub enum Connector {
         path: PathBuf,
         format: Format,
     },
+    /// The ingestion gateway (a source): its settings and the events' format.
+    Gateway {
+        config: Box<crate::source::gateway::GatewayConfig>,
+        format: Format,
+    },
+    /// A PostgreSQL table (Flink's `jdbc` connector, a sink).
+    Jdbc(Box<crate::sink::postgres::PostgresConfig>),
+    /// An Elasticsearch / OpenSearch index (Flink's `elasticsearch-7` connector, a sink).
+    Elasticsearch(Box<super::connectors::ElasticsearchTable>),
     /// The Nexmark generator ([`super::nexmark`]): per physical column the field it holds;
     /// `flat`: the one kind of a flat table (`None`: the nested `datagen` table).
     Nexmark {
@@ -89,7 +98,10 @@ pub enum MetadataKey {
 impl Connector {
     /// Can rows be read from a table of this connector?
     pub fn is_source(&self) -> bool {
-        matches!(self, Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_))
+        matches!(
+            self,
+            Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. }
+        )
     }
 }
 
@@ -301,6 +313,11 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
                 let sink = catalog.tables.get(&lower(&table)).cloned().ok_or_else(|| {
                     SqlError::at(pos, format!("unknown sink table `{table}`")).hint("create it first with CREATE TABLE ... WITH ('connector' = ...)")
                 })?;
+                if matches!(sink.connector, Connector::Gateway { .. }) {
+                    return Err(
+                        SqlError::at(pos, format!("table `{table}` uses the gateway connector, which is a source")).hint("read it with SELECT ... FROM")
+                    );
+                }
                 if matches!(sink.connector, Connector::Nexmark { .. }) {
                     return Err(SqlError::at(pos, format!("nexmark table `{table}` cannot be written")));
                 }
@@ -499,11 +516,27 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
             }
         }
         Some(("kafka", _)) => Connector::Kafka(Arc::new(kafka_table(&ct, &opts, &physical)?)),
+        Some(("gateway" | "mqtt", _)) => {
+            let (config, format) = super::connectors::gateway(&opts, ct.pos)?;
+            Connector::Gateway {
+                config: Box::new(config),
+                format,
+            }
+        }
+        Some(("jdbc", _)) => {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+            Connector::Jdbc(Box::new(super::connectors::jdbc(&opts, ct.pos, &names)?))
+        }
+        Some(("elasticsearch-7", _)) => {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+            Connector::Elasticsearch(Box::new(super::connectors::elasticsearch(&opts, ct.pos, &names)?))
+        }
         Some(("nexmark", _)) => super::nexmark::connector(&ct.name, ct.pos, &physical, &opts)?,
         Some(("print", _)) => Connector::Print,
         Some(("blackhole", _)) => Connector::Blackhole,
         Some((c, p)) => {
-            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, kafka, nexmark, print, blackhole"))
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported"))
+                .hint("supported connectors: filesystem, kafka, nexmark, print, blackhole, gateway, mqtt, jdbc, elasticsearch-7"))
         }
     };
     if !matches!(connector, Connector::Kafka(_)) {

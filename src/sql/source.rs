@@ -23,6 +23,8 @@ use crate::config::ErrorPolicy;
 use crate::error::{Result, WeirError};
 use crate::shard::{BuildCtx, OperatorMetrics};
 use crate::sink::format::Format;
+use crate::source::file::{BadLine, LineInfo, ParseLine};
+use crate::source::gateway::{Gateway, GatewaySource};
 use crate::source::{ReadStatus, Source, SplitReader};
 
 /// Bytes read from a file per read call.
@@ -66,6 +68,51 @@ impl RowFileSource {
             files,
             needed: needed.into(),
             post: Arc::new(post),
+        })
+    }
+}
+
+/// The gateway of a `'connector' = 'gateway'` table as a source of rows (started now: it binds
+/// its addresses and recovers its log). `partitions = 0` becomes one per shard. Events are
+/// parsed like lines of a file of the table's format (`needed` and `post` as for files); a bad
+/// event follows the engine's bad-record policy, named by gateway partition and event ordinal.
+pub fn gateway_source(table: Arc<TableDef>, shards: usize, needed: Vec<bool>, post: ScanPost) -> Result<GatewaySource<Row>, SqlError> {
+    let Connector::Gateway { config, format } = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not a gateway table", table.name)));
+    };
+    let mut config = (**config).clone();
+    if config.partitions == 0 {
+        config.partitions = shards.max(1);
+    }
+    let gateway = Gateway::start(&table.name, config).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))?;
+    let format = *format;
+    let (needed, post): (Arc<[bool]>, Arc<ScanPost>) = (needed.into(), Arc::new(post));
+    Ok(GatewaySource::with_parser(
+        gateway,
+        Arc::new(move || {
+            Box::new(GatewayRowParser {
+                parser: RowParser::new(table.clone(), needed.clone(), post.clone()),
+                format,
+            }) as Box<dyn ParseLine<Row>>
+        }),
+    ))
+}
+
+/// One gateway event parsed like one line of the table's format.
+struct GatewayRowParser {
+    parser: RowParser,
+    format: Format,
+}
+
+impl ParseLine<Row> for GatewayRowParser {
+    fn parse(&mut self, line: &[u8], _info: &LineInfo, out: &mut Vec<Row>) -> std::result::Result<(), BadLine> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        self.parser.parse(self.format, line, None, out).map_err(|b| BadLine {
+            field: b.field,
+            message: b.message,
         })
     }
 }
