@@ -645,21 +645,6 @@ impl SplitReader<Row> for RowFileReader {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
-
-    /// Byte offset of the first unconsumed line (reads stop between lines; `pending` holds the
-    /// start of the next one) and the number of the last line read.
-    fn position(&self) -> Result<Vec<u8>> {
-        Ok(crate::checkpoint::snapshot::encode(&(self.offset - self.pending.len() as u64, self.line_no)))
-    }
-
-    fn seek(&mut self, position: &[u8]) -> Result<()> {
-        let (offset, line): (u64, u64) = crate::checkpoint::snapshot::decode(position, &self.describe())?;
-        self.offset = offset;
-        self.line_no = line;
-        self.pending.clear();
-        self.eof = false;
-        Ok(())
-    }
 }
 
 /// A Kafka table's messages as rows (the value parsed by the table's format, metadata columns
