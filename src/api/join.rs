@@ -19,6 +19,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::stream::{connect_all, DataStream, KeyedStream, StreamEnv, Tail};
+use crate::checkpoint::snapshot::Persist;
 use crate::error::Result;
 use crate::key::StableHash;
 pub use crate::operator::join::JoinInput;
@@ -39,8 +40,8 @@ impl StreamEnv {
         make: impl Fn(&mut BuildCtx<'_>, &str, Box<dyn Push<O>>) -> Result<Box<dyn Push2<L, R>>> + Send + Sync + 'static,
     ) -> DataStream<O>
     where
-        L: Send + 'static,
-        R: Send + 'static,
+        L: Send + Persist + 'static,
+        R: Send + Persist + 'static,
         O: 'static,
     {
         let name = self.name(kind);
@@ -66,8 +67,8 @@ impl StreamEnv {
 
 impl<L, K, KL> KeyedStream<L, K, KL>
 where
-    L: Clone + Send + 'static,
-    K: StableHash + Hash + Eq + Ord + Clone + Send + 'static,
+    L: Clone + Send + Persist + 'static,
+    K: StableHash + Hash + Eq + Ord + Clone + Send + Persist + 'static,
     KL: Fn(&L) -> K + Clone + Send + Sync + 'static,
 {
     /// Join with `other` on equal keys within each event-time window of `assigner` (tumbling,
@@ -76,7 +77,7 @@ where
     /// window are dropped and counted.
     pub fn window_join<R, KR, O, F>(self, other: KeyedStream<R, K, KR>, assigner: WindowAssigner, f: F) -> DataStream<O>
     where
-        R: Clone + Send + 'static,
+        R: Clone + Send + Persist + 'static,
         KR: Fn(&R) -> K + Clone + Send + Sync + 'static,
         O: Send + 'static,
         F: Fn(&L, &R) -> Option<O> + Clone + Send + Sync + 'static,
@@ -92,7 +93,7 @@ where
         env.two_input_tail(left, right, "join:window", move |ctx, name, down| {
             let out = Output::new(down, ctx.config.batch_size);
             let core = WindowJoin::new(assigner, kl.clone(), kr.clone(), f.clone(), out, ctx.operator_metrics(name));
-            Ok(Box::new(JoinDriver(core)) as Box<dyn Push2<L, R>>)
+            Ok(Box::new(JoinDriver::build(core, ctx, name)?) as Box<dyn Push2<L, R>>)
         })
     }
 
@@ -101,7 +102,7 @@ where
     /// watermark are dropped and counted; buffered records are freed as the watermark passes.
     pub fn interval_join<R, KR, O, F>(self, other: KeyedStream<R, K, KR>, lower_ms: i64, upper_ms: i64, f: F) -> DataStream<O>
     where
-        R: Send + 'static,
+        R: Send + Persist + 'static,
         KR: Fn(&R) -> K + Clone + Send + Sync + 'static,
         O: Send + 'static,
         F: Fn(&L, &R) -> Option<O> + Clone + Send + Sync + 'static,
@@ -114,19 +115,19 @@ where
         env.two_input_tail(left, right, "join:interval", move |ctx, name, down| {
             let out = Output::new(down, ctx.config.batch_size);
             let core = IntervalJoin::new(lower_ms, upper_ms, kl.clone(), kr.clone(), f.clone(), out, ctx.operator_metrics(name));
-            Ok(Box::new(JoinDriver(core)) as Box<dyn Push2<L, R>>)
+            Ok(Box::new(JoinDriver::build(core, ctx, name)?) as Box<dyn Push2<L, R>>)
         })
     }
 }
 
 impl<L, R> DataStream<JoinInput<L, R>>
 where
-    L: Clone + Send + 'static,
-    R: Clone + Send + 'static,
+    L: Clone + Send + Persist + 'static,
+    R: Clone + Send + Persist + 'static,
 {
     fn keyed_sides<K, KL, KR>(self, key_left: KL, key_right: KR) -> (DataStream<JoinInput<L, R>>, KL, KR)
     where
-        K: StableHash + Hash + Eq + Ord + Clone + Send + 'static,
+        K: StableHash + Hash + Eq + Ord + Clone + Send + Persist + 'static,
         KL: Fn(&L) -> K + Clone + Send + Sync + 'static,
         KR: Fn(&R) -> K + Clone + Send + Sync + 'static,
     {
@@ -143,7 +144,7 @@ where
     /// [`KeyedStream::window_join`] over one stream carrying both sides.
     pub fn window_join_by<K, KL, KR, O, F>(self, key_left: KL, key_right: KR, assigner: WindowAssigner, f: F) -> DataStream<O>
     where
-        K: StableHash + Hash + Eq + Ord + Clone + Send + 'static,
+        K: StableHash + Hash + Eq + Ord + Clone + Send + Persist + 'static,
         KL: Fn(&L) -> K + Clone + Send + Sync + 'static,
         KR: Fn(&R) -> K + Clone + Send + Sync + 'static,
         O: Send + 'static,
@@ -157,14 +158,14 @@ where
         stream.then("join:window", move |ctx, name, down| {
             let out = Output::new(down, ctx.config.batch_size);
             let core = WindowJoin::new(assigner, kl.clone(), kr.clone(), f.clone(), out, ctx.operator_metrics(name));
-            Ok(Box::new(JoinDriver(core)) as Box<dyn Push<JoinInput<L, R>>>)
+            Ok(Box::new(JoinDriver::build(core, ctx, name)?) as Box<dyn Push<JoinInput<L, R>>>)
         })
     }
 
     /// [`KeyedStream::interval_join`] over one stream carrying both sides.
     pub fn interval_join_by<K, KL, KR, O, F>(self, key_left: KL, key_right: KR, lower_ms: i64, upper_ms: i64, f: F) -> DataStream<O>
     where
-        K: StableHash + Hash + Eq + Ord + Clone + Send + 'static,
+        K: StableHash + Hash + Eq + Ord + Clone + Send + Persist + 'static,
         KL: Fn(&L) -> K + Clone + Send + Sync + 'static,
         KR: Fn(&R) -> K + Clone + Send + Sync + 'static,
         O: Send + 'static,
@@ -175,7 +176,7 @@ where
         stream.then("join:interval", move |ctx, name, down| {
             let out = Output::new(down, ctx.config.batch_size);
             let core = IntervalJoin::new(lower_ms, upper_ms, kl.clone(), kr.clone(), f.clone(), out, ctx.operator_metrics(name));
-            Ok(Box::new(JoinDriver(core)) as Box<dyn Push<JoinInput<L, R>>>)
+            Ok(Box::new(JoinDriver::build(core, ctx, name)?) as Box<dyn Push<JoinInput<L, R>>>)
         })
     }
 }

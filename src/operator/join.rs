@@ -32,6 +32,11 @@ use rustc_hash::FxHashMap;
 use super::window::WindowAssigner;
 use super::{Output, Push, Push2};
 use crate::batch::{Batch, InOrder};
+use crate::checkpoint::runtime::TaskSnapshot;
+use crate::checkpoint::snapshot::{append, encode, KeyedRestore, KeyedSnapshot, Persist};
+use crate::error::Result;
+use crate::key::{KeyGroups, StableHash};
+use crate::shard::BuildCtx;
 use crate::shard::OperatorMetrics;
 use crate::time::{Timestamp, WATERMARK_MIN};
 
@@ -52,6 +57,13 @@ pub trait JoinCore<L, R> {
     fn output(&mut self) -> &mut Output<Self::Out>;
     /// Report counters accumulated since the last call.
     fn report(&mut self);
+    /// Checkpoints: write every buffered record, by the key group of its key.
+    fn snapshot(&self, keyed: &mut KeyedSnapshot, groups: &KeyGroups);
+    /// Restore buffered records (key groups this shard owns, maybe from several old shards).
+    fn restore(&mut self, keyed: &KeyedRestore) -> Result<()>;
+    fn current_watermark(&self) -> Timestamp;
+    /// Restore the watermark (only ever raises it).
+    fn restore_watermark(&mut self, wm: Timestamp);
 }
 
 /// One input side of a join, consumed in order: marks advance the core, records go to `each`.
@@ -71,29 +83,72 @@ impl<C: JoinCore<L, R>, T, E: FnMut(&mut C, T, Timestamp), L, R> InOrder<T> for 
 }
 
 /// Runs a [`JoinCore`] as a two-input or a [`JoinInput`] operator.
-pub struct JoinDriver<C>(pub C);
+/// A join core as an operator; checkpoints it under its operator name.
+pub struct JoinDriver<C> {
+    core: C,
+    name: String,
+    groups: KeyGroups,
+}
 
 impl<C> JoinDriver<C> {
+    /// Wrap `core` without checkpoint restore (unit tests).
+    #[cfg(test)]
+    fn bare(core: C) -> Self {
+        Self {
+            core,
+            name: "join".into(),
+            groups: KeyGroups::new(128, 1),
+        }
+    }
+
+    /// Wrap `core` as operator `name`; restores its buffers when the job restores a checkpoint.
+    pub fn build<L, R>(mut core: C, ctx: &BuildCtx<'_>, name: &str) -> Result<Self>
+    where
+        C: JoinCore<L, R>,
+    {
+        if let Some(restore) = ctx.restore() {
+            core.restore(&restore.keyed_for(name, &ctx.groups, ctx.shard))?;
+            if let Some(wm) = crate::checkpoint::runtime::restored_watermark(restore, name, ctx.shard, ctx.shards)? {
+                core.restore_watermark(wm);
+            }
+        }
+        Ok(Self {
+            core,
+            name: name.to_string(),
+            groups: ctx.groups,
+        })
+    }
+
+    fn checkpoint<L, R>(&mut self, epoch: u64, snapshot: &mut TaskSnapshot)
+    where
+        C: JoinCore<L, R>,
+    {
+        self.core.output().flush();
+        self.core.snapshot(snapshot.keyed(&self.name), &self.groups);
+        snapshot.operator_state(&self.name, encode(&self.core.current_watermark()));
+        self.core.output().barrier(epoch, snapshot);
+    }
+
     fn drive<L, R, T>(&mut self, batch: &mut Batch<T>, mut each: impl FnMut(&mut C, T, Timestamp))
     where
         C: JoinCore<L, R>,
     {
         batch.drain_in_order(&mut Side {
-            core: &mut self.0,
+            core: &mut self.core,
             each: &mut each,
             _sides: std::marker::PhantomData::<(L, R)>,
         });
-        self.0.output().flush();
-        self.0.report();
+        self.core.output().flush();
+        self.core.report();
     }
 
     fn watermark_<L, R>(&mut self, wm: Timestamp)
     where
         C: JoinCore<L, R>,
     {
-        self.0.advance(wm);
-        self.0.output().flush();
-        self.0.report();
+        self.core.advance(wm);
+        self.core.output().flush();
+        self.core.report();
     }
 }
 
@@ -108,18 +163,17 @@ impl<L, R, C: JoinCore<L, R>> Push2<L, R> for JoinDriver<C> {
         self.watermark_::<L, R>(wm);
     }
     fn processing_time(&mut self, now_ms: Timestamp) {
-        self.0.output().processing_time(now_ms);
+        self.core.output().processing_time(now_ms);
     }
     fn end(&mut self) {
-        self.0.report();
-        self.0.output().end();
+        self.core.report();
+        self.core.output().end();
     }
     fn idle(&mut self) {
-        self.0.output().idle();
+        self.core.output().idle();
     }
-    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
-        snapshot.decline("join", "join buffers cannot be checkpointed yet");
-        self.0.output().barrier(epoch, snapshot);
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.checkpoint::<L, R>(epoch, snapshot);
     }
 }
 
@@ -134,20 +188,19 @@ impl<L, R, C: JoinCore<L, R>> Push<JoinInput<L, R>> for JoinDriver<C> {
         self.watermark_::<L, R>(wm);
     }
     fn processing_time(&mut self, now_ms: Timestamp) {
-        self.0.output().processing_time(now_ms);
+        self.core.output().processing_time(now_ms);
     }
     fn idle(&mut self) {
-        self.0.output().idle();
+        self.core.output().idle();
     }
 
-    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
-        snapshot.decline("join", "join buffers cannot be checkpointed yet");
-        self.0.output().barrier(epoch, snapshot);
+    fn barrier(&mut self, epoch: u64, snapshot: &mut TaskSnapshot) {
+        self.checkpoint::<L, R>(epoch, snapshot);
     }
 
     fn end(&mut self) {
-        self.0.report();
-        self.0.output().end();
+        self.core.report();
+        self.core.output().end();
     }
 }
 
@@ -274,14 +327,40 @@ where
 
 impl<L, R, K, KL, KR, F, O> JoinCore<L, R> for WindowJoin<L, R, K, KL, KR, F, O>
 where
-    L: Clone,
-    R: Clone,
-    K: Hash + Eq + Clone,
+    L: Clone + Persist,
+    R: Clone + Persist,
+    K: Hash + Eq + Clone + StableHash + Persist,
     KL: FnMut(&L) -> K,
     KR: FnMut(&R) -> K,
     F: FnMut(&L, &R) -> Option<O>,
 {
     type Out = O;
+
+    /// Entry per (window, key): `(start, end, key, left records, right records)`.
+    fn snapshot(&self, keyed: &mut KeyedSnapshot, groups: &KeyGroups) {
+        for w in &self.windows {
+            for (key, (ls, rs)) in &w.keys {
+                append(keyed.group(groups.key_group(key.stable_hash())), &(w.start, w.end, key, ls, rs));
+            }
+        }
+    }
+
+    fn restore(&mut self, keyed: &KeyedRestore) -> Result<()> {
+        keyed.for_each::<(Timestamp, Timestamp, K, Vec<L>, Vec<R>)>(|_, (start, end, key, ls, rs)| {
+            let i = self.window(start, end);
+            let (l, r) = self.windows[i].keys.entry(key).or_default();
+            l.extend(ls);
+            r.extend(rs);
+        })
+    }
+
+    fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    fn restore_watermark(&mut self, wm: Timestamp) {
+        self.watermark = self.watermark.max(wm);
+    }
 
     fn left(&mut self, record: L, ts: Timestamp) {
         let key = (self.key_left)(&record);
@@ -351,6 +430,13 @@ pub struct IntervalJoin<L, R, K, KL, KR, F, O> {
     counts: Counts,
 }
 
+/// An interval join's checkpoint entry: one key's buffered records of one side.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum IntervalEntry<K, LS, RS> {
+    Left(K, LS),
+    Right(K, RS),
+}
+
 /// Insert keeping the deque sorted by timestamp (usually at the back).
 fn insert_sorted<T>(d: &mut VecDeque<(Timestamp, T)>, ts: Timestamp, v: T) {
     let at = d.partition_point(|(t, _)| *t <= ts);
@@ -403,12 +489,57 @@ where
 
 impl<L, R, K, KL, KR, F, O> JoinCore<L, R> for IntervalJoin<L, R, K, KL, KR, F, O>
 where
-    K: Hash + Eq + Ord + Clone,
+    L: Persist,
+    R: Persist,
+    K: Hash + Eq + Ord + Clone + StableHash + Persist,
     KL: FnMut(&L) -> K,
     KR: FnMut(&R) -> K,
     F: FnMut(&L, &R) -> Option<O>,
 {
     type Out = O;
+
+    /// Entry per key and side: `(key, left side?, [(ts, record)])` — right records are
+    /// encoded through the same shape with `L` or `R` by side.
+    fn snapshot(&self, keyed: &mut KeyedSnapshot, groups: &KeyGroups) {
+        for (key, d) in &self.left {
+            append(
+                keyed.group(groups.key_group(key.stable_hash())),
+                &IntervalEntry::<&K, &VecDeque<(Timestamp, L)>, &VecDeque<(Timestamp, R)>>::Left(key, d),
+            );
+        }
+        for (key, d) in &self.right {
+            append(
+                keyed.group(groups.key_group(key.stable_hash())),
+                &IntervalEntry::<&K, &VecDeque<(Timestamp, L)>, &VecDeque<(Timestamp, R)>>::Right(key, d),
+            );
+        }
+    }
+
+    fn restore(&mut self, keyed: &KeyedRestore) -> Result<()> {
+        let neg_lower = self.lower.saturating_neg();
+        keyed.for_each::<IntervalEntry<K, Vec<(Timestamp, L)>, Vec<(Timestamp, R)>>>(|_, entry| match entry {
+            IntervalEntry::Left(key, records) => {
+                for (ts, l) in records {
+                    self.left_cleanup.push(Reverse((ts.saturating_add(self.upper), key.clone())));
+                    insert_sorted(self.left.entry(key.clone()).or_default(), ts, l);
+                }
+            }
+            IntervalEntry::Right(key, records) => {
+                for (ts, r) in records {
+                    self.right_cleanup.push(Reverse((ts.saturating_add(neg_lower), key.clone())));
+                    insert_sorted(self.right.entry(key.clone()).or_default(), ts, r);
+                }
+            }
+        })
+    }
+
+    fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    fn restore_watermark(&mut self, wm: Timestamp) {
+        self.watermark = self.watermark.max(wm);
+    }
 
     fn left(&mut self, record: L, ts: Timestamp) {
         self.counts.records_in += 1;
@@ -507,7 +638,7 @@ mod tests {
             Output::new(Box::new(rec), 16),
             metrics.clone(),
         );
-        let mut op = JoinDriver(core);
+        let mut op = JoinDriver::bare(core);
         let mut b: Batch<JoinInput<(u8, i64), (u8, i64)>> = Batch::with_capacity(8);
         b.push(JoinInput::Left((1, 100)), 100);
         b.push(JoinInput::Right((1, 95)), 95); // 95 ∈ [95, 110]
@@ -520,12 +651,12 @@ mod tests {
         let out: Vec<_> = log.borrow().batches.iter().flat_map(|(r, _)| r.clone()).collect();
         assert_eq!(out, vec![(100, 95), (104, 111)]);
         assert_eq!(metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(op.0.buffered(), 5);
+        assert_eq!(op.core.buffered(), 5);
         // Left 100 is useless after 110, 104 after 114; rights after ts + 5.
         Push::<JoinInput<_, _>>::watermark(&mut op, 111);
-        assert_eq!(op.0.buffered(), 2, "left 104 and right 111 remain");
+        assert_eq!(op.core.buffered(), 2, "left 104 and right 111 remain");
         Push::<JoinInput<_, _>>::watermark(&mut op, 200);
-        assert_eq!(op.0.buffered(), 0);
+        assert_eq!(op.core.buffered(), 0);
     }
 
     #[test]
@@ -535,12 +666,12 @@ mod tests {
         let core = WindowJoin::new(
             WindowAssigner::tumbling(10),
             |l: &(u8, i64)| l.0,
-            |r: &(u8, &'static str)| r.0,
-            |l: &(u8, i64), r: &(u8, &'static str)| (l.1 != 3).then_some((l.1, r.1)),
+            |r: &(u8, char)| r.0,
+            |l: &(u8, i64), r: &(u8, char)| (l.1 != 3).then_some((l.1, r.1)),
             Output::new(Box::new(rec), 16),
             metrics.clone(),
         );
-        let mut op = JoinDriver(core);
+        let mut op = JoinDriver::bare(core);
         let mut left = Batch::with_capacity(4);
         left.push((1, 1), 1);
         left.push((1, 2), 2);
@@ -548,24 +679,24 @@ mod tests {
         left.push((2, 4), 4); // no right record with key 2
         Push2::push_left(&mut op, &mut left);
         let mut right = Batch::with_capacity(4);
-        right.push((1, "a"), 5);
-        right.push((1, "late"), 8); // window [0, 10) fired at watermark 9
-        right.push((1, "b"), 12);
+        right.push((1, 'a'), 5);
+        right.push((1, 'l'), 8); // late: window [0, 10) fired at watermark 9
+        right.push((1, 'b'), 12);
         right.marks = vec![Mark { index: 1, watermark: 9 }];
         Push2::push_right(&mut op, &mut right);
         let batches = log.borrow().batches.clone();
         let out: Vec<_> = batches.iter().flat_map(|(r, _)| r.clone()).collect();
         let mut pairs = out.clone();
         pairs.sort();
-        assert_eq!(pairs, vec![(1, "a"), (2, "a")]);
+        assert_eq!(pairs, vec![(1, 'a'), (2, 'a')]);
         assert_eq!(
             batches.last().map(|(_, m)| m.clone()),
             Some(vec![Mark { index: 2, watermark: 9 }]),
             "pairs precede the mark"
         );
         assert_eq!(metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(op.0.buffered(), 1, "only [10, 20) is buffered");
+        assert_eq!(op.core.buffered(), 1, "only [10, 20) is buffered");
         Push2::watermark(&mut op, 19);
-        assert_eq!(op.0.buffered(), 0);
+        assert_eq!(op.core.buffered(), 0);
     }
 }

@@ -7,9 +7,11 @@
 
 pub mod blackhole;
 pub mod collect;
+pub mod elasticsearch;
 pub mod file;
 pub mod format;
 pub mod kafka;
+pub mod postgres;
 pub mod stdout;
 
 use crate::error::Result;

@@ -70,6 +70,18 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
         }
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
+        Connector::Jdbc(config) => out.sink(crate::sink::postgres::PostgresSink::<Row>::new((**config).clone())),
+        Connector::Elasticsearch(es) => {
+            let names: Arc<[String]> = job.sink.columns.iter().map(|(n, _)| n.clone()).collect();
+            let (ids, delimiter): (Arc<[usize]>, Arc<str>) = (es.id_columns.clone().into(), es.delimiter.as_str().into());
+            out.map(move |row| EsRow {
+                json: JsonRow { names: names.clone(), row },
+                id_columns: ids.clone(),
+                delimiter: delimiter.clone(),
+            })
+            .sink(crate::sink::elasticsearch::ElasticsearchSink::new(es.config.clone()))
+        }
+        Connector::Gateway { .. } => return Err(SqlError::at(job.sink.pos, format!("gateway table `{}` cannot be written", job.sink.name))),
         Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
         Connector::Kafka(k) => kafka_sink(job, k, out)?,
     }
@@ -142,6 +154,69 @@ fn kafka_sink(job: &super::plan::InsertPlan, k: &KafkaTable, out: DataStream<Row
         }
     }
     Ok(())
+}
+
+impl crate::sink::postgres::SqlValues for Row {
+    fn write_sql(&self, out: &mut String) -> Result<(), String> {
+        out.push('(');
+        let mut text = String::new();
+        for (i, v) in self.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            match v {
+                Value::Null => out.push_str("NULL"),
+                Value::Bool(b) => out.push_str(if *b { "TRUE" } else { "FALSE" }),
+                Value::Int(n) => out.push_str(&n.to_string()),
+                Value::Double(d) if d.is_nan() => out.push_str("'NaN'"),
+                Value::Double(d) if d.is_infinite() => out.push_str(if *d > 0.0 { "'Infinity'" } else { "'-Infinity'" }),
+                Value::Double(d) => out.push_str(&format!("{d:?}")),
+                Value::Decimal(..) => {
+                    text.clear();
+                    format_value(v, &mut text);
+                    out.push_str(&text);
+                }
+                Value::Str(s) => crate::sink::postgres::quote_literal(s, out)?,
+                Value::Timestamp(_) | Value::TimestampLtz(_) => {
+                    text.clear();
+                    format_value(v, &mut text);
+                    crate::sink::postgres::quote_literal(&text, out)?;
+                }
+            }
+        }
+        out.push(')');
+        Ok(())
+    }
+}
+
+/// A row as an Elasticsearch document: its JSON object and an id from its key columns (values in
+/// Flink's text forms joined by the delimiter, as Flink's connector builds them).
+pub struct EsRow {
+    pub json: JsonRow,
+    pub id_columns: Arc<[usize]>,
+    pub delimiter: Arc<str>,
+}
+
+impl crate::sink::elasticsearch::EsDocument for EsRow {
+    fn doc_id(&self) -> Option<String> {
+        if self.id_columns.is_empty() {
+            return None;
+        }
+        let mut id = String::new();
+        for (k, &i) in self.id_columns.iter().enumerate() {
+            if k > 0 {
+                id.push_str(&self.delimiter);
+            }
+            match &self.json.row[i] {
+                Value::Null => id.push_str("null"),
+                v => format_value(v, &mut id),
+            }
+        }
+        Some(id)
+    }
+    fn write_source(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        serde_json::to_writer(out, &self.json).map_err(|e| e.to_string())
+    }
 }
 
 /// A row written as CSV fields in Flink's text forms.
@@ -239,6 +314,11 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
         Connector::Kafka(k) => {
             idle = k.idle_timeout_ms;
             env.source(super::source::kafka_row_source(table.clone(), physical, post)?)
+        }
+        Connector::Gateway { .. } => {
+            let gateway = super::source::gateway_source(table.clone(), env.config().shard_count(), physical, post)?;
+            eprintln!("{}", gateway.gateway().describe());
+            env.source(gateway)
         }
         _ => env.source(RowFileSource::new(table.clone(), physical, post)?),
     };
@@ -377,7 +457,25 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             if let Some(rt) = input.rowtime {
                 need[rt] = true;
             }
-            let pre_stream = build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
+            let pre_stream = match scan_of(input) {
+                // Over a scan (or a filter over one) the pre-aggregate projection runs inside
+                // the reader; the time attribute rides along as a last, unused column.
+                Some((table, predicate)) if input.rowtime.is_some() || table.rowtime.is_none() => {
+                    let mut project: Vec<Expr> = pre.iter().cloned().collect();
+                    let rowtime_out = input.rowtime.map(|rt| {
+                        project.push(Expr::Col(rt));
+                        project.len() - 1
+                    });
+                    predicate.iter().for_each(|p| mark(p, &mut need));
+                    let post = ScanPost {
+                        predicate: predicate.cloned(),
+                        project: Some(project.into()),
+                        columns: None,
+                    };
+                    scan(env, table, &need, post, rowtime_out)?
+                }
+                _ => build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>()),
+            };
             let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect())).exchanged();
             let assigner = *assigner;
             let kind = match assigner {
@@ -564,6 +662,18 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
     })
 }
 
+/// The table and the filter of a scan or of a filter directly over a scan.
+fn scan_of(rel: &Rel) -> Option<(&Arc<super::plan::TableDef>, Option<&Expr>)> {
+    match &rel.plan {
+        Plan::Scan { table } => Some((table, None)),
+        Plan::Filter { input, predicate, .. } => match &input.plan {
+            Plan::Scan { table } => Some((table, Some(predicate))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Can the projection `rel` over `input` (a scan, or a filter over a scan) run inside the
 /// reader? Only if the rows keep their time attribute (or the table has none).
 fn fusable(rel: &Rel, input: &Rel) -> bool {
@@ -620,7 +730,9 @@ fn wrap_bits(v: i64, ty: SqlType) -> i64 {
 }
 
 impl AggregateFunction<Row> for RowAggregate {
-    type Acc = SmallVec<[AccState; 4]>;
+    /// Two accumulators inline (a window key's state stays small; more aggregates allocate
+    /// once per key and window, not per record).
+    type Acc = SmallVec<[AccState; 2]>;
     type Out = Vec<Value>;
 
     fn create(&self) -> Self::Acc {
@@ -820,6 +932,23 @@ pub fn explain(job: &Job) -> String {
             Connector::Blackhole => "blackhole".into(),
             Connector::Nexmark { .. } => "nexmark".into(),
             Connector::Kafka(k) => format!("kafka {} topic {}", format!("{:?}", k.format).to_lowercase(), k.topic.as_deref().unwrap_or("?")),
+            Connector::Gateway { .. } => "gateway".into(),
+            Connector::Elasticsearch(es) => format!(
+                "elasticsearch-7 {} index {}, ids from columns {:?}",
+                es.config.address, es.config.index, es.id_columns
+            ),
+            Connector::Jdbc(c) => format!(
+                "jdbc postgresql://{}/{} table {} ({:?}{})",
+                c.address,
+                c.database,
+                c.table,
+                c.guarantee,
+                if c.upsert_key.is_empty() {
+                    String::new()
+                } else {
+                    format!(", upsert on {}", c.upsert_key.join(", "))
+                }
+            ),
         };
         let _ = writeln!(out, "== weir SQL plan: INSERT INTO {} ({sink}) ==", insert.sink.name);
         let cols: Vec<String> = insert.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
@@ -849,6 +978,18 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
         Plan::Scan { table } => {
             let src = match &table.connector {
                 Connector::Filesystem { path, format } => format!("filesystem {} {}", format.extension(), path.display()),
+                Connector::Gateway { config, format } => format!(
+                    "gateway {} events, log {}, {} partition(s){}{}",
+                    format.extension(),
+                    config.log_dir.display(),
+                    if config.partitions == 0 {
+                        "one per shard".to_string()
+                    } else {
+                        config.partitions.to_string()
+                    },
+                    config.http_address.as_ref().map(|a| format!(", http {a}")).unwrap_or_default(),
+                    config.tcp_address.as_ref().map(|a| format!(", tcp {a}")).unwrap_or_default()
+                ),
                 Connector::Nexmark { config, flat, .. } => format!(
                     "nexmark {}events.num {}, one generator split per shard",
                     flat.map(|k| format!("{k:?} events, ")).unwrap_or_default(),
@@ -858,7 +999,7 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
                 _ => "?".into(),
             };
             let wm = match table.rowtime {
-                Some((i, d)) => format!("; watermark = max({}) - {d} ms per file", table.columns[i].0),
+                Some((i, d)) => format!("; watermark = max({}) - {d} ms per split", table.columns[i].0),
                 None => "; no event time".into(),
             };
             let _ = writeln!(out, "{pad}scan {} [{src}{wm}] -> [{}]", table.name, cols.join(", "));

@@ -1,16 +1,23 @@
-//! The planner: runs the DDL of a script against a catalog and turns its `INSERT INTO ...
+//! The planner: runs the DDL of a script against a catalog and turns each `INSERT INTO ...
 //! SELECT` into a tree of relational operators ([`Rel`]) with resolved columns and types.
 //!
 //! Shapes planned (Flink's streaming semantics, append-only):
 //! - `SELECT exprs FROM t [WHERE]` → scan, filter, project;
 //! - `FROM TABLE(TUMBLE|HOP|CUMULATE|SESSION(...))` without GROUP BY → window TVF (each row
 //!   with `window_start`, `window_end`, `window_time` per window it belongs to);
-//! - the same with `GROUP BY window_start, window_end, keys...` → window aggregate;
+//! - the same with `GROUP BY window_start, window_end, keys...` → window aggregate; grouping a
+//!   windowed result by its window columns → a cascaded window aggregate (same windows);
 //! - `L JOIN R ON L.window_start = R.window_start AND L.window_end = R.window_end [AND ...]`
-//!   over two windowed inputs → window join.
+//!   over two windowed inputs → window join;
+//! - `L JOIN R ON L.k = R.k AND R.ts BETWEEN L.ts - INTERVAL .. AND L.ts + INTERVAL ..` (or
+//!   `>=` / `<=` bounds) over two inputs with time attributes → inner interval join;
+//! - `ROW_NUMBER() OVER (PARTITION BY window_start, window_end, ... ORDER BY ...)` over a
+//!   windowed relation, with `rownum <= N` in the enclosing WHERE → window rank (Top-N,
+//!   deduplication).
 //!
 //! Invariants: every column reference is resolved to an index here, once; a relation's
-//! `rowtime` (time attribute) is the column whose value equals the records' event timestamps.
+//! `rowtime` (time attribute) is the column whose value equals the records' event timestamps;
+//! its `window` is the pair of window_start / window_end columns, followed through projections.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +39,15 @@ pub enum Connector {
         path: PathBuf,
         format: Format,
     },
+    /// The ingestion gateway (a source): its settings and the events' format.
+    Gateway {
+        config: Box<crate::source::gateway::GatewayConfig>,
+        format: Format,
+    },
+    /// A PostgreSQL table (Flink's `jdbc` connector, a sink).
+    Jdbc(Box<crate::sink::postgres::PostgresConfig>),
+    /// An Elasticsearch / OpenSearch index (Flink's `elasticsearch-7` connector, a sink).
+    Elasticsearch(Box<super::connectors::ElasticsearchTable>),
     /// The Nexmark generator ([`super::nexmark`]): per physical column the field it holds;
     /// `flat`: the one kind of a flat table (`None`: the nested `datagen` table).
     Nexmark {
@@ -82,7 +98,10 @@ pub enum MetadataKey {
 impl Connector {
     /// Can rows be read from a table of this connector?
     pub fn is_source(&self) -> bool {
-        matches!(self, Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_))
+        matches!(
+            self,
+            Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. }
+        )
     }
 }
 
@@ -294,6 +313,11 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
                 let sink = catalog.tables.get(&lower(&table)).cloned().ok_or_else(|| {
                     SqlError::at(pos, format!("unknown sink table `{table}`")).hint("create it first with CREATE TABLE ... WITH ('connector' = ...)")
                 })?;
+                if matches!(sink.connector, Connector::Gateway { .. }) {
+                    return Err(
+                        SqlError::at(pos, format!("table `{table}` uses the gateway connector, which is a source")).hint("read it with SELECT ... FROM")
+                    );
+                }
                 if matches!(sink.connector, Connector::Nexmark { .. }) {
                     return Err(SqlError::at(pos, format!("nexmark table `{table}` cannot be written")));
                 }
@@ -492,11 +516,27 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
             }
         }
         Some(("kafka", _)) => Connector::Kafka(Arc::new(kafka_table(&ct, &opts, &physical)?)),
+        Some(("gateway" | "mqtt", _)) => {
+            let (config, format) = super::connectors::gateway(&opts, ct.pos)?;
+            Connector::Gateway {
+                config: Box::new(config),
+                format,
+            }
+        }
+        Some(("jdbc", _)) => {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+            Connector::Jdbc(Box::new(super::connectors::jdbc(&opts, ct.pos, &names)?))
+        }
+        Some(("elasticsearch-7", _)) => {
+            let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+            Connector::Elasticsearch(Box::new(super::connectors::elasticsearch(&opts, ct.pos, &names)?))
+        }
         Some(("nexmark", _)) => super::nexmark::connector(&ct.name, ct.pos, &physical, &opts)?,
         Some(("print", _)) => Connector::Print,
         Some(("blackhole", _)) => Connector::Blackhole,
         Some((c, p)) => {
-            return Err(SqlError::at(p, format!("connector '{c}' is not supported")).hint("supported connectors: filesystem, kafka, nexmark, print, blackhole"))
+            return Err(SqlError::at(p, format!("connector '{c}' is not supported"))
+                .hint("supported connectors: filesystem, kafka, nexmark, print, blackhole, gateway, mqtt, jdbc, elasticsearch-7"))
         }
     };
     if !matches!(connector, Connector::Kafka(_)) {

@@ -23,6 +23,8 @@ use crate::config::ErrorPolicy;
 use crate::error::{Result, WeirError};
 use crate::shard::{BuildCtx, OperatorMetrics};
 use crate::sink::format::Format;
+use crate::source::file::{BadLine, LineInfo, ParseLine};
+use crate::source::gateway::{Gateway, GatewaySource};
 use crate::source::{ReadStatus, Source, SplitReader};
 
 /// Bytes read from a file per read call.
@@ -70,6 +72,51 @@ impl RowFileSource {
     }
 }
 
+/// The gateway of a `'connector' = 'gateway'` table as a source of rows (started now: it binds
+/// its addresses and recovers its log). `partitions = 0` becomes one per shard. Events are
+/// parsed like lines of a file of the table's format (`needed` and `post` as for files); a bad
+/// event follows the engine's bad-record policy, named by gateway partition and event ordinal.
+pub fn gateway_source(table: Arc<TableDef>, shards: usize, needed: Vec<bool>, post: ScanPost) -> Result<GatewaySource<Row>, SqlError> {
+    let Connector::Gateway { config, format } = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not a gateway table", table.name)));
+    };
+    let mut config = (**config).clone();
+    if config.partitions == 0 {
+        config.partitions = shards.max(1);
+    }
+    let gateway = Gateway::start(&table.name, config).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))?;
+    let format = *format;
+    let (needed, post): (Arc<[bool]>, Arc<ScanPost>) = (needed.into(), Arc::new(post));
+    Ok(GatewaySource::with_parser(
+        gateway,
+        Arc::new(move || {
+            Box::new(GatewayRowParser {
+                parser: RowParser::new(table.clone(), needed.clone(), post.clone()),
+                format,
+            }) as Box<dyn ParseLine<Row>>
+        }),
+    ))
+}
+
+/// One gateway event parsed like one line of the table's format.
+struct GatewayRowParser {
+    parser: RowParser,
+    format: Format,
+}
+
+impl ParseLine<Row> for GatewayRowParser {
+    fn parse(&mut self, line: &[u8], _info: &LineInfo, out: &mut Vec<Row>) -> std::result::Result<(), BadLine> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        self.parser.parse(self.format, line, None, out).map_err(|b| BadLine {
+            field: b.field,
+            message: b.message,
+        })
+    }
+}
+
 impl RowFileSource {
     /// Number of files (splits).
     pub fn file_count(&self) -> usize {
@@ -92,6 +139,7 @@ impl Source<Row> for RowFileSource {
             file: None,
             offset: 0,
             pending: Vec::new(),
+            start: 0,
             line_no: 0,
             eof: false,
             policy: ctx.config.on_bad_record.clone(),
@@ -110,6 +158,8 @@ struct RowFileReader {
     offset: u64,
     /// Bytes read but not yet consumed (an incomplete last line).
     pending: Vec<u8>,
+    /// Bytes of `pending` already consumed.
+    start: usize,
     line_no: u64,
     eof: bool,
     policy: ErrorPolicy,
@@ -149,6 +199,8 @@ pub(crate) struct RowParser {
     wide: Row,
     fields: Vec<(usize, usize)>,
     needed: Arc<[bool]>,
+    /// The last physical column read: CSV fields after it are only counted.
+    last_needed: usize,
     post: Arc<ScanPost>,
 }
 
@@ -159,6 +211,7 @@ impl RowParser {
             physical: Row::new(),
             wide: Row::new(),
             fields: Vec::new(),
+            last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
             needed,
             post,
         }
@@ -202,6 +255,12 @@ impl RowParser {
         let n = line.len();
         let mut quoted_any = false;
         loop {
+            if self.fields.len() > self.last_needed && memchr::memchr(b'"', &line[i..]).is_none() {
+                // Past the last column read and no quotes left: only the field count matters.
+                let commas = memchr::memchr_iter(b',', &line[i..]).count();
+                self.fields.extend(std::iter::repeat_n((n, n), commas + 1));
+                break;
+            }
             let start = i;
             if i < n && line[i] == b'"' {
                 quoted_any = true;
@@ -517,31 +576,38 @@ impl SplitReader<Row> for RowFileReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<Row>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
         Box::pin(async move {
             let target = out.len() + max;
-            let mut consumed = 0usize;
             loop {
-                // Parse complete lines from `pending` (taken out so lines can be borrowed).
+                // Parse complete lines from `pending[start..]` (taken out so lines can be
+                // borrowed); consumed bytes are dropped only before the next fill, so a read
+                // call never moves the unread rest of the buffer.
                 let pending = std::mem::take(&mut self.pending);
                 while out.len() < target {
-                    let rest = &pending[consumed..];
-                    let Some(nl) = rest.iter().position(|b| *b == b'\n') else { break };
-                    consumed += nl + 1;
+                    let rest = &pending[self.start..];
+                    let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+                    self.start += nl + 1;
                     if nl > self.max_line {
                         self.line_no += 1;
                         let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
                         match self.policy {
                             ErrorPolicy::Skip => OperatorMetrics::add(&self.metrics.bad_records, 1),
-                            _ => return Err(e),
+                            _ => {
+                                self.pending = pending;
+                                return Err(e);
+                            }
                         }
                         continue;
                     }
-                    self.parse_line(&rest[..nl], out)?;
+                    if let Err(e) = self.parse_line(&rest[..nl], out) {
+                        self.pending = pending;
+                        return Err(e);
+                    }
                 }
                 self.pending = pending;
-                self.pending.drain(..consumed);
-                consumed = 0;
                 if out.len() >= target {
                     return Ok(ReadStatus::More);
                 }
+                self.pending.drain(..self.start);
+                self.start = 0;
                 if self.eof {
                     if !self.pending.is_empty() {
                         let line = std::mem::take(&mut self.pending);
@@ -560,23 +626,24 @@ impl SplitReader<Row> for RowFileReader {
         })
     }
 
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    /// Byte offset of the first unconsumed line (reads stop between lines; `pending` holds the
-    /// start of the next one) and the number of the last line read.
     fn position(&self) -> Result<Vec<u8>> {
-        Ok(crate::checkpoint::snapshot::encode(&(self.offset - self.pending.len() as u64, self.line_no)))
+        // The byte offset of the first unread line, and the lines read before it.
+        let unread = (self.pending.len() - self.start) as u64;
+        Ok(crate::checkpoint::snapshot::encode(&(self.offset - unread, self.line_no)))
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<()> {
-        let (offset, line): (u64, u64) = crate::checkpoint::snapshot::decode(position, &self.describe())?;
+        let (offset, line_no): (u64, u64) = crate::checkpoint::snapshot::decode(position, "SQL file split position")?;
         self.offset = offset;
-        self.line_no = line;
+        self.line_no = line_no;
         self.pending.clear();
+        self.start = 0;
         self.eof = false;
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
     }
 }
 

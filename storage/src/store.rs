@@ -758,7 +758,11 @@ impl Store {
         // it can be deleted now (keeps space amplification down).
         // (During recovery there is no WAL writer yet.)
         let floor = self.manifest.replay_from_seq;
-        if self.wal.as_ref().is_some_and(|w| w.pending_bytes() == 0 && w.max_seq() < floor && w.len() > 0) {
+        if self
+            .wal
+            .as_ref()
+            .is_some_and(|w| w.pending_bytes() == 0 && w.max_seq() < floor && !w.is_empty())
+        {
             let _ = self.roll_wal().await;
         }
         self.gc_wals();

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: a seeded PRNG and stream generators.
 #![allow(dead_code)]
 
+pub mod crash;
+
 /// SplitMix64: small, seeded, deterministic.
 pub struct Rng(u64);
 
@@ -67,4 +69,19 @@ pub fn watermarks_before(events: &[Ev], delay: i64) -> Vec<i64> {
             before
         })
         .collect()
+}
+
+/// The address of a test server started by `.ci/services.sh` (`WEIR_TEST_<NAME>`), or `None`
+/// (the test then skips, loudly). Under CI (`CI` set) a missing server fails the test.
+pub fn test_server(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set: .ci/run starts the test servers with `eval \"$(bash .ci/services.sh start)\"`")
+        }
+        _ => {
+            eprintln!("SKIPPED: {var} is not set (start the servers: eval \"$(bash .ci/services.sh start)\")");
+            None
+        }
+    }
 }

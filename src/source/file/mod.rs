@@ -111,15 +111,72 @@ fn csv_parser<T: DeserializeOwned + 'static>(format: FileFormat) -> Box<dyn Pars
     }
 }
 
-fn json_parser<T: DeserializeOwned + 'static>(_format: FileFormat) -> Box<dyn ParseLine<T>> {
+pub(crate) fn json_parser<T: DeserializeOwned + 'static>(_format: FileFormat) -> Box<dyn ParseLine<T>> {
     Box::new(JsonParser::<T>::new())
 }
 
-fn line_parser(_format: FileFormat) -> Box<dyn ParseLine<Line>> {
+pub(crate) fn line_parser(_format: FileFormat) -> Box<dyn ParseLine<Line>> {
     Box::new(LineParser)
 }
 
 static NEXT_SOURCE_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A process-unique source id (keys the per-shard dead-letter buffer of a source).
+pub(crate) fn next_source_id() -> u64 {
+    NEXT_SOURCE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The shard's dead-letter buffer of source `source_id` under the `dead-letter` policy (the first
+/// reader of the source on the shard registers the writer with the segment), `None` otherwise.
+pub(crate) fn dead_letters_for(source_id: u64, ctx: &mut BuildCtx<'_>) -> Result<Option<SharedDeadLetters>> {
+    if ctx.config.on_bad_record != ErrorPolicy::DeadLetter {
+        return Ok(None);
+    }
+    let dir = match &ctx.config.dead_letter_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| WeirError::io("finding the working directory", ".", e))?
+            .join("dead-letter"),
+    };
+    let (buffer, writer) = dead_letter::shard_buffer(source_id, dir, ctx.shard, ctx.config.dead_letter_buffer_records);
+    if let Some(writer) = writer {
+        ctx.add_flusher(Box::new(writer));
+    }
+    Ok(Some(buffer))
+}
+
+/// Apply the bad-record `policy` to one bad input record at `info` (`raw` is its bytes, maybe
+/// only a prefix when `truncated`): fail with its position, or count it (and dead-letter it).
+pub(crate) fn handle_bad_record(
+    policy: &ErrorPolicy,
+    metrics: &OperatorMetrics,
+    dead_letters: Option<&SharedDeadLetters>,
+    info: &LineInfo,
+    bad: BadLine,
+    raw: &[u8],
+    truncated: bool,
+) -> Result<()> {
+    match policy {
+        ErrorPolicy::Fail => Err(WeirError::BadRecord {
+            file: info.file.to_string(),
+            line: info.line,
+            field: bad.field,
+            message: bad.message,
+        }),
+        ErrorPolicy::Skip => {
+            OperatorMetrics::add(&metrics.bad_records, 1);
+            Ok(())
+        }
+        ErrorPolicy::DeadLetter => {
+            OperatorMetrics::add(&metrics.bad_records, 1);
+            let buffer = dead_letters.expect("dead-letter buffer for the dead-letter policy");
+            buffer
+                .borrow_mut()
+                .push(&info.file, info.line, bad.field.as_deref(), &bad.message, raw, truncated);
+            Ok(())
+        }
+    }
+}
 
 /// Reads the files of a path (see the module docs).
 pub struct FileSource<T> {
@@ -160,7 +217,7 @@ impl<T> FileSource<T> {
             format,
             make_parser,
             chunk_bytes: None,
-            id: NEXT_SOURCE_ID.fetch_add(1, Ordering::Relaxed),
+            id: next_source_id(),
             _t: PhantomData,
         })
     }
@@ -240,21 +297,7 @@ impl<T: Send + 'static> Source<T> for FileSource<T> {
             ))
         })?;
         let policy = ctx.config.on_bad_record.clone();
-        let dead_letters = if policy == ErrorPolicy::DeadLetter {
-            let dir = match &ctx.config.dead_letter_dir {
-                Some(d) => d.clone(),
-                None => std::env::current_dir()
-                    .map_err(|e| WeirError::io("finding the working directory", ".", e))?
-                    .join("dead-letter"),
-            };
-            let (buffer, writer) = dead_letter::shard_buffer(self.id, dir, ctx.shard, ctx.config.dead_letter_buffer_records);
-            if let Some(writer) = writer {
-                ctx.add_flusher(Box::new(writer));
-            }
-            Some(buffer)
-        } else {
-            None
-        };
+        let dead_letters = dead_letters_for(self.id, ctx)?;
         Ok(Box::new(FileReader {
             info: LineInfo {
                 file: Arc::from(path.to_string_lossy().as_ref()),
@@ -297,31 +340,15 @@ struct FileReader<T> {
 impl<T> FileReader<T> {
     /// Apply the bad-record policy to the current line.
     fn bad(&mut self, bad: BadLine, truncated: bool) -> Result<()> {
-        match self.policy {
-            ErrorPolicy::Fail => Err(WeirError::BadRecord {
-                file: self.info.file.to_string(),
-                line: self.info.line,
-                field: bad.field,
-                message: bad.message,
-            }),
-            ErrorPolicy::Skip => {
-                OperatorMetrics::add(&self.metrics.bad_records, 1);
-                Ok(())
-            }
-            ErrorPolicy::DeadLetter => {
-                OperatorMetrics::add(&self.metrics.bad_records, 1);
-                let buffer = self.dead_letters.as_ref().expect("dead-letter buffer for the dead-letter policy");
-                buffer.borrow_mut().push(
-                    &self.info.file,
-                    self.info.line,
-                    bad.field.as_deref(),
-                    &bad.message,
-                    self.splitter.line(),
-                    truncated,
-                );
-                Ok(())
-            }
-        }
+        handle_bad_record(
+            &self.policy,
+            &self.metrics,
+            self.dead_letters.as_ref(),
+            &self.info,
+            bad,
+            self.splitter.line(),
+            truncated,
+        )
     }
 
     fn dead_letters_full(&self) -> bool {

@@ -2,7 +2,7 @@
 //!
 //! * [`record`]: frame and payload codec;
 //! * [`scan`]: recovery scan of one segment;
-//! * `writer`: direct-I/O group-commit writer.
+//! * [`writer`]: direct-I/O group-commit writer (also used by weir's ingestion gateway log).
 //!
 //! Recovery policy ("truncate torn tail, refuse damage"): segments are
 //! replayed in id order. In the *last* segment, an invalid frame that no
@@ -17,4 +17,19 @@
 
 pub mod record;
 pub mod scan;
-pub(crate) mod writer;
+pub mod writer;
+
+pub use writer::{Committed, WalWriter};
+
+/// Path of WAL segment `id` in `dir` (`wal-NNNNNNNNNN.log`).
+pub fn segment_path(dir: &std::path::Path, id: u64) -> std::path::PathBuf {
+    crate::fsutil::wal_path(dir, id)
+}
+
+/// The id of a WAL segment file name (`wal-NNN.log`), if it is one.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    match crate::fsutil::parse_name(name) {
+        Some((true, id)) => Some(id),
+        _ => None,
+    }
+}

@@ -27,6 +27,26 @@ pub struct OpRef<'a> {
     pub(crate) expire_ms: u64,
 }
 
+impl<'a> OpRef<'a> {
+    /// A put of `key` = `value` (no expiry).
+    pub fn put(key: &'a [u8], value: &'a [u8]) -> Self {
+        Self {
+            kind: Kind::Put,
+            key,
+            value,
+            expire_ms: 0,
+        }
+    }
+    /// The key.
+    pub fn key(&self) -> &'a [u8] {
+        self.key
+    }
+    /// The value.
+    pub fn value(&self) -> &'a [u8] {
+        self.value
+    }
+}
+
 /// A frame that passed its checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
@@ -41,7 +61,7 @@ pub struct Frame<'a> {
 }
 
 /// Appends a framed record holding `ops` to `out`.
-pub(crate) fn encode_record(out: &mut Vec<u8>, seq: u64, epoch: u64, ops: &[OpRef<'_>]) {
+pub fn encode_record(out: &mut Vec<u8>, seq: u64, epoch: u64, ops: &[OpRef<'_>]) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_BYTES]);
     put_u32(out, ops.len() as u32);

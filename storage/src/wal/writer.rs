@@ -46,7 +46,7 @@ struct Inner {
 }
 
 /// Outcome of a successful commit.
-pub(crate) struct Committed {
+pub struct Committed {
     /// Largest sequence number now durable in this segment (0 if none).
     pub max_seq: u64,
     /// Record bytes made durable by this commit.
@@ -54,13 +54,13 @@ pub(crate) struct Committed {
 }
 
 /// Writer of one WAL segment file.
-pub(crate) struct WalWriter {
+pub struct WalWriter {
     sh: Rc<Inner>,
 }
 
 impl WalWriter {
     /// Creates a new, empty segment and makes its directory entry durable.
-    pub(crate) async fn create(dir: &Path, id: u64, chunk: usize) -> Result<WalWriter> {
+    pub async fn create(dir: &Path, id: u64, chunk: usize) -> Result<WalWriter> {
         let path = crate::fsutil::wal_path(dir, id);
         let file = OpenOptions::new()
             .write(true)
@@ -91,19 +91,19 @@ impl WalWriter {
         })
     }
 
-    pub(crate) fn id(&self) -> u64 {
+    pub fn id(&self) -> u64 {
         self.sh.id
     }
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.sh.path
     }
     /// Largest sequence number appended to this segment.
-    pub(crate) fn max_seq(&self) -> u64 {
+    pub fn max_seq(&self) -> u64 {
         self.sh.st.borrow().max_seq
     }
 
     /// Buffers one record (an atomic batch of ops).
-    pub(crate) fn append(&mut self, seq: u64, epoch: u64, ops: &[OpRef<'_>]) {
+    pub fn append(&mut self, seq: u64, epoch: u64, ops: &[OpRef<'_>]) {
         let mut st = self.sh.st.borrow_mut();
         assert!(seq > st.max_seq, "WAL sequence numbers strictly increase");
         st.max_seq = seq;
@@ -111,19 +111,24 @@ impl WalWriter {
     }
 
     /// Bytes appended but not yet durable.
-    pub(crate) fn pending_bytes(&self) -> u64 {
+    pub fn pending_bytes(&self) -> u64 {
         let st = self.sh.st.borrow();
         st.tail_base + st.tail.len() as u64 - st.durable_len
     }
 
     /// Logical length of the segment (durable + pending).
-    pub(crate) fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         let st = self.sh.st.borrow();
         st.tail_base + st.tail.len() as u64
     }
 
+    /// True if nothing was appended to this segment.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Durable length of the segment.
-    pub(crate) fn durable_len(&self) -> u64 {
+    pub fn durable_len(&self) -> u64 {
         self.sh.st.borrow().durable_len
     }
 
@@ -133,7 +138,7 @@ impl WalWriter {
     /// it fail as if fdatasync returned EIO. On `Err`, errors for which
     /// [`crate::fsutil::is_sync_failure`] holds are fatal; others (e.g. disk
     /// full during the write) leave the records buffered for a retry.
-    pub(crate) fn commit_future(&self, inject_sync_failure: bool) -> impl Future<Output = Result<Committed>> + 'static {
+    pub fn commit_future(&self, inject_sync_failure: bool) -> impl Future<Output = Result<Committed>> + 'static {
         let sh = self.sh.clone();
         async move {
             let _permit = sh
@@ -174,7 +179,7 @@ impl WalWriter {
 
     /// Waits for in-flight commits, then closes the file (records still
     /// pending are dropped: commit first).
-    pub(crate) async fn close(self) {
+    pub async fn close(self) {
         if let Ok(p) = self.sh.lock.acquire_permit(1).await {
             drop(p);
         }

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Starts and stops the servers the connector tests use, on loopback only:
+#   eval "$(bash .ci/services.sh start)"   # starts them, prints `export WEIR_TEST_...=...` lines
+#   bash .ci/services.sh stop              # stops each by the PID it recorded
+# Servers: PostgreSQL 15 (run as the `postgres` user, max_prepared_transactions = 64, fsync on)
+# -> WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres;
+# osmem-server (PyPI, an in-memory OpenSearch-compatible server) -> WEIR_TEST_OPENSEARCH=http://127.0.0.1:PORT;
+# mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT.
+# State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default /tmp/weir-services).
+# Ports are picked free at start. Every wait polls with a deadline; nothing sleeps blindly.
+set -euo pipefail
+
+STATE="${WEIR_SERVICES_DIR:-/tmp/weir-services}"
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND every 0.1 s until it succeeds.
+wait_for() {
+    local what=$1 limit=$2
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            echo "services: $what did not come up in ${limit}s" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# Run a command as the `postgres` user (PostgreSQL refuses to run as root); `exec`s, so a
+# background `as_postgres ... &` has the server's own PID in `$!`.
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then
+        exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"
+    else
+        exec "$@"
+    fi
+}
+
+start_postgres() {
+    local bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [ -z "$bin" ]; then
+        echo "services: PostgreSQL is not installed (run .ci/setup.sh)" >&2
+        return 1
+    fi
+    local dir="$STATE/postgres"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    (as_postgres "$bin/initdb" -D "$dir/data" -A trust -U postgres >"$dir/initdb.log" 2>&1)
+    local port
+    port=$(free_port)
+    (as_postgres "$bin/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
+        -c unix_socket_directories="$dir" -c max_prepared_transactions=64 -c fsync=on \
+        >"$dir/server.log" 2>&1) &
+    echo $! >"$STATE/postgres.pid"
+    wait_for "PostgreSQL on port $port" 30 "$bin/pg_isready" -h 127.0.0.1 -p "$port" -U postgres
+    echo "export WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+start_opensearch() {
+    local bin
+    bin=$(python3 -c 'import osmem_server; print(osmem_server.resolve_binary())' 2>/dev/null) || {
+        echo "services: osmem-server is not installed (run .ci/setup.sh)" >&2
+        return 1
+    }
+    local dir="$STATE/opensearch" port
+    mkdir -p "$dir"
+    port=$(free_port)
+    "$bin" -addr "127.0.0.1:$port" -no-stdin-watch >"$dir/server.log" 2>&1 </dev/null &
+    echo $! >"$STATE/opensearch.pid"
+    wait_for "osmem-server on port $port" 30 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/', timeout=1)"
+    echo "export WEIR_TEST_OPENSEARCH=http://127.0.0.1:$port"
+}
+
+start_mosquitto() {
+    command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || {
+        echo "services: mosquitto is not installed (run .ci/setup.sh)" >&2
+        return 1
+    }
+    local bin dir="$STATE/mosquitto" port
+    bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    cat >"$dir/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $dir/
+autosave_interval 1
+max_inflight_messages 100
+max_queued_messages 100000
+user root
+CONF
+    "$bin" -c "$dir/mosquitto.conf" >"$dir/server.log" 2>&1 &
+    echo $! >"$STATE/mosquitto.pid"
+    wait_for "mosquitto on port $port" 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"
+    echo "export WEIR_TEST_MQTT=127.0.0.1:$port"
+}
+
+stop_one() {
+    local name=$1 pidfile="$STATE/$1.pid"
+    [ -f "$pidfile" ] || return 0
+    local pid
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -INT "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + 20))
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+    echo "services: stopped $name (pid $pid)" >&2
+}
+
+case "${1:-}" in
+start)
+    mkdir -p "$STATE"
+    if [ -f "$STATE/postgres.pid" ] && kill -0 "$(cat "$STATE/postgres.pid")" 2>/dev/null; then
+        echo "services: already running (stop them first: $0 stop)" >&2
+        exit 1
+    fi
+    start_postgres
+    start_opensearch
+    start_mosquitto
+    ;;
+stop)
+    stop_one postgres
+    stop_one opensearch
+    stop_one mosquitto
+    ;;
+*)
+    echo "usage: $0 start|stop" >&2
+    exit 2
+    ;;
+esac
