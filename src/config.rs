@@ -76,7 +76,8 @@ pub struct EngineConfig {
     pub restart_delay_ms: u64,
     /// Restore from this checkpoint or savepoint directory at start (`--restore`).
     pub restore_from: Option<PathBuf>,
-    /// Keyed-state backend: `memory` (Flink: `hashmap`) or `lsm` (Flink: `rocksdb`).
+    /// Keyed-state backend of keyed process functions: `memory` (Flink: `hashmap`) or `lsm`
+    /// (Flink: `rocksdb`). Window, join and SQL operator buffers stay in memory either way.
     pub state_backend: StateBackendKind,
     /// Root of the LSM state stores (`<state_dir>/<operator>/shard-<n>`); kept after the job so
     /// a restart can restore from the stores' checkpoints. `None`: a temporary directory per
@@ -122,8 +123,8 @@ impl Default for EngineConfig {
             state_dir: None,
             state_cache_bytes: 64 << 20,
             state_maintain_step_bytes: 1 << 20,
-            state_store_memtable_bytes: 16 << 20,
-            state_store_block_cache_bytes: 16 << 20,
+            state_store_memtable_bytes: 8 << 20,
+            state_store_block_cache_bytes: 8 << 20,
         }
     }
 }

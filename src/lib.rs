@@ -70,6 +70,6 @@ pub mod prelude {
     pub use crate::sink::format::Format;
     pub use crate::sink::stdout::StdoutSink;
     pub use crate::source::collection::CollectionSource;
-    pub use crate::state::{AggregatingState, ListState, MapState, StateContext, StateTtl, TtlUpdate, ValueState};
+    pub use crate::state::{AggregatingState, ListState, MapState, StateBackendKind, StateContext, StateTtl, TtlUpdate, ValueState};
     pub use crate::time::{Timestamp, WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
 }

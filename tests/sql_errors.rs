@@ -312,3 +312,59 @@ fn mangled_scripts_never_panic() {
         }
     }
 }
+
+#[test]
+fn ranks_interval_joins_functions_and_nexmark() {
+    rejects(
+        "INSERT INTO out_rows SELECT auction, rn FROM (SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price) AS rn FROM bid) WHERE rn <= 3;",
+        "ROW_NUMBER",
+        &["windowed relation", "window_start, window_end"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, rn FROM (SELECT auction, ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY price) AS rn \
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))) WHERE rn <= 3;",
+        "ROW_NUMBER",
+        &["PARTITION BY window_start, window_end"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT L.auction, R.price FROM bid L LEFT JOIN bid R ON L.auction = R.auction \
+         AND R.date_time BETWEEN L.date_time AND L.date_time + INTERVAL '1' SECOND;",
+        "LEFT",
+        &["outer interval joins"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT L.auction, R.price FROM bid L JOIN bid R ON L.auction = R.auction;",
+        "JOIN",
+        &["window joins and interval joins", "BETWEEN"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, price FROM bid WHERE REGEXP(channel, channel);",
+        "channel)",
+        &["pattern of REGEXP must be a string literal"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, price FROM bid WHERE REGEXP(channel, '(');",
+        "'('",
+        &["bad regular expression"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, price FROM bid WHERE DATE_FORMAT(date_time, 'yyyy-QQ') = 'x';",
+        "'yyyy-QQ'",
+        &["pattern letter 'Q'"],
+    );
+    rejects(
+        "CREATE TABLE nx (auction BIGINT, colour STRING) WITH ('connector' = 'nexmark', 'nexmark.table' = 'bid');",
+        "nx",
+        &["`colour` is not a Nexmark field"],
+    );
+    rejects(
+        "CREATE TABLE nx (auction BIGINT) WITH ('connector' = 'nexmark', 'nexmark.table' = 'bid', 'rate.limited' = 'true');",
+        "'rate.limited'",
+        &["not supported by weir's nexmark connector"],
+    );
+    rejects(
+        "CREATE TABLE nx (auction BIGINT, price STRING) WITH ('connector' = 'nexmark', 'nexmark.table' = 'bid');",
+        "nx",
+        &["`price` is STRING, expected BIGINT"],
+    );
+}

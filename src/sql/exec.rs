@@ -457,7 +457,25 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             if let Some(rt) = input.rowtime {
                 need[rt] = true;
             }
-            let pre_stream = build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>());
+            let pre_stream = match scan_of(input) {
+                // Over a scan (or a filter over one) the pre-aggregate projection runs inside
+                // the reader; the time attribute rides along as a last, unused column.
+                Some((table, predicate)) if input.rowtime.is_some() || table.rowtime.is_none() => {
+                    let mut project: Vec<Expr> = pre.iter().cloned().collect();
+                    let rowtime_out = input.rowtime.map(|rt| {
+                        project.push(Expr::Col(rt));
+                        project.len() - 1
+                    });
+                    predicate.iter().for_each(|p| mark(p, &mut need));
+                    let post = ScanPost {
+                        predicate: predicate.cloned(),
+                        project: Some(project.into()),
+                        columns: None,
+                    };
+                    scan(env, table, &need, post, rowtime_out)?
+                }
+                _ => build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>()),
+            };
             let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect())).exchanged();
             let assigner = *assigner;
             let kind = match assigner {
@@ -644,6 +662,18 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
     })
 }
 
+/// The table and the filter of a scan or of a filter directly over a scan.
+fn scan_of(rel: &Rel) -> Option<(&Arc<super::plan::TableDef>, Option<&Expr>)> {
+    match &rel.plan {
+        Plan::Scan { table } => Some((table, None)),
+        Plan::Filter { input, predicate, .. } => match &input.plan {
+            Plan::Scan { table } => Some((table, Some(predicate))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Can the projection `rel` over `input` (a scan, or a filter over a scan) run inside the
 /// reader? Only if the rows keep their time attribute (or the table has none).
 fn fusable(rel: &Rel, input: &Rel) -> bool {
@@ -700,7 +730,9 @@ fn wrap_bits(v: i64, ty: SqlType) -> i64 {
 }
 
 impl AggregateFunction<Row> for RowAggregate {
-    type Acc = SmallVec<[AccState; 4]>;
+    /// Two accumulators inline (a window key's state stays small; more aggregates allocate
+    /// once per key and window, not per record).
+    type Acc = SmallVec<[AccState; 2]>;
     type Out = Vec<Value>;
 
     fn create(&self) -> Self::Acc {
@@ -967,7 +999,7 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
                 _ => "?".into(),
             };
             let wm = match table.rowtime {
-                Some((i, d)) => format!("; watermark = max({}) - {d} ms per file", table.columns[i].0),
+                Some((i, d)) => format!("; watermark = max({}) - {d} ms per split", table.columns[i].0),
                 None => "; no event time".into(),
             };
             let _ = writeln!(out, "{pad}scan {} [{src}{wm}] -> [{}]", table.name, cols.join(", "));

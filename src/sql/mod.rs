@@ -2,21 +2,29 @@
 //!
 //! Pipeline: [`parser`] (statements with positions, on the `sqlparser` tokenizer) → [`plan`]
 //! (catalog, name resolution and Flink's type rules via [`expr`], a tree of relational
-//! operators: scan, filter, project, window TVF, window aggregate, window join) → [`exec`]
-//! (the plan as a `DataStream<Row>` job: [`source`] file readers, the engine's window operators
-//! with a row aggregate, the [`join`] window-join operator, sinks). [`stamp`] carries a
-//! single file's watermark across exchanges so results do not depend on the shard count.
+//! operators: scan, filter, project, window TVF, window aggregate, window join, interval join,
+//! window rank) → [`exec`] (the plan as a `DataStream<Row>` job: [`source`] file readers and
+//! the [`nexmark`] generator with filters and projections pushed into them, the engine's window
+//! operators with a row aggregate, the [`join`] window-join and [`rank`] window Top-N
+//! operators, the engine's interval join, sinks).
 //!
 //! Types: BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p, s ≤ 18), STRING /
-//! VARCHAR, TIMESTAMP(p), TIMESTAMP_LTZ(p) ([`types`]). Window TVFs TUMBLE, HOP, CUMULATE and
-//! SESSION (with PARTITION BY) with COUNT(*), COUNT, COUNT(DISTINCT), SUM, MIN, MAX, AVG;
-//! window joins (inner and outer). Bad input records count under operator `source:<table>`.
+//! VARCHAR, TIMESTAMP(p), TIMESTAMP_LTZ(p), and ROW<...> columns in tables (flattened into
+//! `column.field`) ([`types`]). Window TVFs TUMBLE, HOP, CUMULATE and SESSION (with PARTITION
+//! BY) with COUNT(*), COUNT, COUNT(DISTINCT), SUM, MIN, MAX, AVG; window aggregation over a
+//! windowed result (window attributes are followed through aliases); window joins (inner and
+//! outer); inner interval joins (`R.ts BETWEEN L.ts - INTERVAL .. AND L.ts + INTERVAL ..`);
+//! window Top-N and window deduplication (`ROW_NUMBER() OVER (PARTITION BY window_start,
+//! window_end ... ORDER BY ...)` filtered by `rownum <= N`). Bad input records count under
+//! operator `source:<table>`.
 //!
 //! Supported statements: `CREATE TABLE` (physical, computed and — on Kafka tables — `METADATA
 //! FROM 'timestamp' | 'partition' | 'offset' | 'topic'` columns, `WATERMARK FOR c AS c -
 //! INTERVAL ...`, `WITH` options of the `filesystem` (csv/json), `kafka` (csv/json/raw, Flink's
-//! option names: see `plan::kafka_table`), `print` and `blackhole` connectors), `CREATE [TEMPORARY] VIEW`, `SET` (`parallelism.default`,
-//! `table.local-time-zone` = UTC) and `INSERT INTO t SELECT ...` (exactly one per script).
+//! option names: see `plan::kafka_table`), `nexmark`, `print` and `blackhole` connectors),
+//! `CREATE [TEMPORARY] VIEW`, `SET` (`parallelism.default`, `table.local-time-zone` = UTC),
+//! `INSERT INTO t SELECT ...` — several per script, also inside `EXECUTE STATEMENT SET BEGIN ...
+//! END` / `BEGIN STATEMENT SET; ... END;`, run as one job.
 //!
 //! Invariants: no input makes this module panic — every problem is a [`SqlError`] naming the
 //! line and column of the construct and, where there is one, the supported alternative; every

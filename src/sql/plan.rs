@@ -1,16 +1,23 @@
-//! The planner: runs the DDL of a script against a catalog and turns its `INSERT INTO ...
+//! The planner: runs the DDL of a script against a catalog and turns each `INSERT INTO ...
 //! SELECT` into a tree of relational operators ([`Rel`]) with resolved columns and types.
 //!
 //! Shapes planned (Flink's streaming semantics, append-only):
 //! - `SELECT exprs FROM t [WHERE]` → scan, filter, project;
 //! - `FROM TABLE(TUMBLE|HOP|CUMULATE|SESSION(...))` without GROUP BY → window TVF (each row
 //!   with `window_start`, `window_end`, `window_time` per window it belongs to);
-//! - the same with `GROUP BY window_start, window_end, keys...` → window aggregate;
+//! - the same with `GROUP BY window_start, window_end, keys...` → window aggregate; grouping a
+//!   windowed result by its window columns → a cascaded window aggregate (same windows);
 //! - `L JOIN R ON L.window_start = R.window_start AND L.window_end = R.window_end [AND ...]`
-//!   over two windowed inputs → window join.
+//!   over two windowed inputs → window join;
+//! - `L JOIN R ON L.k = R.k AND R.ts BETWEEN L.ts - INTERVAL .. AND L.ts + INTERVAL ..` (or
+//!   `>=` / `<=` bounds) over two inputs with time attributes → inner interval join;
+//! - `ROW_NUMBER() OVER (PARTITION BY window_start, window_end, ... ORDER BY ...)` over a
+//!   windowed relation, with `rownum <= N` in the enclosing WHERE → window rank (Top-N,
+//!   deduplication).
 //!
 //! Invariants: every column reference is resolved to an index here, once; a relation's
-//! `rowtime` (time attribute) is the column whose value equals the records' event timestamps.
+//! `rowtime` (time attribute) is the column whose value equals the records' event timestamps;
+//! its `window` is the pair of window_start / window_end columns, followed through projections.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

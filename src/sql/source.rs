@@ -139,6 +139,7 @@ impl Source<Row> for RowFileSource {
             file: None,
             offset: 0,
             pending: Vec::new(),
+            start: 0,
             line_no: 0,
             eof: false,
             policy: ctx.config.on_bad_record.clone(),
@@ -157,6 +158,8 @@ struct RowFileReader {
     offset: u64,
     /// Bytes read but not yet consumed (an incomplete last line).
     pending: Vec<u8>,
+    /// Bytes of `pending` already consumed.
+    start: usize,
     line_no: u64,
     eof: bool,
     policy: ErrorPolicy,
@@ -196,6 +199,8 @@ pub(crate) struct RowParser {
     wide: Row,
     fields: Vec<(usize, usize)>,
     needed: Arc<[bool]>,
+    /// The last physical column read: CSV fields after it are only counted.
+    last_needed: usize,
     post: Arc<ScanPost>,
 }
 
@@ -206,6 +211,7 @@ impl RowParser {
             physical: Row::new(),
             wide: Row::new(),
             fields: Vec::new(),
+            last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
             needed,
             post,
         }
@@ -249,6 +255,12 @@ impl RowParser {
         let n = line.len();
         let mut quoted_any = false;
         loop {
+            if self.fields.len() > self.last_needed && memchr::memchr(b'"', &line[i..]).is_none() {
+                // Past the last column read and no quotes left: only the field count matters.
+                let commas = memchr::memchr_iter(b',', &line[i..]).count();
+                self.fields.extend(std::iter::repeat_n((n, n), commas + 1));
+                break;
+            }
             let start = i;
             if i < n && line[i] == b'"' {
                 quoted_any = true;
@@ -564,31 +576,38 @@ impl SplitReader<Row> for RowFileReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<Row>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
         Box::pin(async move {
             let target = out.len() + max;
-            let mut consumed = 0usize;
             loop {
-                // Parse complete lines from `pending` (taken out so lines can be borrowed).
+                // Parse complete lines from `pending[start..]` (taken out so lines can be
+                // borrowed); consumed bytes are dropped only before the next fill, so a read
+                // call never moves the unread rest of the buffer.
                 let pending = std::mem::take(&mut self.pending);
                 while out.len() < target {
-                    let rest = &pending[consumed..];
-                    let Some(nl) = rest.iter().position(|b| *b == b'\n') else { break };
-                    consumed += nl + 1;
+                    let rest = &pending[self.start..];
+                    let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+                    self.start += nl + 1;
                     if nl > self.max_line {
                         self.line_no += 1;
                         let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
                         match self.policy {
                             ErrorPolicy::Skip => OperatorMetrics::add(&self.metrics.bad_records, 1),
-                            _ => return Err(e),
+                            _ => {
+                                self.pending = pending;
+                                return Err(e);
+                            }
                         }
                         continue;
                     }
-                    self.parse_line(&rest[..nl], out)?;
+                    if let Err(e) = self.parse_line(&rest[..nl], out) {
+                        self.pending = pending;
+                        return Err(e);
+                    }
                 }
                 self.pending = pending;
-                self.pending.drain(..consumed);
-                consumed = 0;
                 if out.len() >= target {
                     return Ok(ReadStatus::More);
                 }
+                self.pending.drain(..self.start);
+                self.start = 0;
                 if self.eof {
                     if !self.pending.is_empty() {
                         let line = std::mem::take(&mut self.pending);
@@ -607,23 +626,24 @@ impl SplitReader<Row> for RowFileReader {
         })
     }
 
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    /// Byte offset of the first unconsumed line (reads stop between lines; `pending` holds the
-    /// start of the next one) and the number of the last line read.
     fn position(&self) -> Result<Vec<u8>> {
-        Ok(crate::checkpoint::snapshot::encode(&(self.offset - self.pending.len() as u64, self.line_no)))
+        // The byte offset of the first unread line, and the lines read before it.
+        let unread = (self.pending.len() - self.start) as u64;
+        Ok(crate::checkpoint::snapshot::encode(&(self.offset - unread, self.line_no)))
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<()> {
-        let (offset, line): (u64, u64) = crate::checkpoint::snapshot::decode(position, &self.describe())?;
+        let (offset, line_no): (u64, u64) = crate::checkpoint::snapshot::decode(position, "SQL file split position")?;
         self.offset = offset;
-        self.line_no = line;
+        self.line_no = line_no;
         self.pending.clear();
+        self.start = 0;
         self.eof = false;
         Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! For `lsm`, [`StateBackend::for_operator`] places the operator instance's store in
 //! `state_dir/<operator>/shard-<n>` (or, without `state_dir`, in a fresh directory under the
-//! system temp dir that is removed when the job ends) and registers the backend's
+//! system temp dir that is removed when the job ends, or by the next job of another process
+//! if this one was killed) and registers the backend's
 //! [`StateFlusher`] with the segment, which opens the store at task start.
 //!
 //! Invariant: one backend (and so one store) per keyed operator instance per shard.
@@ -145,16 +146,43 @@ impl Default for StateBackend {
     }
 }
 
-/// Store settings of a state store from the engine configuration.
+/// Store settings of a state store from the engine configuration. Everything the store keeps
+/// in memory scales with the memtable budget `m`: memtables up to `3m` (writes stall there until
+/// the flusher flushed), uncommitted WAL up to `m / 2`, a compaction output image up to `2m`,
+/// plus the block cache.
 pub fn store_config(config: &EngineConfig) -> StoreConfig {
     let memtable = config.state_store_memtable_bytes;
     StoreConfig {
         memtable_budget_bytes: memtable,
         memtable_stall_bytes: memtable * 3,
-        wal_max_pending_bytes: memtable.max(1 << 20),
+        wal_max_pending_bytes: (memtable / 2).max(1 << 20),
+        compaction_output_bytes: memtable * 2,
         block_cache_bytes: config.state_store_block_cache_bytes,
         ..StoreConfig::default()
     }
+}
+
+/// Temporary store directories are named `weir-state-<pid>-<n>-<operator>-shard-<shard>`.
+const TEMP_DIR_PREFIX: &str = "weir-state-";
+
+/// Remove the temporary store directories of processes that are gone (a job killed before it
+/// could remove its own). Once per process; directories of live processes are left alone.
+fn remove_orphaned_temp_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_DIR_PREFIX)) else {
+                continue;
+            };
+            let Some((pid, _)) = rest.split_once('-') else { continue };
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
 }
 
 /// The LSM options of operator `operator` on `shard`.
@@ -166,8 +194,9 @@ pub fn lsm_options(config: &EngineConfig, operator: &str, shard: usize) -> Resul
     let (dir, ephemeral) = match &config.state_dir {
         Some(root) => (root.join(&safe).join(format!("shard-{shard}")), false),
         None => {
+            remove_orphaned_temp_dirs();
             let n = EPHEMERAL_DIRS.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("weir-state-{}-{n}-{safe}-shard-{shard}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("{TEMP_DIR_PREFIX}{}-{n}-{safe}-shard-{shard}", std::process::id()));
             (dir, true)
         }
     };

@@ -6,13 +6,13 @@
 //! key (a list is one entry holding its elements with their expiries); map state keeps one
 //! store entry per `(key, user key)`.
 //!
-//! **Cache**: every state has its own cache of decoded entries ([`LsmTable`]: a slab with a hash
-//! index; [`LsmMapTable`]: ordered by entry key so one key's user entries are a range); all
-//! caches of the operator share one byte budget ([`LsmShared::cache_used`], charged with an
+//! **Cache**: every state has its own cache of decoded entries (`LsmTable`: a slab with a hash
+//! index; `LsmMapTable`: ordered by entry key so one key's user entries are a range); all
+//! caches of the operator share one byte budget (`LsmShared::cache_used`, charged with an
 //! estimate: fixed slot overhead plus the postcard size of the value). A miss reads the store
 //! once and caches the answer, absent keys included. Writes only touch the cache and mark the
 //! entry dirty; a dirty entry reaches the store when it is evicted (second-chance CLOCK, run
-//! before a miss inserts), at a checkpoint ([`checkpoint`]) and when the flusher relieves
+//! before a miss inserts), at a checkpoint ([`LsmShared::checkpoint`]) and when the flusher relieves
 //! back-pressure. A tombstone is written only for keys the store may hold (`in_store`).
 //!
 //! **Store writes never wait**: `put`/`delete` are synchronous memtable + WAL-buffer appends.
@@ -28,7 +28,7 @@
 //! never touched again are removed by compaction, and until then they stay in the entry count.
 //!
 //! **Errors**: a store or decoding error on the synchronous path cannot be returned through the
-//! state API; it is recorded ([`LsmShared::fail`]), the access behaves as if the entry were
+//! state API; it is recorded (`LsmShared::fail`), the access behaves as if the entry were
 //! absent, and the flusher fails the job at the end of the input step.
 //!
 //! Invariants: `cache_used` equals the sum of the charged bytes of every cached slot; a slot is
@@ -106,6 +106,11 @@ pub struct LsmStats {
     pub store_disk_bytes: u64,
     /// Store compaction debt now.
     pub compaction_debt_bytes: u64,
+    /// Flusher maintenance rounds (commit, memtable flush, compaction steps) and their time.
+    pub maintenance_rounds: u64,
+    pub maintenance_ns: u64,
+    /// Rounds that had to relieve back-pressure (the cache was over budget meanwhile).
+    pub blocked_rounds: u64,
 }
 
 #[derive(Default)]
@@ -114,6 +119,9 @@ struct Counters {
     misses: Cell<u64>,
     evictions: Cell<u64>,
     write_backs: Cell<u64>,
+    rounds: Cell<u64>,
+    round_ns: Cell<u64>,
+    blocked_rounds: Cell<u64>,
 }
 
 /// Outcome of a store write from the synchronous path.
@@ -311,6 +319,9 @@ impl LsmShared {
             evictions: self.counters.evictions.get(),
             write_backs: self.counters.write_backs.get(),
             cache_bytes: self.cache_used.get() as u64,
+            maintenance_rounds: self.counters.rounds.get(),
+            maintenance_ns: self.counters.round_ns.get(),
+            blocked_rounds: self.counters.blocked_rounds.get(),
             ..Default::default()
         };
         if let Some(store) = self.store.borrow().as_ref() {
@@ -493,6 +504,19 @@ impl LsmShared {
     }
 }
 
+impl Drop for LsmShared {
+    fn drop(&mut self) {
+        // A temporary store directory goes with its backend, also when the job failed and the
+        // flusher never closed the store.
+        if let Some(store) = self.store.get_mut().take() {
+            drop(store);
+        }
+        if self.opts.ephemeral {
+            let _ = std::fs::remove_dir_all(&self.opts.dir);
+        }
+    }
+}
+
 fn meta_counts_key() -> Vec<u8> {
     let mut k = Vec::new();
     codec::store_key_header(META_KEY_GROUP, 0, &mut k);
@@ -531,23 +555,56 @@ fn clear_store_dir(dir: &std::path::Path) -> Result<()> {
 /// temporary directory).
 pub struct StateFlusher {
     shared: Rc<LsmShared>,
+    /// The table whose cache is evicted first in the next over-budget round (rotates).
+    next_table: usize,
 }
 
 impl StateFlusher {
     pub(crate) fn new(shared: Rc<LsmShared>) -> Self {
-        Self { shared }
+        Self { shared, next_table: 0 }
+    }
+
+    /// Store work is due: back-pressure, pending flush or compaction, enough new writes.
+    fn store_work_due(&self) -> bool {
+        let sh = &self.shared;
+        sh.blocked.get() || sh.maintenance_due.get() || sh.written_since_maintain.get() >= sh.opts.maintain_step_bytes
+    }
+
+    /// The caches together are clearly over budget (each miss evicts from its own state's cache
+    /// only, so a state that is no longer read keeps its entries until this evicts them).
+    fn cache_over_budget(&self) -> bool {
+        let sh = &self.shared;
+        sh.cache_used.get() > sh.opts.cache_bytes + sh.opts.cache_bytes / 8
     }
 
     async fn maintain(&mut self) -> Result<()> {
-        let sh = &self.shared;
+        let sh = self.shared.clone();
         sh.check()?;
+        if self.store_work_due() {
+            self.maintain_store().await?;
+        }
+        if self.cache_over_budget() {
+            let tables = sh.tables();
+            let n = tables.len().max(1);
+            self.next_table = (self.next_table + 1) % n;
+            for (_, t) in tables.iter().cycle().skip(self.next_table).take(tables.len()) {
+                t.evict_to_budget();
+            }
+        }
+        sh.check()
+    }
+
+    async fn maintain_store(&mut self) -> Result<()> {
+        let sh = &self.shared;
         let blocked = sh.blocked.replace(false);
+        if blocked {
+            sh.counters.blocked_rounds.set(sh.counters.blocked_rounds.get() + 1);
+        }
         let step = sh.opts.maintain_step_bytes;
         let commit_at = (sh.opts.store.wal_max_pending_bytes / 2) as u64;
         let mut store = sh.take_store();
         let r = async {
             if blocked {
-                Self::commit(&mut store).await?;
                 LsmShared::relieve(&mut store, step).await?;
                 sh.written_since_commit.set(0);
             } else {
@@ -565,12 +622,7 @@ impl StateFlusher {
         let due = sh.wrap(r)?;
         sh.maintenance_due.set(due);
         sh.written_since_maintain.set(0);
-        if blocked {
-            for (_, t) in sh.tables() {
-                t.evict_to_budget();
-            }
-        }
-        sh.check()
+        Ok(())
     }
 
     async fn commit(store: &mut Store) -> std::result::Result<(), StoreError> {
@@ -584,12 +636,18 @@ impl Flusher for StateFlusher {
     }
 
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
-        Box::pin(self.maintain())
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            let r = self.maintain().await;
+            let c = &self.shared.counters;
+            c.rounds.set(c.rounds.get() + 1);
+            c.round_ns.set(c.round_ns.get() + start.elapsed().as_nanos() as u64);
+            r
+        })
     }
 
     fn has_pending(&self) -> bool {
-        let sh = &self.shared;
-        sh.blocked.get() || sh.maintenance_due.get() || sh.written_since_maintain.get() >= sh.opts.maintain_step_bytes || sh.failure.borrow().is_some()
+        self.store_work_due() || self.cache_over_budget() || self.shared.failure.borrow().is_some()
     }
 
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
@@ -743,9 +801,9 @@ where
         if s.expires_at > now {
             return true;
         }
-        // Expired: the store's copy (never newer) has expired as well.
+        // Expired: delete the store's copy too (it expired as well unless the TTL changed).
         s.value = None;
-        s.dirty = false;
+        s.dirty = s.in_store;
         self.entries -= 1;
         self.set_bytes(i, SLOT_OVERHEAD);
         self.sync_gauge();
@@ -883,9 +941,8 @@ where
                 codec::encode_stored(s.expires_at, &**v, &mut self.val_buf);
                 (self.shared.put(&self.key_buf, &self.val_buf, codec::store_expiry_ms(s.expires_at)), true)
             }
-            Some(_) => (Written::Yes, s.in_store), // expired: so is the store's copy
-            None if s.in_store => (self.shared.delete(&self.key_buf), false),
-            None => (Written::Yes, false),
+            Some(_) | None if s.in_store => (self.shared.delete(&self.key_buf), false),
+            _ => (Written::Yes, false),
         };
         if written == Written::Blocked {
             return false;
@@ -1102,7 +1159,7 @@ where
             return true;
         }
         s.value = None;
-        s.dirty = false;
+        s.dirty = s.in_store;
         let old = std::mem::replace(&mut s.bytes, SLOT_OVERHEAD + ekl);
         self.shared.charge(SLOT_OVERHEAD + ekl, old);
         self.entries -= 1;
@@ -1199,7 +1256,7 @@ where
             let Some(v) = &s.value else { continue };
             if s.expires_at <= now {
                 s.value = None;
-                s.dirty = false;
+                s.dirty = s.in_store;
                 freed += s.bytes - (SLOT_OVERHEAD + ek.len());
                 s.bytes = SLOT_OVERHEAD + ek.len();
                 expired += 1;
@@ -1246,7 +1303,7 @@ where
         for (ek, s) in self.cache.iter_mut() {
             if s.value.is_some() && s.expires_at <= now {
                 s.value = None;
-                s.dirty = false;
+                s.dirty = s.in_store;
                 freed += s.bytes - (SLOT_OVERHEAD + ek.len());
                 s.bytes = SLOT_OVERHEAD + ek.len();
                 expired += 1;
@@ -1273,9 +1330,8 @@ where
                 codec::encode_stored(s.expires_at, &**v, &mut self.val_buf);
                 (self.shared.put(&self.store_key, &self.val_buf, codec::store_expiry_ms(s.expires_at)), true)
             }
-            Some(_) => (Written::Yes, s.in_store),
-            None if s.in_store => (self.shared.delete(&self.store_key), false),
-            None => (Written::Yes, false),
+            Some(_) | None if s.in_store => (self.shared.delete(&self.store_key), false),
+            _ => (Written::Yes, false),
         };
         if written == Written::Blocked {
             return false;

@@ -30,7 +30,7 @@
 //!   operator's flusher, never on the data path beyond the store's synchronous reads.
 //!
 //! Each state handle holds an `Rc<RefCell<table>>` whose table is an enum with one variant per
-//! backend ([`table`]); the context keeps the same tables as [`table::TableOps`] objects to
+//! backend (module `table`); the context keeps the same tables as `TableOps` objects to
 //! snapshot and restore them.
 //!
 //! ## Snapshots

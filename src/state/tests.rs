@@ -340,3 +340,70 @@ fn a_fresh_lsm_backend_does_not_see_an_earlier_run_in_its_directory() {
     assert!(err.contains("notes.txt") && err.contains("refusing"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An entry that expires in the cache is deleted from the store as well, even when the store
+/// holds an older copy that would live longer (restored under a longer TTL).
+#[test]
+fn lsm_expiry_in_the_cache_never_resurrects_an_older_store_copy() {
+    run_local(async {
+        // A snapshot taken under a 10 s TTL at time 1 000: expires at 11 000.
+        let mut old = StateHarness::<u64>::new(StateBackendKind::Memory, 0, 1_000);
+        let mut v = old.ctx.value::<u64>("v", Some(StateTtl::new(10_000, TtlUpdate::OnCreateAndWrite)));
+        old.connect().await;
+        v.update(&1, 100);
+        let mut snap = KeyedSnapshot::default();
+        old.ctx.snapshot(&mut snap).unwrap();
+        // Restored under a 100 ms TTL.
+        let mut h = StateHarness::<u64>::new(StateBackendKind::Lsm, 4096, 1_000);
+        let mut v = h.ctx.value::<u64>("v", Some(StateTtl::new(100, TtlUpdate::OnCreateAndWrite)));
+        h.ctx
+            .restore(&KeyedRestore {
+                operator: "p".into(),
+                groups: snap.groups.into_iter().collect(),
+            })
+            .unwrap();
+        h.connect().await;
+        assert_eq!(v.value(&1), Some(&100));
+        v.update(&1, 200); // expires at 1 100 in the cache; the store's copy at 11 000
+        h.clock.set(1_100);
+        assert_eq!(v.value(&1), None);
+        for k in 1_000..2_000 {
+            v.update(&k, k); // evicts key 1 from the tiny cache
+        }
+        h.pump().await;
+        assert!(h.lsm_stats().unwrap().evictions > 900);
+        h.clock.set(1_200);
+        assert_eq!(v.value(&1), None, "the store's older copy must not come back");
+    });
+}
+
+/// Values that grow in the cache (hits never evict) push the caches over budget; the flusher
+/// evicts them back under it, from every state.
+#[test]
+fn lsm_flusher_brings_grown_caches_back_under_budget() {
+    run_local(async {
+        let mut h = StateHarness::<u64>::new(StateBackendKind::Lsm, 4096, 0);
+        let mut a = h.ctx.value::<String>("a", None);
+        let mut b = h.ctx.list::<u64>("b", None);
+        h.connect().await;
+        for k in 0..20 {
+            a.update(&k, String::new());
+            b.add(&k, k);
+        }
+        for k in 0..20 {
+            a.update_with(&k, String::new, |s| s.push_str(&"x".repeat(300)));
+            for i in 0..30 {
+                b.add(&k, i);
+            }
+        }
+        let before = h.lsm_stats().unwrap().cache_bytes;
+        assert!(before > 8192, "grown past the budget: {before}");
+        h.pump().await;
+        let after = h.lsm_stats().unwrap().cache_bytes;
+        assert!(after <= 4096, "evicted back under budget: {after}");
+        for k in 0..20 {
+            assert_eq!(a.value(&k).map(String::len), Some(300));
+            assert_eq!(b.get(&k).count(), 31);
+        }
+    });
+}

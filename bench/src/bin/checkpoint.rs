@@ -121,7 +121,7 @@ fn job(args: &Args, restore: Option<PathBuf>) -> JobReport {
         pin_cores: false,
         checkpoint_interval_ms: args.interval_ms,
         checkpoint_dir: Some(args.dir.join("checkpoints")),
-        checkpoints_retained: 2,
+        checkpoints_retained: 3,
         restart_attempts: 0,
         restore_from: restore,
         state_backend: backend,
@@ -152,7 +152,7 @@ fn main() {
     let mut durations = c.durations_ms[..mid].to_vec();
     durations.sort_unstable();
     let pct = |q: f64| durations.get(((durations.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
-    // Recovery: restore the newest retained mid-run checkpoint (keep it: the final one is empty).
+    // Recovery: restore a retained mid-run checkpoint (the final one holds no state).
     let store = weir::checkpoint::files::CheckpointStore::new(args.dir.join("checkpoints"));
     let mut dirs: Vec<_> = std::fs::read_dir(&store.root)
         .unwrap()
@@ -161,7 +161,9 @@ fn main() {
         .filter(|p| p.join("_metadata").exists())
         .collect();
     dirs.sort_by_key(|p| p.file_name().unwrap().to_string_lossy().trim_start_matches("chk-").parse::<u64>().unwrap_or(0));
-    let full = dirs.iter().rev().find(|d| !weir::checkpoint::files::read_meta(d).unwrap().finished).cloned();
+    // The retained checkpoint holding the most state (checkpoints completed after the sources
+    // finished hold only final positions).
+    let full = dirs.iter().max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes).cloned();
     let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes);
     let recovery = full.map(|d| job(&args, Some(d)));
     let out = serde_json::json!({
