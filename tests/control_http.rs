@@ -284,7 +284,8 @@ fn weir_run_with_http_serves_the_job_and_lingers_after_it_ends() {
     use std::process::{Command, Stdio};
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "q0", "--events", "300000", "--rate", "100000", "--cores", "2", "--no-pin", "--no-checkpoints"])
+        .args(["run", "q0", "--events", "300000", "--rate", "100000", "--cores", "2", "--no-pin"])
+        .arg("--no-checkpoints")
         .args(["--http", "127.0.0.1:0", "--linger-secs", "30"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
