@@ -4,6 +4,8 @@
 //! output equals an uninterrupted run's exactly — nothing lost, nothing doubled. The same
 //! checkpoint restores on 1, 2 and 3 shards after being taken on 4 (key groups move).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,19 +68,6 @@ fn build(env: &StreamEnv, out: &Path, rate_limited: bool, fail: Option<Failure>)
         .sink(FileSink::csv(out));
 }
 
-fn committed_lines(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with("part-") {
-            lines.extend(std::fs::read_to_string(entry.path()).unwrap().lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 fn hidden_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -105,7 +94,7 @@ fn reference(tmp: &Path) -> Vec<String> {
     let env = StreamEnv::new(config(2, None));
     build(&env, &out, false, None);
     env.execute().unwrap();
-    let lines = committed_lines(&out);
+    let lines = common::committed_lines(&out);
     assert!(lines.len() > 10_000, "the job produces plenty of window results ({})", lines.len());
     lines
 }
@@ -127,7 +116,11 @@ fn a_failed_operator_restarts_from_the_latest_checkpoint_exactly_once() {
         assert!(!failure.armed.load(Ordering::SeqCst), "the failure was injected");
         assert_eq!(report.restarts, 1, "cores {cores}: one restart");
         assert!(report.checkpoints.restored_from.is_some(), "cores {cores}: the restart restored a checkpoint");
-        assert_eq!(committed_lines(&out), expected, "cores {cores}: committed output equals the uninterrupted run");
+        assert_eq!(
+            common::committed_lines(&out),
+            expected,
+            "cores {cores}: committed output equals the uninterrupted run"
+        );
         assert_eq!(hidden_files(&out), Vec::<String>::new(), "cores {cores}: no in-progress files are left");
     }
 }
@@ -158,7 +151,7 @@ fn a_checkpoint_taken_on_four_shards_restores_on_one_two_and_three() {
         });
         build(&env, &run.join("out"), false, None);
         env.execute().unwrap();
-        assert_eq!(committed_lines(&run.join("out")), expected, "restored on {cores} shards");
+        assert_eq!(common::committed_lines(&run.join("out")), expected, "restored on {cores} shards");
         assert_eq!(hidden_files(&run.join("out")), Vec::<String>::new());
     }
 }
@@ -235,7 +228,7 @@ fn keyed_process_state_and_timers_recover_exactly_on_both_backends() {
     let env = StreamEnv::new(config(2, None));
     build_process(&env, &reference, false, None);
     env.execute().unwrap();
-    let expected = committed_lines(&reference);
+    let expected = common::committed_lines(&reference);
     assert!(expected.len() > 100_000);
     for backend in [StateBackendKind::Memory, StateBackendKind::Lsm] {
         let out = tmp.path().join(format!("out-{backend:?}"));
@@ -250,7 +243,7 @@ fn keyed_process_state_and_timers_recover_exactly_on_both_backends() {
         let report = env.execute().unwrap();
         assert_eq!(report.restarts, 1, "{backend:?}");
         assert!(report.checkpoints.restored_from.is_some(), "{backend:?}: restored a checkpoint");
-        assert_eq!(committed_lines(&out), expected, "{backend:?}: exact output after the restart");
+        assert_eq!(common::committed_lines(&out), expected, "{backend:?}: exact output after the restart");
     }
 }
 
@@ -291,7 +284,7 @@ fn window_and_interval_join_buffers_recover_exactly() {
         let env = StreamEnv::new(config(2, None));
         build_join(&env, &reference, interval, false, None);
         env.execute().unwrap();
-        let expected = committed_lines(&reference);
+        let expected = common::committed_lines(&reference);
         assert!(expected.len() > 10_000, "interval {interval}: {} pairs", expected.len());
         let out = tmp.path().join(format!("out-{interval}"));
         let env = StreamEnv::new(EngineConfig {
@@ -304,6 +297,6 @@ fn window_and_interval_join_buffers_recover_exactly() {
         assert_eq!(report.restarts, 1, "interval {interval}");
         assert!(report.checkpoints.restored_from.is_some(), "interval {interval}: restored a checkpoint");
         assert_eq!(report.checkpoints.aborted, 0, "interval {interval}: joins take part in checkpoints");
-        assert_eq!(committed_lines(&out), expected, "interval {interval}: exact output after the restart");
+        assert_eq!(common::committed_lines(&out), expected, "interval {interval}: exact output after the restart");
     }
 }

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 
+/// The committed rows of a run folder's `out/` sink.
+fn committed(dir: &Path) -> Vec<String> {
+    common::committed_lines(&dir.join("out"))
+}
+
 const EVENTS: &str = "1500000";
 const RATE: &str = "1500000";
 
@@ -40,19 +45,6 @@ fn weir(dir: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
-}
-
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir.join("out")) else { return lines };
-    for e in entries {
-        let e = e.unwrap();
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
 }
 
 fn reference(tmp: &Path) -> Vec<String> {

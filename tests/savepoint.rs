@@ -3,8 +3,9 @@
 //! restore from it (and why not); `weir run --restore <savepoint>` finishes the job, and the
 //! committed output equals an uninterrupted run's.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn weir() -> Command {
@@ -24,18 +25,6 @@ const JOB: [&str; 10] = [
     "--sink",
 ];
 
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 #[test]
 fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     let tmp = tempfile::tempdir().unwrap();
@@ -47,7 +36,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let expected = committed(&reference);
+    let expected = common::committed_lines(&reference);
     assert!(expected.len() > 1_000);
 
     let run = tmp.path().join("run");
@@ -75,7 +64,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     assert!(savepoint.join("_metadata").exists(), "{}", savepoint.display());
     assert!(job.wait().unwrap().success(), "stop-with-savepoint ends the job cleanly");
     let log = drain.join().unwrap();
-    let partial = committed(&run.join("out"));
+    let partial = common::committed_lines(&run.join("out"));
     assert!(
         partial.len() < expected.len(),
         "the job was stopped before the end ({} of {} rows)\n{log}",
@@ -114,5 +103,5 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
         .output()
         .unwrap();
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
-    assert_eq!(committed(&run.join("out")), expected, "savepoint + resume = uninterrupted run");
+    assert_eq!(common::committed_lines(&run.join("out")), expected, "savepoint + resume = uninterrupted run");
 }

@@ -3,6 +3,21 @@
 
 pub mod crash;
 
+/// The committed output of a filesystem sink folder: every line of its final-named part files
+/// (`part-*`; hidden in-progress files are not output), sorted. Empty if the folder is missing.
+pub fn committed_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return lines };
+    for e in entries {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
 /// SplitMix64: small, seeded, deterministic.
 pub struct Rng(u64);
 
