@@ -45,6 +45,13 @@ impl Failure {
             at,
         }
     }
+
+    /// Count one record; panic (once) at the `at`-th.
+    fn record_seen(&self) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at && self.armed.swap(false, Ordering::SeqCst) {
+            panic!("injected operator failure");
+        }
+    }
 }
 
 /// Bids → key by auction → tumbling 100 ms count → CSV files. The generator's splits are
@@ -55,9 +62,7 @@ fn build(env: &StreamEnv, out: &Path, rate_limited: bool, fail: Option<Failure>)
         .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(1_000), |b: &BidFields| b.date_time)
         .map(move |b: BidFields| {
             if let Some(f) = &fail {
-                if f.seen.fetch_add(1, Ordering::SeqCst) + 1 == f.at && f.armed.swap(false, Ordering::SeqCst) {
-                    panic!("injected operator failure");
-                }
+                f.record_seen();
             }
             b
         })
@@ -210,9 +215,7 @@ fn build_process(env: &StreamEnv, out: &Path, rate_limited: bool, fail: Option<F
         .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(1_000), |b: &BidFields| b.date_time)
         .map(move |b: BidFields| {
             if let Some(f) = &fail {
-                if f.seen.fetch_add(1, Ordering::SeqCst) + 1 == f.at && f.armed.swap(false, Ordering::SeqCst) {
-                    panic!("injected operator failure");
-                }
+                f.record_seen();
             }
             b
         })
@@ -257,9 +260,7 @@ fn build_join(env: &StreamEnv, out: &Path, interval: bool, rate_limited: bool, f
             .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(1_000), |b: &BidFields| b.date_time)
             .map(move |b: BidFields| {
                 if let Some(f) = &fail {
-                    if f.seen.fetch_add(1, Ordering::SeqCst) + 1 == f.at && f.armed.swap(false, Ordering::SeqCst) {
-                        panic!("injected operator failure");
-                    }
+                    f.record_seen();
                 }
                 (b.auction, b.bidder, b.price)
             })

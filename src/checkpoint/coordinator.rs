@@ -26,7 +26,8 @@ pub struct CheckpointFigures {
     pub aborted: u64,
     /// Checkpoints whose files could not be written (e.g. disk full); the job went on.
     pub failed_writes: u64,
-    /// Trigger → durable metadata, per completed checkpoint (ms).
+    /// Trigger → durable metadata of the most recent completed checkpoints (ms; at most
+    /// [`MAX_DURATIONS`], oldest dropped first).
     pub durations_ms: Vec<u64>,
     /// State bytes of the last completed checkpoint.
     pub last_bytes: u64,
@@ -45,6 +46,8 @@ pub struct CheckpointFigures {
 }
 
 const MAX_PROBLEMS: usize = 32;
+/// Durations kept for percentiles (a long-running job completes a checkpoint every interval).
+pub const MAX_DURATIONS: usize = 4096;
 
 impl CheckpointFigures {
     fn problem(&mut self, message: String) {
@@ -245,6 +248,9 @@ impl CoordinatorDriver {
                                 figures.last_bytes = meta.state_bytes;
                                 figures.latest = Some(dir.display().to_string());
                                 if let Some(t) = started.remove(&epoch) {
+                                    if figures.durations_ms.len() == MAX_DURATIONS {
+                                        figures.durations_ms.remove(0);
+                                    }
                                     figures.durations_ms.push(t.elapsed().as_millis() as u64);
                                 }
                                 if let Err(e) = self.store.clean(&discard) {

@@ -206,19 +206,9 @@ impl Coordinator {
         // Flink: with a min pause, no checkpoint starts while another is in flight.
         let pause_blocks = self.settings.min_pause_ms > 0 && !self.pending.is_empty();
         if interval_due && pause_done && room && !pause_blocks && !self.all_finished() {
-            let epoch = self.next_epoch;
-            self.next_epoch += 1;
-            self.pending.insert(
-                epoch,
-                Pending {
-                    started_ms: now_ms,
-                    acked: self.finished.clone(),
-                    remaining: self.finished.iter().filter(|f| !**f).count(),
-                },
-            );
-            self.last_triggered_ms = Some(now_ms);
-            self.figures.triggered += 1;
-            actions.push(Action::Trigger { epoch });
+            actions.push(Action::Trigger {
+                epoch: self.open_epoch(now_ms),
+            });
         }
         self.check_invariants();
         actions
@@ -229,6 +219,13 @@ impl Coordinator {
         if self.pending.len() >= self.settings.max_concurrent || self.all_finished() {
             return Vec::new();
         }
+        let epoch = self.open_epoch(now_ms);
+        self.check_invariants();
+        vec![Action::Trigger { epoch }]
+    }
+
+    /// Open the next epoch: finished participants count as acknowledged from the start.
+    fn open_epoch(&mut self, now_ms: u64) -> u64 {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         self.pending.insert(
@@ -241,8 +238,7 @@ impl Coordinator {
         );
         self.last_triggered_ms = Some(now_ms);
         self.figures.triggered += 1;
-        self.check_invariants();
-        vec![Action::Trigger { epoch }]
+        epoch
     }
 
     /// Participant `who` finished its part of `epoch` (snapshot written / output pre-committed).
