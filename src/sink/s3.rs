@@ -290,8 +290,11 @@ impl S3PartWriter {
         if clean {
             let own = format!("{}part-", self.folder);
             let this_run = format!("-{}-", self.run);
-            for (key, upload_id) in self.client.list_multipart_uploads(&own).await? {
-                let name = &key[self.folder.len().min(key.len())..];
+            // Listed by the folder without its last `/` and filtered here: a query value with
+            // `/` is signed correctly (`%2F`) but moto, the test server, checks it decoded.
+            let listed = self.client.list_multipart_uploads(self.folder.trim_end_matches('/')).await?;
+            for (key, upload_id) in listed {
+                let Some(name) = key.strip_prefix(&own) else { continue };
                 if name.contains('/') || name.contains(&this_run) || referenced.contains(&upload_id) {
                     continue;
                 }

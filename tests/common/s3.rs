@@ -55,14 +55,20 @@ impl Server {
         bucket
     }
 
+    /// Objects whose key starts with `prefix`. (Listed by the prefix up to its first `/` and
+    /// filtered here: moto checks the signature of a query value with `/` decoded.)
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<ObjectInfo> {
-        let prefix = prefix.to_string();
-        self.with_client(bucket, move |mut c| async move { c.list_objects(&prefix).await.unwrap() })
+        let (wanted, listed) = (prefix.to_string(), prefix.split('/').next().unwrap_or("").to_string());
+        self.with_client(bucket, move |mut c| async move {
+            let mut all = c.list_objects(&listed).await.unwrap();
+            all.retain(|o| o.key.starts_with(&wanted));
+            all
+        })
     }
 
-    pub fn unfinished_uploads(&self, bucket: &str, prefix: &str) -> Vec<(String, String)> {
-        let prefix = prefix.to_string();
-        self.with_client(bucket, move |mut c| async move { c.list_multipart_uploads(&prefix).await.unwrap() })
+    /// Unfinished multipart uploads in the bucket.
+    pub fn unfinished_uploads(&self, bucket: &str) -> Vec<(String, String)> {
+        self.with_client(bucket, move |mut c| async move { c.list_multipart_uploads("").await.unwrap() })
     }
 
     pub fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
@@ -72,10 +78,10 @@ impl Server {
 
     /// Every line of every object under `prefix`, sorted.
     pub fn lines(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let prefix = prefix.to_string();
+        let objects = self.list(bucket, prefix);
         let mut lines = self.with_client(bucket, move |mut c| async move {
             let mut lines = Vec::new();
-            for o in c.list_objects(&prefix).await.unwrap() {
+            for o in objects {
                 let body = c.get_object(&o.key).await.unwrap();
                 lines.extend(String::from_utf8(body).unwrap().lines().map(str::to_string));
             }
