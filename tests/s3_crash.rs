@@ -1,5 +1,6 @@
 //! Exactly-once into S3 across SIGKILLs: a `weir run` child runs a SQL job (Nexmark bids →
-//! key by auction → 100 ms tumbling count and max → the `filesystem` connector on `s3://`, JSON)
+//! at full speed → key by auction → 100 ms tumbling count and max → the `filesystem` connector
+//! on `s3://`, JSON)
 //! with checkpoints every 40 ms, and is killed with SIGKILL at seeded random moments, then
 //! restarted with `--restore latest`, until it finishes. The objects in the bucket must hold
 //! exactly the rows of an uninterrupted run without checkpoints (written to a local folder):
@@ -21,7 +22,7 @@ use common::Rng;
 fn script(sink_with: &str) -> String {
     format!(
         "CREATE TABLE bid (auction BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '50' MILLISECOND)\n\
-           WITH ('connector' = 'nexmark', 'nexmark.table' = 'bid', 'events.num' = '1000000', 'first-event.rate' = '400000');\n\
+           WITH ('connector' = 'nexmark', 'nexmark.table' = 'bid', 'events.num' = '1000000', 'first-event.rate' = '400000', 'max-emit-speed' = 'true');\n\
          CREATE TABLE counts (auction BIGINT, window_start TIMESTAMP(3), n BIGINT, top BIGINT) WITH ({sink_with});\n\
          INSERT INTO counts SELECT auction, window_start, COUNT(*), MAX(price)\n\
            FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '100' MILLISECOND)) GROUP BY auction, window_start, window_end;\n"
