@@ -1,7 +1,6 @@
-//! Exactly-once into S3 across SIGKILLs: a `weir run` child runs a SQL job (Nexmark bids →
-//! at full speed → key by auction → 100 ms tumbling count and max → the `filesystem` connector
-//! on `s3://`, JSON)
-//! with checkpoints every 40 ms, and is killed with SIGKILL at seeded random moments, then
+//! Exactly-once into S3 across SIGKILLs: a `weir run` child runs a SQL job (Nexmark bids at
+//! full speed → key by auction → 100 ms tumbling count and max → the `filesystem` connector on
+//! `s3://`, JSON) with checkpoints every 40 ms, and is killed with SIGKILL at seeded random moments, then
 //! restarted with `--restore latest`, until it finishes. The objects in the bucket must hold
 //! exactly the rows of an uninterrupted run without checkpoints (written to a local folder):
 //! 0 lost, 0 duplicated. No multipart upload may be left unfinished: uploads of killed runs
@@ -57,7 +56,11 @@ fn random_sigkills_lose_and_duplicate_no_s3_rows() {
     assert!(expected.len() > 1_000, "the job writes window results ({})", expected.len());
 
     let job = tmp.path().join("s3.sql");
-    std::fs::write(&job, script(&format!("'connector' = 'filesystem', 'path' = 's3://{bucket}/counts', 'format' = 'json'"))).unwrap();
+    std::fs::write(
+        &job,
+        script(&format!("'connector' = 'filesystem', 'path' = 's3://{bucket}/counts', 'format' = 'json'")),
+    )
+    .unwrap();
     let kills: usize = std::env::var("WEIR_CRASH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let mut rng = Rng::new(0x5353_4B49_4C4C);
     let mut killed = 0;
@@ -91,7 +94,10 @@ fn random_sigkills_lose_and_duplicate_no_s3_rows() {
             Some(s) => panic!("attempt {attempt} failed ({s}):\n{log}"),
         }
     }
-    eprintln!("{killed} kills; rows committed when each kill hit: {committed_while_killed:?} of {}", expected.len());
+    eprintln!(
+        "{killed} kills; rows committed when each kill hit: {committed_while_killed:?} of {}",
+        expected.len()
+    );
     let got = server.lines(&bucket, "counts/");
     let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
     assert_eq!(distinct.len(), got.len(), "no row committed twice");

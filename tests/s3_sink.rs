@@ -53,11 +53,18 @@ fn window_results_land_in_s3_exactly() {
     std::fs::write(dir.path().join("events.csv"), csv).unwrap();
 
     let local = dir.path().join("reference");
-    run(&script(&format!("'connector' = 'filesystem', 'path' = '{}', 'format' = 'json'", local.display())), dir.path(), None);
+    run(
+        &script(&format!("'connector' = 'filesystem', 'path' = '{}', 'format' = 'json'", local.display())),
+        dir.path(),
+        None,
+    );
     let expected = common::committed_lines(&local);
     assert!(expected.len() > 2_000, "{} window results", expected.len());
 
-    let s3 = format!("'connector' = 'filesystem', 'path' = 's3://{bucket}/counts', 'format' = 'json', {}", server.sql_options());
+    let s3 = format!(
+        "'connector' = 'filesystem', 'path' = 's3://{bucket}/counts', 'format' = 'json', {}",
+        server.sql_options()
+    );
     run(&script(&s3), dir.path(), Some(&dir.path().join("checkpoints")));
     let got = server.lines(&bucket, "counts/");
     assert_eq!(got.len(), expected.len(), "row count");

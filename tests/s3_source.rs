@@ -98,5 +98,9 @@ fn objects_are_read_as_splits_and_resume_at_their_offsets() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{stderr}");
     assert!(stderr.contains("restoring Checkpoint"), "{stderr}");
-    assert_eq!(common::committed_lines(&restored.join("out")), expected, "resumed at the checkpointed offsets, exactly");
+    assert_eq!(
+        common::committed_lines(&restored.join("out")),
+        expected,
+        "resumed at the checkpointed offsets, exactly"
+    );
 }
