@@ -33,7 +33,8 @@ fi
 python3 -c 'import osmem_server' 2>/dev/null || python3 -m pip install -q osmem-server==0.1.6
 # The S3 test server: moto's standalone server (in-memory; with IAM authentication switched on by
 # .ci/services.sh it checks every request's Signature V4).
-python3 -c 'import moto.server, flask_cors, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]==5.2.1'
+python3 -c 'import moto.server, flask_cors, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]==5.2.1' \
+    || python3 -m pip install -q --break-system-packages 'moto[server]==5.2.1'
 
 echo "setup: prometheus $(prometheus --version 2>&1 | head -1)"
 echo "setup: $(chromium --version 2>/dev/null || chromium-browser --version)"
