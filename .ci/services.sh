@@ -5,7 +5,10 @@
 # Servers: PostgreSQL 15 (run as the `postgres` user, max_prepared_transactions = 64, fsync on)
 # -> WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres;
 # osmem-server (PyPI, an in-memory OpenSearch-compatible server) -> WEIR_TEST_OPENSEARCH=http://127.0.0.1:PORT;
-# mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT.
+# mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT;
+# moto (PyPI, in-memory S3) with IAM authentication on, so every request's Signature V4 is
+# checked -> WEIR_TEST_S3=http://127.0.0.1:PORT plus WEIR_TEST_S3_ACCESS_KEY and
+# WEIR_TEST_S3_SECRET_KEY (a user allowed s3:*, created before authentication is switched on).
 # State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default: a folder under
 # /tmp named after this checkout's path, so two checkouts on one machine never stop each other's
 # servers).
@@ -106,6 +109,40 @@ CONF
     echo "export WEIR_TEST_MQTT=127.0.0.1:$port"
 }
 
+start_s3() {
+    python3 -c 'import moto.server, boto3' 2>/dev/null || {
+        echo "services: moto is not installed (run .ci/setup.sh)" >&2
+        return 1
+    }
+    local dir="$STATE/s3" port
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    python3 -m moto.server -H 127.0.0.1 -p "$port" >"$dir/server.log" 2>&1 </dev/null &
+    echo $! >"$STATE/s3.pid"
+    wait_for "moto on port $port" 60 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/data.json', timeout=1)"
+    # A test user allowed s3:*, then authentication on: from here every request must be signed
+    # with its key (moto recomputes each Signature V4 and answers SignatureDoesNotMatch otherwise).
+    local creds
+    creds=$(python3 - "$port" <<'PY'
+import json, sys, urllib.request
+import boto3
+url = f"http://127.0.0.1:{sys.argv[1]}"
+iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIASETUP", aws_secret_access_key="setup")
+iam.create_user(UserName="weir-test")
+policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+iam.put_user_policy(UserName="weir-test", PolicyName="s3-all", PolicyDocument=json.dumps(policy))
+key = iam.create_access_key(UserName="weir-test")["AccessKey"]
+reset = urllib.request.Request(f"{url}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"})
+urllib.request.urlopen(reset, timeout=5)
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PY
+    )
+    echo "export WEIR_TEST_S3=http://127.0.0.1:$port"
+    echo "export WEIR_TEST_S3_ACCESS_KEY=${creds% *}"
+    echo "export WEIR_TEST_S3_SECRET_KEY=${creds#* }"
+}
+
 stop_one() {
     local name=$1 pidfile="$STATE/$1.pid"
     [ -f "$pidfile" ] || return 0
@@ -131,11 +168,13 @@ start)
     start_postgres
     start_opensearch
     start_mosquitto
+    start_s3
     ;;
 stop)
     stop_one postgres
     stop_one opensearch
     stop_one mosquitto
+    stop_one s3
     ;;
 *)
     echo "usage: $0 start|stop" >&2

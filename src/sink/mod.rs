@@ -12,6 +12,7 @@ pub mod file;
 pub mod format;
 pub mod kafka;
 pub mod postgres;
+pub mod s3;
 pub mod stdout;
 
 use crate::error::Result;

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod kafka;
 pub mod nexmark;
 pub mod nexmark_source;
+pub mod s3;
 
 use futures::future::LocalBoxFuture;
 

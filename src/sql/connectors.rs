@@ -27,6 +27,16 @@
 //! `30 s`), `format` (`json` only), and weir's `document-id.fields` (comma-separated columns whose
 //! values form the document id — Flink takes the PRIMARY KEY; without it the server assigns ids
 //! and replays duplicate).
+//! `'connector' = 'filesystem'` with an `s3://bucket/prefix` path (see [`crate::sink::s3`],
+//! [`crate::source::s3`]): `path`, `format` (`csv` | `json`), Flink's
+//! `sink.rolling-policy.file-size` (default 128mb), `sink.rolling-policy.rollover-interval`
+//! (default 30 min), `sink.rolling-policy.check-interval` (accepted; the interval is checked at
+//! every flush), `s3.upload.min.part.size` (bytes per uploaded part, default 8mb, at least 5mb),
+//! and the connection: `s3.endpoint` (`http://host:port`), `s3.region`, `s3.access-key`,
+//! `s3.secret-key`, `s3.session-token`, `s3.path.style.access` (each falls back to its `AWS_*`
+//! environment variable), `s3.request-timeout` (30 s), `s3.max-retries` (8),
+//! `s3.retry-backoff` (100 ms), `s3.read.chunk-size` (bytes per ranged GET of the source, 4mb).
+//!
 //! Durations are Flink's (`500 ms`, `10 s`, `1 min`); sizes are bytes or `64kb` / `4mb` / `1gb`.
 
 use std::collections::HashMap;
@@ -35,8 +45,10 @@ use std::time::Duration;
 
 use super::ast::Pos;
 use super::SqlError;
+use crate::s3::S3Options;
 use crate::sink::format::Format;
 use crate::sink::postgres::{DeliveryGuarantee, PostgresConfig};
+use crate::sink::s3::RollingPolicy;
 use crate::source::gateway::GatewayConfig;
 
 pub(crate) type Options = HashMap<String, (String, Pos)>;
@@ -377,6 +389,120 @@ pub(crate) fn elasticsearch(opts: &Options, pos: Pos, columns: &[String]) -> Res
     })
 }
 
+/// A `filesystem` table on an `s3://` path: where, in which format, how to connect, how to roll.
+#[derive(Clone, Debug)]
+pub struct S3Table {
+    /// The `s3://bucket/prefix` path as given.
+    pub path: String,
+    pub format: Format,
+    pub options: S3Options,
+    pub rolling: RollingPolicy,
+    pub part_size: usize,
+    pub read_chunk_bytes: usize,
+}
+
+const S3_OPTIONS: &[&str] = &[
+    "connector",
+    "path",
+    "format",
+    "csv.field-delimiter",
+    "csv.ignore-parse-errors",
+    "json.ignore-parse-errors",
+    "sink.rolling-policy.file-size",
+    "sink.rolling-policy.rollover-interval",
+    "sink.rolling-policy.check-interval",
+    "s3.upload.min.part.size",
+    "s3.endpoint",
+    "s3.region",
+    "s3.access-key",
+    "s3.secret-key",
+    "s3.session-token",
+    "s3.path.style.access",
+    "s3.request-timeout",
+    "s3.max-retries",
+    "s3.retry-backoff",
+    "s3.read.chunk-size",
+];
+
+/// The options of a `filesystem` table whose `path` is on S3 (the connection is checked now:
+/// endpoint form, credentials present; the bucket is first contacted when the job is built).
+pub(crate) fn s3(opts: &Options, pos: Pos, path: &str, format: Format) -> Result<S3Table, SqlError> {
+    check_known("filesystem (s3://)", opts, S3_OPTIONS)?;
+    let get = |k: &str| opts.get(k).map(|(v, p)| (v.as_str(), *p));
+    let path_pos = get("path").map(|(_, p)| p).unwrap_or(pos);
+    crate::s3::S3Url::parse(path).map_err(|e| SqlError::at(path_pos, e))?;
+    if let Some((d, p)) = get("csv.field-delimiter") {
+        if d != "," {
+            return Err(SqlError::at(p, "only ',' is supported as csv.field-delimiter"));
+        }
+    }
+    let options = S3Options {
+        endpoint: get("s3.endpoint").map(|(v, _)| v.to_string()),
+        region: get("s3.region").map(|(v, _)| v.to_string()),
+        access_key: get("s3.access-key").map(|(v, _)| v.to_string()),
+        secret_key: get("s3.secret-key").map(|(v, _)| v.to_string()),
+        session_token: get("s3.session-token").map(|(v, _)| v.to_string()),
+        path_style: match get("s3.path.style.access") {
+            Some((v, p)) => Some(parse_bool(v, p)?),
+            None => None,
+        },
+        request_timeout: match get("s3.request-timeout") {
+            Some((v, p)) => Some(parse_duration(v, p)?),
+            None => None,
+        },
+        max_retries: match get("s3.max-retries") {
+            Some((v, p)) => Some(parse_count(v, p)?.min(u32::MAX as u64) as u32),
+            None => None,
+        },
+        retry_backoff: match get("s3.retry-backoff") {
+            Some((v, p)) => Some(parse_duration(v, p)?),
+            None => None,
+        },
+    };
+    options.resolve().map_err(|e| {
+        let at = get("s3.endpoint").map(|(_, p)| p).unwrap_or(pos);
+        SqlError::at(at, e)
+    })?;
+    let mut rolling = RollingPolicy::default();
+    if let Some((v, p)) = get("sink.rolling-policy.file-size") {
+        rolling.file_size = parse_bytes(v, p)?.max(1);
+    }
+    if let Some((v, p)) = get("sink.rolling-policy.rollover-interval") {
+        rolling.rollover_interval = parse_duration(v, p)?;
+    }
+    if let Some((v, p)) = get("sink.rolling-policy.check-interval") {
+        parse_duration(v, p)?;
+    }
+    let part_size = match get("s3.upload.min.part.size") {
+        Some((v, p)) => {
+            let n = parse_bytes(v, p)?;
+            if n < crate::sink::s3::MIN_PART_BYTES as u64 || n > crate::sink::s3::MAX_PART_BYTES as u64 {
+                return Err(SqlError::at(p, format!("s3.upload.min.part.size {n} is outside S3's part sizes")).hint("between '5mb' and '5gb'"));
+            }
+            n as usize
+        }
+        None => 8 << 20,
+    };
+    let read_chunk_bytes = match get("s3.read.chunk-size") {
+        Some((v, p)) => {
+            let n = parse_bytes(v, p)?;
+            if !(1 << 10..=64 << 20).contains(&n) {
+                return Err(SqlError::at(p, format!("s3.read.chunk-size {n} is outside 1kb..64mb")));
+            }
+            n as usize
+        }
+        None => 4 << 20,
+    };
+    Ok(S3Table {
+        path: path.to_string(),
+        format,
+        options,
+        rolling,
+        part_size,
+        read_chunk_bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,6 +580,41 @@ mod tests {
         .unwrap();
         assert_eq!((es.id_columns.clone(), es.delimiter.as_str(), es.config.max_actions), (vec![0], "_", 1000));
         assert!(elasticsearch(&opts(&[("connector", "elasticsearch-7"), ("hosts", "https://h:9200"), ("index", "i")]), p, &[]).is_err());
+    }
+
+    #[test]
+    fn s3_tables_take_flink_rolling_options_and_check_credentials() {
+        let p = Pos { line: 1, column: 1 };
+        let base = [
+            ("connector", "filesystem"),
+            ("path", "s3://bkt/out"),
+            ("format", "csv"),
+            ("s3.endpoint", "http://127.0.0.1:9000"),
+            ("s3.access-key", "a"),
+            ("s3.secret-key", "s"),
+        ];
+        let mut with = base.to_vec();
+        with.extend([("sink.rolling-policy.file-size", "64mb"), ("sink.rolling-policy.rollover-interval", "1 min")]);
+        let t = s3(&opts(&with), p, "s3://bkt/out", Format::Csv).unwrap();
+        assert_eq!(
+            (t.rolling.file_size, t.rolling.rollover_interval, t.part_size),
+            (64 << 20, Duration::from_secs(60), 8 << 20)
+        );
+        let mut small = base.to_vec();
+        small.push(("s3.upload.min.part.size", "1mb"));
+        assert!(s3(&opts(&small), p, "s3://bkt/out", Format::Csv).unwrap_err().message.contains("part sizes"));
+        let mut unknown = base.to_vec();
+        unknown.push(("sink.rolling-policy.inactivity", "1 s"));
+        assert!(s3(&opts(&unknown), p, "s3://bkt/out", Format::Csv)
+            .unwrap_err()
+            .message
+            .contains("not supported"));
+        let tls: Vec<_> = base
+            .iter()
+            .map(|&(k, v)| if k == "s3.endpoint" { (k, "https://s3.amazonaws.com") } else { (k, v) })
+            .collect();
+        assert!(s3(&opts(&tls), p, "s3://bkt/out", Format::Csv).unwrap_err().message.contains("TLS"));
+        assert!(s3(&opts(&base), p, "s3://Bad/out", Format::Csv).unwrap_err().message.contains("bucket name"));
     }
 
     #[test]

@@ -68,6 +68,19 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
             out.map(move |row| JsonRow { names: names.clone(), row })
                 .sink(FileSink::new(path.clone(), Format::Json))
         }
+        Connector::S3(t) => {
+            let sink = crate::sink::s3::S3Sink::new(&t.path, t.format, &t.options)
+                .map_err(|e| SqlError::at(job.sink.pos, format!("sink table `{}`: {e}", job.sink.name)))?
+                .rolling(t.rolling)
+                .part_size(t.part_size);
+            match t.format {
+                Format::Csv => out.map(CsvRow).sink(sink),
+                Format::Json => {
+                    let names: Arc<[String]> = job.sink.columns.iter().map(|(n, _)| n.clone()).collect();
+                    out.map(move |row| JsonRow { names: names.clone(), row }).sink(sink)
+                }
+            }
+        }
         Connector::Print => out.map(CsvRow).sink(StdoutSink { format: Format::Csv }),
         Connector::Blackhole => out.sink(BlackholeSink),
         Connector::Jdbc(config) => out.sink(crate::sink::postgres::PostgresSink::<Row>::new((**config).clone())),
@@ -320,6 +333,7 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
             eprintln!("{}", gateway.gateway().describe());
             env.source(gateway)
         }
+        Connector::S3(_) => env.source(super::source::s3_row_source(table.clone(), physical, post)?),
         _ => env.source(RowFileSource::new(table.clone(), physical, post)?),
     };
     Ok(match (table.rowtime, rowtime) {
@@ -927,6 +941,13 @@ pub fn explain(job: &Job) -> String {
     for insert in &job.inserts {
         let sink = match &insert.sink.connector {
             Connector::Filesystem { path, format } => format!("filesystem {} → {}", format.extension(), path.display()),
+            Connector::S3(t) => format!(
+                "filesystem {} → {}, multipart uploads completed at checkpoints, rolling at {} bytes / {:?}",
+                t.format.extension(),
+                t.path,
+                t.rolling.file_size,
+                t.rolling.rollover_interval
+            ),
             Connector::Print => "print (stdout)".into(),
             Connector::Blackhole => "blackhole".into(),
             Connector::Nexmark { .. } => "nexmark".into(),
@@ -977,6 +998,7 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
         Plan::Scan { table } => {
             let src = match &table.connector {
                 Connector::Filesystem { path, format } => format!("filesystem {} {}", format.extension(), path.display()),
+                Connector::S3(t) => format!("filesystem {} {} (one split per object)", t.format.extension(), t.path),
                 Connector::Gateway { config, format } => format!(
                     "gateway {} events, log {}, {} partition(s){}{}",
                     format.extension(),

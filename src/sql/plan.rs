@@ -48,6 +48,8 @@ pub enum Connector {
     Jdbc(Box<crate::sink::postgres::PostgresConfig>),
     /// An Elasticsearch / OpenSearch index (Flink's `elasticsearch-7` connector, a sink).
     Elasticsearch(Box<super::connectors::ElasticsearchTable>),
+    /// Flink's `filesystem` connector on an `s3://` path (source and sink).
+    S3(Box<super::connectors::S3Table>),
     /// The Nexmark generator ([`super::nexmark`]): per physical column the field it holds;
     /// `flat`: the one kind of a flat table (`None`: the nested `datagen` table).
     Nexmark {
@@ -100,7 +102,7 @@ impl Connector {
     pub fn is_source(&self) -> bool {
         matches!(
             self,
-            Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. }
+            Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. } | Connector::S3(_)
         )
     }
 }
@@ -323,7 +325,7 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
                 }
                 if let Some(other) = inserts
                     .iter()
-                    .find(|i| i.sink.name.eq_ignore_ascii_case(&table) && matches!(i.sink.connector, Connector::Filesystem { .. }))
+                    .find(|i| i.sink.name.eq_ignore_ascii_case(&table) && matches!(i.sink.connector, Connector::Filesystem { .. } | Connector::S3(_)))
                 {
                     return Err(SqlError::at(pos, format!("filesystem table `{}` is written by two INSERTs", other.sink.name))
                         .hint("write each filesystem sink from one INSERT"));
@@ -497,22 +499,25 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
                 Some((f, p)) => return Err(SqlError::at(p, format!("format '{f}' is not supported")).hint("use 'csv' or 'json'")),
                 None => return Err(SqlError::at(ct.pos, "the filesystem connector needs a 'format' option").hint("'format' = 'csv' or 'json'")),
             };
-            for (k, (_, p)) in &opts {
-                if !matches!(
-                    k.as_str(),
-                    "connector" | "path" | "format" | "csv.field-delimiter" | "csv.ignore-parse-errors" | "json.ignore-parse-errors"
-                ) {
-                    return Err(
-                        SqlError::at(*p, format!("option '{k}' is not supported by weir's filesystem connector")).hint("supported: connector, path, format")
-                    );
+            if crate::s3::S3Url::is_s3(path) {
+                Connector::S3(Box::new(super::connectors::s3(&opts, ct.pos, path, format)?))
+            } else {
+                for (k, (_, p)) in &opts {
+                    if !matches!(
+                        k.as_str(),
+                        "connector" | "path" | "format" | "csv.field-delimiter" | "csv.ignore-parse-errors" | "json.ignore-parse-errors"
+                    ) {
+                        return Err(SqlError::at(*p, format!("option '{k}' is not supported by weir's filesystem connector"))
+                            .hint("supported: connector, path, format"));
+                    }
+                    if k == "csv.field-delimiter" && opts[k].0 != "," {
+                        return Err(SqlError::at(*p, "only ',' is supported as csv.field-delimiter"));
+                    }
                 }
-                if k == "csv.field-delimiter" && opts[k].0 != "," {
-                    return Err(SqlError::at(*p, "only ',' is supported as csv.field-delimiter"));
+                Connector::Filesystem {
+                    path: PathBuf::from(path),
+                    format,
                 }
-            }
-            Connector::Filesystem {
-                path: PathBuf::from(path),
-                format,
             }
         }
         Some(("kafka", _)) => Connector::Kafka(Arc::new(kafka_table(&ct, &opts, &physical)?)),

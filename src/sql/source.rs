@@ -98,7 +98,29 @@ pub fn gateway_source(table: Arc<TableDef>, shards: usize, needed: Vec<bool>, po
     ))
 }
 
-/// One gateway event parsed like one line of the table's format.
+/// The objects under an S3 table's path as a source of rows (listed now, on the driver): each
+/// object one split, its lines parsed like a file's of the table's format (`needed` and `post`
+/// as for files); bad lines follow the engine's bad-record policy, named by `s3://bucket/key`
+/// and line.
+pub fn s3_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<crate::source::s3::S3Source<Row>, SqlError> {
+    let Connector::S3(t) = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not an S3 table", table.name)));
+    };
+    let (format, chunk) = (t.format, t.read_chunk_bytes);
+    let (needed, post): (Arc<[bool]>, Arc<ScanPost>) = (needed.into(), Arc::new(post));
+    let (parsers_table, name, pos) = (table.clone(), table.name.clone(), table.pos);
+    let factory: crate::source::s3::S3ParserFactory<Row> = Arc::new(move || {
+        Box::new(GatewayRowParser {
+            parser: RowParser::new(parsers_table.clone(), needed.clone(), post.clone()),
+            format,
+        }) as Box<dyn ParseLine<Row>>
+    });
+    crate::source::s3::S3Source::with_parser(&t.path, &t.options, factory)
+        .map(|s| s.chunk_bytes(chunk))
+        .map_err(|e| SqlError::at(pos, format!("table `{name}`: {e}")))
+}
+
+/// One gateway event (or a line of an S3 object) parsed like one line of the table's format.
 struct GatewayRowParser {
     parser: RowParser,
     format: Format,
