@@ -165,14 +165,33 @@ fn main() {
     // finished hold only final positions).
     let full = dirs.iter().max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes).cloned();
     let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes);
+    // On disk: the state file plus, with the LSM backend, the exported store files (hard links
+    // shared with the previous checkpoint: the full size of one checkpoint).
+    let on_disk = full.as_ref().map_or(0, |d| dir_bytes(d));
     let recovery = full.map(|d| job(&args, Some(d)));
     let out = serde_json::json!({
         "keys": args.keys, "value_bytes": args.value_bytes, "backend": args.backend, "cores": args.cores,
         "records_per_s": (args.keys * args.rounds) as f64 / report.elapsed.as_secs_f64(),
         "checkpoints": durations.len(), "duration_p50_ms": pct(0.5), "duration_p99_ms": pct(0.99),
         "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
-        "checkpoint_bytes": state_bytes, "aborted": c.aborted,
+        "checkpoint_bytes": state_bytes, "checkpoint_dir_bytes": on_disk, "aborted": c.aborted,
         "recovery_startup_ms": recovery.as_ref().map(|r| r.startup_ms),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+/// Bytes of every file below `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                std::fs::metadata(&p).map_or(0, |m| m.len())
+            }
+        })
+        .sum()
 }
