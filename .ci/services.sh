@@ -5,7 +5,10 @@
 # Servers: PostgreSQL 15 (run as the `postgres` user, max_prepared_transactions = 64, fsync on)
 # -> WEIR_TEST_POSTGRES=postgres://postgres@127.0.0.1:PORT/postgres;
 # osmem-server (PyPI, an in-memory OpenSearch-compatible server) -> WEIR_TEST_OPENSEARCH=http://127.0.0.1:PORT;
-# mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT.
+# mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT;
+# kinesalite (npm, in memory, streams ACTIVE at once) -> WEIR_TEST_KINESIS=http://127.0.0.1:PORT;
+# pulsar-lite (PyPI, Pulsar binary protocol; topics auto-created with 2 partitions, metrics off)
+# -> WEIR_TEST_PULSAR=pulsar://127.0.0.1:PORT.
 # State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default: a folder under
 # /tmp named after this checkout's path, so two checkouts on one machine never stop each other's
 # servers).
@@ -106,6 +109,38 @@ CONF
     echo "export WEIR_TEST_MQTT=127.0.0.1:$port"
 }
 
+start_kinesalite() {
+    local prefix="${WEIR_NODE_PREFIX:-/opt/weir-node}" dir="$STATE/kinesalite" port
+    [ -f "$prefix/node_modules/kinesalite/package.json" ] || {
+        echo "services: kinesalite is not installed in $prefix (run .ci/setup.sh)" >&2
+        return 1
+    }
+    mkdir -p "$dir"
+    port=$(free_port)
+    NODE_PATH="$prefix/node_modules" node .ci/kinesalite.js "$port" >"$dir/server.log" 2>&1 </dev/null &
+    echo $! >"$STATE/kinesalite.pid"
+    wait_for "kinesalite on port $port" 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"
+    echo "export WEIR_TEST_KINESIS=http://127.0.0.1:$port"
+}
+
+start_pulsar() {
+    local bin dir="$STATE/pulsar" port
+    bin=$(python3 -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("pulsar_lite").origin), "bin", "pulsar-lite"))' 2>/dev/null) || {
+        echo "services: pulsar-lite is not installed (run .ci/setup.sh)" >&2
+        return 1
+    }
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    # Every auto-created topic gets 2 partitions (the tests read partitions as splits); the
+    # metrics endpoint is off (it binds a fixed port).
+    printf 'default_partitions = 2\n\n[metrics]\nenabled = false\n' >"$dir/pulsar-lite.toml"
+    (cd "$dir" && exec "$bin" --config "$dir/pulsar-lite.toml" --addr "127.0.0.1:$port" --db-path "$dir/db" --log-level warn >"$dir/server.log" 2>&1 </dev/null) &
+    echo $! >"$STATE/pulsar.pid"
+    wait_for "pulsar-lite on port $port" 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"
+    echo "export WEIR_TEST_PULSAR=pulsar://127.0.0.1:$port"
+}
+
 stop_one() {
     local name=$1 pidfile="$STATE/$1.pid"
     [ -f "$pidfile" ] || return 0
@@ -131,11 +166,15 @@ start)
     start_postgres
     start_opensearch
     start_mosquitto
+    start_kinesalite
+    start_pulsar
     ;;
 stop)
     stop_one postgres
     stop_one opensearch
     stop_one mosquitto
+    stop_one kinesalite
+    stop_one pulsar
     ;;
 *)
     echo "usage: $0 start|stop" >&2
