@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod crash;
+pub mod streams;
 
 /// The committed output of a filesystem sink folder: every line of its final-named part files
 /// (`part-*`; hidden in-progress files are not output), sorted. Empty if the folder is missing.

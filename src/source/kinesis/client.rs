@@ -218,6 +218,9 @@ impl KinesisClient {
                 ApiError::Fatal(m) => ApiError::Fatal(format!("kinesis {operation}: {m}")),
             });
         }
+        if response.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(serde_json::Value::Null); // CreateStream answers nothing
+        }
         serde_json::from_slice(&response.body).map_err(|err| ApiError::Fatal(format!("kinesis {operation}: answer is not JSON: {err}")))
     }
 
@@ -292,15 +295,18 @@ impl KinesisClient {
         }
     }
 
-    /// Put records `(partition key, data)` in requests of at most 500, retrying throttled and
-    /// failed entries; the sequence numbers in order.
-    pub async fn put_records(&mut self, stream: &str, records: &[(String, Vec<u8>)]) -> std::result::Result<Vec<String>, ApiError> {
+    /// Put records `(partition key, data)` in requests of at most 500 (with `explicit_hash_key`
+    /// all go to the shard owning that hash key); the sequence numbers in order.
+    pub async fn put_records(&mut self, stream: &str, records: &[(String, Vec<u8>)], explicit_hash_key: Option<&str>) -> std::result::Result<Vec<String>, ApiError> {
         let engine = base64::engine::general_purpose::STANDARD;
         let mut sequence_numbers = Vec::with_capacity(records.len());
         for chunk in records.chunks(500) {
             let entries: Vec<serde_json::Value> = chunk
                 .iter()
-                .map(|(k, d)| serde_json::json!({ "PartitionKey": k, "Data": engine.encode(d) }))
+                .map(|(k, d)| match explicit_hash_key {
+                    Some(h) => serde_json::json!({ "PartitionKey": k, "Data": engine.encode(d), "ExplicitHashKey": h }),
+                    None => serde_json::json!({ "PartitionKey": k, "Data": engine.encode(d) }),
+                })
                 .collect();
             let v = self.call("PutRecords", &serde_json::json!({ "StreamName": stream, "Records": entries })).await?;
             if v.get("FailedRecordCount").and_then(|c| c.as_u64()).unwrap_or(0) > 0 {
