@@ -8,7 +8,7 @@
 # mosquitto (Debian; persistence on) -> WEIR_TEST_MQTT=127.0.0.1:PORT;
 # kinesalite (npm, in memory, streams ACTIVE at once) -> WEIR_TEST_KINESIS=http://127.0.0.1:PORT;
 # pulsar-lite (PyPI, Pulsar binary protocol; topics auto-created with 2 partitions, metrics off)
-# -> WEIR_TEST_PULSAR=pulsar://127.0.0.1:PORT.
+# -> WEIR_TEST_PULSAR=pulsar://127.0.0.1:PORT, and the broker binary -> WEIR_PULSAR_LITE_BIN.
 # State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default: a folder under
 # /tmp named after this checkout's path, so two checkouts on one machine never stop each other's
 # servers).
@@ -139,6 +139,8 @@ start_pulsar() {
     echo $! >"$STATE/pulsar.pid"
     wait_for "pulsar-lite on port $port" 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"
     echo "export WEIR_TEST_PULSAR=pulsar://127.0.0.1:$port"
+    # The SIGKILL test runs its own restartable broker (see tests/pulsar_sigkill.rs).
+    echo "export WEIR_PULSAR_LITE_BIN=$bin"
 }
 
 stop_one() {

@@ -267,17 +267,40 @@ async fn plan(o: &PulsarSourceOptions) -> std::result::Result<Vec<PartitionPlan>
     plans.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     plans.dedup_by(|a, b| a.topic == b.topic);
     if o.bounded {
-        for (k, p) in plans.iter_mut().enumerate() {
-            let mut c = client::Connection::open(p.broker, o.timeout()).await?;
-            let consumer = 1 + k as u64;
-            c.subscribe(&p.topic, &o.subscription, o.subscription_type.wire(), consumer, o.start == StartCursor::Earliest)
-                .await?;
-            let last = c.last_message_id(consumer).await.map_err(|e| format!("last message id of {}: {e}", p.topic))?;
-            let _ = c.close_consumer(consumer).await;
+        for p in plans.iter_mut() {
+            let last = last_message_id(o, p).await?;
             p.stop = Some(stop_id(&last));
         }
     }
     Ok(plans)
+}
+
+/// The last message id of a partition, asked through the job's own subscription (created now
+/// if new, at its start cursor). A consumer of a killed earlier run may still hold the
+/// (Exclusive) subscription for a moment: retried with backoff for up to ~15 s.
+async fn last_message_id(o: &PulsarSourceOptions, p: &PartitionPlan) -> std::result::Result<proto::CommandGetLastMessageIdResponse, String> {
+    let mut backoff = crate::source::remote::Backoff::new(50, 1_000, 0x706c_616e);
+    let mut attempt = 0;
+    loop {
+        let result = async {
+            let mut c = client::Connection::open(p.broker, o.timeout()).await?;
+            let consumer = reader::fresh_consumer_id();
+            c.subscribe(&p.topic, &o.subscription, o.subscription_type.wire(), consumer, o.start == StartCursor::Earliest)
+                .await?;
+            let last = c.last_message_id(consumer).await.map_err(|e| format!("last message id of {}: {e}", p.topic))?;
+            let _ = c.close_consumer(consumer).await;
+            Ok::<_, String>(last)
+        }
+        .await;
+        match result {
+            Ok(last) => return Ok(last),
+            Err(e) if attempt >= 20 => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                glommio::timer::sleep(Duration::from_millis(backoff.next_delay_ms())).await;
+            }
+        }
+    }
 }
 
 /// The stop id from a get-last-message-id answer (`None`: the partition is empty, or the

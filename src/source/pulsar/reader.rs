@@ -259,7 +259,20 @@ const TURN: Duration = Duration::from_millis(50);
 /// Silence after which the fetch task pings the broker, and after which it reconnects.
 const PING_AFTER: Duration = Duration::from_secs(30);
 const DEAD_AFTER: Duration = Duration::from_secs(90);
-const CONSUMER_ID: u64 = 1;
+
+/// A consumer id unique across this process's sessions and (with high probability) across
+/// processes: the protocol scopes ids to a connection, but some brokers (pulsar-lite) key
+/// consumers by id within a subscription.
+pub(super) fn fresh_consumer_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = (std::process::id() as u64) << 40 ^ (crate::time::now_ms() as u64) << 8 ^ n;
+    // SplitMix64 finaliser, kept below 2^53 (JSON-safe in brokers' admin views).
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) >> 11
+}
 
 impl Fetcher {
     async fn run(mut self) {
@@ -289,36 +302,37 @@ impl Fetcher {
     async fn session(&mut self) -> std::result::Result<(), String> {
         let o = self.options.clone();
         let mut conn = Connection::open(self.plan.broker, o.timeout()).await?;
+        let consumer = fresh_consumer_id();
         conn.subscribe(
             &self.plan.topic,
             &o.subscription,
             o.subscription_type.wire(),
-            CONSUMER_ID,
+            consumer,
             o.start == StartCursor::Earliest,
         )
         .await?;
         if self.restored {
             if let Some(id) = self.resume_after {
-                conn.seek(CONSUMER_ID, id.wire(self.plan.partition)).await?;
+                conn.seek(consumer, id.wire(self.plan.partition)).await?;
                 self.restored = false;
                 // A broker may close the consumer after a seek: subscribe again if so.
                 if let Some(f) = conn.read_frame(Duration::from_millis(20)).await? {
                     if f.command.r#type == kind::CLOSE_CONSUMER {
-                        conn.subscribe(&self.plan.topic, &o.subscription, o.subscription_type.wire(), CONSUMER_ID, false)
+                        conn.subscribe(&self.plan.topic, &o.subscription, o.subscription_type.wire(), consumer, false)
                             .await?;
                     }
                 }
             }
         }
         let permits = o.receiver_queue_size.max(1);
-        conn.flow(CONSUMER_ID, permits).await?;
+        conn.flow(consumer, permits).await?;
         let mut unreported = 0u32;
         let mut last_traffic = Instant::now();
         let mut pinged = false;
         loop {
             let to_ack = self.progress.borrow_mut().to_ack.take();
             if let Some(wire) = to_ack.and_then(|id| ack_id(id, self.plan.partition)) {
-                conn.ack_cumulative(CONSUMER_ID, wire).await?;
+                conn.ack_cumulative(consumer, wire).await?;
                 self.progress.borrow_mut().acked = to_ack;
             }
             let Some(frame) = conn.read_frame(TURN).await? else {
@@ -379,13 +393,13 @@ impl Fetcher {
                     self.inbox.put(batch).await;
                     unreported += count;
                     if unreported >= permits / 2 {
-                        conn.flow(CONSUMER_ID, unreported).await?;
+                        conn.flow(consumer, unreported).await?;
                         unreported = 0;
                     }
                     if let Some(Some(stop)) = self.plan.stop {
                         if (ledger, entry) >= (stop.ledger, stop.entry) {
                             self.inbox.end();
-                            let _ = self.final_ack(&mut conn).await;
+                            let _ = self.final_ack(&mut conn, consumer).await;
                             return Ok(());
                         }
                     }
@@ -402,12 +416,12 @@ impl Fetcher {
 
     /// At the end of a bounded split: keep the connection until the job's final checkpoint
     /// acknowledges, briefly (progress information only).
-    async fn final_ack(&mut self, conn: &mut Connection) -> std::result::Result<(), String> {
+    async fn final_ack(&mut self, conn: &mut Connection, consumer: u64) -> std::result::Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             let to_ack = self.progress.borrow_mut().to_ack.take();
             if let Some(wire) = to_ack.and_then(|id| ack_id(id, self.plan.partition)) {
-                conn.ack_cumulative(CONSUMER_ID, wire).await?;
+                conn.ack_cumulative(consumer, wire).await?;
                 return Ok(());
             }
             let _ = conn.read_frame(TURN).await?;
