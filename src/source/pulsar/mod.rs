@@ -268,8 +268,7 @@ async fn plan(o: &PulsarSourceOptions) -> std::result::Result<Vec<PartitionPlan>
     plans.dedup_by(|a, b| a.topic == b.topic);
     if o.bounded {
         for p in plans.iter_mut() {
-            let last = last_message_id(o, p).await?;
-            p.stop = Some(stop_id(&last));
+            p.stop = Some(last_message_id(o, p).await?.as_ref().and_then(stop_id));
         }
     }
     Ok(plans)
@@ -278,7 +277,8 @@ async fn plan(o: &PulsarSourceOptions) -> std::result::Result<Vec<PartitionPlan>
 /// The last message id of a partition, asked through the job's own subscription (created now
 /// if new, at its start cursor). A consumer of a killed earlier run may still hold the
 /// (Exclusive) subscription for a moment: retried with backoff for up to ~15 s.
-async fn last_message_id(o: &PulsarSourceOptions, p: &PartitionPlan) -> std::result::Result<proto::CommandGetLastMessageIdResponse, String> {
+/// `None`: the broker says the partition has no messages (pulsar-lite answers an error then).
+async fn last_message_id(o: &PulsarSourceOptions, p: &PartitionPlan) -> std::result::Result<Option<proto::CommandGetLastMessageIdResponse>, String> {
     let mut backoff = crate::source::remote::Backoff::new(50, 1_000, 0x706c_616e);
     let mut attempt = 0;
     loop {
@@ -287,7 +287,11 @@ async fn last_message_id(o: &PulsarSourceOptions, p: &PartitionPlan) -> std::res
             let consumer = reader::fresh_consumer_id();
             c.subscribe(&p.topic, &o.subscription, o.subscription_type.wire(), consumer, o.start == StartCursor::Earliest)
                 .await?;
-            let last = c.last_message_id(consumer).await.map_err(|e| format!("last message id of {}: {e}", p.topic))?;
+            let last = match c.last_message_id(consumer).await {
+                Ok(last) => Some(last),
+                Err(e) if e.contains("no messages") => None,
+                Err(e) => return Err(format!("last message id of {}: {e}", p.topic)),
+            };
             let _ = c.close_consumer(consumer).await;
             Ok::<_, String>(last)
         }
