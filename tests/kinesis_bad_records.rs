@@ -57,7 +57,10 @@ fn bad_records_follow_the_policy() {
     assert_eq!(lines.len(), 6);
     assert_eq!(lines[0]["raw"], "7,not-a-number");
     let place = lines[0]["file"].as_str().unwrap();
-    assert!(place.starts_with(&format!("{stream}/shardId-")) && place.ends_with(&format!("@{}", sequence_numbers[7])), "{place}");
+    assert!(
+        place.starts_with(&format!("{stream}/shardId-")) && place.ends_with(&format!("@{}", sequence_numbers[7])),
+        "{place}"
+    );
 
     let err = run(&url, &stream, ErrorPolicy::Fail, &dir.path().join("fail")).unwrap_err().to_string();
     assert!(err.contains(&format!("@{}", sequence_numbers[7])) && err.contains(&stream), "{err}");

@@ -57,7 +57,11 @@ fn an_idle_shard_does_not_hold_back_results() {
     // Every window but the last (its end is past the watermark 19 990) fires while running.
     let deadline = Instant::now() + Duration::from_secs(60);
     while out.snapshot().len() < 5 * 19 {
-        assert!(Instant::now() < deadline, "windows did not fire while shard 1 is idle: {} results", out.snapshot().len());
+        assert!(
+            Instant::now() < deadline,
+            "windows did not fire while shard 1 is idle: {} results",
+            out.snapshot().len()
+        );
         assert!(!job.is_finished(), "the job ended early");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -36,7 +36,10 @@ fn kinesis_exactly_once_through_sigkills() {
     let stream = common::streams::unique("sigkill");
     common::streams::create_stream(&url, &stream, 2);
     let events = common::streams::seeded_events(0x5eed_0b11, EVENTS, 11);
-    let records: Vec<(String, Vec<u8>)> = events.iter().map(|(k, v, ms)| (format!("key-{k}"), format!("{k},{v},{ms}").into_bytes())).collect();
+    let records: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|(k, v, ms)| (format!("key-{k}"), format!("{k},{v},{ms}").into_bytes()))
+        .collect();
     common::streams::put_records(&url, &stream, records, None);
     let want = common::streams::expected_windows(&events);
 

@@ -59,7 +59,10 @@ fn kinesis_into_keyed_windows_and_files() {
         base += rng.range(0, 20);
         events.push((rng.range(0, KEYS), rng.range(-50, 50), base - rng.range(0, 300)));
     }
-    let records: Vec<(String, Vec<u8>)> = events.iter().map(|(k, v, ms)| (format!("key-{k}"), format!("{k},{v},{ms}").into_bytes())).collect();
+    let records: Vec<(String, Vec<u8>)> = events
+        .iter()
+        .map(|(k, v, ms)| (format!("key-{k}"), format!("{k},{v},{ms}").into_bytes()))
+        .collect();
     common::streams::put_records(&url, &stream, records, None);
 
     let mut want: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();

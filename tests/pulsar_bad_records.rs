@@ -40,7 +40,11 @@ fn bad_messages_follow_the_policy() {
     let topic = common::streams::unique("bad");
     let messages: Vec<(Option<String>, Vec<u8>)> = (0..300i64)
         .map(|i| {
-            let data = if i % 50 == 7 { format!("{{\"id\":{i},\"v\":") } else { format!("{{\"id\":{i},\"v\":{}}}", i * 3) };
+            let data = if i % 50 == 7 {
+                format!("{{\"id\":{i},\"v\":")
+            } else {
+                format!("{{\"id\":{i},\"v\":{}}}", i * 3)
+            };
             (None, data.into_bytes())
         })
         .collect();

@@ -51,7 +51,11 @@ fn an_idle_partition_does_not_hold_back_results() {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     while out.snapshot().len() < 5 * 19 {
-        assert!(Instant::now() < deadline, "windows did not fire while partition 1 is idle: {} results", out.snapshot().len());
+        assert!(
+            Instant::now() < deadline,
+            "windows did not fire while partition 1 is idle: {} results",
+            out.snapshot().len()
+        );
         assert!(!job.is_finished(), "the job ended early");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -110,12 +110,10 @@ impl BadRecords {
         } else {
             None
         };
-        let metrics = ctx.source_metrics().ok_or_else(|| WeirError::Other("a source reader built outside a source segment".into()))?;
-        Ok(Self {
-            policy,
-            dead_letters,
-            metrics,
-        })
+        let metrics = ctx
+            .source_metrics()
+            .ok_or_else(|| WeirError::Other("a source reader built outside a source segment".into()))?;
+        Ok(Self { policy, dead_letters, metrics })
     }
 
     /// True when the dead-letter buffer must be written out before more records are read.

@@ -85,7 +85,10 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
         Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
         Connector::Kafka(k) => kafka_sink(job, k, out)?,
         Connector::Kinesis(_) | Connector::Pulsar(_) => {
-            return Err(SqlError::at(job.sink.pos, format!("table `{}` is a source only (weir has no Kinesis or Pulsar sink)", job.sink.name)))
+            return Err(SqlError::at(
+                job.sink.pos,
+                format!("table `{}` is a source only (weir has no Kinesis or Pulsar sink)", job.sink.name),
+            ))
         }
     }
     Ok(())
@@ -1008,7 +1011,11 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
                     config.max_events
                 ),
                 Connector::Kafka(k) => format!("kafka {} {:?}", format!("{:?}", k.format).to_lowercase(), k.source.topics),
-                Connector::Kinesis(k) => format!("kinesis {} stream {}, one split per shard", format!("{:?}", k.format).to_lowercase(), k.source.stream),
+                Connector::Kinesis(k) => format!(
+                    "kinesis {} stream {}, one split per shard",
+                    format!("{:?}", k.format).to_lowercase(),
+                    k.source.stream
+                ),
                 Connector::Pulsar(p) => format!(
                     "pulsar {} topics {:?}, subscription {}, one split per partition",
                     format!("{:?}", p.format).to_lowercase(),

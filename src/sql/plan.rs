@@ -104,7 +104,12 @@ impl Connector {
     pub fn is_source(&self) -> bool {
         matches!(
             self,
-            Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. } | Connector::Kinesis(_) | Connector::Pulsar(_)
+            Connector::Filesystem { .. }
+                | Connector::Nexmark { .. }
+                | Connector::Kafka(_)
+                | Connector::Gateway { .. }
+                | Connector::Kinesis(_)
+                | Connector::Pulsar(_)
         )
     }
 }
@@ -552,7 +557,8 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
     }
     if matches!(connector, Connector::Kinesis(_)) {
         if let Some(ColumnDef::Metadata { pos, .. }) = ct.columns.iter().find(|c| matches!(c, ColumnDef::Metadata { key, .. } if key == "offset")) {
-            return Err(SqlError::at(*pos, "kinesis tables have no 'offset' metadata").hint("'timestamp' (approximate arrival time), 'partition' (shard index), 'topic' (stream)"));
+            return Err(SqlError::at(*pos, "kinesis tables have no 'offset' metadata")
+                .hint("'timestamp' (approximate arrival time), 'partition' (shard index), 'topic' (stream)"));
         }
     }
     Ok(TableDef {

@@ -92,7 +92,8 @@ pub(crate) fn kinesis(opts: &Options, pos: Pos, physical: &[(String, SqlType)]) 
     let get = |k: &str| opts.get(k).map(|(v, p)| (v.as_str(), *p));
     let (stream, _) = get("stream").ok_or_else(|| SqlError::at(pos, "the kinesis connector needs a 'stream' option"))?;
     let (endpoint, _) = get("aws.endpoint").ok_or_else(|| {
-        SqlError::at(pos, "the kinesis connector needs 'aws.endpoint'").hint("weir's Kinesis client speaks plain HTTP: 'aws.endpoint' = 'http://127.0.0.1:4567'")
+        SqlError::at(pos, "the kinesis connector needs 'aws.endpoint'")
+            .hint("weir's Kinesis client speaks plain HTTP: 'aws.endpoint' = 'http://127.0.0.1:4567'")
     })?;
     let region = get("aws.region").map(|(r, _)| r).unwrap_or("us-east-1");
     let mut o = KinesisSourceOptions::new(endpoint, region, stream);
@@ -105,7 +106,12 @@ pub(crate) fn kinesis(opts: &Options, pos: Pos, physical: &[(String, SqlType)]) 
     match (get("aws.credentials.basic.accesskeyid"), get("aws.credentials.basic.secretkey")) {
         (Some((id, _)), Some((secret, _))) => o = o.credentials(id, secret),
         (None, None) => {}
-        (_, _) => return Err(SqlError::at(pos, "give both aws.credentials.basic.accesskeyid and aws.credentials.basic.secretkey")),
+        (_, _) => {
+            return Err(SqlError::at(
+                pos,
+                "give both aws.credentials.basic.accesskeyid and aws.credentials.basic.secretkey",
+            ))
+        }
     }
     if let Some((v, p)) = get("scan.stream.initpos") {
         o.initial_position = match v.to_ascii_uppercase().as_str() {
@@ -174,21 +180,21 @@ pub(crate) fn pulsar(opts: &Options, pos: Pos, physical: &[(String, SqlType)]) -
     if topics.is_empty() {
         return Err(SqlError::at(tp, "'topics' names no topic"));
     }
-    let (subscription, _) = get("source.subscription-name").ok_or_else(|| {
-        SqlError::at(pos, "the pulsar connector needs 'source.subscription-name'").hint("its cursor holds the acknowledged progress")
-    })?;
+    let (subscription, _) = get("source.subscription-name")
+        .ok_or_else(|| SqlError::at(pos, "the pulsar connector needs 'source.subscription-name'").hint("its cursor holds the acknowledged progress"))?;
     let mut o = PulsarSourceOptions::new(url, topics, subscription);
     if let Some((v, p)) = get("source.subscription-type") {
-        o.subscription_type = match v.to_ascii_lowercase().as_str() {
-            "exclusive" => SubscriptionType::Exclusive,
-            "failover" => SubscriptionType::Failover,
-            "shared" | "key_shared" => {
-                return Err(SqlError::at(p, format!("subscription type '{v}' is not supported by weir's pulsar source")).hint(
-                    "Exclusive or Failover: a checkpoint stores one position per partition, which needs the partition's messages in order on one reader",
-                ))
-            }
-            _ => return Err(SqlError::at(p, format!("unknown subscription type '{v}'")).hint("Exclusive or Failover")),
-        };
+        o.subscription_type =
+            match v.to_ascii_lowercase().as_str() {
+                "exclusive" => SubscriptionType::Exclusive,
+                "failover" => SubscriptionType::Failover,
+                "shared" | "key_shared" => return Err(
+                    SqlError::at(p, format!("subscription type '{v}' is not supported by weir's pulsar source")).hint(
+                        "Exclusive or Failover: a checkpoint stores one position per partition, which needs the partition's messages in order on one reader",
+                    ),
+                ),
+                _ => return Err(SqlError::at(p, format!("unknown subscription type '{v}'")).hint("Exclusive or Failover")),
+            };
     }
     if let Some((v, p)) = get("source.start.message-id") {
         o.start = match v.to_ascii_lowercase().as_str() {
@@ -212,4 +218,78 @@ pub(crate) fn pulsar(opts: &Options, pos: Pos, physical: &[(String, SqlType)]) -
         idle_timeout_ms: idle_timeout(opts)?,
         source: o,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> Options {
+        let p = Pos { line: 1, column: 1 };
+        kv.iter().map(|(k, v)| (k.to_string(), (v.to_string(), p))).collect()
+    }
+
+    #[test]
+    fn kinesis_options_are_checked() {
+        let p = Pos { line: 1, column: 1 };
+        let phys = vec![("a".to_string(), SqlType::BigInt)];
+        let base = [
+            ("connector", "kinesis"),
+            ("stream", "s"),
+            ("aws.endpoint", "http://127.0.0.1:4567"),
+            ("format", "csv"),
+        ];
+        let t = kinesis(&opts(&base), p, &phys).unwrap();
+        assert_eq!(t.source.initial_position, InitialPosition::Latest);
+        assert!(!t.source.bounded);
+        let mut with = base.to_vec();
+        with.extend([
+            ("scan.stream.initpos", "AT_TIMESTAMP"),
+            ("scan.stream.initpos-timestamp", "1700000000.5"),
+            ("scan.bounded.mode", "latest"),
+            ("scan.shard.getrecords.maxrecordcount", "500"),
+        ]);
+        let t = kinesis(&opts(&with), p, &phys).unwrap();
+        assert_eq!(t.source.initial_position, InitialPosition::AtTimestamp(1_700_000_000_500));
+        assert!(t.source.bounded);
+        assert_eq!(t.source.max_records_per_get, 500);
+        let mut bad = base.to_vec();
+        bad.push(("scan.stream.initpos", "AT_TIMESTAMP"));
+        assert!(kinesis(&opts(&bad), p, &phys).unwrap_err().message.contains("initpos-timestamp"));
+        let mut unknown = base.to_vec();
+        unknown.push(("scan.shard.discovery.intervalmillis", "10"));
+        assert!(kinesis(&opts(&unknown), p, &phys).is_err());
+        assert!(kinesis(&opts(&base[..3]), p, &phys).unwrap_err().message.contains("format"));
+    }
+
+    #[test]
+    fn pulsar_options_are_checked() {
+        let p = Pos { line: 1, column: 1 };
+        let phys = vec![("a".to_string(), SqlType::String)];
+        let base = [
+            ("connector", "pulsar"),
+            ("service-url", "pulsar://127.0.0.1:6650"),
+            ("topics", "a;b"),
+            ("source.subscription-name", "s"),
+            ("format", "raw"),
+        ];
+        let t = pulsar(&opts(&base), p, &phys).unwrap();
+        assert_eq!(t.source.topics, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(t.source.subscription_type, SubscriptionType::Exclusive);
+        let mut shared = base.to_vec();
+        shared.push(("source.subscription-type", "Shared"));
+        assert!(pulsar(&opts(&shared), p, &phys).unwrap_err().message.contains("not supported"));
+        let mut failover = base.to_vec();
+        failover.extend([
+            ("source.subscription-type", "Failover"),
+            ("source.stop.at-message-id", "latest"),
+            ("source.start.message-id", "latest"),
+        ]);
+        let t = pulsar(&opts(&failover), p, &phys).unwrap();
+        assert_eq!(
+            (t.source.subscription_type, t.source.bounded, t.source.start),
+            (SubscriptionType::Failover, true, StartCursor::Latest)
+        );
+        assert!(pulsar(&opts(&base[..4]), p, &phys).unwrap_err().message.contains("format"));
+    }
 }

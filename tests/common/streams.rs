@@ -81,9 +81,11 @@ pub fn create_stream(url: &str, stream: &str, shards: u32) {
 /// Put `(partition key, data)` records in order (to one shard when `hash_key` is given).
 pub fn put_records(url: &str, stream: &str, records: Vec<(String, Vec<u8>)>, hash_key: Option<&str>) -> Vec<String> {
     let (stream, hash_key) = (stream.to_string(), hash_key.map(str::to_string));
-    client::blocking(kinesis_endpoint(url), move |mut c| async move { c.put_records(&stream, &records, hash_key.as_deref()).await })
-        .unwrap()
-        .unwrap()
+    client::blocking(kinesis_endpoint(url), move |mut c| async move {
+        c.put_records(&stream, &records, hash_key.as_deref()).await
+    })
+    .unwrap()
+    .unwrap()
 }
 
 /// A name unique to this test process and `what`.

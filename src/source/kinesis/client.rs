@@ -176,7 +176,16 @@ impl KinesisClient {
         let body = serde_json::to_vec(body).expect("JSON of a request");
         let target = format!("Kinesis_20131202.{operation}");
         let e = &self.endpoint;
-        let headers = sigv4::sign(&e.credentials, &e.region, "kinesis", &e.host, &target, CONTENT_TYPE, &body, crate::time::now_ms());
+        let headers = sigv4::sign(
+            &e.credentials,
+            &e.region,
+            "kinesis",
+            &e.host,
+            &target,
+            CONTENT_TYPE,
+            &body,
+            crate::time::now_ms(),
+        );
         let mut head = format!(
             "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: {CONTENT_TYPE}\r\nX-Amz-Target: {target}\r\nContent-Length: {}\r\n",
             e.host,
@@ -275,13 +284,16 @@ impl KinesisClient {
     }
 
     pub async fn get_records(&mut self, iterator: &str, limit: u32) -> std::result::Result<RecordsPage, ApiError> {
-        let v = self.call("GetRecords", &serde_json::json!({ "ShardIterator": iterator, "Limit": limit })).await?;
+        let v = self
+            .call("GetRecords", &serde_json::json!({ "ShardIterator": iterator, "Limit": limit }))
+            .await?;
         serde_json::from_value(v).map_err(|e| ApiError::Fatal(format!("kinesis GetRecords: unexpected answer: {e}")))
     }
 
     /// Create a stream and wait (polling `DescribeStreamSummary`, with a deadline) until it is ACTIVE.
     pub async fn create_stream(&mut self, stream: &str, shards: u32) -> std::result::Result<(), ApiError> {
-        self.call("CreateStream", &serde_json::json!({ "StreamName": stream, "ShardCount": shards })).await?;
+        self.call("CreateStream", &serde_json::json!({ "StreamName": stream, "ShardCount": shards }))
+            .await?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let v = self.call("DescribeStreamSummary", &serde_json::json!({ "StreamName": stream })).await?;
@@ -297,7 +309,12 @@ impl KinesisClient {
 
     /// Put records `(partition key, data)` in requests of at most 500 (with `explicit_hash_key`
     /// all go to the shard owning that hash key); the sequence numbers in order.
-    pub async fn put_records(&mut self, stream: &str, records: &[(String, Vec<u8>)], explicit_hash_key: Option<&str>) -> std::result::Result<Vec<String>, ApiError> {
+    pub async fn put_records(
+        &mut self,
+        stream: &str,
+        records: &[(String, Vec<u8>)],
+        explicit_hash_key: Option<&str>,
+    ) -> std::result::Result<Vec<String>, ApiError> {
         let engine = base64::engine::general_purpose::STANDARD;
         let mut sequence_numbers = Vec::with_capacity(records.len());
         for chunk in records.chunks(500) {
@@ -308,7 +325,9 @@ impl KinesisClient {
                     None => serde_json::json!({ "PartitionKey": k, "Data": engine.encode(d) }),
                 })
                 .collect();
-            let v = self.call("PutRecords", &serde_json::json!({ "StreamName": stream, "Records": entries })).await?;
+            let v = self
+                .call("PutRecords", &serde_json::json!({ "StreamName": stream, "Records": entries }))
+                .await?;
             if v.get("FailedRecordCount").and_then(|c| c.as_u64()).unwrap_or(0) > 0 {
                 return Err(ApiError::Fatal(format!("kinesis PutRecords: some records failed: {v}")));
             }
@@ -342,7 +361,9 @@ where
 
 /// Base64-decode a record's data.
 pub fn decode_data(data: &str) -> std::result::Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD.decode(data).map_err(|e| format!("record data is not base64: {e}"))
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| format!("record data is not base64: {e}"))
 }
 
 #[cfg(test)]
@@ -355,7 +376,10 @@ mod tests {
         assert!(matches!(classify(400, t), ApiError::Throttled(m) if m.contains("Rate exceeded")));
         let e = br#"{"__type":"com.amazonaws.kinesis#ExpiredIteratorException","message":"Iterator expired"}"#;
         assert!(matches!(classify(400, e), ApiError::ExpiredIterator(_)));
-        assert!(matches!(classify(400, br#"{"__type":"ResourceNotFoundException","message":"no"}"#), ApiError::Fatal(_)));
+        assert!(matches!(
+            classify(400, br#"{"__type":"ResourceNotFoundException","message":"no"}"#),
+            ApiError::Fatal(_)
+        ));
         assert!(matches!(classify(503, b"busy"), ApiError::Transient(_)));
     }
 

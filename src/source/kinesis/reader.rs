@@ -255,7 +255,11 @@ impl Fetcher {
                 Err(ApiError::Transient(m)) => {
                     transient_failures += 1;
                     if transient_failures > o.max_retries {
-                        return Err(WeirError::Other(format!("kinesis {}: {m} (after {} retries)", self.plan.describe(), o.max_retries)));
+                        return Err(WeirError::Other(format!(
+                            "kinesis {}: {m} (after {} retries)",
+                            self.plan.describe(),
+                            o.max_retries
+                        )));
                     }
                     glommio::timer::sleep(Duration::from_millis(backoff.next_delay_ms())).await;
                 }

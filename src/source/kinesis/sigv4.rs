@@ -73,7 +73,16 @@ pub fn amz_date(now_ms: i64) -> String {
 }
 
 /// The headers to add to `POST /` with `body` (see the module docs for what is signed).
-pub fn sign(credentials: &Credentials, region: &str, service: &str, host: &str, target: &str, content_type: &str, body: &[u8], now_ms: i64) -> Vec<(&'static str, String)> {
+pub fn sign(
+    credentials: &Credentials,
+    region: &str,
+    service: &str,
+    host: &str,
+    target: &str,
+    content_type: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> Vec<(&'static str, String)> {
     let date_time = amz_date(now_ms);
     let date = &date_time[..8];
     let mut canonical_headers = format!("content-type:{content_type}\nhost:{host}\nx-amz-date:{date_time}\n");
@@ -125,18 +134,54 @@ mod tests {
     fn authorization_names_scope_and_signed_headers() {
         let c = Credentials {
             access_key_id: "AKID".into(),
-            secret_access_key: "secret".into(),
-            session_token: Some("tok".into()),
+            secret_access_key: "s3cr3t-value".into(),
+            session_token: Some("t0k3n-value".into()),
         };
-        let h = sign(&c, "eu-west-1", "kinesis", "127.0.0.1:4567", "Kinesis_20131202.GetRecords", "application/x-amz-json-1.1", b"{}", 0);
+        let h = sign(
+            &c,
+            "eu-west-1",
+            "kinesis",
+            "127.0.0.1:4567",
+            "Kinesis_20131202.GetRecords",
+            "application/x-amz-json-1.1",
+            b"{}",
+            0,
+        );
         let auth = &h[0].1;
-        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/19700101/eu-west-1/kinesis/aws4_request, "), "{auth}");
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/19700101/eu-west-1/kinesis/aws4_request, "),
+            "{auth}"
+        );
         assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target, Signature="));
         assert_eq!(auth.rsplit('=').next().unwrap().len(), 64);
-        assert_eq!(h[2], ("X-Amz-Security-Token", "tok".to_string()));
+        assert_eq!(h[2], ("X-Amz-Security-Token", "t0k3n-value".to_string()));
         // Deterministic for the same input; differs with the body.
-        assert_eq!(h, sign(&c, "eu-west-1", "kinesis", "127.0.0.1:4567", "Kinesis_20131202.GetRecords", "application/x-amz-json-1.1", b"{}", 0));
-        assert_ne!(h, sign(&c, "eu-west-1", "kinesis", "127.0.0.1:4567", "Kinesis_20131202.GetRecords", "application/x-amz-json-1.1", b"{ }", 0));
-        assert!(!format!("{c:?}").contains("secret"));
+        assert_eq!(
+            h,
+            sign(
+                &c,
+                "eu-west-1",
+                "kinesis",
+                "127.0.0.1:4567",
+                "Kinesis_20131202.GetRecords",
+                "application/x-amz-json-1.1",
+                b"{}",
+                0
+            )
+        );
+        assert_ne!(
+            h,
+            sign(
+                &c,
+                "eu-west-1",
+                "kinesis",
+                "127.0.0.1:4567",
+                "Kinesis_20131202.GetRecords",
+                "application/x-amz-json-1.1",
+                b"{ }",
+                0
+            )
+        );
+        assert!(!format!("{c:?}").contains("s3cr3t-value") && !format!("{c:?}").contains("t0k3n-value"));
     }
 }

@@ -23,7 +23,11 @@ pub fn resolve_service_url(url: &str) -> std::result::Result<SocketAddr, String>
         .strip_prefix("pulsar://")
         .ok_or_else(|| format!("'{url}' is not a pulsar:// URL (weir's Pulsar client has no TLS)"))?;
     let hostport = rest.trim_end_matches('/');
-    let with_port = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:6650") };
+    let with_port = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:6650")
+    };
     with_port
         .to_socket_addrs()
         .ok()
@@ -55,7 +59,9 @@ pub struct Connection {
 impl Connection {
     /// Connect and complete the `CONNECT` / `CONNECTED` handshake.
     pub async fn open(address: SocketAddr, timeout: Duration) -> std::result::Result<Self, String> {
-        let stream = TcpStream::connect_timeout(address, timeout).await.map_err(|e| format!("connect to {address}: {e}"))?;
+        let stream = TcpStream::connect_timeout(address, timeout)
+            .await
+            .map_err(|e| format!("connect to {address}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(timeout));
         let mut c = Connection {
@@ -197,7 +203,10 @@ impl Connection {
             durable: Some(true),
             initial_position: Some(if earliest { 1 } else { 0 }),
         });
-        self.request(&cmd, id).await.map(|_| ()).map_err(|e| format!("subscribing `{subscription}` to {topic}: {e}"))
+        self.request(&cmd, id)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("subscribing `{subscription}` to {topic}: {e}"))
     }
 
     pub async fn seek(&mut self, consumer_id: u64, to: MessageIdData) -> std::result::Result<(), String> {

@@ -285,8 +285,14 @@ async fn last_message_id(o: &PulsarSourceOptions, p: &PartitionPlan) -> std::res
         let result = async {
             let mut c = client::Connection::open(p.broker, o.timeout()).await?;
             let consumer = reader::fresh_consumer_id();
-            c.subscribe(&p.topic, &o.subscription, o.subscription_type.wire(), consumer, o.start == StartCursor::Earliest)
-                .await?;
+            c.subscribe(
+                &p.topic,
+                &o.subscription,
+                o.subscription_type.wire(),
+                consumer,
+                o.start == StartCursor::Earliest,
+            )
+            .await?;
             let last = match c.last_message_id(consumer).await {
                 Ok(last) => Some(last),
                 Err(e) if e.contains("no messages") => None,

@@ -541,7 +541,12 @@ pub struct EntryMessage<'a> {
 }
 
 /// Split an entry's payload into its messages (one unless batched).
-pub fn entry_messages<'a>(metadata: &'a MessageMetadata, payload: &'a [u8], out: &mut Vec<EntryMessage<'a>>, scratch: &'a mut Vec<SingleMessageMetadata>) -> Result<(), String> {
+pub fn entry_messages<'a>(
+    metadata: &'a MessageMetadata,
+    payload: &'a [u8],
+    out: &mut Vec<EntryMessage<'a>>,
+    scratch: &'a mut Vec<SingleMessageMetadata>,
+) -> Result<(), String> {
     if metadata.compression.unwrap_or(0) != 0 {
         return Err(format!("compressed entries (codec {}) are not supported", metadata.compression.unwrap_or(0)));
     }

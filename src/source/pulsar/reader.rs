@@ -63,9 +63,7 @@ pub(super) fn build<T: 'static>(
         // A committing flusher: `commit` runs once a checkpoint completes. It stores nothing.
         ctx.add_committing_flusher(
             &format!("pulsar-ack {}", plan.describe()),
-            Box::new(Acknowledger {
-                progress: progress.clone(),
-            }),
+            Box::new(Acknowledger { progress: progress.clone() }),
         );
     }
     Ok(Box::new(PulsarSplitReader {
