@@ -176,16 +176,13 @@ impl KinesisClient {
         let body = serde_json::to_vec(body).expect("JSON of a request");
         let target = format!("Kinesis_20131202.{operation}");
         let e = &self.endpoint;
-        let headers = sigv4::sign(
-            &e.credentials,
-            &e.region,
-            "kinesis",
-            &e.host,
-            &target,
-            CONTENT_TYPE,
-            &body,
-            crate::time::now_ms(),
-        );
+        let request = sigv4::Request {
+            host: &e.host,
+            target: &target,
+            content_type: CONTENT_TYPE,
+            body: &body,
+        };
+        let headers = sigv4::sign(&e.credentials, &e.region, "kinesis", &request, crate::time::now_ms());
         let mut head = format!(
             "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: {CONTENT_TYPE}\r\nX-Amz-Target: {target}\r\nContent-Length: {}\r\n",
             e.host,

@@ -72,17 +72,24 @@ pub fn amz_date(now_ms: i64) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", s / 3600, s / 60 % 60, s % 60)
 }
 
-/// The headers to add to `POST /` with `body` (see the module docs for what is signed).
-pub fn sign(
-    credentials: &Credentials,
-    region: &str,
-    service: &str,
-    host: &str,
-    target: &str,
-    content_type: &str,
-    body: &[u8],
-    now_ms: i64,
-) -> Vec<(&'static str, String)> {
+/// One `POST /` request to sign.
+pub struct Request<'a> {
+    /// The `Host` header.
+    pub host: &'a str,
+    /// The `X-Amz-Target` header (`Kinesis_20131202.GetRecords`).
+    pub target: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The headers to add to `request` (see the module docs for what is signed).
+pub fn sign(credentials: &Credentials, region: &str, service: &str, request: &Request<'_>, now_ms: i64) -> Vec<(&'static str, String)> {
+    let Request {
+        host,
+        target,
+        content_type,
+        body,
+    } = *request;
     let date_time = amz_date(now_ms);
     let date = &date_time[..8];
     let mut canonical_headers = format!("content-type:{content_type}\nhost:{host}\nx-amz-date:{date_time}\n");
@@ -130,6 +137,15 @@ mod tests {
         assert_eq!(amz_date(1_329_305_400_000), "20120215T113000Z");
     }
 
+    fn req(body: &[u8]) -> Request<'_> {
+        Request {
+            host: "127.0.0.1:4567",
+            target: "Kinesis_20131202.GetRecords",
+            content_type: "application/x-amz-json-1.1",
+            body,
+        }
+    }
+
     #[test]
     fn authorization_names_scope_and_signed_headers() {
         let c = Credentials {
@@ -137,16 +153,7 @@ mod tests {
             secret_access_key: "s3cr3t-value".into(),
             session_token: Some("t0k3n-value".into()),
         };
-        let h = sign(
-            &c,
-            "eu-west-1",
-            "kinesis",
-            "127.0.0.1:4567",
-            "Kinesis_20131202.GetRecords",
-            "application/x-amz-json-1.1",
-            b"{}",
-            0,
-        );
+        let h = sign(&c, "eu-west-1", "kinesis", &req(b"{}"), 0);
         let auth = &h[0].1;
         assert!(
             auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/19700101/eu-west-1/kinesis/aws4_request, "),
@@ -156,32 +163,8 @@ mod tests {
         assert_eq!(auth.rsplit('=').next().unwrap().len(), 64);
         assert_eq!(h[2], ("X-Amz-Security-Token", "t0k3n-value".to_string()));
         // Deterministic for the same input; differs with the body.
-        assert_eq!(
-            h,
-            sign(
-                &c,
-                "eu-west-1",
-                "kinesis",
-                "127.0.0.1:4567",
-                "Kinesis_20131202.GetRecords",
-                "application/x-amz-json-1.1",
-                b"{}",
-                0
-            )
-        );
-        assert_ne!(
-            h,
-            sign(
-                &c,
-                "eu-west-1",
-                "kinesis",
-                "127.0.0.1:4567",
-                "Kinesis_20131202.GetRecords",
-                "application/x-amz-json-1.1",
-                b"{ }",
-                0
-            )
-        );
+        assert_eq!(h, sign(&c, "eu-west-1", "kinesis", &req(b"{}"), 0));
+        assert_ne!(h, sign(&c, "eu-west-1", "kinesis", &req(b"{ }"), 0));
         assert!(!format!("{c:?}").contains("s3cr3t-value") && !format!("{c:?}").contains("t0k3n-value"));
     }
 }

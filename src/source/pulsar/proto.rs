@@ -664,8 +664,11 @@ mod tests {
         };
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         entry_messages(&meta, &payload, &mut out, &mut scratch).unwrap();
-        let got: Vec<(i32, Option<&str>, Option<&[u8]>)> = out.iter().map(|m| (m.batch_index, m.key, m.value)).collect();
-        assert_eq!(got, vec![(0, Some("a"), Some(&b"one"[..])), (1, Some("b"), Some(&b"three"[..]))]);
+        let indexes: Vec<i32> = out.iter().map(|m| m.batch_index).collect();
+        let keys: Vec<Option<&str>> = out.iter().map(|m| m.key).collect();
+        let values: Vec<Option<&[u8]>> = out.iter().map(|m| m.value).collect();
+        assert_eq!((indexes, keys), (vec![0, 1], vec![Some("a"), Some("b")]));
+        assert_eq!(values, vec![Some(&b"one"[..]), Some(&b"three"[..])]);
         let mut out = Vec::new();
         let mut scratch = Vec::new();
         assert!(entry_messages(&meta, &payload[..payload.len() - 2], &mut out, &mut scratch).is_err());
