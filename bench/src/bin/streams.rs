@@ -25,7 +25,8 @@ struct Args {
 }
 
 const SINK: &str = "CREATE TABLE out_rows (k BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
-INSERT INTO out_rows SELECT k, COUNT(*) FROM ev GROUP BY k;";
+INSERT INTO out_rows SELECT k, COUNT(*) FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;";
+const COLUMNS: &str = "k BIGINT, v BIGINT, ms BIGINT, ts AS TO_TIMESTAMP_LTZ(ms, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND";
 
 fn timed(script: &str, vars: &HashMap<String, String>, cores: usize) -> f64 {
     let config = EngineConfig {
@@ -65,7 +66,7 @@ fn main() {
         })
         .unwrap();
         let sql = format!(
-            "CREATE TABLE ev (k BIGINT, v BIGINT, ms BIGINT) WITH ('connector' = 'kinesis', 'stream' = '{stream}', 'aws.endpoint' = '{url}', \
+            "CREATE TABLE ev ({COLUMNS}) WITH ('connector' = 'kinesis', 'stream' = '{stream}', 'aws.endpoint' = '{url}', \
              'aws.credentials.basic.accesskeyid' = 'bench', 'aws.credentials.basic.secretkey' = 'bench', 'scan.stream.initpos' = 'TRIM_HORIZON', \
              'scan.bounded.mode' = 'latest', 'format' = 'csv');\n{SINK}"
         );
@@ -81,7 +82,7 @@ fn main() {
             weir::source::pulsar::client::produce(&url, &format!("{topic}-partition-{p}"), messages).unwrap();
         }
         let sql = format!(
-            "CREATE TABLE ev (k BIGINT, v BIGINT, ms BIGINT) WITH ('connector' = 'pulsar', 'service-url' = '{url}', 'topics' = '{topic}', \
+            "CREATE TABLE ev ({COLUMNS}) WITH ('connector' = 'pulsar', 'service-url' = '{url}', 'topics' = '{topic}', \
              'source.subscription-name' = 'bench', 'source.stop.at-message-id' = 'latest', 'format' = 'csv');\n{SINK}"
         );
         let secs = timed(&sql, &HashMap::new(), args.cores);
