@@ -9,6 +9,9 @@
 # moto (PyPI, in-memory S3) with IAM authentication on, so every request's Signature V4 is
 # checked -> WEIR_TEST_S3=http://127.0.0.1:PORT plus WEIR_TEST_S3_ACCESS_KEY and
 # WEIR_TEST_S3_SECRET_KEY (a user allowed s3:*, created before authentication is switched on).
+# kinesalite (npm, in memory, streams ACTIVE at once) -> WEIR_TEST_KINESIS=http://127.0.0.1:PORT;
+# pulsar-lite (PyPI, Pulsar binary protocol; topics auto-created with 2 partitions, metrics off)
+# -> WEIR_TEST_PULSAR=pulsar://127.0.0.1:PORT, and the broker binary -> WEIR_PULSAR_LITE_BIN.
 # State (data folders, logs, PID files) lives in $WEIR_SERVICES_DIR (default: a folder under
 # /tmp named after this checkout's path, so two checkouts on one machine never stop each other's
 # servers).
@@ -143,6 +146,40 @@ PY
     echo "export WEIR_TEST_S3_SECRET_KEY=${creds#* }"
 }
 
+start_kinesalite() {
+    local prefix="${WEIR_NODE_PREFIX:-/opt/weir-node}" dir="$STATE/kinesalite" port
+    [ -f "$prefix/node_modules/kinesalite/package.json" ] || {
+        echo "services: kinesalite is not installed in $prefix (run .ci/setup.sh)" >&2
+        return 1
+    }
+    mkdir -p "$dir"
+    port=$(free_port)
+    NODE_PATH="$prefix/node_modules" node .ci/kinesalite.js "$port" >"$dir/server.log" 2>&1 </dev/null &
+    echo $! >"$STATE/kinesalite.pid"
+    wait_for "kinesalite on port $port" 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"
+    echo "export WEIR_TEST_KINESIS=http://127.0.0.1:$port"
+}
+
+start_pulsar() {
+    local bin dir="$STATE/pulsar" port
+    bin=$(python3 -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("pulsar_lite").origin), "bin", "pulsar-lite"))' 2>/dev/null) || {
+        echo "services: pulsar-lite is not installed (run .ci/setup.sh)" >&2
+        return 1
+    }
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    port=$(free_port)
+    # Every auto-created topic gets 2 partitions (the tests read partitions as splits); the
+    # metrics endpoint is off (it binds a fixed port).
+    printf 'default_partitions = 2\n\n[metrics]\nenabled = false\n' >"$dir/pulsar-lite.toml"
+    (cd "$dir" && exec "$bin" --config "$dir/pulsar-lite.toml" --addr "127.0.0.1:$port" --db-path "$dir/db" --log-level warn >"$dir/server.log" 2>&1 </dev/null) &
+    echo $! >"$STATE/pulsar.pid"
+    wait_for "pulsar-lite on port $port" 30 python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)"
+    echo "export WEIR_TEST_PULSAR=pulsar://127.0.0.1:$port"
+    # The SIGKILL test runs its own restartable broker (see tests/pulsar_sigkill.rs).
+    echo "export WEIR_PULSAR_LITE_BIN=$bin"
+}
+
 stop_one() {
     local name=$1 pidfile="$STATE/$1.pid"
     [ -f "$pidfile" ] || return 0
@@ -169,12 +206,16 @@ start)
     start_opensearch
     start_mosquitto
     start_s3
+    start_kinesalite
+    start_pulsar
     ;;
 stop)
     stop_one postgres
     stop_one opensearch
     stop_one mosquitto
     stop_one s3
+    stop_one kinesalite
+    stop_one pulsar
     ;;
 *)
     echo "usage: $0 start|stop" >&2

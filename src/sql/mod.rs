@@ -40,6 +40,7 @@ pub mod parser;
 pub mod plan;
 pub mod rank;
 pub mod source;
+pub mod streams;
 pub mod types;
 
 use std::collections::HashMap;

@@ -58,6 +58,10 @@ pub enum Connector {
         flat: Option<super::nexmark::Kind>,
     },
     Kafka(Arc<KafkaTable>),
+    /// A Kinesis stream (Flink's `kinesis` connector, a source).
+    Kinesis(Arc<super::streams::KinesisTable>),
+    /// Pulsar topics (Flink's `pulsar` connector, a source).
+    Pulsar(Arc<super::streams::PulsarTable>),
     Print,
     Blackhole,
 }
@@ -102,7 +106,13 @@ impl Connector {
     pub fn is_source(&self) -> bool {
         matches!(
             self,
-            Connector::Filesystem { .. } | Connector::Nexmark { .. } | Connector::Kafka(_) | Connector::Gateway { .. } | Connector::S3(_)
+            Connector::Filesystem { .. }
+                | Connector::Nexmark { .. }
+                | Connector::Kafka(_)
+                | Connector::Gateway { .. }
+                | Connector::Kinesis(_)
+                | Connector::Pulsar(_)
+                | Connector::S3(_)
         )
     }
 }
@@ -437,7 +447,7 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
             ColumnDef::Metadata { name, ty, key, pos } => {
                 let ty = resolve_type(ty)?;
                 let (meta, ok) = match key.as_str() {
-                    "timestamp" => (MetadataKey::Timestamp, ty.is_timestamp()),
+                    "timestamp" | "publish_time" => (MetadataKey::Timestamp, ty.is_timestamp()),
                     "partition" => (MetadataKey::Partition, matches!(ty, SqlType::Int | SqlType::BigInt)),
                     "offset" => (MetadataKey::Offset, ty == SqlType::BigInt),
                     "topic" => (MetadataKey::Topic, ty == SqlType::String),
@@ -521,6 +531,8 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
             }
         }
         Some(("kafka", _)) => Connector::Kafka(Arc::new(kafka_table(&ct, &opts, &physical)?)),
+        Some(("kinesis", _)) => Connector::Kinesis(Arc::new(super::streams::kinesis(&opts, ct.pos, &physical)?)),
+        Some(("pulsar", _)) => Connector::Pulsar(Arc::new(super::streams::pulsar(&opts, ct.pos, &physical)?)),
         Some(("gateway" | "mqtt", _)) => {
             let (config, format) = super::connectors::gateway(&opts, ct.pos)?;
             Connector::Gateway {
@@ -541,12 +553,18 @@ fn create_table(ct: ast::CreateTable) -> Result<TableDef, SqlError> {
         Some(("blackhole", _)) => Connector::Blackhole,
         Some((c, p)) => {
             return Err(SqlError::at(p, format!("connector '{c}' is not supported"))
-                .hint("supported connectors: filesystem, kafka, nexmark, print, blackhole, gateway, mqtt, jdbc, elasticsearch-7"))
+                .hint("supported connectors: filesystem, kafka, kinesis, pulsar, nexmark, print, blackhole, gateway, mqtt, jdbc, elasticsearch-7"))
         }
     };
-    if !matches!(connector, Connector::Kafka(_)) {
+    if !matches!(connector, Connector::Kafka(_) | Connector::Kinesis(_) | Connector::Pulsar(_)) {
         if let Some(ColumnDef::Metadata { pos, .. }) = ct.columns.iter().find(|c| matches!(c, ColumnDef::Metadata { .. })) {
-            return Err(SqlError::at(*pos, "METADATA columns exist only on 'kafka' tables"));
+            return Err(SqlError::at(*pos, "METADATA columns exist only on 'kafka', 'kinesis' and 'pulsar' tables"));
+        }
+    }
+    if matches!(connector, Connector::Kinesis(_)) {
+        if let Some(ColumnDef::Metadata { pos, .. }) = ct.columns.iter().find(|c| matches!(c, ColumnDef::Metadata { key, .. } if key == "offset")) {
+            return Err(SqlError::at(*pos, "kinesis tables have no 'offset' metadata")
+                .hint("'timestamp' (approximate arrival time), 'partition' (shard index), 'topic' (stream)"));
         }
     }
     Ok(TableDef {

@@ -676,18 +676,42 @@ pub fn kafka_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost)
     let Connector::Kafka(k) = &table.connector else {
         return Err(SqlError::at(table.pos, format!("table `{}` is not a kafka table", table.name)));
     };
-    let (t, format) = (table.clone(), k.format);
+    let factory = row_decoder(&table, k.format, needed, post);
+    crate::source::kafka::KafkaSource::new(k.source.clone(), factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
+}
+
+/// The row decoder of a message table (Kafka, Kinesis, Pulsar): the value parsed by `format`,
+/// metadata columns from the message, only the `needed` physical columns, `post` fused.
+fn row_decoder(table: &Arc<TableDef>, format: super::plan::KafkaFormat, needed: Vec<bool>, post: ScanPost) -> crate::source::kafka::DecoderFactory<Row> {
+    let t = table.clone();
     let (needed, post): (Arc<[bool]>, Arc<ScanPost>) = (needed.into(), Arc::new(post));
-    let factory: crate::source::kafka::DecoderFactory<Row> = Arc::new(move || {
+    Arc::new(move || {
         Box::new(RowDecoder {
             parser: RowParser::new(t.clone(), needed.clone(), post.clone()),
             format,
         })
-    });
-    crate::source::kafka::KafkaSource::new(k.source.clone(), factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
+    })
 }
 
-/// Decodes one Kafka message into a row.
+/// A Kinesis table's records as rows (see [`row_decoder`]).
+pub fn kinesis_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<crate::source::kinesis::KinesisSource<Row>, SqlError> {
+    let Connector::Kinesis(k) = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not a kinesis table", table.name)));
+    };
+    let factory = row_decoder(&table, k.format, needed, post);
+    crate::source::kinesis::KinesisSource::new(k.source.clone(), factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
+}
+
+/// A Pulsar table's messages as rows (see [`row_decoder`]).
+pub fn pulsar_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<crate::source::pulsar::PulsarSource<Row>, SqlError> {
+    let Connector::Pulsar(p) = &table.connector else {
+        return Err(SqlError::at(table.pos, format!("table `{}` is not a pulsar table", table.name)));
+    };
+    let factory = row_decoder(&table, p.format, needed, post);
+    crate::source::pulsar::PulsarSource::new(p.source.clone(), factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
+}
+
+/// Decodes one message (Kafka, Kinesis, Pulsar) into a row.
 struct RowDecoder {
     parser: RowParser,
     format: super::plan::KafkaFormat,

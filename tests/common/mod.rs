@@ -3,6 +3,7 @@
 
 pub mod crash;
 pub mod s3;
+pub mod streams;
 
 /// The committed output of a filesystem sink folder: every line of its final-named part files
 /// (`part-*`; hidden in-progress files are not output), sorted. Empty if the folder is missing.
