@@ -47,6 +47,7 @@ pub mod jobs;
 pub mod key;
 pub mod operator;
 pub mod ring;
+pub mod scaleout;
 pub mod shard;
 pub mod sink;
 pub mod source;

@@ -382,6 +382,10 @@ impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
                     .transactional_id_prefix
                     .clone()
                     .unwrap_or_else(|| format!("weir-{}-{}", o.topic, operator_name.replace([':', '#'], "-")));
+                // A slot of a scaled-out job: ids and logs of its own (see crate::scaleout).
+                let prefix = crate::scaleout::slot_prefix(prefix, ctx.config);
+                let mut slot_options = (**o).clone();
+                slot_options.transaction_log_dir = crate::scaleout::slot_transaction_dir(o.transaction_log_dir.clone(), ctx.config);
                 // A restore hands this shard the committables of the old shards it takes over.
                 let fresh = ctx.restore().is_none() && self.restored.is_empty();
                 let given = self.restored.iter().filter_map(|c| {
@@ -394,7 +398,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
                     .map(|c| snapshot::decode::<Committable>(&c, "kafka sink committable"));
                 let restored = given.chain(from_engine).collect::<Result<Vec<_>>>()?;
                 Box::new(TransactionalWriter {
-                    producer: TransactionalProducer::new(o, &format!("{prefix}-{}", ctx.shard), ctx.shard, cpus)?,
+                    producer: TransactionalProducer::new(&slot_options, &format!("{prefix}-{}", ctx.shard), ctx.shard, cpus)?,
                     buffer: buffer.clone(),
                     restored: Some((restored, fresh)),
                 })
