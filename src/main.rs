@@ -272,12 +272,16 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     // A process the scale-out supervisor started: one stage of one slot (see weir::scaleout).
     let role = match std::env::var(weir::scaleout::membership::ROLE_ENV) {
-        Ok(v) => Some(weir::scaleout::membership::parse_role(&v).ok_or_else(|| format!("{}={v}: expected <slot>:<stage>", weir::scaleout::membership::ROLE_ENV))?),
+        Ok(v) => {
+            Some(weir::scaleout::membership::parse_role(&v).ok_or_else(|| format!("{}={v}: expected <slot>:<stage>", weir::scaleout::membership::ROLE_ENV))?)
+        }
         Err(_) => None,
     };
     let checkpoint_root = config.checkpoint_dir.clone();
     if let Some(role) = role {
-        let root = checkpoint_root.clone().ok_or("a scaled-out job needs checkpoints (do not pass --no-checkpoints)")?;
+        let root = checkpoint_root
+            .clone()
+            .ok_or("a scaled-out job needs checkpoints (do not pass --no-checkpoints)")?;
         config.scale_out_role = Some(role);
         config.checkpoint_dir = Some(weir::scaleout::stage_dir(&root, role.slot, role.stage));
     }
@@ -340,7 +344,10 @@ fn supervise(job: &str, restore: bool, config: &EngineConfig, checkpoint_root: O
     if restore {
         return Err("a scaled-out job always restores each slot's latest checkpoint: drop --restore".into());
     }
-    let group = config.scale_out_group.clone().ok_or("a scaled-out job needs a Kafka table with 'properties.group.id'")?;
+    let group = config
+        .scale_out_group
+        .clone()
+        .ok_or("a scaled-out job needs a Kafka table with 'properties.group.id'")?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the weir binary: {e}"))?;
     let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let child = std::sync::Arc::new(move |_role: weir::scaleout::Role| {

@@ -158,9 +158,7 @@ pub fn run_supervisor(config: SupervisorConfig) -> Result<()> {
             .create_with_context(context)
             .map_err(|e| kafka_error("creating the group member", e))
     })?;
-    consumer
-        .subscribe(&[&topic])
-        .map_err(|e| kafka_error(&format!("subscribing to {topic}"), e))?;
+    consumer.subscribe(&[&topic]).map_err(|e| kafka_error(&format!("subscribing to {topic}"), e))?;
     eprintln!(
         "weir scale-out: joining group `{}` for job {} ({} slots, checkpoints in {})",
         config.group,

@@ -75,7 +75,12 @@ pub enum Envelope<T> {
     /// A record with its event time.
     Data { writer: u32, seq: u64, ts: Timestamp, record: T },
     /// Writer `writer` (of `writers`) has watermark `watermark`: its later records are after it.
-    Watermark { writer: u32, writers: u32, seq: u64, watermark: Timestamp },
+    Watermark {
+        writer: u32,
+        writers: u32,
+        seq: u64,
+        watermark: Timestamp,
+    },
 }
 
 /// Where a repartition topic lives and how it is laid out.
@@ -141,7 +146,10 @@ where
         }
         Stage::Keyed => {
             drop(stream);
-            let owned: Vec<i32> = (0..options.partitions as usize).filter(|&q| owns(q, role.slot, slots)).map(|q| q as i32).collect();
+            let owned: Vec<i32> = (0..options.partitions as usize)
+                .filter(|&q| owns(q, role.slot, slots))
+                .map(|q| q as i32)
+                .collect();
             let source = RepartitionSource::<T> {
                 options: Arc::new(options),
                 partitions: Arc::new(owned),
@@ -192,7 +200,11 @@ pub(crate) fn wait_for_partitions(connection: &KafkaConnection, topic: &str, lim
         let md = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .map_err(|e| kafka_error(&format!("reading metadata of {topic}"), e))?;
-        if let Some(t) = md.topics().iter().find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
+        if let Some(t) = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        {
             return Ok(t.partitions().len());
         }
         if std::time::Instant::now() > deadline {
@@ -294,7 +306,9 @@ where
 
     fn build(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<Box<dyn Push<T>>> {
         if !ctx.checkpointing() {
-            return Err(WeirError::Config("scale-out: the repartition topic needs checkpoints (execution.checkpointing.interval)".into()));
+            return Err(WeirError::Config(
+                "scale-out: the repartition topic needs checkpoints (execution.checkpointing.interval)".into(),
+            ));
         }
         if let Some(r) = ctx.restore() {
             if r.old_shards != ctx.shards {
@@ -613,7 +627,9 @@ impl<T: DeserializeOwned> SplitReader<(Timestamp, T)> for RepartitionReader<T> {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(self.position.next_offset))
                     .map_err(|e| kafka_error("building an assignment", e))?;
-                self.consumer.assign(&tpl).map_err(|e| kafka_error(&format!("assigning {}", self.describe()), e))?;
+                self.consumer
+                    .assign(&tpl)
+                    .map_err(|e| kafka_error(&format!("assigning {}", self.describe()), e))?;
             }
             self.opened = true;
             Ok(())

@@ -358,7 +358,10 @@ fn scale_out_group(catalog: &Catalog) -> Result<crate::scaleout::GroupTarget, Sq
             Some((g, other)) if &g.group != group => {
                 return Err(SqlError::at(
                     t.pos,
-                    format!("table `{}` has properties.group.id = '{group}', table `{other}` '{}': a scaled-out job has one group", t.name, g.group),
+                    format!(
+                        "table `{}` has properties.group.id = '{group}', table `{other}` '{}': a scaled-out job has one group",
+                        t.name, g.group
+                    ),
                 ))
             }
             Some(_) => {}
@@ -374,8 +377,11 @@ fn scale_out_group(catalog: &Catalog) -> Result<crate::scaleout::GroupTarget, Sq
         }
     }
     found.map(|(g, _)| g).ok_or_else(|| {
-        SqlError::at(Pos { line: 1, column: 1 }, "a scaled-out job (weir.scale-out.slots) needs a Kafka table with 'properties.group.id'")
-            .hint("the processes that share the job join that consumer group")
+        SqlError::at(
+            Pos { line: 1, column: 1 },
+            "a scaled-out job (weir.scale-out.slots) needs a Kafka table with 'properties.group.id'",
+        )
+        .hint("the processes that share the job join that consumer group")
     })
 }
 
