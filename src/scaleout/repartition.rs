@@ -349,7 +349,7 @@ where
                 partitions: o.partitions,
                 writer: (self.slot * ctx.shards + ctx.shard) as u32,
                 writers: (self.slots * ctx.shards) as u32,
-                restored: Some((restored, ctx.restore().is_none())),
+                restored: Some((restored, ctx.restore().is_none(), ctx.restore().map_or(0, |r| r.epoch))),
             }),
         );
         Ok(Box::new(RepartitionPush {
@@ -371,8 +371,9 @@ struct RepartitionWriter {
     partitions: u32,
     writer: u32,
     writers: u32,
-    /// Until connect: the committables to resolve and whether this is a fresh start.
-    restored: Option<(Vec<Committable>, bool)>,
+    /// Until connect: the committables to resolve, whether this is a fresh start, and the
+    /// restored checkpoint's epoch.
+    restored: Option<(Vec<Committable>, bool, u64)>,
 }
 
 impl RepartitionWriter {
@@ -423,11 +424,11 @@ impl RepartitionWriter {
 impl Flusher for RepartitionWriter {
     fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let (restored, fresh) = self.restored.take().unwrap_or_default();
+            let (restored, fresh, epoch) = self.restored.take().unwrap_or_default();
             if fresh {
                 self.producer.reset_marker().await?;
             }
-            self.producer.connect(restored).await
+            self.producer.connect_at(restored, epoch).await
         })
     }
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {

@@ -400,7 +400,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
                 Box::new(TransactionalWriter {
                     producer: TransactionalProducer::new(&slot_options, &format!("{prefix}-{}", ctx.shard), ctx.shard, cpus)?,
                     buffer: buffer.clone(),
-                    restored: Some((restored, fresh)),
+                    restored: Some((restored, fresh, ctx.restore().map_or(0, |r| r.epoch))),
                 })
             }
         };
@@ -628,8 +628,23 @@ impl TransactionalProducer {
 
     /// Create the producer and `init_transactions` (fences a zombie with the same id and
     /// aborts its open transaction), then commit `restored` committables idempotently and
-    /// delete logs of later epochs.
+    /// delete logs of later epochs. The restored checkpoint's epoch is taken to be the newest
+    /// restored committable's; see [`Self::connect_at`].
     pub async fn connect(&mut self, restored: Vec<Committable>) -> Result<()> {
+        let epoch = restored.iter().map(|c| c.epoch).max().unwrap_or(0);
+        self.connect_at(restored, epoch).await
+    }
+
+    /// [`Self::connect`] after restoring checkpoint `checkpoint_epoch`. Besides the restored
+    /// committables, every pre-committed log of an epoch `<= checkpoint_epoch` still on disk
+    /// (in this id's folder and in the folders of the restored committables' ids) is
+    /// published, in epoch order: a checkpoint stores only the committable of its own epoch, so
+    /// an earlier epoch whose checkpoint completed — or was subsumed — but whose commit had not
+    /// finished when the process died is known only by its log. Its records were output
+    /// before the restored checkpoint's barrier, so they belong to the restored state.
+    /// Publishing is idempotent (commit markers), and a published log is deleted. Logs of later
+    /// epochs and unfinished logs are deleted.
+    pub async fn connect_at(&mut self, restored: Vec<Committable>, checkpoint_epoch: u64) -> Result<()> {
         let config = self.producer_config.take().expect("connect once");
         let producer = client::create_off_shard_cores(self.cpus.clone(), move || {
             config
@@ -644,8 +659,40 @@ impl TransactionalProducer {
         self.producer = Some(producer);
         std::fs::create_dir_all(&self.dir).map_err(|e| WeirError::io("creating the transaction log folder", &self.dir, e))?;
         let mut restored = restored;
-        restored.sort_by_key(|c| c.epoch);
-        let restored_epoch = restored.iter().map(|c| c.epoch).max().unwrap_or(0);
+        let restored_epoch = restored.iter().map(|c| c.epoch).max().unwrap_or(0).max(checkpoint_epoch);
+        // Pre-committed logs on disk that the checkpoint does not name.
+        let base = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut ids: Vec<String> = restored.iter().map(|c| c.transactional_id.clone()).collect();
+        ids.push(self.transactional_id.clone());
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let dir = base.join(&id);
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(epoch) = name
+                    .strip_prefix("epoch-")
+                    .and_then(|n| n.strip_suffix(".log"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if epoch > checkpoint_epoch || restored.iter().any(|c| c.transactional_id == id && c.epoch == epoch) {
+                    continue;
+                }
+                let records = read_log(&entry.path())?.len() as u64;
+                restored.push(Committable {
+                    transactional_id: id.clone(),
+                    shard: self.shard,
+                    epoch,
+                    topic: self.topic.clone(),
+                    log: entry.path(),
+                    records,
+                });
+            }
+        }
+        restored.sort_by(|a, b| (a.epoch, &a.transactional_id).cmp(&(b.epoch, &b.transactional_id)));
         for c in &restored {
             self.publish(c).await?;
         }
@@ -919,8 +966,9 @@ pub fn marker_group(transactional_id: &str) -> String {
 struct TransactionalWriter {
     producer: TransactionalProducer,
     buffer: SharedOut,
-    /// Until connect: the committables to resolve, and whether this is a fresh start.
-    restored: Option<(Vec<Committable>, bool)>,
+    /// Until connect: the committables to resolve, whether this is a fresh start, and the
+    /// restored checkpoint's epoch (0: none).
+    restored: Option<(Vec<Committable>, bool, u64)>,
 }
 
 impl TransactionalWriter {
@@ -948,11 +996,11 @@ impl TransactionalWriter {
 impl Flusher for TransactionalWriter {
     fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let (restored, fresh) = self.restored.take().unwrap_or_default();
+            let (restored, fresh, epoch) = self.restored.take().unwrap_or_default();
             if fresh {
                 self.producer.reset_marker().await?;
             }
-            self.producer.connect(restored).await
+            self.producer.connect_at(restored, epoch).await
         })
     }
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
