@@ -37,14 +37,7 @@ fn alive(pid: i32) -> bool {
 #[test]
 fn a_killed_process_loses_and_duplicates_nothing() {
     let Some(broker) = Broker::start() else { return };
-    let dir = tempfile::Builder::new().prefix("weir-scaleout-sigkill-").tempdir().unwrap();
-    // WEIR_TEST_KEEP=1 keeps the folder (logs, checkpoints) for a look after a failure.
-    let dir = if std::env::var_os("WEIR_TEST_KEEP").is_some() {
-        eprintln!("keeping {}", dir.path().display());
-        KeptDir::Kept(dir.keep())
-    } else {
-        KeptDir::Temp(dir)
-    };
+    let dir = TestDir::new("scaleout-sigkill");
     produce_input(&broker, 0x0dea_d007, 150_000, 500);
     let want = single_process_output(dir.path(), &broker);
 
@@ -110,19 +103,4 @@ fn a_killed_process_loses_and_duplicates_nothing() {
     eprintln!("{} committed rows ({in_topic} records in the topic), want {}", got.len(), want.len());
     assert_eq!(got.len(), want.len(), "committed rows after the kill");
     assert_eq!(got, want, "0 lost, 0 duplicated committed records");
-}
-
-/// The test's folder: removed at the end unless kept.
-enum KeptDir {
-    Temp(tempfile::TempDir),
-    Kept(std::path::PathBuf),
-}
-
-impl KeptDir {
-    fn path(&self) -> &std::path::Path {
-        match self {
-            KeptDir::Temp(d) => d.path(),
-            KeptDir::Kept(p) => p,
-        }
-    }
 }

@@ -22,7 +22,7 @@ use scaleout::*;
 #[test]
 fn union_of_two_and_of_three_processes_equals_one() {
     let Some(broker) = Broker::start() else { return };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new("scaleout-union");
     produce_input(&broker, 0x5ca1_e007, 40_000, 300);
     let want = single_process_output(dir.path(), &broker);
 

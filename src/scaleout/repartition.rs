@@ -128,7 +128,7 @@ where
     KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
 {
     let config = env.config();
-    let Some((role, slots)) = role(&config) else {
+    let Some((role, slots)) = role(config) else {
         return Ok(Some(stream.key_by(key_fn)));
     };
     let options = options();

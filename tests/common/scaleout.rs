@@ -84,10 +84,44 @@ pub fn produce_input(broker: &Broker, seed: u64, n: usize, keys: u64) {
     }
 }
 
-/// One `weir run` process of the job.
+/// One `weir run` process of the job; killed (by PID) when dropped, so a failing test leaves
+/// no process behind (its slot processes die with it).
 pub struct Process {
     pub child: Child,
     pub name: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test's folder: removed at the end, unless `WEIR_TEST_KEEP` is set (it is then printed
+/// and kept for a look at the logs and checkpoints).
+pub enum TestDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let dir = tempfile::Builder::new().prefix(&format!("weir-{name}-")).tempdir().unwrap();
+        if std::env::var_os("WEIR_TEST_KEEP").is_some() {
+            eprintln!("keeping {}", dir.path().display());
+            TestDir::Kept(dir.keep())
+        } else {
+            TestDir::Temp(dir)
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            TestDir::Temp(d) => d.path(),
+            TestDir::Kept(p) => p,
+        }
+    }
 }
 
 /// Start `weir run` on the job (`slots` = 0: one plain process) with its own state folder and
