@@ -135,11 +135,13 @@ fn random_sigkills_lose_and_duplicate_nothing() {
     }
 }
 
-/// A Flink SQL job (the oracle's tumbling aggregate over the bundled bids CSV) aborted right
-/// after a checkpoint completed, before its sinks committed, and resumed with `--restore latest`:
-/// the committed rows equal an uninterrupted run's (the CSV reader resumes at its byte offset).
+/// Flink SQL jobs over the bundled bids CSV — the oracle's tumbling aggregate, its window join
+/// (q7) and a window Top-N — aborted right after a checkpoint completed, before their sinks
+/// committed, and resumed with `--restore latest`: the committed rows equal an uninterrupted
+/// run's (the CSV reader resumes at its byte offset; aggregates, join buffers and Top-N
+/// partitions come back from the checkpoint).
 #[test]
-fn a_sql_job_resumes_from_its_checkpoint_exactly() {
+fn sql_jobs_resume_from_their_checkpoints_exactly() {
     use std::io::Read;
     let tmp = tempfile::tempdir().unwrap();
     let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oracle");
@@ -152,13 +154,36 @@ fn a_sql_job_resumes_from_its_checkpoint_exactly() {
             .unwrap();
         std::fs::write(data.join(format!("{table}.csv")), text).unwrap();
     }
-    let script = oracle.join("sql/tumble_agg.sql");
+    let top_n = tmp.path().join("top_n.sql");
+    std::fs::write(
+        &top_n,
+        "CREATE TABLE bid (\n\
+           auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, ms BIGINT, extra STRING,\n\
+           date_time AS TO_TIMESTAMP_LTZ(ms, 3),\n\
+           WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND\n\
+         ) WITH ('connector' = 'filesystem', 'path' = '${DATA}/bid.csv', 'format' = 'csv');\n\
+         CREATE TABLE out_rows (auction BIGINT, bidder BIGINT, price BIGINT, window_start TIMESTAMP(3), rownum BIGINT)\n\
+           WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'csv');\n\
+         INSERT INTO out_rows SELECT auction, bidder, price, window_start, rownum FROM (\n\
+           SELECT auction, bidder, price, window_start, window_end,\n\
+             ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY price DESC) AS rownum\n\
+           FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))\n\
+         ) WHERE rownum <= 3;\n",
+    )
+    .unwrap();
+    for script in [oracle.join("sql/tumble_agg.sql"), oracle.join("sql/q7_highest_bid.sql"), top_n] {
+        resume_exactly(tmp.path(), &script, &data);
+    }
+}
+
+fn resume_exactly(tmp: &Path, script: &Path, data: &Path) {
+    let name = script.file_stem().unwrap().to_string_lossy().to_string();
     let run = |dir: &Path, extra: &[&str], env: &[(&str, &str)]| {
         std::fs::create_dir_all(dir).unwrap();
         Command::new(env!("CARGO_BIN_EXE_weir"))
             .current_dir(dir)
             .arg("run")
-            .arg(&script)
+            .arg(script)
             .arg("--var")
             .arg(format!("DATA={}", data.display()))
             .args(["--var", "OUT=out", "--cores", "2", "--no-pin", "--checkpoint-interval-ms", "5"])
@@ -167,14 +192,14 @@ fn a_sql_job_resumes_from_its_checkpoint_exactly() {
             .output()
             .unwrap()
     };
-    let reference = tmp.path().join("reference");
+    let reference = tmp.join(format!("{name}-reference"));
     let out = run(&reference, &["--no-checkpoints"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let expected = committed(&reference);
-    assert!(expected.len() > 1_000, "{}", expected.len());
-    let dir = tmp.path().join("aborted");
+    assert!(expected.len() > 10, "{name}: {}", expected.len());
+    let dir = tmp.join(format!("{name}-aborted"));
     let first = run(&dir, &[], &[("WEIR_CRASH_POINT", "metadata-written:2")]);
-    assert!(!first.status.success(), "the first run aborts at the crash point");
+    assert!(!first.status.success(), "{name}: the first run aborts at the crash point");
     let partial = committed(&dir);
     assert!(
         partial.len() < expected.len(),
@@ -184,7 +209,7 @@ fn a_sql_job_resumes_from_its_checkpoint_exactly() {
     );
     let second = run(&dir, &["--restore", "latest"], &[]);
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(second.status.success(), "{stderr}");
-    assert!(stderr.contains("restoring Checkpoint"), "{stderr}");
-    assert_eq!(committed(&dir), expected);
+    assert!(second.status.success(), "{name}: {stderr}");
+    assert!(stderr.contains("restoring Checkpoint"), "{name}: {stderr}");
+    assert_eq!(committed(&dir), expected, "{name}: committed rows after the resume");
 }

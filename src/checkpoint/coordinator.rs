@@ -188,6 +188,9 @@ impl CoordinatorDriver {
                 match action {
                     Action::Trigger { epoch } => {
                         started.insert(epoch, Instant::now());
+                        if savepoints.contains_key(&epoch) {
+                            self.control.mark_savepoint(epoch);
+                        }
                         self.control.trigger(epoch);
                     }
                     Action::Complete { epoch, discard } => {

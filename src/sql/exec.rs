@@ -667,7 +667,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             let (stream, _) = build(env, input, &need)?.key_by(move |r: &Row| key_spec.partition(r)).exchanged();
             stream.then("window:rank", move |ctx, name, down| {
                 let out = Output::new(down, ctx.config.batch_size);
-                Ok(Box::new(super::rank::WindowRankOp::new(spec.clone(), out, ctx.operator_metrics(name))) as Box<dyn Push<Row>>)
+                Ok(Box::new(super::rank::WindowRankOp::build(spec.clone(), ctx, name, out)?) as Box<dyn Push<Row>>)
             })
         }
         Plan::WindowJoin {
@@ -721,9 +721,8 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             let tail: Tail<Row> = Arc::new(move |ctx, down| {
                 let mut l_ends = vec![ctx.take_receiver_ends(left_edge)];
                 let mut r_ends = vec![ctx.take_receiver_ends(right_edge)];
-                let metrics = ctx.operator_metrics(&seg_name);
                 let out = Output::new(down, ctx.config.batch_size);
-                let op: Box<dyn Push2<Row, Row>> = Box::new(WindowJoinOp::new(spec.clone(), lkf.clone(), rkf.clone(), out, metrics));
+                let op: Box<dyn Push2<Row, Row>> = Box::new(WindowJoinOp::build(spec.clone(), lkf.clone(), rkf.clone(), ctx, &seg_name, out)?);
                 let mut senv = StreamEnv::segment_env(ctx, &seg_name);
                 Ok(Box::pin(async move {
                     let (li, ri, connected) = futures::join!(connect_all::<Row>(&mut l_ends), connect_all::<Row>(&mut r_ends), senv.connect());

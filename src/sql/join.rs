@@ -24,7 +24,12 @@ use super::ast::JoinKind;
 use super::expr::Expr;
 use super::types::{KeyRow, Row, Value};
 use crate::batch::Batch;
+use crate::checkpoint::runtime::restored_watermark;
+use crate::checkpoint::snapshot::{append, encode};
+use crate::error::Result;
+use crate::key::{KeyGroups, StableHash};
 use crate::operator::{Output, Push2};
+use crate::shard::BuildCtx;
 use crate::shard::OperatorMetrics;
 use crate::time::{Timestamp, WATERMARK_MIN};
 
@@ -46,6 +51,10 @@ type Sides = (Vec<Row>, Vec<Row>);
 /// The window-join operator for rows.
 pub struct WindowJoinOp<LK, RK> {
     spec: Arc<JoinSpec>,
+    /// Operator name (checkpoint sections) and key groups (buffered rows are snapshotted by
+    /// the key group of their join key, the key both inputs were exchanged by).
+    name: String,
+    groups: KeyGroups,
     left_key: LK,
     right_key: RK,
     windows: BTreeMap<Timestamp, FxHashMap<KeyRow, Sides>>,
@@ -55,9 +64,30 @@ pub struct WindowJoinOp<LK, RK> {
 }
 
 impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> WindowJoinOp<LK, RK> {
+    /// The join `name` on the shard `ctx` builds, restoring its buffered rows and watermark
+    /// when the job restores.
+    pub fn build(spec: Arc<JoinSpec>, left_key: LK, right_key: RK, ctx: &BuildCtx<'_>, name: &str, out: Output<Row>) -> Result<Self> {
+        let mut op = Self::new(spec, left_key, right_key, out, ctx.operator_metrics(name));
+        op.name = name.to_string();
+        op.groups = ctx.groups;
+        if let Some(restore) = ctx.restore() {
+            restore
+                .keyed_for(name, &ctx.groups, ctx.shard)
+                .for_each::<(Timestamp, KeyRow, Sides)>(|_, (end, key, sides)| {
+                    op.windows.entry(end).or_default().insert(key, sides);
+                })?;
+            if let Some(wm) = restored_watermark(restore, name, ctx.shard, ctx.shards)? {
+                op.watermark = op.watermark.max(wm);
+            }
+        }
+        Ok(op)
+    }
+
     pub fn new(spec: Arc<JoinSpec>, left_key: LK, right_key: RK, out: Output<Row>, metrics: Arc<OperatorMetrics>) -> Self {
         Self {
             spec,
+            name: "window:join".into(),
+            groups: KeyGroups::new(crate::key::DEFAULT_MAX_KEY_GROUPS, 1),
             left_key,
             right_key,
             windows: BTreeMap::new(),
@@ -179,7 +209,14 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> Push2<Row, Row> for WindowJ
         self.out.idle();
     }
     fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
-        snapshot.decline("SQL window join", "its state cannot be checkpointed yet");
+        self.out.flush();
+        let keyed = snapshot.keyed(&self.name);
+        for (end, keys) in &self.windows {
+            for (key, sides) in keys {
+                append(keyed.group(self.groups.key_group(key.stable_hash())), &(*end, key, sides));
+            }
+        }
+        snapshot.operator_state(&self.name, encode(&self.watermark));
         self.out.barrier(epoch, snapshot);
     }
     fn end(&mut self) {

@@ -23,7 +23,12 @@ use rustc_hash::FxHashMap;
 use super::expr::Expr;
 use super::types::{KeyRow, Row, Value};
 use crate::batch::{Batch, InOrder};
+use crate::checkpoint::runtime::restored_watermark;
+use crate::checkpoint::snapshot::{append, encode};
+use crate::error::Result;
+use crate::key::{KeyGroups, StableHash};
 use crate::operator::{Output, Push};
+use crate::shard::BuildCtx;
 use crate::shard::OperatorMetrics;
 use crate::time::{Timestamp, WATERMARK_MIN};
 
@@ -82,6 +87,10 @@ type Ranked = Vec<(Vec<Value>, Row)>;
 /// The window rank operator.
 pub struct WindowRankOp {
     spec: Arc<RankSpec>,
+    /// Operator name (checkpoint sections) and key groups (partitions are snapshotted by the
+    /// key group of their partition key, the key they were exchanged by).
+    name: String,
+    groups: KeyGroups,
     windows: BTreeMap<Timestamp, FxHashMap<KeyRow, Ranked>>,
     watermark: Timestamp,
     out: Output<Row>,
@@ -90,9 +99,30 @@ pub struct WindowRankOp {
 }
 
 impl WindowRankOp {
+    /// The operator `name` on the shard `ctx` builds, restoring its partitions and watermark
+    /// when the job restores.
+    pub fn build(spec: Arc<RankSpec>, ctx: &BuildCtx<'_>, name: &str, out: Output<Row>) -> Result<Self> {
+        let mut op = Self::new(spec, out, ctx.operator_metrics(name));
+        op.name = name.to_string();
+        op.groups = ctx.groups;
+        if let Some(restore) = ctx.restore() {
+            restore
+                .keyed_for(name, &ctx.groups, ctx.shard)
+                .for_each::<(Timestamp, KeyRow, Ranked)>(|_, (end, key, ranked)| {
+                    op.windows.entry(end).or_default().insert(key, ranked);
+                })?;
+            if let Some(wm) = restored_watermark(restore, name, ctx.shard, ctx.shards)? {
+                op.watermark = op.watermark.max(wm);
+            }
+        }
+        Ok(op)
+    }
+
     pub fn new(spec: Arc<RankSpec>, out: Output<Row>, metrics: Arc<OperatorMetrics>) -> Self {
         Self {
             spec,
+            name: "window:rank".into(),
+            groups: KeyGroups::new(crate::key::DEFAULT_MAX_KEY_GROUPS, 1),
             windows: BTreeMap::new(),
             watermark: WATERMARK_MIN,
             out,
@@ -179,7 +209,14 @@ impl Push<Row> for WindowRankOp {
         self.out.idle();
     }
     fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
-        snapshot.decline("SQL window Top-N", "its state cannot be checkpointed yet");
+        self.out.flush();
+        let keyed = snapshot.keyed(&self.name);
+        for (end, partitions) in &self.windows {
+            for (key, ranked) in partitions {
+                append(keyed.group(self.groups.key_group(key.stable_hash())), &(*end, key, ranked));
+            }
+        }
+        snapshot.operator_state(&self.name, encode(&self.watermark));
         self.out.barrier(epoch, snapshot);
     }
     fn end(&mut self) {
