@@ -91,6 +91,23 @@ pub struct EngineConfig {
     pub state_store_memtable_bytes: usize,
     /// LSM backend: decoded-block cache of each store.
     pub state_store_block_cache_bytes: usize,
+    /// Scale-out through a Kafka consumer group (`weir.scale-out.slots`): the number of slots
+    /// the job's Kafka partitions are divided into — also the most processes that can share
+    /// the job; 0 = off (one process). See [`crate::scaleout`].
+    pub scale_out_slots: usize,
+    /// Partitions of each repartition topic (`weir.scale-out.repartition-partitions`); 0: four
+    /// per slot. At most `max_key_groups`; fixed for the life of the job.
+    pub scale_out_repartition_partitions: u32,
+    /// The job's name in its internal topics (`weir.scale-out.job`; `weir run` uses the
+    /// script's file stem).
+    pub scale_out_job: Option<String>,
+    /// Set by the scale-out supervisor in the processes it starts: the slot and stage this
+    /// process runs. Never set by hand.
+    pub scale_out_role: Option<crate::scaleout::Role>,
+    /// A scaled-out job's consumer group and cluster (from its Kafka tables; set by the SQL
+    /// planner).
+    #[serde(skip)]
+    pub scale_out_group: Option<crate::scaleout::GroupTarget>,
 }
 
 impl Default for EngineConfig {
@@ -125,6 +142,11 @@ impl Default for EngineConfig {
             state_maintain_step_bytes: 1 << 20,
             state_store_memtable_bytes: 8 << 20,
             state_store_block_cache_bytes: 8 << 20,
+            scale_out_slots: 0,
+            scale_out_repartition_partitions: 0,
+            scale_out_job: None,
+            scale_out_role: None,
+            scale_out_group: None,
         }
     }
 }
@@ -193,7 +215,25 @@ impl EngineConfig {
             }
             self.checkpoint_settings().validate()?;
         }
+        if self.scale_out_slots > 0 {
+            let partitions = self.repartition_partitions();
+            if partitions as usize > self.max_key_groups as usize || (partitions as usize) < self.scale_out_slots {
+                return Err(format!(
+                    "weir.scale-out.repartition-partitions = {partitions} must be in {}..={} (slots..=max_key_groups)",
+                    self.scale_out_slots, self.max_key_groups
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Partitions of each repartition topic of a scaled-out job (see
+    /// [`Self::scale_out_repartition_partitions`]).
+    pub fn repartition_partitions(&self) -> u32 {
+        match self.scale_out_repartition_partitions {
+            0 => (self.scale_out_slots as u32).saturating_mul(4).min(self.max_key_groups),
+            n => n,
+        }
     }
 
     /// True when the job runs with checkpoints (or restores from one).
@@ -249,6 +289,14 @@ impl EngineConfig {
             },
             "restart-strategy.fixed-delay.attempts" => self.restart_attempts = count(v)?.min(u32::MAX as u64) as u32,
             "restart-strategy.fixed-delay.delay" => self.restart_delay_ms = parse_duration_ms(v).map_err(|e| bad(&e))?,
+            "weir.scale-out.slots" => self.scale_out_slots = count(v)?.min(4096) as usize,
+            "weir.scale-out.repartition-partitions" => self.scale_out_repartition_partitions = count(v)?.min(u32::MAX as u64) as u32,
+            "weir.scale-out.job" => {
+                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+                    return Err(bad("expected a name of letters, digits, `.`, `_` and `-` (it names Kafka topics)"));
+                }
+                self.scale_out_job = Some(v.to_string())
+            }
             _ => return Ok(false),
         }
         Ok(true)

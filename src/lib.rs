@@ -48,6 +48,7 @@ pub mod key;
 pub mod operator;
 pub mod ring;
 pub mod s3;
+pub mod scaleout;
 pub mod shard;
 pub mod sink;
 pub mod source;

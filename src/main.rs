@@ -266,6 +266,25 @@ struct TuneArgs {
 fn run(args: RunArgs) -> Result<(), String> {
     let mut config = args.engine.resolve()?;
     args.engine.checkpoint_defaults(&mut config, &args.job);
+    if config.scale_out_job.is_none() {
+        let stem = std::path::Path::new(&args.job).file_stem().map(|s| s.to_string_lossy().to_string());
+        config.scale_out_job = stem.map(|s| weir::scaleout::topic_safe(&s));
+    }
+    // A process the scale-out supervisor started: one stage of one slot (see weir::scaleout).
+    let role = match std::env::var(weir::scaleout::membership::ROLE_ENV) {
+        Ok(v) => {
+            Some(weir::scaleout::membership::parse_role(&v).ok_or_else(|| format!("{}={v}: expected <slot>:<stage>", weir::scaleout::membership::ROLE_ENV))?)
+        }
+        Err(_) => None,
+    };
+    let checkpoint_root = config.checkpoint_dir.clone();
+    if let Some(role) = role {
+        let root = checkpoint_root
+            .clone()
+            .ok_or("a scaled-out job needs checkpoints (do not pass --no-checkpoints)")?;
+        config.scale_out_role = Some(role);
+        config.checkpoint_dir = Some(weir::scaleout::stage_dir(&root, role.slot, role.stage));
+    }
     let options = JobOptions {
         events: args.events,
         rate_per_second: args.rate,
@@ -275,7 +294,15 @@ fn run(args: RunArgs) -> Result<(), String> {
     let env = build_job(&args.job, &args.vars, config, &options)?;
     let mut config = env.config().clone();
     config.validate()?;
-    if let Some(restore) = &args.restore {
+    if config.scale_out_slots > 0 && role.is_none() {
+        return supervise(&args.job, args.restore.is_some(), &config, checkpoint_root);
+    }
+    if role.is_some() {
+        if config.scale_out_slots == 0 {
+            return Err("started as a slot of a scaled-out job, but the job does not set weir.scale-out.slots".into());
+        }
+        config.restore_from = resolve_restore("latest", &config)?;
+    } else if let Some(restore) = &args.restore {
         config.restore_from = resolve_restore(restore, &config)?;
     }
     eprintln!(
@@ -287,7 +314,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.batch_size,
         config.ring_capacity_batches
     );
-    let report = match &args.http {
+    let http = if role.is_some() { None } else { args.http.as_ref() };
+    let report = match http {
         None => weir::shard::runtime::execute(env.graph(), &config),
         Some(addr) => {
             let control = weir::control::ControlConfig {
@@ -303,6 +331,47 @@ fn run(args: RunArgs) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     eprint!("{}", weir::jobs::summary(&report));
     Ok(())
+}
+
+/// A scaled-out job (`weir.scale-out.slots`): this process joins the job's consumer group and
+/// runs the slots the group gives it, each stage as a child `weir run` with the same arguments
+/// (see `weir::scaleout::membership`).
+fn supervise(job: &str, restore: bool, config: &EngineConfig, checkpoint_root: Option<PathBuf>) -> Result<(), String> {
+    let root = checkpoint_root.ok_or("a scaled-out job needs checkpoints (do not pass --no-checkpoints)")?;
+    if !config.checkpointing() {
+        return Err("a scaled-out job needs checkpoints (execution.checkpointing.interval)".into());
+    }
+    if restore {
+        return Err("a scaled-out job always restores each slot's latest checkpoint: drop --restore".into());
+    }
+    let group = config
+        .scale_out_group
+        .clone()
+        .ok_or("a scaled-out job needs a Kafka table with 'properties.group.id'")?;
+    let exe = std::env::current_exe().map_err(|e| format!("finding the weir binary: {e}"))?;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let child = std::sync::Arc::new(move |_role: weir::scaleout::Role| {
+        let mut c = std::process::Command::new(&exe);
+        c.args(&argv);
+        c
+    });
+    eprintln!(
+        "weir {}: job {} scaled out over {} slots, group `{}`",
+        env!("CARGO_PKG_VERSION"),
+        job,
+        config.scale_out_slots,
+        group.group
+    );
+    weir::scaleout::membership::run_supervisor(weir::scaleout::membership::SupervisorConfig {
+        connection: group.connection,
+        group: group.group,
+        job: config.scale_out_job.clone().unwrap_or_else(|| "weir".into()),
+        slots: config.scale_out_slots,
+        checkpoint_root: root,
+        child,
+        max_restarts: 10,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// `--restore latest|DIR` → the checkpoint directory to restore, if any (says what it chose).

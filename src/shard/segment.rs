@@ -507,12 +507,19 @@ where
             clock.input_arrived(&env.metrics);
         }
         OperatorMetrics::add(&env.metrics.records_out, added as u64);
+        let provided = split.reader.source_watermark();
         match &mut timestamp_fn {
             Some(tf) => {
                 for idx in start..batch.records.len() {
                     let ts = tf(&batch.records[idx]);
                     batch.timestamps.push(ts);
-                    let split_wm = split.watermark.observe(ts);
+                    // A split that carries its own watermarks keeps the one it had before
+                    // this read for its records; the new one applies after them (below).
+                    let split_wm = if provided.is_some() {
+                        split.watermark.current()
+                    } else {
+                        split.watermark.observe(ts)
+                    };
                     let combined = if split_wm > combiner.input(i) {
                         combiner.update(i, split_wm)
                     } else {
@@ -522,6 +529,15 @@ where
                 }
             }
             None => batch.timestamps.resize(batch.records.len(), NO_EVENT_TIME),
+        }
+        if let Some(wm) = provided {
+            if wm > split.watermark.current() {
+                split.watermark.restore(split.watermark.max_timestamp(), wm);
+                let c = combiner.update(i, wm);
+                if timestamp_fn.is_some() {
+                    push_mark(&mut batch.marks, batch.records.len(), c);
+                }
+            }
         }
         if added > 0 {
             split.idle_since_ms = None;

@@ -26,8 +26,11 @@
 //!   not try: `connect` calls `init_transactions` with the stable transactional id
 //!   `<prefix>-<shard>` — which fences a zombie producer of the same id and aborts its open
 //!   transaction — then commits each restored committable through the same path as `commit`
-//!   (re-producing its log in a fresh transaction unless its marker says it is done) and
-//!   deletes logs of later epochs (leftovers of a checkpoint that never completed).
+//!   (re-producing its log in a fresh transaction unless its marker says it is done), then
+//!   every other pre-committed log of an epoch up to the restored checkpoint still on disk (a
+//!   checkpoint names only its own epoch's committable; an earlier epoch whose commit was
+//!   interrupted after a later checkpoint completed is known only by its log), and deletes
+//!   logs of later epochs (leftovers of a checkpoint that never completed).
 //!
 //!   Why a log rather than sending records inside the transaction as they come (Flink's way,
 //!   with a pool of producers): the log is needed anyway to re-produce a checkpoint whose
@@ -35,6 +38,10 @@
 //!   suffices, recovery runs the same code as every commit, and nothing depends on resuming a
 //!   transaction. The cost: records reach the broker at commit time (read-committed readers
 //!   could not see them earlier anyway) and are written to local disk once.
+//! - A restored committable whose log is gone is committed: logs are deleted only after their
+//!   transaction committed. (The marker alone is not enough on the tansu test broker, which
+//!   applies transactional offset commits lazily: right after a commit the marker can read a
+//!   few epochs behind.)
 //! - Records of a transaction carry headers `weir.txn` (transactional id), `weir.epoch` and
 //!   `weir.attempt` (start time of the transaction attempt, ns): a reader that cannot honour
 //!   abort markers (tansu's fetch responses omit the aborted-transaction list) identifies the
@@ -382,6 +389,10 @@ impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
                     .transactional_id_prefix
                     .clone()
                     .unwrap_or_else(|| format!("weir-{}-{}", o.topic, operator_name.replace([':', '#'], "-")));
+                // A slot of a scaled-out job: ids and logs of its own (see crate::scaleout).
+                let prefix = crate::scaleout::slot_prefix(prefix, ctx.config);
+                let mut slot_options = (**o).clone();
+                slot_options.transaction_log_dir = crate::scaleout::slot_transaction_dir(o.transaction_log_dir.clone(), ctx.config);
                 // A restore hands this shard the committables of the old shards it takes over.
                 let fresh = ctx.restore().is_none() && self.restored.is_empty();
                 let given = self.restored.iter().filter_map(|c| {
@@ -394,9 +405,9 @@ impl<T: Serialize + Send + 'static> Sink<T> for KafkaSink<T> {
                     .map(|c| snapshot::decode::<Committable>(&c, "kafka sink committable"));
                 let restored = given.chain(from_engine).collect::<Result<Vec<_>>>()?;
                 Box::new(TransactionalWriter {
-                    producer: TransactionalProducer::new(o, &format!("{prefix}-{}", ctx.shard), ctx.shard, cpus)?,
+                    producer: TransactionalProducer::new(&slot_options, &format!("{prefix}-{}", ctx.shard), ctx.shard, cpus)?,
                     buffer: buffer.clone(),
-                    restored: Some((restored, fresh)),
+                    restored: Some((restored, fresh, ctx.restore().map_or(0, |r| r.epoch))),
                 })
             }
         };
@@ -624,8 +635,23 @@ impl TransactionalProducer {
 
     /// Create the producer and `init_transactions` (fences a zombie with the same id and
     /// aborts its open transaction), then commit `restored` committables idempotently and
-    /// delete logs of later epochs.
+    /// delete logs of later epochs. The restored checkpoint's epoch is taken to be the newest
+    /// restored committable's; see [`Self::connect_at`].
     pub async fn connect(&mut self, restored: Vec<Committable>) -> Result<()> {
+        let epoch = restored.iter().map(|c| c.epoch).max().unwrap_or(0);
+        self.connect_at(restored, epoch).await
+    }
+
+    /// [`Self::connect`] after restoring checkpoint `checkpoint_epoch`. Besides the restored
+    /// committables, every pre-committed log of an epoch `<= checkpoint_epoch` still on disk
+    /// (in this id's folder and in the folders of the restored committables' ids) is
+    /// published, in epoch order: a checkpoint stores only the committable of its own epoch, so
+    /// an earlier epoch whose checkpoint completed — or was subsumed — but whose commit had not
+    /// finished when the process died is known only by its log. Its records were output
+    /// before the restored checkpoint's barrier, so they belong to the restored state.
+    /// Publishing is idempotent (commit markers), and a published log is deleted. Logs of later
+    /// epochs and unfinished logs are deleted.
+    pub async fn connect_at(&mut self, restored: Vec<Committable>, checkpoint_epoch: u64) -> Result<()> {
         let config = self.producer_config.take().expect("connect once");
         let producer = client::create_off_shard_cores(self.cpus.clone(), move || {
             config
@@ -640,8 +666,40 @@ impl TransactionalProducer {
         self.producer = Some(producer);
         std::fs::create_dir_all(&self.dir).map_err(|e| WeirError::io("creating the transaction log folder", &self.dir, e))?;
         let mut restored = restored;
-        restored.sort_by_key(|c| c.epoch);
-        let restored_epoch = restored.iter().map(|c| c.epoch).max().unwrap_or(0);
+        let restored_epoch = restored.iter().map(|c| c.epoch).max().unwrap_or(0).max(checkpoint_epoch);
+        // Pre-committed logs on disk that the checkpoint does not name.
+        let base = self.dir.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut ids: Vec<String> = restored.iter().map(|c| c.transactional_id.clone()).collect();
+        ids.push(self.transactional_id.clone());
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let dir = base.join(&id);
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(epoch) = name
+                    .strip_prefix("epoch-")
+                    .and_then(|n| n.strip_suffix(".log"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                else {
+                    continue;
+                };
+                if epoch > checkpoint_epoch || restored.iter().any(|c| c.transactional_id == id && c.epoch == epoch) {
+                    continue;
+                }
+                let records = read_log(&entry.path())?.len() as u64;
+                restored.push(Committable {
+                    transactional_id: id.clone(),
+                    shard: self.shard,
+                    epoch,
+                    topic: self.topic.clone(),
+                    log: entry.path(),
+                    records,
+                });
+            }
+        }
+        restored.sort_by(|a, b| (a.epoch, &a.transactional_id).cmp(&(b.epoch, &b.transactional_id)));
         for c in &restored {
             self.publish(c).await?;
         }
@@ -797,7 +855,15 @@ impl TransactionalProducer {
     }
 
     /// Produce a committable's log in one transaction with its marker, unless already done.
+    ///
+    /// A missing log means the epoch is committed: a log is deleted only after its transaction
+    /// committed (or its marker said so). This does not trust the marker alone, because the
+    /// tansu test broker applies transactional offset commits lazily: its marker can read a few
+    /// epochs behind for a while after the transaction committed.
     async fn publish(&mut self, c: &Committable) -> Result<()> {
+        if !c.log.exists() {
+            return Ok(());
+        }
         if self.marker_epoch(&c.transactional_id).await? >= c.epoch {
             let _ = std::fs::remove_file(&c.log);
             return Ok(());
@@ -915,8 +981,9 @@ pub fn marker_group(transactional_id: &str) -> String {
 struct TransactionalWriter {
     producer: TransactionalProducer,
     buffer: SharedOut,
-    /// Until connect: the committables to resolve, and whether this is a fresh start.
-    restored: Option<(Vec<Committable>, bool)>,
+    /// Until connect: the committables to resolve, whether this is a fresh start, and the
+    /// restored checkpoint's epoch (0: none).
+    restored: Option<(Vec<Committable>, bool, u64)>,
 }
 
 impl TransactionalWriter {
@@ -944,11 +1011,11 @@ impl TransactionalWriter {
 impl Flusher for TransactionalWriter {
     fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let (restored, fresh) = self.restored.take().unwrap_or_default();
+            let (restored, fresh, epoch) = self.restored.take().unwrap_or_default();
             if fresh {
                 self.producer.reset_marker().await?;
             }
-            self.producer.connect(restored).await
+            self.producer.connect_at(restored, epoch).await
         })
     }
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {

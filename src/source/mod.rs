@@ -58,6 +58,14 @@ pub trait SplitReader<T> {
         let _ = position;
         Err(crate::error::WeirError::Config(format!("source split {} cannot be restored", self.describe())))
     }
+    /// A split whose input carries its own watermarks (the scale-out repartition topic, where
+    /// upstream writers record theirs) returns `Some` here, from its first read on: the split's
+    /// watermark is then this value, read after every `read`, instead of the strategy's
+    /// `max timestamp − delay` (the timestamps still come from the timestamp function). It
+    /// must never decrease. Default `None`: the strategy decides.
+    fn source_watermark(&self) -> Option<crate::time::Timestamp> {
+        None
+    }
 }
 
 /// A source of records of type `T`.

@@ -40,9 +40,61 @@ pub fn execute(job: Job) -> Result<JobReport, SqlError> {
     build_env(&job)?.execute().map_err(|e| SqlError::job(format!("job failed: {e}")))
 }
 
+thread_local! {
+    /// While one INSERT is built: whether its keyed exchange went through a repartition topic.
+    static REPARTITIONED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// While a job is built: repartition topics so far (numbers them, in the same order in
+    /// every stage's process).
+    static REPARTITIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The internal error that ends an INSERT's build in a scaled-out job's exchange stage.
+const STAGE_CUT: &str = "weir: scale-out exchange stage ends at the repartition topic";
+
+/// The keyed exchange in front of a keyed operator of kind `kind`: through a repartition topic
+/// when the job is scaled out (see [`crate::scaleout`]), else the in-process exchange.
+fn keyed_exchange<KF>(env: &StreamEnv, stream: DataStream<Row>, key_fn: KF, kind: &str) -> Result<crate::api::KeyedStream<Row, KeyRow, KF>, SqlError>
+where
+    KF: Fn(&Row) -> KeyRow + Clone + Send + Sync + 'static,
+{
+    let Some((_, _)) = crate::scaleout::role(env.config()) else {
+        return Ok(stream.key_by(key_fn));
+    };
+    if REPARTITIONED.with(|r| r.replace(true)) {
+        return Err(SqlError::job(
+            "a scaled-out job supports one keyed exchange per INSERT (cascaded windows need two)",
+        ));
+    }
+    let connection = env
+        .config()
+        .scale_out_group
+        .as_ref()
+        .map(|g| g.connection.clone())
+        .ok_or_else(|| SqlError::job("a scaled-out job needs a Kafka table with properties.group.id"))?;
+    let n = REPARTITIONS.with(|c| c.replace(c.get() + 1));
+    let operator = format!("{}-{n}", kind.replace(':', "-"));
+    let options = || crate::scaleout::repartition::RepartitionOptions::new(connection, env.config(), &operator);
+    match crate::scaleout::repartition::through_kafka(env, stream, key_fn, options) {
+        Ok(Some(keyed)) => Ok(keyed),
+        Ok(None) => Err(SqlError::job(STAGE_CUT)),
+        Err(e) => Err(SqlError::job(format!("scale-out: {e}"))),
+    }
+}
+
+/// Keyed operators other than window aggregations cannot be scaled out yet.
+fn no_scale_out(env: &StreamEnv, what: &str) -> Result<(), SqlError> {
+    match crate::scaleout::role(env.config()) {
+        Some(_) => Err(SqlError::job(format!(
+            "a scaled-out job (weir.scale-out.slots) supports window aggregations; {what} are not scaled out yet"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Build the job's operator graph into a fresh environment, ready to execute.
 pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
     job.config.validate().map_err(|e| SqlError::job(format!("engine configuration: {e}")))?;
+    REPARTITIONS.with(|c| c.set(0));
     let env = StreamEnv::new(job.config.clone());
     for insert in &job.inserts {
         build_insert(&env, insert)?;
@@ -53,7 +105,19 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
 /// One INSERT's operators and sink.
 fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
     let all = vec![true; job.query.scope.columns.len()];
-    let stream = build(env, &job.query, &all)?;
+    REPARTITIONED.with(|r| r.set(false));
+    let stream = match build(env, &job.query, &all) {
+        // Exchange stage: the query's input went to its repartition topic; the rest of the
+        // INSERT runs in the keyed stage.
+        Err(e) if e.message == STAGE_CUT => return Ok(()),
+        other => other?,
+    };
+    if let Some((role, _)) = crate::scaleout::role(env.config()) {
+        if role.stage == crate::scaleout::Stage::Keyed && !REPARTITIONED.with(|r| r.get()) {
+            // Without a keyed exchange the whole INSERT runs in the exchange stage.
+            return Ok(());
+        }
+    }
     let conv = Arc::new(job.sink_exprs.clone());
     let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
     let out = if identity {
@@ -328,11 +392,18 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
     let post = post.reading(table, needed);
     let event_type = post.predicate.as_ref().and_then(|p| event_type_filter(table, p));
     let mut idle = None;
+    if crate::scaleout::role(env.config()).is_some() && !matches!(table.connector, Connector::Kafka(_)) {
+        return Err(SqlError::at(
+            table.pos,
+            format!("table `{}`: a scaled-out job (weir.scale-out.slots) reads Kafka tables only", table.name),
+        ));
+    }
     let source = match &table.connector {
         Connector::Nexmark { .. } => env.source(super::nexmark::NexmarkRowSource::new(table.clone(), physical, event_type, post)?),
         Connector::Kafka(k) => {
             idle = k.idle_timeout_ms;
-            env.source(super::source::kafka_row_source(table.clone(), physical, post)?)
+            let slot = crate::scaleout::role(env.config()).map(|(r, n)| (r.slot, n));
+            env.source(super::source::kafka_row_source(table.clone(), physical, post, slot)?)
         }
         Connector::Kinesis(k) => {
             idle = k.idle_timeout_ms;
@@ -504,7 +575,6 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 }
                 _ => build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>()),
             };
-            let (stream, key_fn) = pre_stream.key_by(move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect())).exchanged();
             let assigner = *assigner;
             let kind = match assigner {
                 _ if cascaded => "window:cascade",
@@ -513,6 +583,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 WindowAssigner::Cumulate { .. } => "window:cumulate",
                 WindowAssigner::Session { .. } => "window:session",
             };
+            let (stream, key_fn) = keyed_exchange(env, pre_stream, move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect()), kind)?.exchanged();
             let results: DataStream<WindowResult<KeyRow, Vec<Value>>> = stream.then(kind, move |ctx, name, down| {
                 let out = Output::new(down, ctx.config.batch_size);
                 let metrics = ctx.operator_metrics(name);
@@ -577,6 +648,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                     need[rt] = true;
                 }
             }
+            no_scale_out(env, "interval joins")?;
             let l = build(env, left, &need_l)?;
             let r = build(env, right, &need_r)?;
             let lk: Arc<[Expr]> = left_keys.clone().into();
@@ -619,6 +691,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                         if Some(*c) == input.rowtime || matches!(&input.plan, Plan::WindowTvf { input: tvf_in, .. } if tvf_in.rowtime == Some(*c))),
             });
             let key_spec = spec.clone();
+            no_scale_out(env, "window Top-N and deduplication")?;
             let (stream, _) = build(env, input, &need)?.key_by(move |r: &Row| key_spec.partition(r)).exchanged();
             stream.then("window:rank", move |ctx, name, down| {
                 let out = Output::new(down, ctx.config.batch_size);
@@ -653,6 +726,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                     need[rt] = true;
                 }
             }
+            no_scale_out(env, "interval joins")?;
             let l = build(env, left, &need_l)?;
             let r = build(env, right, &need_r)?;
             let lk: Arc<[Expr]> = left_keys.clone().into();

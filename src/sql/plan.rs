@@ -351,7 +351,50 @@ pub fn plan_script(text: &str, vars: &HashMap<String, String>, base: EngineConfi
         return Err(SqlError::at(Pos { line: 1, column: 1 }, "the script has no INSERT INTO ... SELECT statement")
             .hint("end the script with INSERT INTO <sink> SELECT ..."));
     }
+    if config.scale_out_slots > 0 {
+        config.scale_out_group = Some(scale_out_group(&catalog)?);
+    }
     Ok(Job { config, inserts })
+}
+
+/// A scaled-out job's consumer group: the `properties.group.id` of its Kafka tables (they must
+/// agree), with that table's connection (also used for the internal topics).
+fn scale_out_group(catalog: &Catalog) -> Result<crate::scaleout::GroupTarget, SqlError> {
+    let mut tables: Vec<(&String, &Arc<TableDef>)> = catalog.tables.iter().collect();
+    tables.sort_by(|a, b| a.0.cmp(b.0));
+    let mut found: Option<(crate::scaleout::GroupTarget, &str)> = None;
+    for (_, t) in tables {
+        let Connector::Kafka(k) = &t.connector else { continue };
+        let Some(group) = &k.source.group_id else { continue };
+        match &found {
+            Some((g, other)) if &g.group != group => {
+                return Err(SqlError::at(
+                    t.pos,
+                    format!(
+                        "table `{}` has properties.group.id = '{group}', table `{other}` '{}': a scaled-out job has one group",
+                        t.name, g.group
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                found = Some((
+                    crate::scaleout::GroupTarget {
+                        connection: k.source.connection.clone(),
+                        group: group.clone(),
+                    },
+                    &t.name,
+                ))
+            }
+        }
+    }
+    found.map(|(g, _)| g).ok_or_else(|| {
+        SqlError::at(
+            Pos { line: 1, column: 1 },
+            "a scaled-out job (weir.scale-out.slots) needs a Kafka table with 'properties.group.id'",
+        )
+        .hint("the processes that share the job join that consumer group")
+    })
 }
 
 fn apply_set(config: &mut EngineConfig, key: &str, value: &str, pos: Pos) -> Result<(), SqlError> {

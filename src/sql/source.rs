@@ -672,12 +672,20 @@ impl SplitReader<Row> for RowFileReader {
 /// A Kafka table's messages as rows (the value parsed by the table's format, metadata columns
 /// from the message, only the `needed` physical columns parsed, `post` fused); bad values
 /// follow the engine's bad-record policy like any Kafka source.
-pub fn kafka_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<crate::source::kafka::KafkaSource<Row>, SqlError> {
+/// `slot`: a scaled-out job's `(slot, slots)` (see [`crate::scaleout`]).
+pub fn kafka_row_source(
+    table: Arc<TableDef>,
+    needed: Vec<bool>,
+    post: ScanPost,
+    slot: Option<(usize, usize)>,
+) -> Result<crate::source::kafka::KafkaSource<Row>, SqlError> {
     let Connector::Kafka(k) = &table.connector else {
         return Err(SqlError::at(table.pos, format!("table `{}` is not a kafka table", table.name)));
     };
     let factory = row_decoder(&table, k.format, needed, post);
-    crate::source::kafka::KafkaSource::new(k.source.clone(), factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
+    let mut options = k.source.clone();
+    options.slot = slot;
+    crate::source::kafka::KafkaSource::new(options, factory).map_err(|e| SqlError::at(table.pos, format!("table `{}`: {e}", table.name)))
 }
 
 /// The row decoder of a message table (Kafka, Kinesis, Pulsar): the value parsed by `format`,

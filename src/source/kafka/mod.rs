@@ -26,6 +26,9 @@
 //! is set (the raw value and key, with headers `weir.error`, `weir.field`, `weir.topic`,
 //! `weir.partition`, `weir.offset`), else to the file source's `dead-letter-<shard>.jsonl`.
 //!
+//! Scale-out ([`KafkaSourceOptions::slot`]): a process running slot `i` of `S` keeps only the
+//! splits `j` (in the order above) with `j % S == i`, renumbered from 0.
+//!
 //! Invariants: a split hands out each offset at most once per run, in order; in bounded mode it
 //! ends once its position reaches the stop offset (transaction markers included), never before;
 //! no message content makes the source panic.
@@ -96,6 +99,10 @@ pub struct KafkaSourceOptions {
     pub poll_idle_ms: u64,
     /// Timeout of the metadata and offset look-ups made while planning (ms).
     pub request_timeout_ms: u64,
+    /// Scale-out: `(slot, slots)` — read only the splits `j` with `j % slots == slot` (see
+    /// [`crate::scaleout`]). The group is then the slots' membership group: read offsets are
+    /// not committed to it.
+    pub slot: Option<(usize, usize)>,
 }
 
 impl KafkaSourceOptions {
@@ -110,6 +117,7 @@ impl KafkaSourceOptions {
             dead_letter_topic: None,
             poll_idle_ms: 1,
             request_timeout_ms: 10_000,
+            slot: None,
         }
     }
     pub fn topics(mut self, topics: Topics) -> Self {
@@ -206,7 +214,14 @@ impl KafkaSource<String> {
 impl<T: 'static> KafkaSource<T> {
     /// A source with any decoder (SQL rows use their own).
     pub fn new(options: KafkaSourceOptions, decoder: DecoderFactory<T>) -> Result<Self> {
-        let partitions = plan_partitions(&options)?;
+        let mut partitions = plan_partitions(&options)?;
+        if let Some((slot, slots)) = options.slot {
+            let mut index = 0;
+            partitions.retain(|_| {
+                index += 1;
+                crate::scaleout::owns(index - 1, slot, slots)
+            });
+        }
         Ok(Self {
             options: Arc::new(options),
             partitions: Arc::new(partitions),

@@ -54,7 +54,7 @@ fn shard_consumer(source_id: u64, options: &KafkaSourceOptions, ctx: &BuildCtx<'
         // librdkafka's assign needs a group id even when nothing is committed.
         ("group.id", "weir-source"),
     ]);
-    if let Some(g) = &options.group_id {
+    if let (Some(g), None) = (&options.group_id, options.slot) {
         // Progress information only: librdkafka commits what the readers stored.
         config.set("group.id", g);
         config.set("enable.auto.commit", "true");
@@ -121,7 +121,7 @@ pub(super) fn build<T: 'static>(
         dead_letters,
         metrics,
         stop,
-        store_offsets: options.group_id.is_some(),
+        store_offsets: options.group_id.is_some() && options.slot.is_none(),
         poll_idle_ms: options.poll_idle_ms.max(1),
         opened: false,
         done: false,
