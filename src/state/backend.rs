@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
-use weir_storage::{CheckpointInfo, StoreConfig};
+use weir_storage::StoreConfig;
 
 use super::lsm::{native_state_name, LsmOptions, LsmShared, LsmStats, NativeCheckpoint, StateFlusher};
 use crate::config::EngineConfig;
@@ -119,15 +119,6 @@ impl StateBackend {
         }
     }
 
-    /// LSM: take the store's incremental checkpoint `epoch` after writing back the dirty cache
-    /// (what the flusher's `pre_commit` does). Memory: nothing to do (`None`).
-    pub async fn checkpoint(&self, epoch: u64) -> Result<Option<CheckpointInfo>> {
-        match &self.imp {
-            BackendImpl::Memory => Ok(None),
-            BackendImpl::Lsm(s) => s.checkpoint(epoch).await.map(Some),
-        }
-    }
-
     /// Checkpoints take the LSM store's native incremental checkpoint (LSM backend in a job
     /// that checkpoints); otherwise they write the portable snapshot.
     pub fn native_checkpoints(&self) -> bool {
@@ -166,18 +157,6 @@ impl StateBackend {
             ))),
             BackendImpl::Lsm(s) => {
                 s.import_native(&restore.dir, handles);
-                Ok(())
-            }
-        }
-    }
-
-    /// LSM: when the flusher connects, roll the store in this operator's directory back to its
-    /// checkpoint `epoch` instead of starting empty. Call while the job is built.
-    pub fn restore_checkpoint(&self, epoch: u64) -> Result<()> {
-        match &self.imp {
-            BackendImpl::Memory => Err(WeirError::State("the memory state backend has no store checkpoints to restore".into())),
-            BackendImpl::Lsm(s) => {
-                s.restore_checkpoint_at_connect(epoch);
                 Ok(())
             }
         }

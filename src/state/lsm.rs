@@ -48,7 +48,7 @@ use futures::future::LocalBoxFuture;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use weir_storage::{CheckpointInfo, Clock, Store, StoreConfig, StoreError};
+use weir_storage::{Clock, Store, StoreConfig, StoreError};
 
 use super::codec::{self, KeyedEntryRef, HEADER_BYTES, META_KEY_GROUP};
 use super::table::{unique_mut, TableOps};
@@ -181,14 +181,10 @@ pub struct LsmShared {
     tables: RefCell<Vec<(u32, Weak<dyn TableOps>)>>,
     /// Portable restore entries waiting for the store.
     pending_restore: RefCell<Vec<RestoredEntry>>,
-    /// Native restore: roll the store back to this checkpoint at connect.
-    restore_epoch: Cell<Option<u64>>,
     /// Where native checkpoints are exported (from `LsmOptions::checkpoint_root`).
     checkpoint_root: RefCell<Option<PathBuf>>,
     /// Native checkpoints begun at barriers and not yet exported, oldest first.
     native_pending: RefCell<std::collections::VecDeque<u64>>,
-    /// The checkpoint before the oldest pending one (its files are not new).
-    native_last_files: RefCell<std::collections::HashSet<PathBuf>>,
     /// Native checkpoints to load at connect (restore).
     native_imports: RefCell<Vec<NativeImport>>,
     counters: Counters,
@@ -211,10 +207,8 @@ impl LsmShared {
             maintenance_due: Cell::new(false),
             tables: RefCell::new(Vec::new()),
             pending_restore: RefCell::new(Vec::new()),
-            restore_epoch: Cell::new(None),
             checkpoint_root: RefCell::new(checkpoint_root),
             native_pending: RefCell::new(std::collections::VecDeque::new()),
-            native_last_files: RefCell::new(std::collections::HashSet::new()),
             native_imports: RefCell::new(Vec::new()),
             counters: Counters::default(),
         })
@@ -348,13 +342,6 @@ impl LsmShared {
         self.pending_restore.borrow_mut().push((store_key, value, expire_ms));
     }
 
-    /// Roll the store back to its checkpoint `epoch` when the flusher connects (the store
-    /// directory must be the one that took it).
-    pub fn restore_checkpoint_at_connect(&self, epoch: u64) {
-        assert!(!self.connected.get(), "native restore requested after the task started");
-        self.restore_epoch.set(Some(epoch));
-    }
-
     pub fn stats(&self) -> LsmStats {
         let mut s = LsmStats {
             cache_hits: self.counters.hits.get(),
@@ -454,33 +441,25 @@ impl LsmShared {
                     codec::split_store_key(&k).ok_or_else(|| WeirError::State(format!("{}: store key shorter than its header", imp.dir.display())))?;
                 *counts.entry(state).or_default() += 1;
                 let exp = codec::store_expiry_ms(codec::stored_expiry(&v)?);
-                loop {
-                    match store.put_with_ttl(&k, &v, exp) {
-                        Err(StoreError::Backpressure { .. }) => {
-                            let r = Self::relieve(store, self.opts.maintain_step_bytes).await;
-                            self.wrap(r)?;
-                        }
-                        other => {
-                            self.wrap(other)?;
-                            break;
-                        }
-                    }
-                }
+                self.put_relieving(store, &k, &v, exp).await?;
             }
         }
         let counts: Vec<(u32, u64)> = counts.into_iter().collect();
         let mut value = Vec::new();
         codec::encode_into(&counts, &mut value);
+        self.put_relieving(store, &meta_counts_key(), &value, 0).await
+    }
+
+    /// Put into `store` while it is not yet shared (opening, restoring), relieving its
+    /// back-pressure as often as needed.
+    async fn put_relieving(&self, store: &mut Store, key: &[u8], value: &[u8], expire_ms: u64) -> Result<()> {
         loop {
-            match store.put(&meta_counts_key(), &value) {
+            match store.put_with_ttl(key, value, expire_ms) {
                 Err(StoreError::Backpressure { .. }) => {
                     let r = Self::relieve(store, self.opts.maintain_step_bytes).await;
                     self.wrap(r)?;
                 }
-                other => {
-                    self.wrap(other)?;
-                    return Ok(());
-                }
+                other => return self.wrap(other).map(|_| ()),
             }
         }
     }
@@ -518,59 +497,8 @@ impl LsmShared {
         }
     }
 
-    /// Write every dirty cache entry to the store, relieving back-pressure as needed.
-    async fn write_back_everything(&self) -> Result<()> {
-        loop {
-            self.blocked.set(false);
-            let mut done = true;
-            for (_, t) in self.tables() {
-                if !t.write_back_all() {
-                    done = false;
-                    break;
-                }
-            }
-            self.check()?;
-            if done {
-                return Ok(());
-            }
-            let mut store = self.take_store();
-            let r = Self::relieve(&mut store, self.opts.maintain_step_bytes).await;
-            self.put_store(store);
-            self.wrap(r)?;
-            self.written_since_commit.set(0);
-        }
-    }
-
     fn wrap<T>(&self, r: std::result::Result<T, StoreError>) -> Result<T> {
         r.map_err(|e| WeirError::State(format!("operator {} shard {}: {e}", self.opts.operator, self.opts.shard)))
-    }
-
-    /// Native incremental checkpoint: write back the dirty cache, record the entry counts, and
-    /// take the store's checkpoint `epoch` (only files created since the previous one are new).
-    pub async fn checkpoint(&self, epoch: u64) -> Result<CheckpointInfo> {
-        self.check()?;
-        self.write_back_everything().await?;
-        let mut counts: Vec<(u32, u64)> = self.tables().iter().map(|(s, t)| (*s, t.entries() as u64)).collect();
-        counts.sort_unstable();
-        let mut value = Vec::new();
-        codec::encode_into(&counts, &mut value);
-        let mut store = self.take_store();
-        let r = async {
-            loop {
-                match store.put(&meta_counts_key(), &value) {
-                    Err(StoreError::Backpressure { .. }) => Self::relieve(&mut store, self.opts.maintain_step_bytes).await?,
-                    other => {
-                        other?;
-                        break;
-                    }
-                }
-            }
-            store.checkpoint(epoch).await
-        }
-        .await;
-        self.put_store(store);
-        self.written_since_commit.set(0);
-        self.wrap(r)
     }
 
     /// Checkpoints of this instance take the store's native incremental checkpoint.
@@ -642,10 +570,7 @@ impl LsmShared {
     async fn open(&self) -> Result<()> {
         let dir = &self.opts.dir;
         let clock: Rc<dyn Clock> = Rc::new(StateClockAdapter(self.clock.borrow().clone()));
-        let native = self.restore_epoch.get();
-        if native.is_none() {
-            clear_store_dir(dir)?;
-        }
+        clear_store_dir(dir)?;
         let imports = std::mem::take(&mut *self.native_imports.borrow_mut());
         let own = self.key_groups.range_of_shard(self.opts.shard as u32);
         // Same key groups as the instance that took the checkpoint: its exported store becomes
@@ -661,33 +586,9 @@ impl LsmShared {
         if whole || !imports.is_empty() {
             self.apply_entry_counts(&store)?;
         }
-        if let Some(epoch) = native {
-            let r = store.restore(epoch).await;
-            self.wrap(r)?;
-            let counts: Vec<(u32, u64)> = match self.wrap(store.get(&meta_counts_key()))? {
-                Some(bytes) => codec::decode(&bytes, "state entry counts")?,
-                None => Vec::new(),
-            };
-            for (state, t) in self.tables() {
-                if let Some((_, n)) = counts.iter().find(|(s, _)| *s == state) {
-                    t.set_entries(*n as usize);
-                }
-            }
-        }
         let pending = std::mem::take(&mut *self.pending_restore.borrow_mut());
         for (k, v, exp) in pending {
-            loop {
-                match store.put_with_ttl(&k, &v, exp) {
-                    Err(StoreError::Backpressure { .. }) => {
-                        let r = Self::relieve(&mut store, self.opts.maintain_step_bytes).await;
-                        self.wrap(r)?;
-                    }
-                    other => {
-                        self.wrap(other)?;
-                        break;
-                    }
-                }
-            }
+            self.put_relieving(&mut store, &k, &v, exp).await?;
         }
         self.put_store(store);
         self.connected.set(true);
@@ -756,10 +657,10 @@ fn link_store_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> 
 }
 
 /// The async half of the LSM backend, registered as the operator's flusher: opens the store at
-/// task start (applying a pending restore), drives store maintenance between input steps,
-/// relieves back-pressure, takes the native checkpoint at `pre_commit` (not for a temporary
-/// directory, which nothing can restore from), and closes the store at the end (removing a
-/// temporary directory).
+/// task start (applying a pending restore), writes dirty cache entries through and drives store
+/// maintenance between input steps, relieves back-pressure, completes and exports native
+/// checkpoints begun at barriers (`complete_snapshot`), and closes the store at the end
+/// (removing a temporary directory).
 pub struct StateFlusher {
     shared: Rc<LsmShared>,
     /// The table whose cache is evicted first in the next over-budget round (rotates).
@@ -876,33 +777,28 @@ impl Flusher for StateFlusher {
                 return Ok(!sh.native_pending.borrow().contains(&epoch));
             }
             sh.check()?;
-            if !sh.with_store(|s| s.checkpoints().contains(&epoch)) {
+            let mut recorded = sh.wrap(sh.with_store(|s| s.checkpoint_info(epoch)))?;
+            if recorded.is_none() {
                 self.maintain_store().await?;
-                if !sh.with_store(|s| s.checkpoints().contains(&epoch)) {
-                    return Ok(false);
-                }
+                recorded = sh.wrap(sh.with_store(|s| s.checkpoint_info(epoch)))?;
             }
+            // The store records checkpoints in the order they were begun, so the one before
+            // this is the previous export: its `new_bytes` are this checkpoint's increment.
+            let Some(info) = recorded else { return Ok(false) };
             let export = sh.wrap(sh.with_store(|s| s.checkpoint_export(epoch)))?;
             let root = sh.checkpoint_root.borrow().clone().expect("native checkpoints have a checkpoint directory");
             let rel = format!("native/{}/shard-{}", super::backend::safe_file_name(&sh.opts.operator), sh.opts.shard);
             let dest = root.join(format!("chk-{epoch}")).join(&rel);
-            let files: std::collections::HashSet<PathBuf> = sh.wrap(sh.with_store(|s| s.checkpoint_files(epoch)))?.into_iter().collect();
-            let new_bytes: u64 = files
-                .iter()
-                .filter(|f| !sh.native_last_files.borrow().contains(*f))
-                .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
-                .sum();
             let bytes = export.bytes();
             // Links and a manifest with fsyncs: off the shard's thread.
             let written = glommio::executor().spawn_blocking(move || export.write_to(&dest)).await;
             sh.wrap(written)?;
-            *sh.native_last_files.borrow_mut() = files;
             let handle = NativeCheckpoint {
                 epoch,
                 key_groups: sh.key_groups.range_of_shard(sh.opts.shard as u32),
                 path: rel,
                 bytes,
-                new_bytes,
+                new_bytes: info.new_bytes,
             };
             snapshot.operator_state(&native_state_name(&sh.opts.operator), crate::checkpoint::snapshot::encode(&handle));
             sh.native_pending.borrow_mut().pop_front();
