@@ -116,6 +116,13 @@ fn run_job(dir: &Path, job: &str) {
 
 /// Run `script` on 1 to 4 shards; each `(subfolder of ${OUT}, expected answer)` must match.
 fn run_script_against(script: &str, job: &str, answers: &[(Option<&str>, PathBuf)]) {
+    run_script_against_timing(script, job, answers, &|_| false);
+}
+
+/// [`run_script_against`], where rows that `timing_dependent` names may appear once beyond the
+/// expected answer: rows whose presence depends on how two inputs' watermarks interleave (a
+/// race in Flink as in weir), never any other row.
+fn run_script_against_timing(script: &str, job: &str, answers: &[(Option<&str>, PathBuf)], timing_dependent: &dyn Fn(&[String]) -> bool) {
     for cores in 1..=4 {
         let out = std::env::temp_dir().join(format!("weir-sql-oracle-out-{}-{job}-{cores}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
@@ -134,7 +141,8 @@ fn run_script_against(script: &str, job: &str, answers: &[(Option<&str>, PathBuf
         for (sub, expected) in answers {
             let want = load_rows([gunzip(expected)]);
             let total: usize = want.values().sum();
-            let got = load_rows(output_texts(&sub.map(|s| out.join(s)).unwrap_or_else(|| out.clone())));
+            let mut got = load_rows(output_texts(&sub.map(|s| out.join(s)).unwrap_or_else(|| out.clone())));
+            got.retain(|row, n| want.contains_key(row) || !(*n == 1 && timing_dependent(row)));
             if got != want {
                 let missing: Vec<_> = want.iter().filter(|(r, n)| got.get(*r) != Some(n)).take(3).collect();
                 let extra: Vec<_> = got.iter().filter(|(r, n)| want.get(*r) != Some(n)).take(3).collect();
@@ -202,10 +210,11 @@ fn extra_view_having() {
 /// (window_end - 1 <= the bid stream's watermark before them) therefore survive in Flink exactly
 /// when the right input's watermark (the output of a window aggregate in another task) happened
 /// to lag behind at that moment: in the recorded run, 5 did (padded with NULLs, no right row
-/// matched) and 4 did not. That split is thread timing, not a rule. weir's join sees both
-/// inputs' watermarks in step on each shard and drops all 9, deterministically for every shard
-/// count. This test checks weir's rows are Flink's answer minus exactly the NULL-padded rows of
-/// such late left bids.
+/// matched) and 4 did not. That split is thread timing, not a rule — in weir too, whose two
+/// scans of the bid table are separate source tasks: usually the join sees both watermarks in
+/// step and drops all 9, but now and then one survives. This test checks weir's rows are
+/// Flink's answer minus the NULL-padded rows of such late left bids, where each of those 9 may
+/// still appear once (padded), and nothing else differs.
 #[test]
 fn extra_window_left_join() {
     let dir = Path::new(ORACLE).join("weir_sql");
@@ -241,7 +250,12 @@ fn extra_window_left_join() {
     std::io::Write::write_all(&mut gz, kept.as_bytes()).unwrap();
     gz.finish().unwrap();
     let script = std::fs::read_to_string(dir.join("sql/window_left_join.sql")).unwrap();
-    run_script_against(&script, "window_left_join", &[(None, path.clone())]);
+    let int = |v: &String| v.parse::<f64>().ok().map(|x| x as i64);
+    let late_padded = |row: &[String]| match (row.len(), row.get(2).map(String::is_empty)) {
+        (4, Some(true)) => matches!((int(&row[0]), int(&row[1]), int(&row[3])), (Some(a), Some(p), Some(s)) if late.contains(&(a, p, s))),
+        _ => false,
+    };
+    run_script_against_timing(&script, "window_left_join", &[(None, path.clone())], &late_padded);
     let _ = std::fs::remove_file(path);
 }
 
