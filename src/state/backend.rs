@@ -92,7 +92,8 @@ impl StateBackend {
             StateBackendKind::Memory => Ok(Self::memory(ctx.groups)),
             StateBackendKind::Lsm => {
                 let options = lsm_options(ctx.config, operator, ctx.shard)?;
-                let (backend, flusher) = Self::lsm(options, ctx.groups);
+                let (backend, mut flusher) = Self::lsm(options, ctx.groups);
+                flusher.publish_to(ctx.registry.store(operator, ctx.shard));
                 ctx.add_flusher(Box::new(flusher));
                 Ok(backend)
             }
