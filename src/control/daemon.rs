@@ -409,17 +409,18 @@ impl Daemon {
         config.validate().map_err(|e| refuse(400, e))?;
         if let Some(restore) = &sub.restore {
             config.restore_from = resolve_restore(restore, &config).map_err(|e| refuse(400, e))?;
+            if let Some(dir) = &config.restore_from {
+                let meta = crate::checkpoint::files::read_meta(dir).map_err(|e| refuse(400, e.to_string()))?;
+                let problems = crate::checkpoint::files::check_compatible(&meta, &env.graph().operators, config.max_key_groups);
+                if !problems.is_empty() {
+                    return Err(refuse(400, format!("cannot restore {}: {}", dir.display(), problems.join("; "))));
+                }
+            }
         }
 
         // Admission: CPUs, the job limit, the checkpoint directory.
         let (id, cpus) = {
             let mut alloc = self.allocation.lock().expect("daemon allocation");
-            if alloc.running.len() >= self.max_jobs() {
-                return Err(refuse(
-                    503,
-                    format!("the daemon already runs {} jobs (max_jobs = {})", alloc.running.len(), self.max_jobs()),
-                ));
-            }
             if let Some(dir) = &config.checkpoint_dir {
                 if let Some((other, _)) = alloc.running.iter().find(|(_, h)| h.checkpoint_dir.as_ref() == Some(dir)) {
                     return Err(refuse(
@@ -443,6 +444,12 @@ impl Daemon {
                         self.cpus.len(),
                         holders.join(", ")
                     ),
+                ));
+            }
+            if alloc.running.len() >= self.max_jobs() {
+                return Err(refuse(
+                    503,
+                    format!("the daemon already runs {} jobs (max_jobs = {})", alloc.running.len(), self.max_jobs()),
                 ));
             }
             let cpus: Vec<usize> = free[..shards].to_vec();
@@ -488,6 +495,8 @@ impl Daemon {
             let progress = super::progress::ProgressLogger::start(runner.clone(), progress_every).ok();
             let result = crate::shard::runtime::execute_with_registry(graph, &config, registry);
             drop(progress);
+            // The shards are gone: free the CPUs before anyone can see the job ended.
+            daemon.release(&runner.id);
             runner.set_outcome(&result);
             match &result {
                 Ok(report) => tracing::info!(
@@ -506,7 +515,7 @@ impl Daemon {
                 Err(WeirError::Cancelled) => tracing::info!(job = %runner.name, job_id = %runner.id, "job {} cancelled", runner.id),
                 Err(e) => tracing::error!(job = %runner.name, job_id = %runner.id, error = %e, "job {} failed", runner.id),
             }
-            daemon.release(&runner.id);
+            daemon.jobs.trim_finished(daemon.config.history);
         });
         if let Err(e) = spawned {
             job.set_state(super::JobState::Failed(format!("could not start the job's thread: {e}")));
@@ -519,7 +528,6 @@ impl Daemon {
     /// The job `id` ended: its CPUs and checkpoint directory are free again.
     fn release(&self, id: &str) {
         self.allocation.lock().expect("daemon allocation").running.remove(id);
-        self.jobs.trim_finished(self.config.history);
     }
 
     /// `POST /api/jobs`.
