@@ -694,6 +694,7 @@ impl Flusher for StateFlusher {
 
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
+            self.publish(true);
             let sh = &self.shared;
             sh.check()?;
             let Some(store) = sh.store.borrow_mut().take() else { return Ok(()) };

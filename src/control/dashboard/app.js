@@ -111,7 +111,8 @@
     $("rings").tBodies[0].innerHTML = st.rings.map((r) =>
       `<tr><td>${esc(r.name)} ${r.from_shard}→${r.to_shard}</td><td>${esc(r.reader || "–")}</td><td>${fmt(r.records_sent)}</td><td>${bar(r.full_ms_per_second, "bp")}</td><td>${fmt(r.full_ms_total)}</td></tr>`).join("");
     if (st.checkpoints) renderCheckpoints(st.checkpoints);
-    $("stores").tBodies[0].innerHTML = (st.stores || []).map((s) =>
+    const stores = st.stores || [];
+    $("stores").tBodies[0].innerHTML = stores.length === 0 ? '<tr><td colspan="8">none: no keyed operator on the LSM backend</td></tr>' : stores.map((s) =>
       `<tr><td>${esc(s.operator)}</td><td>${s.shard}</td><td>${bytes(s.memtable_bytes)}</td><td>${s.segments}</td><td>${bytes(s.segment_bytes)}</td>` +
       `<td>${bytes(s.compaction_debt_bytes)}</td><td>${bytes(s.wal_bytes)}</td><td>${bytes(s.cache_bytes)}</td></tr>`).join("");
     drawGraph(st.graph);
