@@ -20,8 +20,7 @@ const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 
 /// Accept connections until `stop` is set.
-pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
+pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>, active: Arc<AtomicUsize>) {
     for stream in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             break;

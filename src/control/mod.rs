@@ -381,10 +381,13 @@ pub(crate) struct Shared {
     pub daemon: Option<Arc<daemon::Daemon>>,
 }
 
-/// A running control server; stops (and joins its threads) when dropped.
+/// A running control server; stops (and joins its threads, and lets requests in flight
+/// answer) when dropped.
 pub struct ControlServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Requests being answered (a stop answers when its job has ended: let it finish).
+    active: Arc<std::sync::atomic::AtomicUsize>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -420,13 +423,16 @@ impl ControlServer {
                 }
             })?
         };
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let server = {
             let stop = stop.clone();
-            spawn_control_thread("weir-control-http", move || http::serve(listener, shared, stop))?
+            let active = active.clone();
+            spawn_control_thread("weir-control-http", move || http::serve(listener, shared, stop, active))?
         };
         Ok(Self {
             addr,
             stop,
+            active,
             threads: vec![sampler, server],
         })
     }
@@ -445,6 +451,12 @@ impl Drop for ControlServer {
         for t in self.threads.drain(..) {
             t.thread().unpark();
             let _ = t.join();
+        }
+        // Let requests in flight (a stop-with-savepoint waiting for its job to end) answer;
+        // bounded by one socket timeout.
+        let deadline = Instant::now() + ControlConfig::default().io_timeout;
+        while self.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
