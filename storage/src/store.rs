@@ -11,7 +11,7 @@
 //! * once `poisoned` is set it is never cleared.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -248,7 +248,11 @@ pub struct Store {
     runs: Vec<Vec<Rc<Segment>>>,
     cache: Rc<BlockCache>,
     active: Memtable,
-    sealed: Option<Memtable>,
+    /// Sealed memtables waiting for flush, oldest first (flushed in this order).
+    sealed: VecDeque<Memtable>,
+    /// Checkpoints begun but not yet recorded: (epoch, last sequence number they hold). One is
+    /// recorded as soon as every sealed memtable holding sequence numbers up to it is flushed.
+    pending_checkpoints: VecDeque<(u64, u64)>,
     wal: Option<WalWriter>,
     old_wals: Vec<(u64, PathBuf, u64, u64)>,
     next_seq: u64,
@@ -258,6 +262,8 @@ pub struct Store {
     torn_tails: u64,
     user_bytes: u64,
     fail_next_sync: bool,
+    /// Writes ignore the memtable stall limit (see [`Store::set_unthrottled`]).
+    unthrottled: bool,
 }
 
 fn meta_of(id: u64, b: &Built) -> SegmentMeta {
@@ -310,7 +316,8 @@ impl Store {
             runs: Vec::new(),
             cache,
             active: Memtable::default(),
-            sealed: None,
+            sealed: VecDeque::new(),
+            pending_checkpoints: VecDeque::new(),
             wal: None,
             old_wals: Vec::new(),
             next_seq: 1,
@@ -320,6 +327,7 @@ impl Store {
             torn_tails: 0,
             user_bytes: 0,
             fail_next_sync: false,
+            unthrottled: false,
         };
         for run in st.manifest.runs.clone() {
             for m in run {
@@ -380,7 +388,7 @@ impl Store {
                     self.active.apply(r.seq, op.key, op_entry(op));
                 }
                 if self.active.bytes() >= self.cfg.memtable_budget_bytes {
-                    self.sealed = Some(std::mem::take(&mut self.active));
+                    self.seal_active();
                     self.flush_sealed().await?;
                 }
             }
@@ -445,17 +453,17 @@ impl Store {
                 )));
             }
         }
+        let mem = self.memtable_bytes();
         let wal = self.wal.as_mut().expect("open store has a WAL");
         let pending = wal.pending_bytes();
-        if pending >= self.cfg.wal_max_pending_bytes as u64 {
+        if pending >= self.cfg.wal_max_pending_bytes as u64 && !self.unthrottled {
             return Err(StoreError::Backpressure {
                 what: "uncommitted WAL buffer (call commit)",
                 used: pending,
                 limit: self.cfg.wal_max_pending_bytes as u64,
             });
         }
-        let mem = self.active.bytes() + self.sealed.as_ref().map_or(0, |m| m.bytes());
-        if mem >= self.cfg.memtable_stall_bytes {
+        if mem >= self.cfg.memtable_stall_bytes && !self.unthrottled {
             return Err(StoreError::Backpressure {
                 what: "memtables (call maintain/flush)",
                 used: mem as u64,
@@ -469,8 +477,8 @@ impl Store {
             self.user_bytes += (op.key.len() + op.value.len()) as u64;
             self.active.apply(seq, op.key, op_entry(op));
         }
-        if self.sealed.is_none() && self.active.bytes() >= self.cfg.memtable_budget_bytes {
-            self.sealed = Some(std::mem::take(&mut self.active));
+        if self.active.bytes() >= self.cfg.memtable_budget_bytes {
+            self.seal_active();
         }
         Ok(seq)
     }
@@ -599,8 +607,10 @@ impl Store {
         if let Some(e) = self.active.get(key) {
             return Ok(live(e));
         }
-        if let Some(e) = self.sealed.as_ref().and_then(|m| m.get(key)) {
-            return Ok(live(e));
+        for m in self.sealed.iter().rev() {
+            if let Some(e) = m.get(key) {
+                return Ok(live(e));
+            }
         }
         for run in &self.runs {
             let i = run.partition_point(|s| s.last_key() < key);
@@ -623,7 +633,7 @@ impl Store {
         };
         let mut sources: Vec<Source<'_>> = Vec::new();
         sources.push(Box::new(self.active.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone())))));
-        if let Some(m) = &self.sealed {
+        for m in self.sealed.iter().rev() {
             sources.push(Box::new(m.range(lo, hi).map(|(k, e)| Ok((k.clone(), e.clone())))));
         }
         for run in &self.runs {
@@ -652,12 +662,21 @@ impl Store {
     /// Seals the active memtable and writes every memtable to segment files.
     pub async fn flush(&mut self) -> Result<()> {
         self.check()?;
-        self.flush_sealed().await?;
+        self.seal_active();
+        self.flush_sealed().await
+    }
+
+    /// Seals the active memtable (when it holds anything): it joins the flush queue.
+    fn seal_active(&mut self) {
         if !self.active.is_empty() {
-            self.sealed = Some(std::mem::take(&mut self.active));
-            self.flush_sealed().await?;
+            let m = std::mem::take(&mut self.active);
+            self.sealed.push_back(m);
         }
-        Ok(())
+    }
+
+    /// Bytes in the active and the sealed memtables.
+    fn memtable_bytes(&self) -> usize {
+        self.active.bytes() + self.sealed.iter().map(|m| m.bytes()).sum::<usize>()
     }
 
     async fn flush_sealed(&mut self) -> Result<()> {
@@ -669,14 +688,15 @@ impl Store {
     /// being built; once all entries are in, writes and installs it.
     /// Returns true when no sealed memtable is left.
     async fn flush_step(&mut self, budget: u64) -> Result<bool> {
-        let Some(m) = self.sealed.as_ref() else {
+        self.record_covered_checkpoints()?;
+        let Some(m) = self.sealed.front() else {
             self.flush_job = None;
             return Ok(true);
         };
         if m.is_empty() {
-            self.sealed = None;
+            self.sealed.pop_front();
             self.flush_job = None;
-            return Ok(true);
+            return Ok(self.sealed.is_empty());
         }
         let now = self.clock.now_ms();
         let (block_bytes, bloom_bits) = (self.cfg.block_bytes, self.cfg.bloom_bits_per_key);
@@ -742,7 +762,7 @@ impl Store {
                 return Err(e);
             }
         };
-        let max_seq = self.sealed.as_ref().expect("checked above").max_seq();
+        let max_seq = self.sealed.front().expect("checked above").max_seq();
         let mut next = self.manifest.clone();
         next.runs.insert(0, vec![meta_of(id, &built)]);
         next.replay_from_seq = next.replay_from_seq.max(max_seq + 1);
@@ -753,7 +773,8 @@ impl Store {
         }
         self.segs.insert(id, seg);
         self.rebuild_runs();
-        self.sealed = None;
+        self.sealed.pop_front();
+        self.record_covered_checkpoints()?;
         // If the active WAL segment holds only flushed records, roll it so
         // it can be deleted now (keeps space amplification down).
         // (During recovery there is no WAL writer yet.)
@@ -766,7 +787,7 @@ impl Store {
             let _ = self.roll_wal().await;
         }
         self.gc_wals();
-        Ok(true)
+        Ok(self.sealed.is_empty())
     }
 
     fn store_manifest(&mut self, next: &Manifest) -> Result<()> {
@@ -923,44 +944,104 @@ impl Store {
     /// immutable, so only files created since the previous checkpoint are
     /// new. Keeps the last `checkpoints_retained` checkpoints.
     pub async fn checkpoint(&mut self, epoch: u64) -> Result<CheckpointInfo> {
+        self.begin_checkpoint(epoch)?;
+        let done = async {
+            self.commit().await?;
+            self.flush_sealed().await?;
+            self.record_covered_checkpoints()
+        }
+        .await;
+        if let Err(e) = done {
+            // A failed checkpoint is not taken: it may be retried under the same epoch.
+            self.pending_checkpoints.retain(|p| p.0 != epoch);
+            return Err(e);
+        }
+        self.checkpoint_info(epoch)?
+            .ok_or_else(|| StoreError::InvalidArgument(format!("checkpoint {epoch} was not recorded after its flush")))
+    }
+
+    /// Begins checkpoint `epoch` without I/O: the checkpoint holds exactly the writes made so
+    /// far (sequence numbers up to now); the active memtable is sealed and joins the flush
+    /// queue, and writes go on into a new one. The checkpoint is recorded in the manifest once
+    /// the memtables holding its writes are flushed ([`Store::maintain`] does that first);
+    /// [`Store::checkpoint_info`] tells when. Several checkpoints may be pending at once.
+    pub fn begin_checkpoint(&mut self, epoch: u64) -> Result<()> {
         self.check()?;
-        if let Some(last) = self.manifest.checkpoints.last() {
-            if epoch <= last.epoch {
+        let last = self
+            .pending_checkpoints
+            .back()
+            .map(|p| p.0)
+            .or(self.manifest.checkpoints.last().map(|c| c.epoch));
+        if let Some(last) = last {
+            if epoch <= last {
                 return Err(StoreError::InvalidArgument(format!(
-                    "checkpoint epoch {epoch} is not after the last one ({})",
-                    last.epoch
+                    "checkpoint epoch {epoch} is not after the last one ({last})"
                 )));
             }
         }
-        self.commit().await?;
-        self.flush().await?;
-        let prev: HashSet<u64> = self
-            .manifest
-            .checkpoints
-            .last()
-            .map(|c| c.runs.iter().flatten().map(|m| m.id).collect())
-            .unwrap_or_default();
-        let mut next = self.manifest.clone();
-        next.epoch = epoch;
-        let seq = self.next_seq - 1;
-        next.checkpoints.push(CheckpointMeta {
-            epoch,
-            seq,
-            runs: next.runs.clone(),
-        });
-        while next.checkpoints.len() > self.cfg.checkpoints_retained {
-            next.checkpoints.remove(0);
+        self.seal_active();
+        self.pending_checkpoints.push_back((epoch, self.next_seq - 1));
+        Ok(())
+    }
+
+    /// True while a begun checkpoint is not yet recorded.
+    pub fn checkpoint_pending(&self) -> bool {
+        !self.pending_checkpoints.is_empty()
+    }
+
+    /// Records every pending checkpoint whose writes are all in segment files. Runs before any
+    /// later memtable is flushed, so the recorded file set holds exactly the checkpoint's writes
+    /// (a compaction only merges files, never changes what they hold).
+    fn record_covered_checkpoints(&mut self) -> Result<()> {
+        let mut next: Option<Manifest> = None;
+        while let Some(&(epoch, seq)) = self.pending_checkpoints.front() {
+            if self.sealed.iter().any(|m| !m.is_empty() && m.max_seq() <= seq) {
+                break;
+            }
+            debug_assert!(
+                self.active.is_empty() || self.active.max_seq() > seq,
+                "the active memtable holds only writes after a pending checkpoint"
+            );
+            self.pending_checkpoints.pop_front();
+            let m = next.get_or_insert_with(|| self.manifest.clone());
+            m.epoch = epoch;
+            m.checkpoints.push(CheckpointMeta {
+                epoch,
+                seq,
+                runs: m.runs.clone(),
+            });
+            while m.checkpoints.len() > self.cfg.checkpoints_retained {
+                m.checkpoints.remove(0);
+            }
         }
-        self.store_manifest(&next)?;
-        self.gc_files();
+        if let Some(m) = next {
+            self.store_manifest(&m)?;
+            self.gc_files();
+        }
+        Ok(())
+    }
+
+    /// The recorded checkpoint `epoch`: its files and which of them are new since the
+    /// checkpoint before it (`None` while pending or when not retained).
+    pub fn checkpoint_info(&self, epoch: u64) -> Result<Option<CheckpointInfo>> {
+        let cps = &self.manifest.checkpoints;
+        let Some(i) = cps.iter().position(|c| c.epoch == epoch) else {
+            return Ok(None);
+        };
+        let c = &cps[i];
+        let prev: HashSet<u64> = if i > 0 {
+            cps[i - 1].runs.iter().flatten().map(|m| m.id).collect()
+        } else {
+            HashSet::new()
+        };
         let mut info = CheckpointInfo {
             epoch,
-            seq,
+            seq: c.seq,
             files: Vec::new(),
             new_files: Vec::new(),
             new_bytes: 0,
         };
-        for m in next.runs.iter().flatten() {
+        for m in c.runs.iter().flatten() {
             let p = fsutil::segment_path(&self.dir, m.id);
             if !prev.contains(&m.id) {
                 info.new_files.push(p.clone());
@@ -968,7 +1049,13 @@ impl Store {
             }
             info.files.push(p);
         }
-        Ok(info)
+        Ok(Some(info))
+    }
+
+    /// Lets writes go past the memtable stall and uncommitted-WAL limits (`true`) — for a bounded burst that must
+    /// not wait, such as writing back a cache at a checkpoint barrier — or restores it.
+    pub fn set_unthrottled(&mut self, on: bool) {
+        self.unthrottled = on;
     }
 
     /// Epochs of the retained checkpoints, oldest first.
@@ -1015,7 +1102,8 @@ impl Store {
             .push((old.id(), old.path().to_path_buf(), old.max_seq().max(self.next_seq - 1), old.len()));
         old.close().await;
         self.active = Memtable::default();
-        self.sealed = None;
+        self.sealed.clear();
+        self.pending_checkpoints.clear();
         self.segs = segs;
         self.rebuild_runs();
         self.shared.acked_seq.set(self.next_seq - 1);
@@ -1048,7 +1136,7 @@ impl Store {
         let disk_segment_bytes = ids.values().sum();
         Stats {
             memtable_bytes: self.active.bytes() as u64,
-            sealed_memtable_bytes: self.sealed.as_ref().map_or(0, |m| m.bytes()) as u64,
+            sealed_memtable_bytes: self.sealed.iter().map(|m| m.bytes()).sum::<usize>() as u64,
             runs: self.runs.len() as u64,
             segments: self.segs.len() as u64,
             segment_bytes: sizes.iter().sum(),

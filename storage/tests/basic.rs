@@ -264,3 +264,49 @@ fn commit_future_overlaps_with_writes() {
         assert_eq!(s.scan_prefix(b"").unwrap().count(), 200);
     });
 }
+
+#[test]
+fn begun_checkpoint_holds_exactly_the_writes_before_it_while_writes_go_on() {
+    let dir = tmpdir("begin-checkpoint");
+    let out = tmpdir("begin-checkpoint-dest");
+    run(async move {
+        let mut s = Store::open(&dir, StoreConfig::small_for_tests()).await.unwrap();
+        for i in 0..500u32 {
+            s.put(&i.to_be_bytes(), b"before").unwrap();
+        }
+        s.begin_checkpoint(1).unwrap();
+        assert!(s.checkpoint_pending());
+        assert!(s.checkpoint_info(1).unwrap().is_none(), "nothing flushed yet");
+        // Writes go on: overwrite half, add new keys, delete some.
+        for i in 250..750u32 {
+            s.put(&i.to_be_bytes(), b"after").unwrap();
+        }
+        for i in 0..10u32 {
+            s.delete(&i.to_be_bytes()).unwrap();
+        }
+        s.begin_checkpoint(2).unwrap();
+        assert!(matches!(s.begin_checkpoint(2), Err(StoreError::InvalidArgument(_))));
+        while s.checkpoint_pending() {
+            s.maintain(4 << 10).await.unwrap();
+        }
+        assert_eq!(s.checkpoints(), vec![1, 2]);
+        let e1 = out.join("e1");
+        s.export_checkpoint(1, &e1).await.unwrap();
+        let c1 = Store::open(&e1, StoreConfig::small_for_tests()).await.unwrap();
+        for i in 0..750u32 {
+            let want = (i < 500).then(|| b"before".to_vec());
+            assert_eq!(c1.get(&i.to_be_bytes()).unwrap(), want, "checkpoint 1, key {i}");
+        }
+        let info2 = s.checkpoint_info(2).unwrap().unwrap();
+        assert!(!info2.new_files.is_empty() && info2.new_files.len() < info2.files.len() + 1);
+        s.restore(2).await.unwrap();
+        for i in 0..750u32 {
+            let want = match i {
+                0..=9 => None,
+                10..=249 => Some(b"before".to_vec()),
+                _ => Some(b"after".to_vec()),
+            };
+            assert_eq!(s.get(&i.to_be_bytes()).unwrap(), want, "checkpoint 2, key {i}");
+        }
+    });
+}

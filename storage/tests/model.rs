@@ -54,6 +54,8 @@ async fn one_seed(seed: u64, ops: usize) {
     // Model states since the last acknowledgement: history[0] is acked.
     let mut history: Vec<Model> = vec![model.clone()];
     let mut ckpts: Vec<(u64, Model)> = Vec::new();
+    // Begun (asynchronous) checkpoints not yet recorded, oldest first.
+    let mut pending: Vec<(u64, Model)> = Vec::new();
     let mut epoch = 0u64;
     let (mut crashes, mut restores, mut compactions) = (0, 0, 0);
     for step in 0..ops {
@@ -133,20 +135,24 @@ async fn one_seed(seed: u64, ops: usize) {
         } else if p < 900 {
             now += r.below(2_000);
             clock.set(now);
-        } else if p < 915 {
+        } else if p < 907 {
             epoch += 1;
             s.checkpoint(epoch).await.unwrap();
             history = vec![model.clone()];
+            ckpts.append(&mut pending);
             ckpts.push((epoch, model.clone()));
-            if ckpts.len() > cfg.checkpoints_retained {
-                ckpts.remove(0);
-            }
+        } else if p < 915 {
+            // Asynchronous checkpoint: begun now, recorded by later maintenance.
+            epoch += 1;
+            s.begin_checkpoint(epoch).unwrap();
+            pending.push((epoch, model.clone()));
         } else if p < 925 {
             if !ckpts.is_empty() {
                 let i = r.below(ckpts.len() as u64) as usize;
                 let (e, m) = ckpts[i].clone();
                 s.restore(e).await.unwrap();
                 ckpts.truncate(i + 1);
+                pending.clear();
                 epoch = epoch.max(e);
                 model = m;
                 history = vec![model.clone()];
@@ -156,6 +162,7 @@ async fn one_seed(seed: u64, ops: usize) {
             // crash: drop without commit
             drop(s);
             s = open(&dir, &cfg, &clock).await;
+            pending.clear();
             let got = contents(&s);
             let idx = history
                 .iter()
@@ -167,11 +174,24 @@ async fn one_seed(seed: u64, ops: usize) {
         } else if p < 975 {
             s.close().await.unwrap();
             s = open(&dir, &cfg, &clock).await;
+            pending.clear();
             assert_eq!(contents(&s), visible(&model, now), "{ctx}: clean reopen");
             history = vec![model.clone()];
         } else {
             assert_eq!(contents(&s), visible(&model, now), "{ctx}: full scan");
         }
+        // Begun checkpoints become restorable once recorded, in order.
+        while let Some((e, _)) = pending.first() {
+            if s.checkpoint_info(*e).unwrap().is_none() {
+                assert!(s.checkpoint_pending(), "{ctx}: checkpoint {e} neither pending nor recorded");
+                break;
+            }
+            ckpts.push(pending.remove(0));
+        }
+        while ckpts.len() > cfg.checkpoints_retained {
+            ckpts.remove(0);
+        }
+        assert_eq!(s.checkpoints(), ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), "{ctx}: retained checkpoints");
     }
     assert_eq!(contents(&s), visible(&model, now), "seed {seed}: final");
     eprintln!(
