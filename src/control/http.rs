@@ -228,7 +228,7 @@ fn route(shared: &Arc<Shared>, method: &str, path: &str, body: &[u8]) -> Respons
                 body: Vec::new(),
                 location: Some(format!("/jobs/{id}/")),
             },
-            Some(sub) => job_route(shared, &job, method, &format!("/{sub}")),
+            Some(sub) => job_route(&job, method, &format!("/{sub}")),
         };
     }
     match path {
@@ -253,13 +253,13 @@ fn route(shared: &Arc<Shared>, method: &str, path: &str, body: &[u8]) -> Respons
         };
     }
     match shared.jobs.all().first() {
-        Some(job) => job_route(shared, job, method, path),
+        Some(job) => job_route(job, method, path),
         None => Response::text(404, "not found\n"),
     }
 }
 
 /// Routes of one job (relative to `/jobs/<id>`, or the root of a one-job server).
-fn job_route(shared: &Arc<Shared>, job: &Arc<JobHandle>, method: &str, path: &str) -> Response {
+fn job_route(job: &Arc<JobHandle>, method: &str, path: &str) -> Response {
     if method == "POST" {
         return match path {
             "/api/savepoint" => await_savepoint(job, false),
@@ -276,13 +276,10 @@ fn job_route(shared: &Arc<Shared>, job: &Arc<JobHandle>, method: &str, path: &st
             super::metrics::render(std::slice::from_ref(job), None).into_bytes(),
         ),
         "/api/status" => Response::json(200, &super::status::status_json(job, &job.window())),
-        "/api/jobs" => Response::json(200, &super::status::jobs_json(&[job.clone()])),
+        "/api/jobs" => Response::json(200, &super::status::jobs_json(std::slice::from_ref(job))),
         "/api/checkpoints" => Response::json(200, &super::status::checkpoints_json(job)),
         "/api/savepoints" => Response::bytes("application/json", serde_json::to_vec(&job.registry.commands.results()).unwrap_or_default()),
-        _ => {
-            let _ = shared;
-            Response::text(404, "not found\n")
-        }
+        _ => Response::text(404, "not found\n"),
     }
 }
 
