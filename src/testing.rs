@@ -95,6 +95,7 @@ pub fn test_backend(kind: StateBackendKind, cache_bytes: usize, groups: KeyGroup
                 ephemeral: temp.is_some(),
                 cache_bytes,
                 maintain_step_bytes: 64 << 10,
+                checkpoint_root: None,
                 store: weir_storage::StoreConfig {
                     memtable_budget_bytes: 64 << 10,
                     memtable_stall_bytes: 192 << 10,
@@ -166,10 +167,22 @@ impl<K: StateKey + StableHash> StateHarness<K> {
     }
 
     /// LSM: the flusher's `pre_commit` (the store's incremental checkpoint).
-    pub async fn pre_commit(&mut self, epoch: u64) {
-        if let Some(f) = &mut self.backend.flusher {
-            f.pre_commit(epoch).await.expect("state checkpoint");
+    /// LSM: take native checkpoint `epoch` as a barrier does (begin it, then let the flusher
+    /// flush and export it below `root`); returns the snapshot part it recorded.
+    pub async fn native_checkpoint(&mut self, epoch: u64, root: &std::path::Path) -> crate::checkpoint::runtime::TaskSnapshot {
+        let mut snapshot = crate::checkpoint::runtime::TaskSnapshot::default();
+        let crate::state::backend::BackendImpl::Lsm(shared) = &self.backend.backend.imp else {
+            panic!("native checkpoints need the LSM backend");
+        };
+        shared.set_checkpoint_root(root);
+        self.backend.backend.begin_native_checkpoint(epoch).expect("begin the store checkpoint");
+        let f = self.backend.flusher.as_mut().expect("LSM flusher");
+        for _ in 0..100_000 {
+            if f.complete_snapshot(epoch, &mut snapshot).await.expect("store checkpoint") {
+                return snapshot;
+            }
         }
+        panic!("the native checkpoint did not complete");
     }
 
     /// LSM: close the store (as at the end of a job).

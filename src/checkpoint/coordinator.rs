@@ -192,6 +192,9 @@ impl CoordinatorDriver {
                     Action::Trigger { epoch } => {
                         started.insert(epoch, Instant::now());
                         live.triggered(epoch, savepoints.contains_key(&epoch));
+                        if savepoints.contains_key(&epoch) {
+                            self.control.mark_savepoint(epoch);
+                        }
                         self.control.trigger(epoch);
                     }
                     Action::Complete { epoch, discard } => {

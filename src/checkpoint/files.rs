@@ -156,7 +156,8 @@ pub fn read_snapshot(dir: &Path) -> Result<(CheckpointMeta, RestoreSet)> {
         )));
     }
     let state: StateFile = postcard::from_bytes(payload).map_err(|e| WeirError::Checkpoint(format!("{}: undecodable state ({e})", path.display())))?;
-    let set = RestoreSet::from_tasks(meta.epoch, dir.display().to_string(), meta.shards, state.tasks);
+    let mut set = RestoreSet::from_tasks(meta.epoch, dir.display().to_string(), meta.shards, state.tasks);
+    set.dir = dir.to_path_buf();
     Ok((meta, set))
 }
 

@@ -46,6 +46,10 @@ pub struct TaskSnapshot {
     pub committables: Vec<(String, Vec<u8>)>,
     /// Set when an operator could not snapshot: the epoch is declined (aborted).
     pub declined: Option<String>,
+    /// The epoch is a savepoint: operators write the portable, self-contained format only
+    /// (no store-native incremental parts). Set by the task before the barrier goes through.
+    #[serde(skip)]
+    pub savepoint: bool,
 }
 
 impl TaskSnapshot {
@@ -104,6 +108,8 @@ pub enum TaskMessage {
 pub struct RestoreSet {
     pub epoch: u64,
     pub description: String,
+    /// The checkpoint or savepoint directory (store-native parts live below it).
+    pub dir: std::path::PathBuf,
     /// Shard count of the job that wrote the checkpoint.
     pub old_shards: usize,
     pub keyed: HashMap<String, Vec<(u32, Vec<u8>)>>,
@@ -182,6 +188,11 @@ impl RestoreSet {
 pub struct CheckpointControl {
     attempt: String,
     trigger: AtomicU64,
+    /// The newest epoch that is a savepoint (0: none).
+    savepoint: AtomicU64,
+    /// Root of the job's checkpoints: `chk-<epoch>` directories are created below it, and
+    /// tasks export store-native checkpoint parts into them before acknowledging.
+    pub dir: std::path::PathBuf,
     completed: AtomicU64,
     cancelled: AtomicBool,
     messages: Sender<TaskMessage>,
@@ -191,12 +202,14 @@ pub struct CheckpointControl {
 }
 
 impl CheckpointControl {
-    pub fn new(segments: usize, messages: Sender<TaskMessage>, restore: Option<RestoreSet>) -> Self {
+    pub fn new(segments: usize, messages: Sender<TaskMessage>, restore: Option<RestoreSet>, dir: std::path::PathBuf) -> Self {
         let restored = restore.as_ref().map_or(0, |r| r.epoch);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         Self {
             attempt: format!("{:x}", nanos as u64 ^ ((std::process::id() as u64) << 48)),
             trigger: AtomicU64::new(restored),
+            savepoint: AtomicU64::new(0),
+            dir,
             completed: AtomicU64::new(restored),
             cancelled: AtomicBool::new(false),
             messages,
@@ -214,6 +227,31 @@ impl CheckpointControl {
     pub fn trigger(&self, epoch: u64) {
         let prev = self.trigger.fetch_max(epoch, Ordering::AcqRel);
         assert!(prev <= epoch, "checkpoint epochs only increase ({prev} then {epoch})");
+    }
+
+    /// Epoch `epoch` (about to be triggered) is a savepoint.
+    pub fn mark_savepoint(&self, epoch: u64) {
+        self.savepoint.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Is `epoch` a savepoint? (Read by tasks when its barrier arrives: marked before the
+    /// trigger, so every task sees it.)
+    pub fn is_savepoint(&self, epoch: u64) -> bool {
+        self.savepoint.load(Ordering::Acquire) == epoch
+    }
+
+    /// A fresh snapshot for barrier `epoch`.
+    pub fn snapshot_for(&self, epoch: u64) -> TaskSnapshot {
+        TaskSnapshot {
+            savepoint: self.is_savepoint(epoch),
+            ..TaskSnapshot::default()
+        }
+    }
+
+    /// The directory checkpoint `epoch` is written to (savepoints are written elsewhere and
+    /// hold no store-native parts).
+    pub fn epoch_dir(&self, epoch: u64) -> std::path::PathBuf {
+        self.dir.join(format!("chk-{epoch}"))
     }
 
     /// The newest epoch whose checkpoint is complete.

@@ -211,6 +211,7 @@ where
     pub fn checkpointed_as(mut self, ctx: &crate::shard::BuildCtx<'_>, name: &str) -> Result<Self> {
         self.name = name.to_string();
         if let Some(restore) = ctx.restore() {
+            self.state.backend().restore_native(restore, name)?;
             self.restore(&restore.keyed_for(name, &ctx.groups, ctx.shard))?;
             if let Some(wm) = crate::checkpoint::runtime::restored_watermark(restore, name, ctx.shard, ctx.shards)? {
                 self.watermark = self.watermark.max(wm);
@@ -377,7 +378,18 @@ where
 
     fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
         self.out.flush();
-        if let Err(e) = KeyedProcessOp::snapshot(self, snapshot.keyed(&self.name)) {
+        // Incremental: the store's native checkpoint holds the states (finished in the
+        // background), the portable snapshot only the timers. Savepoints are portable.
+        let native = !snapshot.savepoint && self.state.backend().native_checkpoints();
+        let taken = if native {
+            self.state
+                .backend()
+                .begin_native_checkpoint(epoch)
+                .map(|()| self.snapshot_timers(snapshot.keyed(&self.name)))
+        } else {
+            KeyedProcessOp::snapshot(self, snapshot.keyed(&self.name))
+        };
+        if let Err(e) = taken {
             snapshot.decline(&self.name, &e.to_string());
         }
         snapshot.operator_state(&self.name, crate::checkpoint::snapshot::encode(&self.watermark));

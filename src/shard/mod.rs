@@ -58,6 +58,16 @@ pub trait Flusher {
         let _ = epoch;
         Box::pin(async { Ok(()) })
     }
+    /// Asynchronous snapshots: barrier `epoch` went through the chain and an operator began a
+    /// snapshot part that this flusher completes in the background (a state store flushing
+    /// the memtable sealed at the barrier) while records keep flowing. Called after every
+    /// input step until it returns `true`, which it does once its part is durable and added
+    /// to `snapshot`; the task's acknowledgement waits for that. Flushers without such parts
+    /// return `true` at once.
+    fn complete_snapshot<'a>(&'a mut self, epoch: u64, snapshot: &'a mut crate::checkpoint::runtime::TaskSnapshot) -> LocalBoxFuture<'a, Result<bool>> {
+        let _ = (epoch, snapshot);
+        Box::pin(async { Ok(true) })
+    }
 }
 
 /// Run `connecting` while a 1 ms timer keeps this shard's reactor awake.

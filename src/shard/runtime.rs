@@ -220,11 +220,11 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         };
         let restored_epoch = restore.as_ref().map(|r| r.epoch);
         let (tx, rx) = std::sync::mpsc::channel();
-        let c = Arc::new(CheckpointControl::new(graph.segments.len(), tx, restore));
         let dir = match &config.checkpoint_dir {
             Some(d) => d.clone(),
             None => std::env::temp_dir().join(format!("weir-restore-{}", std::process::id())),
         };
+        let c = Arc::new(CheckpointControl::new(graph.segments.len(), tx, restore, dir.clone()));
         coordinator = Some(CoordinatorDriver {
             control: c.clone(),
             messages: rx,

@@ -56,6 +56,16 @@ pub struct SegmentCheckpoint {
     committed: u64,
     /// Barrier alignment in progress: (epoch, when its first barrier arrived).
     aligning: Option<(u64, Instant)>,
+    /// Acknowledgements waiting for asynchronous snapshot parts, oldest first (sent in order).
+    deferred: std::collections::VecDeque<DeferredAck>,
+}
+
+/// A snapshot taken at a barrier whose asynchronous parts are still being written.
+struct DeferredAck {
+    epoch: u64,
+    snapshot: TaskSnapshot,
+    alignment: Duration,
+    snapshot_time: Duration,
 }
 
 /// What a barrier arriving on one channel means for alignment.
@@ -77,6 +87,7 @@ impl SegmentCheckpoint {
             last_epoch: start,
             committed: start,
             aligning: None,
+            deferred: std::collections::VecDeque::new(),
         }
     }
 
@@ -151,10 +162,28 @@ impl SegmentEnv {
         self.checkpoint.control.as_ref().and_then(|c| c.restore.as_ref())
     }
 
+    /// Barrier `epoch` reached this task (aligned over its inputs; `snapshot` holds what the
+    /// task itself records, such as split positions): the chain snapshots its operators (the
+    /// data path's stall) and forwards the barrier, then the task acknowledges.
+    /// `alignment`: first to last barrier of the epoch at this task.
+    async fn checkpoint_barrier(
+        &mut self,
+        epoch: u64,
+        mut snapshot: TaskSnapshot,
+        alignment: Duration,
+        chain: impl FnOnce(u64, &mut TaskSnapshot),
+    ) -> Result<()> {
+        let control = self.checkpoint.control.as_ref().expect("barriers only flow with checkpoints on");
+        snapshot.savepoint = control.is_savepoint(epoch);
+        let started = Instant::now();
+        chain(epoch, &mut snapshot);
+        let snapshot_time = started.elapsed();
+        self.acknowledge(epoch, snapshot, alignment, snapshot_time).await
+    }
+
     /// Barrier `epoch` went through the chain into `snapshot`: send it on (flush), pre-commit
-    /// the sinks, acknowledge to the coordinator.
-    /// `alignment`: first to last barrier of the epoch at this task; `snapshot_time`: how long
-    /// the chain took to snapshot (the data path's stall).
+    /// the sinks, and acknowledge to the coordinator — at once, or once the asynchronous
+    /// snapshot parts the operators began are complete (see [`Flusher::complete_snapshot`]).
     async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration, snapshot_time: Duration) -> Result<()> {
         self.flush().await?;
         crate::checkpoint::crash_point("barrier-sent");
@@ -164,21 +193,47 @@ impl SegmentEnv {
             }
         }
         self.checkpoint.last_epoch = epoch;
-        let control = self.checkpoint.control.as_ref().expect("barriers only flow with checkpoints on");
-        control.send(TaskMessage::Ack {
+        self.checkpoint.deferred.push_back(DeferredAck {
             epoch,
-            participant: self.checkpoint.participant,
-            shard: self.shard,
             snapshot,
-            alignment_ns: alignment.as_nanos() as u64,
-            snapshot_ns: snapshot_time.as_nanos() as u64,
+            alignment,
+            snapshot_time,
         });
+        self.send_ready_acks().await
+    }
+
+    /// Send the acknowledgements whose asynchronous snapshot parts are complete, in epoch order
+    /// (each call also lets the flushers advance those parts).
+    async fn send_ready_acks(&mut self) -> Result<()> {
+        let Some(control) = self.checkpoint.control.clone() else { return Ok(()) };
+        while let Some(front) = self.checkpoint.deferred.front_mut() {
+            let mut ready = true;
+            for f in self.flushers.iter_mut() {
+                ready &= f.complete_snapshot(front.epoch, &mut front.snapshot).await?;
+            }
+            if !ready {
+                return Ok(());
+            }
+            let d = self.checkpoint.deferred.pop_front().expect("front exists");
+            control.send(TaskMessage::Ack {
+                epoch: d.epoch,
+                participant: self.checkpoint.participant,
+                shard: self.shard,
+                snapshot: d.snapshot,
+                alignment_ns: d.alignment.as_nanos() as u64,
+                snapshot_ns: d.snapshot_time.as_nanos() as u64,
+            });
+        }
         Ok(())
     }
 
     /// Commit the sinks' output up to the newest completed checkpoint (one atomic load when
     /// nothing new completed).
+    /// Also sends acknowledgements whose asynchronous snapshot parts completed meanwhile.
     async fn commit_completed(&mut self) -> Result<()> {
+        if !self.checkpoint.deferred.is_empty() {
+            self.send_ready_acks().await?;
+        }
         let Some(control) = &self.checkpoint.control else { return Ok(()) };
         let done = control.completed();
         if done > self.checkpoint.committed {
@@ -204,6 +259,20 @@ impl SegmentEnv {
             return self.close().await;
         };
         self.flush().await?;
+        // Earlier epochs' acknowledgements go first (their asynchronous parts make progress
+        // with every call).
+        while !self.checkpoint.deferred.is_empty() {
+            self.send_ready_acks().await?;
+            if !self.checkpoint.deferred.is_empty() {
+                if control.cancelled() {
+                    return Err(WeirError::Shard {
+                        shard: self.shard,
+                        message: format!("segment {}: the job failed while a snapshot was being written", self.name),
+                    });
+                }
+                futures_lite::future::yield_now().await;
+            }
+        }
         for (i, name) in &self.checkpoint.committers {
             if let Some(c) = self.flushers[*i].pre_commit(FINAL_EPOCH).await? {
                 snapshot.committables.push((name.clone(), c));
@@ -404,9 +473,7 @@ where
                 Ok(positions) => snapshot.positions = positions,
                 Err(e) => snapshot.decline(&env.name, &e.to_string()),
             }
-            let started = Instant::now();
-            chain.barrier(epoch, &mut snapshot);
-            env.acknowledge(epoch, snapshot, Duration::ZERO, started.elapsed()).await?;
+            env.checkpoint_barrier(epoch, snapshot, Duration::ZERO, |e, s| chain.barrier(e, s)).await?;
             clock.skip();
         }
         // Pick the next live split that is not waiting out an idle retry.
@@ -683,10 +750,8 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
         }
         if let Some((epoch, alignment)) = env.checkpoint.take_aligned(inputs.all_blocked_or_ended()) {
             inputs.unblock_all();
-            let mut snapshot = TaskSnapshot::default();
-            let started = Instant::now();
-            chain.barrier(epoch, &mut snapshot);
-            env.acknowledge(epoch, snapshot, alignment, started.elapsed()).await?;
+            env.checkpoint_barrier(epoch, TaskSnapshot::default(), alignment, |e, s| chain.barrier(e, s))
+                .await?;
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());
@@ -822,10 +887,8 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         if let Some((epoch, alignment)) = env.checkpoint.take_aligned(left.all_blocked_or_ended() && right.all_blocked_or_ended()) {
             left.unblock_all();
             right.unblock_all();
-            let mut snapshot = TaskSnapshot::default();
-            let started = Instant::now();
-            chain.barrier(epoch, &mut snapshot);
-            env.acknowledge(epoch, snapshot, alignment, started.elapsed()).await?;
+            env.checkpoint_barrier(epoch, TaskSnapshot::default(), alignment, |e, s| chain.barrier(e, s))
+                .await?;
         }
         env.fire_processing_timers(&mut |t| chain.processing_time(t));
         env.metrics.set_watermark(state.last_combined, state.combiner.holding_back());

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use weir_storage::{CheckpointInfo, StoreConfig};
 
-use super::lsm::{LsmOptions, LsmShared, LsmStats, StateFlusher};
+use super::lsm::{native_state_name, LsmOptions, LsmShared, LsmStats, NativeCheckpoint, StateFlusher};
 use crate::config::EngineConfig;
 use crate::error::{Result, WeirError};
 use crate::key::{KeyGroups, DEFAULT_MAX_KEY_GROUPS};
@@ -91,7 +91,8 @@ impl StateBackend {
         match ctx.config.state_backend {
             StateBackendKind::Memory => Ok(Self::memory(ctx.groups)),
             StateBackendKind::Lsm => {
-                let options = lsm_options(ctx.config, operator, ctx.shard)?;
+                let mut options = lsm_options(ctx.config, operator, ctx.shard)?;
+                options.checkpoint_root = ctx.checkpoint.as_ref().map(|c| c.dir.clone());
                 let (backend, mut flusher) = Self::lsm(options, ctx.groups);
                 flusher.publish_to(ctx.registry.store(operator, ctx.shard));
                 ctx.add_flusher(Box::new(flusher));
@@ -125,6 +126,49 @@ impl StateBackend {
         match &self.imp {
             BackendImpl::Memory => Ok(None),
             BackendImpl::Lsm(s) => s.checkpoint(epoch).await.map(Some),
+        }
+    }
+
+    /// Checkpoints take the LSM store's native incremental checkpoint (LSM backend in a job
+    /// that checkpoints); otherwise they write the portable snapshot.
+    pub fn native_checkpoints(&self) -> bool {
+        match &self.imp {
+            BackendImpl::Memory => false,
+            BackendImpl::Lsm(s) => s.native_checkpoints(),
+        }
+    }
+
+    /// At checkpoint barrier `epoch`: begin the store's native checkpoint (see
+    /// [`LsmShared::begin_native_checkpoint`]). Only when [`StateBackend::native_checkpoints`].
+    pub fn begin_native_checkpoint(&self, epoch: u64) -> Result<()> {
+        match &self.imp {
+            BackendImpl::Memory => Err(WeirError::State("the memory state backend has no native checkpoints".into())),
+            BackendImpl::Lsm(s) => s.begin_native_checkpoint(epoch),
+        }
+    }
+
+    /// Restore the native checkpoints operator `operator` recorded in `restore` (none: the
+    /// checkpoint holds its state in the portable format, restored separately). Call while
+    /// the job is built.
+    pub fn restore_native(&self, restore: &crate::checkpoint::runtime::RestoreSet, operator: &str) -> Result<()> {
+        let recorded = restore.operator_state(&native_state_name(operator));
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let handles = recorded
+            .iter()
+            .map(|(_, b)| crate::checkpoint::snapshot::decode::<NativeCheckpoint>(b, "native state checkpoint"))
+            .collect::<Result<Vec<_>>>()?;
+        match &self.imp {
+            BackendImpl::Memory => Err(WeirError::Checkpoint(format!(
+                "{} holds the state of operator {operator} as incremental LSM store checkpoints: restore it with state.backend = lsm \
+                 (Flink: rocksdb), or take a savepoint (portable) to change the state backend",
+                restore.description
+            ))),
+            BackendImpl::Lsm(s) => {
+                s.import_native(&restore.dir, handles);
+                Ok(())
+            }
         }
     }
 
@@ -186,12 +230,16 @@ fn remove_orphaned_temp_dirs() {
     });
 }
 
+/// `name` with every character that is not safe in a file name replaced by `_`.
+pub(crate) fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_#.".contains(c) { c } else { '_' })
+        .collect()
+}
+
 /// The LSM options of operator `operator` on `shard`.
 pub fn lsm_options(config: &EngineConfig, operator: &str, shard: usize) -> Result<LsmOptions> {
-    let safe: String = operator
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_#.".contains(c) { c } else { '_' })
-        .collect();
+    let safe = safe_file_name(operator);
     let (dir, ephemeral) = match &config.state_dir {
         Some(root) => (root.join(&safe).join(format!("shard-{shard}")), false),
         None => {
@@ -211,5 +259,6 @@ pub fn lsm_options(config: &EngineConfig, operator: &str, shard: usize) -> Resul
         cache_bytes: config.state_cache_bytes,
         maintain_step_bytes: config.state_maintain_step_bytes,
         store,
+        checkpoint_root: None,
     })
 }

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use weir_storage::{CheckpointInfo, Clock, Store, StoreConfig, StoreError};
 
 use super::codec::{self, KeyedEntryRef, HEADER_BYTES, META_KEY_GROUP};
@@ -75,6 +75,36 @@ pub struct LsmOptions {
     /// Bytes of store maintenance (memtable flush, compaction) per flusher step.
     pub maintain_step_bytes: u64,
     pub store: StoreConfig,
+    /// The job's checkpoint directory when it checkpoints: checkpoints then take the store's
+    /// native incremental checkpoint and export it to `chk-<epoch>/native/<operator>/shard-<n>`.
+    pub checkpoint_root: Option<PathBuf>,
+}
+
+/// Where an operator instance's native (incremental) store checkpoint lives, recorded in the
+/// checkpoint as operator state under [`native_state_name`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NativeCheckpoint {
+    pub epoch: u64,
+    /// Key groups `[lo, hi)` the instance owned.
+    pub key_groups: (u32, u32),
+    /// The exported store directory, relative to the checkpoint directory.
+    pub path: String,
+    /// Bytes of the store files the checkpoint references, and of those new since the
+    /// instance's previous checkpoint (the incremental part).
+    pub bytes: u64,
+    pub new_bytes: u64,
+}
+
+/// The operator-state name under which operator `operator` records its native checkpoints.
+pub fn native_state_name(operator: &str) -> String {
+    format!("{operator}#lsm")
+}
+
+/// A native checkpoint to load into the store when it opens (restore).
+#[derive(Clone, Debug)]
+struct NativeImport {
+    dir: PathBuf,
+    key_groups: (u32, u32),
 }
 
 /// The store's TTL clock: the operator's processing-time state clock.
@@ -158,11 +188,20 @@ pub struct LsmShared {
     pending_restore: RefCell<Vec<RestoredEntry>>,
     /// Native restore: roll the store back to this checkpoint at connect.
     restore_epoch: Cell<Option<u64>>,
+    /// Where native checkpoints are exported (from `LsmOptions::checkpoint_root`).
+    checkpoint_root: RefCell<Option<PathBuf>>,
+    /// Native checkpoints begun at barriers and not yet exported, oldest first.
+    native_pending: RefCell<std::collections::VecDeque<u64>>,
+    /// The checkpoint before the oldest pending one (its files are not new).
+    native_last_files: RefCell<std::collections::HashSet<PathBuf>>,
+    /// Native checkpoints to load at connect (restore).
+    native_imports: RefCell<Vec<NativeImport>>,
     counters: Counters,
 }
 
 impl LsmShared {
     pub(crate) fn new(opts: LsmOptions, key_groups: KeyGroups) -> Rc<Self> {
+        let checkpoint_root = opts.checkpoint_root.clone();
         Rc::new(Self {
             opts,
             key_groups,
@@ -178,6 +217,10 @@ impl LsmShared {
             tables: RefCell::new(Vec::new()),
             pending_restore: RefCell::new(Vec::new()),
             restore_epoch: Cell::new(None),
+            checkpoint_root: RefCell::new(checkpoint_root),
+            native_pending: RefCell::new(std::collections::VecDeque::new()),
+            native_last_files: RefCell::new(std::collections::HashSet::new()),
+            native_imports: RefCell::new(Vec::new()),
             counters: Counters::default(),
         })
     }
@@ -394,6 +437,75 @@ impl LsmShared {
         Ok(())
     }
 
+    /// Rescaled restore: copy the entries of this instance's key groups from each exported
+    /// store in `imports` into `store`, then record the entry counts per state.
+    async fn read_imports(&self, store: &mut Store, imports: &[NativeImport], own: (u32, u32), clock: Rc<dyn Clock>) -> Result<()> {
+        let mut counts: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        for (n, imp) in imports.iter().enumerate() {
+            // Open a linked copy: opening writes a WAL, which must not land in the checkpoint.
+            let scratch = self.opts.dir.with_extension(format!("import-{n}"));
+            let _ = std::fs::remove_dir_all(&scratch);
+            link_store_files(&imp.dir, &scratch)?;
+            let source = self.wrap(Store::open_with_clock(&scratch, self.opts.store.clone(), clock.clone()).await)?;
+            let lo = own.0.max(imp.key_groups.0).to_be_bytes();
+            let hi = own.1.min(imp.key_groups.1).to_be_bytes();
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = {
+                let scan = self.wrap(source.scan_range(Bound::Included(&lo[..]), Bound::Excluded(&hi[..])))?;
+                scan.collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| WeirError::State(format!("reading {}: {e}", imp.dir.display())))?
+            };
+            drop(source);
+            let _ = std::fs::remove_dir_all(&scratch);
+            for (k, v) in entries {
+                let (_, state, _) =
+                    codec::split_store_key(&k).ok_or_else(|| WeirError::State(format!("{}: store key shorter than its header", imp.dir.display())))?;
+                *counts.entry(state).or_default() += 1;
+                let exp = codec::store_expiry_ms(codec::stored_expiry(&v)?);
+                loop {
+                    match store.put_with_ttl(&k, &v, exp) {
+                        Err(StoreError::Backpressure { .. }) => {
+                            let r = Self::relieve(store, self.opts.maintain_step_bytes).await;
+                            self.wrap(r)?;
+                        }
+                        other => {
+                            self.wrap(other)?;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let counts: Vec<(u32, u64)> = counts.into_iter().collect();
+        let mut value = Vec::new();
+        codec::encode_into(&counts, &mut value);
+        loop {
+            match store.put(&meta_counts_key(), &value) {
+                Err(StoreError::Backpressure { .. }) => {
+                    let r = Self::relieve(store, self.opts.maintain_step_bytes).await;
+                    self.wrap(r)?;
+                }
+                other => {
+                    self.wrap(other)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Set the tables' entry counts from the counts recorded in the store.
+    fn apply_entry_counts(&self, store: &Store) -> Result<()> {
+        let counts: Vec<(u32, u64)> = match self.wrap(store.get(&meta_counts_key()))? {
+            Some(bytes) => codec::decode(&bytes, "state entry counts")?,
+            None => Vec::new(),
+        };
+        for (state, t) in self.tables() {
+            if let Some((_, n)) = counts.iter().find(|(s, _)| *s == state) {
+                t.set_entries(*n as usize);
+            }
+        }
+        Ok(())
+    }
+
     fn take_store(&self) -> Store {
         self.store.borrow_mut().take().expect("LSM store open")
     }
@@ -468,6 +580,71 @@ impl LsmShared {
         self.wrap(r)
     }
 
+    /// Checkpoints of this instance take the store's native incremental checkpoint.
+    pub(crate) fn native_checkpoints(&self) -> bool {
+        self.checkpoint_root.borrow().is_some()
+    }
+
+    /// Export native checkpoints below `root` (tests; jobs set it from their checkpoint
+    /// directory when the backend is built).
+    pub(crate) fn set_checkpoint_root(&self, root: &std::path::Path) {
+        *self.checkpoint_root.borrow_mut() = Some(root.to_path_buf());
+    }
+
+    /// At barrier `epoch` (synchronous, on the data path): write the few dirty cache entries
+    /// through — past the store's stall limits, a burst bounded by what one input step wrote —,
+    /// record the entry counts and begin the store's checkpoint, which seals the memtable
+    /// without I/O. The flusher flushes it in the background and exports the checkpoint
+    /// ([`StateFlusher`]'s `complete_snapshot`).
+    pub(crate) fn begin_native_checkpoint(&self, epoch: u64) -> Result<()> {
+        self.check()?;
+        self.with_store_mut(|s| s.set_unthrottled(true));
+        let mut written = true;
+        for (_, t) in self.tables() {
+            written &= t.write_back_all();
+        }
+        let r = (|| {
+            if !written {
+                return Err(WeirError::State("state write-back pushed back while unthrottled".into()));
+            }
+            let mut counts: Vec<(u32, u64)> = self.tables().iter().map(|(s, t)| (*s, t.entries() as u64)).collect();
+            counts.sort_unstable();
+            let mut value = Vec::new();
+            codec::encode_into(&counts, &mut value);
+            if self.put(&meta_counts_key(), &value, 0) == Written::Blocked {
+                return Err(WeirError::State("state entry counts pushed back while unthrottled".into()));
+            }
+            self.check()?;
+            let r = self.with_store_mut(|s| s.begin_checkpoint(epoch));
+            self.wrap(r)
+        })();
+        self.with_store_mut(|s| s.set_unthrottled(false));
+        r?;
+        self.native_pending.borrow_mut().push_back(epoch);
+        Ok(())
+    }
+
+    fn with_store_mut<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let mut store = self.store.borrow_mut();
+        f(store.as_mut().expect("LSM keyed state used before its store was opened"))
+    }
+
+    /// Load the native checkpoints `handles` (of checkpoint directory `root`) that overlap
+    /// this instance's key groups when the store opens. Call while the job is built.
+    pub(crate) fn import_native(&self, root: &std::path::Path, handles: Vec<NativeCheckpoint>) {
+        assert!(!self.connected.get(), "native restore requested after the task started");
+        let (lo, hi) = self.key_groups.range_of_shard(self.opts.shard as u32);
+        let mut imports = self.native_imports.borrow_mut();
+        for h in handles {
+            if h.key_groups.0 < hi && lo < h.key_groups.1 {
+                imports.push(NativeImport {
+                    dir: root.join(&h.path),
+                    key_groups: h.key_groups,
+                });
+            }
+        }
+    }
+
     /// Open the store (see [`StateFlusher`]'s `connect`).
     async fn open(&self) -> Result<()> {
         let dir = &self.opts.dir;
@@ -476,7 +653,21 @@ impl LsmShared {
         if native.is_none() {
             clear_store_dir(dir)?;
         }
-        let mut store = self.wrap(Store::open_with_clock(dir, self.opts.store.clone(), clock).await)?;
+        let imports = std::mem::take(&mut *self.native_imports.borrow_mut());
+        let own = self.key_groups.range_of_shard(self.opts.shard as u32);
+        // Same key groups as the instance that took the checkpoint: its exported store becomes
+        // this store (links, no copying). Otherwise its entries are read into a fresh store.
+        let whole = imports.len() == 1 && imports[0].key_groups == own;
+        if whole {
+            link_store_files(&imports[0].dir, dir)?;
+        }
+        let mut store = self.wrap(Store::open_with_clock(dir, self.opts.store.clone(), clock.clone()).await)?;
+        if !whole && !imports.is_empty() {
+            self.read_imports(&mut store, &imports, own, clock).await?;
+        }
+        if whole || !imports.is_empty() {
+            self.apply_entry_counts(&store)?;
+        }
         if let Some(epoch) = native {
             let r = store.restore(epoch).await;
             self.wrap(r)?;
@@ -555,6 +746,22 @@ fn clear_store_dir(dir: &std::path::Path) -> Result<()> {
     std::fs::remove_dir_all(dir).map_err(|e| WeirError::io("clear state directory", dir, e))
 }
 
+/// Link (or, across file systems, copy) the store files of exported store `from` into a new
+/// directory `to`.
+fn link_store_files(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| WeirError::io("create state directory", to, e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| WeirError::io("read native checkpoint", from, e))?;
+    for e in entries {
+        let e = e.map_err(|e| WeirError::io("read native checkpoint", from, e))?;
+        let name = e.file_name();
+        let dst = to.join(&name);
+        if std::fs::hard_link(e.path(), &dst).is_err() {
+            std::fs::copy(e.path(), &dst).map_err(|err| WeirError::io("copy native checkpoint file", &dst, err))?;
+        }
+    }
+    Ok(())
+}
+
 /// The async half of the LSM backend, registered as the operator's flusher: opens the store at
 /// task start (applying a pending restore), drives store maintenance between input steps,
 /// relieves back-pressure, takes the native checkpoint at `pre_commit` (not for a temporary
@@ -617,6 +824,14 @@ impl StateFlusher {
     async fn maintain(&mut self) -> Result<()> {
         let sh = self.shared.clone();
         sh.check()?;
+        // Write-through: what the last input step changed goes to the store now, so barriers
+        // find (almost) nothing dirty.
+        for (_, t) in sh.tables() {
+            if !t.write_back_all() {
+                sh.blocked.set(true);
+                break;
+            }
+        }
         if self.store_work_due() {
             self.maintain_store().await?;
         }
@@ -689,7 +904,52 @@ impl Flusher for StateFlusher {
     }
 
     fn has_pending(&self) -> bool {
-        self.store_work_due() || self.cache_over_budget() || self.shared.failure.borrow().is_some()
+        self.store_work_due()
+            || self.cache_over_budget()
+            || self.shared.failure.borrow().is_some()
+            || !self.shared.native_pending.borrow().is_empty()
+            || self.shared.tables().iter().any(|(_, t)| t.has_dirty())
+    }
+
+    fn complete_snapshot<'a>(&'a mut self, epoch: u64, snapshot: &'a mut crate::checkpoint::runtime::TaskSnapshot) -> LocalBoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let sh = self.shared.clone();
+            if sh.native_pending.borrow().front() != Some(&epoch) {
+                return Ok(!sh.native_pending.borrow().contains(&epoch));
+            }
+            sh.check()?;
+            if !sh.with_store(|s| s.checkpoints().contains(&epoch)) {
+                self.maintain_store().await?;
+                if !sh.with_store(|s| s.checkpoints().contains(&epoch)) {
+                    return Ok(false);
+                }
+            }
+            let export = sh.wrap(sh.with_store(|s| s.checkpoint_export(epoch)))?;
+            let root = sh.checkpoint_root.borrow().clone().expect("native checkpoints have a checkpoint directory");
+            let rel = format!("native/{}/shard-{}", super::backend::safe_file_name(&sh.opts.operator), sh.opts.shard);
+            let dest = root.join(format!("chk-{epoch}")).join(&rel);
+            let files: std::collections::HashSet<PathBuf> = sh.wrap(sh.with_store(|s| s.checkpoint_files(epoch)))?.into_iter().collect();
+            let new_bytes: u64 = files
+                .iter()
+                .filter(|f| !sh.native_last_files.borrow().contains(*f))
+                .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+                .sum();
+            let bytes = export.bytes();
+            // Links and a manifest with fsyncs: off the shard's thread.
+            let written = glommio::executor().spawn_blocking(move || export.write_to(&dest)).await;
+            sh.wrap(written)?;
+            *sh.native_last_files.borrow_mut() = files;
+            let handle = NativeCheckpoint {
+                epoch,
+                key_groups: sh.key_groups.range_of_shard(sh.opts.shard as u32),
+                path: rel,
+                bytes,
+                new_bytes,
+            };
+            snapshot.operator_state(&native_state_name(&sh.opts.operator), crate::checkpoint::snapshot::encode(&handle));
+            sh.native_pending.borrow_mut().pop_front();
+            Ok(true)
+        })
     }
 
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
@@ -703,17 +963,6 @@ impl Flusher for StateFlusher {
                 let _ = std::fs::remove_dir_all(&sh.opts.dir);
             }
             sh.wrap(r)
-        })
-    }
-
-    fn pre_commit(&mut self, epoch: u64) -> LocalBoxFuture<'_, Result<Option<Vec<u8>>>> {
-        Box::pin(async move {
-            // A temporary store cannot be restored from after the process ends: no checkpoint.
-            if !self.shared.opts.ephemeral {
-                self.shared.checkpoint(epoch).await?;
-            }
-            self.publish(true);
-            Ok(None)
         })
     }
 }
@@ -741,6 +990,9 @@ pub(crate) struct LsmTable<K, E> {
     slots: Vec<Slot<K, E>>,
     index: FxHashMap<K, u32>,
     hand: usize,
+    /// Indexes of dirty slots (every dirty slot is listed; stale indexes are harmless): written
+    /// through to the store after every input step, so a barrier finds almost nothing dirty.
+    dirty: Vec<u32>,
     entries: usize,
     gauge: Arc<AtomicUsize>,
     key_buf: Vec<u8>,
@@ -761,6 +1013,7 @@ where
             slots: Vec::new(),
             index: FxHashMap::default(),
             hand: 0,
+            dirty: Vec::new(),
             entries: 0,
             gauge,
             key_buf: Vec::new(),
@@ -847,7 +1100,9 @@ where
         }
         // Expired: delete the store's copy too (it expired as well unless the TTL changed).
         s.value = None;
-        s.dirty = s.in_store;
+        if s.in_store {
+            self.mark_dirty(i);
+        }
         self.entries -= 1;
         self.set_bytes(i, SLOT_OVERHEAD);
         self.sync_gauge();
@@ -856,9 +1111,8 @@ where
 
     fn renew_on_read(&mut self, i: usize, now: Timestamp) {
         if let Some(t) = self.ttl.filter(|t| t.update == TtlUpdate::OnReadAndWrite) {
-            let s = &mut self.slots[i];
-            s.expires_at = now.saturating_add(t.ttl_ms);
-            s.dirty = true;
+            self.slots[i].expires_at = now.saturating_add(t.ttl_ms);
+            self.mark_dirty(i);
         }
     }
 
@@ -886,9 +1140,9 @@ where
             grow = None;
         }
         let expires_at = self.ttl.map_or(Timestamp::MAX, |t| now.saturating_add(t.ttl_ms));
+        self.mark_dirty(i);
         let s = &mut self.slots[i];
         s.expires_at = expires_at;
-        s.dirty = true;
         let rc = s.value.as_mut().expect("live or just created");
         let r = f(unique_mut(rc));
         let bytes = match grow {
@@ -910,9 +1164,9 @@ where
             self.entries += 1;
             self.sync_gauge();
         }
+        self.mark_dirty(i);
         let s = &mut self.slots[i];
         s.expires_at = self.ttl.map_or(Timestamp::MAX, |t| now.saturating_add(t.ttl_ms));
-        s.dirty = true;
         let bytes = Self::charge_of(&s.value);
         self.set_bytes(i, bytes);
     }
@@ -933,8 +1187,8 @@ where
             return None;
         }
         if changed {
-            s.dirty = true;
             let bytes = Self::charge_of(&s.value);
+            self.mark_dirty(i);
             self.set_bytes(i, bytes);
         }
         self.slots[i].value.clone()
@@ -945,7 +1199,9 @@ where
         let prev = s.value.take();
         if prev.is_some() {
             self.entries -= 1;
-            s.dirty = s.in_store;
+            if s.in_store {
+                self.mark_dirty(i);
+            }
             self.set_bytes(i, SLOT_OVERHEAD);
             self.sync_gauge();
         }
@@ -999,9 +1255,13 @@ where
 
     fn remove_slot(&mut self, i: usize) {
         let s = self.slots.swap_remove(i);
+        debug_assert!(!s.dirty, "a dirty slot is written back before it is evicted");
         self.index.remove(&s.key);
         if i < self.slots.len() {
             *self.index.get_mut(&self.slots[i].key).expect("indexed") = i as u32;
+            if self.slots[i].dirty {
+                self.dirty.push(i as u32); // moved: list it under its new index
+            }
         }
         if s.value.is_some() && s.expires_at <= self.clock.now() {
             self.entries -= 1; // expired while cached: it is gone from the store too
@@ -1033,8 +1293,31 @@ where
         }
     }
 
+    #[inline]
+    fn mark_dirty(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty.push(i as u32);
+        }
+    }
+
+    /// Write every dirty slot to the store (they are all in the dirty list); false if the
+    /// store pushed back (the rest stay listed).
     pub fn write_back_all(&mut self) -> bool {
-        (0..self.slots.len()).all(|i| self.write_back_slot(i))
+        let list = std::mem::take(&mut self.dirty);
+        for (n, &i) in list.iter().enumerate() {
+            let i = i as usize;
+            if i < self.slots.len() && !self.write_back_slot(i) {
+                self.dirty.extend_from_slice(&list[n..]);
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     pub fn dirty_overlay(&self, out: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
@@ -1093,6 +1376,9 @@ pub(crate) struct LsmMapTable<K, UK, UV> {
     clock: StateClock,
     cache: BTreeMap<Vec<u8>, MapSlot<UK, UV>>,
     hand: Option<Vec<u8>>,
+    /// Entry keys of dirty slots (every dirty slot is listed), written through after every
+    /// input step.
+    dirty: Vec<Vec<u8>>,
     entries: usize,
     gauge: Arc<AtomicUsize>,
     /// Entry key of the last `locate`.
@@ -1116,6 +1402,7 @@ where
             clock,
             cache: BTreeMap::new(),
             hand: None,
+            dirty: Vec::new(),
             entries: 0,
             gauge,
             entry_key: Vec::new(),
@@ -1188,10 +1475,6 @@ where
         self.insert_loaded(entry_key, key_group, uk.clone(), stored.as_deref());
     }
 
-    fn slot(&mut self) -> &mut MapSlot<UK, UV> {
-        self.cache.get_mut(self.entry_key.as_slice()).expect("located")
-    }
-
     /// Is the located slot visible? An expired one is dropped.
     fn live(&mut self, now: Timestamp) -> bool {
         let ekl = self.entry_key.len();
@@ -1203,7 +1486,8 @@ where
             return true;
         }
         s.value = None;
-        s.dirty = s.in_store;
+        let in_store = s.in_store;
+        set_dirty(&mut s.dirty, in_store, &mut self.dirty, &self.entry_key);
         let old = std::mem::replace(&mut s.bytes, SLOT_OVERHEAD + ekl);
         self.shared.charge(SLOT_OVERHEAD + ekl, old);
         self.entries -= 1;
@@ -1218,10 +1502,10 @@ where
             return None;
         }
         let ttl = self.ttl;
-        let s = self.slot();
+        let s = self.cache.get_mut(self.entry_key.as_slice()).expect("located");
         if let Some(t) = ttl.filter(|t| t.update == TtlUpdate::OnReadAndWrite) {
             s.expires_at = now.saturating_add(t.ttl_ms);
-            s.dirty = true;
+            set_dirty(&mut s.dirty, true, &mut self.dirty, &self.entry_key);
         }
         s.value.clone()
     }
@@ -1235,10 +1519,10 @@ where
         }
         let ttl = self.ttl;
         let ekl = self.entry_key.len();
-        let s = self.slot();
+        let s = self.cache.get_mut(self.entry_key.as_slice()).expect("located");
         s.value = Some(Rc::new(value));
         s.expires_at = ttl.map_or(Timestamp::MAX, |t| now.saturating_add(t.ttl_ms));
-        s.dirty = true;
+        set_dirty(&mut s.dirty, true, &mut self.dirty, &self.entry_key);
         let bytes = Self::charge_of(&s.value, ekl);
         let old = std::mem::replace(&mut s.bytes, bytes);
         self.shared.charge(bytes, old);
@@ -1251,9 +1535,10 @@ where
             return None;
         }
         let ekl = self.entry_key.len();
-        let s = self.slot();
+        let s = self.cache.get_mut(self.entry_key.as_slice()).expect("located");
         let prev = s.value.take();
-        s.dirty = s.in_store;
+        let in_store = s.in_store;
+        set_dirty(&mut s.dirty, in_store, &mut self.dirty, &self.entry_key);
         let old = std::mem::replace(&mut s.bytes, SLOT_OVERHEAD + ekl);
         self.shared.charge(SLOT_OVERHEAD + ekl, old);
         self.entries -= 1;
@@ -1300,7 +1585,7 @@ where
             let Some(v) = &s.value else { continue };
             if s.expires_at <= now {
                 s.value = None;
-                s.dirty = s.in_store;
+                set_dirty(&mut s.dirty, s.in_store, &mut self.dirty, ek);
                 freed += s.bytes - (SLOT_OVERHEAD + ek.len());
                 s.bytes = SLOT_OVERHEAD + ek.len();
                 expired += 1;
@@ -1308,7 +1593,7 @@ where
             }
             if let Some(t) = renew {
                 s.expires_at = now.saturating_add(t.ttl_ms);
-                s.dirty = true;
+                set_dirty(&mut s.dirty, true, &mut self.dirty, ek);
             }
             f(&s.user_key, v);
         }
@@ -1329,7 +1614,7 @@ where
             }
             if s.value.take().is_some() {
                 removed += 1;
-                s.dirty = s.in_store;
+                set_dirty(&mut s.dirty, s.in_store, &mut self.dirty, ek);
                 freed += s.bytes - (SLOT_OVERHEAD + ek.len());
                 s.bytes = SLOT_OVERHEAD + ek.len();
             }
@@ -1347,7 +1632,7 @@ where
         for (ek, s) in self.cache.iter_mut() {
             if s.value.is_some() && s.expires_at <= now {
                 s.value = None;
-                s.dirty = s.in_store;
+                set_dirty(&mut s.dirty, s.in_store, &mut self.dirty, ek);
                 freed += s.bytes - (SLOT_OVERHEAD + ek.len());
                 s.bytes = SLOT_OVERHEAD + ek.len();
                 expired += 1;
@@ -1362,7 +1647,9 @@ where
     fn write_back(&mut self, ek: &[u8]) -> bool {
         let now = self.clock.now();
         let state = self.state;
-        let s = self.cache.get(ek).expect("cached");
+        let Some(s) = self.cache.get(ek) else {
+            return true; // a stale listing of an evicted slot
+        };
         if !s.dirty {
             return true;
         }
@@ -1418,9 +1705,21 @@ where
         }
     }
 
+    /// Write every dirty slot to the store (they are all in the dirty list); false if the
+    /// store pushed back (the rest stay listed).
     pub fn write_back_all(&mut self) -> bool {
-        let dirty: Vec<Vec<u8>> = self.cache.iter().filter(|(_, s)| s.dirty).map(|(k, _)| k.clone()).collect();
-        dirty.iter().all(|ek| self.write_back(ek))
+        let list = std::mem::take(&mut self.dirty);
+        for (n, ek) in list.iter().enumerate() {
+            if !self.write_back(ek) {
+                self.dirty.extend(list[n..].iter().cloned());
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     pub fn dirty_overlay(&self, out: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
@@ -1456,4 +1755,13 @@ where
         self.entries = n;
         self.sync_gauge();
     }
+}
+
+/// Set a map slot's dirty flag, listing its entry key when it becomes dirty.
+#[inline]
+fn set_dirty(flag: &mut bool, dirty: bool, list: &mut Vec<Vec<u8>>, entry_key: &[u8]) {
+    if dirty && !*flag {
+        list.push(entry_key.to_vec());
+    }
+    *flag = dirty;
 }

@@ -43,6 +43,8 @@ pub(crate) trait TableOps {
     fn restore_entry(&self, key_group: u32, key: &[u8], value: &[u8]) -> Result<()>;
     /// LSM: write every dirty cached entry to the store; false if the store pushed back.
     fn write_back_all(&self) -> bool;
+    /// LSM: some cached entry is dirty (written through after the next input step).
+    fn has_dirty(&self) -> bool;
     /// LSM: evict until the shared cache budget holds (or the store pushes back).
     fn evict_to_budget(&self);
     /// LSM: store key → stored value (`None`: deleted) of every dirty cached entry.
@@ -195,6 +197,13 @@ impl<K: StateKey + StableHash, E: StateValue> TableOps for RefCell<KvTable<K, E>
         }
     }
 
+    fn has_dirty(&self) -> bool {
+        match &*self.borrow() {
+            KvTable::Memory(_) => false,
+            KvTable::Lsm(t) => t.has_dirty(),
+        }
+    }
+
     fn evict_to_budget(&self) {
         if let KvTable::Lsm(t) = &mut *self.borrow_mut() {
             t.evict_to_budget()
@@ -314,6 +323,13 @@ impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> TableOps for RefCel
         match &mut *self.borrow_mut() {
             MapTable::Memory(_) => true,
             MapTable::Lsm(t) => t.write_back_all(),
+        }
+    }
+
+    fn has_dirty(&self) -> bool {
+        match &*self.borrow() {
+            MapTable::Memory(_) => false,
+            MapTable::Lsm(t) => t.has_dirty(),
         }
     }
 

@@ -27,4 +27,4 @@ pub mod wal;
 
 pub use config::StoreConfig;
 pub use error::{Result, StoreError};
-pub use store::{CheckpointInfo, Clock, CompactionProgress, ManualClock, ScanIter, Stats, Store, SystemClock, WriteBatch};
+pub use store::{CheckpointExport, CheckpointInfo, Clock, CompactionProgress, ManualClock, ScanIter, Stats, Store, SystemClock, WriteBatch};

@@ -237,6 +237,45 @@ struct FlushJob {
     upload: Option<fsutil::Upload>,
 }
 
+/// A checkpoint detached from its store for export (see [`Store::checkpoint_export`]).
+#[derive(Debug)]
+pub struct CheckpointExport {
+    files: Vec<(u64, PathBuf)>,
+    manifest: Manifest,
+}
+
+impl CheckpointExport {
+    /// Bytes of the checkpoint's segment files.
+    pub fn bytes(&self) -> u64 {
+        self.manifest.runs.iter().flatten().map(|m| m.bytes).sum()
+    }
+
+    /// Number of segment files.
+    pub fn files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Write the export into `dest` (created): a hard link per segment file (a copy, fsynced,
+    /// where linking fails, e.g. across file systems) and a manifest, written atomically last,
+    /// so `Store::open(dest)` opens the checkpoint's state. Blocking file I/O.
+    pub fn write_to(&self, dest: &Path) -> Result<()> {
+        std::fs::create_dir_all(dest).map_err(|e| StoreError::io("create export dir", dest, e))?;
+        for (id, src) in &self.files {
+            let dst = fsutil::segment_path(dest, *id);
+            if dst.exists() {
+                continue;
+            }
+            if std::fs::hard_link(src, &dst).is_err() {
+                std::fs::copy(src, &dst).map_err(|e| StoreError::io("copy checkpoint file", &dst, e))?;
+                std::fs::File::open(&dst)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| StoreError::io("fsync checkpoint file", &dst, e))?;
+            }
+        }
+        manifest::store(dest, &self.manifest)
+    }
+}
+
 /// A keyed-state store for one shard.
 pub struct Store {
     dir: PathBuf,
@@ -1208,6 +1247,14 @@ impl Store {
     /// separate directories shares unchanged files (incremental).
     pub async fn export_checkpoint(&self, epoch: u64, dest: &Path) -> Result<()> {
         self.check()?;
+        self.checkpoint_export(epoch)?.write_to(dest)
+    }
+
+    /// What exporting checkpoint `epoch` takes, detached from the store, so the file work
+    /// (links, a manifest write with fsyncs) can run on a blocking thread: see
+    /// [`CheckpointExport::write_to`]. The segment files stay valid while the checkpoint is
+    /// retained.
+    pub fn checkpoint_export(&self, epoch: u64) -> Result<CheckpointExport> {
         let c = self
             .manifest
             .checkpoints
@@ -1218,21 +1265,8 @@ impl Store {
                 epoch,
                 retained: self.checkpoints(),
             })?;
-        std::fs::create_dir_all(dest).map_err(|e| StoreError::io("create export dir", dest, e))?;
-        for m in c.runs.iter().flatten() {
-            let src = fsutil::segment_path(&self.dir, m.id);
-            let dst = fsutil::segment_path(dest, m.id);
-            if dst.exists() {
-                continue;
-            }
-            if std::fs::hard_link(&src, &dst).is_err() {
-                std::fs::copy(&src, &dst).map_err(|e| StoreError::io("copy checkpoint file", &dst, e))?;
-                std::fs::File::open(&dst)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| StoreError::io("fsync checkpoint file", &dst, e))?;
-            }
-        }
-        let m = Manifest {
+        let files = c.runs.iter().flatten().map(|m| (m.id, fsutil::segment_path(&self.dir, m.id))).collect();
+        let manifest = Manifest {
             next_file_id: self.manifest.next_file_id,
             replay_from_seq: c.seq + 1,
             epoch,
@@ -1241,7 +1275,7 @@ impl Store {
             flushed_bytes: 0,
             compacted_bytes: 0,
         };
-        manifest::store(dest, &m)
+        Ok(CheckpointExport { files, manifest })
     }
 
     /// Commits pending writes and closes the WAL.
