@@ -446,6 +446,12 @@ fn run(args: RunArgs) -> Result<(), String> {
 fn submit(args: &RunArgs, daemon: &DaemonAddress) -> Result<(), String> {
     let engine = args.engine.overrides_for_submission()?;
     let vars = parse_vars(&args.vars)?.into_iter().collect();
+    // A savepoint path means nothing in the daemon's working directory: make it absolute.
+    let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+    let restore = args
+        .restore
+        .as_ref()
+        .map(|r| if r == "latest" { r.clone() } else { cwd.join(r).display().to_string() });
     let submission = if args.job.ends_with(".sql") {
         let path = std::path::Path::new(&args.job);
         Submission {
@@ -453,11 +459,10 @@ fn submit(args: &RunArgs, daemon: &DaemonAddress) -> Result<(), String> {
             sql: Some(read_script(path)?),
             vars,
             engine,
-            restore: args.restore.clone(),
+            restore: restore.clone(),
             ..Default::default()
         }
     } else {
-        let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
         let sink = match &args.sink {
             SinkSpec::Blackhole => "blackhole".to_string(),
             SinkSpec::Print => "print".to_string(),
@@ -471,7 +476,7 @@ fn submit(args: &RunArgs, daemon: &DaemonAddress) -> Result<(), String> {
             out_of_orderness_ms: Some(args.out_of_orderness_ms),
             vars,
             engine,
-            restore: args.restore.clone(),
+            restore: restore.clone(),
             ..Default::default()
         }
     };
@@ -664,9 +669,9 @@ fn take_savepoint(addr: std::net::SocketAddr, path: &str, token: Option<&str>, w
     }
 }
 
-fn start(args: StartArgs, log_format: LogFormat, log_filter: Option<&str>) -> Result<(), String> {
+fn start(args: StartArgs) -> Result<(), String> {
     if args.detach {
-        return start_detached(log_format, log_filter);
+        return start_detached();
     }
     let (mut daemon_config, mut engine) = match &args.config {
         Some(path) => {
@@ -776,7 +781,8 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 
 /// `weir start --detach`: start `weir start` (same arguments) in a new session with its log in
 /// the run directory, and return once it wrote its address file.
-fn start_detached(log_format: LogFormat, log_filter: Option<&str>) -> Result<(), String> {
+/// The child gets the same arguments (log format and filter included) minus `--detach`.
+fn start_detached() -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let run_dir = client::run_dir();
     if let Some(existing) = client::read_daemon_file(&run_dir) {
@@ -796,12 +802,6 @@ fn start_detached(log_format: LogFormat, log_filter: Option<&str>) -> Result<(),
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
-    if log_format == LogFormat::Json {
-        cmd.env("WEIR_LOG_FORMAT_JSON", "1");
-    }
-    if let Some(f) = log_filter {
-        cmd.env("WEIR_LOG", f);
-    }
     // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal session.
     unsafe {
         cmd.pre_exec(|| {
@@ -932,19 +932,13 @@ fn tune(args: TuneArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A detached daemon inherits the format through the environment.
-    let log_format = if std::env::var_os("WEIR_LOG_FORMAT_JSON").is_some() {
-        LogFormat::Json
-    } else {
-        cli.log_format
-    };
-    if let Err(e) = weir::logging::init(log_format, cli.log_filter.as_deref()) {
+    if let Err(e) = weir::logging::init(cli.log_format, cli.log_filter.as_deref()) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Start(args) => start(args, log_format, cli.log_filter.as_deref()),
+        Command::Start(args) => start(args),
         Command::List(args) => list(args),
         Command::Status(args) => status(args),
         Command::Cancel(args) => cancel(args),
