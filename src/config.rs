@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub cores: usize,
     /// Pin shard `i` to CPU `i` (turn off when sharing a machine).
     pub pin_cores: bool,
+    /// With `pin_cores`: pin shard `i` to CPU `cpu_list[i]` instead of CPU `i` (the daemon
+    /// gives each job its own CPUs). Empty: shard `i` on CPU `i`.
+    pub cpu_list: Vec<usize>,
     /// Number of key groups, the unit of rescaling. Fixed for the life of a job's savepoints.
     pub max_key_groups: u32,
     /// Records per batch handed between operators and across rings.
@@ -115,6 +118,7 @@ impl Default for EngineConfig {
         Self {
             cores: 0,
             pin_cores: true,
+            cpu_list: Vec::new(),
             max_key_groups: DEFAULT_MAX_KEY_GROUPS,
             batch_size: 1024,
             ring_capacity_batches: 64,
@@ -161,6 +165,14 @@ impl EngineConfig {
         }
     }
 
+    /// The CPU shard `shard` is pinned to on a machine with `online` CPUs.
+    pub fn cpu_of_shard(&self, shard: usize, online: usize) -> usize {
+        match self.cpu_list.get(shard) {
+            Some(cpu) => *cpu,
+            None => shard % online.max(1),
+        }
+    }
+
     /// Check the limits; the error names the field and the bad value.
     pub fn validate(&self) -> Result<(), String> {
         let shards = self.shard_count();
@@ -172,6 +184,9 @@ impl EngineConfig {
                 "max_key_groups = {} is smaller than the number of shards ({shards})",
                 self.max_key_groups
             ));
+        }
+        if !self.cpu_list.is_empty() && self.cpu_list.len() < shards {
+            return Err(format!("cpu_list names {} CPUs for {shards} shards", self.cpu_list.len()));
         }
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
             return Err(format!("batch_size = {} must be in 1..=1048576", self.batch_size));

@@ -34,6 +34,9 @@ pub enum WeirError {
     State(String),
     #[error("{0}")]
     Other(String),
+    /// The job was cancelled through the control API (not a failure: no restart).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl WeirError {

@@ -45,6 +45,7 @@ pub mod control;
 pub mod error;
 pub mod jobs;
 pub mod key;
+pub mod logging;
 pub mod operator;
 pub mod ring;
 pub mod s3;

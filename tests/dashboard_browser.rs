@@ -1,5 +1,6 @@
 //! A real headless Chromium (Debian's `chromium`) loads the dashboard served by a running job and
-//! the test reads the DOM it rendered: job name, one row per shard, a non-zero throughput. The
+//! the test reads the DOM it rendered: job name, one row per shard, a non-zero throughput, the
+//! checkpoint totals and history of the checkpointing job. The
 //! screenshot is kept under `target/test-artifacts/`. Skipped with a message only when the
 //! browser is absent and `CI` is not set (`.ci/setup.sh` installs it); in CI it must run.
 //! No sleeps as synchronisation: every wait polls with a bounded deadline.
@@ -100,9 +101,12 @@ fn chromium_renders_the_dashboard_of_a_running_job() {
         return;
     };
 
+    let checkpoints = tempfile::tempdir().expect("checkpoint dir");
     let env = StreamEnv::new(EngineConfig {
         cores: 2,
         pin_cores: false,
+        checkpoint_interval_ms: 300,
+        checkpoint_dir: Some(checkpoints.path().to_path_buf()),
         ..Default::default()
     });
     let options = JobOptions {
@@ -132,7 +136,7 @@ fn chromium_renders_the_dashboard_of_a_running_job() {
     poll("throughput in /api/status", Duration::from_secs(30), || {
         let (code, body) = http_get(addr, "/api/status", None, Duration::from_secs(5)).ok()?;
         let st: Value = serde_json::from_str(&body).ok()?;
-        (code == 200 && st["records_per_second"].as_f64()? > 0.0).then_some(())
+        (code == 200 && st["records_per_second"].as_f64()? > 0.0 && st["checkpoints"]["totals"]["completed"].as_u64()? >= 2).then_some(())
     });
 
     let profile = tempfile::tempdir().expect("profile dir");
@@ -152,6 +156,13 @@ fn chromium_renders_the_dashboard_of_a_running_job() {
     assert!(throughput > 0.0, "non-zero throughput in the dashboard");
     assert!(dom.contains("class=\"segment\""), "operator graph drawn");
     assert!(dom.contains("<polyline"), "throughput chart drawn");
+    // The checkpoint history: totals and one row per recent checkpoint, newest first.
+    let completed: u64 = element_text(&dom, "checkpoints-completed").expect("completed").parse().expect("a number");
+    assert!(completed >= 2, "checkpoints completed in the dashboard: {completed}");
+    assert!(element_text(&dom, "checkpoint-last").is_some_and(|t| t.contains(" ms,") && t.contains("alignment")));
+    let rows = dom.matches("data-epoch=\"").count();
+    assert!(rows >= 2, "checkpoint history rows: {rows}");
+    assert!(dom.contains(">completed</td>"), "a completed checkpoint in the history");
 
     // Keep a screenshot as a test artifact.
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("test-artifacts");

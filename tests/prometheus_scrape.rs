@@ -1,5 +1,6 @@
-//! A real Prometheus server (Debian's `prometheus`) scrapes a running job's `/metrics` on
-//! loopback; the test then asks Prometheus' HTTP API for the series. Skipped with a message only
+//! A real Prometheus server (Debian's `prometheus`) scrapes a running, checkpointing job's
+//! `/metrics` on loopback; the test then asks Prometheus' HTTP API for the series, the live
+//! checkpoint figures among them. Skipped with a message only
 //! when the binary is absent and `CI` is not set (`.ci/setup.sh` installs it); in CI it must run.
 //! No sleeps as synchronisation: every wait polls with a bounded deadline.
 
@@ -68,9 +69,12 @@ fn prometheus_scrapes_a_running_job() {
 
     // The job: unbounded, rate-limited Nexmark bids counted in tumbling windows; it runs until
     // the test process exits.
+    let checkpoints = tempfile::tempdir().expect("checkpoint dir");
     let env = StreamEnv::new(EngineConfig {
         cores: 2,
         pin_cores: false,
+        checkpoint_interval_ms: 500,
+        checkpoint_dir: Some(checkpoints.path().to_path_buf()),
         ..Default::default()
     });
     let options = JobOptions {
@@ -158,4 +162,27 @@ fn prometheus_scrapes_a_running_job() {
     assert!(rings
         .iter()
         .all(|s| s["metric"]["from_shard"].is_string() && s["metric"]["to_shard"].is_string()));
+
+    // Live checkpoint figures (the job checkpoints every 500 ms).
+    let completed = poll("weir_checkpoints_completed_total >= 2", Duration::from_secs(60), || {
+        let r = query(prometheus_addr, "weir_checkpoints_completed_total");
+        r.iter().map(value).find(|v| *v >= 2.0)
+    });
+    assert!(completed.is_finite());
+    for (metric, low, high) in [
+        ("weir_checkpoints_failed_total", 0.0, 0.0),
+        ("weir_checkpoint_last_duration_ms", 0.0, 60_000.0),
+        ("weir_checkpoint_last_size_bytes", 1.0, 1e9),
+        ("weir_checkpoint_last_alignment_ms", 0.0, 60_000.0),
+        ("weir_checkpoint_last_snapshot_ms", 0.0, 60_000.0),
+    ] {
+        let v = poll(metric, Duration::from_secs(60), || query(prometheus_addr, metric).first().map(value));
+        assert!((low..=high).contains(&v), "{metric} = {v}, expected {low}..={high}");
+    }
+    let age = poll("time since the last checkpoint", Duration::from_secs(60), || {
+        query(prometheus_addr, "time()-weir_checkpoint_last_completed_timestamp_seconds")
+            .first()
+            .map(value)
+    });
+    assert!(age < 60.0, "last checkpoint {age} s ago");
 }

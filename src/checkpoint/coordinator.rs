@@ -51,7 +51,7 @@ pub const MAX_DURATIONS: usize = 4096;
 
 impl CheckpointFigures {
     fn problem(&mut self, message: String) {
-        eprintln!("weir: checkpoint: {message}");
+        tracing::warn!("checkpoint: {message}");
         if self.problems.len() == MAX_PROBLEMS {
             self.problems.remove(0);
         }
@@ -100,6 +100,8 @@ impl CoordinatorDriver {
         let mut failure: Option<String> = None;
         let mut final_epoch: Option<u64> = None;
         let commands = &self.registry.commands;
+        // Live figures for the control plane (figures go to the report at the end).
+        let live = &self.registry.checkpoints;
         // Requests survive restarts: every request gets exactly one result.
         let mut served = commands.results().last().map_or(0, |r| r.request);
         // Savepoint epochs in flight → request number.
@@ -124,6 +126,7 @@ impl CoordinatorDriver {
                 }) => {
                     figures.max_alignment_ms = figures.max_alignment_ms.max(alignment_ns as f64 / 1e6);
                     figures.max_snapshot_ms = figures.max_snapshot_ms.max(snapshot_ns as f64 / 1e6);
+                    live.acknowledged(epoch, alignment_ns, snapshot_ns);
                     if coordinator.pending_epochs().contains(&epoch) {
                         if let Some(why) = &snapshot.declined {
                             actions.extend(coordinator.decline(epoch, participant, why, now));
@@ -188,6 +191,7 @@ impl CoordinatorDriver {
                 match action {
                     Action::Trigger { epoch } => {
                         started.insert(epoch, Instant::now());
+                        live.triggered(epoch, savepoints.contains_key(&epoch));
                         if savepoints.contains_key(&epoch) {
                             self.control.mark_savepoint(epoch);
                         }
@@ -237,7 +241,7 @@ impl CoordinatorDriver {
                                 super::crash_point("metadata-written");
                                 if let Some(request) = savepoint {
                                     let path = dir.display().to_string();
-                                    eprintln!("weir: savepoint {path} complete");
+                                    tracing::info!(savepoint = %path, "savepoint complete");
                                     commands.record(SavepointResult {
                                         request,
                                         outcome: Ok(path.clone()),
@@ -250,6 +254,7 @@ impl CoordinatorDriver {
                                 figures.completed += 1;
                                 figures.last_bytes = meta.state_bytes;
                                 figures.latest = Some(dir.display().to_string());
+                                live.completed(epoch, meta.state_bytes, &dir.display().to_string());
                                 if let Some(t) = started.remove(&epoch) {
                                     if figures.durations_ms.len() == MAX_DURATIONS {
                                         figures.durations_ms.remove(0);
@@ -268,6 +273,7 @@ impl CoordinatorDriver {
                                     });
                                 }
                                 figures.failed_writes += 1;
+                                live.failed(epoch, &e.to_string());
                                 figures.problem(format!("checkpoint {epoch} could not be written: {e}"));
                                 let _ = self.store.discard(epoch);
                                 if is_final {
@@ -290,6 +296,7 @@ impl CoordinatorDriver {
                         acks.remove(&epoch);
                         started.remove(&epoch);
                         figures.aborted += 1;
+                        live.aborted(epoch, &format!("{reason:?}"));
                         figures.problem(format!("checkpoint {epoch} aborted: {reason:?}"));
                         let _ = self.store.discard(epoch);
                     }

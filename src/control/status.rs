@@ -1,7 +1,8 @@
-//! The status API (`GET /api/status`, `GET /api/jobs`): the job's state, per-shard throughput
-//! and time accounting, rings and how often they are full, watermarks and what holds them back,
-//! sink latency, the job graph, and the *bottleneck*: the ring whose sender waited longest on it
-//! in the last second, with the operator that reads it.
+//! The status API (`GET /api/status`, `GET /api/jobs`, `GET /api/checkpoints`): the job's
+//! state, per-shard throughput and time accounting, rings and how often they are full,
+//! watermarks and what holds them back, sink latency, checkpoints (totals, last figures,
+//! history), LSM store figures, the job graph, and the *bottleneck*: the ring whose sender
+//! waited longest on it in the last second, with the operator that reads it.
 //!
 //! A shard's `records_per_second` counts the records its segment heads take in (source reads
 //! plus ring receives), so a record that crosses a ring counts on both sides; `busy` is the sum
@@ -94,9 +95,38 @@ pub fn ring_full_ms_per_second(w: &Window) -> Vec<f64> {
         .collect()
 }
 
-/// `GET /api/jobs`: the jobs this process runs (one).
-pub fn jobs_json(job: &JobHandle) -> Value {
-    json!({ "jobs": [{ "name": job.name, "state": job.state().as_str(), "shards": job.shards, "uptime_ms": job.uptime().as_millis() as u64 }] })
+/// One line of a job list: id, name, state, shards, CPUs, times, error, final savepoint.
+pub fn job_summary(job: &JobHandle) -> Value {
+    let state = job.state();
+    let totals = job.registry.checkpoints.totals();
+    json!({
+        "id": job.id,
+        "name": job.name,
+        "state": state.as_str(),
+        "error": match &state { super::JobState::Failed(e) => Some(e.clone()), _ => None },
+        "shards": job.shards,
+        "cpus": job.cpus,
+        "started_ms": job.started_ms(),
+        "uptime_ms": job.uptime().as_millis() as u64,
+        "checkpoints_completed": totals.completed,
+        "stopped_with_savepoint": job.stopped_with_savepoint(),
+    })
+}
+
+/// `GET /api/jobs`: the jobs this server knows.
+pub fn jobs_json(jobs: &[std::sync::Arc<JobHandle>]) -> Value {
+    json!({ "jobs": jobs.iter().map(|j| job_summary(j)).collect::<Vec<_>>() })
+}
+
+/// `GET .../api/checkpoints`: totals, the last completed checkpoint's figures, the history
+/// (newest last) and the outcomes of savepoint requests.
+pub fn checkpoints_json(job: &JobHandle) -> Value {
+    let registry = &job.registry;
+    json!({
+        "totals": registry.checkpoints.totals(),
+        "history": registry.checkpoints.history(),
+        "savepoints": registry.commands.results(),
+    })
 }
 
 /// `GET /api/status`.
@@ -217,8 +247,11 @@ pub fn status_json(job: &JobHandle, w: &Window) -> Value {
     let (segments, edges) = job.graph();
     let totals = |f: fn(&OperatorSnapshot) -> u64| ops.iter().map(f).sum::<u64>();
     json!({
+        "id": job.id,
         "job": job.name,
         "state": state.as_str(),
+        "cpus": job.cpus,
+        "stopped_with_savepoint": job.stopped_with_savepoint(),
         "error": match &state { super::JobState::Failed(e) => Some(e.clone()), _ => None },
         "shards": job.shards,
         "uptime_ms": job.uptime().as_millis() as u64,
@@ -231,6 +264,8 @@ pub fn status_json(job: &JobHandle, w: &Window) -> Value {
         "operators": operators,
         "rings": rings,
         "latency": latency,
+        "checkpoints": checkpoints_json(job),
+        "stores": job.registry.store_snapshots(),
         "graph": { "segments": segments, "edges": edges },
     })
 }

@@ -133,6 +133,41 @@ pub struct LatencyGauges {
     pub samples: AtomicU64,
 }
 
+/// Figures of one keyed operator's LSM state store on one shard, published by the store's
+/// flusher between input steps (at most every [`STORE_PUBLISH_EVERY`], and at checkpoints and
+/// close); written by that shard only.
+#[derive(Debug, Default)]
+pub struct StoreGauges {
+    /// Bytes in the active and sealed memtables.
+    pub memtable_bytes: AtomicU64,
+    /// Live segment files.
+    pub segments: AtomicU64,
+    /// Bytes of live segment files.
+    pub segment_bytes: AtomicU64,
+    /// Bytes the store still has to compact.
+    pub compaction_debt_bytes: AtomicU64,
+    /// Bytes of WAL on disk (including the uncommitted buffer).
+    pub wal_bytes: AtomicU64,
+    /// Bytes of decoded state in the backend's cache.
+    pub cache_bytes: AtomicU64,
+}
+
+/// How often a store's flusher publishes its [`StoreGauges`] at most.
+pub const STORE_PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A copy of one store's gauges.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreSnapshot {
+    pub operator: String,
+    pub shard: usize,
+    pub memtable_bytes: u64,
+    pub segments: u64,
+    pub segment_bytes: u64,
+    pub compaction_debt_bytes: u64,
+    pub wal_bytes: u64,
+    pub cache_bytes: u64,
+}
+
 /// A copy of one operator instance's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OperatorSnapshot {
@@ -174,8 +209,13 @@ pub struct MetricsRegistry {
     edge_readers: Mutex<BTreeMap<usize, String>>,
     /// Operators registered on shard 0 per segment, in registration order (tail first).
     segments: Mutex<Vec<Vec<String>>>,
+    stores: Mutex<Vec<(String, usize, Arc<StoreGauges>)>>,
     /// Savepoint and stop requests from the control API.
     pub commands: crate::checkpoint::runtime::JobCommands,
+    /// Live checkpoint figures and history (written by the job's driver thread).
+    pub checkpoints: crate::control::checkpoints::CheckpointHistory,
+    /// Set by the control API to cancel the job (shards stop at their next tick, no restart).
+    cancel: AtomicBool,
 }
 
 impl MetricsRegistry {
@@ -260,6 +300,46 @@ impl MetricsRegistry {
                 samples: m.samples.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Store gauges of keyed operator `name` on `shard`.
+    pub fn store(&self, name: &str, shard: usize) -> Arc<StoreGauges> {
+        let m = Arc::new(StoreGauges::default());
+        let mut stores = self.stores.lock().expect("metrics registry");
+        // A restarted attempt registers the same store again: keep one entry per (name, shard).
+        stores.retain(|(n, s, _)| !(n == name && *s == shard));
+        stores.push((name.to_string(), shard, m.clone()));
+        m
+    }
+
+    /// Every store's gauges.
+    pub fn store_snapshots(&self) -> Vec<StoreSnapshot> {
+        self.stores
+            .lock()
+            .expect("metrics registry")
+            .iter()
+            .map(|(name, shard, m)| StoreSnapshot {
+                operator: name.clone(),
+                shard: *shard,
+                memtable_bytes: m.memtable_bytes.load(Ordering::Relaxed),
+                segments: m.segments.load(Ordering::Relaxed),
+                segment_bytes: m.segment_bytes.load(Ordering::Relaxed),
+                compaction_debt_bytes: m.compaction_debt_bytes.load(Ordering::Relaxed),
+                wal_bytes: m.wal_bytes.load(Ordering::Relaxed),
+                cache_bytes: m.cache_bytes.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Ask the job to stop without a savepoint (Flink's cancel): every shard stops at its next
+    /// wake-up tick and the job is not restarted.
+    pub fn request_cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+
+    /// Whether [`MetricsRegistry::request_cancel`] was called.
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
     }
 
     pub fn ring(&self, edge: usize, from: usize, to: usize, stats: Arc<RingStats>) {

@@ -1,5 +1,9 @@
 //! Running a job: build the rings, start one pinned executor per shard, run every segment on
 //! every shard, collect the report.
+//!
+//! Invariants: shard `i` is pinned to [`EngineConfig::cpu_of_shard`]; a job cancelled through
+//! its registry ([`MetricsRegistry::request_cancel`]) stops at the shards' next wake-up tick and
+//! is never restarted; a restore logs its progress (checkpoint read, state rebuilt).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,20 +122,26 @@ pub fn execute_with_registry(graph: JobGraph, config: &EngineConfig, registry: A
     let mut restore_from = config.restore_from.clone();
     let mut restarts = 0u32;
     loop {
-        match execute_attempt(&graph, config, &registry, restore_from.as_deref()) {
+        let attempt = execute_attempt(&graph, config, &registry, restore_from.as_deref());
+        registry
+            .checkpoints
+            .abort_open(if attempt.is_ok() { "the job ended" } else { "the attempt failed" });
+        match attempt {
             Ok(mut report) => {
                 report.elapsed = started.elapsed();
                 report.restarts = restarts;
                 return Ok(report);
             }
+            Err(_) if registry.cancel_requested() => return Err(WeirError::Cancelled),
             Err(e) if config.checkpoint_interval_ms > 0 && restarts < config.restart_attempts => {
                 restarts += 1;
                 let store = CheckpointStore::new(config.checkpoint_dir.clone().expect("validated: checkpointing has a dir"));
                 if let Some(latest) = store.latest()? {
                     restore_from = Some(latest);
                 }
-                eprintln!(
-                    "weir: job failed ({e}); restart {restarts} of {} in {} ms from {}",
+                tracing::warn!(
+                    error = %e,
+                    "job failed; restart {restarts} of {} in {} ms from {}",
                     config.restart_attempts,
                     config.restart_delay_ms,
                     restore_from
@@ -188,12 +198,22 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
     if config.checkpointing() {
         let restore = match restore_from {
             Some(dir) => {
+                tracing::info!(from = %dir.display(), "restore: reading the checkpoint");
+                let read_started = Instant::now();
                 let (meta, set) = read_snapshot(dir)?;
+                tracing::info!(
+                    from = %dir.display(),
+                    epoch = set.epoch,
+                    old_shards = meta.shards,
+                    "restore: checkpoint read in {} ms; rebuilding state on {shards} shards",
+                    read_started.elapsed().as_millis()
+                );
                 let problems = check_compatible(&meta, &graph.operators, config.max_key_groups);
                 if !problems.is_empty() {
                     return Err(WeirError::Checkpoint(format!("cannot restore {}: {}", dir.display(), problems.join("; "))));
                 }
                 restored_from = Some(dir.display().to_string());
+                registry.checkpoints.restored(&dir.display().to_string());
                 Some(set)
             }
             None => None,
@@ -232,6 +252,8 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
     let cancel = Arc::new(JobCancel::default());
     // Milliseconds after `started` at which the slowest shard had built its operators.
     let built_at = Arc::new(AtomicU64::new(0));
+    let shards_built = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let restoring = restored_from.is_some();
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
@@ -241,8 +263,9 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         let control = control.clone();
         let cancel = cancel.clone();
         let built_at = built_at.clone();
+        let shards_built = shards_built.clone();
         let placement = if config.pin_cores {
-            Placement::Fixed(shard % online)
+            Placement::Fixed(config.cpu_of_shard(shard, online))
         } else {
             Placement::Unbound
         };
@@ -261,6 +284,13 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
                 };
                 let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel, &|| {
                     built_at.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    // Once, when the last shard has rebuilt its state: the restore is done.
+                    if shards_built.fetch_add(1, Ordering::AcqRel) + 1 == shards && restoring {
+                        tracing::info!(
+                            "restore: state rebuilt on {shards} shards, {} ms after the start",
+                            started.elapsed().as_millis()
+                        );
+                    }
                 })
                 .await;
                 notice.error = result.as_ref().err().map(|e| e.to_string());
@@ -360,7 +390,7 @@ async fn run_shard(
     let tick = Duration::from_millis(config.wakeup_tick_ms);
     let all = std::pin::pin!(futures::future::try_join_all(tasks));
     let watch = std::pin::pin!(async {
-        while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) {
+        while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) && !registry.cancel_requested() {
             glommio::timer::sleep(tick).await;
         }
     });

@@ -93,7 +93,8 @@ impl StateBackend {
             StateBackendKind::Lsm => {
                 let mut options = lsm_options(ctx.config, operator, ctx.shard)?;
                 options.checkpoint_root = ctx.checkpoint.as_ref().map(|c| c.dir.clone());
-                let (backend, flusher) = Self::lsm(options, ctx.groups);
+                let (backend, mut flusher) = Self::lsm(options, ctx.groups);
+                flusher.publish_to(ctx.registry.store(operator, ctx.shard));
                 ctx.add_flusher(Box::new(flusher));
                 Ok(backend)
             }

@@ -56,6 +56,7 @@ use super::ttl::{StateClock, StateTtl, TtlUpdate};
 use crate::checkpoint::snapshot::KeyedSnapshot;
 use crate::error::{Result, WeirError};
 use crate::key::{KeyGroups, StableHash};
+use crate::shard::metrics::{StoreGauges, STORE_PUBLISH_EVERY};
 use crate::shard::Flusher;
 use crate::time::Timestamp;
 
@@ -136,6 +137,10 @@ pub struct LsmStats {
     pub store_disk_bytes: u64,
     /// Store compaction debt now.
     pub compaction_debt_bytes: u64,
+    /// Live segment files of the store now.
+    pub store_segments: u64,
+    /// Bytes of the store's WAL on disk now (including its uncommitted buffer).
+    pub store_wal_bytes: u64,
     /// Flusher maintenance rounds (commit, memtable flush, compaction steps) and their time.
     pub maintenance_rounds: u64,
     pub maintenance_ns: u64,
@@ -360,6 +365,8 @@ impl LsmShared {
             s.store_memtable_bytes = st.memtable_bytes + st.sealed_memtable_bytes;
             s.store_disk_bytes = st.disk_segment_bytes;
             s.compaction_debt_bytes = st.compaction_debt_bytes;
+            s.store_segments = st.segments;
+            s.store_wal_bytes = st.wal_bytes;
         }
         s
     }
@@ -665,11 +672,41 @@ pub struct StateFlusher {
     shared: Rc<LsmShared>,
     /// The table whose cache is evicted first in the next over-budget round (rotates).
     next_table: usize,
+    /// Where the store's figures are published for the control plane, and when next.
+    gauges: Option<(Arc<StoreGauges>, std::time::Instant)>,
 }
 
 impl StateFlusher {
     pub(crate) fn new(shared: Rc<LsmShared>) -> Self {
-        Self { shared, next_table: 0 }
+        Self {
+            shared,
+            next_table: 0,
+            gauges: None,
+        }
+    }
+
+    /// Publish the store's figures to `gauges` (from now on, after maintenance rounds at most
+    /// every [`STORE_PUBLISH_EVERY`], and at every checkpoint).
+    pub fn publish_to(&mut self, gauges: Arc<StoreGauges>) {
+        self.gauges = Some((gauges, std::time::Instant::now()));
+    }
+
+    /// Publish the store's figures if a publication is due (or `now_anyway`).
+    fn publish(&mut self, now_anyway: bool) {
+        let Some((gauges, next)) = &mut self.gauges else { return };
+        let now = std::time::Instant::now();
+        if !now_anyway && now < *next {
+            return;
+        }
+        *next = now + STORE_PUBLISH_EVERY;
+        let st = self.shared.stats();
+        let set = |g: &std::sync::atomic::AtomicU64, v: u64| g.store(v, Ordering::Relaxed);
+        set(&gauges.memtable_bytes, st.store_memtable_bytes);
+        set(&gauges.segments, st.store_segments);
+        set(&gauges.segment_bytes, st.store_segment_bytes);
+        set(&gauges.compaction_debt_bytes, st.compaction_debt_bytes);
+        set(&gauges.wal_bytes, st.store_wal_bytes);
+        set(&gauges.cache_bytes, st.cache_bytes);
     }
 
     /// Store work is due: back-pressure, pending flush or compaction, enough new writes.
@@ -748,7 +785,11 @@ impl StateFlusher {
 
 impl Flusher for StateFlusher {
     fn connect(&mut self) -> LocalBoxFuture<'_, Result<()>> {
-        Box::pin(async move { self.shared.open().await })
+        Box::pin(async move {
+            self.shared.open().await?;
+            self.publish(true);
+            Ok(())
+        })
     }
 
     fn flush(&mut self) -> LocalBoxFuture<'_, Result<()>> {
@@ -758,6 +799,7 @@ impl Flusher for StateFlusher {
             let c = &self.shared.counters;
             c.rounds.set(c.rounds.get() + 1);
             c.round_ns.set(c.round_ns.get() + start.elapsed().as_nanos() as u64);
+            self.publish(false);
             r
         })
     }
@@ -808,6 +850,7 @@ impl Flusher for StateFlusher {
 
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
+            self.publish(true);
             let sh = &self.shared;
             sh.check()?;
             let Some(store) = sh.store.borrow_mut().take() else { return Ok(()) };

@@ -1,4 +1,5 @@
-// weir dashboard: polls /api/status every second and redraws. No dependencies, works offline.
+// weir dashboard: polls api/status (relative: the job's, or at the daemon's root its overview)
+// every second and redraws. No dependencies, works offline.
 "use strict";
 (function () {
   const history = []; // [{t, perShard: [records/s]}]
@@ -49,7 +50,47 @@
     svg.innerHTML = out;
   }
 
+  const bytes = (b) => {
+    if (b == null) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (b >= 1024 && i < units.length - 1) { b /= 1024; i++; }
+    return (i ? b.toFixed(1) : String(b)) + " " + units[i];
+  };
+  const ms1 = (x) => (x == null ? "–" : Number(x).toFixed(1));
+
+  function renderCheckpoints(c) {
+    const t = c.totals;
+    $("checkpoints-completed").textContent = t.completed;
+    $("checkpoints-failed").textContent = t.failed;
+    $("checkpoints-aborted").textContent = t.aborted;
+    $("checkpoints-in-progress").textContent = t.in_progress;
+    $("checkpoint-last").textContent = t.last_duration_ms == null ? "–" :
+      `${t.last_duration_ms} ms, ${bytes(t.last_bytes)}, alignment ${ms1(t.last_alignment_ms)} ms, snapshot ${ms1(t.last_snapshot_ms)} ms`;
+    $("checkpoints").tBodies[0].innerHTML = c.history.slice().reverse().map((e) =>
+      `<tr data-epoch="${e.epoch}"><td>${e.epoch}</td><td>${e.savepoint ? "savepoint" : "checkpoint"}</td>` +
+      `<td class="state-${esc(e.status)}" title="${esc(e.detail || "")}">${esc(e.status.replace("_", " "))}</td>` +
+      `<td>${new Date(e.triggered_ms).toISOString().slice(11, 23)}</td><td>${e.duration_ms == null ? "–" : e.duration_ms}</td>` +
+      `<td>${e.status === "completed" ? bytes(e.bytes) : "–"}</td><td>${ms1(e.alignment_ms)}</td><td>${ms1(e.snapshot_ms)}</td><td>${e.acknowledged}</td></tr>`).join("");
+  }
+
+  function renderDaemon(st) {
+    $("daemon-view").hidden = false;
+    $("job-view").hidden = true;
+    $("job-name").textContent = "daemon";
+    const state = $("job-state");
+    state.textContent = `${st.running} running`;
+    state.className = "state-running";
+    $("shard-count").textContent = `${st.cores_in_use} of ${st.cores} cores in use`;
+    $("uptime").textContent = (st.uptime_ms / 1000).toFixed(0) + " s";
+    $("jobs").tBodies[0].innerHTML = st.jobs.slice().reverse().map((j) =>
+      `<tr data-job="${esc(j.id)}"><td><a href="jobs/${encodeURIComponent(j.id)}/${location.hash}">${esc(j.id)}</a></td><td>${esc(j.name)}</td>` +
+      `<td class="state-${esc(j.state)}" title="${esc(j.error || "")}">${esc(j.state)}</td><td>${j.shards}</td><td>${j.cpus.length ? j.cpus.join(",") : "–"}</td>` +
+      `<td>${(j.uptime_ms / 1000).toFixed(0)} s</td><td>${j.checkpoints_completed}</td></tr>`).join("");
+  }
+
   function render(st) {
+    if (st.daemon) return renderDaemon(st);
     $("job-name").textContent = st.job;
     const state = $("job-state");
     state.textContent = st.state;
@@ -69,6 +110,11 @@
       `<tr><td>${esc(l.sink)}</td><td>${l.shard}</td><td>${fmt(l.p50_us)}</td><td>${fmt(l.p99_us)}</td><td>${fmt(l.p999_us)}</td><td>${fmt(l.max_us)}</td></tr>`).join("");
     $("rings").tBodies[0].innerHTML = st.rings.map((r) =>
       `<tr><td>${esc(r.name)} ${r.from_shard}→${r.to_shard}</td><td>${esc(r.reader || "–")}</td><td>${fmt(r.records_sent)}</td><td>${bar(r.full_ms_per_second, "bp")}</td><td>${fmt(r.full_ms_total)}</td></tr>`).join("");
+    if (st.checkpoints) renderCheckpoints(st.checkpoints);
+    const stores = st.stores || [];
+    $("stores").tBodies[0].innerHTML = stores.length === 0 ? '<tr><td colspan="8">none: no keyed operator on the LSM backend</td></tr>' : stores.map((s) =>
+      `<tr><td>${esc(s.operator)}</td><td>${s.shard}</td><td>${bytes(s.memtable_bytes)}</td><td>${s.segments}</td><td>${bytes(s.segment_bytes)}</td>` +
+      `<td>${bytes(s.compaction_debt_bytes)}</td><td>${bytes(s.wal_bytes)}</td><td>${bytes(s.cache_bytes)}</td></tr>`).join("");
     drawGraph(st.graph);
     history.push({ t: Date.now(), perShard: st.shard_status.map((s) => s.records_per_second) });
     if (history.length > HISTORY) history.shift();
