@@ -109,15 +109,40 @@ fn marker(broker: &Broker, id: &str) -> u64 {
     }
 }
 
+/// The marker of `id`, once the run that finished has committed its final epoch if it had one.
+///
+/// tansu applies transactional offset commits lazily (see `weir::sink::kafka`): right after
+/// the process exits, a marker can still read an earlier epoch, or nothing while the commit is
+/// pending. An id with records of the final epoch (`u64::MAX`) in the topic had them
+/// committed by the run that finished (only that run reaches the end, and it commits every
+/// pre-committed epoch before it exits), so its marker must come to read `u64::MAX`: wait for
+/// that, bounded; a marker that never gets there is returned as read and fails the count.
+fn final_marker(broker: &Broker, id: &str, has_final_epoch: bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = marker(broker, id);
+        if !has_final_epoch || m == u64::MAX || Instant::now() >= deadline {
+            if m != u64::MAX {
+                eprintln!("the commit marker of {id} reads epoch {m}, not the final epoch, after 60 s");
+            }
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The committed records' values (see the module docs).
 fn committed(broker: &Broker, read: &[Read]) -> Vec<String> {
     let epoch = |r: &Read| r.header("weir.epoch").unwrap().parse::<u64>().unwrap();
     let attempt = |r: &Read| r.header("weir.attempt").unwrap().parse::<u64>().unwrap();
     let mut markers: HashMap<String, u64> = HashMap::new();
     let mut last: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    let with_final_epoch: std::collections::BTreeSet<String> = read.iter().filter(|r| epoch(r) == u64::MAX).map(|r| r.header("weir.txn").unwrap()).collect();
     for r in read {
         let id = r.header("weir.txn").unwrap();
-        markers.entry(id.clone()).or_insert_with(|| marker(broker, &id));
+        markers
+            .entry(id.clone())
+            .or_insert_with(|| final_marker(broker, &id, with_final_epoch.contains(&id)));
         let e = last.entry((id, epoch(r))).or_insert(0);
         *e = (*e).max(attempt(r));
     }
