@@ -751,6 +751,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 let mut r_ends = vec![ctx.take_receiver_ends(right_edge)];
                 let out = Output::new(down, ctx.config.batch_size);
                 let op: Box<dyn Push2<Row, Row>> = Box::new(WindowJoinOp::build(spec.clone(), lkf.clone(), rkf.clone(), ctx, &seg_name, out)?);
+                let op = crate::control::latency::LatencyProbe2::wrap_operator(op, ctx, &seg_name);
                 let mut senv = StreamEnv::segment_env(ctx, &seg_name);
                 Ok(Box::pin(async move {
                     let (li, ri, connected) = futures::join!(connect_all::<Row>(&mut l_ends), connect_all::<Row>(&mut r_ends), senv.connect());
