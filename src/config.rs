@@ -111,6 +111,10 @@ pub struct EngineConfig {
     /// planner).
     #[serde(skip)]
     pub scale_out_group: Option<crate::scaleout::GroupTarget>,
+    /// The processing-time clock of the job's shards: the wall clock, or a test clock that
+    /// tests drive (see [`crate::time::TestClock`]). Never read from TOML.
+    #[serde(skip)]
+    pub processing_clock: crate::time::ProcessingClock,
 }
 
 impl Default for EngineConfig {
@@ -151,6 +155,7 @@ impl Default for EngineConfig {
             scale_out_job: None,
             scale_out_role: None,
             scale_out_group: None,
+            processing_clock: crate::time::ProcessingClock::Wall,
         }
     }
 }

@@ -356,6 +356,9 @@ async fn run_shard(
     cancel: &JobCancel,
     built: &dyn Fn(),
 ) -> Result<()> {
+    // Processing time on this shard thread: the job's clock (the wall clock unless a test
+    // installed its own).
+    crate::time::set_processing_clock(config.processing_clock.clone());
     let mut tasks = Vec::with_capacity(graph.segments.len());
     for (segment, seg) in graph.segments.iter().enumerate() {
         if shard == 0 {
