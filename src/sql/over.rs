@@ -888,3 +888,170 @@ impl Push<Row> for OverOp {
         self.out.end();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::testing::{Recorded, Recorder};
+
+    type Log = Rc<RefCell<Recorded<Row>>>;
+
+    /// Rows `[key, value]`; aggregates COUNT(*), SUM, MIN, MAX of the value (BIGINT).
+    fn op(frame: Frame) -> (OverOp, Log, Arc<OperatorMetrics>) {
+        let call = |func, arg: Option<usize>, out_type| AggCall {
+            func,
+            arg,
+            arg_type: SqlType::BigInt,
+            out_type,
+            text: String::new(),
+        };
+        let spec = Arc::new(OverSpec {
+            keys: vec![Expr::Col(0)],
+            args: vec![Expr::Col(1)],
+            aggs: vec![
+                call(AggFunc::CountStar, None, SqlType::BigInt),
+                call(AggFunc::Sum, Some(0), SqlType::BigInt),
+                call(AggFunc::Min, Some(0), SqlType::BigInt),
+                call(AggFunc::Max, Some(0), SqlType::BigInt),
+            ],
+            frame,
+        });
+        let (rec, log) = Recorder::new();
+        let metrics = Arc::new(OperatorMetrics::default());
+        (OverOp::new(spec, Output::new(Box::new(rec), 64), metrics.clone()), log, metrics)
+    }
+
+    fn row(key: i64, v: Option<i64>) -> Row {
+        [Value::Int(key), v.map(Value::Int).unwrap_or(Value::Null)].into_iter().collect()
+    }
+
+    /// Push `(key, value, ts)` records, each followed by the watermark `wm` if given.
+    fn push(op: &mut OverOp, records: &[(i64, Option<i64>, Timestamp)], wm: Option<Timestamp>) {
+        let mut b = Batch::with_capacity(records.len());
+        for (k, v, ts) in records {
+            b.push(row(*k, *v), *ts);
+        }
+        if let Some(wm) = wm {
+            b.mark(wm);
+        }
+        op.push(&mut b);
+    }
+
+    /// Emitted rows as `(key, value, count, sum, min, max)` in emission order.
+    type Out = (i64, Option<i64>, i64, Option<i64>, Option<i64>, Option<i64>);
+    fn emitted(log: &Log) -> Vec<Out> {
+        let int = |v: &Value| match v {
+            Value::Int(x) => Some(*x),
+            _ => None,
+        };
+        log.borrow()
+            .batches
+            .iter()
+            .flat_map(|(rows, _)| {
+                rows.iter()
+                    .map(|r| (int(&r[0]).unwrap(), int(&r[1]), int(&r[2]).unwrap(), int(&r[3]), int(&r[4]), int(&r[5])))
+            })
+            .collect()
+    }
+
+    /// ROWS frames: rows wait for the watermark and come out in time order; equal times in
+    /// arrival order, each with its own frame of itself and the `n` rows before; MIN and MAX
+    /// follow the frame as its oldest rows leave; NULL arguments count for COUNT(*) only.
+    #[test]
+    fn rows_frames_slide_one_row_at_a_time() {
+        let (mut op, log, _) = op(Frame::Rows(2));
+        push(&mut op, &[(1, Some(5), 30), (1, Some(9), 10), (1, Some(1), 20), (1, Some(7), 20)], Some(15));
+        assert_eq!(emitted(&log), vec![(1, Some(9), 1, Some(9), Some(9), Some(9))], "only the row at 10 is due");
+        push(&mut op, &[(1, None, 40)], Some(100));
+        assert_eq!(
+            emitted(&log),
+            vec![
+                (1, Some(9), 1, Some(9), Some(9), Some(9)),
+                (1, Some(1), 2, Some(10), Some(1), Some(9)),
+                (1, Some(7), 3, Some(17), Some(1), Some(9)),
+                (1, Some(5), 3, Some(13), Some(1), Some(7)),
+                (1, None, 3, Some(12), Some(5), Some(7)),
+            ]
+        );
+    }
+
+    /// A row is late when it is not after the newest time its key emitted — not when it is
+    /// behind the watermark: such a row still comes out, at the next watermark advance, in time
+    /// order with its key's other pending rows.
+    #[test]
+    fn lateness_is_judged_per_key_by_its_last_emission() {
+        let (mut op, log, metrics) = op(Frame::Rows(5));
+        push(&mut op, &[(1, Some(1), 100), (2, Some(2), 50)], Some(100));
+        push(&mut op, &[(1, Some(3), 100), (1, Some(4), 90), (2, Some(5), 60), (2, Some(6), 55)], None);
+        assert_eq!(
+            metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "key 1's rows at 100 and 90"
+        );
+        assert_eq!(emitted(&log).len(), 2, "nothing fires without a watermark advance");
+        push(&mut op, &[], Some(101));
+        let got = emitted(&log);
+        assert_eq!(
+            &got[2..],
+            &[(2, Some(6), 2, Some(8), Some(2), Some(6)), (2, Some(5), 3, Some(13), Some(2), Some(6))]
+        );
+    }
+
+    /// RANGE frames: rows at equal times share one frame and one result; rows older than the
+    /// interval leave. A key with no newer rows for 1.5 intervals is dropped (Flink's cleanup
+    /// timer), taking its lateness bar with it; before that, its cleanup timer's time is the bar.
+    #[test]
+    fn range_frames_share_peers_and_clean_up_idle_keys() {
+        let (mut op, log, metrics) = op(Frame::Range(100));
+        push(
+            &mut op,
+            &[(1, Some(4), 1000), (1, Some(6), 1000), (1, Some(1), 1050), (1, Some(8), 1101)],
+            Some(2000),
+        );
+        assert_eq!(
+            emitted(&log),
+            vec![
+                (1, Some(4), 2, Some(10), Some(4), Some(6)),
+                (1, Some(6), 2, Some(10), Some(4), Some(6)),
+                (1, Some(1), 3, Some(11), Some(1), Some(6)),
+                (1, Some(8), 2, Some(9), Some(1), Some(8)),
+            ],
+            "at 1101 the rows at 1000 are more than 100 ms old"
+        );
+        // Cleanup time: 1101 + 150 + 1 = 1252 (fired at watermark 2000): the key is gone.
+        assert!(op.partitions.is_empty());
+        push(&mut op, &[(1, Some(3), 500)], Some(2001));
+        assert_eq!(metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+        push(&mut op, &[], Some(3000));
+        assert_eq!(emitted(&log).last(), Some(&(1, Some(3), 1, Some(3), Some(3), Some(3))), "a fresh frame");
+        // A cleanup timer that finds a newer row moves the lateness bar to its own time.
+        let (mut op, _, metrics) = super::tests::op(Frame::Range(100));
+        push(&mut op, &[(1, Some(1), 1000)], Some(1000));
+        push(&mut op, &[(1, Some(1), 1060)], Some(1200));
+        push(&mut op, &[(1, Some(1), 1140)], None);
+        assert_eq!(
+            metrics.late_records_dropped.load(std::sync::atomic::Ordering::Relaxed),
+            1,
+            "1140 <= 1151, the first cleanup time"
+        );
+    }
+
+    /// Partitions survive a checkpoint's serialisation with their accumulators (a restored
+    /// frame retracts exactly what it added).
+    #[test]
+    fn partitions_round_trip_through_checkpoint_encoding() {
+        let (mut op, _, _) = op(Frame::Rows(1));
+        push(&mut op, &[(7, Some(3), 10), (7, Some(9), 20)], Some(20));
+        push(&mut op, &[(7, Some(4), 30)], None);
+        let (key, p) = op.partitions.iter().next().map(|(k, p)| (k.clone(), p.clone())).unwrap();
+        let bytes = crate::checkpoint::snapshot::encode(&(&key, &p));
+        let (key2, p2): (KeyRow, Partition) = crate::checkpoint::snapshot::decode(&bytes, "over partition").unwrap();
+        let (mut restored, log, _) = super::tests::op(Frame::Rows(1));
+        restored.restore_partition(key2, p2);
+        push(&mut restored, &[], Some(30));
+        assert_eq!(emitted(&log), vec![(7, Some(4), 2, Some(13), Some(4), Some(9))]);
+    }
+}
