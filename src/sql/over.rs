@@ -12,20 +12,29 @@
 //! - RANGE: rows of equal timestamp share one frame — every row of the partition with a
 //!   timestamp in `[t - interval, t]`, all peers included — and one result.
 //! - Lateness, as Flink judges it: a row is dropped (and counted in `late_records_dropped`)
-//!   when its timestamp is not after the newest timestamp its partition already emitted (`0`
-//!   before the first; so rows at or before the epoch are dropped, as in Flink). A row behind
-//!   the watermark but after its partition's last emission is kept and emitted at the next
-//!   watermark advance, exactly as Flink's timer for it fires then.
+//!   when its timestamp is not after the time of its partition's newest fired timer (`0`
+//!   before the first; so rows at or before the epoch are dropped, as in Flink) — not when it
+//!   is behind the watermark: such a row is kept and emitted at the next watermark advance,
+//!   exactly as Flink's timer for it fires then.
+//! - RANGE frames also keep Flink's cleanup timer: 1.5 intervals (+1 ms) after a partition's
+//!   newest row, moved only when a row comes more than one interval after it. When it fires
+//!   with no newer row the partition is dropped (frame, accumulators and lateness bar); when
+//!   newer rows moved it, its firing still raises the lateness bar to its time.
+//! - A WHERE directly over the table runs after the watermark generator (not inside the
+//!   reader, as other queries' filters do): Flink assigns watermarks before the filter, and
+//!   rows it drops still decide lateness here.
 //!
 //! State per partition key: the pending rows by timestamp, the frame (the aggregate arguments
 //! of the rows in it: at most `n + 1` for ROWS, the rows within the interval of the newest
 //! emission for RANGE) and its accumulators. Accumulators retract the frame's oldest row when it
 //! leaves: counts and sums subtract (in the order Flink adds and subtracts, so DOUBLE sums round
 //! alike); MIN and MAX keep a monotonic queue of candidates (a frame only ever loses its oldest
-//! row, so the front of the queue is the extreme). Partitions are checkpointed by the key group
-//! of their key (the key they are exchanged by), accumulators included, and restore on any
-//! number of shards. A partition's state is kept after its rows stop, as Flink keeps it without
-//! a state TTL: memory grows with the number of keys, not with time.
+//! row, so the front of the queue is the extreme; RANGE frames retract in time order where
+//! Flink walks its state map, so a DOUBLE SUM/AVG may differ in the last bits). Partitions are
+//! checkpointed by the key group of their key (the key they are exchanged by), accumulators
+//! and timers included, and restore on any number of shards. A ROWS partition's state is kept
+//! after its rows stop, as Flink keeps it without a state TTL: memory grows with the number of
+//! keys, not with time (RANGE partitions go with their cleanup timer).
 //!
 //! Planning errors (with line, column and the supported form): OVER with GROUP BY, windows that
 //! differ within one select list, no ORDER BY or one that is not the ascending event-time

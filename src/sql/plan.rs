@@ -13,7 +13,11 @@
 //!   `>=` / `<=` bounds) over two inputs with time attributes → inner interval join;
 //! - `ROW_NUMBER() OVER (PARTITION BY window_start, window_end, ... ORDER BY ...)` over a
 //!   windowed relation, with `rownum <= N` in the enclosing WHERE → window rank (Top-N,
-//!   deduplication).
+//!   deduplication);
+//! - `agg(x) OVER (PARTITION BY ... ORDER BY rowtime ROWS|RANGE ...)` in a select list without
+//!   GROUP BY → OVER aggregation (planned by [`super::over`]);
+//! - a window TVF whose DESCRIPTOR names a `PROCTIME()` attribute → processing-time windows
+//!   (see [`super::proctime`]; no event time after them).
 //!
 //! Invariants: every column reference is resolved to an index here, once; a relation's
 //! `rowtime` (time attribute) is the column whose value equals the records' event timestamps;
