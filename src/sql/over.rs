@@ -314,10 +314,8 @@ fn frame(window: &ast::OverWindow) -> std::result::Result<Frame, SqlError> {
         FrameBound::Preceding(e) => match (&e.kind, f.rows) {
             (ExprKind::Number(n), true) => n
                 .parse::<u64>()
-                .ok()
-                .filter(|n| *n <= 1_000_000)
                 .map(Frame::Rows)
-                .ok_or_else(|| SqlError::at(e.pos, format!("ROWS {n} PRECEDING: the row count must be a whole number from 0 to 1000000"))),
+                .map_err(|_| SqlError::at(e.pos, format!("ROWS {n} PRECEDING: the row count must be a whole number of rows"))),
             (ExprKind::Interval(ms), false) if *ms >= 0 => Ok(Frame::Range(*ms)),
             (_, true) => Err(SqlError::at(e.pos, format!("ROWS needs a row count, found `{}`", e.display())).hint("ROWS BETWEEN 10 PRECEDING AND CURRENT ROW")),
             (_, false) => Err(SqlError::at(e.pos, format!("RANGE over time needs an interval, found `{}`", e.display()))
