@@ -82,7 +82,7 @@ where
 }
 
 /// Keyed operators other than window aggregations cannot be scaled out yet.
-fn no_scale_out(env: &StreamEnv, what: &str) -> Result<(), SqlError> {
+pub(super) fn no_scale_out(env: &StreamEnv, what: &str) -> Result<(), SqlError> {
     match crate::scaleout::role(env.config()) {
         Some(_) => Err(SqlError::job(format!(
             "a scaled-out job (weir.scale-out.slots) supports window aggregations; {what} are not scaled out yet"
@@ -354,7 +354,7 @@ fn ts_of(v: &Value) -> Timestamp {
 }
 
 /// Mark the columns `e` reads.
-fn mark(e: &Expr, needed: &mut [bool]) {
+pub(super) fn mark(e: &Expr, needed: &mut [bool]) {
     e.for_each_column(&mut |i| {
         if let Some(x) = needed.get_mut(i) {
             *x = true;
@@ -450,7 +450,7 @@ fn pruned(exprs: &[Expr], needed: &[bool]) -> Vec<Expr> {
 
 /// The stream of a relation; only the columns `needed` must be right (projection pushdown:
 /// the others may be NULL).
-fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
+pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
     let width_of = |r: &Rel| r.scope.columns.len();
     Ok(match &rel.plan {
         Plan::Scan { table } => scan(env, table, needed, ScanPost::default(), table.rowtime.map(|(i, _)| i))?,
@@ -502,7 +502,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             let ex: Arc<[Expr]> = exprs.into();
             build(env, input, &need)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
         }
-        Plan::WindowTvf { input, assigner } => {
+        Plan::WindowTvf { input, assigner, proctime } => {
             if matches!(assigner, WindowAssigner::Session { .. }) {
                 return Err(SqlError::job(
                     "a SESSION window TVF must be aggregated (GROUP BY window_start, window_end, ...)",
@@ -510,12 +510,17 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             }
             let rt = input.rowtime.unwrap_or(0);
             let a = *assigner;
-            let ltz = matches!(input.scope.columns.get(rt).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
+            let proctime = *proctime;
+            // PROCTIME() is a TIMESTAMP_LTZ(3).
+            let ltz = proctime || matches!(input.scope.columns.get(rt).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
             let mut need: Vec<bool> = needed.iter().copied().take(width_of(input)).collect();
             need.resize(width_of(input), false);
-            need[rt] = true;
+            if let Some(x) = need.get_mut(rt) {
+                *x = true;
+            }
             build(env, input, &need)?.flat_map(move |r: Row| {
-                let ts = ts_of(&r[rt]);
+                // Processing-time windows: the row's window is where the clock stands now.
+                let ts = if proctime { crate::time::processing_now_ms() } else { ts_of(&r[rt]) };
                 let mut out: SmallVec<[Row; 2]> = SmallVec::new();
                 a.for_each_window(ts, |s, e| {
                     let mut row = r.clone();
@@ -535,6 +540,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             aggs,
             ltz,
             cascade,
+            proctime,
             ..
         } => {
             // Pre-aggregate rows: [keys..., (cascade: window_start, window_end,) args...]; the
@@ -548,6 +554,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 first_arg: nkey,
             };
             let ltz = *ltz;
+            let proctime = *proctime;
             let cascaded = cascade.is_some();
             let mut need = vec![false; width_of(input)];
             for e in pre.iter() {
@@ -603,6 +610,9 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                         name,
                     )?),
                 };
+                if proctime {
+                    return super::proctime::fired_by_clock(op, assigner, ctx, name);
+                }
                 Ok(op)
             });
             results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
@@ -623,6 +633,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 row
             })
         }
+        Plan::Over(node) => super::over::build(env, node, needed)?,
         Plan::IntervalJoin {
             left,
             right,
@@ -1081,7 +1092,7 @@ pub fn explain(job: &Job) -> String {
     out
 }
 
-fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) {
+pub(super) fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) {
     let pad = "  ".repeat(depth);
     let cols: Vec<String> = rel.scope.columns.iter().map(|c| format!("{} {}", c.name, c.ty)).collect();
     match &rel.plan {
@@ -1134,8 +1145,13 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
             let _ = writeln!(out, "{pad}project -> [{}]", cols.join(", "));
             describe(input, depth + 1, out, edges);
         }
-        Plan::WindowTvf { input, assigner } => {
-            let _ = writeln!(out, "{pad}window_tvf {} (adds window_start, window_end, window_time)", window_text(assigner));
+        Plan::WindowTvf { input, assigner, proctime } => {
+            let _ = writeln!(
+                out,
+                "{pad}window_tvf {}{} (adds window_start, window_end, window_time)",
+                window_text(assigner),
+                if *proctime { " on processing time" } else { "" }
+            );
             describe(input, depth + 1, out, edges);
         }
         Plan::WindowAgg {
@@ -1143,20 +1159,27 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
             assigner,
             key_texts,
             aggs,
+            proctime,
             ..
         } => {
             let a: Vec<&str> = aggs.iter().map(|a| a.text.as_str()).collect();
             let _ = writeln!(
                 out,
-                "{pad}window_aggregate {} group by [{}] aggregates [{}] (late records dropped, as Flink)",
+                "{pad}window_aggregate {} group by [{}] aggregates [{}] {}",
                 window_text(assigner),
                 key_texts.join(", "),
-                a.join(", ")
+                a.join(", "),
+                if *proctime {
+                    "on processing time (fired by the clock; open windows fire at end of input)"
+                } else {
+                    "(late records dropped, as Flink)"
+                }
             );
             let _ = writeln!(out, "{pad}  <- hash exchange by [{}]", key_texts.join(", "));
             edges.push(format!("hash by [{}] into window_aggregate", key_texts.join(", ")));
             describe(input, depth + 2, out, edges);
         }
+        Plan::Over(node) => super::over::describe(node, &pad, depth, out, edges),
         Plan::IntervalJoin {
             left,
             right,
