@@ -19,11 +19,11 @@ use super::join::WindowJoinOp;
 use super::plan::{AggCall, AggFunc, Connector, Job, KafkaFormat, KafkaTable, Plan, Rel};
 use super::source::{RowFileSource, ScanPost};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
+use super::window_agg::{row_key_hash, CountStars, GroupKey, IntKey, KeyHash, OutputShape, Slicer, SqlAggregates, SqlWindowAggOp};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
 use crate::api::{DataStream, StreamEnv};
 use crate::operator::aggregate::AggregateFunction;
-use crate::operator::window::aligned::AlignedWindowOp;
 use crate::operator::window::session::SessionWindowOp;
 use crate::operator::window::{WindowAssigner, WindowDriver, WindowResult, WindowSpec};
 use crate::operator::{Output, Push, Push2};
@@ -53,9 +53,10 @@ const STAGE_CUT: &str = "weir: scale-out exchange stage ends at the repartition 
 
 /// The keyed exchange in front of a keyed operator of kind `kind`: through a repartition topic
 /// when the job is scaled out (see [`crate::scaleout`]), else the in-process exchange.
-fn keyed_exchange<KF>(env: &StreamEnv, stream: DataStream<Row>, key_fn: KF, kind: &str) -> Result<crate::api::KeyedStream<Row, KeyRow, KF>, SqlError>
+fn keyed_exchange<K, KF>(env: &StreamEnv, stream: DataStream<Row>, key_fn: KF, kind: &str) -> Result<crate::api::KeyedStream<Row, K, KF>, SqlError>
 where
-    KF: Fn(&Row) -> KeyRow + Clone + Send + Sync + 'static,
+    K: crate::key::StableHash + std::hash::Hash + Eq + Ord + Clone + Send + 'static,
+    KF: Fn(&Row) -> K + Clone + Send + Sync + 'static,
 {
     let Some((_, _)) = crate::scaleout::role(env.config()) else {
         return Ok(stream.key_by(key_fn));
@@ -583,44 +584,36 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 WindowAssigner::Cumulate { .. } => "window:cumulate",
                 WindowAssigner::Session { .. } => "window:session",
             };
-            let (stream, key_fn) = keyed_exchange(env, pre_stream, move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect()), kind)?.exchanged();
-            let results: DataStream<WindowResult<KeyRow, Vec<Value>>> = stream.then(kind, move |ctx, name, down| {
+            let Some(slicer) = Slicer::new(assigner) else {
+                return session_aggregate(env, pre_stream, assigner, agg, nk, nkey, ltz, cascaded, kind);
+            };
+            // Rows go to the shard of their key's group: the exchange only hashes the key.
+            let (stream, _) = keyed_exchange(env, pre_stream, move |r: &Row| KeyHash(row_key_hash(r, nkey)), kind)?.exchanged();
+            let shape = OutputShape {
+                keys: nk,
+                cascade: cascaded,
+                ltz,
+            };
+            let int_key = nkey == 1 && rel.scope.columns.first().is_some_and(|c| c.ty.is_integer() || c.ty.is_timestamp());
+            let count_stars = aggs.iter().all(|a| a.func == AggFunc::CountStar).then_some(CountStars { n: aggs.len() });
+            stream.then(kind, move |ctx, name, down| {
                 let out = Output::new(down, ctx.config.batch_size);
                 let metrics = ctx.operator_metrics(name);
-                let spec = WindowSpec {
-                    assigner,
-                    allowed_lateness_ms: 0,
-                };
-                let op: Box<dyn Push<Row>> = match assigner {
-                    WindowAssigner::Session { .. } => Box::new(WindowDriver::build(
-                        SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
-                        ctx,
-                        name,
-                    )?),
-                    _ => Box::new(WindowDriver::build(
-                        AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
-                        ctx,
-                        name,
-                    )?),
-                };
-                Ok(op)
-            });
-            results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
-                let mut key = w.key.0.into_iter();
-                let mut row: Row = key.by_ref().take(nk).collect();
-                let (start, end) = if cascaded {
-                    // The input's window, carried in the key (the 1 ms window only groups rows
-                    // of equal window_time).
-                    (ts_of(&key.next().unwrap_or(Value::Null)), ts_of(&key.next().unwrap_or(Value::Null)))
-                } else {
-                    (w.window_start, w.window_end)
-                };
-                row.push(Value::Timestamp(start));
-                row.push(Value::Timestamp(end));
-                let wt = end.saturating_sub(1);
-                row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
-                row.extend(w.value);
-                row
+                fn driver<K: GroupKey, A: SqlAggregates>(
+                    op: SqlWindowAggOp<K, impl FnMut(&Row) -> K + 'static, A>,
+                    ctx: &crate::shard::BuildCtx<'_>,
+                    name: &str,
+                ) -> crate::error::Result<Box<dyn Push<Row>>> {
+                    Ok(Box::new(WindowDriver::build(op, ctx, name)?))
+                }
+                let int = |r: &Row| IntKey::of(r, 1);
+                let row = move |r: &Row| KeyRow::of(r, nkey);
+                match (int_key, count_stars) {
+                    (true, Some(c)) => driver(SqlWindowAggOp::new(slicer, int, c, shape, out, metrics), ctx, name),
+                    (true, None) => driver(SqlWindowAggOp::new(slicer, int, agg.clone(), shape, out, metrics), ctx, name),
+                    (false, Some(c)) => driver(SqlWindowAggOp::new(slicer, row, c, shape, out, metrics), ctx, name),
+                    (false, None) => driver(SqlWindowAggOp::new(slicer, row, agg.clone(), shape, out, metrics), ctx, name),
+                }
             })
         }
         Plan::IntervalJoin {
@@ -761,6 +754,52 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             DataStream { env: env.clone(), tail, name }
         }
     })
+}
+
+/// A SESSION window aggregate: the engine's session window operator over `KeyRow` keys, its
+/// results as rows `[keys..., window_start, window_end, window_time, aggregates...]`.
+#[allow(clippy::too_many_arguments)]
+fn session_aggregate(
+    env: &StreamEnv,
+    pre_stream: DataStream<Row>,
+    assigner: WindowAssigner,
+    agg: RowAggregate,
+    nk: usize,
+    nkey: usize,
+    ltz: bool,
+    cascaded: bool,
+    kind: &str,
+) -> Result<DataStream<Row>, SqlError> {
+    let (stream, key_fn) = keyed_exchange(env, pre_stream, move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect()), kind)?.exchanged();
+    let results: DataStream<WindowResult<KeyRow, Vec<Value>>> = stream.then(kind, move |ctx, name, down| {
+        let out = Output::new(down, ctx.config.batch_size);
+        let metrics = ctx.operator_metrics(name);
+        let spec = WindowSpec {
+            assigner,
+            allowed_lateness_ms: 0,
+        };
+        Ok(Box::new(WindowDriver::build(
+            SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+            ctx,
+            name,
+        )?) as Box<dyn Push<Row>>)
+    });
+    Ok(results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
+        let mut key = w.key.0.into_iter();
+        let mut row: Row = key.by_ref().take(nk).collect();
+        let (start, end) = if cascaded {
+            // The input's window, carried in the key.
+            (ts_of(&key.next().unwrap_or(Value::Null)), ts_of(&key.next().unwrap_or(Value::Null)))
+        } else {
+            (w.window_start, w.window_end)
+        };
+        row.push(Value::Timestamp(start));
+        row.push(Value::Timestamp(end));
+        let wt = end.saturating_sub(1);
+        row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
+        row.extend(w.value);
+        row
+    }))
 }
 
 /// The table and the filter of a scan or of a filter directly over a scan.

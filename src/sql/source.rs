@@ -17,7 +17,7 @@ use futures::future::LocalBoxFuture;
 use glommio::io::BufferedFile;
 
 use super::plan::{ColumnSource, Connector, MetadataKey, TableDef};
-use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Value};
+use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Str, Value};
 use super::SqlError;
 use crate::config::ErrorPolicy;
 use crate::error::{Result, WeirError};
@@ -208,7 +208,7 @@ pub struct RowMetadata<'a> {
     pub timestamp: i64,
     pub partition: i32,
     pub offset: i64,
-    pub topic: &'a Arc<str>,
+    pub topic: &'a Str,
 }
 
 /// Parses one record's text (a file line, a Kafka value) into table rows: CSV or JSON fields
@@ -216,6 +216,7 @@ pub struct RowMetadata<'a> {
 /// columns, the fused filter and projection. Shared by the filesystem and Kafka sources.
 pub(crate) struct RowParser {
     table: Arc<TableDef>,
+    program: ScanProgram,
     physical: Row,
     /// The table row when it differs from the physical one (reused).
     wide: Row,
@@ -223,19 +224,18 @@ pub(crate) struct RowParser {
     needed: Arc<[bool]>,
     /// The last physical column read: CSV fields after it are only counted.
     last_needed: usize,
-    post: Arc<ScanPost>,
 }
 
 impl RowParser {
     pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
         Self {
+            program: ScanProgram::new(&table, &post),
             table,
             physical: Row::new(),
             wide: Row::new(),
             fields: Vec::new(),
             last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
             needed,
-            post,
         }
     }
 
@@ -253,79 +253,49 @@ impl RowParser {
     pub(crate) fn parse_raw(&mut self, text: &[u8], meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
         let text = std::str::from_utf8(text).map_err(|e| bad_row(None, format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1)))?;
         self.physical.clear();
-        self.physical.push(Value::Str(Arc::from(text)));
+        self.physical.push(Value::Str(Str::from(text)));
         self.emit(meta, out)
     }
 
     fn emit(&mut self, meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
         let rowtime = self.table.rowtime;
-        let (table, post) = (self.table.clone(), self.post.clone());
-        let r = emit_row_with(&table, &post, &mut self.physical, &mut self.wide, meta, out, |row| match rowtime {
-            Some((rt, _)) if row[rt].is_null() => Err(rt),
-            _ => Ok(()),
-        });
+        let r = self
+            .program
+            .emit(&self.table, &mut self.physical, &mut self.wide, meta, out, |row| match rowtime {
+                Some((rt, _)) if row[rt].is_null() => Err(rt),
+                _ => Ok(()),
+            });
         r.map_err(|rt| bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"))
     }
 }
 
 impl RowParser {
     fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadRow> {
-        // Split into fields (RFC 4180 quotes), remembering byte ranges; quoted fields with
-        // doubled quotes are unescaped on demand.
+        // Field byte ranges of the columns up to the last one read; the fields after it are
+        // only counted.
         self.fields.clear();
-        let mut i = 0;
-        let n = line.len();
-        let mut quoted_any = false;
-        loop {
-            if self.fields.len() > self.last_needed && memchr::memchr(b'"', &line[i..]).is_none() {
-                // Past the last column read and no quotes left: only the field count matters.
-                let commas = memchr::memchr_iter(b',', &line[i..]).count();
-                self.fields.extend(std::iter::repeat_n((n, n), commas + 1));
-                break;
-            }
-            let start = i;
-            if i < n && line[i] == b'"' {
-                quoted_any = true;
-                i += 1;
-                loop {
-                    if i >= n {
-                        return Err(bad_row(None, "unterminated quoted field"));
-                    }
-                    if line[i] == b'"' {
-                        if i + 1 < n && line[i + 1] == b'"' {
-                            i += 2;
-                            continue;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    i += 1;
+        let want = self.last_needed + 1;
+        let total = if memchr::memchr(b'"', line).is_none() {
+            // No quotes (the common case): fields are the text between commas.
+            let mut start = 0;
+            let mut commas = 0usize;
+            for c in memchr::memchr_iter(b',', line) {
+                if self.fields.len() < want {
+                    self.fields.push((start, c));
                 }
-                if i < n && line[i] != b',' {
-                    return Err(bad_row(None, "text after a closing quote"));
-                }
-            } else {
-                while i < n && line[i] != b',' {
-                    i += 1;
-                }
+                start = c + 1;
+                commas += 1;
             }
-            self.fields.push((start, i));
-            if i >= n {
-                break;
+            if self.fields.len() < want {
+                self.fields.push((start, line.len()));
             }
-            i += 1; // the comma
-            if i == n {
-                self.fields.push((n, n));
-                break;
-            }
-        }
-        let _ = quoted_any;
+            commas + 1
+        } else {
+            split_quoted(line, want, &mut self.fields)?
+        };
         let phys = &self.table.physical;
-        if self.fields.len() != phys.len() {
-            return Err(bad_row(
-                None,
-                format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len()),
-            ));
+        if total != phys.len() {
+            return Err(bad_row(None, format!("{total} fields, the table has {} physical columns", phys.len())));
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
@@ -335,6 +305,13 @@ impl RowParser {
             }
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
+            if ty.is_integer() {
+                // Fast path: plain digits (what `parse_field` accepts, without the text work).
+                if let Some(v) = parse_int_digits(raw).filter(|v| int_fits(*v, *ty)) {
+                    self.physical.push(Value::Int(v));
+                    continue;
+                }
+            }
             let text: std::borrow::Cow<'_, [u8]> = if raw.first() == Some(&b'"') && raw.len() >= 2 {
                 let inner = &raw[1..raw.len() - 1];
                 if inner.windows(2).any(|w| w == b"\"\"") {
@@ -447,10 +424,6 @@ pub struct ScanPost {
 }
 
 impl ScanPost {
-    fn is_trivial(&self) -> bool {
-        self.predicate.is_none() && self.project.is_none()
-    }
-
     /// Read only the table columns `needed` (and the time attribute).
     pub fn reading(mut self, table: &TableDef, needed: &[bool]) -> Self {
         let mut cols: Vec<bool> = (0..table.columns.len()).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
@@ -462,72 +435,163 @@ impl ScanPost {
     }
 }
 
-/// The table row of the physical values in `physical` (computed columns evaluated into
-/// `wide`, which is reused), filtered and projected by `post`, appended to `out`.
-/// `check` sees the table row first (an `Err` drops it and is returned).
-pub fn emit_row<E>(
-    table: &TableDef,
-    post: &ScanPost,
-    physical: &mut Row,
-    wide: &mut Row,
-    out: &mut Vec<Row>,
-    check: impl FnOnce(&Row) -> Result<(), E>,
-) -> Result<(), E> {
-    emit_row_with(table, post, physical, wide, None, out, check)
+/// One output column of a fused projection: a column moved out of the input row (it is read
+/// by nothing else), or an expression evaluated on it.
+#[derive(Clone, Debug)]
+enum Slot {
+    Move(usize),
+    Eval(super::expr::Expr),
 }
 
-/// [`emit_row`] with the message metadata of a Kafka record for `METADATA` columns.
-pub fn emit_row_with<E>(
-    table: &TableDef,
-    post: &ScanPost,
-    physical: &mut Row,
-    wide: &mut Row,
-    meta: Option<&RowMetadata<'_>>,
-    out: &mut Vec<Row>,
-    check: impl FnOnce(&Row) -> Result<(), E>,
-) -> Result<(), E> {
-    let identity = super::nexmark::is_identity_layout(&table.layout, physical.len());
-    if !identity {
-        wide.clear();
-        for (k, c) in table.layout.iter().enumerate() {
-            if post.columns.as_ref().is_some_and(|n| !n[k]) {
-                wide.push(Value::Null);
-                continue;
-            }
-            wide.push(match c {
-                ColumnSource::Physical(i) => physical[*i].clone(),
-                ColumnSource::Computed(e) => e.eval(physical),
-                ColumnSource::Metadata(key) => match meta {
-                    None => Value::Null,
-                    Some(m) => match key {
-                        MetadataKey::Timestamp => match table.columns[k].1 {
-                            SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
-                            _ => Value::TimestampLtz(m.timestamp),
-                        },
-                        MetadataKey::Partition => Value::Int(m.partition as i64),
-                        MetadataKey::Offset => Value::Int(m.offset),
-                        MetadataKey::Topic => Value::Str(m.topic.clone()),
-                    },
-                },
+/// A projection compiled for rows of `width` columns: columns read once are moved, not cloned.
+#[derive(Clone, Debug)]
+pub(crate) struct Projection {
+    slots: Vec<Slot>,
+}
+
+impl Projection {
+    pub(crate) fn new(exprs: &[super::expr::Expr], width: usize) -> Self {
+        let mut uses = vec![0usize; width];
+        for e in exprs {
+            e.for_each_column(&mut |i| {
+                if let Some(u) = uses.get_mut(i) {
+                    *u += 1;
+                }
+            });
+        }
+        let slots = exprs
+            .iter()
+            .map(|e| match e {
+                super::expr::Expr::Col(i) if uses.get(*i) == Some(&1) => Slot::Move(*i),
+                other => Slot::Eval(other.clone()),
+            })
+            .collect();
+        Self { slots }
+    }
+
+    /// Append the projection of `row` to `out` (built in place: the new row is not moved
+    /// again); `row` is left with the moved columns NULL.
+    #[inline]
+    pub(crate) fn apply(&self, row: &mut Row, out: &mut Vec<Row>) {
+        out.push(Row::new());
+        let o = out.last_mut().expect("just pushed");
+        for slot in &self.slots {
+            o.push(match slot {
+                Slot::Move(i) => std::mem::take(&mut row[*i]),
+                Slot::Eval(e) => e.eval(row),
             });
         }
     }
-    let row: &mut Row = if identity { physical } else { wide };
-    check(row)?;
-    if post.is_trivial() {
-        out.push(std::mem::take(row));
-        return Ok(());
-    }
-    if let Some(p) = &post.predicate {
-        if !p.test(row) {
-            return Ok(());
+}
+
+/// A [`ScanPost`] compiled against its table, once per reader: how the table row is completed
+/// from the physical values and how the fused filter and projection turn it into the output
+/// row, without intermediate rows where the layout allows.
+///
+/// Invariant: the output is exactly what evaluating the table's computed columns, the predicate
+/// and the projection expressions on the full table row gives (columns nobody reads are NULL).
+#[derive(Clone, Debug)]
+pub(crate) struct ScanProgram {
+    /// The layout is the physical columns in order (the physical row is the table row).
+    identity: bool,
+    /// The layout starts with the physical columns in order: the table row is the physical row
+    /// with the remaining columns appended (`extra`, NULL where unread).
+    prefix: Option<Vec<Option<ColumnSource>>>,
+    /// Table columns read (`None`: all).
+    columns: Option<Arc<[bool]>>,
+    predicate: Option<super::expr::Expr>,
+    project: Option<Projection>,
+}
+
+impl ScanProgram {
+    pub(crate) fn new(table: &TableDef, post: &ScanPost) -> Self {
+        let nphys = table.physical.len();
+        let read = |k: usize| post.columns.as_ref().is_none_or(|c| c[k]);
+        let identity = super::nexmark::is_identity_layout(&table.layout, nphys);
+        let is_prefix = table.layout.len() >= nphys
+            && table.layout[..nphys]
+                .iter()
+                .enumerate()
+                .all(|(k, c)| matches!(c, ColumnSource::Physical(i) if *i == k));
+        let prefix = (is_prefix && !identity).then(|| (nphys..table.layout.len()).map(|k| read(k).then(|| table.layout[k].clone())).collect());
+        let project = post.project.as_ref().map(|exprs| Projection::new(exprs, table.layout.len()));
+        Self {
+            identity,
+            prefix,
+            columns: post.columns.clone(),
+            predicate: post.predicate.clone(),
+            project,
         }
     }
-    match &post.project {
-        Some(ex) => out.push(ex.iter().map(|e| e.eval(row)).collect()),
-        None => out.push(std::mem::take(row)),
+
+    /// The table row of the physical values in `physical` (`wide` is a reused buffer for
+    /// layouts that are not a prefix), filtered and projected, appended to `out`. `check` sees
+    /// the table row first (an `Err` drops it and is returned).
+    pub(crate) fn emit<E>(
+        &self,
+        table: &TableDef,
+        physical: &mut Row,
+        wide: &mut Row,
+        meta: Option<&RowMetadata<'_>>,
+        out: &mut Vec<Row>,
+        check: impl FnOnce(&Row) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let row: &mut Row = if self.identity {
+            physical
+        } else if let Some(extra) = &self.prefix {
+            let nphys = physical.len();
+            for (j, c) in extra.iter().enumerate() {
+                let v = match c {
+                    None => Value::Null,
+                    Some(c) => column_value(table, nphys + j, c, &physical[..nphys], meta),
+                };
+                physical.push(v);
+            }
+            physical
+        } else {
+            wide.clear();
+            for (k, c) in table.layout.iter().enumerate() {
+                if self.columns.as_ref().is_some_and(|n| !n[k]) {
+                    wide.push(Value::Null);
+                    continue;
+                }
+                wide.push(column_value(table, k, c, physical, meta));
+            }
+            wide
+        };
+        check(row)?;
+        if let Some(p) = &self.predicate {
+            if !p.test(row) {
+                return Ok(());
+            }
+        }
+        match &self.project {
+            None => out.push(std::mem::take(row)),
+            Some(p) => p.apply(row, out),
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// The value of table column `k` (produced by `c`) given the physical values.
+#[inline]
+fn column_value(table: &TableDef, k: usize, c: &ColumnSource, physical: &[Value], meta: Option<&RowMetadata<'_>>) -> Value {
+    match c {
+        ColumnSource::Physical(i) => physical[*i].clone(),
+        ColumnSource::Computed(e) => e.eval(physical),
+        ColumnSource::Metadata(key) => match meta {
+            None => Value::Null,
+            Some(m) => match key {
+                MetadataKey::Timestamp => match table.columns[k].1 {
+                    SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
+                    _ => Value::TimestampLtz(m.timestamp),
+                },
+                MetadataKey::Partition => Value::Int(m.partition as i64),
+                MetadataKey::Offset => Value::Int(m.offset),
+                MetadataKey::Topic => Value::Str(m.topic.clone()),
+            },
+        },
+    }
 }
 
 /// Which physical columns a scan must produce when the table columns `needed` are read (the
@@ -552,10 +616,95 @@ pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
     out
 }
 
+/// Split a CSV line with quotes (RFC 4180) into the byte ranges of its first `want` fields
+/// (quoted fields keep their quotes; doubled quotes are unescaped by the caller); returns the
+/// number of fields.
+fn split_quoted(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Result<usize, BadRow> {
+    let n = line.len();
+    let mut i = 0;
+    let mut total = 0;
+    loop {
+        if total >= want && memchr::memchr(b'"', &line[i..]).is_none() {
+            // Past the last column read and no quotes left: only the field count matters.
+            return Ok(total + memchr::memchr_iter(b',', &line[i..]).count() + 1);
+        }
+        let start = i;
+        if i < n && line[i] == b'"' {
+            i += 1;
+            loop {
+                if i >= n {
+                    return Err(bad_row(None, "unterminated quoted field"));
+                }
+                if line[i] == b'"' {
+                    if i + 1 < n && line[i + 1] == b'"' {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+            if i < n && line[i] != b',' {
+                return Err(bad_row(None, "text after a closing quote"));
+            }
+        } else {
+            while i < n && line[i] != b',' {
+                i += 1;
+            }
+        }
+        if total < want {
+            fields.push((start, i));
+        }
+        total += 1;
+        if i >= n {
+            return Ok(total);
+        }
+        i += 1; // the comma
+        if i == n {
+            if total < want {
+                fields.push((n, n));
+            }
+            return Ok(total + 1);
+        }
+    }
+}
+
+/// An integer written as plain ASCII digits with an optional sign and at most 18 digits (so it
+/// cannot overflow); `None` for anything else (blank, spaces, quotes, longer numbers), which
+/// takes the general path.
+#[inline]
+fn parse_int_digits(raw: &[u8]) -> Option<i64> {
+    let (neg, digits) = match raw.first() {
+        Some(b'-') => (true, &raw[1..]),
+        Some(b'+') => (false, &raw[1..]),
+        _ => (false, raw),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as i64;
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// Does `v` fit the integer type `ty`?
+#[inline]
+fn int_fits(v: i64, ty: SqlType) -> bool {
+    let bits = ty.int_bits();
+    bits >= 64 || (-(1i64 << (bits - 1))..(1i64 << (bits - 1))).contains(&v)
+}
+
 /// Parse one text field as `ty` (empty → NULL for non-string types).
 fn parse_field(text: &str, ty: SqlType) -> Result<Value, String> {
     if ty == SqlType::String {
-        return Ok(Value::Str(Arc::from(text)));
+        return Ok(Value::Str(Str::from(text)));
     }
     let t = text.trim();
     if t.is_empty() {
@@ -697,6 +846,7 @@ fn row_decoder(table: &Arc<TableDef>, format: super::plan::KafkaFormat, needed: 
         Box::new(RowDecoder {
             parser: RowParser::new(t.clone(), needed.clone(), post.clone()),
             format,
+            topic: None,
         })
     })
 }
@@ -723,6 +873,8 @@ pub fn pulsar_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost
 struct RowDecoder {
     parser: RowParser,
     format: super::plan::KafkaFormat,
+    /// The last message's topic as a SQL string (topics repeat: no allocation per message).
+    topic: Option<(Arc<str>, Str)>,
 }
 
 impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
@@ -731,11 +883,14 @@ impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
         let Some(value) = msg.value else { return Ok(()) };
         let value = value.strip_suffix(b"\n").unwrap_or(value);
         let value = value.strip_suffix(b"\r").unwrap_or(value);
+        if !self.topic.as_ref().is_some_and(|(t, _)| Arc::ptr_eq(t, msg.topic)) {
+            self.topic = Some((msg.topic.clone(), Str::from(&**msg.topic)));
+        }
         let meta = RowMetadata {
             timestamp: msg.timestamp,
             partition: msg.partition,
             offset: msg.offset,
-            topic: msg.topic,
+            topic: &self.topic.as_ref().expect("set above").1,
         };
         let res = match self.format {
             KafkaFormat::Raw => self.parser.parse_raw(value, Some(&meta), out),
