@@ -46,6 +46,26 @@ thread_local! {
     /// While a job is built: repartition topics so far (numbers them, in the same order in
     /// every stage's process).
     static REPARTITIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// While one INSERT is built: its file scans may read files as byte ranges in parallel (its
+    /// result does not depend on the order of the rows: see [`order_free`]).
+    static SPLIT_FILES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Does the INSERT's result not depend on the order its rows arrive in: only scans, filters and
+/// projections (no operator reads event time or arrival order) into a sink that keeps every
+/// row as a multiset (files, print, blackhole — not upserting or ordered sinks)?
+fn order_free(insert: &super::plan::InsertPlan) -> bool {
+    fn rows_only(rel: &Rel) -> bool {
+        match &rel.plan {
+            Plan::Scan { .. } => true,
+            Plan::Filter { input, .. } | Plan::Project { input, .. } => rows_only(input),
+            _ => false,
+        }
+    }
+    matches!(
+        insert.sink.connector,
+        Connector::Filesystem { .. } | Connector::S3(_) | Connector::Print | Connector::Blackhole
+    ) && rows_only(&insert.query)
 }
 
 /// The internal error that ends an INSERT's build in a scaled-out job's exchange stage.
@@ -107,6 +127,7 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
 fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
     let all = vec![true; job.query.scope.columns.len()];
     REPARTITIONED.with(|r| r.set(false));
+    SPLIT_FILES.with(|f| f.set(order_free(job)));
     let stream = match build(env, &job.query, &all) {
         // Exchange stage: the query's input went to its repartition topic; the rest of the
         // INSERT runs in the keyed stage.
@@ -420,7 +441,10 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
             env.source(gateway)
         }
         Connector::S3(_) => env.source(super::source::s3_row_source(table.clone(), physical, post)?),
-        _ => env.source(RowFileSource::new(table.clone(), physical, post)?),
+        _ => {
+            let split_bytes = if SPLIT_FILES.with(|f| f.get()) { env.config().file_split_bytes } else { 0 };
+            env.source(RowFileSource::new(table.clone(), physical, post, split_bytes)?)
+        }
     };
     Ok(match (table.rowtime, rowtime) {
         (Some((_, delay)), Some(idx)) => {
@@ -465,16 +489,17 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             };
             scan(env, table, &need, post, table.rowtime.map(|(i, _)| i))?
         }
-        // A projection (over a filter) over a scan runs inside the reader, as long as the
-        // time attribute survives it.
-        Plan::Project { input, exprs } if fusable(rel, input) => {
+        // A projection (over a filter) over a scan runs inside the reader. (A projection that
+        // drops the time attribute makes a relation without one: no operator after it reads
+        // event time, so its scan runs without watermarks.)
+        Plan::Project { input, exprs } if scan_of(input).is_some() => {
             let (table, predicate) = match &input.plan {
                 Plan::Scan { table } => (table, None),
                 Plan::Filter {
                     input: scan_rel, predicate, ..
                 } => match &scan_rel.plan {
                     Plan::Scan { table } => (table, Some(predicate.clone())),
-                    _ => unreachable!("fusable checked the shape"),
+                    _ => unreachable!("scan_of checked the shape"),
                 },
                 _ => unreachable!("fusable checked the shape"),
             };
@@ -812,20 +837,6 @@ fn scan_of(rel: &Rel) -> Option<(&Arc<super::plan::TableDef>, Option<&Expr>)> {
         },
         _ => None,
     }
-}
-
-/// Can the projection `rel` over `input` (a scan, or a filter over a scan) run inside the
-/// reader? Only if the rows keep their time attribute (or the table has none).
-fn fusable(rel: &Rel, input: &Rel) -> bool {
-    let table = match &input.plan {
-        Plan::Scan { table } => table,
-        Plan::Filter { input, .. } => match &input.plan {
-            Plan::Scan { table } => table,
-            _ => return false,
-        },
-        _ => return false,
-    };
-    table.rowtime.is_none() || rel.rowtime.is_some()
 }
 
 /// The join key of a row: its window end and the equi-join key values.

@@ -33,18 +33,29 @@ pub const READ_CHUNK_BYTES: usize = 256 << 10;
 /// A table's files as a source of rows.
 pub struct RowFileSource {
     table: Arc<TableDef>,
-    files: Vec<PathBuf>,
+    /// The splits: whole files, or byte ranges of files (see [`RowFileSource::new`]).
+    splits: Vec<FileRange>,
     format: Format,
     /// Physical columns some operator reads; the others are not parsed (left NULL).
     needed: Arc<[bool]>,
     post: Arc<ScanPost>,
 }
 
+/// The lines of `path` that start in `[start, end)` (`end` = `u64::MAX`: to the end of the file).
+#[derive(Clone, Debug)]
+struct FileRange {
+    path: PathBuf,
+    start: u64,
+    end: u64,
+}
+
 impl RowFileSource {
     /// List the table's files (at planning time, so every shard sees the same splits).
     /// `needed`: which physical columns are read (see [`physical_needed`]); `post`: the filter
-    /// and projection fused into the scan.
-    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<Self, SqlError> {
+    /// and projection fused into the scan. `split_bytes > 0`: each file is read as
+    /// `ceil(size / split_bytes)` byte ranges (only for scans whose results do not depend on the
+    /// order of their rows: nothing downstream reads event time or arrival order).
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost, split_bytes: u64) -> Result<Self, SqlError> {
         let Connector::Filesystem { path, format } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` cannot be read", table.name)));
         };
@@ -62,10 +73,28 @@ impl RowFileSource {
         } else {
             vec![path.clone()]
         };
+        let mut splits = Vec::new();
+        for file in files {
+            let size = if split_bytes == 0 {
+                0
+            } else {
+                std::fs::metadata(&file)
+                    .map_err(|e| SqlError::at(table.pos, format!("table `{}`: cannot read {}: {e}", table.name, file.display())))?
+                    .len()
+            };
+            let ranges = if split_bytes == 0 { 1 } else { size.div_ceil(split_bytes).max(1) };
+            for k in 0..ranges {
+                splits.push(FileRange {
+                    path: file.clone(),
+                    start: k * split_bytes,
+                    end: if k + 1 == ranges { u64::MAX } else { (k + 1) * split_bytes },
+                });
+            }
+        }
         Ok(Self {
             format: *format,
             table,
-            files,
+            splits,
             needed: needed.into(),
             post: Arc::new(post),
         })
@@ -140,9 +169,9 @@ impl ParseLine<Row> for GatewayRowParser {
 }
 
 impl RowFileSource {
-    /// Number of files (splits).
-    pub fn file_count(&self) -> usize {
-        self.files.len()
+    /// Number of splits (files or byte ranges of files).
+    pub fn split_total(&self) -> usize {
+        self.splits.len()
     }
 }
 
@@ -151,19 +180,26 @@ impl Source<Row> for RowFileSource {
         self.table.name.clone()
     }
     fn split_count(&self, _shards: usize) -> Result<usize> {
-        Ok(self.files.len())
+        Ok(self.splits.len())
     }
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
-        let path = self.files[split].clone();
+        let range = self.splits[split].clone();
         Ok(Box::new(RowFileReader {
             format: self.format,
-            path,
+            path: range.path,
             file: None,
-            offset: 0,
+            // A later range starts at its first line start: after the newline at or after
+            // `start - 1` (the line running into the range belongs to the range before).
+            offset: range.start.saturating_sub(1),
+            skipping: range.start > 0,
+            range_start: range.start,
+            range_end: range.end,
+            lines_before: (range.start == 0).then_some(0),
             pending: Vec::new(),
             start: 0,
             line_no: 0,
             eof: false,
+            done: false,
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
@@ -178,12 +214,22 @@ struct RowFileReader {
     file: Option<BufferedFile>,
     /// Next byte offset to read.
     offset: u64,
+    /// Still skipping the bytes before the range's first line start (through the first newline).
+    skipping: bool,
+    /// The range: lines starting in `[range_start, range_end)`.
+    range_start: u64,
+    range_end: u64,
+    /// Lines of the file before the range's first line (counted on demand, for error messages).
+    lines_before: Option<u64>,
     /// Bytes read but not yet consumed (an incomplete last line).
     pending: Vec<u8>,
     /// Bytes of `pending` already consumed.
     start: usize,
+    /// Lines of the range read so far.
     line_no: u64,
     eof: bool,
+    /// Every line of the range was read.
+    done: bool,
     policy: ErrorPolicy,
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
@@ -275,23 +321,12 @@ impl RowParser {
         // only counted.
         self.fields.clear();
         let want = self.last_needed + 1;
-        let total = if memchr::memchr(b'"', line).is_none() {
-            // No quotes (the common case): fields are the text between commas.
-            let mut start = 0;
-            let mut commas = 0usize;
-            for c in memchr::memchr_iter(b',', line) {
-                if self.fields.len() < want {
-                    self.fields.push((start, c));
-                }
-                start = c + 1;
-                commas += 1;
+        let total = match split_plain(line, want, &mut self.fields) {
+            Some(total) => total,
+            None => {
+                self.fields.clear();
+                split_quoted(line, want, &mut self.fields)?
             }
-            if self.fields.len() < want {
-                self.fields.push((start, line.len()));
-            }
-            commas + 1
-        } else {
-            split_quoted(line, want, &mut self.fields)?
         };
         let phys = &self.table.physical;
         if total != phys.len() {
@@ -367,35 +402,46 @@ impl RowParser {
 }
 
 impl RowFileReader {
-    fn bad(&self, field: Option<&str>, message: String) -> WeirError {
+    /// The bad-record error for the current line (its line number in the whole file).
+    fn bad(&mut self, field: Option<&str>, message: String) -> WeirError {
+        let before = match self.lines_before {
+            Some(n) => n,
+            None => {
+                // Only on the way to failing the job: count the lines before the range.
+                let n = count_lines_before(&self.path, self.range_start).unwrap_or(0);
+                self.lines_before = Some(n);
+                n
+            }
+        };
         WeirError::BadRecord {
             file: self.path.display().to_string(),
-            line: self.line_no,
+            line: before + self.line_no,
             field: field.map(str::to_string),
             message,
         }
     }
 
-    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
+    /// A bad line: counted and dropped (`skip`), or the job's error.
+    fn bad_line(&mut self, field: Option<&str>, message: String) -> Result<()> {
+        match self.policy {
+            ErrorPolicy::Skip => {
+                OperatorMetrics::add(&self.metrics.bad_records, 1);
+                Ok(())
+            }
+            _ => Err(self.bad(field, message)),
+        }
+    }
+
+    /// Parse one line into `out` (a bad line is skipped or fails, by the policy).
     fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
         self.line_no += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return Ok(());
         }
-        let res = self
-            .parser
-            .parse(self.format, line, None, out)
-            .map_err(|b| self.bad(b.field.as_deref(), b.message));
-        match res {
+        match self.parser.parse(self.format, line, None, out) {
             Ok(()) => Ok(()),
-            Err(e) => match self.policy {
-                ErrorPolicy::Skip => {
-                    OperatorMetrics::add(&self.metrics.bad_records, 1);
-                    Ok(())
-                }
-                _ => Err(e),
-            },
+            Err(b) => self.bad_line(b.field.as_deref(), b.message),
         }
     }
 
@@ -616,6 +662,64 @@ pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
     out
 }
 
+/// The high bit of each byte of the result is set exactly where `x` holds byte `b`.
+#[inline]
+fn bytes_equal(x: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let y = x ^ (0x0101_0101_0101_0101u64 * b as u64);
+    // No carry crosses a byte: (y & 0x7f) + 0x7f <= 0xfe.
+    !(((y & LOW7) + LOW7) | y | LOW7)
+}
+
+/// Split a CSV line without quotes into the byte ranges of its first `want` fields (the text
+/// between commas), eight bytes at a time; returns the number of fields, or `None` if the line
+/// holds a quote (then `fields` is partly written).
+#[inline]
+fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<usize> {
+    let mut start = 0;
+    let mut commas = 0usize;
+    let mut chunks = line.chunks_exact(8);
+    let mut base = 0;
+    for chunk in chunks.by_ref() {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if bytes_equal(x, b'"') != 0 {
+            return None;
+        }
+        let mut m = bytes_equal(x, b',');
+        if fields.len() >= want {
+            commas += m.count_ones() as usize;
+        } else {
+            while m != 0 {
+                let at = base + (m.trailing_zeros() / 8) as usize;
+                if fields.len() < want {
+                    fields.push((start, at));
+                }
+                start = at + 1;
+                commas += 1;
+                m &= m - 1;
+            }
+        }
+        base += 8;
+    }
+    for (k, &b) in chunks.remainder().iter().enumerate() {
+        match b {
+            b'"' => return None,
+            b',' => {
+                if fields.len() < want {
+                    fields.push((start, base + k));
+                }
+                start = base + k + 1;
+                commas += 1;
+            }
+            _ => {}
+        }
+    }
+    if fields.len() < want {
+        fields.push((start, line.len()));
+    }
+    Some(commas + 1)
+}
+
 /// Split a CSV line with quotes (RFC 4180) into the byte ranges of its first `want` fields
 /// (quoted fields keep their quotes; doubled quotes are unescaped by the caller); returns the
 /// number of fields.
@@ -747,48 +851,69 @@ impl SplitReader<Row> for RowFileReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<Row>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
         Box::pin(async move {
             let target = out.len() + max;
+            if self.done {
+                return Ok(ReadStatus::Exhausted);
+            }
             loop {
-                // Parse complete lines from `pending[start..]` (taken out so lines can be
-                // borrowed); consumed bytes are dropped only before the next fill, so a read
-                // call never moves the unread rest of the buffer.
-                let pending = std::mem::take(&mut self.pending);
-                while out.len() < target {
-                    let rest = &pending[self.start..];
-                    let Some(nl) = memchr::memchr(b'\n', rest) else { break };
-                    self.start += nl + 1;
-                    if nl > self.max_line {
-                        self.line_no += 1;
-                        let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
-                        match self.policy {
-                            ErrorPolicy::Skip => OperatorMetrics::add(&self.metrics.bad_records, 1),
-                            _ => {
-                                self.pending = pending;
-                                return Err(e);
-                            }
+                if self.skipping {
+                    // Drop the bytes through the first newline: the line they end belongs to
+                    // the range before.
+                    match memchr::memchr(b'\n', &self.pending[self.start..]) {
+                        Some(nl) => {
+                            self.start += nl + 1;
+                            self.skipping = false;
                         }
-                        continue;
-                    }
-                    if let Err(e) = self.parse_line(&rest[..nl], out) {
-                        self.pending = pending;
-                        return Err(e);
+                        None => self.start = self.pending.len(),
                     }
                 }
-                self.pending = pending;
-                if out.len() >= target {
-                    return Ok(ReadStatus::More);
+                if !self.skipping {
+                    // Parse complete lines from `pending[start..]` (taken out so lines can be
+                    // borrowed); consumed bytes are dropped only before the next fill, so a read
+                    // call never moves the unread rest of the buffer.
+                    let pending = std::mem::take(&mut self.pending);
+                    let base = self.offset - pending.len() as u64;
+                    while out.len() < target {
+                        if base + self.start as u64 >= self.range_end {
+                            // The next line starts in the next range.
+                            self.pending = pending;
+                            self.done = true;
+                            return Ok(ReadStatus::Exhausted);
+                        }
+                        let rest = &pending[self.start..];
+                        let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+                        self.start += nl + 1;
+                        let res = if nl > self.max_line {
+                            self.line_no += 1;
+                            self.bad_line(None, format!("line longer than max_line_bytes = {}", self.max_line))
+                        } else {
+                            self.parse_line(&rest[..nl], out)
+                        };
+                        if let Err(e) = res {
+                            self.pending = pending;
+                            return Err(e);
+                        }
+                    }
+                    self.pending = pending;
+                    if out.len() >= target {
+                        return Ok(ReadStatus::More);
+                    }
                 }
                 self.pending.drain(..self.start);
                 self.start = 0;
                 if self.eof {
-                    if !self.pending.is_empty() {
+                    // A last line without a newline (if it starts in the range).
+                    let starts_at = self.offset - self.pending.len() as u64;
+                    if !self.skipping && !self.pending.is_empty() && starts_at < self.range_end {
                         let line = std::mem::take(&mut self.pending);
                         self.parse_line(&line, out)?;
                     }
+                    self.done = true;
                     return Ok(ReadStatus::Exhausted);
                 }
                 if self.pending.len() > self.max_line {
                     self.line_no += 1;
-                    return Err(self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line)));
+                    let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
+                    return Err(e);
                 }
                 if self.fill().await? == 0 {
                     self.eof = true;
@@ -798,23 +923,85 @@ impl SplitReader<Row> for RowFileReader {
     }
 
     fn position(&self) -> Result<Vec<u8>> {
-        // The byte offset of the first unread line, and the lines read before it.
+        // The byte offset of the first unread line (before a range's first line is found:
+        // `start - 1`), and the lines read before it; ranges also name themselves.
         let unread = (self.pending.len() - self.start) as u64;
-        Ok(crate::checkpoint::snapshot::encode(&(self.offset - unread, self.line_no)))
+        let offset = if self.skipping {
+            self.range_start.saturating_sub(1)
+        } else {
+            self.offset - unread
+        };
+        Ok(if self.is_whole_file() {
+            crate::checkpoint::snapshot::encode(&(offset, self.line_no))
+        } else {
+            crate::checkpoint::snapshot::encode(&(offset, self.line_no, self.range_start, self.range_end))
+        })
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<()> {
-        let (offset, line_no): (u64, u64) = crate::checkpoint::snapshot::decode(position, "SQL file split position")?;
+        let ranged: Result<(u64, u64, u64, u64)> = crate::checkpoint::snapshot::decode(position, "SQL file range position");
+        let (offset, line_no, range) = match ranged {
+            Ok((offset, line_no, start, end)) => (offset, line_no, Some((start, end))),
+            Err(_) => {
+                let (offset, line_no): (u64, u64) = crate::checkpoint::snapshot::decode(position, "SQL file split position")?;
+                (offset, line_no, None)
+            }
+        };
+        let mine = (!self.is_whole_file()).then_some((self.range_start, self.range_end));
+        if range != mine {
+            return Err(WeirError::Other(format!(
+                "{}: the checkpoint read this file as {}, this job reads it as {} (another file_split_bytes, or the file changed)",
+                self.path.display(),
+                describe_range(range),
+                describe_range(mine)
+            )));
+        }
         self.offset = offset;
+        self.skipping = self.range_start > 0 && offset + 1 == self.range_start;
         self.line_no = line_no;
         self.pending.clear();
         self.start = 0;
         self.eof = false;
+        self.done = false;
         Ok(())
     }
 
     fn describe(&self) -> String {
-        self.path.display().to_string()
+        match self.is_whole_file() {
+            true => self.path.display().to_string(),
+            false => format!("{} {}", self.path.display(), describe_range(Some((self.range_start, self.range_end)))),
+        }
+    }
+}
+
+impl RowFileReader {
+    fn is_whole_file(&self) -> bool {
+        self.range_start == 0 && self.range_end == u64::MAX
+    }
+}
+
+fn describe_range(range: Option<(u64, u64)>) -> String {
+    match range {
+        None => "a whole".into(),
+        Some((start, u64::MAX)) => format!("bytes [{start}, end)"),
+        Some((start, end)) => format!("bytes [{start}, {end})"),
+    }
+}
+
+/// The lines of `path` before the first line starting at or after `range_start` (> 0): the
+/// newlines before `range_start - 1`, plus the one ending the line that runs into the range.
+/// A blocking read, used only to name the line of a bad record that fails the job.
+fn count_lines_before(path: &std::path::Path, range_start: u64) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?.take(range_start.saturating_sub(1));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = file.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n + 1);
+        }
+        n += memchr::memchr_iter(b'\n', &buf[..k]).count() as u64;
     }
 }
 
@@ -902,5 +1089,66 @@ impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
             field: b.field,
             message: b.message,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_quoted_splitting_agree_on_lines_without_quotes() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..2000 {
+            let len = next() % 40;
+            let line: Vec<u8> = (0..len).map(|_| b"ab,1-,"[next() % 6]).collect();
+            if line.is_empty() {
+                continue;
+            }
+            for want in [1, 2, 3, 7, 40] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let plain = split_plain(&line, want, &mut a);
+                let quoted = split_quoted(&line, want, &mut b).ok();
+                assert_eq!((plain, &a), (quoted, &b), "{:?} want {want}", String::from_utf8_lossy(&line));
+            }
+        }
+        let mut f = Vec::new();
+        assert_eq!(split_plain(b"12345678,\"x\"", 2, &mut f), None);
+        f.clear();
+        assert_eq!(split_plain(b"a,b,\"c\"", 1, &mut f), None);
+    }
+
+    #[test]
+    fn digit_fast_path_agrees_with_the_text_path() {
+        for text in [
+            "0",
+            "-0",
+            "+7",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "",
+            "-",
+            "+",
+            " 1",
+            "1 ",
+            "1a",
+            "--1",
+        ] {
+            let fast = parse_int_digits(text.as_bytes()).map(Value::Int);
+            match fast {
+                Some(v) => assert_eq!(parse_field(text, SqlType::BigInt).ok(), Some(v), "{text:?}"),
+                None => assert!(
+                    text.len() > 18 || text.trim() != text || text.parse::<i64>().is_err(),
+                    "{text:?} has a fast form"
+                ),
+            }
+        }
+        assert!(int_fits(127, SqlType::TinyInt) && !int_fits(128, SqlType::TinyInt) && int_fits(-128, SqlType::TinyInt));
+        assert!(int_fits(i64::MIN, SqlType::BigInt));
     }
 }
