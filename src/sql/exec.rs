@@ -476,6 +476,9 @@ fn pruned(exprs: &[Expr], needed: &[bool]) -> Vec<Expr> {
 /// The stream of a relation; only the columns `needed` must be right (projection pushdown:
 /// the others may be NULL).
 fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
+    if let Some(simpler) = merged(rel) {
+        return build(env, &simpler, needed);
+    }
     let width_of = |r: &Rel| r.scope.columns.len();
     Ok(match &rel.plan {
         Plan::Scan { table } => scan(env, table, needed, ScanPost::default(), table.rowtime.map(|(i, _)| i))?,
@@ -542,14 +545,23 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             need[rt] = true;
             build(env, input, &need)?.flat_map(move |r: Row| {
                 let ts = ts_of(&r[rt]);
+                let mut windows: SmallVec<[(i64, i64); 2]> = SmallVec::new();
+                a.for_each_window(ts, |s, e| windows.push((s, e)));
                 let mut out: SmallVec<[Row; 2]> = SmallVec::new();
-                a.for_each_window(ts, |s, e| {
-                    let mut row = r.clone();
+                let mut r = Some(r);
+                let last = windows.len().saturating_sub(1);
+                for (k, (s, e)) in windows.into_iter().enumerate() {
+                    // The input row itself for the last window, copies for the others.
+                    let mut row = if k == last {
+                        r.take().unwrap_or_default()
+                    } else {
+                        r.clone().unwrap_or_default()
+                    };
                     row.push(Value::Timestamp(s));
                     row.push(Value::Timestamp(e));
                     row.push(if ltz { Value::TimestampLtz(e - 1) } else { Value::Timestamp(e - 1) });
                     out.push(row);
-                });
+                }
                 out
             })
         }
@@ -582,16 +594,25 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             if let Some(rt) = input.rowtime {
                 need[rt] = true;
             }
-            let pre_stream = match scan_of(input) {
-                // Over a scan (or a filter over one) the pre-aggregate projection runs inside
-                // the reader; the time attribute rides along as a last, unused column.
-                Some((table, predicate)) if input.rowtime.is_some() || table.rowtime.is_none() => {
-                    let mut project: Vec<Expr> = pre.iter().cloned().collect();
-                    let rowtime_out = input.rowtime.map(|rt| {
-                        project.push(Expr::Col(rt));
+            // Over a scan (or a filter over one), or a projection of one (a view), the
+            // pre-aggregate projection runs inside the reader, composed with the view's.
+            let fused_input = match &input.plan {
+                Plan::Project { input: inner, exprs } if scan_of(inner).is_some() => {
+                    let composed: Vec<Expr> = pre.iter().map(|e| e.substitute(exprs)).collect();
+                    Some((&**inner, composed, input.rowtime.map(|rt| exprs[rt].clone())))
+                }
+                _ if scan_of(input).is_some() => Some((&**input, pre.to_vec(), input.rowtime.map(Expr::Col))),
+                _ => None,
+            };
+            let pre_stream = match fused_input.and_then(|(rel, project, rowtime)| scan_of(rel).map(|(t, p)| (rel, t, p, project, rowtime))) {
+                // The time attribute rides along as a last, unused column.
+                Some((scan_rel, table, predicate, mut project, rowtime)) if rowtime.is_some() || table.rowtime.is_none() => {
+                    let rowtime_out = rowtime.map(|rt| {
+                        project.push(rt);
                         project.len() - 1
                     });
-                    predicate.iter().for_each(|p| mark(p, &mut need));
+                    let mut need = vec![false; width_of(scan_rel)];
+                    project.iter().chain(predicate).for_each(|e| mark(e, &mut need));
                     let post = ScanPost {
                         predicate: predicate.cloned(),
                         project: Some(project.into()),
@@ -825,6 +846,63 @@ fn session_aggregate(
         row.extend(w.value);
         row
     }))
+}
+
+/// `rel` with a projection or filter over a projection, or a filter over a filter, merged into
+/// one (so chains of views reach the scan as one fused filter and projection); `None` if there
+/// is nothing to merge. Expressions have no side effects, so substituting a projection's
+/// expressions for its columns keeps every value.
+fn merged(rel: &Rel) -> Option<Rel> {
+    let with_plan = |plan: Plan| Rel {
+        plan,
+        scope: rel.scope.clone(),
+        rowtime: rel.rowtime,
+        window: rel.window,
+    };
+    match &rel.plan {
+        // project(project(x)) = project(x) with the inner expressions substituted.
+        Plan::Project { input, exprs } => match &input.plan {
+            Plan::Project {
+                input: inner,
+                exprs: inner_exprs,
+            } => Some(with_plan(Plan::Project {
+                input: inner.clone(),
+                exprs: exprs.iter().map(|e| e.substitute(inner_exprs)).collect(),
+            })),
+            _ => None,
+        },
+        Plan::Filter { input, predicate, text } => match &input.plan {
+            // filter(project(x)) = project(filter(x)) with the predicate over x.
+            Plan::Project { input: inner, exprs } => {
+                let filtered = Rel {
+                    plan: Plan::Filter {
+                        input: inner.clone(),
+                        predicate: predicate.substitute(exprs),
+                        text: text.clone(),
+                    },
+                    scope: inner.scope.clone(),
+                    rowtime: inner.rowtime,
+                    window: inner.window,
+                };
+                Some(with_plan(Plan::Project {
+                    input: Box::new(filtered),
+                    exprs: exprs.clone(),
+                }))
+            }
+            // filter(filter(x)) = filter(x) with both predicates (a row passes when both are TRUE).
+            Plan::Filter {
+                input: inner,
+                predicate: first,
+                text: first_text,
+            } => Some(with_plan(Plan::Filter {
+                input: inner.clone(),
+                predicate: Expr::And(Box::new(first.clone()), Box::new(predicate.clone())),
+                text: format!("{first_text} AND {text}"),
+            })),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The table and the filter of a scan or of a filter directly over a scan.

@@ -1271,6 +1271,15 @@ impl Expr {
         }
     }
 
+    /// The expression with every column `i` replaced by `columns[i]` (the expressions a
+    /// projection computes them with).
+    pub fn substitute(&self, columns: &[Expr]) -> Expr {
+        match self {
+            Expr::Col(i) => columns.get(*i).cloned().unwrap_or(Expr::Lit(Value::Null)),
+            other => other.map_children(&mut |c| c.substitute(columns)),
+        }
+    }
+
     /// The expression with every column index `i` replaced by `map(i)`.
     pub fn remap(&self, map: &dyn Fn(usize) -> usize) -> Expr {
         match self {

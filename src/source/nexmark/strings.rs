@@ -119,13 +119,33 @@ pub fn next_exact_bytes(random: &mut JavaRandom, length: i32, out: &mut Vec<u8>)
     let start = out.len();
     out.resize(start + length as usize, 0);
     for chunk in out[start..].chunks_mut(6) {
-        let mut rnd = random.next_int();
-        for b in chunk {
-            *b = (b'a' as i32 + rnd % 26) as u8;
-            rnd /= 26;
+        // Java's `'a' + rnd % 26`, `rnd /= 26` (both truncate toward zero), on the magnitude:
+        // two base-26 digits per step through a table of the 676 pairs.
+        let rnd = random.next_int();
+        let mut a = rnd.unsigned_abs();
+        let pairs = if rnd < 0 { &PAIRS_BELOW } else { &PAIRS_ABOVE };
+        for two in chunk.chunks_mut(2) {
+            let p = pairs[(a % 676) as usize];
+            two.copy_from_slice(&p[..two.len()]);
+            a /= 676;
         }
     }
 }
+
+/// The characters of two base-26 digits `n % 26`, `n / 26 % 26` for `n < 676`: `'a' + d`
+/// (`PAIRS_ABOVE`, non-negative draws) or `'a' - d` (`PAIRS_BELOW`, negative ones).
+const fn digit_pairs(below: bool) -> [[u8; 2]; 676] {
+    let mut t = [[0u8; 2]; 676];
+    let mut n = 0;
+    while n < 676 {
+        let (d0, d1) = ((n % 26) as u8, (n / 26) as u8);
+        t[n] = if below { [b'a' - d0, b'a' - d1] } else { [b'a' + d0, b'a' + d1] };
+        n += 1;
+    }
+    t
+}
+static PAIRS_ABOVE: [[u8; 2]; 676] = digit_pairs(false);
+static PAIRS_BELOW: [[u8; 2]; 676] = digit_pairs(true);
 
 /// Reference `nextExtra(random, currentSize, desiredAverageSize)`: padding so
 /// the event's idealized size averages `desired_average_size`.
@@ -278,6 +298,28 @@ mod tests {
             let mut bytes = Vec::new();
             next_extra_bytes(&mut c, 32, 100, &mut bytes);
             assert_eq!(bytes, s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn exact_strings_follow_java_arithmetic() {
+        for seed in 0..500 {
+            let mut a = JavaRandom::new(seed);
+            let mut b = JavaRandom::new(seed);
+            let mut fast = Vec::new();
+            next_exact_bytes(&mut a, 41, &mut fast);
+            let mut java = Vec::new();
+            let (mut rnd, mut n) = (0i32, 0);
+            for _ in 0..41 {
+                if n == 0 {
+                    rnd = b.next_int();
+                    n = 6;
+                }
+                java.push((b'a' as i32 + rnd % 26) as u8);
+                rnd /= 26;
+                n -= 1;
+            }
+            assert_eq!(fast, java, "seed {seed}");
         }
     }
 
