@@ -125,10 +125,41 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
 
 /// One INSERT's operators and sink.
 fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
-    let all = vec![true; job.query.scope.columns.len()];
     REPARTITIONED.with(|r| r.set(false));
     SPLIT_FILES.with(|f| f.set(order_free(job)));
-    let stream = match build(env, &job.query, &all) {
+    let conv = Arc::new(job.sink_exprs.clone());
+    let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
+    // A query that is a projection gets the sink's conversions composed into it (one fused
+    // projection, in the reader when it reads a scan); others convert after the query.
+    let fuse_conversions = !identity && matches!(job.query.plan, Plan::Project { .. });
+    let converted;
+    let query = if fuse_conversions {
+        converted = Rel {
+            plan: Plan::Project {
+                input: Box::new(job.query.clone()),
+                exprs: job.sink_exprs.clone(),
+            },
+            scope: super::expr::Scope {
+                columns: job
+                    .sink
+                    .columns
+                    .iter()
+                    .map(|(name, ty)| super::expr::Column {
+                        qualifier: None,
+                        name: name.clone(),
+                        ty: *ty,
+                    })
+                    .collect(),
+            },
+            rowtime: None,
+            window: None,
+        };
+        &converted
+    } else {
+        &job.query
+    };
+    let all = vec![true; query.scope.columns.len()];
+    let stream = match build(env, query, &all) {
         // Exchange stage: the query's input went to its repartition topic; the rest of the
         // INSERT runs in the keyed stage.
         Err(e) if e.message == STAGE_CUT => return Ok(()),
@@ -140,9 +171,7 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
             return Ok(());
         }
     }
-    let conv = Arc::new(job.sink_exprs.clone());
-    let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
-    let out = if identity {
+    let out = if identity || fuse_conversions {
         stream
     } else {
         stream.map(move |row: Row| conv.iter().map(|e| e.eval(&row)).collect::<Row>())
