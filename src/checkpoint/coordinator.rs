@@ -109,9 +109,12 @@ impl CoordinatorDriver {
         // Stop-with-savepoint: (savepoint path, epoch, participants whose sinks must commit, deadline).
         let mut stopping: Option<(String, u64, Vec<bool>, Instant)> = None;
         let mut committed: Vec<u64> = vec![0; participants];
+        // The directory of every triggered epoch (created at the trigger: tasks write keyed
+        // state files into it).
+        let mut dirs: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
         let clock = Instant::now();
         let tick = Duration::from_millis(self.settings.interval_ms.clamp(1, 10));
-        self.store.clean(&[])?;
+        self.store.clean(&[], u64::MAX)?;
         while exited < self.shards {
             let now = clock.elapsed().as_millis() as u64;
             let mut actions = Vec::new();
@@ -192,9 +195,19 @@ impl CoordinatorDriver {
                     Action::Trigger { epoch } => {
                         started.insert(epoch, Instant::now());
                         live.triggered(epoch, savepoints.contains_key(&epoch));
-                        if savepoints.contains_key(&epoch) {
-                            self.control.mark_savepoint(epoch);
+                        let dir = if savepoints.contains_key(&epoch) {
+                            let dir = self.store.savepoint_dir(epoch, now_ms());
+                            self.control.mark_savepoint(epoch, dir.clone());
+                            dir
+                        } else {
+                            self.store.epoch_dir(epoch)
+                        };
+                        // A directory that cannot be created fails the epoch's snapshot writers,
+                        // which decline it: the epoch aborts and the job goes on.
+                        if let Err(e) = std::fs::create_dir_all(&dir) {
+                            figures.problem(format!("creating {}: {e}", dir.display()));
                         }
+                        dirs.insert(epoch, dir);
                         self.control.trigger(epoch);
                     }
                     Action::Complete { epoch, discard } => {
@@ -231,10 +244,12 @@ impl CoordinatorDriver {
                             state_crc: 0,
                             keyed_operators: Vec::new(),
                             sources: Vec::new(),
+                            keyed_file_bytes: 0,
                         };
-                        let dir = match savepoint {
-                            Some(_) => self.store.savepoint_dir(epoch, now_ms()),
-                            None => self.store.epoch_dir(epoch),
+                        let dir = match (dirs.remove(&epoch), savepoint) {
+                            (Some(dir), _) => dir,
+                            (None, Some(_)) => self.store.savepoint_dir(epoch, now_ms()),
+                            (None, None) => self.store.epoch_dir(epoch),
                         };
                         match write_snapshot(&dir, meta, tasks) {
                             Ok(meta) => {
@@ -252,16 +267,16 @@ impl CoordinatorDriver {
                                 }
                                 self.control.complete(if is_final { FINAL_EPOCH } else { epoch });
                                 figures.completed += 1;
-                                figures.last_bytes = meta.state_bytes;
+                                figures.last_bytes = meta.total_bytes();
                                 figures.latest = Some(dir.display().to_string());
-                                live.completed(epoch, meta.state_bytes, &dir.display().to_string());
+                                live.completed(epoch, meta.total_bytes(), &dir.display().to_string());
                                 if let Some(t) = started.remove(&epoch) {
                                     if figures.durations_ms.len() == MAX_DURATIONS {
                                         figures.durations_ms.remove(0);
                                     }
                                     figures.durations_ms.push(t.elapsed().as_millis() as u64);
                                 }
-                                if let Err(e) = self.store.clean(&discard) {
+                                if let Err(e) = self.store.clean(&discard, epoch) {
                                     figures.problem(format!("cleaning old checkpoints: {e}"));
                                 }
                             }
@@ -275,7 +290,7 @@ impl CoordinatorDriver {
                                 figures.failed_writes += 1;
                                 live.failed(epoch, &e.to_string());
                                 figures.problem(format!("checkpoint {epoch} could not be written: {e}"));
-                                let _ = self.store.discard(epoch);
+                                let _ = CheckpointStore::remove(&dir);
                                 if is_final {
                                     // Nothing else will commit the sinks' last output: fail the job
                                     // (a restore commits it from the previous checkpoint's state).
@@ -298,7 +313,16 @@ impl CoordinatorDriver {
                         figures.aborted += 1;
                         live.aborted(epoch, &format!("{reason:?}"));
                         figures.problem(format!("checkpoint {epoch} aborted: {reason:?}"));
-                        let _ = self.store.discard(epoch);
+                        // Its keyed state files go with it (a task still writing one finds the
+                        // directory gone and gives up).
+                        match dirs.remove(&epoch) {
+                            Some(dir) => {
+                                let _ = CheckpointStore::remove(&dir);
+                            }
+                            None => {
+                                let _ = self.store.discard(epoch);
+                            }
+                        }
                     }
                 }
             }

@@ -486,7 +486,8 @@ where
             if let Some(t) = env.timers.earliest() {
                 wake = wake.min(t);
             }
-            glommio::timer::sleep(Duration::from_millis((wake - now).clamp(1, 100) as u64)).await;
+            let longest = if env.checkpoint.deferred.is_empty() { 100 } else { SNAPSHOT_POLL_MS };
+            glommio::timer::sleep(Duration::from_millis((wake - now).clamp(1, longest) as u64)).await;
             clock.input_arrived(&env.metrics);
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
             clock.lap(&env.metrics.busy_ns);
@@ -691,8 +692,20 @@ impl InputState {
     }
 }
 
-async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &ProcessingTimers) -> Option<Option<(usize, Envelope<T>)>> {
-    match timers.earliest() {
+/// How often a task waiting for input checks on snapshot parts being written in the background
+/// (an acknowledgement waits for them; see `Flusher::complete_snapshot`).
+const SNAPSHOT_POLL_MS: i64 = 1;
+
+/// The next envelope, or `None` when the earliest processing timer is due — or, while
+/// `polling` (acknowledgements wait for background snapshot parts), after at most
+/// [`SNAPSHOT_POLL_MS`].
+async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &ProcessingTimers, polling: bool) -> Option<Option<(usize, Envelope<T>)>> {
+    let poll_at = polling.then(|| now_ms() + SNAPSHOT_POLL_MS);
+    let earliest = match (timers.earliest(), poll_at) {
+        (Some(t), Some(p)) => Some(t.min(p)),
+        (t, p) => t.or(p),
+    };
+    match earliest {
         None => Some(inputs.next().await),
         Some(deadline) => {
             let wait = (deadline - now_ms()).max(0) as u64;
@@ -712,7 +725,7 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
     let mut state = InputState::new(inputs.len());
     let mut clock = StepClock::new();
     loop {
-        let next = next_or_timer(&mut inputs, &env.timers).await;
+        let next = next_or_timer(&mut inputs, &env.timers, !env.checkpoint.deferred.is_empty()).await;
         clock.input_arrived(&env.metrics);
         let Some(next) = next else {
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
@@ -802,9 +815,12 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         Left(usize, Envelope<L>),
         Right(usize, Envelope<R>),
         Done,
+        /// No input within [`SNAPSHOT_POLL_MS`] while snapshot parts are being written.
+        Poll,
     }
     loop {
-        let step = futures_lite::future::poll_fn(|cx| loop {
+        let polling = !env.checkpoint.deferred.is_empty();
+        let next = futures_lite::future::poll_fn(|cx| loop {
             use std::task::Poll;
             // Data flows only once every channel of both inputs has been heard from.
             let gate = left.all_heard() && right.all_heard();
@@ -828,11 +844,25 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 return Poll::Pending;
             }
             return Poll::Ready(Step::Done);
-        })
-        .await;
+        });
+        let step = if polling {
+            let next = std::pin::pin!(next);
+            let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(SNAPSHOT_POLL_MS as u64)));
+            match select(next, sleep).await {
+                Either::Left((step, _)) => step,
+                Either::Right(_) => Step::Poll,
+            }
+        } else {
+            next.await
+        };
         clock.input_arrived(&env.metrics);
         match step {
             Step::Done => break,
+            Step::Poll => {
+                clock.lap(&env.metrics.busy_ns);
+                env.commit_completed().await?;
+                continue;
+            }
             Step::Left(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
                 received_ingest(b.ingest_ns);

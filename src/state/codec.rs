@@ -149,6 +149,43 @@ pub(crate) enum KeyedEntryRef<'a> {
     Timer { kind: TimerKind, ts: Timestamp, key: &'a [u8] },
 }
 
+/// [`KeyedEntry`] decoded in place from a section's bytes (restore without an allocation per
+/// entry).
+#[derive(Deserialize)]
+pub(crate) enum KeyedEntryBorrowed<'a> {
+    State {
+        state: u32,
+        #[serde(borrow)]
+        key: &'a [u8],
+        #[serde(borrow)]
+        value: &'a [u8],
+    },
+    Timer {
+        kind: TimerKind,
+        ts: Timestamp,
+        #[serde(borrow)]
+        key: &'a [u8],
+    },
+}
+
+/// Decode every entry of snapshot section `section` (of `operator`, key group `key_group`) in
+/// place and hand it to `f`; stops at the first error (a damaged entry names the operator
+/// and key group).
+pub(crate) fn for_each_entry<'a>(
+    mut section: &'a [u8],
+    operator: &str,
+    key_group: u32,
+    mut f: impl FnMut(KeyedEntryBorrowed<'a>) -> Result<()>,
+) -> Result<()> {
+    while !section.is_empty() {
+        let (entry, rest) = postcard::take_from_bytes::<KeyedEntryBorrowed<'a>>(section)
+            .map_err(|e| WeirError::Checkpoint(format!("snapshot of operator {operator} key group {key_group}: damaged entry ({e})")))?;
+        f(entry)?;
+        section = rest;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -233,10 +233,7 @@ fn snapshot_round_trip(kind: StateBackendKind, shards: u32, to_kind: StateBacken
             let groups = KeyGroups::new(GROUPS, to_shards);
             let mut h = StateHarness::<u64>::with_groups(to_kind, 4096, 1_000, groups, None);
             let mut s = States::open(&h.ctx);
-            let restore = KeyedRestore {
-                operator: "process".into(),
-                groups: sections.iter().filter(|(g, _)| groups.shard_of_group(*g) == shard).cloned().collect(),
-            };
+            let restore = KeyedRestore::new("process", sections.iter().filter(|(g, _)| groups.shard_of_group(*g) == shard).cloned().collect());
             h.ctx.restore(&restore).unwrap();
             h.connect().await;
             for k in (0..KEYS).filter(|k| groups.shard_of_hash(k.stable_hash()) == shard) {
@@ -365,10 +362,7 @@ fn lsm_expiry_in_the_cache_never_resurrects_an_older_store_copy() {
         let mut h = StateHarness::<u64>::new(StateBackendKind::Lsm, 4096, 1_000);
         let mut v = h.ctx.value::<u64>("v", Some(StateTtl::new(100, TtlUpdate::OnCreateAndWrite)));
         h.ctx
-            .restore(&KeyedRestore {
-                operator: "p".into(),
-                groups: snap.groups.into_iter().collect(),
-            })
+            .restore(&KeyedRestore::new("p", snap.groups.into_iter().collect()))
             .unwrap();
         h.connect().await;
         assert_eq!(v.value(&1), Some(&100));
