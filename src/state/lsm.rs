@@ -50,7 +50,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use weir_storage::{Clock, Store, StoreConfig, StoreError};
 
-use super::codec::{self, KeyedEntryRef, HEADER_BYTES, META_KEY_GROUP};
+use super::codec::{self, HEADER_BYTES, META_KEY_GROUP};
 use super::table::{unique_mut, TableOps};
 use super::ttl::{StateClock, StateTtl, TtlUpdate};
 use crate::checkpoint::snapshot::KeyedSnapshot;
@@ -385,7 +385,7 @@ impl LsmShared {
                 return Ok(());
             }
             let (kg, state, entry_key) = codec::split_store_key(key).ok_or_else(|| WeirError::State("store key shorter than its header".into()))?;
-            codec::encode_into(&KeyedEntryRef::State { state, key: entry_key, value }, out.group(kg));
+            codec::encode_state_entry(state, entry_key, value, out.group(kg));
             Ok(())
         };
         let store = self.store.borrow();

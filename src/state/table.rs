@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::codec::{self, KeyedEntryRef};
+use super::codec;
 use super::cow::Frozen;
 use super::lsm::{LsmMapTable, LsmTable};
 use super::memory::{NestedTable, Slot, TtlTable, UserMap};
@@ -79,12 +79,7 @@ impl<K: StateKey + Sync, E: StateValue> FrozenTable for FrozenKv<K, E> {
             scratch.value.clear();
             codec::encode_into(k, &mut scratch.key);
             codec::encode_stored(slot.expiry.expires_at, &*slot.value, &mut scratch.value);
-            let entry = KeyedEntryRef::State {
-                state: self.state,
-                key: &scratch.key,
-                value: &scratch.value,
-            };
-            codec::encode_into(&entry, out);
+            codec::encode_state_entry(self.state, &scratch.key, &scratch.value, out);
         }
     }
 }
@@ -112,12 +107,7 @@ impl<K: StateKey + Sync, UK: StateKey + Sync, UV: StateValue> FrozenTable for Fr
                 codec::encode_into(k, &mut scratch.key);
                 codec::encode_into(uk, &mut scratch.key);
                 codec::encode_stored(slot.expiry.expires_at, &*slot.value, &mut scratch.value);
-                let entry = KeyedEntryRef::State {
-                    state: self.state,
-                    key: &scratch.key,
-                    value: &scratch.value,
-                };
-                codec::encode_into(&entry, out);
+                codec::encode_state_entry(self.state, &scratch.key, &scratch.value, out);
             }
         }
     }

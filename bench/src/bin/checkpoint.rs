@@ -143,8 +143,16 @@ fn job(args: &Args, restore: Option<PathBuf>) -> JobReport {
     env.execute().expect("benchmark job")
 }
 
+/// The 1, 5 and 15 minute load averages (the machine is shared: figures depend on them).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() {
     let args = Args::parse();
+    let load_before = load_average();
     let _ = std::fs::remove_dir_all(&args.dir);
     let report = job(&args, None);
     let c = &report.checkpoints;
@@ -163,8 +171,8 @@ fn main() {
     dirs.sort_by_key(|p| p.file_name().unwrap().to_string_lossy().trim_start_matches("chk-").parse::<u64>().unwrap_or(0));
     // The retained checkpoint holding the most state (checkpoints completed after the sources
     // finished hold only final positions).
-    let full = dirs.iter().max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes).cloned();
-    let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes);
+    let full = dirs.iter().max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes()).cloned();
+    let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes());
     // On disk: the state file plus, with the LSM backend, the exported store files (hard links
     // shared with the previous checkpoint: the full size of one checkpoint).
     let on_disk = full.as_ref().map_or(0, |d| dir_bytes(d));
@@ -176,6 +184,7 @@ fn main() {
         "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
         "checkpoint_bytes": state_bytes, "checkpoint_dir_bytes": on_disk, "aborted": c.aborted,
         "recovery_startup_ms": recovery.as_ref().map(|r| r.startup_ms),
+        "durations_ms": c.durations_ms, "load_average_before": load_before, "load_average_after": load_average(),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
 }
