@@ -1,17 +1,17 @@
 //! Copy-on-write hash tables of the memory state backend: a consistent view of a whole table
-//! costs one reference-count increment per key group, and the data path goes on writing while
+//! costs one reference-count increment per chunk of entries, and the data path goes on writing while
 //! a snapshot thread serialises that view (Flink's `CopyOnWriteStateMap` idea, at chunk
 //! granularity).
 //!
 //! Layout: key → [`StableHash`] → key group (as everywhere in weir) → one [`Group`] per key
-//! group → `2^bits` chunks selected by the hash's high bits → an `FxHashMap` per chunk. Groups
-//! and chunks sit behind `Arc`. [`CowMap::freeze`] clones the group pointers into a
-//! [`Frozen`] view (`Send` when keys and values are `Send + Sync`). A later write to a group or
-//! chunk that a view still shares first copies that group's chunk list or that chunk
-//! (`Arc::make_mut`); a chunk holds about [`SPLIT_AT`] entries or fewer, so the copy a write
-//! can cause is small and bounded, and every group and chunk is copied at most once per view.
-//! Values are copied by `Clone` (the state tables keep them behind `Arc`, so a chunk copy is a
-//! reference-count increment per entry). Reads never copy.
+//! group → `2^bits` chunks selected by the hash's high bits → an `FxHashMap` per chunk, behind
+//! an `Arc`. [`CowMap::freeze`] clones the chunk pointers into a [`Frozen`] view (`Send` when
+//! keys and values are `Send + Sync`): one reference-count increment per chunk, about one per
+//! [`SPLIT_AT`] entries (a few thousand for a million entries). A later write to a chunk that
+//! a view still shares first copies that chunk (`Arc::make_mut`): about [`SPLIT_AT`] entries
+//! at most, so the copy a write can cause is small and bounded, and every chunk is copied at
+//! most once per view. Values are copied by `Clone` (the state tables keep them behind
+//! `Arc`, so a chunk copy is a reference-count increment per entry). Reads never copy.
 //!
 //! A group's chunk count doubles when it averages more than [`SPLIT_AT`] entries per chunk
 //! (amortised like a hash table's growth); the keys are rehashed into the new chunks.
@@ -28,35 +28,25 @@ use rustc_hash::FxHashMap;
 use crate::key::{KeyGroups, StableHash};
 
 /// Mean entries per chunk above which a group doubles its chunks.
-pub(crate) const SPLIT_AT: usize = 64;
+pub(crate) const SPLIT_AT: usize = 256;
 
 type Chunk<K, V> = FxHashMap<K, V>;
 
 /// The entries of one key group.
 #[derive(Clone, Debug)]
-pub(crate) struct Group<K, V> {
+struct Group<K, V> {
     bits: u32,
     chunks: Vec<Arc<Chunk<K, V>>>,
     len: usize,
 }
 
-impl<K, V> Group<K, V> {
-    fn new() -> Self {
+impl<K, V> Default for Group<K, V> {
+    fn default() -> Self {
         Self {
             bits: 0,
-            chunks: vec![Arc::new(FxHashMap::default())],
+            chunks: Vec::new(),
             len: 0,
         }
-    }
-
-    /// Every entry of the group, in no order.
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.chunks.iter().flat_map(|c| c.iter())
-    }
-
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.len
     }
 }
 
@@ -72,7 +62,7 @@ fn chunk_of(hash: u64, bits: u32) -> usize {
 /// A hash map from `K` to `V`, partitioned by key group, with cheap consistent views.
 #[derive(Clone, Debug)]
 pub(crate) struct CowMap<K, V> {
-    groups: Vec<Option<Arc<Group<K, V>>>>,
+    groups: Vec<Group<K, V>>,
     key_groups: KeyGroups,
     len: usize,
 }
@@ -80,7 +70,7 @@ pub(crate) struct CowMap<K, V> {
 impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     pub fn new(key_groups: KeyGroups) -> Self {
         Self {
-            groups: (0..key_groups.max_key_groups()).map(|_| None).collect(),
+            groups: (0..key_groups.max_key_groups()).map(|_| Group::default()).collect(),
             key_groups,
             len: 0,
         }
@@ -96,20 +86,25 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
         (self.key_groups.key_group(h) as usize, h)
     }
 
+    #[inline]
+    fn chunk(&self, g: usize, h: u64) -> Option<&Chunk<K, V>> {
+        let group = &self.groups[g];
+        group.chunks.get(chunk_of(h, group.bits)).map(|c| &**c)
+    }
+
     pub fn get(&self, k: &K) -> Option<&V> {
         let (g, h) = self.place(k);
-        let group = self.groups[g].as_ref()?;
-        group.chunks[chunk_of(h, group.bits)].get(k)
+        self.chunk(g, h)?.get(k)
     }
 
-    pub fn contains_key(&self, k: &K) -> bool {
-        self.get(k).is_some()
-    }
-
-    /// The chunk of `k` for writing: copied first if a frozen view shares its group or itself.
+    /// The chunk of `(g, h)` for writing (created if the group is empty): copied first if a
+    /// frozen view shares it.
     #[inline]
     fn chunk_mut(&mut self, g: usize, h: u64) -> &mut Chunk<K, V> {
-        let group = Arc::make_mut(self.groups[g].get_or_insert_with(|| Arc::new(Group::new())));
+        let group = &mut self.groups[g];
+        if group.chunks.is_empty() {
+            group.chunks.push(Arc::new(FxHashMap::default()));
+        }
         let c = chunk_of(h, group.bits);
         Arc::make_mut(&mut group.chunks[c])
     }
@@ -117,11 +112,8 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     /// `&mut` of the value of `k` (copying what a frozen view shares only if `k` is present).
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         let (g, h) = self.place(k);
-        let shared = match &self.groups[g] {
-            None => return None,
-            Some(group) => Arc::strong_count(group) > 1 || Arc::strong_count(&group.chunks[chunk_of(h, group.bits)]) > 1,
-        };
-        if shared && self.get(k).is_none() {
+        let chunk = self.chunk(g, h)?;
+        if !chunk.contains_key(k) {
             return None;
         }
         self.chunk_mut(g, h).get_mut(k)
@@ -132,46 +124,47 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
         let (g, h) = self.place(&k);
         let old = self.chunk_mut(g, h).insert(k, v);
         if old.is_none() {
-            self.len += 1;
             self.grew(g);
         }
         old
     }
 
-    /// The value of `k`, inserted by `create` if absent; `true` if it was created.
+    /// The value of `k` for writing, inserted by `create` if absent; `true` if it was created.
     pub fn get_or_insert_with(&mut self, k: &K, create: impl FnOnce() -> V) -> (&mut V, bool) {
         let (g, h) = self.place(k);
-        if !self.groups[g].as_ref().is_some_and(|group| group.chunks[chunk_of(h, group.bits)].contains_key(k)) {
-            self.chunk_mut(g, h).insert(k.clone(), create());
-            self.len += 1;
-            self.grew(g);
-            let (g, h) = self.place(k);
-            return (self.chunk_mut(g, h).get_mut(k).expect("just inserted"), true);
+        let chunk = self.chunk_mut(g, h);
+        if chunk.contains_key(k) {
+            return (self.chunk_mut(g, h).get_mut(k).expect("present"), false);
         }
-        (self.chunk_mut(g, h).get_mut(k).expect("present"), false)
+        chunk.insert(k.clone(), create());
+        if self.grew(g) {
+            return (self.get_mut(k).expect("just inserted"), true);
+        }
+        (self.chunk_mut(g, h).get_mut(k).expect("just inserted"), true)
     }
 
     /// Remove `k` (copying what a frozen view shares only if `k` is present).
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        if !self.contains_key(k) {
+        let (g, h) = self.place(k);
+        if !self.chunk(g, h)?.contains_key(k) {
             return None;
         }
-        let (g, h) = self.place(k);
         let removed = self.chunk_mut(g, h).remove(k);
         if removed.is_some() {
             self.len -= 1;
-            let group = Arc::make_mut(self.groups[g].as_mut().expect("present"));
-            group.len -= 1;
+            self.groups[g].len -= 1;
         }
         removed
     }
 
-    /// Group `g` gained an entry: count it and double its chunks if they are too full.
-    fn grew(&mut self, g: usize) {
-        let group = Arc::make_mut(self.groups[g].as_mut().expect("just written"));
+    /// Group `g` gained an entry: count it and double its chunks if they are too full (then
+    /// `true`: entries moved).
+    fn grew(&mut self, g: usize) -> bool {
+        self.len += 1;
+        let group = &mut self.groups[g];
         group.len += 1;
         if group.len <= group.chunks.len() * SPLIT_AT {
-            return;
+            return false;
         }
         let bits = group.bits + 1;
         let mut chunks: Vec<Chunk<K, V>> = (0..1usize << bits).map(|_| FxHashMap::default()).collect();
@@ -186,12 +179,13 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
         }
         group.bits = bits;
         group.chunks = chunks.into_iter().map(Arc::new).collect();
+        true
     }
 
-    /// Visit every entry mutably (copies every shared group and chunk).
+    /// Visit every entry mutably (copies every shared chunk).
     pub fn for_each_mut(&mut self, mut f: impl FnMut(&K, &mut V)) {
-        for group in self.groups.iter_mut().flatten() {
-            for chunk in Arc::make_mut(group).chunks.iter_mut() {
+        for group in self.groups.iter_mut() {
+            for chunk in group.chunks.iter_mut() {
                 for (k, v) in Arc::make_mut(chunk).iter_mut() {
                     f(k, v);
                 }
@@ -206,15 +200,16 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
                 .groups
                 .iter()
                 .enumerate()
-                .filter_map(|(g, group)| group.as_ref().filter(|gr| gr.len > 0).map(|gr| (g as u32, gr.clone())))
+                .filter(|(_, group)| group.len > 0)
+                .map(|(g, group)| (g as u32, group.chunks.clone()))
                 .collect(),
         }
     }
 }
 
-/// A frozen view of a [`CowMap`]: the non-empty groups by key group, ascending.
+/// A frozen view of a [`CowMap`]: the chunks of the non-empty groups by key group, ascending.
 pub(crate) struct Frozen<K, V> {
-    groups: Vec<(u32, Arc<Group<K, V>>)>,
+    groups: Vec<(u32, Vec<Arc<Chunk<K, V>>>)>,
 }
 
 impl<K, V> Frozen<K, V> {
@@ -223,18 +218,19 @@ impl<K, V> Frozen<K, V> {
         self.groups.iter().map(|(g, _)| *g)
     }
 
-    /// The entries of key group `key_group` (none if it is empty).
-    pub fn group(&self, key_group: u32) -> Option<&Group<K, V>> {
-        self.groups
-            .binary_search_by_key(&key_group, |(g, _)| *g)
-            .ok()
-            .map(|i| &*self.groups[i].1)
+    /// The entries of key group `key_group`, in no order.
+    pub fn group(&self, key_group: u32) -> impl Iterator<Item = (&K, &V)> {
+        let chunks: &[Arc<Chunk<K, V>>] = match self.groups.binary_search_by_key(&key_group, |(g, _)| *g) {
+            Ok(i) => &self.groups[i].1,
+            Err(_) => &[],
+        };
+        chunks.iter().flat_map(|c| c.iter())
     }
 
     /// Every entry with its key group.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u32, &K, &V)> {
-        self.groups.iter().flat_map(|(g, group)| group.iter().map(move |(k, v)| (*g, k, v)))
+        self.groups.iter().flat_map(|(g, chunks)| chunks.iter().flat_map(move |c| c.iter().map(move |(k, v)| (*g, k, v))))
     }
 }
 
@@ -269,7 +265,7 @@ mod tests {
         for (g, k, _) in view.iter() {
             assert_eq!(groups.key_group(k.stable_hash()), g);
         }
-        let sizes: usize = view.key_groups().map(|g| view.group(g).unwrap().len()).sum();
+        let sizes: usize = view.key_groups().map(|g| view.group(g).count()).sum();
         assert_eq!(sizes, 10_000);
         // And the live map answers from its own copy.
         for k in 5_000..10_000u64 {
@@ -289,7 +285,7 @@ mod tests {
         });
         assert_eq!(sum as usize, m.len());
         // Chunks stay near the split threshold.
-        for group in m.groups.iter().flatten() {
+        for group in m.groups.iter() {
             assert!(group.chunks.iter().all(|c| c.len() <= SPLIT_AT * 4), "chunk too large");
         }
     }

@@ -179,20 +179,25 @@ impl<Q: Hash + Eq + Clone + StableHash, E: Clone> TtlTable<Q, E> {
         self.maintain();
         let now = self.clock.now();
         let ttl = self.ttl;
-        let live = self.slots.0.get(q).is_some_and(|s| !s.expiry.is_expired(now));
-        if !live {
-            let expiry = match ttl {
+        let mut create = Some(create);
+        let before = self.slots.0.len();
+        let (slot, created) = self.slots.0.get_or_insert_with(q, || Slot {
+            value: (create.take().expect("created once"))(),
+            expiry: NO_EXPIRY,
+        });
+        if created || slot.expiry.is_expired(now) {
+            // New, or expired (replaced in place): a fresh value with a fresh expiry.
+            if let Some(create) = create.take() {
+                slot.value = create();
+            }
+            slot.expiry = match ttl {
                 Some(t) => self.queue.track(now, t.ttl_ms, q),
                 None => NO_EXPIRY,
             };
-            self.slots.0.insert(q.clone(), Slot { value: create(), expiry });
-            self.sync_gauge();
-            return &mut self.slots.0.get_mut(q).expect("just inserted").value;
-        }
-        let slot = self.slots.0.get_mut(q).expect("checked above");
-        if let Some(t) = ttl {
+        } else if let Some(t) = ttl {
             slot.expiry.expires_at = now.saturating_add(t.ttl_ms);
         }
+        self.gauge.store(before + created as usize, Ordering::Relaxed);
         &mut slot.value
     }
 

@@ -70,8 +70,7 @@ impl<K: StateKey + Sync, E: StateValue> FrozenTable for FrozenKv<K, E> {
     }
 
     fn write_group(&self, key_group: u32, now: Timestamp, out: &mut Vec<u8>, scratch: &mut Scratch) {
-        let Some(group) = self.view.group(key_group) else { return };
-        for (k, slot) in group.iter() {
+        for (k, slot) in self.view.group(key_group) {
             if slot.expiry.is_expired(now) {
                 continue;
             }
@@ -96,8 +95,7 @@ impl<K: StateKey + Sync, UK: StateKey + Sync, UV: StateValue> FrozenTable for Fr
     }
 
     fn write_group(&self, key_group: u32, now: Timestamp, out: &mut Vec<u8>, scratch: &mut Scratch) {
-        let Some(group) = self.view.group(key_group) else { return };
-        for (k, map) in group.iter() {
+        for (k, map) in self.view.group(key_group) {
             for (uk, slot) in map.iter() {
                 if slot.expiry.is_expired(now) {
                     continue;
