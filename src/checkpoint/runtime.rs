@@ -98,6 +98,9 @@ pub enum TaskMessage {
         alignment_ns: u64,
         /// Time the task's operators took to snapshot (the data path stalls meanwhile).
         snapshot_ns: u64,
+        /// When the barrier was aligned at the task (its operators began to snapshot); the
+        /// acknowledgement is sent once the asynchronous parts are durable too.
+        aligned_at: std::time::Instant,
     },
     /// The task reached end of input; `snapshot` is its final state (positions at the end,
     /// final committables) and stands for every later epoch.

@@ -66,6 +66,7 @@ struct DeferredAck {
     snapshot: TaskSnapshot,
     alignment: Duration,
     snapshot_time: Duration,
+    aligned_at: Instant,
 }
 
 /// What a barrier arriving on one channel means for alignment.
@@ -178,13 +179,13 @@ impl SegmentEnv {
         let started = Instant::now();
         chain(epoch, &mut snapshot);
         let snapshot_time = started.elapsed();
-        self.acknowledge(epoch, snapshot, alignment, snapshot_time).await
+        self.acknowledge(epoch, snapshot, alignment, snapshot_time, started).await
     }
 
     /// Barrier `epoch` went through the chain into `snapshot`: send it on (flush), pre-commit
     /// the sinks, and acknowledge to the coordinator — at once, or once the asynchronous
     /// snapshot parts the operators began are complete (see [`Flusher::complete_snapshot`]).
-    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration, snapshot_time: Duration) -> Result<()> {
+    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration, snapshot_time: Duration, aligned_at: Instant) -> Result<()> {
         self.flush().await?;
         crate::checkpoint::crash_point("barrier-sent");
         for (i, name) in &self.checkpoint.committers {
@@ -198,6 +199,7 @@ impl SegmentEnv {
             snapshot,
             alignment,
             snapshot_time,
+            aligned_at,
         });
         self.send_ready_acks().await
     }
@@ -222,6 +224,7 @@ impl SegmentEnv {
                 snapshot: d.snapshot,
                 alignment_ns: d.alignment.as_nanos() as u64,
                 snapshot_ns: d.snapshot_time.as_nanos() as u64,
+                aligned_at: d.aligned_at,
             });
         }
         Ok(())

@@ -160,6 +160,18 @@ fn main() {
     let mut durations = c.durations_ms[..mid].to_vec();
     durations.sort_unstable();
     let pct = |q: f64| durations.get(((durations.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+    // Where the time went: percentiles of each phase over the same checkpoints.
+    let phase = |f: fn(&weir::checkpoint::coordinator::CheckpointPhases) -> u64| {
+        let mut v: Vec<u64> = c.phases[..mid].iter().map(f).collect();
+        v.sort_unstable();
+        let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+        serde_json::json!({ "p50": at(0.5), "p99": at(0.99) })
+    };
+    let phases = serde_json::json!({
+        "barrier_ms": phase(|p| p.barrier_ms),
+        "snapshot_ms": phase(|p| p.snapshot_ms),
+        "finish_ms": phase(|p| p.finish_ms),
+    });
     // Recovery: restore a retained mid-run checkpoint (the final one holds no state).
     let store = weir::checkpoint::files::CheckpointStore::new(args.dir.join("checkpoints"));
     let mut dirs: Vec<_> = std::fs::read_dir(&store.root)
@@ -184,7 +196,7 @@ fn main() {
         "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
         "checkpoint_bytes": state_bytes, "checkpoint_dir_bytes": on_disk, "aborted": c.aborted,
         "recovery_startup_ms": recovery.as_ref().map(|r| r.startup_ms),
-        "durations_ms": c.durations_ms, "load_average_before": load_before, "load_average_after": load_average(),
+        "phases": phases, "durations_ms": c.durations_ms, "load_average_before": load_before, "load_average_after": load_average(),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
 }
