@@ -210,8 +210,12 @@ impl Default for StateBackend {
 
 /// Store settings of a state store from the engine configuration. Everything the store keeps
 /// in memory scales with the memtable budget `m`: memtables up to `3m` (writes stall there until
-/// the flusher flushed), uncommitted WAL up to `m / 2`, a compaction output image up to `2m`,
-/// plus the block cache.
+/// the flusher flushed), a compaction output image up to `2m`, plus the block cache.
+///
+/// The store runs **without a write-ahead log** (as Flink runs RocksDB): weir never reopens a
+/// state store after a failure — a job either starts from an empty store or restores from a
+/// checkpoint, whose store files are flushed and exported at the barrier — so a WAL would
+/// only write every byte once more.
 pub fn store_config(config: &EngineConfig) -> StoreConfig {
     let memtable = config.state_store_memtable_bytes;
     StoreConfig {
@@ -220,6 +224,7 @@ pub fn store_config(config: &EngineConfig) -> StoreConfig {
         wal_max_pending_bytes: (memtable / 2).max(1 << 20),
         compaction_output_bytes: memtable * 2,
         block_cache_bytes: config.state_store_block_cache_bytes,
+        wal: false,
         ..StoreConfig::default()
     }
 }

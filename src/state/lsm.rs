@@ -15,10 +15,11 @@
 //! before a miss inserts), at a checkpoint ([`LsmShared::checkpoint`]) and when the flusher relieves
 //! back-pressure. A tombstone is written only for keys the store may hold (`in_store`).
 //!
-//! **Store writes never wait**: `put`/`delete` are synchronous memtable + WAL-buffer appends.
-//! When the store answers `Backpressure` (WAL buffer or memtables full), eviction stops, the
+//! **Store writes never wait**: `put`/`delete` are synchronous memtable appends (the store runs
+//! without a WAL, see [`super::backend::store_config`]: checkpoints flush the memtable instead).
+//! When the store answers `Backpressure` (memtables full), eviction stops, the
 //! cache stays over budget for the rest of the input step and the backend is `blocked`; the
-//! operator's [`StateFlusher`] then commits the WAL, flushes memtables and evicts down to the
+//! operator's [`StateFlusher`] then flushes memtables and evicts down to the
 //! budget before the next input step. Store maintenance (flushes, compaction) runs only in the
 //! flusher, in steps of `maintain_step_bytes`.
 //!
