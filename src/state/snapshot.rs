@@ -25,8 +25,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use futures::future::LocalBoxFuture;
 
@@ -106,7 +106,9 @@ struct Pending {
     epoch: u64,
     /// The view, until the writer thread takes it.
     frozen: Option<FrozenState>,
-    writing: Option<JoinHandle<Result<KeyedFile>>>,
+    /// The writer thread's answer (sent before it drops the view: freeing what the live
+    /// tables no longer share takes a while and need not delay the acknowledgement).
+    writing: Option<Receiver<Result<KeyedFile>>>,
 }
 
 /// Snapshots of one operator instance waiting for their writer, shared by the backend (which
@@ -160,11 +162,15 @@ impl SnapshotWriter {
             self.shard,
             super::backend::safe_file_name(&self.operator)
         );
-        let handle = std::thread::Builder::new()
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
             .name(format!("weir-snapshot-{}", self.shard))
-            .spawn(move || frozen.write_file(&dir, &name))
+            .spawn(move || {
+                let _ = tx.send(frozen.write_file(&dir, &name));
+                drop(frozen);
+            })
             .map_err(|e| WeirError::State(format!("starting the snapshot writer thread: {e}")))?;
-        p.writing = Some(handle);
+        p.writing = Some(rx);
         Ok(())
     }
 }
@@ -195,15 +201,15 @@ impl Flusher for SnapshotWriter {
                 snapshot.decline(&self.operator, &e.to_string());
                 return true;
             }
-            if !front.writing.as_ref().expect("started").is_finished() {
-                return false;
-            }
-            let written = front.writing.take().expect("started").join();
+            let written = match front.writing.as_ref().expect("started").try_recv() {
+                Err(TryRecvError::Empty) => return false,
+                Ok(written) => written,
+                Err(TryRecvError::Disconnected) => Err(WeirError::State("the snapshot writer thread panicked".into())),
+            };
             q.pop_front();
             match written {
-                Ok(Ok(file)) => snapshot.keyed_files.push((self.operator.clone(), file)),
-                Ok(Err(e)) => snapshot.decline(&self.operator, &format!("writing its keyed state: {e}")),
-                Err(_) => snapshot.decline(&self.operator, "the snapshot writer thread panicked"),
+                Ok(file) => snapshot.keyed_files.push((self.operator.clone(), file)),
+                Err(e) => snapshot.decline(&self.operator, &format!("writing its keyed state: {e}")),
             }
             true
         })();
