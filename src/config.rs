@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// A shard's reactor wakes at least this often (ms) to re-check its rings: bounds the
     /// delay of a lost cross-core wakeup in glommio 0.9 (see `shard::keep_awake_every`).
     pub wakeup_tick_ms: u64,
+    /// A plain thread wakes every shard's reactor at least this often (ms), through the
+    /// executor's eventfd rather than a glommio timer: the backstop for a reactor whose own
+    /// timers stop firing (glommio 0.9 on some VMs; see `shard::external_wakeups`).
+    pub external_wakeup_ms: u64,
     /// Rolling size of filesystem sink part files.
     pub sink_part_file_bytes: u64,
     /// `execution.checkpointing.interval` (ms); 0 turns checkpointing off.
@@ -117,6 +121,10 @@ pub struct EngineConfig {
     /// planner).
     #[serde(skip)]
     pub scale_out_group: Option<crate::scaleout::GroupTarget>,
+    /// The processing-time clock of the job's shards: the wall clock, or a test clock that
+    /// tests drive (see [`crate::time::TestClock`]). Never read from TOML.
+    #[serde(skip)]
+    pub processing_clock: crate::time::ProcessingClock,
 }
 
 impl Default for EngineConfig {
@@ -137,6 +145,7 @@ impl Default for EngineConfig {
             file_split_bytes: 16 << 20,
             max_line_bytes: 1 << 20,
             wakeup_tick_ms: 1,
+            external_wakeup_ms: 10,
             sink_part_file_bytes: 128 << 20,
             checkpoint_interval_ms: 0,
             checkpoint_dir: None,
@@ -158,6 +167,7 @@ impl Default for EngineConfig {
             scale_out_job: None,
             scale_out_role: None,
             scale_out_group: None,
+            processing_clock: crate::time::ProcessingClock::Wall,
         }
     }
 }
@@ -197,6 +207,9 @@ impl EngineConfig {
         }
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
             return Err(format!("batch_size = {} must be in 1..=1048576", self.batch_size));
+        }
+        if self.external_wakeup_ms == 0 || self.external_wakeup_ms > 1_000 {
+            return Err(format!("external_wakeup_ms = {} must be in 1..=1000", self.external_wakeup_ms));
         }
         if self.wakeup_tick_ms == 0 || self.wakeup_tick_ms > 1_000 {
             return Err(format!("wakeup_tick_ms = {} must be in 1..=1000", self.wakeup_tick_ms));

@@ -207,6 +207,94 @@ pub fn now_ms() -> Timestamp {
         .unwrap_or(0)
 }
 
+/// The clock processing time is read from: the wall clock, or a [`TestClock`] a test drives
+/// (`EngineConfig::processing_clock`). Each shard thread reads the job's clock through
+/// [`processing_now_ms`]; processing-time timers, processing-time windows and `PROCTIME()`
+/// all use it.
+#[derive(Clone, Debug, Default)]
+pub enum ProcessingClock {
+    #[default]
+    Wall,
+    Test(std::sync::Arc<TestClock>),
+}
+
+/// A processing-time clock for tests: set by hand ([`TestClock::advance`]) and/or moving
+/// forward by a fixed step on every read, so a job's processing time advances with its work
+/// and no test has to sleep. Reads from every shard share one atomic counter; the clock never
+/// goes back.
+#[derive(Debug)]
+pub struct TestClock {
+    now: std::sync::atomic::AtomicI64,
+    step_per_read_ms: i64,
+}
+
+impl TestClock {
+    /// A clock standing at `start_ms` until [`advance`](Self::advance)d.
+    pub fn manual(start_ms: Timestamp) -> std::sync::Arc<Self> {
+        Self::stepping(start_ms, 0)
+    }
+    /// A clock at `start_ms` that moves `step_ms` forward on every read (the value read is the
+    /// time after the step).
+    pub fn stepping(start_ms: Timestamp, step_ms: i64) -> std::sync::Arc<Self> {
+        assert!(step_ms >= 0, "a test clock cannot run backwards");
+        std::sync::Arc::new(Self {
+            now: std::sync::atomic::AtomicI64::new(start_ms),
+            step_per_read_ms: step_ms,
+        })
+    }
+    /// Read (and step) the clock.
+    pub fn now(&self) -> Timestamp {
+        self.now.fetch_add(self.step_per_read_ms, std::sync::atomic::Ordering::AcqRel) + self.step_per_read_ms
+    }
+    /// The current time without stepping.
+    pub fn peek(&self) -> Timestamp {
+        self.now.load(std::sync::atomic::Ordering::Acquire)
+    }
+    /// Move the clock `ms` forward.
+    pub fn advance(&self, ms: i64) {
+        assert!(ms >= 0, "a test clock cannot run backwards");
+        self.now.fetch_add(ms, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl ProcessingClock {
+    /// Now on this clock.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            ProcessingClock::Wall => now_ms(),
+            ProcessingClock::Test(c) => c.now(),
+        }
+    }
+    /// How long (real ms) a task may sleep waiting for processing time `deadline`: the time
+    /// left on the wall clock; a test clock is polled every millisecond instead.
+    pub fn wait_ms(&self, deadline: Timestamp) -> u64 {
+        match self {
+            ProcessingClock::Wall => (deadline - now_ms()).max(0) as u64,
+            ProcessingClock::Test(_) => 1,
+        }
+    }
+}
+
+thread_local! {
+    static THREAD_CLOCK: std::cell::RefCell<ProcessingClock> = const { std::cell::RefCell::new(ProcessingClock::Wall) };
+}
+
+/// Make `clock` this thread's processing-time clock (each shard thread installs its job's
+/// clock when it starts; unit tests install a [`TestClock`] on their own thread).
+pub fn set_processing_clock(clock: ProcessingClock) {
+    THREAD_CLOCK.with(|c| *c.borrow_mut() = clock);
+}
+
+/// This thread's processing-time clock.
+pub fn processing_clock() -> ProcessingClock {
+    THREAD_CLOCK.with(|c| c.borrow().clone())
+}
+
+/// Processing time now, on this thread's clock (the wall clock unless a test installed one).
+pub fn processing_now_ms() -> Timestamp {
+    THREAD_CLOCK.with(|c| c.borrow().now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! A real headless Chromium (Debian's `chromium`) loads the dashboard served by a running job and
 //! the test reads the DOM it rendered: job name, one row per shard, a non-zero throughput, the
-//! checkpoint totals and history of the checkpointing job. The
+//! checkpoint totals and history of the checkpointing job, and the window operator's latency
+//! percentiles on each shard. The
 //! screenshot is kept under `target/test-artifacts/`. Skipped with a message only when the
 //! browser is absent and `CI` is not set (`.ci/setup.sh` installs it); in CI it must run.
 //! No sleeps as synchronisation: every wait polls with a bounded deadline.
@@ -40,6 +41,37 @@ fn element_text<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
     let open_end = start + dom[start..].find('>')? + 1;
     let close = open_end + dom[open_end..].find('<')?;
     Some(&dom[open_end..close])
+}
+
+/// The rows of the operator latency table: (operator, shard, [p50, p99, p99.9] µs).
+fn operator_latency_rows(dom: &str) -> Vec<(String, String, [f64; 3])> {
+    let cell = |row: &str, class: &str| -> f64 {
+        element_after(row, &format!("class=\"{class}\""))
+            .and_then(|t| t.replace(',', "").parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    dom.split("<tr data-operator-latency=\"")
+        .skip(1)
+        .map(|row| {
+            let row = &row[..row.find("</tr>").unwrap_or(row.len())];
+            let operator = row[..row.find('"').unwrap_or(0)].to_string();
+            let shard = row
+                .split("data-latency-shard=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            (operator, shard, [cell(row, "p50"), cell(row, "p99"), cell(row, "p999")])
+        })
+        .collect()
+}
+
+/// Text of the first element whose opening tag contains `attribute`, within `html`.
+fn element_after<'a>(html: &'a str, attribute: &str) -> Option<&'a str> {
+    let start = html.find(attribute)?;
+    let open_end = start + html[start..].find('>')? + 1;
+    let close = open_end + html[open_end..].find('<')?;
+    Some(&html[open_end..close])
 }
 
 fn chromium(browser: &PathBuf, profile: &std::path::Path, extra: &[String], url: &str) -> std::process::Output {
@@ -136,7 +168,13 @@ fn chromium_renders_the_dashboard_of_a_running_job() {
     poll("throughput in /api/status", Duration::from_secs(30), || {
         let (code, body) = http_get(addr, "/api/status", None, Duration::from_secs(5)).ok()?;
         let st: Value = serde_json::from_str(&body).ok()?;
-        (code == 200 && st["records_per_second"].as_f64()? > 0.0 && st["checkpoints"]["totals"]["completed"].as_u64()? >= 2).then_some(())
+        let window_latency_shards = st["operator_latency"]
+            .as_array()?
+            .iter()
+            .filter(|l| l["operator"].as_str().is_some_and(|o| o.starts_with("window:")) && l["p50_us"].as_u64().is_some_and(|v| v > 0))
+            .count();
+        (code == 200 && st["records_per_second"].as_f64()? > 0.0 && st["checkpoints"]["totals"]["completed"].as_u64()? >= 2 && window_latency_shards == 2)
+            .then_some(())
     });
 
     let profile = tempfile::tempdir().expect("profile dir");
@@ -163,6 +201,20 @@ fn chromium_renders_the_dashboard_of_a_running_job() {
     let rows = dom.matches("data-epoch=\"").count();
     assert!(rows >= 2, "checkpoint history rows: {rows}");
     assert!(dom.contains(">completed</td>"), "a completed checkpoint in the history");
+    // Operator latency: one row per shard for the window operator, with percentiles in µs.
+    let rows = operator_latency_rows(&dom);
+    let window_rows: Vec<&(String, String, [f64; 3])> = rows.iter().filter(|(op, _, _)| op.starts_with("window:")).collect();
+    assert_eq!(
+        window_rows.iter().map(|(_, shard, _)| shard.as_str()).collect::<Vec<_>>(),
+        ["0", "1"],
+        "window latency rows per shard: {rows:?}"
+    );
+    for (op, shard, [p50, p99, p999]) in window_rows {
+        assert!(
+            *p50 >= 1.0 && p50 <= p99 && p99 <= p999,
+            "{op} shard {shard}: p50 {p50} p99 {p99} p99.9 {p999} µs"
+        );
+    }
 
     // Keep a screenshot as a test artifact.
     let artifacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").join("test-artifacts");

@@ -1,6 +1,6 @@
 //! A real Prometheus server (Debian's `prometheus`) scrapes a running, checkpointing job's
 //! `/metrics` on loopback; the test then asks Prometheus' HTTP API for the series, the live
-//! checkpoint figures among them. Skipped with a message only
+//! checkpoint figures and the per-operator and sink latency percentiles among them. Skipped with a message only
 //! when the binary is absent and `CI` is not set (`.ci/setup.sh` installs it); in CI it must run.
 //! No sleeps as synchronisation: every wait polls with a bounded deadline.
 
@@ -162,6 +162,48 @@ fn prometheus_scrapes_a_running_job() {
     assert!(rings
         .iter()
         .all(|s| s["metric"]["from_shard"].is_string() && s["metric"]["to_shard"].is_string()));
+
+    // Per-operator latency (ingest → the window's input, across the keyed exchange): p50, p99
+    // and p99.9 for the window operator on each of the two shards, ordered, in µs.
+    let latency = poll("weir_operator_latency_us for the window on both shards", Duration::from_secs(60), || {
+        let r: Vec<Value> = query(prometheus_addr, "weir_operator_latency_us")
+            .into_iter()
+            .filter(|s| s["metric"]["job"] == "prom-test")
+            .collect();
+        let window = |shard: &str| {
+            r.iter()
+                .filter(|s| s["metric"]["operator"].as_str().is_some_and(|o| o.starts_with("window:")) && s["metric"]["shard"] == shard)
+                .count()
+        };
+        (window("0") == 3 && window("1") == 3).then_some(r)
+    });
+    for s in &latency {
+        let v = value(s);
+        assert!((1.0..=60_000_000.0).contains(&v), "operator latency {v} µs in {s}");
+    }
+    for shard in ["0", "1"] {
+        let q = |quantile: &str| {
+            latency
+                .iter()
+                .find(|s| {
+                    s["metric"]["operator"].as_str().is_some_and(|o| o.starts_with("window:"))
+                        && s["metric"]["shard"] == shard
+                        && s["metric"]["quantile"] == quantile
+                })
+                .map(value)
+                .unwrap_or_else(|| panic!("quantile {quantile} on shard {shard}"))
+        };
+        let (p50, p99, p999) = (q("0.5"), q("0.99"), q("0.999"));
+        assert!(p50 <= p99 && p99 <= p999, "shard {shard}: p50 {p50} ≤ p99 {p99} ≤ p99.9 {p999} µs");
+        // A 50 000 records/s job on two idle-ish shards: the median input waits far below a second.
+        assert!(p50 < 1_000_000.0, "shard {shard}: window input p50 {p50} µs");
+    }
+    // The end-to-end sink latency exists beside it (windows fire every 10 s of event time).
+    let sink = poll("weir_sink_latency_us", Duration::from_secs(60), || {
+        let r = query(prometheus_addr, "weir_sink_latency_us");
+        (!r.is_empty()).then_some(r)
+    });
+    assert!(sink.iter().all(|s| (1.0..=60_000_000.0).contains(&value(s))), "sink latency: {sink:?}");
 
     // Live checkpoint figures (the job checkpoints every 500 ms).
     let completed = poll("weir_checkpoints_completed_total >= 2", Duration::from_secs(60), || {

@@ -215,10 +215,114 @@ fn streaming_constructs() {
     rejects(
         "INSERT INTO out_rows SELECT auction, SUM(price) OVER (PARTITION BY auction) FROM bid;",
         "OVER",
-        &["OVER windows", "window TVFs"],
+        &["must ORDER BY the time attribute", "ORDER BY date_time"],
     );
     rejects("INSERT INTO out_rows SELECT DISTINCT auction, price FROM bid;", "SELECT", &["SELECT DISTINCT"]);
     rejects("INSERT INTO out_rows SELECT auction, (SELECT 1) FROM bid;", "SELECT 1", &["subqueries"]);
+}
+
+/// OVER aggregations: the forms weir does not run are named with their position and the
+/// supported form; so are processing-time forms without support.
+#[test]
+fn over_windows_and_processing_time() {
+    let over = |w: &str| format!("INSERT INTO out_rows SELECT auction, SUM(price) OVER ({w}) FROM bid;");
+    rejects(
+        &over("PARTITION BY auction ORDER BY price ROWS BETWEEN 2 PRECEDING AND CURRENT ROW"),
+        "price ROWS",
+        &["ordered by the event-time attribute", "ORDER BY date_time"],
+    );
+    rejects(
+        &over("PARTITION BY auction ORDER BY date_time DESC ROWS 2 PRECEDING"),
+        "date_time DESC",
+        &["ascending"],
+    );
+    rejects(
+        &over("PARTITION BY auction ORDER BY date_time, price ROWS 2 PRECEDING"),
+        "price ROWS",
+        &["time attribute alone"],
+    );
+    rejects(
+        &over("PARTITION BY auction ORDER BY date_time ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"),
+        "UNBOUNDED",
+        &["UNBOUNDED PRECEDING frames are not supported", "ROWS BETWEEN n PRECEDING AND CURRENT ROW"],
+    );
+    rejects(
+        &over("PARTITION BY auction ORDER BY date_time"),
+        "OVER",
+        &["without a frame is unbounded", "RANGE BETWEEN INTERVAL '10' SECOND PRECEDING"],
+    );
+    rejects(
+        &over("PARTITION BY auction ORDER BY date_time ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING"),
+        "1 FOLLOWING",
+        &["1 FOLLOWING", "CURRENT ROW"],
+    );
+    rejects(
+        &over("PARTITION BY auction ORDER BY date_time RANGE BETWEEN 5 PRECEDING AND CURRENT ROW"),
+        "5 PRECEDING",
+        &["needs an interval", "INTERVAL '10' SECOND"],
+    );
+    rejects(
+        &over("PARTITION BY auction ORDER BY date_time ROWS BETWEEN INTERVAL '1' SECOND PRECEDING AND CURRENT ROW"),
+        "INTERVAL '1'",
+        &["row count"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT SUM(price) OVER (PARTITION BY auction ORDER BY date_time ROWS 2 PRECEDING), \
+         COUNT(*) OVER (PARTITION BY auction ORDER BY date_time ROWS 3 PRECEDING) FROM bid;",
+        "OVER (PARTITION BY auction ORDER BY date_time ROWS 3",
+        &["same window", "WINDOW w AS"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT COUNT(DISTINCT price) OVER (PARTITION BY auction ORDER BY date_time ROWS 2 PRECEDING), auction FROM bid;",
+        "COUNT(DISTINCT",
+        &["COUNT(DISTINCT ...) OVER is not supported"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, LAG(price) OVER (PARTITION BY auction ORDER BY date_time ROWS 2 PRECEDING) FROM bid;",
+        "LAG",
+        &["LAG(...) OVER is not supported", "COUNT, SUM, MIN, MAX and AVG"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, SUM(price) OVER w2 FROM bid WINDOW w AS (PARTITION BY auction ORDER BY date_time ROWS 2 PRECEDING);",
+        "OVER w2",
+        &["unknown window `w2`", "windows of this query: w"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, SUM(price) OVER (PARTITION BY auction ORDER BY date_time ROWS 2 PRECEDING) FROM \
+         TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+        "SUM(price) OVER",
+        &["cannot be mixed with GROUP BY", "subquery"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, price FROM bid WHERE SUM(price) OVER (PARTITION BY auction ORDER BY date_time ROWS 2 PRECEDING) > 3;",
+        "OVER (",
+        &["only as select items"],
+    );
+    // Processing time.
+    let proc = "(SELECT auction, price, PROCTIME() AS pt FROM bid)";
+    rejects(
+        &format!("INSERT INTO out_rows SELECT auction, SUM(price) OVER (PARTITION BY auction ORDER BY pt ROWS 2 PRECEDING) FROM {proc};"),
+        "pt ROWS",
+        &["processing time are not supported", "event-time attribute"],
+    );
+    rejects(
+        &format!("INSERT INTO out_rows SELECT auction, COUNT(*) FROM TABLE(SESSION({proc}, DESCRIPTOR(pt), INTERVAL '5' SECOND)) GROUP BY auction, window_start, window_end;"),
+        "pt), INTERVAL",
+        &["SESSION windows on processing time", "TUMBLE, HOP or CUMULATE"],
+    );
+    rejects(
+        &format!(
+            "INSERT INTO out_rows SELECT auction, COUNT(*) FROM (SELECT auction, COUNT(*) AS n, window_start, window_end FROM \
+             TABLE(TUMBLE({proc}, DESCRIPTOR(pt), INTERVAL '5' SECOND)) GROUP BY auction, window_start, window_end) GROUP BY auction, window_start, window_end;"
+        ),
+        "SELECT auction, COUNT(*) FROM (",
+        &["only over a window TVF"],
+    );
+    rejects(
+        "INSERT INTO out_rows SELECT auction, PROCTIME(price) FROM bid;",
+        "PROCTIME",
+        &["PROCTIME takes 0 argument"],
+    );
 }
 
 #[test]
@@ -277,6 +381,14 @@ fn mangled_scripts_never_panic() {
              JOIN (SELECT MAX(price) AS m, window_start, window_end FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) GROUP BY window_start, window_end) R \
              ON L.window_start = R.window_start AND L.window_end = R.window_end AND L.price = R.m;"
         ),
+        format!(
+            "{BID}INSERT INTO out_rows SELECT auction, AVG(price) OVER w FROM bid WHERE price > 3 \
+             WINDOW w AS (PARTITION BY auction ORDER BY date_time RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW);"
+        ),
+        format!(
+            "{BID}INSERT INTO out_rows SELECT auction, COUNT(*) FROM TABLE(HOP((SELECT auction, PROCTIME() AS pt FROM bid), DESCRIPTOR(pt), \
+             INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;"
+        ),
     ];
     for g in &good {
         explain(g, &vars(), config()).unwrap_or_else(|e| panic!("{e}"));
@@ -303,6 +415,10 @@ fn mangled_scripts_never_panic() {
         "\n",
         "DESCRIPTOR",
         "window_start",
+        "OVER",
+        "ROWS",
+        "PRECEDING",
+        "WINDOW",
     ];
     let mut state: u64 = 0x5eed_1234_abcd_0001;
     let mut next = move || {

@@ -154,5 +154,45 @@ fn every_benchmark_query_plans_and_runs() {
         assert_eq!(report.shards, 2);
         n += 1;
     }
-    assert!(n >= 7, "only {n} benchmark queries found");
+    assert!(n >= 13, "only {n} benchmark queries found");
+}
+
+/// q12 (processing-time windows) on the generator: whatever the wall clock does, every bid is
+/// counted exactly once, in windows aligned to 10 s, for 1 to 4 shards.
+#[test]
+fn q12_counts_every_bid_once_in_aligned_processing_time_windows() {
+    let mut bids: HashMap<i64, i64> = HashMap::new();
+    for e in events() {
+        if let Event::Bid(b) = e {
+            *bids.entry(b.bidder).or_default() += 1;
+        }
+    }
+    let q12 = std::fs::read_to_string(Path::new(BENCH).join("q12.sql"))
+        .unwrap()
+        .replace("'${SINK}'", "'filesystem', 'path' = '${OUT}', 'format' = 'csv'");
+    for cores in 1..=4 {
+        let mut counted: HashMap<i64, i64> = HashMap::new();
+        for line in run(&format!("{}{q12}", ddl()), cores, "q12") {
+            let f: Vec<&str> = line.split(',').collect();
+            let (start, end) = (parse_ts(f[2]), parse_ts(f[3]));
+            assert_eq!((start % 10_000, end - start), (0, 10_000), "{line}: a 10 s window aligned to the interval");
+            *counted.entry(f[0].parse().unwrap()).or_default() += f[1].parse::<i64>().unwrap();
+        }
+        assert_eq!(counted, bids, "bids per bidder on {cores} cores");
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) as epoch ms.
+fn parse_ts(s: &str) -> i64 {
+    let (date, time) = s.split_once(' ').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    days * 86_400_000 + ((t[0] * 60 + t[1]) * 60 + t[2]) * 1000 + ms
 }

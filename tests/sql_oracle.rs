@@ -326,3 +326,31 @@ fn extra_window_dedup() {
 fn extra_interval_join() {
     run_extra("interval_join");
 }
+
+/// OVER aggregation with a ROWS frame through a `WINDOW` clause: COUNT, SUM, MIN, MAX, AVG of
+/// BIGINT and of DOUBLE over each bid and the 4 before it of its auction. Bids of one auction
+/// at equal times are framed one by one in file order; bids not after their auction's last
+/// emitted time are late and dropped, as Flink drops them.
+#[test]
+fn extra_over_rows() {
+    run_extra("over_rows");
+}
+
+/// OVER aggregation with a RANGE frame of 10 s per bidder (peers at equal times share the
+/// frame), with NULL arguments (COUNT and SUM of a CASE without ELSE) and a DECIMAL average.
+#[test]
+fn extra_over_range() {
+    run_extra("over_range");
+}
+
+/// OVER aggregation without PARTITION BY (one partition): MIN/MAX over a sliding ROWS frame.
+#[test]
+fn extra_over_global_rows() {
+    run_extra("over_global_rows");
+}
+
+/// OVER aggregation over a window aggregate's result, ordered by its `window_time`.
+#[test]
+fn extra_over_window_agg() {
+    run_extra("over_window_agg");
+}

@@ -49,6 +49,7 @@ impl StreamEnv {
         let seg_name = self.name("input");
         let tail: Tail<O> = Arc::new(move |ctx, down| {
             let op = make(ctx, &op_name, down)?;
+            let op = crate::control::latency::LatencyProbe2::wrap_operator(op, ctx, &op_name);
             let mut left_ends = vec![ctx.take_receiver_ends(left_edge)];
             let mut right_ends = vec![ctx.take_receiver_ends(right_edge)];
             let mut env = StreamEnv::segment_env(ctx, &seg_name);

@@ -279,7 +279,8 @@ impl<T: Send + 'static> DataStream<T> {
         &self.name
     }
 
-    /// Append an operator built per shard by `make` (given its downstream).
+    /// Append an operator built per shard by `make` (given its downstream). Its input gets a
+    /// latency probe (ingest → operator, [`crate::control::latency`]) while instrumentation is on.
     pub fn then<U: 'static>(
         self,
         kind: &str,
@@ -290,6 +291,7 @@ impl<T: Send + 'static> DataStream<T> {
         let prev = self.tail;
         let tail: Tail<U> = Arc::new(move |ctx, down| {
             let op = make(ctx, &op_name, down)?;
+            let op = crate::control::latency::LatencyProbe::wrap_operator(op, ctx, &op_name);
             prev(ctx, op)
         });
         DataStream { env: self.env, tail, name }
@@ -363,7 +365,7 @@ impl<T: Send + 'static> DataStream<T> {
         let op_name = name.clone();
         self.env.add_segment(name, move |ctx| {
             let push = sink.build(ctx, &op_name)?;
-            let push = crate::control::latency::LatencyProbe::wrap(push, ctx, &op_name);
+            let push = crate::control::latency::LatencyProbe::wrap_sink(push, ctx, &op_name);
             prev(ctx, push)
         });
     }

@@ -13,7 +13,9 @@
 //! `weir_ring_records_sent`, `weir_ring_full_seconds`. Gauges: `weir_job_running`,
 //! `weir_busy_time_ms_per_second`, `weir_idle_time_ms_per_second`,
 //! `weir_backpressured_time_ms_per_second`, `weir_ring_full_ms_per_second`, `weir_watermark_ms`,
-//! `weir_watermark_lag_ms`, `weir_sink_latency_us{quantile="0.5"|"0.99"|"0.999"}`.
+//! `weir_watermark_lag_ms`, `weir_sink_latency_us{quantile="0.5"|"0.99"|"0.999"}` (ingest → sink),
+//! `weir_operator_latency_us{quantile}` (ingest → the operator's input, for every operator
+//! appended to a stream and every join; operators × shards × 3 series).
 //!
 //! Checkpoints (per job): counters `weir_checkpoints_completed`, `weir_checkpoints_failed`,
 //! `weir_checkpoints_aborted`; gauges `weir_checkpoints_in_progress` and, once one completed,
@@ -193,18 +195,26 @@ fn job_families(out: &mut Families, job: &JobHandle) {
         rings.iter().zip(&full).map(|(((e, f, t), _), ms)| (ring_labels(*e, *f, *t), *ms)).collect(),
     );
 
-    let mut latency_rows = Vec::new();
-    for l in w.newest.latencies.iter().filter(|l| l.samples > 0) {
-        for (q, v) in [("0.5", l.p50_us), ("0.99", l.p99_us), ("0.999", l.p999_us)] {
-            let mut labels = op_labels(&l.sink, l.shard);
-            labels.push(("quantile", q.to_string()));
-            latency_rows.push((labels, v as f64));
+    let quantile_rows = |latencies: &[crate::shard::metrics::LatencySnapshot]| -> Vec<(Labels, f64)> {
+        let mut rows = Vec::new();
+        for l in latencies.iter().filter(|l| l.samples > 0) {
+            for (q, v) in [("0.5", l.p50_us), ("0.99", l.p99_us), ("0.999", l.p999_us)] {
+                let mut labels = op_labels(&l.operator, l.shard);
+                labels.push(("quantile", q.to_string()));
+                rows.push((labels, v as f64));
+            }
         }
-    }
+        rows
+    };
     out.gauge(
         "weir_sink_latency_us",
         "Ingest to sink latency, µs, over the last second with samples (sampled per batch)",
-        latency_rows,
+        quantile_rows(&w.newest.latencies),
+    );
+    out.gauge(
+        "weir_operator_latency_us",
+        "Ingest to operator input latency, µs, over the last second with samples (sampled per batch)",
+        quantile_rows(&w.newest.operator_latencies),
     );
 
     // Checkpoints (live, from the coordinator's driver).

@@ -288,6 +288,7 @@ impl JobHandle {
             operators: self.registry.operator_snapshots(),
             rings: self.registry.ring_figures(),
             latencies: self.registry.latency_snapshots(),
+            operator_latencies: self.registry.operator_latency_snapshots(),
         }
     }
 }
@@ -298,7 +299,10 @@ pub struct Snapshot {
     pub at: Instant,
     pub operators: Vec<OperatorSnapshot>,
     pub rings: Vec<((usize, usize, usize), RingFigures)>,
+    /// Sink latency (ingest → sink).
     pub latencies: Vec<LatencySnapshot>,
+    /// Operator latency (ingest → operator input).
+    pub operator_latencies: Vec<LatencySnapshot>,
 }
 
 /// The latest snapshot and one about a second older, to derive per-second rates.

@@ -1,6 +1,7 @@
 //! The status API (`GET /api/status`, `GET /api/jobs`, `GET /api/checkpoints`): the job's
 //! state, per-shard throughput and time accounting, rings and how often they are full,
-//! watermarks and what holds them back, sink latency, checkpoints (totals, last figures,
+//! watermarks and what holds them back, sink latency (ingest → sink) and operator latency
+//! (ingest → each operator's input, per shard), checkpoints (totals, last figures,
 //! history), LSM store figures, the job graph, and the *bottleneck*: the ring whose sender
 //! waited longest on it in the last second, with the operator that reads it.
 //!
@@ -129,6 +130,23 @@ pub fn checkpoints_json(job: &JobHandle) -> Value {
     })
 }
 
+/// Operator latency rows in graph order (source side first, operators in chain order; the
+/// registry holds them tail first per segment), then by shard; operators without a sample yet
+/// are left out.
+pub fn operator_latency_json(latencies: &[crate::shard::metrics::LatencySnapshot]) -> Vec<Value> {
+    let mut rows: Vec<(usize, &crate::shard::metrics::LatencySnapshot)> =
+        latencies.iter().filter(|l| l.samples > 0).map(|l| (operator_number(&l.operator), l)).collect();
+    rows.sort_by_key(|(n, l)| (*n, l.shard));
+    rows.into_iter()
+        .map(|(_, l)| json!({ "operator": l.operator, "shard": l.shard, "p50_us": l.p50_us, "p99_us": l.p99_us, "p999_us": l.p999_us, "max_us": l.max_us, "samples": l.samples }))
+        .collect()
+}
+
+/// The graph-order number of an operator name such as `window#3` (names without one last).
+fn operator_number(name: &str) -> usize {
+    name.rsplit_once('#').and_then(|(_, n)| n.parse().ok()).unwrap_or(usize::MAX)
+}
+
 /// `GET /api/status`.
 pub fn status_json(job: &JobHandle, w: &Window) -> Value {
     let state = job.state();
@@ -241,8 +259,9 @@ pub fn status_json(job: &JobHandle, w: &Window) -> Value {
         .newest
         .latencies
         .iter()
-        .map(|l| json!({ "sink": l.sink, "shard": l.shard, "p50_us": l.p50_us, "p99_us": l.p99_us, "p999_us": l.p999_us, "max_us": l.max_us, "samples": l.samples }))
+        .map(|l| json!({ "sink": l.operator, "shard": l.shard, "p50_us": l.p50_us, "p99_us": l.p99_us, "p999_us": l.p999_us, "max_us": l.max_us, "samples": l.samples }))
         .collect();
+    let operator_latency = operator_latency_json(&w.newest.operator_latencies);
 
     let (segments, edges) = job.graph();
     let totals = |f: fn(&OperatorSnapshot) -> u64| ops.iter().map(f).sum::<u64>();
@@ -264,8 +283,49 @@ pub fn status_json(job: &JobHandle, w: &Window) -> Value {
         "operators": operators,
         "rings": rings,
         "latency": latency,
+        "operator_latency": operator_latency,
         "checkpoints": checkpoints_json(job),
         "stores": job.registry.store_snapshots(),
         "graph": { "segments": segments, "edges": edges },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::metrics::LatencySnapshot;
+
+    fn sample(operator: &str, shard: usize, samples: u64) -> LatencySnapshot {
+        LatencySnapshot {
+            operator: operator.to_string(),
+            shard,
+            p50_us: 10,
+            p99_us: 20,
+            p999_us: 30,
+            max_us: 40,
+            samples,
+        }
+    }
+
+    #[test]
+    fn operator_latency_rows_are_in_graph_order_and_skip_unsampled_instances() {
+        // The registry holds a segment's operators tail first, shard by shard.
+        let registry_order = [
+            sample("filter#7", 0, 5),
+            sample("map#3", 0, 5),
+            sample("filter#7", 1, 5),
+            sample("map#3", 1, 0),
+            sample("window:tumble#12", 1, 2),
+            sample("window:tumble#12", 0, 2),
+        ];
+        let rows = operator_latency_json(&registry_order);
+        let got: Vec<(String, u64)> = rows
+            .iter()
+            .map(|r| (r["operator"].as_str().unwrap().to_string(), r["shard"].as_u64().unwrap()))
+            .collect();
+        let want = [("map#3", 0), ("filter#7", 0), ("filter#7", 1), ("window:tumble#12", 0), ("window:tumble#12", 1)];
+        assert_eq!(got, want.map(|(o, s)| (o.to_string(), s)));
+        assert_eq!(rows[0]["p99_us"], 20);
+        assert_eq!(rows[0]["samples"], 5);
+    }
 }

@@ -39,7 +39,7 @@ use crate::operator::{Output, Push};
 use crate::shard::{OperatorMetrics, ProcessingTimers};
 use crate::state::codec::{self, KeyedEntryRef};
 use crate::state::{KeyedEntry, StateBackend, StateClock, StateContext, StateKey, TimerKind};
-use crate::time::{now_ms, Timestamp, WATERMARK_MIN};
+use crate::time::{processing_now_ms, Timestamp, WATERMARK_MIN};
 
 /// Which clock a timer belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,7 +116,8 @@ impl<K: Ord + Clone, O> ProcessContext<'_, K, O> {
         self.watermark
     }
 
-    /// The operator's processing time (wall clock, set once per batch).
+    /// The operator's processing time (the job's processing-time clock — the wall clock unless a
+    /// test installed one —, read once per batch).
     pub fn current_processing_time(&self) -> Timestamp {
         self.clock.now()
     }
@@ -181,7 +182,7 @@ where
 {
     /// Build the operator on `backend` and `open` the function.
     pub fn new(mut f: F, key_fn: KF, out: Output<F::Out>, wake: ProcessingTimers, metrics: Arc<OperatorMetrics>, backend: StateBackend) -> Self {
-        let clock = StateClock::new(now_ms());
+        let clock = StateClock::new(processing_now_ms());
         let state = StateContext::with_backend(clock.clone(), backend);
         let timers = TimerService {
             event: BTreeSet::new(),
@@ -340,7 +341,7 @@ where
 {
     fn push(&mut self, batch: &mut Batch<T>) {
         OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
-        self.clock.set(now_ms());
+        self.clock.set(processing_now_ms());
         batch.drain_in_order(self);
         self.out.flush();
         self.report();

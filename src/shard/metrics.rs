@@ -110,8 +110,8 @@ pub fn current_ingest_ns() -> u64 {
 
 static INSTRUMENTATION: AtomicBool = AtomicBool::new(true);
 
-/// Switch time accounting (busy/idle/backpressured) and sink latency sampling on or off for
-/// segments built afterwards (on by default; the overhead benchmark turns it off).
+/// Switch time accounting (busy/idle/backpressured) and sink and operator latency sampling on
+/// or off for segments built afterwards (on by default; the overhead benchmark turns it off).
 pub fn set_instrumentation(on: bool) {
     INSTRUMENTATION.store(on, Ordering::Relaxed);
 }
@@ -121,8 +121,10 @@ pub fn instrumentation() -> bool {
     INSTRUMENTATION.load(Ordering::Relaxed)
 }
 
-/// End-to-end latency of one sink on one shard, published about once a second by the shard
-/// (percentiles of the samples of the last period, in µs; written by one shard only).
+/// Latency of one sink (ingest → sink, end to end) or one operator (ingest → the operator's
+/// input) on one shard, published about once a second by the shard's
+/// [`crate::control::latency::LatencyProbe`] (percentiles of the samples of the last period, in
+/// µs; written by one shard only).
 #[derive(Debug, Default)]
 pub struct LatencyGauges {
     pub p50_us: AtomicU64,
@@ -187,10 +189,11 @@ pub struct OperatorSnapshot {
     pub backpressured_ns: u64,
 }
 
-/// A copy of one sink instance's latency gauges.
+/// A copy of one sink or operator instance's latency gauges.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LatencySnapshot {
-    pub sink: String,
+    /// The sink or operator name.
+    pub operator: String,
     pub shard: usize,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -199,12 +202,42 @@ pub struct LatencySnapshot {
     pub samples: u64,
 }
 
+type LatencyEntries = Mutex<Vec<(String, usize, Arc<LatencyGauges>)>>;
+
+/// Fresh gauges for (`name`, `shard`) in `entries`; a restarted attempt registering the same
+/// instance again replaces the old gauges (one entry per instance).
+fn register_latency(entries: &LatencyEntries, name: &str, shard: usize) -> Arc<LatencyGauges> {
+    let m = Arc::new(LatencyGauges::default());
+    let mut entries = entries.lock().expect("metrics registry");
+    entries.retain(|(n, s, _)| !(n == name && *s == shard));
+    entries.push((name.to_string(), shard, m.clone()));
+    m
+}
+
+fn latency_snapshots(entries: &LatencyEntries) -> Vec<LatencySnapshot> {
+    entries
+        .lock()
+        .expect("metrics registry")
+        .iter()
+        .map(|(name, shard, m)| LatencySnapshot {
+            operator: name.clone(),
+            shard: *shard,
+            p50_us: m.p50_us.load(Ordering::Relaxed),
+            p99_us: m.p99_us.load(Ordering::Relaxed),
+            p999_us: m.p999_us.load(Ordering::Relaxed),
+            max_us: m.max_us.load(Ordering::Relaxed),
+            samples: m.samples.load(Ordering::Relaxed),
+        })
+        .collect()
+}
+
 /// Every metric of one job.
 #[derive(Default)]
 pub struct MetricsRegistry {
     operators: Mutex<Vec<(String, usize, Arc<OperatorMetrics>)>>,
     rings: Mutex<Vec<RingEntry>>,
-    latencies: Mutex<Vec<(String, usize, Arc<LatencyGauges>)>>,
+    latencies: LatencyEntries,
+    operator_latencies: LatencyEntries,
     /// Head operator of the segment reading each edge (by edge index).
     edge_readers: Mutex<BTreeMap<usize, String>>,
     /// Operators registered on shard 0 per segment, in registration order (tail first).
@@ -242,11 +275,14 @@ impl MetricsRegistry {
         segs.iter().map(|ops| ops.iter().rev().cloned().collect()).collect()
     }
 
-    /// Latency gauges of sink `name` on `shard`.
+    /// End-to-end latency gauges of sink `name` on `shard`.
     pub fn latency(&self, name: &str, shard: usize) -> Arc<LatencyGauges> {
-        let m = Arc::new(LatencyGauges::default());
-        self.latencies.lock().expect("metrics registry").push((name.to_string(), shard, m.clone()));
-        m
+        register_latency(&self.latencies, name, shard)
+    }
+
+    /// Ingest → input latency gauges of operator `name` on `shard`.
+    pub fn operator_latency(&self, name: &str, shard: usize) -> Arc<LatencyGauges> {
+        register_latency(&self.operator_latencies, name, shard)
     }
 
     /// Note that the segment headed by `reader` reads edge `edge`.
@@ -284,22 +320,15 @@ impl MetricsRegistry {
             .collect()
     }
 
-    /// Every sink instance's latency gauges.
+    /// Every sink instance's end-to-end latency gauges, in registration order.
     pub fn latency_snapshots(&self) -> Vec<LatencySnapshot> {
-        self.latencies
-            .lock()
-            .expect("metrics registry")
-            .iter()
-            .map(|(name, shard, m)| LatencySnapshot {
-                sink: name.clone(),
-                shard: *shard,
-                p50_us: m.p50_us.load(Ordering::Relaxed),
-                p99_us: m.p99_us.load(Ordering::Relaxed),
-                p999_us: m.p999_us.load(Ordering::Relaxed),
-                max_us: m.max_us.load(Ordering::Relaxed),
-                samples: m.samples.load(Ordering::Relaxed),
-            })
-            .collect()
+        latency_snapshots(&self.latencies)
+    }
+
+    /// Every probed operator instance's latency gauges, in registration order (upstream
+    /// operators of a segment register after downstream ones).
+    pub fn operator_latency_snapshots(&self) -> Vec<LatencySnapshot> {
+        latency_snapshots(&self.operator_latencies)
     }
 
     /// Store gauges of keyed operator `name` on `shard`.

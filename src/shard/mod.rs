@@ -15,6 +15,7 @@
 pub mod metrics;
 pub mod runtime;
 pub mod segment;
+pub mod wakeups;
 
 use std::cell::RefCell;
 use std::cmp::Reverse;

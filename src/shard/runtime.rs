@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use futures::future::LocalBoxFuture;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::wakeups::{ExternalWakeups, WakeupSlot};
+
 use super::metrics::{MetricsRegistry, OperatorFigures};
 use super::{BuildCtx, ProcessingTimers};
 use crate::checkpoint::coordinator::{CheckpointFigures, CoordinatorDriver};
@@ -256,7 +258,11 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
     let restoring = restored_from.is_some();
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
+    // Dropped (thread stopped) when this function returns, after every shard joined.
+    let wakeups = ExternalWakeups::start(shards, Duration::from_millis(config.external_wakeup_ms))
+        .map_err(|e| WeirError::Other(format!("starting the shard wake-up thread: {e}")))?;
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
+        let wakeup = wakeups.slot(shard);
         let graph = graph.clone();
         let config = config.clone();
         let registry = registry.clone();
@@ -282,16 +288,28 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
                     shard,
                     error: None,
                 };
-                let result = run_shard(shard, shards, groups, &graph, &config, &registry, &mut edges, control, &cancel, &|| {
-                    built_at.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    // Once, when the last shard has rebuilt its state: the restore is done.
-                    if shards_built.fetch_add(1, Ordering::AcqRel) + 1 == shards && restoring {
-                        tracing::info!(
-                            "restore: state rebuilt on {shards} shards, {} ms after the start",
-                            started.elapsed().as_millis()
-                        );
-                    }
-                })
+                let result = run_shard(
+                    shard,
+                    shards,
+                    groups,
+                    &graph,
+                    &config,
+                    &registry,
+                    &mut edges,
+                    control,
+                    &cancel,
+                    &wakeup,
+                    &|| {
+                        built_at.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        // Once, when the last shard has rebuilt its state: the restore is done.
+                        if shards_built.fetch_add(1, Ordering::AcqRel) + 1 == shards && restoring {
+                            tracing::info!(
+                                "restore: state rebuilt on {shards} shards, {} ms after the start",
+                                started.elapsed().as_millis()
+                            );
+                        }
+                    },
+                )
                 .await;
                 notice.error = result.as_ref().err().map(|e| e.to_string());
                 result
@@ -354,8 +372,12 @@ async fn run_shard(
     edges: &mut Vec<ShardEnds>,
     control: Option<Arc<CheckpointControl>>,
     cancel: &JobCancel,
+    wakeup: &WakeupSlot,
     built: &dyn Fn(),
 ) -> Result<()> {
+    // Processing time on this shard thread: the job's clock (the wall clock unless a test
+    // installed its own).
+    crate::time::set_processing_clock(config.processing_clock.clone());
     let mut tasks = Vec::with_capacity(graph.segments.len());
     for (segment, seg) in graph.segments.iter().enumerate() {
         if shard == 0 {
@@ -386,12 +408,15 @@ async fn run_shard(
     // The shard ends when every task ended, at the first task error (the other tasks are
     // dropped, closing their rings), or when another shard failed. The watcher's timer also
     // wakes the reactor every tick: the guard against glommio's lost cross-core wakeups (see
-    // `shard::keep_awake_every`).
+    // `shard::keep_awake_every`); the external wake-up thread wakes it too, in case the
+    // reactor's own timers stop firing (see `shard::wakeups`).
     let tick = Duration::from_millis(config.wakeup_tick_ms);
     let all = std::pin::pin!(futures::future::try_join_all(tasks));
     let watch = std::pin::pin!(async {
         while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) && !registry.cancel_requested() {
-            glommio::timer::sleep(tick).await;
+            let timer = std::pin::pin!(glommio::timer::sleep(tick));
+            let external = std::pin::pin!(wakeup.next());
+            futures::future::select(timer, external).await;
         }
     });
     match futures::future::select(all, watch).await {

@@ -29,7 +29,7 @@ use crate::operator::{Push, Push2};
 use crate::ring::{Envelope, RingInputs};
 use crate::shard::{Flusher, OperatorMetrics, ProcessingTimers};
 use crate::source::{ReadStatus, SplitReader};
-use crate::time::{now_ms, SplitWatermark, Timestamp, WatermarkCombiner, WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
+use crate::time::{now_ms, processing_now_ms, SplitWatermark, Timestamp, WatermarkCombiner, WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
 use std::sync::Arc;
 
 /// Shared pieces every segment loop needs.
@@ -299,7 +299,10 @@ impl SegmentEnv {
     }
 
     fn fire_processing_timers(&self, chain_time: &mut dyn FnMut(Timestamp)) {
-        let now = now_ms();
+        if self.timers.earliest().is_none() {
+            return;
+        }
+        let now = processing_now_ms();
         if self.timers.pop_due(now) {
             chain_time(now);
         }
@@ -695,7 +698,7 @@ async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &P
     match timers.earliest() {
         None => Some(inputs.next().await),
         Some(deadline) => {
-            let wait = (deadline - now_ms()).max(0) as u64;
+            let wait = crate::time::processing_clock().wait_ms(deadline);
             let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(wait)));
             let next = std::pin::pin!(inputs.next());
             match select(next, sleep).await {

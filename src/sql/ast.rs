@@ -284,6 +284,93 @@ pub enum ExprKind {
         partition_by: Vec<Expr>,
         order_by: Vec<(Expr, bool)>,
     },
+    /// An aggregate over an OVER window: `call` (a `Function`) `OVER (spec)` or `OVER name`
+    /// (named windows of a `WINDOW` clause are substituted by the parser).
+    Over {
+        call: Box<Expr>,
+        window: Box<OverWindow>,
+    },
+}
+
+/// The window of an OVER aggregate: `(PARTITION BY ... ORDER BY ... frame)`.
+#[derive(Clone, Debug)]
+pub struct OverWindow {
+    pub pos: Pos,
+    /// `OVER name`: a window of the query's `WINDOW` clause (the parser replaces the reference
+    /// by the definition; the planner never sees one).
+    pub reference: Option<String>,
+    pub partition_by: Vec<Expr>,
+    /// `true` = DESC.
+    pub order_by: Vec<(Expr, bool)>,
+    /// `None`: no frame clause (SQL's default, RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW).
+    pub frame: Option<OverFrame>,
+}
+
+/// `ROWS | RANGE BETWEEN start AND end` (or `ROWS | RANGE start`, meaning `... AND CURRENT ROW`).
+#[derive(Clone, Debug)]
+pub struct OverFrame {
+    pub pos: Pos,
+    /// `ROWS` (counted rows) or `RANGE` (an interval of the ORDER BY value).
+    pub rows: bool,
+    pub start: FrameBound,
+    pub end: FrameBound,
+}
+
+/// One end of a window frame.
+#[derive(Clone, Debug)]
+pub enum FrameBound {
+    UnboundedPreceding(Pos),
+    /// `n PRECEDING` / `INTERVAL '..' .. PRECEDING`.
+    Preceding(Expr),
+    CurrentRow(Pos),
+    /// `n FOLLOWING` / `UNBOUNDED FOLLOWING` (the expression is `None` when unbounded).
+    Following(Option<Expr>, Pos),
+}
+
+impl FrameBound {
+    pub fn display(&self) -> String {
+        match self {
+            FrameBound::UnboundedPreceding(_) => "UNBOUNDED PRECEDING".into(),
+            FrameBound::Preceding(e) => format!("{} PRECEDING", e.display()),
+            FrameBound::CurrentRow(_) => "CURRENT ROW".into(),
+            FrameBound::Following(Some(e), _) => format!("{} FOLLOWING", e.display()),
+            FrameBound::Following(None, _) => "UNBOUNDED FOLLOWING".into(),
+        }
+    }
+    pub fn pos(&self) -> Pos {
+        match self {
+            FrameBound::UnboundedPreceding(p) | FrameBound::CurrentRow(p) | FrameBound::Following(_, p) => *p,
+            FrameBound::Preceding(e) => e.pos,
+        }
+    }
+}
+
+impl OverWindow {
+    /// SQL text of the window specification (without `OVER`).
+    pub fn display(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.partition_by.is_empty() {
+            let p: Vec<String> = self.partition_by.iter().map(Expr::display).collect();
+            parts.push(format!("PARTITION BY {}", p.join(", ")));
+        }
+        if !self.order_by.is_empty() {
+            let o: Vec<String> = self
+                .order_by
+                .iter()
+                .map(|(e, d)| format!("{}{}", e.display(), if *d { " DESC" } else { "" }))
+                .collect();
+            parts.push(format!("ORDER BY {}", o.join(", ")));
+        }
+        if let Some(f) = &self.frame {
+            parts.push(format!(
+                "{} BETWEEN {} AND {}",
+                if f.rows { "ROWS" } else { "RANGE" },
+                f.start.display(),
+                f.end.display()
+            ));
+        }
+        format!("({})", parts.join(" "))
+    }
 }
 
 impl Expr {
@@ -344,6 +431,7 @@ impl Expr {
                     .collect();
                 format!("ROW_NUMBER() OVER (PARTITION BY {} ORDER BY {})", p.join(", "), o.join(", "))
             }
+            ExprKind::Over { call, window } => format!("{} OVER {}", call.display(), window.display()),
         }
     }
 

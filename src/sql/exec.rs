@@ -103,7 +103,7 @@ where
 }
 
 /// Keyed operators other than window aggregations cannot be scaled out yet.
-fn no_scale_out(env: &StreamEnv, what: &str) -> Result<(), SqlError> {
+pub(super) fn no_scale_out(env: &StreamEnv, what: &str) -> Result<(), SqlError> {
     match crate::scaleout::role(env.config()) {
         Some(_) => Err(SqlError::job(format!(
             "a scaled-out job (weir.scale-out.slots) supports window aggregations; {what} are not scaled out yet"
@@ -405,7 +405,7 @@ fn ts_of(v: &Value) -> Timestamp {
 }
 
 /// Mark the columns `e` reads.
-fn mark(e: &Expr, needed: &mut [bool]) {
+pub(super) fn mark(e: &Expr, needed: &mut [bool]) {
     e.for_each_column(&mut |i| {
         if let Some(x) = needed.get_mut(i) {
             *x = true;
@@ -504,7 +504,7 @@ fn pruned(exprs: &[Expr], needed: &[bool]) -> Vec<Expr> {
 
 /// The stream of a relation; only the columns `needed` must be right (projection pushdown:
 /// the others may be NULL).
-fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
+pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
     if let Some(simpler) = merged(rel) {
         return build(env, &simpler, needed);
     }
@@ -560,7 +560,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             let ex: Arc<[Expr]> = exprs.into();
             build(env, input, &need)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
         }
-        Plan::WindowTvf { input, assigner } => {
+        Plan::WindowTvf { input, assigner, proctime } => {
             if matches!(assigner, WindowAssigner::Session { .. }) {
                 return Err(SqlError::job(
                     "a SESSION window TVF must be aggregated (GROUP BY window_start, window_end, ...)",
@@ -568,12 +568,17 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             }
             let rt = input.rowtime.unwrap_or(0);
             let a = *assigner;
-            let ltz = matches!(input.scope.columns.get(rt).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
+            let proctime = *proctime;
+            // PROCTIME() is a TIMESTAMP_LTZ(3).
+            let ltz = proctime || matches!(input.scope.columns.get(rt).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
             let mut need: Vec<bool> = needed.iter().copied().take(width_of(input)).collect();
             need.resize(width_of(input), false);
-            need[rt] = true;
+            if let Some(x) = need.get_mut(rt) {
+                *x = true;
+            }
             build(env, input, &need)?.flat_map(move |r: Row| {
-                let ts = ts_of(&r[rt]);
+                // Processing-time windows: the row's window is where the clock stands now.
+                let ts = if proctime { crate::time::processing_now_ms() } else { ts_of(&r[rt]) };
                 let mut windows: SmallVec<[(i64, i64); 2]> = SmallVec::new();
                 a.for_each_window(ts, |s, e| windows.push((s, e)));
                 let mut out: SmallVec<[Row; 2]> = SmallVec::new();
@@ -602,6 +607,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             aggs,
             ltz,
             cascade,
+            proctime,
             ..
         } => {
             // Pre-aggregate rows: [keys..., (cascade: window_start, window_end,) args...]; the
@@ -615,6 +621,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 first_arg: nkey,
             };
             let ltz = *ltz;
+            let proctime = *proctime;
             let cascaded = cascade.is_some();
             let mut need = vec![false; width_of(input)];
             for e in pre.iter() {
@@ -626,7 +633,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
             // Over a scan (or a filter over one), or a projection of one (a view), the
             // pre-aggregate projection runs inside the reader, composed with the view's.
             let fused_input = match &input.plan {
-                Plan::Project { input: inner, exprs } if scan_of(inner).is_some() => {
+                Plan::Project { input: inner, exprs } if scan_of(inner).is_some() && !exprs.iter().any(Expr::reads_clock) => {
                     let composed: Vec<Expr> = pre.iter().map(|e| e.substitute(exprs)).collect();
                     Some((&**inner, composed, input.rowtime.map(|rt| exprs[rt].clone())))
                 }
@@ -683,14 +690,19 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 }
                 let int = |r: &Row| IntKey::of(r, 1);
                 let row = move |r: &Row| KeyRow::of(r, nkey);
-                match (int_key, count_stars) {
-                    (true, Some(c)) => driver(SqlWindowAggOp::new(slicer, int, c, shape, out, metrics), ctx, name),
-                    (true, None) => driver(SqlWindowAggOp::new(slicer, int, agg.clone(), shape, out, metrics), ctx, name),
-                    (false, Some(c)) => driver(SqlWindowAggOp::new(slicer, row, c, shape, out, metrics), ctx, name),
-                    (false, None) => driver(SqlWindowAggOp::new(slicer, row, agg.clone(), shape, out, metrics), ctx, name),
+                let op = match (int_key, count_stars) {
+                    (true, Some(c)) => driver(SqlWindowAggOp::new(slicer, int, c, shape, out, metrics), ctx, name)?,
+                    (true, None) => driver(SqlWindowAggOp::new(slicer, int, agg.clone(), shape, out, metrics), ctx, name)?,
+                    (false, Some(c)) => driver(SqlWindowAggOp::new(slicer, row, c, shape, out, metrics), ctx, name)?,
+                    (false, None) => driver(SqlWindowAggOp::new(slicer, row, agg.clone(), shape, out, metrics), ctx, name)?,
+                };
+                if proctime {
+                    return super::proctime::fired_by_clock(op, assigner, ctx, name);
                 }
+                Ok(op)
             })
         }
+        Plan::Over(node) => super::over::build(env, node, needed)?,
         Plan::IntervalJoin {
             left,
             right,
@@ -819,6 +831,7 @@ fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>,
                 let mut r_ends = vec![ctx.take_receiver_ends(right_edge)];
                 let out = Output::new(down, ctx.config.batch_size);
                 let op: Box<dyn Push2<Row, Row>> = Box::new(WindowJoinOp::build(spec.clone(), lkf.clone(), rkf.clone(), ctx, &seg_name, out)?);
+                let op = crate::control::latency::LatencyProbe2::wrap_operator(op, ctx, &seg_name);
                 let mut senv = StreamEnv::segment_env(ctx, &seg_name);
                 Ok(Box::pin(async move {
                     let (li, ri, connected) = futures::join!(connect_all::<Row>(&mut l_ends), connect_all::<Row>(&mut r_ends), senv.connect());
@@ -901,6 +914,7 @@ fn merged(rel: &Rel) -> Option<Rel> {
             _ => None,
         },
         Plan::Filter { input, predicate, text } => match &input.plan {
+            Plan::Project { exprs, .. } if exprs.iter().any(Expr::reads_clock) => None,
             // filter(project(x)) = project(filter(x)) with the predicate over x.
             Plan::Project { input: inner, exprs } => {
                 let filtered = Rel {
@@ -1237,7 +1251,7 @@ pub fn explain(job: &Job) -> String {
     out
 }
 
-fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) {
+pub(super) fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) {
     let pad = "  ".repeat(depth);
     let cols: Vec<String> = rel.scope.columns.iter().map(|c| format!("{} {}", c.name, c.ty)).collect();
     match &rel.plan {
@@ -1290,8 +1304,13 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
             let _ = writeln!(out, "{pad}project -> [{}]", cols.join(", "));
             describe(input, depth + 1, out, edges);
         }
-        Plan::WindowTvf { input, assigner } => {
-            let _ = writeln!(out, "{pad}window_tvf {} (adds window_start, window_end, window_time)", window_text(assigner));
+        Plan::WindowTvf { input, assigner, proctime } => {
+            let _ = writeln!(
+                out,
+                "{pad}window_tvf {}{} (adds window_start, window_end, window_time)",
+                window_text(assigner),
+                if *proctime { " on processing time" } else { "" }
+            );
             describe(input, depth + 1, out, edges);
         }
         Plan::WindowAgg {
@@ -1299,20 +1318,27 @@ fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Vec<String>) 
             assigner,
             key_texts,
             aggs,
+            proctime,
             ..
         } => {
             let a: Vec<&str> = aggs.iter().map(|a| a.text.as_str()).collect();
             let _ = writeln!(
                 out,
-                "{pad}window_aggregate {} group by [{}] aggregates [{}] (late records dropped, as Flink)",
+                "{pad}window_aggregate {} group by [{}] aggregates [{}] {}",
                 window_text(assigner),
                 key_texts.join(", "),
-                a.join(", ")
+                a.join(", "),
+                if *proctime {
+                    "on processing time (fired by the clock; open windows fire at end of input)"
+                } else {
+                    "(late records dropped, as Flink)"
+                }
             );
             let _ = writeln!(out, "{pad}  <- hash exchange by [{}]", key_texts.join(", "));
             edges.push(format!("hash by [{}] into window_aggregate", key_texts.join(", ")));
             describe(input, depth + 2, out, edges);
         }
+        Plan::Over(node) => super::over::describe(node, &pad, depth, out, edges),
         Plan::IntervalJoin {
             left,
             right,

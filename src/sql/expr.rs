@@ -116,6 +116,9 @@ pub enum Func {
     Replace,
     /// `HOUR(ts)`.
     Hour,
+    /// `PROCTIME()`: processing time now (a processing-time attribute where a table or a
+    /// projection defines it; see `sql::proctime`).
+    Proctime,
 }
 
 /// A regular-expression function with its pattern compiled at planning time.
@@ -412,6 +415,11 @@ impl Binder<'_, '_> {
                 })
             }
             ExprKind::Function { name, args, distinct, star } => self.function(name, args, *distinct, *star, e),
+            ExprKind::Over { window, .. } => Err(SqlError::at(
+                window.pos,
+                "OVER aggregates are supported only as select items of a query without GROUP BY",
+            )
+            .hint("SELECT k, AVG(x) OVER (PARTITION BY k ORDER BY rowtime ROWS BETWEEN 10 PRECEDING AND CURRENT ROW) FROM t; aggregate the result in an outer query")),
             ExprKind::RowNumber { .. } => Err(SqlError::at(pos, "ROW_NUMBER() OVER (...) is only supported as a select item of a window Top-N")
                 .hint("SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY ...) AS rownum FROM TABLE(TUMBLE(...))) WHERE rownum <= N")),
         }
@@ -559,6 +567,13 @@ impl Binder<'_, '_> {
             }
         };
         match name {
+            "PROCTIME" => {
+                arity(0)?;
+                Ok(Typed {
+                    expr: Expr::Call(Func::Proctime, Vec::new()),
+                    ty: TimestampLtz(3),
+                })
+            }
             "TO_TIMESTAMP_LTZ" => {
                 if bound.len() == 1 {
                     want(0, bound[0].ty.is_integer() || bound[0].ty == Null, "an integer (epoch milliseconds)")?;
@@ -1271,6 +1286,19 @@ impl Expr {
         }
     }
 
+    /// Does the expression read the clock (`PROCTIME()`): evaluating it twice may differ.
+    pub fn reads_clock(&self) -> bool {
+        if matches!(self, Expr::Call(Func::Proctime, _)) {
+            return true;
+        }
+        let mut found = false;
+        let _ = self.map_children(&mut |c| {
+            found |= c.reads_clock();
+            Expr::Lit(Value::Null)
+        });
+        found
+    }
+
     /// The expression with every column `i` replaced by `columns[i]` (the expressions a
     /// projection computes them with).
     pub fn substitute(&self, columns: &[Expr]) -> Expr {
@@ -1551,6 +1579,7 @@ fn round_i128(v: i128, drop: i64) -> Option<i64> {
 fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
     let arg = |i: usize| args.get(i).map(|a| a.eval(row)).unwrap_or(Value::Null);
     match f {
+        Func::Proctime => Value::TimestampLtz(crate::time::processing_now_ms()),
         Func::ToTimestampLtz { precision } => match arg(0) {
             Value::Int(v) => {
                 if precision == 0 {

@@ -5,8 +5,8 @@
 //! operators: scan, filter, project, window TVF, window aggregate, window join, interval join,
 //! window rank) → [`exec`] (the plan as a `DataStream<Row>` job: [`source`] file readers and
 //! the [`nexmark`] generator with filters and projections pushed into them, the engine's window
-//! operators with a row aggregate, the [`join`] window-join and [`rank`] window Top-N
-//! operators, the engine's interval join, sinks).
+//! operators with a row aggregate, the [`join`] window-join, [`rank`] window Top-N and
+//! [`over`] OVER-aggregation operators, the engine's interval join, sinks).
 //!
 //! Types: BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p, s ≤ 18), STRING /
 //! VARCHAR, TIMESTAMP(p), TIMESTAMP_LTZ(p), and ROW<...> columns in tables (flattened into
@@ -15,8 +15,10 @@
 //! windowed result (window attributes are followed through aliases); window joins (inner and
 //! outer); inner interval joins (`R.ts BETWEEN L.ts - INTERVAL .. AND L.ts + INTERVAL ..`);
 //! window Top-N and window deduplication (`ROW_NUMBER() OVER (PARTITION BY window_start,
-//! window_end ... ORDER BY ...)` filtered by `rownum <= N`). Bad input records count under
-//! operator `source:<table>`.
+//! window_end ... ORDER BY ...)` filtered by `rownum <= N`); OVER aggregations on event time
+//! with ROWS and RANGE frames ([`over`]); processing-time attributes (`PROCTIME()`) and TUMBLE,
+//! HOP, CUMULATE windows over them, fired by the clock ([`proctime`]). Bad input records count
+//! under operator `source:<table>`.
 //!
 //! Supported statements: `CREATE TABLE` (physical, computed and — on Kafka tables — `METADATA
 //! FROM 'timestamp' | 'partition' | 'offset' | 'topic'` columns, `WATERMARK FOR c AS c -
@@ -36,8 +38,10 @@ pub mod exec;
 pub mod expr;
 pub mod join;
 pub mod nexmark;
+pub mod over;
 pub mod parser;
 pub mod plan;
+pub mod proctime;
 pub mod rank;
 pub mod source;
 pub mod streams;

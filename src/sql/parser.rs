@@ -507,11 +507,34 @@ impl Parser {
             }
         }
         let having = if self.eat_kw("HAVING") { Some(self.expr()?) } else { None };
+        let mut windows: Vec<(String, OverWindow)> = Vec::new();
+        if self.eat_kw("WINDOW") {
+            loop {
+                let (name, npos) = self.ident("a window name")?;
+                if windows.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                    return Err(SqlError::at(npos, format!("window `{name}` is defined twice")));
+                }
+                self.expect_kw("AS")?;
+                let wpos = self.pos();
+                self.expect(&Token::LParen, "`(` and the window specification")?;
+                let w = self.over_spec(wpos)?;
+                self.expect(&Token::RParen, "`)` closing the window specification")?;
+                windows.push((name, w));
+                if !self.eat(&Token::Comma) {
+                    break;
+                }
+            }
+        }
+        for item in select.iter_mut() {
+            if let SelectItem::Expr { expr, .. } = item {
+                resolve_named_windows(expr, &windows)?;
+            }
+        }
         for (kw, what) in [
             ("ORDER", "ORDER BY is not supported on streams"),
             ("LIMIT", "LIMIT is not supported"),
             ("UNION", "UNION is not supported"),
-            ("WINDOW", "named WINDOW clauses are not supported"),
+            ("WINDOW", "the WINDOW clause goes after WHERE, GROUP BY and HAVING"),
         ] {
             if self.is_kw(kw) {
                 return Err(SqlError::at(self.pos(), what));
@@ -980,9 +1003,20 @@ impl Parser {
                             self.advance();
                             return self.row_number(pos);
                         }
-                        return Err(SqlError::at(self.pos(), "OVER windows are not supported").hint(
-                            "use window TVFs (TUMBLE, HOP, CUMULATE, SESSION); ROW_NUMBER() OVER (PARTITION BY window_start, window_end ...) for window Top-N",
-                        ));
+                        let over_pos = self.pos();
+                        self.advance();
+                        let window = self.over_window(over_pos)?;
+                        let call = Expr {
+                            kind: ExprKind::Function { name, args, distinct, star },
+                            pos,
+                        };
+                        return Ok(Expr {
+                            kind: ExprKind::Over {
+                                call: Box::new(call),
+                                window: Box::new(window),
+                            },
+                            pos,
+                        });
                     }
                     ExprKind::Function { name, args, distinct, star }
                 } else {
@@ -997,6 +1031,109 @@ impl Parser {
             _ => return Err(self.unexpected("an expression")),
         };
         Ok(Expr { kind, pos })
+    }
+
+    /// The window after `agg(...) OVER` (`pos`: the OVER keyword's): `(spec)`, or the name of
+    /// a window of the query's `WINDOW` clause (resolved by [`resolve_named_windows`] once the
+    /// clause is read).
+    fn over_window(&mut self, pos: Pos) -> Result<OverWindow, SqlError> {
+        if let Token::Word(w) = self.peek().clone() {
+            if w.quote_style.is_some() || !is_reserved(&w.value) {
+                self.advance();
+                return Ok(OverWindow {
+                    pos,
+                    reference: Some(w.value),
+                    partition_by: Vec::new(),
+                    order_by: Vec::new(),
+                    frame: None,
+                });
+            }
+        }
+        self.expect(&Token::LParen, "`(` or a window name after OVER")?;
+        let w = self.over_spec(pos)?;
+        self.expect(&Token::RParen, "`)` closing OVER (...)")?;
+        Ok(w)
+    }
+
+    /// `[PARTITION BY e, ...] [ORDER BY e [ASC|DESC], ...] [ROWS|RANGE frame]` (inside the
+    /// parentheses of OVER or of a `WINDOW name AS (...)` definition).
+    fn over_spec(&mut self, pos: Pos) -> Result<OverWindow, SqlError> {
+        let mut partition_by = Vec::new();
+        if self.eat_kw("PARTITION") {
+            self.expect_kw("BY")?;
+            loop {
+                partition_by.push(self.expr()?);
+                if !self.eat(&Token::Comma) {
+                    break;
+                }
+            }
+        }
+        let mut order_by = Vec::new();
+        if self.eat_kw("ORDER") {
+            self.expect_kw("BY")?;
+            loop {
+                let e = self.expr()?;
+                let desc = if self.eat_kw("DESC") {
+                    true
+                } else {
+                    self.eat_kw("ASC");
+                    false
+                };
+                order_by.push((e, desc));
+                if !self.eat(&Token::Comma) {
+                    break;
+                }
+            }
+        }
+        let frame = if self.is_kw("ROWS") || self.is_kw("RANGE") {
+            let fpos = self.pos();
+            let rows = self.is_kw("ROWS");
+            self.advance();
+            let (start, end) = if self.eat_kw("BETWEEN") {
+                let start = self.frame_bound()?;
+                self.expect_kw("AND")?;
+                (start, self.frame_bound()?)
+            } else {
+                (self.frame_bound()?, FrameBound::CurrentRow(fpos))
+            };
+            Some(OverFrame { pos: fpos, rows, start, end })
+        } else {
+            None
+        };
+        Ok(OverWindow {
+            pos,
+            reference: None,
+            partition_by,
+            order_by,
+            frame,
+        })
+    }
+
+    /// `UNBOUNDED PRECEDING | UNBOUNDED FOLLOWING | CURRENT ROW | e PRECEDING | e FOLLOWING`.
+    fn frame_bound(&mut self) -> Result<FrameBound, SqlError> {
+        let pos = self.pos();
+        if self.eat_kw("UNBOUNDED") {
+            if self.eat_kw("PRECEDING") {
+                return Ok(FrameBound::UnboundedPreceding(pos));
+            }
+            if self.eat_kw("FOLLOWING") {
+                return Ok(FrameBound::Following(None, pos));
+            }
+            return Err(self.unexpected("PRECEDING or FOLLOWING after UNBOUNDED"));
+        }
+        if self.is_kw("CURRENT") && self.is_kw_at(1, "ROW") {
+            self.advance();
+            self.advance();
+            return Ok(FrameBound::CurrentRow(pos));
+        }
+        let e = self.additive()?;
+        if self.eat_kw("PRECEDING") {
+            return Ok(FrameBound::Preceding(e));
+        }
+        if self.eat_kw("FOLLOWING") {
+            return Ok(FrameBound::Following(Some(e), pos));
+        }
+        Err(self.unexpected("PRECEDING or FOLLOWING"))
     }
 
     /// `(PARTITION BY e, ... ORDER BY e [ASC|DESC], ...)` after `ROW_NUMBER() OVER`.
@@ -1099,6 +1236,82 @@ impl Parser {
         let else_ = if self.eat_kw("ELSE") { Some(Box::new(self.expr()?)) } else { None };
         self.expect_kw("END")?;
         Ok(ExprKind::Case { operand, whens, else_ })
+    }
+}
+
+/// Replace every `OVER name` in `e` by the window `name` of the query's `WINDOW` clause.
+fn resolve_named_windows(e: &mut Expr, windows: &[(String, OverWindow)]) -> Result<(), SqlError> {
+    let mut result = Ok(());
+    walk_mut(e, &mut |x| {
+        let ExprKind::Over { window, .. } = &mut x.kind else { return };
+        let Some(name) = window.reference.clone() else { return };
+        if result.is_err() {
+            return;
+        }
+        match windows.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            Some((_, def)) => {
+                let pos = window.pos;
+                **window = def.clone();
+                window.pos = pos;
+            }
+            None => {
+                result = Err(SqlError::at(window.pos, format!("unknown window `{name}`")).hint(if windows.is_empty() {
+                    "define it after WHERE / GROUP BY: WINDOW w AS (PARTITION BY ... ORDER BY ... ROWS BETWEEN ...)".to_string()
+                } else {
+                    format!(
+                        "windows of this query: {}",
+                        windows.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                }))
+            }
+        }
+    });
+    result
+}
+
+/// Visit `e` and every expression inside it, parents first, mutably.
+fn walk_mut(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
+    f(e);
+    match &mut e.kind {
+        ExprKind::Neg(a) | ExprKind::Not(a) | ExprKind::Cast(a, _) | ExprKind::IsNull(a, _) => walk_mut(a, f),
+        ExprKind::Binary(_, a, b) => {
+            walk_mut(a, f);
+            walk_mut(b, f);
+        }
+        ExprKind::Function { args, .. } => args.iter_mut().for_each(|a| walk_mut(a, f)),
+        ExprKind::Case { operand, whens, else_ } => {
+            if let Some(o) = operand {
+                walk_mut(o, f);
+            }
+            for (a, b) in whens {
+                walk_mut(a, f);
+                walk_mut(b, f);
+            }
+            if let Some(x) = else_ {
+                walk_mut(x, f);
+            }
+        }
+        ExprKind::Between { expr, low, high, .. } => {
+            walk_mut(expr, f);
+            walk_mut(low, f);
+            walk_mut(high, f);
+        }
+        ExprKind::InList { expr, list, .. } => {
+            walk_mut(expr, f);
+            list.iter_mut().for_each(|a| walk_mut(a, f));
+        }
+        ExprKind::Like { expr, pattern, .. } => {
+            walk_mut(expr, f);
+            walk_mut(pattern, f);
+        }
+        ExprKind::Over { call, .. } => walk_mut(call, f),
+        ExprKind::RowNumber { .. }
+        | ExprKind::Column(_)
+        | ExprKind::Number(_)
+        | ExprKind::Str(_)
+        | ExprKind::Bool(_)
+        | ExprKind::Null
+        | ExprKind::Interval(_) => {}
     }
 }
 

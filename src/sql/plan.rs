@@ -13,7 +13,11 @@
 //!   `>=` / `<=` bounds) over two inputs with time attributes → inner interval join;
 //! - `ROW_NUMBER() OVER (PARTITION BY window_start, window_end, ... ORDER BY ...)` over a
 //!   windowed relation, with `rownum <= N` in the enclosing WHERE → window rank (Top-N,
-//!   deduplication).
+//!   deduplication);
+//! - `agg(x) OVER (PARTITION BY ... ORDER BY rowtime ROWS|RANGE ...)` in a select list without
+//!   GROUP BY → OVER aggregation (planned by [`super::over`]);
+//! - a window TVF whose DESCRIPTOR names a `PROCTIME()` attribute → processing-time windows
+//!   (see [`super::proctime`]; no event time after them).
 //!
 //! Invariants: every column reference is resolved to an index here, once; a relation's
 //! `rowtime` (time attribute) is the column whose value equals the records' event timestamps;
@@ -185,6 +189,9 @@ pub enum Plan {
     WindowTvf {
         input: Box<Rel>,
         assigner: WindowAssigner,
+        /// Windows of processing time (the descriptor names a `PROCTIME()` attribute; see
+        /// [`super::proctime`]) rather than of event time.
+        proctime: bool,
     },
     /// Output: `[keys..., window_start, window_end, window_time, aggregates...]`.
     WindowAgg {
@@ -199,7 +206,11 @@ pub enum Plan {
         /// A window aggregate over a windowed relation's result (no window TVF): the input's
         /// `window_start` and `window_end` columns, whose windows are kept.
         cascade: Option<(usize, usize)>,
+        /// Processing-time windows (fired by the clock, see [`super::proctime`]).
+        proctime: bool,
     },
+    /// OVER aggregates: input columns then one column per aggregate (see [`super::over`]).
+    Over(Box<super::over::OverNode>),
     /// Window Top-N / deduplication: input columns then the row number (see [`super::rank`]).
     WindowRank {
         input: Box<Rel>,
@@ -867,12 +878,16 @@ impl Planner<'_> {
         let has_agg =
             !q.group_by.is_empty() || q.having.is_some() || q.select.iter().any(|s| matches!(s, SelectItem::Expr { expr, .. } if contains_aggregate(expr)));
         if has_agg {
+            super::over::not_with_group_by(&q.select)?;
             return self.window_aggregate(q, from);
         }
         let mut rel = from;
         if let Some(w) = &q.where_ {
             rank_limit(&mut rel, w);
             rel = filter(rel, w)?;
+        }
+        if super::over::in_select(&q.select) {
+            return super::over::plan(rel, &q.select);
         }
         if let Some(k) = q
             .select
@@ -950,11 +965,18 @@ impl Planner<'_> {
                 let input = self.from(input)?;
                 let (dname, dpos) = descriptor;
                 let time_col = input.scope.resolve(std::slice::from_ref(dname), *dpos)?;
-                if input.rowtime != Some(time_col) {
+                let proctime = input.rowtime != Some(time_col) && super::proctime::is_proctime(&input, time_col);
+                if proctime && *kind == TvfKind::Session {
+                    return Err(SqlError::at(*dpos, "SESSION windows on processing time are not supported")
+                        .hint("use TUMBLE, HOP or CUMULATE on the processing-time attribute, or SESSION on the event-time attribute"));
+                }
+                if input.rowtime != Some(time_col) && !proctime {
                     return Err(
                         SqlError::at(*dpos, format!("DESCRIPTOR({dname}) must name the time attribute of the input")).hint(match input.rowtime {
                             Some(i) => format!("the input's time attribute is `{}`", input.scope.columns[i].name),
-                            None => "the input has no time attribute: declare WATERMARK FOR <column> AS <column> - INTERVAL ... in its CREATE TABLE".into(),
+                            None => "the input has no time attribute: declare WATERMARK FOR <column> AS <column> - INTERVAL ... in its CREATE TABLE, \
+                                     or a processing-time attribute: <column> AS PROCTIME()"
+                                .into(),
                         }),
                     );
                 }
@@ -1026,16 +1048,23 @@ impl Planner<'_> {
                         ty,
                     });
                 }
-                let rowtime = Some(scope.columns.len() - 1);
                 let n_in = input.scope.columns.len();
+                // Processing-time windows have no event time downstream: their results are not a
+                // windowed relation for cascades, window joins or Top-N.
+                let (rowtime, window) = if proctime {
+                    (None, None)
+                } else {
+                    (Some(scope.columns.len() - 1), Some((n_in, n_in + 1)))
+                };
                 Ok(Rel {
                     plan: Plan::WindowTvf {
                         input: Box::new(input),
                         assigner,
+                        proctime,
                     },
                     scope,
                     rowtime,
-                    window: Some((n_in, n_in + 1)),
+                    window,
                 })
             }
             FromItem::Join { left, right, kind, on, pos } => self.join(left, right, *kind, on, *pos),
@@ -1046,14 +1075,14 @@ impl Planner<'_> {
         // The input rows and where their window columns are: after a window TVF, the three
         // columns it appends; over a windowed result (a window aggregate, a window join), its
         // own window_start, window_end and time attribute (a cascaded window aggregate).
-        let (input, tvf_scope, assigner, win, cascade) = match from {
+        let (input, tvf_scope, assigner, win, cascade, proctime) = match from {
             Rel {
-                plan: Plan::WindowTvf { input, assigner },
+                plan: Plan::WindowTvf { input, assigner, proctime },
                 scope,
                 ..
             } => {
                 let n = input.scope.columns.len();
-                (*input, scope, assigner, [n, n + 1, n + 2], None)
+                (*input, scope, assigner, [n, n + 1, n + 2], None, proctime)
             }
             Rel {
                 window: Some((ws, we)),
@@ -1064,7 +1093,7 @@ impl Planner<'_> {
                 let wt = rowtime.unwrap_or(usize::MAX);
                 let scope = from.scope.clone();
                 let assigner = WindowAssigner::Tumbling { size_ms: 1, offset_ms: 0 };
-                (from, scope, assigner, [ws, we, wt], Some((ws, we)))
+                (from, scope, assigner, [ws, we, wt], Some((ws, we)), false)
             }
             _ => {
                 return Err(SqlError::at(
@@ -1180,10 +1209,11 @@ impl Planner<'_> {
                 aggs,
                 ltz,
                 cascade,
+                proctime,
             },
             scope,
-            rowtime: Some(nk + 2),
-            window: Some((nk, nk + 1)),
+            rowtime: (!proctime).then_some(nk + 2),
+            window: (!proctime).then_some((nk, nk + 1)),
         };
         let mut rel = agg_rel;
         if let Some((pred, text)) = having {
@@ -1735,7 +1765,7 @@ impl AggregateHook for AggHook<'_> {
     }
 }
 
-fn output_name(e: &ast::Expr, alias: Option<&str>, i: usize) -> String {
+pub(super) fn output_name(e: &ast::Expr, alias: Option<&str>, i: usize) -> String {
     if let Some(a) = alias {
         return a.to_string();
     }
@@ -1802,7 +1832,7 @@ fn project(rel: Rel, select: &[SelectItem], mut bind_fn: impl FnMut(&ast::Expr, 
     Ok(projection(rel, items))
 }
 
-fn projection(rel: Rel, items: Vec<(Typed, String)>) -> Rel {
+pub(super) fn projection(rel: Rel, items: Vec<(Typed, String)>) -> Rel {
     let mut rowtime = None;
     let (mut start, mut end) = (None, None);
     let mut cols = Vec::new();

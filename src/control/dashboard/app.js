@@ -106,6 +106,10 @@
       `<tr data-shard="${s.shard}"><td>shard ${s.shard}</td><td class="records">${fmt(s.records_per_second)}</td><td>${bar(s.busy_ms_per_second, "")}</td>` +
       `<td>${bar(s.backpressured_ms_per_second, "bp")}</td><td>${fmt(s.idle_ms_per_second)}</td><td>${s.watermark == null ? "–" : new Date(s.watermark).toISOString()}</td>` +
       `<td>${fmt(s.watermark_lag_ms)}</td><td>${s.watermark_held_back_by_input == null ? "–" : esc(s.watermark_operator) + " input " + s.watermark_held_back_by_input}</td></tr>`).join("");
+    const opLatency = st.operator_latency || [];
+    $("operator-latency").tBodies[0].innerHTML = opLatency.length === 0 ? '<tr><td colspan="6">no samples yet</td></tr>' : opLatency.map((l) =>
+      `<tr data-operator-latency="${esc(l.operator)}" data-latency-shard="${l.shard}"><td>${esc(l.operator)}</td><td>${l.shard}</td>` +
+      `<td class="p50">${fmt(l.p50_us)}</td><td class="p99">${fmt(l.p99_us)}</td><td class="p999">${fmt(l.p999_us)}</td><td>${fmt(l.max_us)}</td></tr>`).join("");
     $("latency").tBodies[0].innerHTML = st.latency.map((l) =>
       `<tr><td>${esc(l.sink)}</td><td>${l.shard}</td><td>${fmt(l.p50_us)}</td><td>${fmt(l.p99_us)}</td><td>${fmt(l.p999_us)}</td><td>${fmt(l.max_us)}</td></tr>`).join("");
     $("rings").tBodies[0].innerHTML = st.rings.map((r) =>
