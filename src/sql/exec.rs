@@ -633,7 +633,7 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             // Over a scan (or a filter over one), or a projection of one (a view), the
             // pre-aggregate projection runs inside the reader, composed with the view's.
             let fused_input = match &input.plan {
-                Plan::Project { input: inner, exprs } if scan_of(inner).is_some() => {
+                Plan::Project { input: inner, exprs } if scan_of(inner).is_some() && !exprs.iter().any(Expr::reads_clock) => {
                     let composed: Vec<Expr> = pre.iter().map(|e| e.substitute(exprs)).collect();
                     Some((&**inner, composed, input.rowtime.map(|rt| exprs[rt].clone())))
                 }
@@ -691,11 +691,11 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
                 let int = |r: &Row| IntKey::of(r, 1);
                 let row = move |r: &Row| KeyRow::of(r, nkey);
                 let op = match (int_key, count_stars) {
-                    (true, Some(c)) => driver(SqlWindowAggOp::new(slicer, int, c, shape, out, metrics), ctx, name),
-                    (true, None) => driver(SqlWindowAggOp::new(slicer, int, agg.clone(), shape, out, metrics), ctx, name),
-                    (false, Some(c)) => driver(SqlWindowAggOp::new(slicer, row, c, shape, out, metrics), ctx, name),
-                    (false, None) => driver(SqlWindowAggOp::new(slicer, row, agg.clone(), shape, out, metrics), ctx, name),
-                }?;
+                    (true, Some(c)) => driver(SqlWindowAggOp::new(slicer, int, c, shape, out, metrics), ctx, name)?,
+                    (true, None) => driver(SqlWindowAggOp::new(slicer, int, agg.clone(), shape, out, metrics), ctx, name)?,
+                    (false, Some(c)) => driver(SqlWindowAggOp::new(slicer, row, c, shape, out, metrics), ctx, name)?,
+                    (false, None) => driver(SqlWindowAggOp::new(slicer, row, agg.clone(), shape, out, metrics), ctx, name)?,
+                };
                 if proctime {
                     return super::proctime::fired_by_clock(op, assigner, ctx, name);
                 }
@@ -914,6 +914,7 @@ fn merged(rel: &Rel) -> Option<Rel> {
             _ => None,
         },
         Plan::Filter { input, predicate, text } => match &input.plan {
+            Plan::Project { exprs, .. } if exprs.iter().any(Expr::reads_clock) => None,
             // filter(project(x)) = project(filter(x)) with the predicate over x.
             Plan::Project { input: inner, exprs } => {
                 let filtered = Rel {

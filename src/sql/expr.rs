@@ -1286,6 +1286,19 @@ impl Expr {
         }
     }
 
+    /// Does the expression read the clock (`PROCTIME()`): evaluating it twice may differ.
+    pub fn reads_clock(&self) -> bool {
+        if matches!(self, Expr::Call(Func::Proctime, _)) {
+            return true;
+        }
+        let mut found = false;
+        let _ = self.map_children(&mut |c| {
+            found |= c.reads_clock();
+            Expr::Lit(Value::Null)
+        });
+        found
+    }
+
     /// The expression with every column `i` replaced by `columns[i]` (the expressions a
     /// projection computes them with).
     pub fn substitute(&self, columns: &[Expr]) -> Expr {
