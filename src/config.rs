@@ -53,6 +53,12 @@ pub struct EngineConfig {
     pub dead_letter_dir: Option<PathBuf>,
     /// Bytes the file source reads from a file per I/O request.
     pub file_read_chunk_bytes: usize,
+    /// A SQL scan whose rows reach an order-insensitive sink without an event-time operator
+    /// (scan, filter, projection into a filesystem, print or blackhole table) reads each file
+    /// as byte ranges of about this size, aligned to line starts, split `i` on shard
+    /// `i % shards`; other scans read a file as one split. 0: never split. The ranges depend on
+    /// the file's size only (not the shard count), so checkpoints restore on any shard count.
+    pub file_split_bytes: u64,
     /// Largest accepted input line in bytes; longer lines are bad records.
     pub max_line_bytes: usize,
     /// A shard's reactor wakes at least this often (ms) to re-check its rings: bounds the
@@ -136,6 +142,7 @@ impl Default for EngineConfig {
             dead_letter_buffer_records: 1024,
             dead_letter_dir: None,
             file_read_chunk_bytes: 256 << 10,
+            file_split_bytes: 16 << 20,
             max_line_bytes: 1 << 20,
             wakeup_tick_ms: 1,
             external_wakeup_ms: 10,

@@ -172,11 +172,17 @@ fn sql_jobs_resume_from_their_checkpoints_exactly() {
     )
     .unwrap();
     for script in [oracle.join("sql/tumble_agg.sql"), oracle.join("sql/q7_highest_bid.sql"), top_n] {
-        resume_exactly(tmp.path(), &script, &data);
+        resume_exactly(tmp.path(), &script, &data, &[]);
     }
+    // A projection reads the file as 15 byte ranges (split among the shards); each range resumes
+    // at its own offset.
+    let ranges = tmp.path().join("ranges.toml");
+    std::fs::write(&ranges, "[engine]\nfile_split_bytes = 1000000\n").unwrap();
+    let config = ["--config".to_string(), ranges.display().to_string()];
+    resume_exactly(tmp.path(), &oracle.join("sql/q1_project.sql"), &data, &config);
 }
 
-fn resume_exactly(tmp: &Path, script: &Path, data: &Path) {
+fn resume_exactly(tmp: &Path, script: &Path, data: &Path, flags: &[String]) {
     let name = script.file_stem().unwrap().to_string_lossy().to_string();
     let run = |dir: &Path, extra: &[&str], env: &[(&str, &str)]| {
         std::fs::create_dir_all(dir).unwrap();
@@ -187,6 +193,7 @@ fn resume_exactly(tmp: &Path, script: &Path, data: &Path) {
             .arg("--var")
             .arg(format!("DATA={}", data.display()))
             .args(["--var", "OUT=out", "--cores", "2", "--no-pin", "--checkpoint-interval-ms", "5"])
+            .args(flags)
             .args(extra)
             .envs(env.iter().copied())
             .output()

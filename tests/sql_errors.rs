@@ -342,6 +342,31 @@ fn bad_records_fail_with_file_line_and_field_or_are_skipped() {
     let report = run_script(&script, &v, skip).unwrap();
     assert_eq!(report.operators_named("sink:blackhole").records_in, 2);
     assert_eq!(report.operators_named("source:bid").bad_records, 1);
+    // Read as byte ranges of 20 bytes (every line but the first starts in a later range): the
+    // same rows, the bad line named by its line in the file.
+    let mut lines: Vec<String> = (0..40).map(|i| format!("{i},2,{i},web,{}", 1000 * i)).collect();
+    lines[33] = "33,2,x33,web,33000".into();
+    std::fs::write(dir.join("bid.csv"), lines.join("\n")).unwrap();
+    for cores in [1, 3] {
+        let ranged = EngineConfig {
+            cores,
+            file_split_bytes: 20,
+            ..config()
+        };
+        let err = run_script(&script, &v, ranged.clone()).unwrap_err().to_string();
+        assert!(err.contains("bid.csv line 34 field `price`") && err.contains("'x33'"), "{err}");
+        let report = run_script(
+            &script,
+            &v,
+            EngineConfig {
+                on_bad_record: ErrorPolicy::Skip,
+                ..ranged
+            },
+        )
+        .unwrap();
+        assert_eq!(report.operators_named("sink:blackhole").records_in, 39);
+        assert_eq!(report.operators_named("source:bid").bad_records, 1);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

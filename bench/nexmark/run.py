@@ -49,7 +49,8 @@ def main():
         if done.returncode != 0:
             sys.exit(f"{q} failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-2000:]}")
         rate = args.events / secs
-        row = {"query": q, "events": args.events, "cores": args.cores, "seconds": round(secs, 3), "events_per_s": round(rate), "events_per_s_per_core": round(rate / args.cores)}
+        row = {"query": q, "events": args.events, "cores": args.cores, "seconds": round(secs, 3), "events_per_s": round(rate), "events_per_s_per_core": round(rate / args.cores),
+               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
         results.append(row)
         print(f"{q:>4}: {secs:7.3f} s  {rate / 1e6:6.2f} M events/s  {rate / args.cores / 1e6:6.2f} M events/s per core", flush=True)
     with open(args.out, "w") as f:

@@ -7,7 +7,8 @@ For each script (tumble_count, hop_count, passthrough) it times, as whole proces
   weir:  `weir run SCRIPT --var DATA=.. --var OUT=..` on the bids and on an empty file
   Flink: `flink_job.py SCRIPT ..` (PyFlink 2.3 mini-cluster) on the bids and on an empty file
 Wall time includes start-up; "running" time subtracts the empty-file run (start-up and
-shut-down). Writes bench/results/sql_vs_flink.json.
+shut-down). Writes bench/results/sql_vs_flink.json, with the machine's load averages (1, 5 and
+15 minutes) before and after each script: on a shared machine the ratios are the figure.
 """
 import argparse
 import json
@@ -58,10 +59,11 @@ def main():
     os.makedirs(empty)
     write_bids(os.path.join(full, "bid.csv"), args.bids)
     open(os.path.join(empty, "bid.csv"), "w").close()
-    results = {"bids": args.bids, "cores": args.cores, "jobs": {}}
+    results = {"command": " ".join(["python3", "bench/sql_vs_flink/run.py"] + sys.argv[1:]), "bids": args.bids, "cores": args.cores,
+               "load_average_at_start": os.getloadavg(), "jobs": {}}
     for name in SCRIPTS:
         script = os.path.join(HERE, f"{name}.sql")
-        row = {}
+        row = {"load_average_before": os.getloadavg()}
         for engine in ["weir", "flink"]:
             for data, label in [(full, "wall_s"), (empty, "startup_s")]:
                 out = os.path.join(work, f"out-{engine}-{name}-{label}")
@@ -73,6 +75,7 @@ def main():
                 row[f"{engine}_{label}"] = timed(cmd)
             row[f"{engine}_running_s"] = max(row[f"{engine}_wall_s"] - row[f"{engine}_startup_s"], 1e-3)
             row[f"{engine}_bids_per_s_running"] = args.bids / row[f"{engine}_running_s"]
+        row["load_average_after"] = os.getloadavg()
         row["speedup_wall"] = row["flink_wall_s"] / row["weir_wall_s"]
         row["speedup_running"] = row["flink_running_s"] / row["weir_running_s"]
         results["jobs"][name] = row

@@ -19,11 +19,11 @@ use super::join::WindowJoinOp;
 use super::plan::{AggCall, AggFunc, Connector, Job, KafkaFormat, KafkaTable, Plan, Rel};
 use super::source::{RowFileSource, ScanPost};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
+use super::window_agg::{row_key_hash, CountStars, GroupKey, IntKey, KeyHash, OutputShape, Slicer, SqlAggregates, SqlWindowAggOp};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
 use crate::api::{DataStream, StreamEnv};
 use crate::operator::aggregate::AggregateFunction;
-use crate::operator::window::aligned::AlignedWindowOp;
 use crate::operator::window::session::SessionWindowOp;
 use crate::operator::window::{WindowAssigner, WindowDriver, WindowResult, WindowSpec};
 use crate::operator::{Output, Push, Push2};
@@ -46,6 +46,26 @@ thread_local! {
     /// While a job is built: repartition topics so far (numbers them, in the same order in
     /// every stage's process).
     static REPARTITIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// While one INSERT is built: its file scans may read files as byte ranges in parallel (its
+    /// result does not depend on the order of the rows: see [`order_free`]).
+    static SPLIT_FILES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Does the INSERT's result not depend on the order its rows arrive in: only scans, filters and
+/// projections (no operator reads event time or arrival order) into a sink that keeps every
+/// row as a multiset (files, print, blackhole — not upserting or ordered sinks)?
+fn order_free(insert: &super::plan::InsertPlan) -> bool {
+    fn rows_only(rel: &Rel) -> bool {
+        match &rel.plan {
+            Plan::Scan { .. } => true,
+            Plan::Filter { input, .. } | Plan::Project { input, .. } => rows_only(input),
+            _ => false,
+        }
+    }
+    matches!(
+        insert.sink.connector,
+        Connector::Filesystem { .. } | Connector::S3(_) | Connector::Print | Connector::Blackhole
+    ) && rows_only(&insert.query)
 }
 
 /// The internal error that ends an INSERT's build in a scaled-out job's exchange stage.
@@ -53,9 +73,10 @@ const STAGE_CUT: &str = "weir: scale-out exchange stage ends at the repartition 
 
 /// The keyed exchange in front of a keyed operator of kind `kind`: through a repartition topic
 /// when the job is scaled out (see [`crate::scaleout`]), else the in-process exchange.
-fn keyed_exchange<KF>(env: &StreamEnv, stream: DataStream<Row>, key_fn: KF, kind: &str) -> Result<crate::api::KeyedStream<Row, KeyRow, KF>, SqlError>
+fn keyed_exchange<K, KF>(env: &StreamEnv, stream: DataStream<Row>, key_fn: KF, kind: &str) -> Result<crate::api::KeyedStream<Row, K, KF>, SqlError>
 where
-    KF: Fn(&Row) -> KeyRow + Clone + Send + Sync + 'static,
+    K: crate::key::StableHash + std::hash::Hash + Eq + Ord + Clone + Send + 'static,
+    KF: Fn(&Row) -> K + Clone + Send + Sync + 'static,
 {
     let Some((_, _)) = crate::scaleout::role(env.config()) else {
         return Ok(stream.key_by(key_fn));
@@ -104,9 +125,41 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
 
 /// One INSERT's operators and sink.
 fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
-    let all = vec![true; job.query.scope.columns.len()];
     REPARTITIONED.with(|r| r.set(false));
-    let stream = match build(env, &job.query, &all) {
+    SPLIT_FILES.with(|f| f.set(order_free(job)));
+    let conv = Arc::new(job.sink_exprs.clone());
+    let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
+    // A query that is a projection gets the sink's conversions composed into it (one fused
+    // projection, in the reader when it reads a scan); others convert after the query.
+    let fuse_conversions = !identity && matches!(job.query.plan, Plan::Project { .. });
+    let converted;
+    let query = if fuse_conversions {
+        converted = Rel {
+            plan: Plan::Project {
+                input: Box::new(job.query.clone()),
+                exprs: job.sink_exprs.clone(),
+            },
+            scope: super::expr::Scope {
+                columns: job
+                    .sink
+                    .columns
+                    .iter()
+                    .map(|(name, ty)| super::expr::Column {
+                        qualifier: None,
+                        name: name.clone(),
+                        ty: *ty,
+                    })
+                    .collect(),
+            },
+            rowtime: None,
+            window: None,
+        };
+        &converted
+    } else {
+        &job.query
+    };
+    let all = vec![true; query.scope.columns.len()];
+    let stream = match build(env, query, &all) {
         // Exchange stage: the query's input went to its repartition topic; the rest of the
         // INSERT runs in the keyed stage.
         Err(e) if e.message == STAGE_CUT => return Ok(()),
@@ -118,9 +171,7 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
             return Ok(());
         }
     }
-    let conv = Arc::new(job.sink_exprs.clone());
-    let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
-    let out = if identity {
+    let out = if identity || fuse_conversions {
         stream
     } else {
         stream.map(move |row: Row| conv.iter().map(|e| e.eval(&row)).collect::<Row>())
@@ -419,7 +470,10 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
             env.source(gateway)
         }
         Connector::S3(_) => env.source(super::source::s3_row_source(table.clone(), physical, post)?),
-        _ => env.source(RowFileSource::new(table.clone(), physical, post)?),
+        _ => {
+            let split_bytes = if SPLIT_FILES.with(|f| f.get()) { env.config().file_split_bytes } else { 0 };
+            env.source(RowFileSource::new(table.clone(), physical, post, split_bytes)?)
+        }
     };
     Ok(match (table.rowtime, rowtime) {
         (Some((_, delay)), Some(idx)) => {
@@ -451,6 +505,9 @@ fn pruned(exprs: &[Expr], needed: &[bool]) -> Vec<Expr> {
 /// The stream of a relation; only the columns `needed` must be right (projection pushdown:
 /// the others may be NULL).
 pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataStream<Row>, SqlError> {
+    if let Some(simpler) = merged(rel) {
+        return build(env, &simpler, needed);
+    }
     let width_of = |r: &Rel| r.scope.columns.len();
     Ok(match &rel.plan {
         Plan::Scan { table } => scan(env, table, needed, ScanPost::default(), table.rowtime.map(|(i, _)| i))?,
@@ -464,16 +521,17 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             };
             scan(env, table, &need, post, table.rowtime.map(|(i, _)| i))?
         }
-        // A projection (over a filter) over a scan runs inside the reader, as long as the
-        // time attribute survives it.
-        Plan::Project { input, exprs } if fusable(rel, input) => {
+        // A projection (over a filter) over a scan runs inside the reader. (A projection that
+        // drops the time attribute makes a relation without one: no operator after it reads
+        // event time, so its scan runs without watermarks.)
+        Plan::Project { input, exprs } if scan_of(input).is_some() => {
             let (table, predicate) = match &input.plan {
                 Plan::Scan { table } => (table, None),
                 Plan::Filter {
                     input: scan_rel, predicate, ..
                 } => match &scan_rel.plan {
                     Plan::Scan { table } => (table, Some(predicate.clone())),
-                    _ => unreachable!("fusable checked the shape"),
+                    _ => unreachable!("scan_of checked the shape"),
                 },
                 _ => unreachable!("fusable checked the shape"),
             };
@@ -521,14 +579,23 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             build(env, input, &need)?.flat_map(move |r: Row| {
                 // Processing-time windows: the row's window is where the clock stands now.
                 let ts = if proctime { crate::time::processing_now_ms() } else { ts_of(&r[rt]) };
+                let mut windows: SmallVec<[(i64, i64); 2]> = SmallVec::new();
+                a.for_each_window(ts, |s, e| windows.push((s, e)));
                 let mut out: SmallVec<[Row; 2]> = SmallVec::new();
-                a.for_each_window(ts, |s, e| {
-                    let mut row = r.clone();
+                let mut r = Some(r);
+                let last = windows.len().saturating_sub(1);
+                for (k, (s, e)) in windows.into_iter().enumerate() {
+                    // The input row itself for the last window, copies for the others.
+                    let mut row = if k == last {
+                        r.take().unwrap_or_default()
+                    } else {
+                        r.clone().unwrap_or_default()
+                    };
                     row.push(Value::Timestamp(s));
                     row.push(Value::Timestamp(e));
                     row.push(if ltz { Value::TimestampLtz(e - 1) } else { Value::Timestamp(e - 1) });
                     out.push(row);
-                });
+                }
                 out
             })
         }
@@ -563,16 +630,25 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             if let Some(rt) = input.rowtime {
                 need[rt] = true;
             }
-            let pre_stream = match scan_of(input) {
-                // Over a scan (or a filter over one) the pre-aggregate projection runs inside
-                // the reader; the time attribute rides along as a last, unused column.
-                Some((table, predicate)) if input.rowtime.is_some() || table.rowtime.is_none() => {
-                    let mut project: Vec<Expr> = pre.iter().cloned().collect();
-                    let rowtime_out = input.rowtime.map(|rt| {
-                        project.push(Expr::Col(rt));
+            // Over a scan (or a filter over one), or a projection of one (a view), the
+            // pre-aggregate projection runs inside the reader, composed with the view's.
+            let fused_input = match &input.plan {
+                Plan::Project { input: inner, exprs } if scan_of(inner).is_some() && !exprs.iter().any(Expr::reads_clock) => {
+                    let composed: Vec<Expr> = pre.iter().map(|e| e.substitute(exprs)).collect();
+                    Some((&**inner, composed, input.rowtime.map(|rt| exprs[rt].clone())))
+                }
+                _ if scan_of(input).is_some() => Some((&**input, pre.to_vec(), input.rowtime.map(Expr::Col))),
+                _ => None,
+            };
+            let pre_stream = match fused_input.and_then(|(rel, project, rowtime)| scan_of(rel).map(|(t, p)| (rel, t, p, project, rowtime))) {
+                // The time attribute rides along as a last, unused column.
+                Some((scan_rel, table, predicate, mut project, rowtime)) if rowtime.is_some() || table.rowtime.is_none() => {
+                    let rowtime_out = rowtime.map(|rt| {
+                        project.push(rt);
                         project.len() - 1
                     });
-                    predicate.iter().for_each(|p| mark(p, &mut need));
+                    let mut need = vec![false; width_of(scan_rel)];
+                    project.iter().chain(predicate).for_each(|e| mark(e, &mut need));
                     let post = ScanPost {
                         predicate: predicate.cloned(),
                         project: Some(project.into()),
@@ -590,47 +666,40 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
                 WindowAssigner::Cumulate { .. } => "window:cumulate",
                 WindowAssigner::Session { .. } => "window:session",
             };
-            let (stream, key_fn) = keyed_exchange(env, pre_stream, move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect()), kind)?.exchanged();
-            let results: DataStream<WindowResult<KeyRow, Vec<Value>>> = stream.then(kind, move |ctx, name, down| {
+            let Some(slicer) = Slicer::new(assigner) else {
+                return session_aggregate(env, pre_stream, assigner, agg, nk, nkey, ltz, cascaded, kind);
+            };
+            // Rows go to the shard of their key's group: the exchange only hashes the key.
+            let (stream, _) = keyed_exchange(env, pre_stream, move |r: &Row| KeyHash(row_key_hash(r, nkey)), kind)?.exchanged();
+            let shape = OutputShape {
+                keys: nk,
+                cascade: cascaded,
+                ltz,
+            };
+            let int_key = nkey == 1 && rel.scope.columns.first().is_some_and(|c| c.ty.is_integer() || c.ty.is_timestamp());
+            let count_stars = aggs.iter().all(|a| a.func == AggFunc::CountStar).then_some(CountStars { n: aggs.len() });
+            stream.then(kind, move |ctx, name, down| {
                 let out = Output::new(down, ctx.config.batch_size);
                 let metrics = ctx.operator_metrics(name);
-                let spec = WindowSpec {
-                    assigner,
-                    allowed_lateness_ms: 0,
-                };
-                let op: Box<dyn Push<Row>> = match assigner {
-                    WindowAssigner::Session { .. } => Box::new(WindowDriver::build(
-                        SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
-                        ctx,
-                        name,
-                    )?),
-                    _ => Box::new(WindowDriver::build(
-                        AlignedWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
-                        ctx,
-                        name,
-                    )?),
+                fn driver<K: GroupKey, A: SqlAggregates>(
+                    op: SqlWindowAggOp<K, impl FnMut(&Row) -> K + 'static, A>,
+                    ctx: &crate::shard::BuildCtx<'_>,
+                    name: &str,
+                ) -> crate::error::Result<Box<dyn Push<Row>>> {
+                    Ok(Box::new(WindowDriver::build(op, ctx, name)?))
+                }
+                let int = |r: &Row| IntKey::of(r, 1);
+                let row = move |r: &Row| KeyRow::of(r, nkey);
+                let op = match (int_key, count_stars) {
+                    (true, Some(c)) => driver(SqlWindowAggOp::new(slicer, int, c, shape, out, metrics), ctx, name)?,
+                    (true, None) => driver(SqlWindowAggOp::new(slicer, int, agg.clone(), shape, out, metrics), ctx, name)?,
+                    (false, Some(c)) => driver(SqlWindowAggOp::new(slicer, row, c, shape, out, metrics), ctx, name)?,
+                    (false, None) => driver(SqlWindowAggOp::new(slicer, row, agg.clone(), shape, out, metrics), ctx, name)?,
                 };
                 if proctime {
                     return super::proctime::fired_by_clock(op, assigner, ctx, name);
                 }
                 Ok(op)
-            });
-            results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
-                let mut key = w.key.0.into_iter();
-                let mut row: Row = key.by_ref().take(nk).collect();
-                let (start, end) = if cascaded {
-                    // The input's window, carried in the key (the 1 ms window only groups rows
-                    // of equal window_time).
-                    (ts_of(&key.next().unwrap_or(Value::Null)), ts_of(&key.next().unwrap_or(Value::Null)))
-                } else {
-                    (w.window_start, w.window_end)
-                };
-                row.push(Value::Timestamp(start));
-                row.push(Value::Timestamp(end));
-                let wt = end.saturating_sub(1);
-                row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
-                row.extend(w.value);
-                row
             })
         }
         Plan::Over(node) => super::over::build(env, node, needed)?,
@@ -775,6 +844,110 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
     })
 }
 
+/// A SESSION window aggregate: the engine's session window operator over `KeyRow` keys, its
+/// results as rows `[keys..., window_start, window_end, window_time, aggregates...]`.
+#[allow(clippy::too_many_arguments)]
+fn session_aggregate(
+    env: &StreamEnv,
+    pre_stream: DataStream<Row>,
+    assigner: WindowAssigner,
+    agg: RowAggregate,
+    nk: usize,
+    nkey: usize,
+    ltz: bool,
+    cascaded: bool,
+    kind: &str,
+) -> Result<DataStream<Row>, SqlError> {
+    let (stream, key_fn) = keyed_exchange(env, pre_stream, move |r: &Row| KeyRow(r[..nkey].iter().cloned().collect()), kind)?.exchanged();
+    let results: DataStream<WindowResult<KeyRow, Vec<Value>>> = stream.then(kind, move |ctx, name, down| {
+        let out = Output::new(down, ctx.config.batch_size);
+        let metrics = ctx.operator_metrics(name);
+        let spec = WindowSpec {
+            assigner,
+            allowed_lateness_ms: 0,
+        };
+        Ok(Box::new(WindowDriver::build(
+            SessionWindowOp::new(spec, key_fn, agg.clone(), out, None, metrics),
+            ctx,
+            name,
+        )?) as Box<dyn Push<Row>>)
+    });
+    Ok(results.map(move |w: WindowResult<KeyRow, Vec<Value>>| {
+        let mut key = w.key.0.into_iter();
+        let mut row: Row = key.by_ref().take(nk).collect();
+        let (start, end) = if cascaded {
+            // The input's window, carried in the key.
+            (ts_of(&key.next().unwrap_or(Value::Null)), ts_of(&key.next().unwrap_or(Value::Null)))
+        } else {
+            (w.window_start, w.window_end)
+        };
+        row.push(Value::Timestamp(start));
+        row.push(Value::Timestamp(end));
+        let wt = end.saturating_sub(1);
+        row.push(if ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
+        row.extend(w.value);
+        row
+    }))
+}
+
+/// `rel` with a projection or filter over a projection, or a filter over a filter, merged into
+/// one (so chains of views reach the scan as one fused filter and projection); `None` if there
+/// is nothing to merge. Expressions have no side effects, so substituting a projection's
+/// expressions for its columns keeps every value.
+fn merged(rel: &Rel) -> Option<Rel> {
+    let with_plan = |plan: Plan| Rel {
+        plan,
+        scope: rel.scope.clone(),
+        rowtime: rel.rowtime,
+        window: rel.window,
+    };
+    match &rel.plan {
+        // project(project(x)) = project(x) with the inner expressions substituted.
+        Plan::Project { input, exprs } => match &input.plan {
+            Plan::Project {
+                input: inner,
+                exprs: inner_exprs,
+            } => Some(with_plan(Plan::Project {
+                input: inner.clone(),
+                exprs: exprs.iter().map(|e| e.substitute(inner_exprs)).collect(),
+            })),
+            _ => None,
+        },
+        Plan::Filter { input, predicate, text } => match &input.plan {
+            Plan::Project { exprs, .. } if exprs.iter().any(Expr::reads_clock) => None,
+            // filter(project(x)) = project(filter(x)) with the predicate over x.
+            Plan::Project { input: inner, exprs } => {
+                let filtered = Rel {
+                    plan: Plan::Filter {
+                        input: inner.clone(),
+                        predicate: predicate.substitute(exprs),
+                        text: text.clone(),
+                    },
+                    scope: inner.scope.clone(),
+                    rowtime: inner.rowtime,
+                    window: inner.window,
+                };
+                Some(with_plan(Plan::Project {
+                    input: Box::new(filtered),
+                    exprs: exprs.clone(),
+                }))
+            }
+            // filter(filter(x)) = filter(x) with both predicates (a row passes when both are TRUE).
+            Plan::Filter {
+                input: inner,
+                predicate: first,
+                text: first_text,
+            } => Some(with_plan(Plan::Filter {
+                input: inner.clone(),
+                predicate: Expr::And(Box::new(first.clone()), Box::new(predicate.clone())),
+                text: format!("{first_text} AND {text}"),
+            })),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The table and the filter of a scan or of a filter directly over a scan.
 fn scan_of(rel: &Rel) -> Option<(&Arc<super::plan::TableDef>, Option<&Expr>)> {
     match &rel.plan {
@@ -785,20 +958,6 @@ fn scan_of(rel: &Rel) -> Option<(&Arc<super::plan::TableDef>, Option<&Expr>)> {
         },
         _ => None,
     }
-}
-
-/// Can the projection `rel` over `input` (a scan, or a filter over a scan) run inside the
-/// reader? Only if the rows keep their time attribute (or the table has none).
-fn fusable(rel: &Rel, input: &Rel) -> bool {
-    let table = match &input.plan {
-        Plan::Scan { table } => table,
-        Plan::Filter { input, .. } => match &input.plan {
-            Plan::Scan { table } => table,
-            _ => return false,
-        },
-        _ => return false,
-    };
-    table.rowtime.is_none() || rel.rowtime.is_some()
 }
 
 /// The join key of a row: its window end and the equi-join key values.

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use super::ast::{self, BinOp, ExprKind, Pos};
-use super::types::{format_value, parse_decimal, parse_timestamp, rescale, SqlType, Value};
+use super::types::{format_value, parse_decimal, parse_timestamp, rescale, SqlType, Str, Value};
 use super::SqlError;
 
 /// A column visible to expressions.
@@ -316,7 +316,7 @@ impl Binder<'_, '_> {
             }
             ExprKind::Number(n) => number_literal(n, pos),
             ExprKind::Str(s) => Ok(Typed {
-                expr: Expr::Lit(Value::Str(Arc::from(s.as_str()))),
+                expr: Expr::Lit(Value::Str(Str::from(s.as_str()))),
                 ty: SqlType::String,
             }),
             ExprKind::Bool(b) => Ok(Typed {
@@ -1112,7 +1112,7 @@ pub fn cast_value(v: &Value, to: SqlType) -> Option<Value> {
                     Value::TimestampLtz(ms) => super::types::format_timestamp(*ms, &mut out),
                     _ => format_value(other, &mut out),
                 }
-                Value::Str(Arc::from(out))
+                Value::Str(Str::from(out))
             }
         },
         Timestamp(_) => match v {
@@ -1169,6 +1169,153 @@ fn like(text: &str, pattern: &str) -> bool {
 }
 
 impl Expr {
+    /// The same node with every direct operand replaced by `f(operand)`.
+    pub fn map_children(&self, f: &mut dyn FnMut(&Expr) -> Expr) -> Expr {
+        let mut b = |e: &Expr| Box::new(f(e));
+        match self {
+            Expr::Col(_) | Expr::Lit(_) => self.clone(),
+            Expr::IntArith(op, bits, a, c) => {
+                let a = b(a);
+                Expr::IntArith(*op, *bits, a, b(c))
+            }
+            Expr::DoubleArith(op, a, c) => {
+                let a = b(a);
+                Expr::DoubleArith(*op, a, b(c))
+            }
+            Expr::DecArith(op, scale, a, c) => {
+                let a = b(a);
+                Expr::DecArith(*op, *scale, a, b(c))
+            }
+            Expr::TsArith(add, a, c) => {
+                let a = b(a);
+                Expr::TsArith(*add, a, b(c))
+            }
+            Expr::Neg(a) => Expr::Neg(b(a)),
+            Expr::Compare(op, a, c) => {
+                let a = b(a);
+                Expr::Compare(*op, a, b(c))
+            }
+            Expr::And(a, c) => {
+                let a = b(a);
+                Expr::And(a, b(c))
+            }
+            Expr::Or(a, c) => {
+                let a = b(a);
+                Expr::Or(a, b(c))
+            }
+            Expr::Not(a) => Expr::Not(b(a)),
+            Expr::IsNull(a, neg) => Expr::IsNull(b(a), *neg),
+            Expr::Case(branches, els) => {
+                let branches = branches.iter().map(|(c, r)| (f(c), f(r))).collect();
+                Expr::Case(branches, Box::new(f(els)))
+            }
+            Expr::Cast(a, ty) => Expr::Cast(b(a), *ty),
+            Expr::Coalesce(items) => Expr::Coalesce(items.iter().map(&mut *f).collect()),
+            Expr::InList(a, items, neg) => {
+                let a = b(a);
+                Expr::InList(a, items.iter().map(&mut *f).collect(), *neg)
+            }
+            Expr::Like(a, p, neg) => {
+                let a = b(a);
+                Expr::Like(a, b(p), *neg)
+            }
+            Expr::Call(func, args) => Expr::Call(*func, args.iter().map(&mut *f).collect()),
+            Expr::Regex(kind, re, args) => Expr::Regex(kind.clone(), re.clone(), args.iter().map(&mut *f).collect()),
+            Expr::DateFormat(parts, a) => Expr::DateFormat(parts.clone(), b(a)),
+        }
+    }
+
+    /// Are all direct operands literals (and is there at least one)?
+    fn operands_literal(&self) -> bool {
+        let mut all = true;
+        let mut any = false;
+        let _ = self.map_children(&mut |c| {
+            any = true;
+            all &= matches!(c, Expr::Lit(_));
+            Expr::Lit(Value::Null)
+        });
+        any && all
+    }
+
+    /// The expression with the columns `known` names replaced by their values and simplified:
+    /// operators over literals are evaluated, CASE branches whose condition is a literal are
+    /// decided, `AND`/`OR` with a literal operand reduced. On any row whose known columns hold
+    /// those values it evaluates exactly as `self` does (evaluation has no side effects).
+    pub fn fold(&self, known: &dyn Fn(usize) -> Option<Value>) -> Expr {
+        let folded = match self {
+            Expr::Col(i) => return known(*i).map(Expr::Lit).unwrap_or(Expr::Col(*i)),
+            Expr::Lit(_) => return self.clone(),
+            Expr::Case(branches, otherwise) => {
+                let mut kept: Vec<(Expr, Expr)> = Vec::new();
+                let mut els = None;
+                for (c, r) in branches {
+                    let c = c.fold(known);
+                    match c {
+                        // Taken whenever reached: the rest is unreachable.
+                        Expr::Lit(Value::Bool(true)) => {
+                            els = Some(r.fold(known));
+                            break;
+                        }
+                        // FALSE or NULL: never taken.
+                        Expr::Lit(_) => {}
+                        c => kept.push((c, r.fold(known))),
+                    }
+                }
+                let els = els.unwrap_or_else(|| otherwise.fold(known));
+                if kept.is_empty() {
+                    return els;
+                }
+                Expr::Case(kept, Box::new(els))
+            }
+            Expr::And(a, b) => match (a.fold(known), b.fold(known)) {
+                (Expr::Lit(Value::Bool(true)), x) | (x, Expr::Lit(Value::Bool(true))) => return x,
+                (Expr::Lit(Value::Bool(false)), _) | (_, Expr::Lit(Value::Bool(false))) => return Expr::Lit(Value::Bool(false)),
+                (a, b) => Expr::And(Box::new(a), Box::new(b)),
+            },
+            Expr::Or(a, b) => match (a.fold(known), b.fold(known)) {
+                (Expr::Lit(Value::Bool(false)), x) | (x, Expr::Lit(Value::Bool(false))) => return x,
+                (Expr::Lit(Value::Bool(true)), _) | (_, Expr::Lit(Value::Bool(true))) => return Expr::Lit(Value::Bool(true)),
+                (a, b) => Expr::Or(Box::new(a), Box::new(b)),
+            },
+            other => other.map_children(&mut |c| c.fold(known)),
+        };
+        if folded.operands_literal() {
+            Expr::Lit(folded.eval(&[]))
+        } else {
+            folded
+        }
+    }
+
+    /// Does the expression read the clock (`PROCTIME()`): evaluating it twice may differ.
+    pub fn reads_clock(&self) -> bool {
+        if matches!(self, Expr::Call(Func::Proctime, _)) {
+            return true;
+        }
+        let mut found = false;
+        let _ = self.map_children(&mut |c| {
+            found |= c.reads_clock();
+            Expr::Lit(Value::Null)
+        });
+        found
+    }
+
+    /// The expression with every column `i` replaced by `columns[i]` (the expressions a
+    /// projection computes them with).
+    pub fn substitute(&self, columns: &[Expr]) -> Expr {
+        match self {
+            Expr::Col(i) => columns.get(*i).cloned().unwrap_or(Expr::Lit(Value::Null)),
+            other => other.map_children(&mut |c| c.substitute(columns)),
+        }
+    }
+
+    /// The expression with every column index `i` replaced by `map(i)`.
+    pub fn remap(&self, map: &dyn Fn(usize) -> usize) -> Expr {
+        match self {
+            Expr::Col(i) => Expr::Col(map(*i)),
+            other => other.map_children(&mut |c| c.remap(map)),
+        }
+    }
+
     /// Visit every column index the expression reads.
     pub fn for_each_column(&self, f: &mut dyn FnMut(usize)) {
         match self {
@@ -1345,16 +1492,16 @@ impl Expr {
                             _ => return Value::Null,
                         };
                         match re.captures(&s).and_then(|c| c.get(group)) {
-                            Some(m) => Value::Str(Arc::from(m.as_str())),
+                            Some(m) => Value::Str(Str::from(m.as_str())),
                             None => Value::Null,
                         }
                     }
                 }
             }
             Expr::DateFormat(parts, a) => match a.eval(row) {
-                Value::Timestamp(ms) | Value::TimestampLtz(ms) => Value::Str(Arc::from(format_date(ms, parts))),
+                Value::Timestamp(ms) | Value::TimestampLtz(ms) => Value::Str(Str::from(format_date(ms, parts))),
                 Value::Str(s) => match parse_timestamp(&s) {
-                    Some(ms) => Value::Str(Arc::from(format_date(ms, parts))),
+                    Some(ms) => Value::Str(Str::from(format_date(ms, parts))),
                     None => Value::Null,
                 },
                 _ => Value::Null,
@@ -1444,7 +1591,7 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
             _ => Value::Null,
         },
         Func::Upper | Func::Lower | Func::Trim => match arg(0) {
-            Value::Str(s) => Value::Str(Arc::from(match f {
+            Value::Str(s) => Value::Str(Str::from(match f {
                 Func::Upper => s.to_uppercase(),
                 Func::Lower => s.to_lowercase(),
                 _ => s.trim_matches(' ').to_string(),
@@ -1463,7 +1610,7 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
                     _ => return Value::Null,
                 }
             }
-            Value::Str(Arc::from(out))
+            Value::Str(Str::from(out))
         }
         Func::Substring => {
             let Value::Str(s) = arg(0) else { return Value::Null };
@@ -1491,9 +1638,9 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
                 None => n,
             };
             if begin >= n || end <= begin {
-                return Value::Str(Arc::from(""));
+                return Value::Str(Str::from(""));
             }
-            Value::Str(Arc::from(chars[begin as usize..end as usize].iter().collect::<String>()))
+            Value::Str(Str::from(chars[begin as usize..end as usize].iter().collect::<String>()))
         }
         Func::Abs => match arg(0) {
             Value::Int(x) => Value::Int(x.wrapping_abs()),
@@ -1513,7 +1660,7 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
                 return if i == 0 { Value::Str(s) } else { Value::Null };
             }
             match s.split(&*sep).nth(i as usize) {
-                Some(t) => Value::Str(Arc::from(t)),
+                Some(t) => Value::Str(Str::from(t)),
                 None => Value::Null,
             }
         }
@@ -1524,7 +1671,7 @@ fn call(f: Func, args: &[Expr], row: &[Value]) -> Value {
             if from.is_empty() {
                 return Value::Str(s);
             }
-            Value::Str(Arc::from(s.replace(&*from, &to)))
+            Value::Str(Str::from(s.replace(&*from, &to)))
         }
         Func::Hour => match arg(0) {
             Value::Timestamp(ms) | Value::TimestampLtz(ms) => Value::Int(ms.div_euclid(3_600_000).rem_euclid(24)),

@@ -1,10 +1,12 @@
 //! The window join (Flink SQL's window join): both inputs carry `window_start`/`window_end`;
 //! rows of the same window and equal join keys are joined when the window fires.
 //!
-//! State: per window end, a map from join key to the buffered left and right rows. When the
-//! watermark reaches `window_end - 1`, every key of that window is joined (inner, or with the
-//! unmatched rows padded with NULLs for outer joins), the results are emitted with timestamp
-//! `window_end - 1`, and the window's state is dropped.
+//! State: per window end, the buffered left and right rows in arrival order (no per-key
+//! structure while the window fills). When the watermark reaches `window_end - 1`, the window is
+//! hash-joined — the smaller side indexed by join key, the other side probing it — (inner, or
+//! with the unmatched rows padded with NULLs for outer joins), the results are emitted with
+//! timestamp `window_end - 1`, and the window's state is dropped. Checkpoints hold the rows by
+//! window and join key (grouped when the snapshot is taken).
 //!
 //! Invariants (Flink's `WindowJoinOperator`): a row whose window has already fired at the join
 //! (`window_end - 1 <= watermark` before the row, the watermark being the minimum over both
@@ -19,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::ast::JoinKind;
 use super::expr::Expr;
@@ -48,6 +51,13 @@ pub struct JoinSpec {
 
 type Sides = (Vec<Row>, Vec<Row>);
 
+/// One window's buffered rows.
+#[derive(Default)]
+struct WindowRows {
+    left: Vec<Row>,
+    right: Vec<Row>,
+}
+
 /// The window-join operator for rows.
 pub struct WindowJoinOp<LK, RK> {
     spec: Arc<JoinSpec>,
@@ -57,7 +67,7 @@ pub struct WindowJoinOp<LK, RK> {
     groups: KeyGroups,
     left_key: LK,
     right_key: RK,
-    windows: BTreeMap<Timestamp, FxHashMap<KeyRow, Sides>>,
+    windows: BTreeMap<Timestamp, WindowRows>,
     watermark: Timestamp,
     out: Output<Row>,
     metrics: Arc<OperatorMetrics>,
@@ -73,8 +83,10 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> WindowJoinOp<LK, RK> {
         if let Some(restore) = ctx.restore() {
             restore
                 .keyed_for(name, &ctx.groups, ctx.shard)
-                .for_each::<(Timestamp, KeyRow, Sides)>(|_, (end, key, sides)| {
-                    op.windows.entry(end).or_default().insert(key, sides);
+                .for_each::<(Timestamp, KeyRow, Sides)>(|_, (end, _key, (left, right))| {
+                    let w = op.windows.entry(end).or_default();
+                    w.left.extend(left);
+                    w.right.extend(right);
                 })?;
             if let Some(wm) = restored_watermark(restore, name, ctx.shard, ctx.shards)? {
                 op.watermark = op.watermark.max(wm);
@@ -115,12 +127,11 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> WindowJoinOp<LK, RK> {
             OperatorMetrics::add(&self.metrics.late_records_dropped, 1);
             return;
         }
-        let key = if left { (self.left_key)(&row) } else { (self.right_key)(&row) };
-        let sides = self.windows.entry(end).or_default().entry(key).or_default();
+        let w = self.windows.entry(end).or_default();
         if left {
-            sides.0.push(row);
+            w.left.push(row);
         } else {
-            sides.1.push(row);
+            w.right.push(row);
         }
     }
 
@@ -134,42 +145,53 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> WindowJoinOp<LK, RK> {
             if end.saturating_sub(1) > wm {
                 break;
             }
-            let groups = entry.remove();
-            let ts = end.saturating_sub(1);
-            for (_, (ls, rs)) in groups {
-                self.join_group(&ls, &rs, ts);
-            }
+            let rows = entry.remove();
+            self.join_window(&rows, end.saturating_sub(1));
         }
         self.out.mark(wm);
     }
 
-    fn join_group(&mut self, ls: &[Row], rs: &[Row], ts: Timestamp) {
+    /// Join one window's rows: index the smaller side by key, probe with the other; rows of
+    /// either side may match several of the other (equal keys), each pair passing the residual
+    /// condition is one result row.
+    fn join_window(&mut self, rows: &WindowRows, ts: Timestamp) {
         let spec = self.spec.clone();
+        let (ls, rs) = (&rows.left, &rows.right);
+        let mut left_matched = vec![false; ls.len()];
         let mut right_matched = vec![false; rs.len()];
-        for l in ls {
-            let mut matched = false;
-            for (j, r) in rs.iter().enumerate() {
-                let mut row = l.clone();
-                row.extend(r.iter().cloned());
-                if spec.residual.as_ref().is_none_or(|p| p.test(&row)) {
-                    matched = true;
-                    right_matched[j] = true;
-                    self.out.emit(row, ts);
+        let index_left = ls.len() < rs.len();
+        let (built, probing) = if index_left { (ls, rs) } else { (rs, ls) };
+        let mut index: FxHashMap<KeyRow, SmallVec<[u32; 1]>> = FxHashMap::with_capacity_and_hasher(built.len(), Default::default());
+        for (i, r) in built.iter().enumerate() {
+            let key = if index_left { (self.left_key)(r) } else { (self.right_key)(r) };
+            index.entry(key).or_default().push(i as u32);
+        }
+        for (p, row) in probing.iter().enumerate() {
+            let key = if index_left { (self.right_key)(row) } else { (self.left_key)(row) };
+            let Some(hits) = index.get(&key) else { continue };
+            for &b in hits {
+                let (li, ri) = if index_left { (b as usize, p) } else { (p, b as usize) };
+                let mut out = ls[li].clone();
+                out.extend(rs[ri].iter().cloned());
+                if spec.residual.as_ref().is_none_or(|c| c.test(&out)) {
+                    left_matched[li] = true;
+                    right_matched[ri] = true;
+                    self.out.emit(out, ts);
                 }
             }
-            if !matched && matches!(spec.kind, JoinKind::Left | JoinKind::Full) {
+        }
+        if matches!(spec.kind, JoinKind::Left | JoinKind::Full) {
+            for (l, _) in ls.iter().zip(&left_matched).filter(|(_, m)| !**m) {
                 let mut row = l.clone();
                 row.extend(std::iter::repeat_n(Value::Null, spec.right_width));
                 self.out.emit(row, ts);
             }
         }
         if matches!(spec.kind, JoinKind::Right | JoinKind::Full) {
-            for (j, r) in rs.iter().enumerate() {
-                if !right_matched[j] {
-                    let mut row: Row = std::iter::repeat_n(Value::Null, spec.left_width).collect();
-                    row.extend(r.iter().cloned());
-                    self.out.emit(row, ts);
-                }
+            for (r, _) in rs.iter().zip(&right_matched).filter(|(_, m)| !**m) {
+                let mut row: Row = std::iter::repeat_n(Value::Null, spec.left_width).collect();
+                row.extend(r.iter().cloned());
+                self.out.emit(row, ts);
             }
         }
     }
@@ -211,8 +233,16 @@ impl<LK: Fn(&Row) -> KeyRow, RK: Fn(&Row) -> KeyRow> Push2<Row, Row> for WindowJ
     fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
         self.out.flush();
         let keyed = snapshot.keyed(&self.name);
-        for (end, keys) in &self.windows {
-            for (key, sides) in keys {
+        for (end, rows) in &self.windows {
+            // Entries per window and join key: `(end, key, (left rows, right rows))`.
+            let mut by_key: FxHashMap<KeyRow, (Vec<&Row>, Vec<&Row>)> = FxHashMap::default();
+            for r in &rows.left {
+                by_key.entry((self.left_key)(r)).or_default().0.push(r);
+            }
+            for r in &rows.right {
+                by_key.entry((self.right_key)(r)).or_default().1.push(r);
+            }
+            for (key, sides) in &by_key {
                 append(keyed.group(self.groups.key_group(key.stable_hash())), &(*end, key, sides));
             }
         }

@@ -46,6 +46,7 @@ pub mod rank;
 pub mod source;
 pub mod streams;
 pub mod types;
+pub mod window_agg;
 
 use std::collections::HashMap;
 use std::fmt;

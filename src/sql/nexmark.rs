@@ -31,11 +31,11 @@ use rustc_hash::FxHashMap;
 
 use super::ast::Pos;
 use super::plan::{ColumnSource, Connector, TableDef};
-use super::types::{Row, SqlType, Value};
+use super::types::{Row, SqlType, Str, Value};
 use super::SqlError;
 use crate::error::Result;
 use crate::shard::BuildCtx;
-use crate::source::nexmark::{Event, GeneratorConfig, NexmarkGenerator};
+use crate::source::nexmark::{BidFields, Event, GeneratorConfig, NexmarkGenerator};
 use crate::source::{ReadStatus, Source, SplitReader};
 
 /// Event kinds, as `event_type` numbers them.
@@ -86,6 +86,18 @@ enum FieldType {
 }
 
 impl Field {
+    /// The event kind holding the field (`None`: `event_type`, in every event).
+    fn kind(self) -> Option<Kind> {
+        use Field::*;
+        Some(match self {
+            EventType => return None,
+            PersonId | PersonName | PersonEmail | PersonCreditCard | PersonCity | PersonState | PersonDateTime | PersonExtra => Kind::Person,
+            AuctionId | AuctionItemName | AuctionDescription | AuctionInitialBid | AuctionReserve | AuctionDateTime | AuctionExpires | AuctionSeller
+            | AuctionCategory | AuctionExtra => Kind::Auction,
+            BidAuction | BidBidder | BidPrice | BidChannel | BidUrl | BidDateTime | BidExtra => Kind::Bid,
+        })
+    }
+
     fn field_type(self) -> FieldType {
         use Field::*;
         match self {
@@ -304,7 +316,15 @@ impl Source<Row> for NexmarkRowSource {
         let n = self.split_count(ctx.shards)?;
         let bids_only = self.kinds == [false, false, true];
         let needs_extra = self.fields.iter().zip(self.needed.iter()).any(|((f, _), n)| *n && *f == Field::BidExtra);
+        let bid_plan = if bids_only {
+            BidPlan::new(&self.table, &self.fields, &self.needed, &self.post)
+        } else {
+            None
+        };
         Ok(Box::new(NexmarkRowReader {
+            bid_plan,
+            extra: Vec::new(),
+            narrow: Row::new(),
             generator: NexmarkGenerator::new(self.config.clone(), split as u32, n as u32),
             table: self.table.clone(),
             fields: self.fields.clone(),
@@ -316,12 +336,18 @@ impl Source<Row> for NexmarkRowSource {
             split,
             physical: Row::new(),
             wide: Row::new(),
-            post: self.post.clone(),
+            program: super::source::ScanProgram::new(&self.table, &self.post),
         }))
     }
 }
 
 struct NexmarkRowReader {
+    /// Bids only, every column read a bid field or a constant: rows straight from the bid.
+    bid_plan: Option<BidPlan>,
+    /// The `extra` padding of the current bid (reused).
+    extra: Vec<u8>,
+    /// The bid plan's input row (reused).
+    narrow: Row,
     generator: NexmarkGenerator,
     table: Arc<TableDef>,
     fields: Arc<[(Field, SqlType)]>,
@@ -330,16 +356,157 @@ struct NexmarkRowReader {
     /// Bids without `extra`: the generator's allocation-free path.
     fast_bids: bool,
     /// Channel and url strings of the fast path, shared (by address of the static text).
-    interned: FxHashMap<usize, Arc<str>>,
+    interned: FxHashMap<usize, Str>,
     started: Option<std::time::Instant>,
     split: usize,
     physical: Row,
     wide: Row,
-    post: Arc<super::source::ScanPost>,
+    program: super::source::ScanProgram,
 }
 
-fn intern(map: &mut FxHashMap<usize, Arc<str>>, s: &'static str) -> Value {
-    Value::Str(map.entry(s.as_ptr() as usize ^ (s.len() << 48)).or_insert_with(|| Arc::from(s)).clone())
+/// Where a column of a bid scan comes from.
+#[derive(Clone, Debug)]
+enum BidColumn {
+    Field(Field, SqlType),
+    Const(Value),
+}
+
+/// A scan that generates only bids and reads only bid fields and constants (the event type,
+/// other kinds' fields, computed columns that fold to either): its rows are built straight from
+/// the generated bid, narrow (only the columns the filter and projection read), with the
+/// filter and projection folded over the constants.
+#[derive(Clone, Debug)]
+struct BidPlan {
+    /// The narrow row's columns.
+    columns: Vec<BidColumn>,
+    predicate: Option<super::expr::Expr>,
+    project: super::source::Projection,
+    /// Output columns straight from the bid (no filter, the projection only picks columns).
+    direct: Option<Vec<BidColumn>>,
+    /// `extra` is read.
+    extra: bool,
+}
+
+impl BidPlan {
+    fn new(table: &TableDef, fields: &[(Field, SqlType)], needed: &[bool], post: &super::source::ScanPost) -> Option<Self> {
+        use super::expr::Expr;
+        // Physical columns known in every bid: the event type, other kinds' fields, unread ones.
+        let physical_const = |p: usize| -> Option<Value> {
+            let (f, _) = fields.get(p)?;
+            match f.kind() {
+                _ if !needed.get(p).copied().unwrap_or(false) => Some(Value::Null),
+                None => Some(Value::Int(Kind::Bid as i64)),
+                Some(Kind::Bid) => None,
+                Some(_) => Some(Value::Null),
+            }
+        };
+        let field = |p: usize| BidColumn::Field(fields[p].0, fields[p].1);
+        let table_columns: Vec<Option<BidColumn>> = table
+            .layout
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                if post.columns.as_ref().is_some_and(|read| !read[k]) {
+                    return Some(BidColumn::Const(Value::Null));
+                }
+                match c {
+                    ColumnSource::Physical(p) => Some(physical_const(*p).map(BidColumn::Const).unwrap_or_else(|| field(*p))),
+                    ColumnSource::Computed(e) => match e.fold(&physical_const) {
+                        Expr::Lit(v) => Some(BidColumn::Const(v)),
+                        Expr::Col(p) => Some(field(p)),
+                        _ => None,
+                    },
+                    ColumnSource::Metadata(_) => Some(BidColumn::Const(Value::Null)),
+                }
+            })
+            .collect();
+        let known = |k: usize| match table_columns.get(k) {
+            Some(Some(BidColumn::Const(v))) => Some(v.clone()),
+            _ => None,
+        };
+        let predicate = post
+            .predicate
+            .as_ref()
+            .map(|p| p.fold(&known))
+            .filter(|p| !matches!(p, Expr::Lit(Value::Bool(true))));
+        let project: Vec<Expr> = match &post.project {
+            Some(exprs) => exprs.iter().map(|e| e.fold(&known)).collect(),
+            None => (0..table.layout.len()).map(|k| Expr::Col(k).fold(&known)).collect(),
+        };
+        // The narrow row: the table columns still read, in order.
+        let mut read = vec![false; table.layout.len()];
+        for e in project.iter().chain(predicate.iter()) {
+            e.for_each_column(&mut |k| {
+                if let Some(r) = read.get_mut(k) {
+                    *r = true;
+                }
+            });
+        }
+        let narrow: Vec<usize> = (0..read.len()).filter(|k| read[*k]).collect();
+        let columns = narrow.iter().map(|k| table_columns[*k].clone()).collect::<Option<Vec<_>>>()?;
+        let position = |k: usize| narrow.iter().position(|n| *n == k).expect("every column read is narrow");
+        let predicate = predicate.map(|p| p.remap(&position));
+        let project: Vec<Expr> = project.iter().map(|e| e.remap(&position)).collect();
+        let projection = super::source::Projection::new(&project, columns.len());
+        let direct = if predicate.is_none() {
+            project
+                .iter()
+                .map(|e| match e {
+                    Expr::Col(i) => Some(columns[*i].clone()),
+                    Expr::Lit(v) => Some(BidColumn::Const(v.clone())),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            None
+        };
+        Some(Self {
+            extra: columns.iter().any(|c| matches!(c, BidColumn::Field(Field::BidExtra, _))),
+            columns,
+            predicate,
+            project: projection,
+            direct,
+        })
+    }
+
+    #[inline]
+    fn value(c: &BidColumn, b: &BidFields, extra: &[u8], interned: &mut FxHashMap<usize, Str>) -> Value {
+        match c {
+            BidColumn::Const(v) => v.clone(),
+            BidColumn::Field(f, ty) => match f {
+                Field::BidAuction => Value::Int(b.auction),
+                Field::BidBidder => Value::Int(b.bidder),
+                Field::BidPrice => Value::Int(b.price),
+                Field::BidChannel => intern(interned, b.channel),
+                Field::BidUrl => intern(interned, b.url),
+                Field::BidDateTime => time(b.date_time, *ty),
+                // The generator writes ASCII letters.
+                Field::BidExtra => Value::Str(Str::from(std::str::from_utf8(extra).unwrap_or_default())),
+                _ => Value::Null,
+            },
+        }
+    }
+
+    /// The output row of bid `b` (if the filter keeps it) into `out`.
+    #[inline]
+    fn emit(&self, b: &BidFields, extra: &[u8], interned: &mut FxHashMap<usize, Str>, narrow: &mut Row, out: &mut Vec<Row>) {
+        if let Some(direct) = &self.direct {
+            out.push(Row::new());
+            let o = out.last_mut().expect("just pushed");
+            o.extend(direct.iter().map(|c| Self::value(c, b, extra, interned)));
+            return;
+        }
+        narrow.clear();
+        narrow.extend(self.columns.iter().map(|c| Self::value(c, b, extra, interned)));
+        if self.predicate.as_ref().is_some_and(|p| !p.test(narrow)) {
+            return;
+        }
+        self.project.apply(narrow, out);
+    }
+}
+
+fn intern(map: &mut FxHashMap<usize, Str>, s: &'static str) -> Value {
+    Value::Str(map.entry(s.as_ptr() as usize ^ (s.len() << 48)).or_insert_with(|| Str::from(s)).clone())
 }
 
 fn time(ms: i64, ty: SqlType) -> Value {
@@ -350,7 +517,7 @@ fn time(ms: i64, ty: SqlType) -> Value {
 }
 
 fn text(s: &str) -> Value {
-    Value::Str(Arc::from(s))
+    Value::Str(Str::from(s))
 }
 
 impl NexmarkRowReader {
@@ -392,6 +559,15 @@ impl NexmarkRowReader {
 
     /// Generate one event into `out` (if it is of a kind this table keeps); `false` when done.
     fn step(&mut self, out: &mut Vec<Row>) -> bool {
+        if let Some(plan) = &self.bid_plan {
+            let Some((bid, _)) = self.generator.next_bid_with_extra(plan.extra.then_some(&mut self.extra)) else {
+                return false;
+            };
+            if let Some(b) = bid {
+                plan.emit(&b, &self.extra, &mut self.interned, &mut self.narrow, out);
+            }
+            return true;
+        }
         self.physical.clear();
         if self.fast_bids {
             let Some((bid, _)) = self.generator.next_bid_fields() else { return false };
@@ -422,7 +598,9 @@ impl NexmarkRowReader {
                 self.physical.push(if self.needed[k] { Self::value(*f, *ty, &event) } else { Value::Null });
             }
         }
-        let _ = super::source::emit_row(&self.table, &self.post, &mut self.physical, &mut self.wide, out, |_| Ok::<(), ()>(()));
+        let _ = self
+            .program
+            .emit(&self.table, &mut self.physical, &mut self.wide, None, out, |_| Ok::<(), ()>(()));
         true
     }
 

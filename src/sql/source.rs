@@ -17,7 +17,7 @@ use futures::future::LocalBoxFuture;
 use glommio::io::BufferedFile;
 
 use super::plan::{ColumnSource, Connector, MetadataKey, TableDef};
-use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Value};
+use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Str, Value};
 use super::SqlError;
 use crate::config::ErrorPolicy;
 use crate::error::{Result, WeirError};
@@ -33,18 +33,29 @@ pub const READ_CHUNK_BYTES: usize = 256 << 10;
 /// A table's files as a source of rows.
 pub struct RowFileSource {
     table: Arc<TableDef>,
-    files: Vec<PathBuf>,
+    /// The splits: whole files, or byte ranges of files (see [`RowFileSource::new`]).
+    splits: Vec<FileRange>,
     format: Format,
     /// Physical columns some operator reads; the others are not parsed (left NULL).
     needed: Arc<[bool]>,
     post: Arc<ScanPost>,
 }
 
+/// The lines of `path` that start in `[start, end)` (`end` = `u64::MAX`: to the end of the file).
+#[derive(Clone, Debug)]
+struct FileRange {
+    path: PathBuf,
+    start: u64,
+    end: u64,
+}
+
 impl RowFileSource {
     /// List the table's files (at planning time, so every shard sees the same splits).
     /// `needed`: which physical columns are read (see [`physical_needed`]); `post`: the filter
-    /// and projection fused into the scan.
-    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost) -> Result<Self, SqlError> {
+    /// and projection fused into the scan. `split_bytes > 0`: each file is read as
+    /// `ceil(size / split_bytes)` byte ranges (only for scans whose results do not depend on the
+    /// order of their rows: nothing downstream reads event time or arrival order).
+    pub fn new(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost, split_bytes: u64) -> Result<Self, SqlError> {
         let Connector::Filesystem { path, format } = &table.connector else {
             return Err(SqlError::at(table.pos, format!("table `{}` cannot be read", table.name)));
         };
@@ -62,10 +73,28 @@ impl RowFileSource {
         } else {
             vec![path.clone()]
         };
+        let mut splits = Vec::new();
+        for file in files {
+            let size = if split_bytes == 0 {
+                0
+            } else {
+                std::fs::metadata(&file)
+                    .map_err(|e| SqlError::at(table.pos, format!("table `{}`: cannot read {}: {e}", table.name, file.display())))?
+                    .len()
+            };
+            let ranges = if split_bytes == 0 { 1 } else { size.div_ceil(split_bytes).max(1) };
+            for k in 0..ranges {
+                splits.push(FileRange {
+                    path: file.clone(),
+                    start: k * split_bytes,
+                    end: if k + 1 == ranges { u64::MAX } else { (k + 1) * split_bytes },
+                });
+            }
+        }
         Ok(Self {
             format: *format,
             table,
-            files,
+            splits,
             needed: needed.into(),
             post: Arc::new(post),
         })
@@ -140,9 +169,9 @@ impl ParseLine<Row> for GatewayRowParser {
 }
 
 impl RowFileSource {
-    /// Number of files (splits).
-    pub fn file_count(&self) -> usize {
-        self.files.len()
+    /// Number of splits (files or byte ranges of files).
+    pub fn split_total(&self) -> usize {
+        self.splits.len()
     }
 }
 
@@ -151,19 +180,26 @@ impl Source<Row> for RowFileSource {
         self.table.name.clone()
     }
     fn split_count(&self, _shards: usize) -> Result<usize> {
-        Ok(self.files.len())
+        Ok(self.splits.len())
     }
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
-        let path = self.files[split].clone();
+        let range = self.splits[split].clone();
         Ok(Box::new(RowFileReader {
             format: self.format,
-            path,
+            path: range.path,
             file: None,
-            offset: 0,
+            // A later range starts at its first line start: after the newline at or after
+            // `start - 1` (the line running into the range belongs to the range before).
+            offset: range.start.saturating_sub(1),
+            skipping: range.start > 0,
+            range_start: range.start,
+            range_end: range.end,
+            lines_before: (range.start == 0).then_some(0),
             pending: Vec::new(),
             start: 0,
             line_no: 0,
             eof: false,
+            done: false,
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
@@ -178,12 +214,22 @@ struct RowFileReader {
     file: Option<BufferedFile>,
     /// Next byte offset to read.
     offset: u64,
+    /// Still skipping the bytes before the range's first line start (through the first newline).
+    skipping: bool,
+    /// The range: lines starting in `[range_start, range_end)`.
+    range_start: u64,
+    range_end: u64,
+    /// Lines of the file before the range's first line (counted on demand, for error messages).
+    lines_before: Option<u64>,
     /// Bytes read but not yet consumed (an incomplete last line).
     pending: Vec<u8>,
     /// Bytes of `pending` already consumed.
     start: usize,
+    /// Lines of the range read so far.
     line_no: u64,
     eof: bool,
+    /// Every line of the range was read.
+    done: bool,
     policy: ErrorPolicy,
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
@@ -208,7 +254,7 @@ pub struct RowMetadata<'a> {
     pub timestamp: i64,
     pub partition: i32,
     pub offset: i64,
-    pub topic: &'a Arc<str>,
+    pub topic: &'a Str,
 }
 
 /// Parses one record's text (a file line, a Kafka value) into table rows: CSV or JSON fields
@@ -216,6 +262,7 @@ pub struct RowMetadata<'a> {
 /// columns, the fused filter and projection. Shared by the filesystem and Kafka sources.
 pub(crate) struct RowParser {
     table: Arc<TableDef>,
+    program: ScanProgram,
     physical: Row,
     /// The table row when it differs from the physical one (reused).
     wide: Row,
@@ -223,19 +270,18 @@ pub(crate) struct RowParser {
     needed: Arc<[bool]>,
     /// The last physical column read: CSV fields after it are only counted.
     last_needed: usize,
-    post: Arc<ScanPost>,
 }
 
 impl RowParser {
     pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
         Self {
+            program: ScanProgram::new(&table, &post),
             table,
             physical: Row::new(),
             wide: Row::new(),
             fields: Vec::new(),
             last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
             needed,
-            post,
         }
     }
 
@@ -253,79 +299,38 @@ impl RowParser {
     pub(crate) fn parse_raw(&mut self, text: &[u8], meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
         let text = std::str::from_utf8(text).map_err(|e| bad_row(None, format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1)))?;
         self.physical.clear();
-        self.physical.push(Value::Str(Arc::from(text)));
+        self.physical.push(Value::Str(Str::from(text)));
         self.emit(meta, out)
     }
 
     fn emit(&mut self, meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
         let rowtime = self.table.rowtime;
-        let (table, post) = (self.table.clone(), self.post.clone());
-        let r = emit_row_with(&table, &post, &mut self.physical, &mut self.wide, meta, out, |row| match rowtime {
-            Some((rt, _)) if row[rt].is_null() => Err(rt),
-            _ => Ok(()),
-        });
+        let r = self
+            .program
+            .emit(&self.table, &mut self.physical, &mut self.wide, meta, out, |row| match rowtime {
+                Some((rt, _)) if row[rt].is_null() => Err(rt),
+                _ => Ok(()),
+            });
         r.map_err(|rt| bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"))
     }
 }
 
 impl RowParser {
     fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadRow> {
-        // Split into fields (RFC 4180 quotes), remembering byte ranges; quoted fields with
-        // doubled quotes are unescaped on demand.
+        // Field byte ranges of the columns up to the last one read; the fields after it are
+        // only counted.
         self.fields.clear();
-        let mut i = 0;
-        let n = line.len();
-        let mut quoted_any = false;
-        loop {
-            if self.fields.len() > self.last_needed && memchr::memchr(b'"', &line[i..]).is_none() {
-                // Past the last column read and no quotes left: only the field count matters.
-                let commas = memchr::memchr_iter(b',', &line[i..]).count();
-                self.fields.extend(std::iter::repeat_n((n, n), commas + 1));
-                break;
+        let want = self.last_needed + 1;
+        let total = match split_plain(line, want, &mut self.fields) {
+            Some(total) => total,
+            None => {
+                self.fields.clear();
+                split_quoted(line, want, &mut self.fields)?
             }
-            let start = i;
-            if i < n && line[i] == b'"' {
-                quoted_any = true;
-                i += 1;
-                loop {
-                    if i >= n {
-                        return Err(bad_row(None, "unterminated quoted field"));
-                    }
-                    if line[i] == b'"' {
-                        if i + 1 < n && line[i + 1] == b'"' {
-                            i += 2;
-                            continue;
-                        }
-                        i += 1;
-                        break;
-                    }
-                    i += 1;
-                }
-                if i < n && line[i] != b',' {
-                    return Err(bad_row(None, "text after a closing quote"));
-                }
-            } else {
-                while i < n && line[i] != b',' {
-                    i += 1;
-                }
-            }
-            self.fields.push((start, i));
-            if i >= n {
-                break;
-            }
-            i += 1; // the comma
-            if i == n {
-                self.fields.push((n, n));
-                break;
-            }
-        }
-        let _ = quoted_any;
+        };
         let phys = &self.table.physical;
-        if self.fields.len() != phys.len() {
-            return Err(bad_row(
-                None,
-                format!("{} fields, the table has {} physical columns", self.fields.len(), phys.len()),
-            ));
+        if total != phys.len() {
+            return Err(bad_row(None, format!("{total} fields, the table has {} physical columns", phys.len())));
         }
         self.physical.clear();
         for (k, (name, ty)) in phys.iter().enumerate() {
@@ -335,6 +340,13 @@ impl RowParser {
             }
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
+            if ty.is_integer() {
+                // Fast path: plain digits (what `parse_field` accepts, without the text work).
+                if let Some(v) = parse_int_digits(raw).filter(|v| int_fits(*v, *ty)) {
+                    self.physical.push(Value::Int(v));
+                    continue;
+                }
+            }
             let text: std::borrow::Cow<'_, [u8]> = if raw.first() == Some(&b'"') && raw.len() >= 2 {
                 let inner = &raw[1..raw.len() - 1];
                 if inner.windows(2).any(|w| w == b"\"\"") {
@@ -390,35 +402,46 @@ impl RowParser {
 }
 
 impl RowFileReader {
-    fn bad(&self, field: Option<&str>, message: String) -> WeirError {
+    /// The bad-record error for the current line (its line number in the whole file).
+    fn bad(&mut self, field: Option<&str>, message: String) -> WeirError {
+        let before = match self.lines_before {
+            Some(n) => n,
+            None => {
+                // Only on the way to failing the job: count the lines before the range.
+                let n = count_lines_before(&self.path, self.range_start).unwrap_or(0);
+                self.lines_before = Some(n);
+                n
+            }
+        };
         WeirError::BadRecord {
             file: self.path.display().to_string(),
-            line: self.line_no,
+            line: before + self.line_no,
             field: field.map(str::to_string),
             message,
         }
     }
 
-    /// Parse one line into `out`; `Ok(false)` if it was skipped as bad.
+    /// A bad line: counted and dropped (`skip`), or the job's error.
+    fn bad_line(&mut self, field: Option<&str>, message: String) -> Result<()> {
+        match self.policy {
+            ErrorPolicy::Skip => {
+                OperatorMetrics::add(&self.metrics.bad_records, 1);
+                Ok(())
+            }
+            _ => Err(self.bad(field, message)),
+        }
+    }
+
+    /// Parse one line into `out` (a bad line is skipped or fails, by the policy).
     fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
         self.line_no += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return Ok(());
         }
-        let res = self
-            .parser
-            .parse(self.format, line, None, out)
-            .map_err(|b| self.bad(b.field.as_deref(), b.message));
-        match res {
+        match self.parser.parse(self.format, line, None, out) {
             Ok(()) => Ok(()),
-            Err(e) => match self.policy {
-                ErrorPolicy::Skip => {
-                    OperatorMetrics::add(&self.metrics.bad_records, 1);
-                    Ok(())
-                }
-                _ => Err(e),
-            },
+            Err(b) => self.bad_line(b.field.as_deref(), b.message),
         }
     }
 
@@ -447,10 +470,6 @@ pub struct ScanPost {
 }
 
 impl ScanPost {
-    fn is_trivial(&self) -> bool {
-        self.predicate.is_none() && self.project.is_none()
-    }
-
     /// Read only the table columns `needed` (and the time attribute).
     pub fn reading(mut self, table: &TableDef, needed: &[bool]) -> Self {
         let mut cols: Vec<bool> = (0..table.columns.len()).map(|k| needed.get(k).copied().unwrap_or(true)).collect();
@@ -462,72 +481,163 @@ impl ScanPost {
     }
 }
 
-/// The table row of the physical values in `physical` (computed columns evaluated into
-/// `wide`, which is reused), filtered and projected by `post`, appended to `out`.
-/// `check` sees the table row first (an `Err` drops it and is returned).
-pub fn emit_row<E>(
-    table: &TableDef,
-    post: &ScanPost,
-    physical: &mut Row,
-    wide: &mut Row,
-    out: &mut Vec<Row>,
-    check: impl FnOnce(&Row) -> Result<(), E>,
-) -> Result<(), E> {
-    emit_row_with(table, post, physical, wide, None, out, check)
+/// One output column of a fused projection: a column moved out of the input row (it is read
+/// by nothing else), or an expression evaluated on it.
+#[derive(Clone, Debug)]
+enum Slot {
+    Move(usize),
+    Eval(super::expr::Expr),
 }
 
-/// [`emit_row`] with the message metadata of a Kafka record for `METADATA` columns.
-pub fn emit_row_with<E>(
-    table: &TableDef,
-    post: &ScanPost,
-    physical: &mut Row,
-    wide: &mut Row,
-    meta: Option<&RowMetadata<'_>>,
-    out: &mut Vec<Row>,
-    check: impl FnOnce(&Row) -> Result<(), E>,
-) -> Result<(), E> {
-    let identity = super::nexmark::is_identity_layout(&table.layout, physical.len());
-    if !identity {
-        wide.clear();
-        for (k, c) in table.layout.iter().enumerate() {
-            if post.columns.as_ref().is_some_and(|n| !n[k]) {
-                wide.push(Value::Null);
-                continue;
-            }
-            wide.push(match c {
-                ColumnSource::Physical(i) => physical[*i].clone(),
-                ColumnSource::Computed(e) => e.eval(physical),
-                ColumnSource::Metadata(key) => match meta {
-                    None => Value::Null,
-                    Some(m) => match key {
-                        MetadataKey::Timestamp => match table.columns[k].1 {
-                            SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
-                            _ => Value::TimestampLtz(m.timestamp),
-                        },
-                        MetadataKey::Partition => Value::Int(m.partition as i64),
-                        MetadataKey::Offset => Value::Int(m.offset),
-                        MetadataKey::Topic => Value::Str(m.topic.clone()),
-                    },
-                },
+/// A projection compiled for rows of `width` columns: columns read once are moved, not cloned.
+#[derive(Clone, Debug)]
+pub(crate) struct Projection {
+    slots: Vec<Slot>,
+}
+
+impl Projection {
+    pub(crate) fn new(exprs: &[super::expr::Expr], width: usize) -> Self {
+        let mut uses = vec![0usize; width];
+        for e in exprs {
+            e.for_each_column(&mut |i| {
+                if let Some(u) = uses.get_mut(i) {
+                    *u += 1;
+                }
+            });
+        }
+        let slots = exprs
+            .iter()
+            .map(|e| match e {
+                super::expr::Expr::Col(i) if uses.get(*i) == Some(&1) => Slot::Move(*i),
+                other => Slot::Eval(other.clone()),
+            })
+            .collect();
+        Self { slots }
+    }
+
+    /// Append the projection of `row` to `out` (built in place: the new row is not moved
+    /// again); `row` is left with the moved columns NULL.
+    #[inline]
+    pub(crate) fn apply(&self, row: &mut Row, out: &mut Vec<Row>) {
+        out.push(Row::new());
+        let o = out.last_mut().expect("just pushed");
+        for slot in &self.slots {
+            o.push(match slot {
+                Slot::Move(i) => std::mem::take(&mut row[*i]),
+                Slot::Eval(e) => e.eval(row),
             });
         }
     }
-    let row: &mut Row = if identity { physical } else { wide };
-    check(row)?;
-    if post.is_trivial() {
-        out.push(std::mem::take(row));
-        return Ok(());
-    }
-    if let Some(p) = &post.predicate {
-        if !p.test(row) {
-            return Ok(());
+}
+
+/// A [`ScanPost`] compiled against its table, once per reader: how the table row is completed
+/// from the physical values and how the fused filter and projection turn it into the output
+/// row, without intermediate rows where the layout allows.
+///
+/// Invariant: the output is exactly what evaluating the table's computed columns, the predicate
+/// and the projection expressions on the full table row gives (columns nobody reads are NULL).
+#[derive(Clone, Debug)]
+pub(crate) struct ScanProgram {
+    /// The layout is the physical columns in order (the physical row is the table row).
+    identity: bool,
+    /// The layout starts with the physical columns in order: the table row is the physical row
+    /// with the remaining columns appended (`extra`, NULL where unread).
+    prefix: Option<Vec<Option<ColumnSource>>>,
+    /// Table columns read (`None`: all).
+    columns: Option<Arc<[bool]>>,
+    predicate: Option<super::expr::Expr>,
+    project: Option<Projection>,
+}
+
+impl ScanProgram {
+    pub(crate) fn new(table: &TableDef, post: &ScanPost) -> Self {
+        let nphys = table.physical.len();
+        let read = |k: usize| post.columns.as_ref().is_none_or(|c| c[k]);
+        let identity = super::nexmark::is_identity_layout(&table.layout, nphys);
+        let is_prefix = table.layout.len() >= nphys
+            && table.layout[..nphys]
+                .iter()
+                .enumerate()
+                .all(|(k, c)| matches!(c, ColumnSource::Physical(i) if *i == k));
+        let prefix = (is_prefix && !identity).then(|| (nphys..table.layout.len()).map(|k| read(k).then(|| table.layout[k].clone())).collect());
+        let project = post.project.as_ref().map(|exprs| Projection::new(exprs, table.layout.len()));
+        Self {
+            identity,
+            prefix,
+            columns: post.columns.clone(),
+            predicate: post.predicate.clone(),
+            project,
         }
     }
-    match &post.project {
-        Some(ex) => out.push(ex.iter().map(|e| e.eval(row)).collect()),
-        None => out.push(std::mem::take(row)),
+
+    /// The table row of the physical values in `physical` (`wide` is a reused buffer for
+    /// layouts that are not a prefix), filtered and projected, appended to `out`. `check` sees
+    /// the table row first (an `Err` drops it and is returned).
+    pub(crate) fn emit<E>(
+        &self,
+        table: &TableDef,
+        physical: &mut Row,
+        wide: &mut Row,
+        meta: Option<&RowMetadata<'_>>,
+        out: &mut Vec<Row>,
+        check: impl FnOnce(&Row) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let row: &mut Row = if self.identity {
+            physical
+        } else if let Some(extra) = &self.prefix {
+            let nphys = physical.len();
+            for (j, c) in extra.iter().enumerate() {
+                let v = match c {
+                    None => Value::Null,
+                    Some(c) => column_value(table, nphys + j, c, &physical[..nphys], meta),
+                };
+                physical.push(v);
+            }
+            physical
+        } else {
+            wide.clear();
+            for (k, c) in table.layout.iter().enumerate() {
+                if self.columns.as_ref().is_some_and(|n| !n[k]) {
+                    wide.push(Value::Null);
+                    continue;
+                }
+                wide.push(column_value(table, k, c, physical, meta));
+            }
+            wide
+        };
+        check(row)?;
+        if let Some(p) = &self.predicate {
+            if !p.test(row) {
+                return Ok(());
+            }
+        }
+        match &self.project {
+            None => out.push(std::mem::take(row)),
+            Some(p) => p.apply(row, out),
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// The value of table column `k` (produced by `c`) given the physical values.
+#[inline]
+fn column_value(table: &TableDef, k: usize, c: &ColumnSource, physical: &[Value], meta: Option<&RowMetadata<'_>>) -> Value {
+    match c {
+        ColumnSource::Physical(i) => physical[*i].clone(),
+        ColumnSource::Computed(e) => e.eval(physical),
+        ColumnSource::Metadata(key) => match meta {
+            None => Value::Null,
+            Some(m) => match key {
+                MetadataKey::Timestamp => match table.columns[k].1 {
+                    SqlType::Timestamp(_) => Value::Timestamp(m.timestamp),
+                    _ => Value::TimestampLtz(m.timestamp),
+                },
+                MetadataKey::Partition => Value::Int(m.partition as i64),
+                MetadataKey::Offset => Value::Int(m.offset),
+                MetadataKey::Topic => Value::Str(m.topic.clone()),
+            },
+        },
+    }
 }
 
 /// Which physical columns a scan must produce when the table columns `needed` are read (the
@@ -552,10 +662,153 @@ pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
     out
 }
 
+/// The high bit of each byte of the result is set exactly where `x` holds byte `b`.
+#[inline]
+fn bytes_equal(x: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let y = x ^ (0x0101_0101_0101_0101u64 * b as u64);
+    // No carry crosses a byte: (y & 0x7f) + 0x7f <= 0xfe.
+    !(((y & LOW7) + LOW7) | y | LOW7)
+}
+
+/// Split a CSV line without quotes into the byte ranges of its first `want` fields (the text
+/// between commas), eight bytes at a time; returns the number of fields, or `None` if the line
+/// holds a quote (then `fields` is partly written).
+#[inline]
+fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<usize> {
+    let mut start = 0;
+    let mut commas = 0usize;
+    let mut chunks = line.chunks_exact(8);
+    let mut base = 0;
+    for chunk in chunks.by_ref() {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if bytes_equal(x, b'"') != 0 {
+            return None;
+        }
+        let mut m = bytes_equal(x, b',');
+        if fields.len() >= want {
+            commas += m.count_ones() as usize;
+        } else {
+            while m != 0 {
+                let at = base + (m.trailing_zeros() / 8) as usize;
+                if fields.len() < want {
+                    fields.push((start, at));
+                }
+                start = at + 1;
+                commas += 1;
+                m &= m - 1;
+            }
+        }
+        base += 8;
+    }
+    for (k, &b) in chunks.remainder().iter().enumerate() {
+        match b {
+            b'"' => return None,
+            b',' => {
+                if fields.len() < want {
+                    fields.push((start, base + k));
+                }
+                start = base + k + 1;
+                commas += 1;
+            }
+            _ => {}
+        }
+    }
+    if fields.len() < want {
+        fields.push((start, line.len()));
+    }
+    Some(commas + 1)
+}
+
+/// Split a CSV line with quotes (RFC 4180) into the byte ranges of its first `want` fields
+/// (quoted fields keep their quotes; doubled quotes are unescaped by the caller); returns the
+/// number of fields.
+fn split_quoted(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Result<usize, BadRow> {
+    let n = line.len();
+    let mut i = 0;
+    let mut total = 0;
+    loop {
+        if total >= want && memchr::memchr(b'"', &line[i..]).is_none() {
+            // Past the last column read and no quotes left: only the field count matters.
+            return Ok(total + memchr::memchr_iter(b',', &line[i..]).count() + 1);
+        }
+        let start = i;
+        if i < n && line[i] == b'"' {
+            i += 1;
+            loop {
+                if i >= n {
+                    return Err(bad_row(None, "unterminated quoted field"));
+                }
+                if line[i] == b'"' {
+                    if i + 1 < n && line[i + 1] == b'"' {
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+            if i < n && line[i] != b',' {
+                return Err(bad_row(None, "text after a closing quote"));
+            }
+        } else {
+            while i < n && line[i] != b',' {
+                i += 1;
+            }
+        }
+        if total < want {
+            fields.push((start, i));
+        }
+        total += 1;
+        if i >= n {
+            return Ok(total);
+        }
+        i += 1; // the comma
+        if i == n {
+            if total < want {
+                fields.push((n, n));
+            }
+            return Ok(total + 1);
+        }
+    }
+}
+
+/// An integer written as plain ASCII digits with an optional sign and at most 18 digits (so it
+/// cannot overflow); `None` for anything else (blank, spaces, quotes, longer numbers), which
+/// takes the general path.
+#[inline]
+fn parse_int_digits(raw: &[u8]) -> Option<i64> {
+    let (neg, digits) = match raw.first() {
+        Some(b'-') => (true, &raw[1..]),
+        Some(b'+') => (false, &raw[1..]),
+        _ => (false, raw),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + d as i64;
+    }
+    Some(if neg { -v } else { v })
+}
+
+/// Does `v` fit the integer type `ty`?
+#[inline]
+fn int_fits(v: i64, ty: SqlType) -> bool {
+    let bits = ty.int_bits();
+    bits >= 64 || (-(1i64 << (bits - 1))..(1i64 << (bits - 1))).contains(&v)
+}
+
 /// Parse one text field as `ty` (empty → NULL for non-string types).
 fn parse_field(text: &str, ty: SqlType) -> Result<Value, String> {
     if ty == SqlType::String {
-        return Ok(Value::Str(Arc::from(text)));
+        return Ok(Value::Str(Str::from(text)));
     }
     let t = text.trim();
     if t.is_empty() {
@@ -598,48 +851,69 @@ impl SplitReader<Row> for RowFileReader {
     fn read<'a>(&'a mut self, out: &'a mut Vec<Row>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
         Box::pin(async move {
             let target = out.len() + max;
+            if self.done {
+                return Ok(ReadStatus::Exhausted);
+            }
             loop {
-                // Parse complete lines from `pending[start..]` (taken out so lines can be
-                // borrowed); consumed bytes are dropped only before the next fill, so a read
-                // call never moves the unread rest of the buffer.
-                let pending = std::mem::take(&mut self.pending);
-                while out.len() < target {
-                    let rest = &pending[self.start..];
-                    let Some(nl) = memchr::memchr(b'\n', rest) else { break };
-                    self.start += nl + 1;
-                    if nl > self.max_line {
-                        self.line_no += 1;
-                        let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
-                        match self.policy {
-                            ErrorPolicy::Skip => OperatorMetrics::add(&self.metrics.bad_records, 1),
-                            _ => {
-                                self.pending = pending;
-                                return Err(e);
-                            }
+                if self.skipping {
+                    // Drop the bytes through the first newline: the line they end belongs to
+                    // the range before.
+                    match memchr::memchr(b'\n', &self.pending[self.start..]) {
+                        Some(nl) => {
+                            self.start += nl + 1;
+                            self.skipping = false;
                         }
-                        continue;
-                    }
-                    if let Err(e) = self.parse_line(&rest[..nl], out) {
-                        self.pending = pending;
-                        return Err(e);
+                        None => self.start = self.pending.len(),
                     }
                 }
-                self.pending = pending;
-                if out.len() >= target {
-                    return Ok(ReadStatus::More);
+                if !self.skipping {
+                    // Parse complete lines from `pending[start..]` (taken out so lines can be
+                    // borrowed); consumed bytes are dropped only before the next fill, so a read
+                    // call never moves the unread rest of the buffer.
+                    let pending = std::mem::take(&mut self.pending);
+                    let base = self.offset - pending.len() as u64;
+                    while out.len() < target {
+                        if base + self.start as u64 >= self.range_end {
+                            // The next line starts in the next range.
+                            self.pending = pending;
+                            self.done = true;
+                            return Ok(ReadStatus::Exhausted);
+                        }
+                        let rest = &pending[self.start..];
+                        let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+                        self.start += nl + 1;
+                        let res = if nl > self.max_line {
+                            self.line_no += 1;
+                            self.bad_line(None, format!("line longer than max_line_bytes = {}", self.max_line))
+                        } else {
+                            self.parse_line(&rest[..nl], out)
+                        };
+                        if let Err(e) = res {
+                            self.pending = pending;
+                            return Err(e);
+                        }
+                    }
+                    self.pending = pending;
+                    if out.len() >= target {
+                        return Ok(ReadStatus::More);
+                    }
                 }
                 self.pending.drain(..self.start);
                 self.start = 0;
                 if self.eof {
-                    if !self.pending.is_empty() {
+                    // A last line without a newline (if it starts in the range).
+                    let starts_at = self.offset - self.pending.len() as u64;
+                    if !self.skipping && !self.pending.is_empty() && starts_at < self.range_end {
                         let line = std::mem::take(&mut self.pending);
                         self.parse_line(&line, out)?;
                     }
+                    self.done = true;
                     return Ok(ReadStatus::Exhausted);
                 }
                 if self.pending.len() > self.max_line {
                     self.line_no += 1;
-                    return Err(self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line)));
+                    let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
+                    return Err(e);
                 }
                 if self.fill().await? == 0 {
                     self.eof = true;
@@ -649,23 +923,85 @@ impl SplitReader<Row> for RowFileReader {
     }
 
     fn position(&self) -> Result<Vec<u8>> {
-        // The byte offset of the first unread line, and the lines read before it.
+        // The byte offset of the first unread line (before a range's first line is found:
+        // `start - 1`), and the lines read before it; ranges also name themselves.
         let unread = (self.pending.len() - self.start) as u64;
-        Ok(crate::checkpoint::snapshot::encode(&(self.offset - unread, self.line_no)))
+        let offset = if self.skipping {
+            self.range_start.saturating_sub(1)
+        } else {
+            self.offset - unread
+        };
+        Ok(if self.is_whole_file() {
+            crate::checkpoint::snapshot::encode(&(offset, self.line_no))
+        } else {
+            crate::checkpoint::snapshot::encode(&(offset, self.line_no, self.range_start, self.range_end))
+        })
     }
 
     fn seek(&mut self, position: &[u8]) -> Result<()> {
-        let (offset, line_no): (u64, u64) = crate::checkpoint::snapshot::decode(position, "SQL file split position")?;
+        let ranged: Result<(u64, u64, u64, u64)> = crate::checkpoint::snapshot::decode(position, "SQL file range position");
+        let (offset, line_no, range) = match ranged {
+            Ok((offset, line_no, start, end)) => (offset, line_no, Some((start, end))),
+            Err(_) => {
+                let (offset, line_no): (u64, u64) = crate::checkpoint::snapshot::decode(position, "SQL file split position")?;
+                (offset, line_no, None)
+            }
+        };
+        let mine = (!self.is_whole_file()).then_some((self.range_start, self.range_end));
+        if range != mine {
+            return Err(WeirError::Other(format!(
+                "{}: the checkpoint read this file as {}, this job reads it as {} (another file_split_bytes, or the file changed)",
+                self.path.display(),
+                describe_range(range),
+                describe_range(mine)
+            )));
+        }
         self.offset = offset;
+        self.skipping = self.range_start > 0 && offset + 1 == self.range_start;
         self.line_no = line_no;
         self.pending.clear();
         self.start = 0;
         self.eof = false;
+        self.done = false;
         Ok(())
     }
 
     fn describe(&self) -> String {
-        self.path.display().to_string()
+        match self.is_whole_file() {
+            true => self.path.display().to_string(),
+            false => format!("{} {}", self.path.display(), describe_range(Some((self.range_start, self.range_end)))),
+        }
+    }
+}
+
+impl RowFileReader {
+    fn is_whole_file(&self) -> bool {
+        self.range_start == 0 && self.range_end == u64::MAX
+    }
+}
+
+fn describe_range(range: Option<(u64, u64)>) -> String {
+    match range {
+        None => "a whole".into(),
+        Some((start, u64::MAX)) => format!("bytes [{start}, end)"),
+        Some((start, end)) => format!("bytes [{start}, {end})"),
+    }
+}
+
+/// The lines of `path` before the first line starting at or after `range_start` (> 0): the
+/// newlines before `range_start - 1`, plus the one ending the line that runs into the range.
+/// A blocking read, used only to name the line of a bad record that fails the job.
+fn count_lines_before(path: &std::path::Path, range_start: u64) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?.take(range_start.saturating_sub(1));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = file.read(&mut buf)?;
+        if k == 0 {
+            return Ok(n + 1);
+        }
+        n += memchr::memchr_iter(b'\n', &buf[..k]).count() as u64;
     }
 }
 
@@ -697,6 +1033,7 @@ fn row_decoder(table: &Arc<TableDef>, format: super::plan::KafkaFormat, needed: 
         Box::new(RowDecoder {
             parser: RowParser::new(t.clone(), needed.clone(), post.clone()),
             format,
+            topic: None,
         })
     })
 }
@@ -723,6 +1060,8 @@ pub fn pulsar_row_source(table: Arc<TableDef>, needed: Vec<bool>, post: ScanPost
 struct RowDecoder {
     parser: RowParser,
     format: super::plan::KafkaFormat,
+    /// The last message's topic as a SQL string (topics repeat: no allocation per message).
+    topic: Option<(Arc<str>, Str)>,
 }
 
 impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
@@ -731,11 +1070,14 @@ impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
         let Some(value) = msg.value else { return Ok(()) };
         let value = value.strip_suffix(b"\n").unwrap_or(value);
         let value = value.strip_suffix(b"\r").unwrap_or(value);
+        if !self.topic.as_ref().is_some_and(|(t, _)| Arc::ptr_eq(t, msg.topic)) {
+            self.topic = Some((msg.topic.clone(), Str::from(&**msg.topic)));
+        }
         let meta = RowMetadata {
             timestamp: msg.timestamp,
             partition: msg.partition,
             offset: msg.offset,
-            topic: msg.topic,
+            topic: &self.topic.as_ref().expect("set above").1,
         };
         let res = match self.format {
             KafkaFormat::Raw => self.parser.parse_raw(value, Some(&meta), out),
@@ -747,5 +1089,66 @@ impl crate::source::kafka::DecodeMessage<Row> for RowDecoder {
             field: b.field,
             message: b.message,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_quoted_splitting_agree_on_lines_without_quotes() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..2000 {
+            let len = next() % 40;
+            let line: Vec<u8> = (0..len).map(|_| b"ab,1-,"[next() % 6]).collect();
+            if line.is_empty() {
+                continue;
+            }
+            for want in [1, 2, 3, 7, 40] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let plain = split_plain(&line, want, &mut a);
+                let quoted = split_quoted(&line, want, &mut b).ok();
+                assert_eq!((plain, &a), (quoted, &b), "{:?} want {want}", String::from_utf8_lossy(&line));
+            }
+        }
+        let mut f = Vec::new();
+        assert_eq!(split_plain(b"12345678,\"x\"", 2, &mut f), None);
+        f.clear();
+        assert_eq!(split_plain(b"a,b,\"c\"", 1, &mut f), None);
+    }
+
+    #[test]
+    fn digit_fast_path_agrees_with_the_text_path() {
+        for text in [
+            "0",
+            "-0",
+            "+7",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "",
+            "-",
+            "+",
+            " 1",
+            "1 ",
+            "1a",
+            "--1",
+        ] {
+            let fast = parse_int_digits(text.as_bytes()).map(Value::Int);
+            match fast {
+                Some(v) => assert_eq!(parse_field(text, SqlType::BigInt).ok(), Some(v), "{text:?}"),
+                None => assert!(
+                    text.len() > 18 || text.trim() != text || text.parse::<i64>().is_err(),
+                    "{text:?} has a fast form"
+                ),
+            }
+        }
+        assert!(int_fits(127, SqlType::TinyInt) && !int_fits(128, SqlType::TinyInt) && int_fits(-128, SqlType::TinyInt));
+        assert!(int_fits(i64::MIN, SqlType::BigInt));
     }
 }

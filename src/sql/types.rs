@@ -1,9 +1,9 @@
 //! SQL types and values: [`SqlType`] (Flink's logical types weir supports), [`Value`] (one
 //! field), [`Row`] (a record of a SQL stream) and [`KeyRow`] (a grouping or join key).
 //!
-//! Representation: a `Value` is 24 bytes; a `Row` keeps up to 8 values inline, so rows of up to
-//! 8 columns need no heap allocation beyond their strings (shared `Arc<str>`, cloned by
-//! reference count). Integers of every width are `Int(i64)` (the type says how wide);
+//! Representation: a `Value` is 16 bytes (strings are [`Str`], a thin shared pointer); a `Row`
+//! keeps up to 8 values inline, so rows of up to 8 columns need no heap allocation beyond their
+//! strings (cloned by reference count). Integers of every width are `Int(i64)` (the type says how wide);
 //! `DECIMAL(p, s)` is `Decimal(unscaled, s)` in an `i64`, so precision is effectively at most
 //! 18 digits (results that do not fit are NULL, as Flink's decimal overflow is).
 //!
@@ -14,7 +14,6 @@
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -97,20 +96,25 @@ impl std::fmt::Display for SqlType {
 }
 
 /// One field of a row.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub enum Value {
+    #[default]
     Null,
     Bool(bool),
     Int(i64),
     Double(f64),
     /// Unscaled value and scale.
     Decimal(i64, u8),
-    Str(Arc<str>),
+    Str(Str),
     /// `TIMESTAMP`: epoch ms of the wall-clock time read as UTC.
     Timestamp(i64),
     /// `TIMESTAMP_LTZ`: epoch ms.
     TimestampLtz(i64),
 }
+
+/// A shared immutable string: one allocation holding the count, the length and the bytes,
+/// referenced by a thin pointer (8 bytes, so a [`Value`] is 16), cloned by reference count.
+pub type Str = arcstr::ArcStr;
 
 /// A record of a SQL stream.
 pub type Row = SmallVec<[Value; 8]>;
@@ -316,10 +320,42 @@ pub fn format_timestamp(ms: i64, out: &mut String) {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let _ = write!(out, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, (sod / 60) % 60, sod % 60);
-    if millis != 0 {
-        let _ = write!(out, ".{millis:03}");
+    if !(0..=9999).contains(&y) {
+        let _ = write!(out, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, (sod / 60) % 60, sod % 60);
+        if millis != 0 {
+            let _ = write!(out, ".{millis:03}");
+        }
+        return;
     }
+    // The common case, digit by digit (no formatting machinery).
+    let two = |v: u32| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+    let (y, h, mi, se) = (y as u32, (sod / 3600) as u32, ((sod / 60) % 60) as u32, (sod % 60) as u32);
+    let mut b = [0u8; 23];
+    b[..4].copy_from_slice(&[
+        b'0' + (y / 1000) as u8,
+        b'0' + (y / 100 % 10) as u8,
+        b'0' + (y / 10 % 10) as u8,
+        b'0' + (y % 10) as u8,
+    ]);
+    b[4] = b'-';
+    b[5..7].copy_from_slice(&two(m));
+    b[7] = b'-';
+    b[8..10].copy_from_slice(&two(d));
+    b[10] = b' ';
+    b[11..13].copy_from_slice(&two(h));
+    b[13] = b':';
+    b[14..16].copy_from_slice(&two(mi));
+    b[16] = b':';
+    b[17..19].copy_from_slice(&two(se));
+    let n = if millis != 0 {
+        let ms = millis as u32;
+        b[19] = b'.';
+        b[20..23].copy_from_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8]);
+        23
+    } else {
+        19
+    };
+    out.push_str(std::str::from_utf8(&b[..n]).expect("ASCII digits"));
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
@@ -388,9 +424,7 @@ pub fn format_value(v: &Value, out: &mut String) {
     match v {
         Value::Null => {}
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
         Value::Double(d) => format_double(*d, out),
         Value::Decimal(v, s) => format_decimal(*v, *s, out),
         Value::Str(s) => out.push_str(s),
@@ -423,6 +457,28 @@ mod tests {
         assert_eq!(s, "10030.676|1.0|1.0E7|2023-11-14 22:13:20|2023-11-14 22:13:19.643|-12.340");
         assert_eq!(parse_timestamp("2023-11-14 22:13:19.643"), Some(1_699_999_999_643));
         assert_eq!(parse_timestamp("1969-12-31T23:59:59Z"), Some(-1000));
+        for ms in [
+            0,
+            -1,
+            1,
+            999,
+            -86_400_001,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_167_219_200_001,
+            1_699_999_999_643,
+        ] {
+            let (mut fast, mut slow) = (String::new(), String::new());
+            format_timestamp(ms, &mut fast);
+            let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            let _ = write!(slow, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", sod / 3600, (sod / 60) % 60, sod % 60);
+            if millis != 0 {
+                let _ = write!(slow, ".{millis:03}");
+            }
+            assert_eq!(fast, slow, "{ms}");
+        }
     }
 
     #[test]

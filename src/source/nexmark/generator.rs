@@ -19,7 +19,7 @@
 use super::config::{GeneratorConfig, FIRST_AUCTION_ID, FIRST_CATEGORY_ID, FIRST_PERSON_ID};
 use super::java_random::{next_long_below, JavaRandom};
 use super::model::{Auction, Bid, BidFields, Event, Person};
-use super::strings::{next_credit_card, next_extra, next_string, ChannelRef, FIRST_NAMES, LAST_NAMES, US_CITIES, US_STATES};
+use super::strings::{next_credit_card, next_extra, next_extra_bytes, next_string, ChannelRef, FIRST_NAMES, LAST_NAMES, US_CITIES, US_STATES};
 
 /// Reference `PersonGenerator.PERSON_ID_LEAD`.
 const PERSON_ID_LEAD: i64 = 10;
@@ -159,6 +159,14 @@ impl NexmarkGenerator {
     /// call keeps the work per call bounded: a split may see no bids at all,
     /// e.g. with 50 splits and the 1/3/46 proportions.)
     pub fn next_bid_fields(&mut self) -> Option<(Option<BidFields>, i64)> {
+        self.next_bid_with_extra(None)
+    }
+
+    /// [`Self::next_bid_fields`], also writing a bid's `extra` padding into
+    /// `extra` (cleared first) when given: the bytes [`Self::next_event`]
+    /// generates for it.
+    #[inline]
+    pub fn next_bid_with_extra(&mut self, extra: Option<&mut Vec<u8>>) -> Option<(Option<BidFields>, i64)> {
         let c = self.global_count()?;
         self.emitted += 1;
         let adjusted = self.cfg.adjusted_event_number(c);
@@ -170,6 +178,10 @@ impl NexmarkGenerator {
         }
         self.rng.set_seed(event_id);
         let (auction, bidder, price, ch) = self.bid_core(event_id);
+        if let Some(extra) = extra {
+            extra.clear();
+            next_extra_bytes(&mut self.rng, 8 * 4, self.cfg.avg_bid_byte_size, extra);
+        }
         let fields = BidFields {
             auction,
             bidder,

@@ -98,40 +98,82 @@ pub fn next_string(random: &mut JavaRandom, max_length: i32, special: u8, out: O
 /// characters, `'a' + rnd % 26` each (Java remainder, so some characters fall
 /// below `'a'`, exactly as in the reference).
 pub fn next_exact_string(random: &mut JavaRandom, length: i32, out: Option<&mut String>) {
+    match out {
+        Some(out) => {
+            let mut bytes = std::mem::take(out).into_bytes();
+            next_exact_bytes(random, length, &mut bytes);
+            // Every character is ASCII ('a' - 25 ..= 'a' + 25).
+            *out = String::from_utf8(bytes).expect("ASCII");
+        }
+        None if length > 0 => random.skip((length as u32).div_ceil(6)),
+        None => {}
+    }
+}
+
+/// [`next_exact_string`] appending ASCII bytes to `out`.
+#[inline]
+pub fn next_exact_bytes(random: &mut JavaRandom, length: i32, out: &mut Vec<u8>) {
     if length <= 0 {
         return;
     }
-    match out {
-        Some(out) => {
-            out.reserve(length as usize);
-            let mut rnd = 0i32;
-            let mut n = 0;
-            for _ in 0..length {
-                if n == 0 {
-                    rnd = random.next_int();
-                    n = 6;
-                }
-                out.push((b'a' as i32 + rnd % 26) as u8 as char);
-                rnd /= 26;
-                n -= 1;
-            }
+    let start = out.len();
+    out.resize(start + length as usize, 0);
+    for chunk in out[start..].chunks_mut(6) {
+        // Java's `'a' + rnd % 26`, `rnd /= 26` (both truncate toward zero), on the magnitude:
+        // two base-26 digits per step through a table of the 676 pairs.
+        let rnd = random.next_int();
+        let mut a = rnd.unsigned_abs();
+        let pairs = if rnd < 0 { &PAIRS_BELOW } else { &PAIRS_ABOVE };
+        for two in chunk.chunks_mut(2) {
+            let p = pairs[(a % 676) as usize];
+            two.copy_from_slice(&p[..two.len()]);
+            a /= 676;
         }
-        None => random.skip((length as u32).div_ceil(6)),
     }
 }
+
+/// The characters of two base-26 digits `n % 26`, `n / 26 % 26` for `n < 676`: `'a' + d`
+/// (`PAIRS_ABOVE`, non-negative draws) or `'a' - d` (`PAIRS_BELOW`, negative ones).
+const fn digit_pairs(below: bool) -> [[u8; 2]; 676] {
+    let mut t = [[0u8; 2]; 676];
+    let mut n = 0;
+    while n < 676 {
+        let (d0, d1) = ((n % 26) as u8, (n / 26) as u8);
+        t[n] = if below { [b'a' - d0, b'a' - d1] } else { [b'a' + d0, b'a' + d1] };
+        n += 1;
+    }
+    t
+}
+static PAIRS_ABOVE: [[u8; 2]; 676] = digit_pairs(false);
+static PAIRS_BELOW: [[u8; 2]; 676] = digit_pairs(true);
 
 /// Reference `nextExtra(random, currentSize, desiredAverageSize)`: padding so
 /// the event's idealized size averages `desired_average_size`.
 pub fn next_extra(random: &mut JavaRandom, current_size: i32, desired_average_size: i32, out: Option<&mut String>) {
+    if let Some(size) = extra_size(random, current_size, desired_average_size) {
+        next_exact_string(random, size, out);
+    }
+}
+
+/// [`next_extra`] appending ASCII bytes to `out`.
+#[inline]
+pub fn next_extra_bytes(random: &mut JavaRandom, current_size: i32, desired_average_size: i32, out: &mut Vec<u8>) {
+    if let Some(size) = extra_size(random, current_size, desired_average_size) {
+        next_exact_bytes(random, size, out);
+    }
+}
+
+/// The length of the `extra` padding (drawn), `None` when there is none.
+#[inline]
+fn extra_size(random: &mut JavaRandom, current_size: i32, desired_average_size: i32) -> Option<i32> {
     if current_size > desired_average_size {
-        return;
+        return None;
     }
     let desired = desired_average_size - current_size;
     // Java: (int) Math.round(desired * 0.2); non-negative, so round() agrees.
     let delta = (desired as f64 * 0.2).round() as i32;
     let min_size = desired - delta;
-    let size = min_size + if delta == 0 { 0 } else { random.next_int_bounded(2 * delta) };
-    next_exact_string(random, size, out);
+    Some(min_size + if delta == 0 { 0 } else { random.next_int_bounded(2 * delta) })
 }
 
 /// Reference `nextCreditCard`: four `%04d` groups separated by spaces.
@@ -252,6 +294,32 @@ mod tests {
             next_extra(&mut b, 32, 100, None);
             assert!((54..82).contains(&s.len()));
             assert_eq!(a.next_int(), b.next_int());
+            let mut c = JavaRandom::new(seed);
+            let mut bytes = Vec::new();
+            next_extra_bytes(&mut c, 32, 100, &mut bytes);
+            assert_eq!(bytes, s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn exact_strings_follow_java_arithmetic() {
+        for seed in 0..500 {
+            let mut a = JavaRandom::new(seed);
+            let mut b = JavaRandom::new(seed);
+            let mut fast = Vec::new();
+            next_exact_bytes(&mut a, 41, &mut fast);
+            let mut java = Vec::new();
+            let (mut rnd, mut n) = (0i32, 0);
+            for _ in 0..41 {
+                if n == 0 {
+                    rnd = b.next_int();
+                    n = 6;
+                }
+                java.push((b'a' as i32 + rnd % 26) as u8);
+                rnd /= 26;
+                n -= 1;
+            }
+            assert_eq!(fast, java, "seed {seed}");
         }
     }
 

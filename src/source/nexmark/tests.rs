@@ -234,6 +234,17 @@ fn bid_fast_path_matches_full_path() {
         assert_eq!((b.channel.as_str(), b.url.as_str()), (f.channel, f.url));
     }
     assert_eq!(g.events_emitted(), 5_000);
+    // With the extra padding drawn into a buffer: the full path's `extra`, byte for byte.
+    let mut g = NexmarkGenerator::new(bounded(10_000), 1, 2);
+    let mut extra = Vec::new();
+    let mut bids = full.iter();
+    while let Some((bid, ts)) = g.next_bid_with_extra(Some(&mut extra)) {
+        let Some(f) = bid else { continue };
+        let (b, t) = bids.next().expect("as many bids");
+        assert_eq!((t, b.auction, b.price), (&ts, f.auction, f.price));
+        assert_eq!(b.extra.as_bytes(), extra.as_slice());
+    }
+    assert!(bids.next().is_none());
 }
 
 #[test]
