@@ -105,6 +105,8 @@ pub fn test_backend(kind: StateBackendKind, cache_bytes: usize, groups: KeyGroup
                     block_bytes: 1024,
                     block_cache_bytes: 64 << 10,
                     compaction_output_bytes: 256 << 10,
+                    // As in jobs (see `state::backend::store_config`).
+                    wal: false,
                     ..weir_storage::StoreConfig::default()
                 },
             };

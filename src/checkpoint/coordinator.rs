@@ -29,6 +29,8 @@ pub struct CheckpointFigures {
     /// Trigger → durable metadata of the most recent completed checkpoints (ms; at most
     /// [`MAX_DURATIONS`], oldest dropped first).
     pub durations_ms: Vec<u64>,
+    /// Where each of those durations went (same order): see [`CheckpointPhases`].
+    pub phases: Vec<CheckpointPhases>,
     /// State bytes of the last completed checkpoint.
     pub last_bytes: u64,
     /// Longest barrier alignment seen at any task (ms).
@@ -43,6 +45,20 @@ pub struct CheckpointFigures {
     pub problems: Vec<String>,
     /// The job was stopped with this savepoint (stop-with-savepoint).
     pub stopped_with_savepoint: Option<String>,
+}
+
+/// The phases of one completed checkpoint (ms), each the slowest participant's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointPhases {
+    /// Trigger → the barrier aligned at the last task: the barrier's way through the data
+    /// in flight (rings full under backpressure) and the alignment.
+    pub barrier_ms: u64,
+    /// Aligned → acknowledged, longest over the tasks: the synchronous snapshot plus the
+    /// asynchronous parts (memory state written by the snapshot thread, LSM store flushed and
+    /// exported).
+    pub snapshot_ms: u64,
+    /// Last acknowledgement → durable metadata: the coordinator's state file and metadata.
+    pub finish_ms: u64,
 }
 
 const MAX_PROBLEMS: usize = 32;
@@ -94,6 +110,8 @@ impl CoordinatorDriver {
         let mut coordinator = Coordinator::new(self.settings.clone(), participants, self.restored_epoch);
         let mut figures = CheckpointFigures::default();
         let mut acks: BTreeMap<u64, Vec<(usize, usize, TaskSnapshot)>> = BTreeMap::new();
+        // Per pending epoch: latest alignment, longest aligned → acknowledged, latest ack.
+        let mut timing: BTreeMap<u64, (Instant, Duration, Instant)> = BTreeMap::new();
         let mut finished: Vec<Option<(usize, TaskSnapshot)>> = (0..participants).map(|_| None).collect();
         let mut started: BTreeMap<u64, Instant> = BTreeMap::new();
         let mut exited = 0usize;
@@ -109,9 +127,12 @@ impl CoordinatorDriver {
         // Stop-with-savepoint: (savepoint path, epoch, participants whose sinks must commit, deadline).
         let mut stopping: Option<(String, u64, Vec<bool>, Instant)> = None;
         let mut committed: Vec<u64> = vec![0; participants];
+        // The directory of every triggered epoch (created at the trigger: tasks write keyed
+        // state files into it).
+        let mut dirs: BTreeMap<u64, std::path::PathBuf> = BTreeMap::new();
         let clock = Instant::now();
         let tick = Duration::from_millis(self.settings.interval_ms.clamp(1, 10));
-        self.store.clean(&[])?;
+        self.store.clean(&[], u64::MAX)?;
         while exited < self.shards {
             let now = clock.elapsed().as_millis() as u64;
             let mut actions = Vec::new();
@@ -123,7 +144,13 @@ impl CoordinatorDriver {
                     snapshot,
                     alignment_ns,
                     snapshot_ns,
+                    aligned_at,
                 }) => {
+                    let acked_at = Instant::now();
+                    let t = timing.entry(epoch).or_insert((aligned_at, Duration::ZERO, acked_at));
+                    t.0 = t.0.max(aligned_at);
+                    t.1 = t.1.max(acked_at.saturating_duration_since(aligned_at));
+                    t.2 = t.2.max(acked_at);
                     figures.max_alignment_ms = figures.max_alignment_ms.max(alignment_ns as f64 / 1e6);
                     figures.max_snapshot_ms = figures.max_snapshot_ms.max(snapshot_ns as f64 / 1e6);
                     live.acknowledged(epoch, alignment_ns, snapshot_ns);
@@ -192,9 +219,19 @@ impl CoordinatorDriver {
                     Action::Trigger { epoch } => {
                         started.insert(epoch, Instant::now());
                         live.triggered(epoch, savepoints.contains_key(&epoch));
-                        if savepoints.contains_key(&epoch) {
-                            self.control.mark_savepoint(epoch);
+                        let dir = if savepoints.contains_key(&epoch) {
+                            let dir = self.store.savepoint_dir(epoch, now_ms());
+                            self.control.mark_savepoint(epoch, dir.clone());
+                            dir
+                        } else {
+                            self.store.epoch_dir(epoch)
+                        };
+                        // A directory that cannot be created fails the epoch's snapshot writers,
+                        // which decline it: the epoch aborts and the job goes on.
+                        if let Err(e) = std::fs::create_dir_all(&dir) {
+                            figures.problem(format!("creating {}: {e}", dir.display()));
                         }
+                        dirs.insert(epoch, dir);
                         self.control.trigger(epoch);
                     }
                     Action::Complete { epoch, discard } => {
@@ -231,10 +268,12 @@ impl CoordinatorDriver {
                             state_crc: 0,
                             keyed_operators: Vec::new(),
                             sources: Vec::new(),
+                            keyed_file_bytes: 0,
                         };
-                        let dir = match savepoint {
-                            Some(_) => self.store.savepoint_dir(epoch, now_ms()),
-                            None => self.store.epoch_dir(epoch),
+                        let dir = match (dirs.remove(&epoch), savepoint) {
+                            (Some(dir), _) => dir,
+                            (None, Some(_)) => self.store.savepoint_dir(epoch, now_ms()),
+                            (None, None) => self.store.epoch_dir(epoch),
                         };
                         match write_snapshot(&dir, meta, tasks) {
                             Ok(meta) => {
@@ -252,16 +291,26 @@ impl CoordinatorDriver {
                                 }
                                 self.control.complete(if is_final { FINAL_EPOCH } else { epoch });
                                 figures.completed += 1;
-                                figures.last_bytes = meta.state_bytes;
+                                figures.last_bytes = meta.total_bytes();
                                 figures.latest = Some(dir.display().to_string());
-                                live.completed(epoch, meta.state_bytes, &dir.display().to_string());
+                                live.completed(epoch, meta.total_bytes(), &dir.display().to_string());
                                 if let Some(t) = started.remove(&epoch) {
                                     if figures.durations_ms.len() == MAX_DURATIONS {
                                         figures.durations_ms.remove(0);
+                                        figures.phases.remove(0);
                                     }
                                     figures.durations_ms.push(t.elapsed().as_millis() as u64);
+                                    let phases = match timing.get(&epoch) {
+                                        Some((aligned, snapshot, acked)) => CheckpointPhases {
+                                            barrier_ms: aligned.saturating_duration_since(t).as_millis() as u64,
+                                            snapshot_ms: snapshot.as_millis() as u64,
+                                            finish_ms: acked.elapsed().as_millis() as u64,
+                                        },
+                                        None => CheckpointPhases::default(),
+                                    };
+                                    figures.phases.push(phases);
                                 }
-                                if let Err(e) = self.store.clean(&discard) {
+                                if let Err(e) = self.store.clean(&discard, epoch) {
                                     figures.problem(format!("cleaning old checkpoints: {e}"));
                                 }
                             }
@@ -275,7 +324,7 @@ impl CoordinatorDriver {
                                 figures.failed_writes += 1;
                                 live.failed(epoch, &e.to_string());
                                 figures.problem(format!("checkpoint {epoch} could not be written: {e}"));
-                                let _ = self.store.discard(epoch);
+                                let _ = CheckpointStore::remove(&dir);
                                 if is_final {
                                     // Nothing else will commit the sinks' last output: fail the job
                                     // (a restore commits it from the previous checkpoint's state).
@@ -285,6 +334,7 @@ impl CoordinatorDriver {
                             }
                         }
                         started.retain(|e, _| *e > epoch);
+                        timing.retain(|e, _| *e > epoch);
                     }
                     Action::Abort { epoch, reason } => {
                         if let Some(request) = savepoints.remove(&epoch) {
@@ -295,10 +345,20 @@ impl CoordinatorDriver {
                         }
                         acks.remove(&epoch);
                         started.remove(&epoch);
+                        timing.remove(&epoch);
                         figures.aborted += 1;
                         live.aborted(epoch, &format!("{reason:?}"));
                         figures.problem(format!("checkpoint {epoch} aborted: {reason:?}"));
-                        let _ = self.store.discard(epoch);
+                        // Its keyed state files go with it (a task still writing one finds the
+                        // directory gone and gives up).
+                        match dirs.remove(&epoch) {
+                            Some(dir) => {
+                                let _ = CheckpointStore::remove(&dir);
+                            }
+                            None => {
+                                let _ = self.store.discard(epoch);
+                            }
+                        }
                     }
                 }
             }

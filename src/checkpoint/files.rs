@@ -3,19 +3,30 @@
 //! Layout of a checkpoint directory (`execution.checkpointing.dir`):
 //! ```text
 //! <dir>/chk-<epoch>/state      every task's snapshot (keyed state by key group, positions, committables)
+//! <dir>/chk-<epoch>/keyed-<attempt>-<shard>-<operator>   keyed state files written by tasks (below)
 //! <dir>/chk-<epoch>/_metadata  what the checkpoint is; written last, atomically
-//! <dir>/savepoints/sp-<epoch>-<ms>/{state,_metadata}   savepoints (never deleted by weir)
+//! <dir>/savepoints/sp-<epoch>-<ms>/{state,keyed-*,_metadata}   savepoints (never deleted by weir)
 //! ```
-//! Both files are framed `magic (8) | format version (u32) | payload length (u64) | crc32 (u32) |
-//! payload` with a postcard payload. The format is versioned and organised by key group, so
-//! a checkpoint or savepoint taken on N shards restores on M shards.
+//! `state` and `_metadata` are framed `magic (8) | format version (u32) | payload length (u64) |
+//! crc32 (u32) | payload` with a postcard payload. The format is versioned (version 1, without
+//! keyed state files, is still read) and organised by key group, so a checkpoint or savepoint
+//! taken on N shards restores on M shards.
+//!
+//! **Keyed state files** ([`KeyedFile`]) hold large keyed state written by a task's snapshot
+//! thread instead of travelling through the coordinator: `magic (8) | format version (u32)`,
+//! then one section per key group, ascending, each the same bytes as an inline
+//! [`super::snapshot::KeyedSnapshot`] section. The index (key group, offset, length, crc32 per
+//! section) is in the task's snapshot in `state`, so a restoring shard reads exactly the
+//! sections of the key groups it owns, from every file, each verified by its checksum. Names
+//! carry the run's attempt token, so a late writer of a failed attempt never collides with a
+//! new attempt's file of the same epoch.
 //!
 //! Invariants: a checkpoint exists (is *complete*) iff its `_metadata` exists and verifies; the
-//! metadata is written after the state file is durable (write, fsync, rename, fsync the
-//! directory), so a crash at any point leaves either a complete checkpoint or a directory
-//! without metadata, which restore ignores and the next run deletes. Damage is never
-//! skipped silently: a `_metadata` or `state` file that fails its checksum is an error naming
-//! the file.
+//! metadata is written after the state file and every keyed state file are durable (write,
+//! fsync, rename, fsync the directory), so a crash at any point leaves either a complete
+//! checkpoint or a directory without metadata, which restore ignores and weir deletes. Damage
+//! is never skipped silently: a `_metadata`, `state` or keyed state section that fails its
+//! checksum, or a missing or truncated keyed state file, is an error naming the file.
 
 use std::fs;
 use std::io::Write;
@@ -28,8 +39,11 @@ use crate::error::{Result, WeirError};
 
 const STATE_MAGIC: &[u8; 8] = b"WEIRSTAT";
 const META_MAGIC: &[u8; 8] = b"WEIRMETA";
+const KEYED_MAGIC: &[u8; 8] = b"WEIRKGRP";
 /// Version of the on-disk format; bump on incompatible change (restore refuses newer ones).
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added keyed state files (`CheckpointMeta::keyed_file_bytes`,
+/// `TaskSnapshot::keyed_files`); version 1 is still read.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Checkpoint (owned by weir, retained K at a time) or savepoint (owned by the user).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,12 +69,200 @@ pub struct CheckpointMeta {
     /// Operators with keyed state, and sources with positions (for compatibility checks).
     pub keyed_operators: Vec<String>,
     pub sources: Vec<String>,
+    /// Bytes of the keyed state files the checkpoint references (beside `state_bytes`).
+    pub keyed_file_bytes: u64,
+}
+
+impl CheckpointMeta {
+    /// Bytes of the whole checkpoint: the state file and the keyed state files.
+    pub fn total_bytes(&self) -> u64 {
+        self.state_bytes + self.keyed_file_bytes
+    }
+}
+
+/// `CheckpointMeta` of format version 1 (read only).
+#[derive(Deserialize)]
+struct CheckpointMetaV1 {
+    format_version: u32,
+    kind: SnapshotKind,
+    epoch: u64,
+    job: String,
+    shards: usize,
+    max_key_groups: u32,
+    finished: bool,
+    created_ms: i64,
+    state_bytes: u64,
+    state_crc: u32,
+    keyed_operators: Vec<String>,
+    sources: Vec<String>,
 }
 
 /// The state file's payload: every task's snapshot with the shard it ran on.
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     tasks: Vec<(usize, TaskSnapshot)>,
+}
+
+/// The state file's payload in format version 1 (read only).
+#[derive(Deserialize)]
+struct StateFileV1 {
+    tasks: Vec<(usize, TaskSnapshotV1)>,
+}
+
+/// `TaskSnapshot` of format version 1: no keyed state files.
+#[derive(Deserialize)]
+struct TaskSnapshotV1 {
+    keyed: Vec<(String, super::snapshot::KeyedSnapshot)>,
+    operator_state: Vec<(String, Vec<u8>)>,
+    positions: Vec<(String, usize, Vec<u8>)>,
+    committables: Vec<(String, Vec<u8>)>,
+    declined: Option<String>,
+}
+
+impl From<TaskSnapshotV1> for TaskSnapshot {
+    fn from(t: TaskSnapshotV1) -> Self {
+        TaskSnapshot {
+            keyed: t.keyed,
+            operator_state: t.operator_state,
+            positions: t.positions,
+            committables: t.committables,
+            declined: t.declined,
+            ..TaskSnapshot::default()
+        }
+    }
+}
+
+/// One key group's section of a [`KeyedFile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedSection {
+    pub key_group: u32,
+    pub offset: u64,
+    pub len: u64,
+    pub crc: u32,
+}
+
+/// A keyed state file of one operator instance (see the module docs): its name in the
+/// checkpoint directory, its length, and its sections by key group, ascending.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedFile {
+    pub name: String,
+    pub bytes: u64,
+    pub sections: Vec<KeyedSection>,
+}
+
+impl KeyedFile {
+    /// Payload bytes (the sections).
+    pub fn payload_bytes(&self) -> u64 {
+        self.sections.iter().map(|s| s.len).sum()
+    }
+}
+
+/// Writes a [`KeyedFile`] section by section (blocking I/O: run it off the shard's thread).
+pub struct KeyedFileWriter {
+    file: fs::File,
+    path: PathBuf,
+    index: KeyedFile,
+}
+
+impl KeyedFileWriter {
+    /// Create `name` in the existing directory `dir` (an error if `dir` is gone, e.g. because
+    /// the checkpoint was aborted and discarded meanwhile, or if the file exists).
+    pub fn create(dir: &Path, name: &str) -> Result<Self> {
+        let path = dir.join(name);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| WeirError::io("create keyed state file", &path, e))?;
+        let mut header = Vec::with_capacity(12);
+        header.extend_from_slice(KEYED_MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        file.write_all(&header).map_err(|e| WeirError::io("write", &path, e))?;
+        Ok(Self {
+            file,
+            path,
+            index: KeyedFile {
+                name: name.to_string(),
+                bytes: header.len() as u64,
+                sections: Vec::new(),
+            },
+        })
+    }
+
+    /// Append the section of `key_group` (key groups in ascending order, each once; an empty
+    /// section is skipped).
+    pub fn section(&mut self, key_group: u32, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        assert!(
+            self.index.sections.last().is_none_or(|s| s.key_group < key_group),
+            "keyed state file sections in ascending key-group order"
+        );
+        self.file.write_all(bytes).map_err(|e| WeirError::io("write", &self.path, e))?;
+        self.index.sections.push(KeyedSection {
+            key_group,
+            offset: self.index.bytes,
+            len: bytes.len() as u64,
+            crc: crc32fast::hash(bytes),
+        });
+        self.index.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Make the file durable and return its index.
+    pub fn finish(self) -> Result<KeyedFile> {
+        self.file.sync_all().map_err(|e| WeirError::io("fsync", &self.path, e))?;
+        Ok(self.index)
+    }
+}
+
+/// Read the sections of `file` (in checkpoint directory `dir`) whose key groups are in
+/// `lo..hi`, in key-group order, verifying each checksum; `f` gets each section's bytes.
+pub fn read_keyed_sections(dir: &Path, file: &KeyedFile, (lo, hi): (u32, u32), mut f: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let wanted: Vec<&KeyedSection> = file.sections.iter().filter(|s| (lo..hi).contains(&s.key_group)).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let path = dir.join(&file.name);
+    let handle = fs::File::open(&path).map_err(|e| WeirError::io("open keyed state file", &path, e))?;
+    let mut buf = Vec::new();
+    for s in wanted {
+        buf.resize(s.len as usize, 0);
+        handle
+            .read_exact_at(&mut buf, s.offset)
+            .map_err(|e| WeirError::io("read keyed state file", &path, e))?;
+        if crc32fast::hash(&buf) != s.crc {
+            return Err(WeirError::Checkpoint(format!(
+                "{}: section of key group {} fails its checksum (damaged)",
+                path.display(),
+                s.key_group
+            )));
+        }
+        f(s.key_group, &buf)?;
+    }
+    Ok(())
+}
+
+/// Every keyed state file `tasks` reference exists in `dir` with its recorded length.
+fn check_keyed_files(dir: &Path, tasks: &[(usize, TaskSnapshot)]) -> Result<u64> {
+    let mut total = 0;
+    for (_, t) in tasks {
+        for (_, f) in &t.keyed_files {
+            let path = dir.join(&f.name);
+            let len = fs::metadata(&path).map_err(|e| WeirError::io("keyed state file", &path, e))?.len();
+            if len != f.bytes {
+                return Err(WeirError::Checkpoint(format!(
+                    "{}: {len} bytes, the checkpoint recorded {} (truncated or replaced)",
+                    path.display(),
+                    f.bytes
+                )));
+            }
+            total += len;
+        }
+    }
+    Ok(total)
 }
 
 fn frame(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
@@ -73,7 +275,8 @@ fn frame(magic: &[u8; 8], payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn unframe<'a>(magic: &[u8; 8], bytes: &'a [u8], path: &Path) -> Result<&'a [u8]> {
+/// Check a framed file; returns its format version and payload.
+fn unframe<'a>(magic: &[u8; 8], bytes: &'a [u8], path: &Path) -> Result<(u32, &'a [u8])> {
     let bad = |what: String| WeirError::Checkpoint(format!("{}: {what}", path.display()));
     if bytes.len() < 24 || &bytes[..8] != magic {
         return Err(bad("not a weir checkpoint file (bad magic or too short)".into()));
@@ -91,7 +294,7 @@ fn unframe<'a>(magic: &[u8; 8], bytes: &'a [u8], path: &Path) -> Result<&'a [u8]
     if crc32fast::hash(payload) != crc {
         return Err(bad("checksum mismatch (damaged)".into()));
     }
-    Ok(payload)
+    Ok((version, payload))
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -110,18 +313,25 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Write a complete checkpoint (or savepoint) into `dir` (created; must not hold metadata).
 pub fn write_snapshot(dir: &Path, mut meta: CheckpointMeta, tasks: Vec<(usize, TaskSnapshot)>) -> Result<CheckpointMeta> {
     fs::create_dir_all(dir).map_err(|e| WeirError::io("create checkpoint directory", dir, e))?;
-    let mut keyed: Vec<String> = tasks.iter().flat_map(|(_, t)| t.keyed.iter().map(|(n, _)| n.clone())).collect();
+    let mut keyed: Vec<String> = tasks
+        .iter()
+        .flat_map(|(_, t)| t.keyed.iter().map(|(n, _)| n.clone()).chain(t.keyed_files.iter().map(|(n, _)| n.clone())))
+        .collect();
     keyed.sort();
     keyed.dedup();
     let mut sources: Vec<String> = tasks.iter().flat_map(|(_, t)| t.positions.iter().map(|(n, _, _)| n.clone())).collect();
     sources.sort();
     sources.dedup();
+    // Keyed state files were written by the tasks; their directory entries become durable
+    // with the fsync of the directory below, before the metadata exists.
+    meta.keyed_file_bytes = check_keyed_files(dir, &tasks)?;
     let payload = postcard::to_stdvec(&StateFile { tasks }).map_err(|e| WeirError::Checkpoint(format!("encoding checkpoint state: {e}")))?;
     meta.state_bytes = payload.len() as u64;
     meta.state_crc = crc32fast::hash(&payload);
     meta.keyed_operators = keyed;
     meta.sources = sources;
     write_durably(&dir.join("state"), &frame(STATE_MAGIC, &payload))?;
+    sync_dir(dir)?;
     super::crash_point("state-written");
     let meta_bytes = postcard::to_stdvec(&meta).map_err(|e| WeirError::Checkpoint(format!("encoding checkpoint metadata: {e}")))?;
     let tmp = dir.join("_metadata.tmp");
@@ -139,8 +349,27 @@ pub fn write_snapshot(dir: &Path, mut meta: CheckpointMeta, tasks: Vec<(usize, T
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
     let path = dir.join("_metadata");
     let bytes = fs::read(&path).map_err(|e| WeirError::io("read", &path, e))?;
-    let payload = unframe(META_MAGIC, &bytes, &path)?;
-    postcard::from_bytes(payload).map_err(|e| WeirError::Checkpoint(format!("{}: undecodable metadata ({e})", path.display())))
+    let (version, payload) = unframe(META_MAGIC, &bytes, &path)?;
+    let undecodable = |e: postcard::Error| WeirError::Checkpoint(format!("{}: undecodable metadata ({e})", path.display()));
+    if version == 1 {
+        let m: CheckpointMetaV1 = postcard::from_bytes(payload).map_err(undecodable)?;
+        return Ok(CheckpointMeta {
+            format_version: m.format_version,
+            kind: m.kind,
+            epoch: m.epoch,
+            job: m.job,
+            shards: m.shards,
+            max_key_groups: m.max_key_groups,
+            finished: m.finished,
+            created_ms: m.created_ms,
+            state_bytes: m.state_bytes,
+            state_crc: m.state_crc,
+            keyed_operators: m.keyed_operators,
+            sources: m.sources,
+            keyed_file_bytes: 0,
+        });
+    }
+    postcard::from_bytes(payload).map_err(undecodable)
 }
 
 /// Read a whole checkpoint for restore.
@@ -148,15 +377,22 @@ pub fn read_snapshot(dir: &Path) -> Result<(CheckpointMeta, RestoreSet)> {
     let meta = read_meta(dir)?;
     let path = dir.join("state");
     let bytes = fs::read(&path).map_err(|e| WeirError::io("read", &path, e))?;
-    let payload = unframe(STATE_MAGIC, &bytes, &path)?;
+    let (version, payload) = unframe(STATE_MAGIC, &bytes, &path)?;
     if payload.len() as u64 != meta.state_bytes || crc32fast::hash(payload) != meta.state_crc {
         return Err(WeirError::Checkpoint(format!(
             "{}: does not match its _metadata (mixed checkpoints?)",
             path.display()
         )));
     }
-    let state: StateFile = postcard::from_bytes(payload).map_err(|e| WeirError::Checkpoint(format!("{}: undecodable state ({e})", path.display())))?;
-    let mut set = RestoreSet::from_tasks(meta.epoch, dir.display().to_string(), meta.shards, state.tasks);
+    let undecodable = |e: postcard::Error| WeirError::Checkpoint(format!("{}: undecodable state ({e})", path.display()));
+    let tasks = if version == 1 {
+        let v1: StateFileV1 = postcard::from_bytes(payload).map_err(undecodable)?;
+        v1.tasks.into_iter().map(|(s, t)| (s, t.into())).collect()
+    } else {
+        postcard::from_bytes::<StateFile>(payload).map_err(undecodable)?.tasks
+    };
+    check_keyed_files(dir, &tasks)?;
+    let mut set = RestoreSet::from_tasks(meta.epoch, dir.display().to_string(), meta.shards, tasks);
     set.dir = dir.to_path_buf();
     Ok((meta, set))
 }
@@ -239,12 +475,13 @@ impl CheckpointStore {
         Ok(None)
     }
 
-    /// Delete checkpoint directories without metadata (crashed or aborted attempts) and those
-    /// of `discard`.
-    pub fn clean(&self, discard: &[u64]) -> Result<()> {
+    /// Delete the checkpoint directories of `discard` and those without metadata (crashed or
+    /// aborted attempts) of epochs below `incomplete_below` (later ones may still be being
+    /// written: `u64::MAX` when nothing runs).
+    pub fn clean(&self, discard: &[u64], incomplete_below: u64) -> Result<()> {
         for epoch in self.epochs()? {
             let dir = self.epoch_dir(epoch);
-            if discard.contains(&epoch) || !dir.join("_metadata").exists() {
+            if discard.contains(&epoch) || (epoch < incomplete_below && !dir.join("_metadata").exists()) {
                 fs::remove_dir_all(&dir).map_err(|e| WeirError::io("delete checkpoint", &dir, e))?;
             }
         }
@@ -253,11 +490,15 @@ impl CheckpointStore {
 
     /// Delete one checkpoint directory (aborted epoch), if it exists.
     pub fn discard(&self, epoch: u64) -> Result<()> {
-        let dir = self.epoch_dir(epoch);
-        match fs::remove_dir_all(&dir) {
+        Self::remove(&self.epoch_dir(epoch))
+    }
+
+    /// Delete the directory of an aborted or failed snapshot, if it exists.
+    pub fn remove(dir: &Path) -> Result<()> {
+        match fs::remove_dir_all(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(WeirError::io("delete checkpoint", &dir, e)),
+            Err(e) => Err(WeirError::io("delete checkpoint", dir, e)),
         }
     }
 }
@@ -281,6 +522,7 @@ mod tests {
             state_crc: 0,
             keyed_operators: vec![],
             sources: vec![],
+            keyed_file_bytes: 0,
         }
     }
 
@@ -308,7 +550,7 @@ mod tests {
         set.keyed_for("w", &groups, 0).for_each::<u64>(|kg, v| seen.push((kg, v))).unwrap();
         assert_eq!(seen, vec![(3, 8)]);
         assert_eq!(set.position("src", 100), Some(&[100u8][..]));
-        store.clean(&[1]).unwrap();
+        store.clean(&[1], u64::MAX).unwrap();
         assert!(!store.epoch_dir(1).exists() && !store.epoch_dir(3).exists() && store.epoch_dir(2).exists());
     }
 

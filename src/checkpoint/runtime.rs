@@ -25,6 +25,7 @@ use std::sync::mpsc::Sender;
 
 use serde::{Deserialize, Serialize};
 
+use super::files::KeyedFile;
 use super::snapshot::{KeyedRestore, KeyedSnapshot};
 use crate::key::KeyGroups;
 
@@ -46,6 +47,9 @@ pub struct TaskSnapshot {
     pub committables: Vec<(String, Vec<u8>)>,
     /// Set when an operator could not snapshot: the epoch is declined (aborted).
     pub declined: Option<String>,
+    /// Keyed state written by the task into files of the snapshot directory (large state
+    /// snapshotted asynchronously), by operator name: organised by key group like `keyed`.
+    pub keyed_files: Vec<(String, KeyedFile)>,
     /// The epoch is a savepoint: operators write the portable, self-contained format only
     /// (no store-native incremental parts). Set by the task before the barrier goes through.
     #[serde(skip)]
@@ -74,6 +78,7 @@ impl TaskSnapshot {
     /// Payload bytes (for figures).
     pub fn bytes(&self) -> usize {
         self.keyed.iter().map(|(_, k)| k.bytes()).sum::<usize>()
+            + self.keyed_files.iter().map(|(_, f)| f.payload_bytes() as usize).sum::<usize>()
             + self.operator_state.iter().map(|(_, b)| b.len()).sum::<usize>()
             + self.positions.iter().map(|(_, _, b)| b.len()).sum::<usize>()
             + self.committables.iter().map(|(_, b)| b.len()).sum::<usize>()
@@ -93,6 +98,9 @@ pub enum TaskMessage {
         alignment_ns: u64,
         /// Time the task's operators took to snapshot (the data path stalls meanwhile).
         snapshot_ns: u64,
+        /// When the barrier was aligned at the task (its operators began to snapshot); the
+        /// acknowledgement is sent once the asynchronous parts are durable too.
+        aligned_at: std::time::Instant,
     },
     /// The task reached end of input; `snapshot` is its final state (positions at the end,
     /// final committables) and stands for every later epoch.
@@ -113,6 +121,8 @@ pub struct RestoreSet {
     /// Shard count of the job that wrote the checkpoint.
     pub old_shards: usize,
     pub keyed: HashMap<String, Vec<(u32, Vec<u8>)>>,
+    /// Keyed state files by operator (in `dir`).
+    pub keyed_files: HashMap<String, Vec<KeyedFile>>,
     /// Per-instance operator state by operator: (old shard, bytes).
     pub operator_state: HashMap<String, Vec<(usize, Vec<u8>)>>,
     pub positions: HashMap<(String, usize), Vec<u8>>,
@@ -133,6 +143,9 @@ impl RestoreSet {
             for (op, snap) in t.keyed {
                 set.keyed.entry(op).or_default().extend(snap.groups);
             }
+            for (op, file) in t.keyed_files {
+                set.keyed_files.entry(op).or_default().push(file);
+            }
             for (op, bytes) in t.operator_state {
                 set.operator_state.entry(op).or_default().push((shard, bytes));
             }
@@ -149,15 +162,22 @@ impl RestoreSet {
     /// The keyed state of operator `name` for the key groups `shard` owns under `groups`.
     pub fn keyed_for(&self, name: &str, groups: &KeyGroups, shard: usize) -> KeyedRestore {
         let (lo, hi) = groups.range_of_shard(shard as u32);
-        let groups = self
+        let inline = self
             .keyed
             .get(name)
             .map(|all| all.iter().filter(|(kg, _)| (lo..hi).contains(kg)).cloned().collect())
             .unwrap_or_default();
-        KeyedRestore {
-            operator: name.to_string(),
-            groups,
-        }
+        let files = self
+            .keyed_files
+            .get(name)
+            .map(|all| {
+                all.iter()
+                    .filter(|f| f.sections.iter().any(|s| (lo..hi).contains(&s.key_group)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        KeyedRestore::new(name, inline).with_files(self.dir.clone(), files, (lo, hi))
     }
 
     /// Every old instance's operator state of `name`, with the old shard it ran on.
@@ -188,8 +208,9 @@ impl RestoreSet {
 pub struct CheckpointControl {
     attempt: String,
     trigger: AtomicU64,
-    /// The newest epoch that is a savepoint (0: none).
+    /// The newest epoch that is a savepoint (0: none), and the directory it is written to.
     savepoint: AtomicU64,
+    savepoint_dir: std::sync::Mutex<Option<(u64, std::path::PathBuf)>>,
     /// Root of the job's checkpoints: `chk-<epoch>` directories are created below it, and
     /// tasks export store-native checkpoint parts into them before acknowledging.
     pub dir: std::path::PathBuf,
@@ -209,6 +230,7 @@ impl CheckpointControl {
             attempt: format!("{:x}", nanos as u64 ^ ((std::process::id() as u64) << 48)),
             trigger: AtomicU64::new(restored),
             savepoint: AtomicU64::new(0),
+            savepoint_dir: std::sync::Mutex::new(None),
             dir,
             completed: AtomicU64::new(restored),
             cancelled: AtomicBool::new(false),
@@ -229,8 +251,9 @@ impl CheckpointControl {
         assert!(prev <= epoch, "checkpoint epochs only increase ({prev} then {epoch})");
     }
 
-    /// Epoch `epoch` (about to be triggered) is a savepoint.
-    pub fn mark_savepoint(&self, epoch: u64) {
+    /// Epoch `epoch` (about to be triggered) is a savepoint, written to `dir`.
+    pub fn mark_savepoint(&self, epoch: u64, dir: std::path::PathBuf) {
+        *self.savepoint_dir.lock().expect("savepoint dir") = Some((epoch, dir));
         self.savepoint.fetch_max(epoch, Ordering::AcqRel);
     }
 
@@ -252,6 +275,16 @@ impl CheckpointControl {
     /// hold no store-native parts).
     pub fn epoch_dir(&self, epoch: u64) -> std::path::PathBuf {
         self.dir.join(format!("chk-{epoch}"))
+    }
+
+    /// The directory snapshot `epoch` is written to: the savepoint's directory if `epoch` is a
+    /// savepoint, else the checkpoint's. The coordinator creates it when it triggers the epoch
+    /// (and deletes it when the epoch is aborted): tasks write keyed state files into it.
+    pub fn snapshot_dir(&self, epoch: u64) -> std::path::PathBuf {
+        match &*self.savepoint_dir.lock().expect("savepoint dir") {
+            Some((e, dir)) if *e == epoch => dir.clone(),
+            _ => self.epoch_dir(epoch),
+        }
     }
 
     /// The newest epoch whose checkpoint is complete.

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::files::{read_keyed_sections, KeyedFile};
 use crate::error::{Result, WeirError};
 
 /// Types that can be written into a checkpoint (serde + postcard).
@@ -45,22 +46,59 @@ impl KeyedSnapshot {
 }
 
 /// Keyed state handed to one operator instance at restore: the sections of the key groups
-/// this shard owns, gathered from every shard of the snapshot.
+/// this shard owns, gathered from every shard of the snapshot — inline sections, and the
+/// keyed state files (in `dir`) holding sections of those key groups, read on demand.
 #[derive(Clone, Debug, Default)]
 pub struct KeyedRestore {
     pub operator: String,
     pub groups: Vec<(u32, Vec<u8>)>,
+    /// The snapshot directory the files are in.
+    pub dir: std::path::PathBuf,
+    pub files: Vec<KeyedFile>,
+    /// The key groups `[lo, hi)` to read from the files.
+    pub range: (u32, u32),
 }
 
 impl KeyedRestore {
-    /// Decode every entry of every section, in key-group order, as `T`.
-    pub fn for_each<T: DeserializeOwned>(&self, mut f: impl FnMut(u32, T)) -> Result<()> {
+    /// Inline sections only.
+    pub fn new(operator: &str, groups: Vec<(u32, Vec<u8>)>) -> Self {
+        Self {
+            operator: operator.to_string(),
+            groups,
+            ..Default::default()
+        }
+    }
+
+    /// Also the sections of key groups `range` in `files` (in directory `dir`).
+    pub fn with_files(mut self, dir: std::path::PathBuf, files: Vec<KeyedFile>, range: (u32, u32)) -> Self {
+        self.dir = dir;
+        self.files = files;
+        self.range = range;
+        self
+    }
+
+    /// Every section's bytes with its key group: the inline sections, then each file's
+    /// sections (each in key-group order). File sections are read one at a time into one
+    /// buffer and verified by their checksums.
+    pub fn for_each_section(&self, mut f: impl FnMut(u32, &[u8]) -> Result<()>) -> Result<()> {
         for (kg, bytes) in &self.groups {
-            for entry in Entries::new(bytes, &self.operator, *kg) {
-                f(*kg, entry?);
-            }
+            f(*kg, bytes)?;
+        }
+        for file in &self.files {
+            read_keyed_sections(&self.dir, file, self.range, &mut f)?;
         }
         Ok(())
+    }
+
+    /// Decode every entry of every section (see [`KeyedRestore::for_each_section`]) as `T`.
+    pub fn for_each<T: DeserializeOwned>(&self, mut f: impl FnMut(u32, T)) -> Result<()> {
+        let operator = self.operator.as_str();
+        self.for_each_section(|kg, bytes| {
+            for entry in Entries::new(bytes, operator, kg) {
+                f(kg, entry?);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -134,10 +172,7 @@ mod tests {
         append(snap.group(3), &(1u64, "a".to_string()));
         append(snap.group(3), &(2u64, "b".to_string()));
         append(snap.group(700), &(9u64, "z".to_string()));
-        let restore = KeyedRestore {
-            operator: "w".into(),
-            groups: snap.groups.into_iter().collect(),
-        };
+        let restore = KeyedRestore::new("w", snap.groups.into_iter().collect());
         let mut seen = Vec::new();
         restore.for_each::<(u64, String)>(|kg, e| seen.push((kg, e))).unwrap();
         assert_eq!(seen, vec![(3, (1, "a".into())), (3, (2, "b".into())), (700, (9, "z".into()))]);
@@ -145,10 +180,7 @@ mod tests {
 
     #[test]
     fn damaged_section_is_an_error_naming_operator_and_group() {
-        let restore = KeyedRestore {
-            operator: "window".into(),
-            groups: vec![(5, vec![0xff, 0xff, 0xff])],
-        };
+        let restore = KeyedRestore::new("window", vec![(5, vec![0xff, 0xff, 0xff])]);
         let err = restore.for_each::<(u64, String)>(|_, _| {}).unwrap_err().to_string();
         assert!(err.contains("window") && err.contains("key group 5"), "{err}");
     }

@@ -37,8 +37,8 @@ use crate::error::Result;
 use crate::key::StableHash;
 use crate::operator::{Output, Push};
 use crate::shard::{OperatorMetrics, ProcessingTimers};
-use crate::state::codec::{self, KeyedEntryRef};
-use crate::state::{KeyedEntry, StateBackend, StateClock, StateContext, StateKey, TimerKind};
+use crate::state::codec::{self, KeyedEntryBorrowed, KeyedEntryRef};
+use crate::state::{StateBackend, StateClock, StateContext, StateKey, TimerKind};
 use crate::time::{processing_now_ms, Timestamp, WATERMARK_MIN};
 
 /// Which clock a timer belongs to.
@@ -257,28 +257,24 @@ where
     /// Restore states and timers from `restore` (before the first record). Processing-time
     /// timers that are already due fire at the first processing-time callback.
     pub fn restore(&mut self, restore: &KeyedRestore) -> Result<()> {
-        let mut failed = None;
-        restore.for_each::<KeyedEntry>(|kg, entry| {
-            if failed.is_some() {
-                return;
-            }
-            let r = match entry {
-                KeyedEntry::State { state, key, value } => self.state.restore_state(kg, state, &key, &value),
-                KeyedEntry::Timer { kind, ts, key } => codec::decode::<K>(&key, "timer key").map(|k| match kind {
+        let (state, timers) = (&self.state, &mut self.timers);
+        let r = restore.for_each_section(|kg, section| {
+            codec::for_each_entry(section, &restore.operator, kg, |entry| match entry {
+                KeyedEntryBorrowed::State { state: id, key, value } => state.restore_state(kg, id, key, value),
+                KeyedEntryBorrowed::Timer { kind, ts, key } => codec::decode::<K>(key, "timer key").map(|k| match kind {
                     TimerKind::EventTime => {
-                        self.timers.event.insert((ts, k));
+                        timers.event.insert((ts, k));
                     }
                     TimerKind::ProcessingTime => {
-                        if self.timers.processing.insert((ts, k)) {
-                            self.timers.wake.register(ts);
+                        if timers.processing.insert((ts, k)) {
+                            timers.wake.register(ts);
                         }
                     }
                 }),
-            };
-            failed = r.err();
-        })?;
+            })
+        });
         self.timers.sync();
-        failed.map_or(Ok(()), Err)
+        r
     }
 
     /// The watermark advanced: fire due event-time timers, then forward it.
@@ -381,11 +377,17 @@ where
         self.out.flush();
         // Incremental: the store's native checkpoint holds the states (finished in the
         // background), the portable snapshot only the timers. Savepoints are portable.
+        // Memory backend: the states are frozen here and written by the backend's writer
+        // thread (portable, also for savepoints), the timers inline.
         let native = !snapshot.savepoint && self.state.backend().native_checkpoints();
         let taken = if native {
             self.state
                 .backend()
                 .begin_native_checkpoint(epoch)
+                .map(|()| self.snapshot_timers(snapshot.keyed(&self.name)))
+        } else if self.state.backend().async_snapshots() {
+            self.state
+                .begin_async_snapshot(epoch)
                 .map(|()| self.snapshot_timers(snapshot.keyed(&self.name)))
         } else {
             KeyedProcessOp::snapshot(self, snapshot.keyed(&self.name))
@@ -613,15 +615,14 @@ mod tests {
                         let mut ops = Vec::new();
                         for shard in 0..shards {
                             let (mut op, log, mut t) = count_op(to_kind, groups);
-                            let restore = KeyedRestore {
-                                operator: "process".into(),
-                                groups: snap
-                                    .groups
+                            let restore = KeyedRestore::new(
+                                "process",
+                                snap.groups
                                     .iter()
                                     .filter(|(g, _)| groups.shard_of_group(**g) == shard)
                                     .map(|(g, b)| (*g, b.clone()))
                                     .collect(),
-                            };
+                            );
                             op.restore(&restore).unwrap();
                             connect(&mut t).await;
                             ops.push((op, log, t));
@@ -673,10 +674,7 @@ mod tests {
             Arc::new(OperatorMetrics::default()),
             StateBackend::default(),
         );
-        let restore = KeyedRestore {
-            operator: "process".into(),
-            groups: snap.groups.into_iter().collect(),
-        };
+        let restore = KeyedRestore::new("process", snap.groups.into_iter().collect());
         restored.restore(&restore).unwrap();
         assert_eq!(wake.earliest(), Some(at), "restored timers wake the segment");
         assert!(restored.state_entries().contains(&("timers:processing".to_string(), 2)));

@@ -66,6 +66,7 @@ struct DeferredAck {
     snapshot: TaskSnapshot,
     alignment: Duration,
     snapshot_time: Duration,
+    aligned_at: Instant,
 }
 
 /// What a barrier arriving on one channel means for alignment.
@@ -178,13 +179,13 @@ impl SegmentEnv {
         let started = Instant::now();
         chain(epoch, &mut snapshot);
         let snapshot_time = started.elapsed();
-        self.acknowledge(epoch, snapshot, alignment, snapshot_time).await
+        self.acknowledge(epoch, snapshot, alignment, snapshot_time, started).await
     }
 
     /// Barrier `epoch` went through the chain into `snapshot`: send it on (flush), pre-commit
     /// the sinks, and acknowledge to the coordinator — at once, or once the asynchronous
     /// snapshot parts the operators began are complete (see [`Flusher::complete_snapshot`]).
-    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration, snapshot_time: Duration) -> Result<()> {
+    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration, snapshot_time: Duration, aligned_at: Instant) -> Result<()> {
         self.flush().await?;
         crate::checkpoint::crash_point("barrier-sent");
         for (i, name) in &self.checkpoint.committers {
@@ -198,6 +199,7 @@ impl SegmentEnv {
             snapshot,
             alignment,
             snapshot_time,
+            aligned_at,
         });
         self.send_ready_acks().await
     }
@@ -222,6 +224,7 @@ impl SegmentEnv {
                 snapshot: d.snapshot,
                 alignment_ns: d.alignment.as_nanos() as u64,
                 snapshot_ns: d.snapshot_time.as_nanos() as u64,
+                aligned_at: d.aligned_at,
             });
         }
         Ok(())
@@ -489,7 +492,8 @@ where
             if let Some(t) = env.timers.earliest() {
                 wake = wake.min(t);
             }
-            glommio::timer::sleep(Duration::from_millis((wake - now).clamp(1, 100) as u64)).await;
+            let longest = if env.checkpoint.deferred.is_empty() { 100 } else { SNAPSHOT_POLL_MS };
+            glommio::timer::sleep(Duration::from_millis((wake - now).clamp(1, longest) as u64)).await;
             clock.input_arrived(&env.metrics);
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
             clock.lap(&env.metrics.busy_ns);
@@ -694,8 +698,20 @@ impl InputState {
     }
 }
 
-async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &ProcessingTimers) -> Option<Option<(usize, Envelope<T>)>> {
-    match timers.earliest() {
+/// How often a task waiting for input checks on snapshot parts being written in the background
+/// (an acknowledgement waits for them; see `Flusher::complete_snapshot`).
+const SNAPSHOT_POLL_MS: i64 = 1;
+
+/// The next envelope, or `None` when the earliest processing timer is due — or, while
+/// `polling` (acknowledgements wait for background snapshot parts), after at most
+/// [`SNAPSHOT_POLL_MS`].
+async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &ProcessingTimers, polling: bool) -> Option<Option<(usize, Envelope<T>)>> {
+    let poll_at = polling.then(|| now_ms() + SNAPSHOT_POLL_MS);
+    let earliest = match (timers.earliest(), poll_at) {
+        (Some(t), Some(p)) => Some(t.min(p)),
+        (t, p) => t.or(p),
+    };
+    match earliest {
         None => Some(inputs.next().await),
         Some(deadline) => {
             let wait = crate::time::processing_clock().wait_ms(deadline);
@@ -715,7 +731,7 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
     let mut state = InputState::new(inputs.len());
     let mut clock = StepClock::new();
     loop {
-        let next = next_or_timer(&mut inputs, &env.timers).await;
+        let next = next_or_timer(&mut inputs, &env.timers, !env.checkpoint.deferred.is_empty()).await;
         clock.input_arrived(&env.metrics);
         let Some(next) = next else {
             env.fire_processing_timers(&mut |t| chain.processing_time(t));
@@ -805,9 +821,12 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         Left(usize, Envelope<L>),
         Right(usize, Envelope<R>),
         Done,
+        /// No input within [`SNAPSHOT_POLL_MS`] while snapshot parts are being written.
+        Poll,
     }
     loop {
-        let step = futures_lite::future::poll_fn(|cx| loop {
+        let polling = !env.checkpoint.deferred.is_empty();
+        let next = futures_lite::future::poll_fn(|cx| loop {
             use std::task::Poll;
             // Data flows only once every channel of both inputs has been heard from.
             let gate = left.all_heard() && right.all_heard();
@@ -831,11 +850,25 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
                 return Poll::Pending;
             }
             return Poll::Ready(Step::Done);
-        })
-        .await;
+        });
+        let step = if polling {
+            let next = std::pin::pin!(next);
+            let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(SNAPSHOT_POLL_MS as u64)));
+            match select(next, sleep).await {
+                Either::Left((step, _)) => step,
+                Either::Right(_) => Step::Poll,
+            }
+        } else {
+            next.await
+        };
         clock.input_arrived(&env.metrics);
         match step {
             Step::Done => break,
+            Step::Poll => {
+                clock.lap(&env.metrics.busy_ns);
+                env.commit_completed().await?;
+                continue;
+            }
             Step::Left(c, Envelope::Data(mut b)) => {
                 OperatorMetrics::add(&env.metrics.records_in, b.len() as u64);
                 received_ingest(b.ingest_ns);

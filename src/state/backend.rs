@@ -2,6 +2,10 @@
 //! `state_backend = "memory" | "lsm"`, Flink's `hashmap` / `rocksdb` accepted) and
 //! [`StateBackend`], the per-operator-instance handle a `StateContext` is built on.
 //!
+//! For `memory` in a job with checkpoints, [`StateBackend::for_operator`] registers the
+//! backend's [`SnapshotWriter`], which writes the snapshots frozen at barriers on a thread of
+//! its own (see [`super::snapshot`]).
+//!
 //! For `lsm`, [`StateBackend::for_operator`] places the operator instance's store in
 //! `state_dir/<operator>/shard-<n>` (or, without `state_dir`, in a fresh directory under the
 //! system temp dir that is removed when the job ends, or by the next job of another process
@@ -17,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use weir_storage::StoreConfig;
 
 use super::lsm::{native_state_name, LsmOptions, LsmShared, LsmStats, NativeCheckpoint, StateFlusher};
+use super::snapshot::{AsyncSnapshots, SnapshotWriter};
 use crate::config::EngineConfig;
 use crate::error::{Result, WeirError};
 use crate::key::{KeyGroups, DEFAULT_MAX_KEY_GROUPS};
@@ -49,7 +54,8 @@ impl std::str::FromStr for StateBackendKind {
 
 #[derive(Clone)]
 pub(crate) enum BackendImpl {
-    Memory,
+    /// With the queue of its snapshot writer when the job checkpoints.
+    Memory(Option<Rc<AsyncSnapshots>>),
     Lsm(Rc<LsmShared>),
 }
 
@@ -66,9 +72,28 @@ impl StateBackend {
     /// The memory backend with `key_groups` (used to cut snapshots by key group).
     pub fn memory(key_groups: KeyGroups) -> Self {
         Self {
-            imp: BackendImpl::Memory,
+            imp: BackendImpl::Memory(None),
             key_groups,
         }
+    }
+
+    /// The memory backend with asynchronous snapshots: register the returned writer as the
+    /// operator's flusher (it writes the snapshots frozen at barriers; see [`super::snapshot`]).
+    pub fn memory_with_snapshots(
+        key_groups: KeyGroups,
+        control: std::sync::Arc<crate::checkpoint::runtime::CheckpointControl>,
+        operator: &str,
+        shard: usize,
+    ) -> (Self, SnapshotWriter) {
+        let snapshots = Rc::new(AsyncSnapshots::default());
+        let writer = SnapshotWriter::new(snapshots.clone(), control, operator, shard);
+        (
+            Self {
+                imp: BackendImpl::Memory(Some(snapshots)),
+                key_groups,
+            },
+            writer,
+        )
     }
 
     /// The LSM backend; register the returned flusher with the operator's segment (its
@@ -89,7 +114,14 @@ impl StateBackend {
     /// built (registers the LSM flusher with the segment).
     pub fn for_operator(ctx: &mut BuildCtx<'_>, operator: &str) -> Result<Self> {
         match ctx.config.state_backend {
-            StateBackendKind::Memory => Ok(Self::memory(ctx.groups)),
+            StateBackendKind::Memory => match ctx.checkpoint.clone() {
+                Some(control) => {
+                    let (backend, writer) = Self::memory_with_snapshots(ctx.groups, control, operator, ctx.shard);
+                    ctx.add_flusher(Box::new(writer));
+                    Ok(backend)
+                }
+                None => Ok(Self::memory(ctx.groups)),
+            },
             StateBackendKind::Lsm => {
                 let mut options = lsm_options(ctx.config, operator, ctx.shard)?;
                 options.checkpoint_root = ctx.checkpoint.as_ref().map(|c| c.dir.clone());
@@ -103,7 +135,7 @@ impl StateBackend {
 
     pub fn kind(&self) -> StateBackendKind {
         match self.imp {
-            BackendImpl::Memory => StateBackendKind::Memory,
+            BackendImpl::Memory(_) => StateBackendKind::Memory,
             BackendImpl::Lsm(_) => StateBackendKind::Lsm,
         }
     }
@@ -115,7 +147,7 @@ impl StateBackend {
     /// Cache and store figures (LSM only).
     pub fn lsm_stats(&self) -> Option<LsmStats> {
         match &self.imp {
-            BackendImpl::Memory => None,
+            BackendImpl::Memory(_) => None,
             BackendImpl::Lsm(s) => Some(s.stats()),
         }
     }
@@ -124,16 +156,22 @@ impl StateBackend {
     /// that checkpoints); otherwise they write the portable snapshot.
     pub fn native_checkpoints(&self) -> bool {
         match &self.imp {
-            BackendImpl::Memory => false,
+            BackendImpl::Memory(_) => false,
             BackendImpl::Lsm(s) => s.native_checkpoints(),
         }
+    }
+
+    /// Checkpoints freeze the states at the barrier and a writer thread writes them
+    /// (`StateContext::begin_async_snapshot`): the memory backend in a job that checkpoints.
+    pub fn async_snapshots(&self) -> bool {
+        matches!(self.imp, BackendImpl::Memory(Some(_)))
     }
 
     /// At checkpoint barrier `epoch`: begin the store's native checkpoint (see
     /// [`LsmShared::begin_native_checkpoint`]). Only when [`StateBackend::native_checkpoints`].
     pub fn begin_native_checkpoint(&self, epoch: u64) -> Result<()> {
         match &self.imp {
-            BackendImpl::Memory => Err(WeirError::State("the memory state backend has no native checkpoints".into())),
+            BackendImpl::Memory(_) => Err(WeirError::State("the memory state backend has no native checkpoints".into())),
             BackendImpl::Lsm(s) => s.begin_native_checkpoint(epoch),
         }
     }
@@ -151,7 +189,7 @@ impl StateBackend {
             .map(|(_, b)| crate::checkpoint::snapshot::decode::<NativeCheckpoint>(b, "native state checkpoint"))
             .collect::<Result<Vec<_>>>()?;
         match &self.imp {
-            BackendImpl::Memory => Err(WeirError::Checkpoint(format!(
+            BackendImpl::Memory(_) => Err(WeirError::Checkpoint(format!(
                 "{} holds the state of operator {operator} as incremental LSM store checkpoints: restore it with state.backend = lsm \
                  (Flink: rocksdb), or take a savepoint (portable) to change the state backend",
                 restore.description
@@ -172,8 +210,12 @@ impl Default for StateBackend {
 
 /// Store settings of a state store from the engine configuration. Everything the store keeps
 /// in memory scales with the memtable budget `m`: memtables up to `3m` (writes stall there until
-/// the flusher flushed), uncommitted WAL up to `m / 2`, a compaction output image up to `2m`,
-/// plus the block cache.
+/// the flusher flushed), a compaction output image up to `2m`, plus the block cache.
+///
+/// The store runs **without a write-ahead log** (as Flink runs RocksDB): weir never reopens a
+/// state store after a failure — a job either starts from an empty store or restores from a
+/// checkpoint, whose store files are flushed and exported at the barrier — so a WAL would
+/// only write every byte once more.
 pub fn store_config(config: &EngineConfig) -> StoreConfig {
     let memtable = config.state_store_memtable_bytes;
     StoreConfig {
@@ -182,6 +224,7 @@ pub fn store_config(config: &EngineConfig) -> StoreConfig {
         wal_max_pending_bytes: (memtable / 2).max(1 << 20),
         compaction_output_bytes: memtable * 2,
         block_cache_bytes: config.state_store_block_cache_bytes,
+        wal: false,
         ..StoreConfig::default()
     }
 }

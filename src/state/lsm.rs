@@ -15,10 +15,11 @@
 //! before a miss inserts), at a checkpoint ([`LsmShared::checkpoint`]) and when the flusher relieves
 //! back-pressure. A tombstone is written only for keys the store may hold (`in_store`).
 //!
-//! **Store writes never wait**: `put`/`delete` are synchronous memtable + WAL-buffer appends.
-//! When the store answers `Backpressure` (WAL buffer or memtables full), eviction stops, the
+//! **Store writes never wait**: `put`/`delete` are synchronous memtable appends (the store runs
+//! without a WAL, see [`super::backend::store_config`]: checkpoints flush the memtable instead).
+//! When the store answers `Backpressure` (memtables full), eviction stops, the
 //! cache stays over budget for the rest of the input step and the backend is `blocked`; the
-//! operator's [`StateFlusher`] then commits the WAL, flushes memtables and evicts down to the
+//! operator's [`StateFlusher`] then flushes memtables and evicts down to the
 //! budget before the next input step. Store maintenance (flushes, compaction) runs only in the
 //! flusher, in steps of `maintain_step_bytes`.
 //!
@@ -50,7 +51,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use weir_storage::{Clock, Store, StoreConfig, StoreError};
 
-use super::codec::{self, KeyedEntryRef, HEADER_BYTES, META_KEY_GROUP};
+use super::codec::{self, HEADER_BYTES, META_KEY_GROUP};
 use super::table::{unique_mut, TableOps};
 use super::ttl::{StateClock, StateTtl, TtlUpdate};
 use crate::checkpoint::snapshot::KeyedSnapshot;
@@ -385,7 +386,7 @@ impl LsmShared {
                 return Ok(());
             }
             let (kg, state, entry_key) = codec::split_store_key(key).ok_or_else(|| WeirError::State("store key shorter than its header".into()))?;
-            codec::encode_into(&KeyedEntryRef::State { state, key: entry_key, value }, out.group(kg));
+            codec::encode_state_entry(state, entry_key, value, out.group(kg));
             Ok(())
         };
         let store = self.store.borrow();
@@ -869,7 +870,7 @@ const SLOT_OVERHEAD: usize = 64;
 struct Slot<K, E> {
     key: K,
     key_group: u32,
-    value: Option<Rc<E>>,
+    value: Option<Arc<E>>,
     expires_at: Timestamp,
     bytes: usize,
     dirty: bool,
@@ -934,7 +935,7 @@ where
         self.gauge.store(self.entries, Ordering::Relaxed);
     }
 
-    fn charge_of(value: &Option<Rc<E>>) -> usize {
+    fn charge_of(value: &Option<Arc<E>>) -> usize {
         SLOT_OVERHEAD + value.as_ref().map_or(0, |v| codec::encoded_len(&**v))
     }
 
@@ -961,7 +962,7 @@ where
             None => (None, Timestamp::MAX, false),
             Some(bytes) => match codec::decode_stored::<E>(&bytes, "state value") {
                 Ok((exp, _)) if exp <= now => (None, exp, true),
-                Ok((exp, v)) => (Some(Rc::new(v)), exp, true),
+                Ok((exp, v)) => (Some(Arc::new(v)), exp, true),
                 Err(e) => {
                     self.shared.fail(e);
                     (None, Timestamp::MAX, true)
@@ -1013,7 +1014,7 @@ where
     }
 
     /// The visible value of `k` (renewed under `OnReadAndWrite`).
-    pub fn get(&mut self, k: &K) -> Option<Rc<E>> {
+    pub fn get(&mut self, k: &K) -> Option<Arc<E>> {
         let i = self.locate(k);
         let now = self.clock.now();
         if !self.live(i, now) {
@@ -1030,7 +1031,7 @@ where
         let now = self.clock.now();
         let mut grow = grow;
         if !self.live(i, now) {
-            self.slots[i].value = Some(Rc::new(init()));
+            self.slots[i].value = Some(Arc::new(init()));
             self.entries += 1;
             self.sync_gauge();
             grow = None;
@@ -1056,7 +1057,7 @@ where
         if self.live(i, now) {
             *unique_mut(self.slots[i].value.as_mut().expect("live")) = value;
         } else {
-            self.slots[i].value = Some(Rc::new(value));
+            self.slots[i].value = Some(Arc::new(value));
             self.entries += 1;
             self.sync_gauge();
         }
@@ -1069,7 +1070,7 @@ where
 
     /// Read `k` and let `f` prune or renew it in place; `f` returns (keep, changed). Not kept:
     /// the entry is removed. Returns the visible value after `f`.
-    pub fn read_modify(&mut self, k: &K, f: impl FnOnce(&mut E, Timestamp) -> (bool, bool)) -> Option<Rc<E>> {
+    pub fn read_modify(&mut self, k: &K, f: impl FnOnce(&mut E, Timestamp) -> (bool, bool)) -> Option<Arc<E>> {
         let i = self.locate(k);
         let now = self.clock.now();
         if !self.live(i, now) {
@@ -1090,7 +1091,7 @@ where
         self.slots[i].value.clone()
     }
 
-    fn remove_at(&mut self, i: usize) -> Option<Rc<E>> {
+    fn remove_at(&mut self, i: usize) -> Option<Arc<E>> {
         let s = &mut self.slots[i];
         let prev = s.value.take();
         if prev.is_some() {
@@ -1105,7 +1106,7 @@ where
     }
 
     /// Remove `k`; returns its value if it was visible.
-    pub fn remove(&mut self, k: &K) -> Option<Rc<E>> {
+    pub fn remove(&mut self, k: &K) -> Option<Arc<E>> {
         let i = self.locate(k);
         let now = self.clock.now();
         if !self.live(i, now) {
@@ -1255,7 +1256,7 @@ where
 struct MapSlot<UK, UV> {
     key_group: u32,
     user_key: UK,
-    value: Option<Rc<UV>>,
+    value: Option<Arc<UV>>,
     expires_at: Timestamp,
     bytes: usize,
     dirty: bool,
@@ -1317,7 +1318,7 @@ where
         self.gauge.store(self.entries, Ordering::Relaxed);
     }
 
-    fn charge_of(value: &Option<Rc<UV>>, entry_key_len: usize) -> usize {
+    fn charge_of(value: &Option<Arc<UV>>, entry_key_len: usize) -> usize {
         SLOT_OVERHEAD + entry_key_len + value.as_ref().map_or(0, |v| codec::encoded_len(&**v))
     }
 
@@ -1328,7 +1329,7 @@ where
             None => (None, Timestamp::MAX, false),
             Some(bytes) => match codec::decode_stored::<UV>(bytes, "map state value") {
                 Ok((exp, _)) if exp <= now => (None, exp, true),
-                Ok((exp, v)) => (Some(Rc::new(v)), exp, true),
+                Ok((exp, v)) => (Some(Arc::new(v)), exp, true),
                 Err(e) => {
                     self.shared.fail(e);
                     (None, Timestamp::MAX, true)
@@ -1391,7 +1392,7 @@ where
         false
     }
 
-    pub fn get(&mut self, k: &K, uk: &UK) -> Option<Rc<UV>> {
+    pub fn get(&mut self, k: &K, uk: &UK) -> Option<Arc<UV>> {
         self.locate(k, uk);
         let now = self.clock.now();
         if !self.live(now) {
@@ -1416,7 +1417,7 @@ where
         let ttl = self.ttl;
         let ekl = self.entry_key.len();
         let s = self.cache.get_mut(self.entry_key.as_slice()).expect("located");
-        s.value = Some(Rc::new(value));
+        s.value = Some(Arc::new(value));
         s.expires_at = ttl.map_or(Timestamp::MAX, |t| now.saturating_add(t.ttl_ms));
         set_dirty(&mut s.dirty, true, &mut self.dirty, &self.entry_key);
         let bytes = Self::charge_of(&s.value, ekl);
@@ -1424,7 +1425,7 @@ where
         self.shared.charge(bytes, old);
     }
 
-    pub fn remove(&mut self, k: &K, uk: &UK) -> Option<Rc<UV>> {
+    pub fn remove(&mut self, k: &K, uk: &UK) -> Option<Arc<UV>> {
         self.locate(k, uk);
         let now = self.clock.now();
         if !self.live(now) {

@@ -5,9 +5,15 @@
 //! key → value, with TTL per user entry (Flink's semantics) and an expiry queue over
 //! `(key, user key)`.
 //!
+//! Both keep their entries in a [`CowMap`] (copy-on-write by key group and chunk), so
+//! [`TtlTable::freeze`] / [`NestedTable::freeze`] take a consistent view for an asynchronous
+//! snapshot in microseconds while records keep changing the live table (see
+//! [`super::snapshot`]). A map state's per-key user map sits behind its own `Arc`, copied on
+//! its first write after a freeze.
+//!
 //! Invariants: an expired entry is never returned (a read that meets one removes it); every
 //! access first runs bounded incremental cleanup (see [`super::ttl`]); the entry gauge equals
-//! the number of stored entries after every mutation.
+//! the number of stored entries after every mutation; a frozen view never changes.
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +21,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use super::cow::{CowMap, Frozen};
 use super::ttl::{Expiry, ExpiryQueue, ExpiryStore, StateClock, StateTtl, TtlUpdate};
+use crate::key::{KeyGroups, StableHash};
 use crate::time::Timestamp;
 
 const NO_EXPIRY: Expiry = Expiry {
@@ -23,16 +31,20 @@ const NO_EXPIRY: Expiry = Expiry {
     queued_at: Timestamp::MAX,
 };
 
+/// A stored value with its expiry bookkeeping.
 #[derive(Clone, Debug)]
-struct Slot<E> {
-    value: E,
-    expiry: Expiry,
+pub(crate) struct Slot<E> {
+    pub value: E,
+    pub expiry: Expiry,
 }
 
 #[derive(Clone, Debug)]
-struct Slots<Q, E>(FxHashMap<Q, Slot<E>>);
+struct Slots<Q, E>(CowMap<Q, Slot<E>>);
 
-impl<Q: Hash + Eq + Clone, E> ExpiryStore<Q> for Slots<Q, E> {
+impl<Q: Hash + Eq + Clone + StableHash, E: Clone> ExpiryStore<Q> for Slots<Q, E> {
+    fn expiry(&self, q: &Q) -> Option<Expiry> {
+        self.0.get(q).map(|s| s.expiry)
+    }
     fn expiry_mut(&mut self, q: &Q) -> Option<&mut Expiry> {
         self.0.get_mut(q).map(|s| &mut s.expiry)
     }
@@ -43,9 +55,7 @@ impl<Q: Hash + Eq + Clone, E> ExpiryStore<Q> for Slots<Q, E> {
         self.0.len()
     }
     fn for_each_expiry(&mut self, f: &mut dyn FnMut(Q, &mut Expiry)) {
-        for (q, s) in self.0.iter_mut() {
-            f(q.clone(), &mut s.expiry);
-        }
+        self.0.for_each_mut(|q, s| f(q.clone(), &mut s.expiry));
     }
 }
 
@@ -59,10 +69,10 @@ pub(crate) struct TtlTable<Q, E> {
     gauge: Arc<AtomicUsize>,
 }
 
-impl<Q: Hash + Eq + Clone, E> TtlTable<Q, E> {
-    pub fn new(ttl: Option<StateTtl>, clock: StateClock, gauge: Arc<AtomicUsize>) -> Self {
+impl<Q: Hash + Eq + Clone + StableHash, E: Clone> TtlTable<Q, E> {
+    pub fn new(ttl: Option<StateTtl>, clock: StateClock, gauge: Arc<AtomicUsize>, key_groups: KeyGroups) -> Self {
         Self {
-            slots: Slots(FxHashMap::default()),
+            slots: Slots(CowMap::new(key_groups)),
             queue: ExpiryQueue::default(),
             ttl,
             clock,
@@ -80,6 +90,11 @@ impl<Q: Hash + Eq + Clone, E> TtlTable<Q, E> {
 
     pub fn len(&self) -> usize {
         self.slots.0.len()
+    }
+
+    /// A consistent view of every entry as it is now (for an asynchronous snapshot).
+    pub fn freeze(&self) -> Frozen<Q, Slot<E>> {
+        self.slots.0.freeze()
     }
 
     pub fn queue_len(&self) -> usize {
@@ -136,25 +151,53 @@ impl<Q: Hash + Eq + Clone, E> TtlTable<Q, E> {
         Some(&mut slot.value)
     }
 
+    /// The visible value of `q` for reading: renewed under `OnReadAndWrite` (a write: it copies
+    /// what a frozen view shares), otherwise read without copying anything.
+    pub fn get(&mut self, q: &Q) -> Option<&E> {
+        if self.ttl.is_some_and(|t| t.update == TtlUpdate::OnReadAndWrite) {
+            return self.read(q).map(|v| &*v);
+        }
+        self.read_shared(q)
+    }
+
+    /// The visible value of `q` without renewal and without copying shared storage.
+    fn read_shared(&mut self, q: &Q) -> Option<&E> {
+        self.maintain();
+        let now = self.clock.now();
+        let expired = self.slots.0.get(q)?.expiry.is_expired(now);
+        if expired {
+            self.slots.0.remove(q);
+            self.sync_gauge();
+            return None;
+        }
+        self.sync_gauge();
+        self.slots.0.get(q).map(|s| &s.value)
+    }
+
     /// The value of `q` for writing, created by `create` if missing or expired; renewed.
     pub fn write(&mut self, q: &Q, create: impl FnOnce() -> E) -> &mut E {
         self.maintain();
         let now = self.clock.now();
         let ttl = self.ttl;
-        let live = self.slots.0.get(q).is_some_and(|s| !s.expiry.is_expired(now));
-        if !live {
-            let expiry = match ttl {
+        let mut create = Some(create);
+        let before = self.slots.0.len();
+        let (slot, created) = self.slots.0.get_or_insert_with(q, || Slot {
+            value: (create.take().expect("created once"))(),
+            expiry: NO_EXPIRY,
+        });
+        if created || slot.expiry.is_expired(now) {
+            // New, or expired (replaced in place): a fresh value with a fresh expiry.
+            if let Some(create) = create.take() {
+                slot.value = create();
+            }
+            slot.expiry = match ttl {
                 Some(t) => self.queue.track(now, t.ttl_ms, q),
                 None => NO_EXPIRY,
             };
-            self.slots.0.insert(q.clone(), Slot { value: create(), expiry });
-            self.sync_gauge();
-            return &mut self.slots.0.get_mut(q).expect("just inserted").value;
-        }
-        let slot = self.slots.0.get_mut(q).expect("checked above");
-        if let Some(t) = ttl {
+        } else if let Some(t) = ttl {
             slot.expiry.expires_at = now.saturating_add(t.ttl_ms);
         }
+        self.gauge.store(before + created as usize, Ordering::Relaxed);
         &mut slot.value
     }
 
@@ -170,17 +213,6 @@ impl<Q: Hash + Eq + Clone, E> TtlTable<Q, E> {
         let removed = self.slots.0.remove(q);
         self.sync_gauge();
         removed.filter(|s| !s.expiry.is_expired(now)).map(|s| s.value)
-    }
-
-    /// Visit every visible entry with its expiry (`Timestamp::MAX`: none), in no order; no
-    /// cleanup, no renewal (for snapshots).
-    pub fn for_each_visible(&self, mut f: impl FnMut(&Q, &E, Timestamp)) {
-        let now = self.clock.now();
-        for (q, s) in &self.slots.0 {
-            if !s.expiry.is_expired(now) {
-                f(q, &s.value, s.expiry.expires_at);
-            }
-        }
     }
 
     /// Insert a restored entry expiring at `expires_at` (ignored if already expired).
@@ -200,6 +232,9 @@ impl<Q: Hash + Eq + Clone, E> TtlTable<Q, E> {
     }
 }
 
+/// The user map of one key (shared with frozen views until its first write after a freeze).
+pub(crate) type UserMap<UK, UV> = Arc<FxHashMap<UK, Slot<UV>>>;
+
 /// Key → user key → value, TTL per user entry.
 #[derive(Clone, Debug)]
 pub(crate) struct NestedTable<K, UK, UV> {
@@ -212,13 +247,16 @@ pub(crate) struct NestedTable<K, UK, UV> {
 
 #[derive(Clone, Debug)]
 struct Nested<K, UK, UV> {
-    maps: FxHashMap<K, FxHashMap<UK, Slot<UV>>>,
+    maps: CowMap<K, UserMap<UK, UV>>,
     entries: usize,
 }
 
-impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> ExpiryStore<(K, UK)> for Nested<K, UK, UV> {
+impl<K: Hash + Eq + Clone + StableHash, UK: Hash + Eq + Clone, UV: Clone> ExpiryStore<(K, UK)> for Nested<K, UK, UV> {
+    fn expiry(&self, q: &(K, UK)) -> Option<Expiry> {
+        self.maps.get(&q.0).and_then(|m| m.get(&q.1)).map(|s| s.expiry)
+    }
     fn expiry_mut(&mut self, q: &(K, UK)) -> Option<&mut Expiry> {
-        self.maps.get_mut(&q.0).and_then(|m| m.get_mut(&q.1)).map(|s| &mut s.expiry)
+        self.user_map_mut(&q.0).and_then(|m| m.get_mut(&q.1)).map(|s| &mut s.expiry)
     }
     fn remove_expired(&mut self, q: &(K, UK)) {
         self.remove(&q.0, &q.1);
@@ -227,33 +265,42 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> ExpiryStore<(K, UK)> for N
         self.entries
     }
     fn for_each_expiry(&mut self, f: &mut dyn FnMut((K, UK), &mut Expiry)) {
-        for (k, m) in self.maps.iter_mut() {
-            for (uk, s) in m.iter_mut() {
+        self.maps.for_each_mut(|k, m| {
+            for (uk, s) in Arc::make_mut(m).iter_mut() {
                 f((k.clone(), uk.clone()), &mut s.expiry);
             }
-        }
+        });
     }
 }
 
-impl<K: Hash + Eq, UK: Hash + Eq, UV> Nested<K, UK, UV> {
+impl<K: Hash + Eq + Clone + StableHash, UK: Hash + Eq + Clone, UV: Clone> Nested<K, UK, UV> {
+    /// The user map of `k` for writing (copied first if a frozen view shares it).
+    fn user_map_mut(&mut self, k: &K) -> Option<&mut FxHashMap<UK, Slot<UV>>> {
+        self.maps.get_mut(k).map(Arc::make_mut)
+    }
+
     fn remove(&mut self, k: &K, uk: &UK) -> Option<Slot<UV>> {
-        let m = self.maps.get_mut(k)?;
+        if !self.maps.get(k).is_some_and(|m| m.contains_key(uk)) {
+            return None;
+        }
+        let m = self.user_map_mut(k)?;
         let removed = m.remove(uk);
+        let empty = m.is_empty();
         if removed.is_some() {
             self.entries -= 1;
         }
-        if m.is_empty() {
+        if empty {
             self.maps.remove(k);
         }
         removed
     }
 }
 
-impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
-    pub fn new(ttl: Option<StateTtl>, clock: StateClock, gauge: Arc<AtomicUsize>) -> Self {
+impl<K: Hash + Eq + Clone + StableHash, UK: Hash + Eq + Clone, UV: Clone> NestedTable<K, UK, UV> {
+    pub fn new(ttl: Option<StateTtl>, clock: StateClock, gauge: Arc<AtomicUsize>, key_groups: KeyGroups) -> Self {
         Self {
             maps: Nested {
-                maps: FxHashMap::default(),
+                maps: CowMap::new(key_groups),
                 entries: 0,
             },
             queue: ExpiryQueue::default(),
@@ -265,6 +312,11 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
 
     pub fn len(&self) -> usize {
         self.maps.entries
+    }
+
+    /// A consistent view of every key's user map as it is now (for an asynchronous snapshot).
+    pub fn freeze(&self) -> Frozen<K, UserMap<UK, UV>> {
+        self.maps.maps.freeze()
     }
 
     pub fn queue_len(&self) -> usize {
@@ -303,7 +355,9 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
         }
     }
 
-    pub fn get(&mut self, k: &K, uk: &UK) -> Option<&mut UV> {
+    /// The visible value of `(k, uk)`; renewed on read under `OnReadAndWrite` (a write: it
+    /// copies what a frozen view shares).
+    pub fn get(&mut self, k: &K, uk: &UK) -> Option<&UV> {
         self.maintain();
         let now = self.clock.now();
         let expired = self.maps.maps.get(k).and_then(|m| m.get(uk)).map(|s| s.expiry.is_expired(now))?;
@@ -313,16 +367,19 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
             return None;
         }
         let ttl = self.ttl;
-        let s = self.maps.maps.get_mut(k).and_then(|m| m.get_mut(uk)).expect("checked above");
-        Self::renew_on_read(ttl, now, s);
-        Some(&mut s.value)
+        if ttl.is_some_and(|t| t.update == TtlUpdate::OnReadAndWrite) {
+            let s = self.maps.user_map_mut(k).and_then(|m| m.get_mut(uk)).expect("checked above");
+            Self::renew_on_read(ttl, now, s);
+            return Some(&s.value);
+        }
+        self.maps.maps.get(k).and_then(|m| m.get(uk)).map(|s| &s.value)
     }
 
     pub fn put(&mut self, k: &K, uk: UK, value: UV) {
         self.maintain();
         let now = self.clock.now();
         let ttl = self.ttl;
-        let m = self.maps.maps.entry(k.clone()).or_default();
+        let m = Arc::make_mut(self.maps.maps.get_or_insert_with(k, Default::default).0);
         match m.get_mut(&uk) {
             Some(s) if !s.expiry.is_expired(now) => {
                 s.value = value;
@@ -358,15 +415,26 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
         self.maintain();
         let now = self.clock.now();
         let ttl = self.ttl;
-        let Some(m) = self.maps.maps.get_mut(k) else { return };
+        let Some(shared) = self.maps.maps.get(k) else { return };
+        let renews = ttl.is_some_and(|t| t.update == TtlUpdate::OnReadAndWrite);
+        if !renews && shared.values().all(|s| !s.expiry.is_expired(now)) {
+            // Nothing to change: read without copying what a frozen view shares.
+            for (uk, s) in shared.iter() {
+                f(uk, &s.value);
+            }
+            return;
+        }
+        let m = self.maps.user_map_mut(k).expect("checked above");
         let before = m.len();
         m.retain(|_, s| !s.expiry.is_expired(now));
-        self.maps.entries -= before - m.len();
+        let removed = before - m.len();
         for (uk, s) in m.iter_mut() {
             Self::renew_on_read(ttl, now, s);
             f(uk, &s.value);
         }
-        if m.is_empty() {
+        let empty = m.is_empty();
+        self.maps.entries -= removed;
+        if empty {
             self.maps.maps.remove(k);
         }
         self.sync_gauge();
@@ -378,18 +446,6 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
             self.maps.entries -= m.len();
         }
         self.sync_gauge();
-    }
-
-    /// Visit every visible entry with its expiry, in no order; no cleanup, no renewal.
-    pub fn for_each_visible(&self, mut f: impl FnMut(&K, &UK, &UV, Timestamp)) {
-        let now = self.clock.now();
-        for (k, m) in &self.maps.maps {
-            for (uk, s) in m {
-                if !s.expiry.is_expired(now) {
-                    f(k, uk, &s.value, s.expiry.expires_at);
-                }
-            }
-        }
     }
 
     /// Insert a restored entry expiring at `expires_at` (ignored if already expired).
@@ -404,7 +460,7 @@ impl<K: Hash + Eq + Clone, UK: Hash + Eq + Clone, UV> NestedTable<K, UK, UV> {
             },
             _ => NO_EXPIRY,
         };
-        let m = self.maps.maps.entry(k).or_default();
+        let m = Arc::make_mut(self.maps.maps.get_or_insert_with(&k, Default::default).0);
         if m.insert(uk, Slot { value, expiry }).is_none() {
             self.maps.entries += 1;
         }

@@ -51,9 +51,11 @@
 
 pub mod backend;
 pub mod codec;
+pub(crate) mod cow;
 pub mod local;
 pub mod lsm;
 pub mod memory;
+pub mod snapshot;
 pub(crate) mod table;
 pub mod ttl;
 
@@ -85,18 +87,20 @@ use crate::key::StableHash;
 use crate::operator::aggregate::AggregateFunction;
 use crate::time::Timestamp;
 
-/// Bounds every state key (record key or map user key) needs.
-pub trait StateKey: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static {}
-impl<T: Hash + Eq + Clone + Send + Serialize + DeserializeOwned + 'static> StateKey for T {}
+/// Bounds every state key (record key or map user key) needs (`Sync`: memory-backend
+/// snapshots are serialised on another thread, see [`snapshot`]).
+pub trait StateKey: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static> StateKey for T {}
 
-/// Bounds every state value and accumulator needs.
-pub trait StateValue: Serialize + DeserializeOwned + 'static {}
-impl<T: Serialize + DeserializeOwned + 'static> StateValue for T {}
+/// Bounds every state value and accumulator needs (`Send + Sync`: memory-backend snapshots
+/// are serialised on another thread, see [`snapshot`]).
+pub trait StateValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> StateValue for T {}
 
 /// A value handed out by reference: the last one a handle returned stays alive here.
 struct Handle<T, S> {
     table: Rc<RefCell<T>>,
-    last: Option<Rc<S>>,
+    last: Option<Arc<S>>,
 }
 
 impl<T, S> Clone for Handle<T, S> {
@@ -108,11 +112,12 @@ impl<T, S> Clone for Handle<T, S> {
     }
 }
 
-/// The value of an `Rc` the caller gets to keep (copied only if another handle still holds it).
-fn into_owned<V: StateValue>(rc: Rc<V>) -> V {
-    Rc::try_unwrap(rc).unwrap_or_else(|mut rc| {
+/// The value of an `Arc` the caller gets to keep (copied only if another handle or a frozen
+/// snapshot view still holds it).
+fn into_owned<V: StateValue>(rc: Arc<V>) -> V {
+    Arc::try_unwrap(rc).unwrap_or_else(|mut rc| {
         table::unique_mut(&mut rc);
-        Rc::try_unwrap(rc).unwrap_or_else(|_| unreachable!("unique after copy"))
+        Arc::try_unwrap(rc).unwrap_or_else(|_| unreachable!("unique after copy"))
     })
 }
 
@@ -191,7 +196,7 @@ impl<K: StateKey + StableHash> StateContext<K> {
         let gauge = self.gauge(name);
         let id = codec::state_id(name);
         let table = match &self.backend.imp {
-            BackendImpl::Memory => KvTable::Memory(TtlTable::new(ttl, self.clock.clone(), gauge)),
+            BackendImpl::Memory(_) => KvTable::Memory(TtlTable::new(ttl, self.clock.clone(), gauge, self.backend.key_groups)),
             BackendImpl::Lsm(shared) => KvTable::Lsm(LsmTable::new(shared.clone(), id, ttl, self.clock.clone(), gauge)),
         };
         let table = Rc::new(RefCell::new(table));
@@ -224,7 +229,7 @@ impl<K: StateKey + StableHash> StateContext<K> {
         let gauge = self.gauge(name);
         let id = codec::state_id(name);
         let table = match &self.backend.imp {
-            BackendImpl::Memory => MapTable::Memory(NestedTable::new(ttl, self.clock.clone(), gauge)),
+            BackendImpl::Memory(_) => MapTable::Memory(NestedTable::new(ttl, self.clock.clone(), gauge, self.backend.key_groups)),
             BackendImpl::Lsm(shared) => MapTable::Lsm(LsmMapTable::new(shared.clone(), id, ttl, self.clock.clone(), gauge)),
         };
         let table = Rc::new(RefCell::new(table));
@@ -264,14 +269,33 @@ impl<K: StateKey + StableHash> StateContext<K> {
     /// group (the portable format both backends restore from, on any shard count).
     pub fn snapshot(&self, out: &mut KeyedSnapshot) -> Result<()> {
         match &self.backend.imp {
-            BackendImpl::Memory => {
-                let kg = self.backend.key_groups;
-                for r in self.tables.borrow().iter() {
-                    r.table.snapshot_memory(r.id, &kg, out);
-                }
+            BackendImpl::Memory(_) => {
+                self.freeze().write_into(out);
                 Ok(())
             }
             BackendImpl::Lsm(shared) => shared.snapshot(out),
+        }
+    }
+
+    /// Memory backend: a consistent view of every state as it is now (microseconds: see
+    /// [`cow`]); later writes do not change it.
+    pub fn freeze(&self) -> snapshot::FrozenState {
+        snapshot::FrozenState {
+            tables: self.tables.borrow().iter().filter_map(|r| r.table.freeze(r.id)).collect(),
+            now: self.clock.now(),
+        }
+    }
+
+    /// At checkpoint barrier `epoch` (memory backend with a snapshot writer, see
+    /// [`StateBackend::async_snapshots`]): freeze every state and queue the view for the
+    /// backend's writer, which writes it on its own thread before the task acknowledges.
+    pub fn begin_async_snapshot(&self, epoch: u64) -> Result<()> {
+        match &self.backend.imp {
+            BackendImpl::Memory(Some(snapshots)) => {
+                snapshots.push(epoch, self.freeze());
+                Ok(())
+            }
+            _ => Err(WeirError::State("asynchronous snapshots need the memory backend with a snapshot writer".into())),
         }
     }
 
@@ -279,13 +303,12 @@ impl<K: StateKey + StableHash> StateContext<K> {
     /// Call after the states were created and before the first record. LSM: the entries are
     /// written to the store when the operator's flusher connects.
     pub fn restore(&self, restore: &KeyedRestore) -> Result<()> {
-        let mut failed = None;
-        restore.for_each::<KeyedEntry>(|kg, entry| {
-            if let (None, KeyedEntry::State { state, key, value }) = (&failed, entry) {
-                failed = self.restore_state(kg, state, &key, &value).err();
-            }
-        })?;
-        failed.map_or(Ok(()), Err)
+        restore.for_each_section(|kg, section| {
+            codec::for_each_entry(section, &restore.operator, kg, |entry| match entry {
+                codec::KeyedEntryBorrowed::State { state, key, value } => self.restore_state(kg, state, key, value),
+                codec::KeyedEntryBorrowed::Timer { .. } => Ok(()),
+            })
+        })
     }
 
     /// Restore one state entry of key group `key_group`.

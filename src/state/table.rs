@@ -2,43 +2,47 @@
 //! [`TableOps`]: what the `StateContext` (snapshots, restore) and the LSM flusher (write-back,
 //! eviction) do with every table of an operator without knowing its types.
 //!
-//! Values are stored as `Rc<E>` so a handle can hand out `&E` that outlives the table's
-//! `RefCell` borrow: the handle keeps a clone of the `Rc` it returned. A write first drops the
-//! handle's clone, so the table's `Rc` is unique again ([`unique_mut`] copies it otherwise).
+//! Values are stored as `Arc<E>` so a handle can hand out `&E` that outlives the table's
+//! `RefCell` borrow: the handle keeps a clone of the `Arc` it returned. A write first drops the
+//! handle's clone, so the table's `Arc` is unique again unless a frozen snapshot view still
+//! shares it ([`unique_mut`] copies it then; a plain `put` just replaces it). `Arc`, not `Rc`,
+//! because memory-backend snapshots are serialised on another thread (see [`super::snapshot`]).
 //!
 //! Invariant: both variants of a table give the same answers for the same calls (the tests run
 //! every state test on both backends).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
-use super::codec::{self, KeyedEntryRef};
+use super::codec;
+use super::cow::Frozen;
 use super::lsm::{LsmMapTable, LsmTable};
-use super::memory::{NestedTable, TtlTable};
+use super::memory::{NestedTable, Slot, TtlTable, UserMap};
+use super::snapshot::{FrozenTable, Scratch};
 use super::ttl::StateTtl;
 use super::{StateKey, StateValue};
-use crate::checkpoint::snapshot::KeyedSnapshot;
 use crate::error::Result;
-use crate::key::{KeyGroups, StableHash};
+use crate::key::StableHash;
 use crate::time::Timestamp;
 
-/// `&mut E` of a shared value: the value itself when the `Rc` is unique, else a private copy
-/// made through its encoding (only when another handle still holds the old value).
-pub(crate) fn unique_mut<E: serde::Serialize + serde::de::DeserializeOwned>(rc: &mut Rc<E>) -> &mut E {
-    if Rc::get_mut(rc).is_none() {
+/// `&mut E` of a shared value: the value itself when the `Arc` is unique, else a private copy
+/// made through its encoding (only when another handle or a frozen snapshot view still holds
+/// the old value).
+pub(crate) fn unique_mut<E: serde::Serialize + serde::de::DeserializeOwned>(rc: &mut Arc<E>) -> &mut E {
+    if Arc::get_mut(rc).is_none() {
         let mut buf = Vec::new();
         codec::encode_into(&**rc, &mut buf);
         let copy: E = codec::decode(&buf, "state value copy").expect("a state value decodes from its own encoding");
-        *rc = Rc::new(copy);
+        *rc = Arc::new(copy);
     }
-    Rc::get_mut(rc).expect("unique after copy")
+    Arc::get_mut(rc).expect("unique after copy")
 }
 
 /// What the context and the LSM flusher do with any table.
 pub(crate) trait TableOps {
-    /// Memory backend: append every visible entry to its key group's section.
-    fn snapshot_memory(&self, state: u32, key_groups: &KeyGroups, out: &mut KeyedSnapshot);
+    /// Memory backend: a frozen view of the table for a snapshot (`None` on the LSM backend).
+    fn freeze(&self, state: u32) -> Option<Box<dyn FrozenTable>>;
     /// Add one snapshot entry (entry key and stored value, see [`codec`]).
     fn restore_entry(&self, key_group: u32, key: &[u8], value: &[u8]) -> Result<()>;
     /// LSM: write every dirty cached entry to the store; false if the store pushed back.
@@ -54,14 +58,63 @@ pub(crate) trait TableOps {
     fn set_entries(&self, n: usize);
 }
 
-fn append_state(out: &mut KeyedSnapshot, key_group: u32, state: u32, key: &[u8], value: &[u8]) {
-    codec::encode_into(&KeyedEntryRef::State { state, key, value }, out.group(key_group));
+/// A frozen memory table of one value per key.
+struct FrozenKv<K, E> {
+    state: u32,
+    view: Frozen<K, Slot<Arc<E>>>,
+}
+
+impl<K: StateKey + Sync, E: StateValue> FrozenTable for FrozenKv<K, E> {
+    fn key_groups(&self, out: &mut Vec<u32>) {
+        out.extend(self.view.key_groups());
+    }
+
+    fn write_group(&self, key_group: u32, now: Timestamp, out: &mut Vec<u8>, scratch: &mut Scratch) {
+        for (k, slot) in self.view.group(key_group) {
+            if slot.expiry.is_expired(now) {
+                continue;
+            }
+            scratch.key.clear();
+            scratch.value.clear();
+            codec::encode_into(k, &mut scratch.key);
+            codec::encode_stored(slot.expiry.expires_at, &*slot.value, &mut scratch.value);
+            codec::encode_state_entry(self.state, &scratch.key, &scratch.value, out);
+        }
+    }
+}
+
+/// A frozen memory map-state table.
+struct FrozenNested<K, UK, UV> {
+    state: u32,
+    view: Frozen<K, UserMap<UK, Arc<UV>>>,
+}
+
+impl<K: StateKey + Sync, UK: StateKey + Sync, UV: StateValue> FrozenTable for FrozenNested<K, UK, UV> {
+    fn key_groups(&self, out: &mut Vec<u32>) {
+        out.extend(self.view.key_groups());
+    }
+
+    fn write_group(&self, key_group: u32, now: Timestamp, out: &mut Vec<u8>, scratch: &mut Scratch) {
+        for (k, map) in self.view.group(key_group) {
+            for (uk, slot) in map.iter() {
+                if slot.expiry.is_expired(now) {
+                    continue;
+                }
+                scratch.key.clear();
+                scratch.value.clear();
+                codec::encode_into(k, &mut scratch.key);
+                codec::encode_into(uk, &mut scratch.key);
+                codec::encode_stored(slot.expiry.expires_at, &*slot.value, &mut scratch.value);
+                codec::encode_state_entry(self.state, &scratch.key, &scratch.value, out);
+            }
+        }
+    }
 }
 
 /// One value per record key: value state (`E = V`), list state (`E = Vec<(V, expiry)>`),
 /// aggregating state (`E = accumulator`).
 pub(crate) enum KvTable<K, E> {
-    Memory(TtlTable<K, Rc<E>>),
+    Memory(TtlTable<K, Arc<E>>),
     Lsm(LsmTable<K, E>),
 }
 
@@ -85,9 +138,9 @@ impl<K: StateKey + StableHash, E: StateValue> KvTable<K, E> {
     }
 
     /// The visible value of `k` (renewed on read under `OnReadAndWrite`).
-    pub fn get(&mut self, k: &K) -> Option<Rc<E>> {
+    pub fn get(&mut self, k: &K) -> Option<Arc<E>> {
         match self {
-            KvTable::Memory(t) => t.read(k).map(|v| v.clone()),
+            KvTable::Memory(t) => t.get(k).cloned(),
             KvTable::Lsm(t) => t.get(k),
         }
     }
@@ -96,7 +149,7 @@ impl<K: StateKey + StableHash, E: StateValue> KvTable<K, E> {
     /// `grow`: bytes the change adds to the encoded value, if known (LSM cache accounting).
     pub fn update<R>(&mut self, k: &K, init: impl FnOnce() -> E, f: impl FnOnce(&mut E) -> R, grow: Option<usize>) -> R {
         match self {
-            KvTable::Memory(t) => f(unique_mut(t.write(k, || Rc::new(init())))),
+            KvTable::Memory(t) => f(unique_mut(t.write(k, || Arc::new(init())))),
             KvTable::Lsm(t) => t.update(k, init, f, grow),
         }
     }
@@ -105,9 +158,13 @@ impl<K: StateKey + StableHash, E: StateValue> KvTable<K, E> {
         match self {
             KvTable::Memory(t) => {
                 let mut value = Some(value);
-                let slot = t.write(k, || Rc::new(value.take().expect("created once")));
+                let slot = t.write(k, || Arc::new(value.take().expect("created once")));
                 if let Some(v) = value {
-                    *unique_mut(slot) = v;
+                    match Arc::get_mut(slot) {
+                        Some(old) => *old = v,
+                        // Shared with a frozen snapshot view: the view keeps the old value.
+                        None => *slot = Arc::new(v),
+                    }
                 }
             }
             KvTable::Lsm(t) => t.put(k, value),
@@ -116,7 +173,7 @@ impl<K: StateKey + StableHash, E: StateValue> KvTable<K, E> {
 
     /// Let `f(value, now)` prune or renew the visible value of `k` in place; `f` returns
     /// `(keep, changed)`; not kept: removed. Returns the visible value afterwards.
-    pub fn read_modify(&mut self, k: &K, f: impl FnOnce(&mut E, Timestamp) -> (bool, bool)) -> Option<Rc<E>> {
+    pub fn read_modify(&mut self, k: &K, f: impl FnOnce(&mut E, Timestamp) -> (bool, bool)) -> Option<Arc<E>> {
         match self {
             KvTable::Memory(t) => {
                 let now = t.now();
@@ -135,7 +192,7 @@ impl<K: StateKey + StableHash, E: StateValue> KvTable<K, E> {
     }
 
     /// Remove `k`; returns its value if it was visible.
-    pub fn remove(&mut self, k: &K) -> Option<Rc<E>> {
+    pub fn remove(&mut self, k: &K) -> Option<Arc<E>> {
         match self {
             KvTable::Memory(t) => t.remove(k),
             KvTable::Lsm(t) => t.remove(k),
@@ -165,17 +222,11 @@ impl<K: StateKey + StableHash, E: StateValue> KvTable<K, E> {
 }
 
 impl<K: StateKey + StableHash, E: StateValue> TableOps for RefCell<KvTable<K, E>> {
-    fn snapshot_memory(&self, state: u32, key_groups: &KeyGroups, out: &mut KeyedSnapshot) {
-        let t = self.borrow();
-        let KvTable::Memory(t) = &*t else { return };
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        t.for_each_visible(|k, v, expires_at| {
-            key.clear();
-            value.clear();
-            codec::encode_into(k, &mut key);
-            codec::encode_stored(expires_at, &**v, &mut value);
-            append_state(out, key_groups.key_group(k.stable_hash()), state, &key, &value);
-        });
+    fn freeze(&self, state: u32) -> Option<Box<dyn FrozenTable>> {
+        match &*self.borrow() {
+            KvTable::Memory(t) => Some(Box::new(FrozenKv { state, view: t.freeze() })),
+            KvTable::Lsm(_) => None,
+        }
     }
 
     fn restore_entry(&self, key_group: u32, key: &[u8], value: &[u8]) -> Result<()> {
@@ -183,7 +234,7 @@ impl<K: StateKey + StableHash, E: StateValue> TableOps for RefCell<KvTable<K, E>
             KvTable::Memory(t) => {
                 let k: K = codec::decode(key, "state key")?;
                 let (expires_at, v): (Timestamp, E) = codec::decode_stored(value, "state value")?;
-                t.restore(k, Rc::new(v), expires_at);
+                t.restore(k, Arc::new(v), expires_at);
                 Ok(())
             }
             KvTable::Lsm(t) => t.restore_entry(key_group, key, value),
@@ -229,12 +280,12 @@ impl<K: StateKey + StableHash, E: StateValue> TableOps for RefCell<KvTable<K, E>
 
 /// Map state: record key → user key → value.
 pub(crate) enum MapTable<K, UK, UV> {
-    Memory(NestedTable<K, UK, Rc<UV>>),
+    Memory(NestedTable<K, UK, Arc<UV>>),
     Lsm(LsmMapTable<K, UK, UV>),
 }
 
 impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> MapTable<K, UK, UV> {
-    pub fn get(&mut self, k: &K, uk: &UK) -> Option<Rc<UV>> {
+    pub fn get(&mut self, k: &K, uk: &UK) -> Option<Arc<UV>> {
         match self {
             MapTable::Memory(t) => t.get(k, uk).map(|v| v.clone()),
             MapTable::Lsm(t) => t.get(k, uk),
@@ -243,12 +294,12 @@ impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> MapTable<K, UK, UV>
 
     pub fn put(&mut self, k: &K, uk: UK, value: UV) {
         match self {
-            MapTable::Memory(t) => t.put(k, uk, Rc::new(value)),
+            MapTable::Memory(t) => t.put(k, uk, Arc::new(value)),
             MapTable::Lsm(t) => t.put(k, uk, value),
         }
     }
 
-    pub fn remove(&mut self, k: &K, uk: &UK) -> Option<Rc<UV>> {
+    pub fn remove(&mut self, k: &K, uk: &UK) -> Option<Arc<UV>> {
         match self {
             MapTable::Memory(t) => t.remove(k, uk),
             MapTable::Lsm(t) => t.remove(k, uk),
@@ -292,18 +343,11 @@ impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> MapTable<K, UK, UV>
 }
 
 impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> TableOps for RefCell<MapTable<K, UK, UV>> {
-    fn snapshot_memory(&self, state: u32, key_groups: &KeyGroups, out: &mut KeyedSnapshot) {
-        let t = self.borrow();
-        let MapTable::Memory(t) = &*t else { return };
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        t.for_each_visible(|k, uk, v, expires_at| {
-            key.clear();
-            value.clear();
-            codec::encode_into(k, &mut key);
-            codec::encode_into(uk, &mut key);
-            codec::encode_stored(expires_at, &**v, &mut value);
-            append_state(out, key_groups.key_group(k.stable_hash()), state, &key, &value);
-        });
+    fn freeze(&self, state: u32) -> Option<Box<dyn FrozenTable>> {
+        match &*self.borrow() {
+            MapTable::Memory(t) => Some(Box::new(FrozenNested { state, view: t.freeze() })),
+            MapTable::Lsm(_) => None,
+        }
     }
 
     fn restore_entry(&self, key_group: u32, key: &[u8], value: &[u8]) -> Result<()> {
@@ -312,7 +356,7 @@ impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> TableOps for RefCel
                 let (k, rest): (K, &[u8]) = codec::take(key, "map state key")?;
                 let uk: UK = codec::decode(rest, "map state user key")?;
                 let (expires_at, v): (Timestamp, UV) = codec::decode_stored(value, "map state value")?;
-                t.restore(k, uk, Rc::new(v), expires_at);
+                t.restore(k, uk, Arc::new(v), expires_at);
                 Ok(())
             }
             MapTable::Lsm(t) => t.restore_entry(key_group, key, value),

@@ -233,10 +233,10 @@ fn snapshot_round_trip(kind: StateBackendKind, shards: u32, to_kind: StateBacken
             let groups = KeyGroups::new(GROUPS, to_shards);
             let mut h = StateHarness::<u64>::with_groups(to_kind, 4096, 1_000, groups, None);
             let mut s = States::open(&h.ctx);
-            let restore = KeyedRestore {
-                operator: "process".into(),
-                groups: sections.iter().filter(|(g, _)| groups.shard_of_group(*g) == shard).cloned().collect(),
-            };
+            let restore = KeyedRestore::new(
+                "process",
+                sections.iter().filter(|(g, _)| groups.shard_of_group(*g) == shard).cloned().collect(),
+            );
             h.ctx.restore(&restore).unwrap();
             h.connect().await;
             for k in (0..KEYS).filter(|k| groups.shard_of_hash(k.stable_hash()) == shard) {
@@ -364,12 +364,7 @@ fn lsm_expiry_in_the_cache_never_resurrects_an_older_store_copy() {
         // Restored under a 100 ms TTL.
         let mut h = StateHarness::<u64>::new(StateBackendKind::Lsm, 4096, 1_000);
         let mut v = h.ctx.value::<u64>("v", Some(StateTtl::new(100, TtlUpdate::OnCreateAndWrite)));
-        h.ctx
-            .restore(&KeyedRestore {
-                operator: "p".into(),
-                groups: snap.groups.into_iter().collect(),
-            })
-            .unwrap();
+        h.ctx.restore(&KeyedRestore::new("p", snap.groups.into_iter().collect())).unwrap();
         h.connect().await;
         assert_eq!(v.value(&1), Some(&100));
         v.update(&1, 200); // expires at 1 100 in the cache; the store's copy at 11 000
@@ -413,5 +408,152 @@ fn lsm_flusher_brings_grown_caches_back_under_budget() {
             assert_eq!(a.value(&k).map(String::len), Some(300));
             assert_eq!(b.get(&k).count(), 31);
         }
+    });
+}
+
+/// `ops` seeded operations on a fresh memory harness (one shard of `GROUPS` key groups); the
+/// dump of every key at the end.
+fn reference_dump(seed: u64, ops: usize, keys: u64) -> (Vec<String>, Timestamp) {
+    run_local(async move {
+        let mut h = StateHarness::<u64>::with_groups(StateBackendKind::Memory, 4096, 1_000, KeyGroups::new(64, 1), None);
+        let mut s = States::open(&h.ctx);
+        h.connect().await;
+        let mut rng = Rng(seed);
+        for _ in 0..ops {
+            step(&mut s, &h.clock, &mut rng, keys);
+        }
+        let now = h.clock.now();
+        ((0..keys).map(|k| s.dump(k)).collect(), now)
+    })
+}
+
+/// The memory backend's asynchronous snapshot: the state is frozen at a barrier, thousands of
+/// writes, deletes, renewals and expiries follow, and only then is the view written to a keyed
+/// state file. Restored on 1, 2 and 3 shards of either backend, it holds exactly the state at
+/// the freeze; the live state went on exactly as without the freeze.
+#[test]
+fn async_snapshot_holds_exactly_the_state_at_the_barrier() {
+    const KEYS: u64 = 300;
+    const SEED: u64 = 11;
+    const BEFORE: usize = 6_000;
+    const AFTER: usize = 6_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (file, live_after, frozen_at) = run_local(async move {
+        let mut h = StateHarness::<u64>::with_groups(StateBackendKind::Memory, 4096, 1_000, KeyGroups::new(64, 1), None);
+        let mut s = States::open(&h.ctx);
+        h.connect().await;
+        let mut rng = Rng(SEED);
+        for _ in 0..BEFORE {
+            step(&mut s, &h.clock, &mut rng, KEYS);
+        }
+        let frozen_at = h.clock.now();
+        let frozen = h.ctx.freeze();
+        for _ in 0..AFTER {
+            step(&mut s, &h.clock, &mut rng, KEYS);
+        }
+        // Written on another thread, after the writes above.
+        let file = std::thread::spawn(move || frozen.write_file(&path, "keyed-test")).join().unwrap().unwrap();
+        let live: Vec<String> = (0..KEYS).map(|k| s.dump(k)).collect();
+        (file, live, frozen_at)
+    });
+    let (expected_live, _) = reference_dump(SEED, BEFORE + AFTER, KEYS);
+    assert_eq!(live_after, expected_live, "writes after the freeze change the live state as usual");
+    let (expected, now) = reference_dump(SEED, BEFORE, KEYS);
+    assert_eq!(now, frozen_at);
+    assert!(file.sections.len() > 10 && file.payload_bytes() > 0);
+    for to_kind in [StateBackendKind::Memory, StateBackendKind::Lsm] {
+        for to_shards in 1..=3u32 {
+            let (dir, file) = (dir.path().to_path_buf(), file.clone());
+            let restored = run_local(async move {
+                let mut restored = BTreeMap::new();
+                let groups = KeyGroups::new(64, to_shards);
+                for shard in 0..to_shards {
+                    let mut h = StateHarness::<u64>::with_groups(to_kind, 4096, now, groups, None);
+                    let mut s = States::open(&h.ctx);
+                    let range = groups.range_of_shard(shard);
+                    let restore = KeyedRestore::new("process", Vec::new()).with_files(dir.clone(), vec![file.clone()], range);
+                    h.ctx.restore(&restore).unwrap();
+                    h.connect().await;
+                    for k in (0..KEYS).filter(|k| groups.shard_of_hash(k.stable_hash()) == shard) {
+                        restored.insert(k, s.dump(k));
+                    }
+                }
+                restored.into_values().collect::<Vec<_>>()
+            });
+            let mut want = expected.clone();
+            want.sort_by_key(|d| d.split(':').next().unwrap().parse::<u64>().unwrap());
+            assert_eq!(restored, want, "restored on {to_shards} {to_kind:?} shards");
+        }
+    }
+    // A damaged section is refused with the file and the key group.
+    let path = dir.path().join("keyed-test");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let s = file.sections[3];
+    bytes[s.offset as usize + 1] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let restore = KeyedRestore::new("process", Vec::new()).with_files(dir.path().to_path_buf(), vec![file], (0, 64));
+    let err = restore.for_each_section(|_, _| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("keyed-test") && err.contains(&format!("key group {}", s.key_group)), "{err}");
+}
+
+/// The snapshot writer of a job: a barrier's frozen state is written on the writer's thread
+/// into the epoch's directory and the acknowledgement carries the file; when the directory is
+/// gone (the checkpoint was aborted and discarded meanwhile) the epoch is declined and nothing
+/// is left behind.
+#[test]
+fn snapshot_writer_writes_in_the_background_and_declines_when_the_epoch_is_gone() {
+    let root = tempfile::tempdir().unwrap();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let control = Arc::new(crate::checkpoint::runtime::CheckpointControl::new(1, tx, None, root.path().to_path_buf()));
+    let groups = KeyGroups::new(32, 1);
+    run_local(async move {
+        let (backend, mut writer) = StateBackend::memory_with_snapshots(groups, control.clone(), "process#1", 0);
+        let ctx = StateContext::<u64>::with_backend(StateClock::new(1_000), backend);
+        assert!(ctx.backend().async_snapshots());
+        let mut v = ctx.value::<u64>("v", None);
+        for k in 0..1_000u64 {
+            v.update(&k, k);
+        }
+        std::fs::create_dir_all(control.snapshot_dir(1)).unwrap();
+        ctx.begin_async_snapshot(1).unwrap();
+        for k in 0..1_000u64 {
+            v.update(&k, k + 1); // after the barrier
+        }
+        let mut snap = crate::checkpoint::runtime::TaskSnapshot::default();
+        // Epoch 2 begun too: its part waits until epoch 1's is acknowledged.
+        ctx.begin_async_snapshot(2).unwrap();
+        assert!(!writer.complete_snapshot(2, &mut snap).await.unwrap(), "epoch 2 waits for epoch 1");
+        while !writer.complete_snapshot(1, &mut snap).await.unwrap() {
+            std::thread::yield_now();
+        }
+        assert!(snap.declined.is_none(), "{:?}", snap.declined);
+        let [(op, file)] = &snap.keyed_files[..] else {
+            panic!("one keyed file: {:?}", snap.keyed_files)
+        };
+        assert_eq!(op, "process#1");
+        let mut seen = Vec::new();
+        let restore = KeyedRestore::new(op, Vec::new()).with_files(control.snapshot_dir(1), vec![file.clone()], (0, 32));
+        restore
+            .for_each_section(|kg, section| {
+                codec::for_each_entry(section, op, kg, |e| {
+                    if let codec::KeyedEntryBorrowed::State { key, value, .. } = e {
+                        let k: u64 = codec::decode(key, "k")?;
+                        let (_, v): (Timestamp, u64) = codec::decode_stored(value, "v")?;
+                        seen.push((k, v));
+                    }
+                    Ok(())
+                })
+            })
+            .unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1_000u64).map(|k| (k, k)).collect::<Vec<_>>(), "the state at the barrier");
+        // Epoch 2's directory was never created (as after an abort): declined, no file.
+        let mut snap2 = crate::checkpoint::runtime::TaskSnapshot::default();
+        while !writer.complete_snapshot(2, &mut snap2).await.unwrap() {
+            std::thread::yield_now();
+        }
+        assert!(snap2.declined.as_deref().is_some_and(|d| d.contains("process#1")), "{:?}", snap2.declined);
+        assert!(snap2.keyed_files.is_empty() && !control.snapshot_dir(2).exists());
     });
 }

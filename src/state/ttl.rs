@@ -104,6 +104,8 @@ impl Expiry {
 
 /// The store side of expiry: look up an entry's bookkeeping by queue key, remove entries.
 pub(crate) trait ExpiryStore<Q> {
+    /// The bookkeeping of `q` for reading (never copies shared storage).
+    fn expiry(&self, q: &Q) -> Option<Expiry>;
     fn expiry_mut(&mut self, q: &Q) -> Option<&mut Expiry>;
     fn remove_expired(&mut self, q: &Q);
     /// Number of live (possibly expired, not yet removed) entries.
@@ -158,7 +160,7 @@ impl<Q: Clone> ExpiryQueue<Q> {
                 _ => break,
             }
             let (at, q) = self.slots.pop_front().expect("front checked");
-            let Some(e) = store.expiry_mut(&q) else { continue };
+            let Some(e) = store.expiry(&q) else { continue };
             if e.queued_at != at {
                 continue; // stale: the entry was re-created and has a later slot
             }

@@ -43,6 +43,13 @@ pub struct StoreConfig {
     pub max_key_bytes: usize,
     /// Largest value accepted.
     pub max_value_bytes: usize,
+    /// Keep a write-ahead log (the default). Without one (`false`) writes are durable only
+    /// once their memtable is flushed — by [`crate::Store::flush`], a checkpoint, maintenance,
+    /// or [`crate::Store::close`] — and a crash loses the writes of the unflushed memtables (the
+    /// store reopens at a prefix of its writes: the flushed ones). For owners that recover from
+    /// checkpoints anyway, as Flink runs RocksDB without its WAL: every byte is written once
+    /// less, and checkpoints need no WAL commit.
+    pub wal: bool,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +70,7 @@ impl Default for StoreConfig {
             checkpoints_retained: 3,
             max_key_bytes: 64 << 10,
             max_value_bytes: 16 << 20,
+            wal: true,
         }
     }
 }

@@ -1,10 +1,16 @@
 //! The store: one instance per shard, tying WAL, memtables, segments,
 //! compaction, manifest and checkpoints together.
 //!
+//! Without a WAL (`StoreConfig::wal == false`) writes only touch the memtable;
+//! they become durable when their memtable is flushed (the manifest's
+//! `replay_from_seq` moves past them), so a reopened store holds the writes
+//! of every flushed memtable: a prefix of the writes.
+//!
 //! Invariants:
-//! * every write gets the next sequence number and is appended to the WAL
-//!   buffer before it touches the memtable;
-//! * `acked_seq` only advances after a successful WAL `fdatasync`;
+//! * every write gets the next sequence number and (with a WAL) is appended
+//!   to the WAL buffer before it touches the memtable;
+//! * `acked_seq` only advances after a successful WAL `fdatasync` (without a
+//!   WAL: after the flush of the memtable holding the write);
 //! * `runs` mirrors `manifest.runs` (same ids, same order) at all times;
 //! * segment files referenced by the manifest's live runs or a retained
 //!   checkpoint are never deleted;
@@ -402,8 +408,16 @@ impl Store {
         wal_ids.sort_unstable();
         st.gc_files();
         st.replay(&wal_ids).await?;
-        let next_wal = wal_ids.last().map_or(1, |l| l + 1);
-        st.wal = Some(WalWriter::create(&st.dir, next_wal, st.cfg.io_chunk_bytes).await?);
+        if st.cfg.wal {
+            let next_wal = wal_ids.last().map_or(1, |l| l + 1);
+            st.wal = Some(WalWriter::create(&st.dir, next_wal, st.cfg.io_chunk_bytes).await?);
+        } else {
+            // Writes replayed from a WAL of an earlier run with one: keep them by flushing, so
+            // the WAL files can go.
+            st.seal_active();
+            st.flush_sealed().await?;
+            st.shared.acked_seq.set(st.next_seq - 1);
+        }
         manifest::store(&st.dir, &st.manifest)?;
         st.gc_wals();
         Ok(st)
@@ -493,8 +507,7 @@ impl Store {
             }
         }
         let mem = self.memtable_bytes();
-        let wal = self.wal.as_mut().expect("open store has a WAL");
-        let pending = wal.pending_bytes();
+        let pending = self.wal.as_ref().map_or(0, |w| w.pending_bytes());
         if pending >= self.cfg.wal_max_pending_bytes as u64 && !self.unthrottled {
             return Err(StoreError::Backpressure {
                 what: "uncommitted WAL buffer (call commit)",
@@ -511,7 +524,9 @@ impl Store {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        wal.append(seq, self.manifest.epoch, ops);
+        if let Some(wal) = self.wal.as_mut() {
+            wal.append(seq, self.manifest.epoch, ops);
+        }
         for op in ops {
             self.user_bytes += (op.key.len() + op.value.len()) as u64;
             self.active.apply(seq, op.key, op_entry(op));
@@ -569,13 +584,19 @@ impl Store {
     /// borrow the store: the run loop may spawn it and keep writing; writes
     /// made meanwhile go to the next commit. Disk full leaves the writes
     /// buffered (retry later); an fdatasync failure poisons the instance.
+    ///
+    /// Without a WAL there is nothing to commit: the future resolves at once
+    /// to the last sequence number made durable by a memtable flush.
     pub fn commit(&mut self) -> impl std::future::Future<Output = Result<u64>> + 'static {
         let early = self.check();
-        let inject = std::mem::take(&mut self.fail_next_sync) && self.wal().pending_bytes() > 0;
-        let fut = self.wal().commit_future(inject);
+        let inject = std::mem::take(&mut self.fail_next_sync) && self.wal.as_ref().is_some_and(|w| w.pending_bytes() > 0);
+        let fut = self.wal.as_ref().map(|w| w.commit_future(inject));
         let shared = self.shared.clone();
         async move {
             early?;
+            let Some(fut) = fut else {
+                return Ok(shared.acked_seq.get());
+            };
             match fut.await {
                 Ok(done) => {
                     shared.check()?;
@@ -592,13 +613,9 @@ impl Store {
         }
     }
 
-    fn wal(&self) -> &WalWriter {
-        self.wal.as_ref().expect("open store has a WAL")
-    }
-
     /// Rolls the WAL segment once it reached `wal_segment_bytes`.
     async fn maybe_roll_wal(&mut self) -> Result<()> {
-        if self.wal().durable_len() >= self.cfg.wal_segment_bytes {
+        if self.wal.as_ref().is_some_and(|w| w.durable_len() >= self.cfg.wal_segment_bytes) {
             self.commit().await?;
             // A failed roll (e.g. disk full creating the next segment) is
             // retried at the next call; the records are durable already.
@@ -813,6 +830,10 @@ impl Store {
         self.segs.insert(id, seg);
         self.rebuild_runs();
         self.sealed.pop_front();
+        if self.wal.is_none() {
+            // Without a WAL, a write is durable once its memtable is.
+            self.shared.acked_seq.set(self.shared.acked_seq.get().max(max_seq));
+        }
         self.record_covered_checkpoints()?;
         // If the active WAL segment holds only flushed records, roll it so
         // it can be deleted now (keeps space amplification down).
@@ -1122,8 +1143,10 @@ impl Store {
             };
             segs.insert(m.id, s);
         }
-        let new_wal_id = self.wal.as_ref().expect("open store has a WAL").id() + 1;
-        let new_wal = WalWriter::create(&self.dir, new_wal_id, self.cfg.io_chunk_bytes).await?;
+        let new_wal = match &self.wal {
+            Some(w) => Some(WalWriter::create(&self.dir, w.id() + 1, self.cfg.io_chunk_bytes).await?),
+            None => None,
+        };
         let mut next = self.manifest.clone();
         next.runs = c.runs.clone();
         next.checkpoints.retain(|k| k.epoch <= epoch);
@@ -1132,14 +1155,18 @@ impl Store {
         self.job = None;
         self.flush_job = None;
         if let Err(e) = self.store_manifest(&next) {
-            let _ = std::fs::remove_file(new_wal.path());
-            new_wal.close().await;
+            if let Some(new_wal) = new_wal {
+                let _ = std::fs::remove_file(new_wal.path());
+                new_wal.close().await;
+            }
             return Err(e);
         }
-        let old = self.wal.replace(new_wal).expect("open store has a WAL");
-        self.old_wals
-            .push((old.id(), old.path().to_path_buf(), old.max_seq().max(self.next_seq - 1), old.len()));
-        old.close().await;
+        if let Some(new_wal) = new_wal {
+            let old = self.wal.replace(new_wal).expect("a store with a WAL has a WAL writer");
+            self.old_wals
+                .push((old.id(), old.path().to_path_buf(), old.max_seq().max(self.next_seq - 1), old.len()));
+            old.close().await;
+        }
         self.active = Memtable::default();
         self.sealed.clear();
         self.pending_checkpoints.clear();
@@ -1184,7 +1211,7 @@ impl Store {
             compaction_running: self.job.is_some(),
             wal_bytes: self.old_wals.iter().map(|w| w.3).sum::<u64>() + wal.map_or(0, |w| w.len()),
             wal_pending_bytes: wal.map_or(0, |w| w.pending_bytes()),
-            wal_files: self.old_wals.len() as u64 + 1,
+            wal_files: self.old_wals.len() as u64 + self.wal.is_some() as u64,
             torn_tails_truncated: self.torn_tails,
             checkpoints: self.checkpoints(),
             user_bytes_written: self.user_bytes,
@@ -1278,8 +1305,12 @@ impl Store {
         Ok(CheckpointExport { files, manifest })
     }
 
-    /// Commits pending writes and closes the WAL.
+    /// Commits pending writes and closes the WAL (without a WAL: flushes the memtables, so
+    /// a clean close loses nothing).
     pub async fn close(mut self) -> Result<()> {
+        if self.wal.is_none() {
+            self.flush().await?;
+        }
         self.commit().await?;
         if let Some(w) = self.wal.take() {
             w.close().await;

@@ -5,6 +5,10 @@
 //! acknowledged operation is present and that the state equals the
 //! result of some prefix of the operations (nothing reordered or invented).
 //!
+//! The same without a WAL (`StoreConfig::wal = false`): the child acknowledges only what a
+//! flush or a checkpoint made durable, and the reopened store must hold a prefix of the
+//! operations at least that long.
+//!
 //! Default: 10 iterations. Long run:
 //! `WEIR_CRASH_ITERS=500 cargo test -p weir-storage --release --test crash -- --nocapture`
 mod common;
@@ -21,6 +25,7 @@ fn cfg() -> StoreConfig {
     StoreConfig {
         memtable_budget_bytes: 64 << 10,
         compaction_output_bytes: 128 << 10,
+        wal: std::env::var_os("WEIR_CRASH_NO_WAL").is_none(),
         ..StoreConfig::small_for_tests()
     }
 }
@@ -63,8 +68,14 @@ fn crash_child() {
                 s.write(&b).unwrap();
                 i += 1;
             }
-            s.commit().await.unwrap();
-            println!("ACK {i}");
+            if cfg().wal {
+                s.commit().await.unwrap();
+                println!("ACK {i}");
+            } else if r.below(4) == 0 {
+                // Without a WAL, a flush makes the writes durable.
+                s.flush().await.unwrap();
+                println!("ACK {i}");
+            }
             match r.below(100) {
                 0..=9 => {
                     s.maintain(32 << 10).await.unwrap();
@@ -79,9 +90,13 @@ fn crash_child() {
     });
 }
 
-fn verify(dir: &std::path::Path, done: &[(u64, u64)], ns: u64, acked: u64) -> u64 {
+fn verify(dir: &std::path::Path, done: &[(u64, u64)], ns: u64, acked: u64, no_wal: bool) -> u64 {
     run(async {
-        let s = Store::open(dir, cfg()).await.unwrap();
+        let cfg = StoreConfig { wal: !no_wal, ..cfg() };
+        let s = Store::open(dir, cfg).await.unwrap();
+        if no_wal {
+            assert_eq!(s.stats().wal_files, 0, "no WAL without a WAL");
+        }
         for &(pns, m) in done {
             let got: BTreeSet<Vec<u8>> = s.scan_prefix(format!("it{pns:04}/").as_bytes()).unwrap().map(|r| r.unwrap().0).collect();
             assert_eq!(got, expected(pns, m), "earlier iteration {pns} changed");
@@ -112,21 +127,33 @@ fn verify(dir: &std::path::Path, done: &[(u64, u64)], ns: u64, acked: u64) -> u6
 
 #[test]
 fn crash_loop_sigkill() {
+    crash_loop(false);
+}
+
+#[test]
+fn crash_loop_sigkill_without_wal() {
+    crash_loop(true);
+}
+
+fn crash_loop(no_wal: bool) {
     let iters: u64 = std::env::var("WEIR_CRASH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let mut r = Rng(seed(42));
-    let dir = tmpdir("crash");
+    let dir = tmpdir(if no_wal { "crash-no-wal" } else { "crash" });
     let exe = std::env::current_exe().unwrap();
     let mut done = Vec::new();
     for ns in 0..iters {
         let kill_after = r.below(300) + 1;
-        let mut child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
             .env("WEIR_CRASH_CHILD_DIR", &dir)
             .env("WEIR_CRASH_NS", ns.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if no_wal {
+            command.env("WEIR_CRASH_NO_WAL", "1");
+        }
+        let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut acked = 0u64;
         let mut seen = 0;
@@ -150,7 +177,7 @@ fn crash_loop_sigkill() {
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
             panic!("child ended early ({status}): {err}");
         }
-        let m = verify(&dir, &done, ns, acked);
+        let m = verify(&dir, &done, ns, acked, no_wal);
         done.push((ns, m));
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,7 +5,8 @@
 //! Crash rule checked: after a crash, the recovered state equals the model
 //! state after some prefix of the writes that is at least as long as the
 //! acknowledged prefix (acknowledged writes never vanish, writes are
-//! never reordered or invented).
+//! never reordered or invented). Run with and without a WAL: without one,
+//! only flushes, checkpoints and clean closes acknowledge (a commit does not).
 //!
 //! `WEIR_SEED=n` picks the seed, `WEIR_MODEL_OPS=n` the length.
 mod common;
@@ -38,12 +39,13 @@ async fn open(dir: &std::path::Path, cfg: &StoreConfig, clock: &ManualClock) -> 
     Store::open_with_clock(dir, cfg.clone(), Rc::new(clock.clone())).await.unwrap()
 }
 
-async fn one_seed(seed: u64, ops: usize) {
-    let dir = tmpdir(&format!("model-{seed}"));
+async fn one_seed(seed: u64, ops: usize, wal: bool) {
+    let dir = tmpdir(&format!("model-{seed}-{wal}"));
     let cfg = StoreConfig {
         memtable_budget_bytes: 8 << 10,
         compaction_output_bytes: 12 << 10,
         checkpoints_retained: 3,
+        wal,
         ..StoreConfig::small_for_tests()
     };
     let clock = ManualClock::new(1_000_000);
@@ -90,7 +92,9 @@ async fn one_seed(seed: u64, ops: usize) {
                 Err(StoreError::Backpressure { .. }) => {
                     s.commit().await.unwrap();
                     s.maintain(1 << 20).await.unwrap();
-                    history = vec![model.clone()];
+                    if wal {
+                        history = vec![model.clone()];
+                    }
                 }
                 Err(e) => panic!("{ctx}: {e}"),
             }
@@ -126,12 +130,18 @@ async fn one_seed(seed: u64, ops: usize) {
             assert_eq!(got, want, "{ctx}: scan_prefix");
         } else if p < 800 {
             s.commit().await.unwrap();
-            history = vec![model.clone()];
+            if wal {
+                history = vec![model.clone()];
+            }
         } else if p < 860 {
             let prog = s.maintain(r.below(16 << 10) + 1).await.unwrap();
             compactions += prog.installed as u32;
         } else if p < 880 {
             s.flush().await.unwrap();
+            if !wal {
+                // Without a WAL a flush is what makes writes durable.
+                history = vec![model.clone()];
+            }
         } else if p < 900 {
             now += r.below(2_000);
             clock.set(now);
@@ -174,6 +184,10 @@ async fn one_seed(seed: u64, ops: usize) {
         } else if p < 975 {
             s.close().await.unwrap();
             s = open(&dir, &cfg, &clock).await;
+            if !wal {
+                // Without a WAL, close flushes: that records every begun checkpoint.
+                ckpts.append(&mut pending);
+            }
             pending.clear();
             assert_eq!(contents(&s), visible(&model, now), "{ctx}: clean reopen");
             history = vec![model.clone()];
@@ -194,10 +208,11 @@ async fn one_seed(seed: u64, ops: usize) {
         assert_eq!(s.checkpoints(), ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), "{ctx}: retained checkpoints");
     }
     assert_eq!(contents(&s), visible(&model, now), "seed {seed}: final");
-    eprintln!(
-        "seed {seed}: {ops} ops, {crashes} crashes, {restores} restores, {compactions} compactions, stats {:?}",
-        s.stats()
-    );
+    let stats = s.stats();
+    if !wal {
+        assert_eq!((stats.wal_files, stats.wal_bytes_written), (0, 0), "seed {seed}: no WAL written");
+    }
+    eprintln!("seed {seed} (wal {wal}): {ops} ops, {crashes} crashes, {restores} restores, {compactions} compactions, stats {stats:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -207,6 +222,16 @@ fn model_random_ops_with_crashes() {
     let ops: usize = std::env::var("WEIR_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
     let seeds: u64 = std::env::var("WEIR_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     for i in 0..seeds {
-        run(one_seed(base + i, ops));
+        run(one_seed(base + i, ops, true));
+    }
+}
+
+#[test]
+fn model_random_ops_with_crashes_without_wal() {
+    let base = seed(0x5eed);
+    let ops: usize = std::env::var("WEIR_MODEL_OPS").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let seeds: u64 = std::env::var("WEIR_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    for i in 0..seeds {
+        run(one_seed(base + i, ops, false));
     }
 }

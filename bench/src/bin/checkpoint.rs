@@ -143,8 +143,16 @@ fn job(args: &Args, restore: Option<PathBuf>) -> JobReport {
     env.execute().expect("benchmark job")
 }
 
+/// The 1, 5 and 15 minute load averages (the machine is shared: figures depend on them).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn main() {
     let args = Args::parse();
+    let load_before = load_average();
     let _ = std::fs::remove_dir_all(&args.dir);
     let report = job(&args, None);
     let c = &report.checkpoints;
@@ -152,6 +160,18 @@ fn main() {
     let mut durations = c.durations_ms[..mid].to_vec();
     durations.sort_unstable();
     let pct = |q: f64| durations.get(((durations.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+    // Where the time went: percentiles of each phase over the same checkpoints.
+    let phase = |f: fn(&weir::checkpoint::coordinator::CheckpointPhases) -> u64| {
+        let mut v: Vec<u64> = c.phases[..mid].iter().map(f).collect();
+        v.sort_unstable();
+        let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+        serde_json::json!({ "p50": at(0.5), "p99": at(0.99) })
+    };
+    let phases = serde_json::json!({
+        "barrier_ms": phase(|p| p.barrier_ms),
+        "snapshot_ms": phase(|p| p.snapshot_ms),
+        "finish_ms": phase(|p| p.finish_ms),
+    });
     // Recovery: restore a retained mid-run checkpoint (the final one holds no state).
     let store = weir::checkpoint::files::CheckpointStore::new(args.dir.join("checkpoints"));
     let mut dirs: Vec<_> = std::fs::read_dir(&store.root)
@@ -163,8 +183,11 @@ fn main() {
     dirs.sort_by_key(|p| p.file_name().unwrap().to_string_lossy().trim_start_matches("chk-").parse::<u64>().unwrap_or(0));
     // The retained checkpoint holding the most state (checkpoints completed after the sources
     // finished hold only final positions).
-    let full = dirs.iter().max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes).cloned();
-    let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().state_bytes);
+    let full = dirs
+        .iter()
+        .max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes())
+        .cloned();
+    let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes());
     // On disk: the state file plus, with the LSM backend, the exported store files (hard links
     // shared with the previous checkpoint: the full size of one checkpoint).
     let on_disk = full.as_ref().map_or(0, |d| dir_bytes(d));
@@ -176,6 +199,7 @@ fn main() {
         "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
         "checkpoint_bytes": state_bytes, "checkpoint_dir_bytes": on_disk, "aborted": c.aborted,
         "recovery_startup_ms": recovery.as_ref().map(|r| r.startup_ms),
+        "phases": phases, "durations_ms": c.durations_ms, "load_average_before": load_before, "load_average_after": load_average(),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
 }
