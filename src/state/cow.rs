@@ -207,9 +207,12 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     }
 }
 
+/// One key group's chunks in a frozen view.
+type FrozenGroup<K, V> = (u32, Vec<Arc<Chunk<K, V>>>);
+
 /// A frozen view of a [`CowMap`]: the chunks of the non-empty groups by key group, ascending.
 pub(crate) struct Frozen<K, V> {
-    groups: Vec<(u32, Vec<Arc<Chunk<K, V>>>)>,
+    groups: Vec<FrozenGroup<K, V>>,
 }
 
 impl<K, V> Frozen<K, V> {
