@@ -12,16 +12,23 @@
 //! channel is held; channels are polled round-robin so no sender starves.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_lite::Stream;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
-use super::Envelope;
+use super::{Envelope, RingCredit};
+#[cfg(test)]
+use super::ShardEnds;
+
+/// A connected channel: the sending shard, the consumer end, the ring's in-flight credit.
+pub type Channel<T> = (usize, ConnectedReceiver<Envelope<T>>, Arc<RingCredit>);
 
 /// Consumer ends of the channels feeding one input port of a segment.
 pub struct RingInputs<T: Send + 'static> {
-    channels: Vec<(usize, ConnectedReceiver<Envelope<T>>)>,
+    channels: Vec<Channel<T>>,
     blocked: Vec<bool>,
     ended: Vec<bool>,
     open: usize,
@@ -34,7 +41,7 @@ pub struct RingInputs<T: Send + 'static> {
 }
 
 impl<T: Send + 'static> RingInputs<T> {
-    pub fn new(channels: Vec<(usize, ConnectedReceiver<Envelope<T>>)>) -> Self {
+    pub fn new(channels: Vec<Channel<T>>) -> Self {
         let n = channels.len();
         Self {
             channels,
@@ -109,7 +116,28 @@ impl<T: Send + 'static> RingInputs<T> {
 
     fn take_held(&mut self) -> Option<(usize, Envelope<T>)> {
         let i = self.held.iter().position(Option::is_some)?;
-        self.held[i].take().map(|e| (i, e))
+        self.held[i].take().map(|e| self.taken(i, e))
+    }
+
+    /// Envelope `env` of channel `i` goes to the task: its records leave the ring's credit.
+    #[inline]
+    fn taken(&self, i: usize, env: Envelope<T>) -> (usize, Envelope<T>) {
+        if let Envelope::Data(b) = &env {
+            self.channels[i].2.taken(b.len() as u64);
+        }
+        (i, env)
+    }
+
+    /// Allow about `records` in flight over all channels of this input (split evenly over the
+    /// channels still open, at least `floor` each).
+    pub fn set_inflight_limit(&self, records: u64, floor: u64) {
+        let open = (self.open as u64).max(1);
+        let each = (records / open).max(floor);
+        for (i, (_, _, credit)) in self.channels.iter().enumerate() {
+            if !self.ended[i] {
+                credit.set_limit(each);
+            }
+        }
     }
 
     /// Poll for the next envelope from any readable channel. `Ready(None)` when nothing is
@@ -151,7 +179,7 @@ impl<T: Send + 'static> RingInputs<T> {
                 continue;
             }
             self.next = (i + 1) % n;
-            return Poll::Ready(Some((i, env)));
+            return Poll::Ready(Some(self.taken(i, env)));
         }
         if self.released() {
             if let Some(h) = self.take_held() {
@@ -180,7 +208,136 @@ impl<T: Send + 'static> RingInputs<T> {
 
 impl<T: Send + 'static> RingInputs<T> {
     /// The connected channels, for merging several edges into one input.
-    pub fn into_channels(self) -> Vec<(usize, ConnectedReceiver<Envelope<T>>)> {
+    pub fn into_channels(self) -> Vec<Channel<T>> {
         self.channels
+    }
+}
+
+/// The receiving task's side of buffer debloating: measures how fast the task consumes (records
+/// per second of busy time: processing and sending on, not waiting for input) and turns it into
+/// an in-flight bound for its input rings of about `target` worth of records.
+pub struct InflightBound {
+    target: Duration,
+    /// At least this many records may be in flight per ring (two batches: the sender can refill
+    /// while the receiver works).
+    floor: u64,
+    window_started: Instant,
+    busy: Duration,
+    records: u64,
+    /// Smoothed consumption rate (records per busy second); 0 until measured.
+    rate: f64,
+}
+
+/// How often the bound is recomputed.
+const BOUND_WINDOW: Duration = Duration::from_millis(50);
+
+impl InflightBound {
+    /// `None` when off (`target_ms == 0`).
+    pub fn new(target_ms: u64, batch_size: usize) -> Option<Self> {
+        (target_ms > 0).then(|| Self {
+            target: Duration::from_millis(target_ms),
+            floor: 2 * batch_size as u64,
+            window_started: Instant::now(),
+            busy: Duration::ZERO,
+            records: 0,
+            rate: 0.0,
+        })
+    }
+
+    /// One input step took `busy` and consumed `records`. Returns the new bound over all input
+    /// channels (records) and the per-ring floor when it is due.
+    pub fn step(&mut self, records: u64, busy: Duration) -> Option<(u64, u64)> {
+        self.step_at(records, busy, Instant::now())
+    }
+
+    fn step_at(&mut self, records: u64, busy: Duration, now: Instant) -> Option<(u64, u64)> {
+        self.records += records;
+        self.busy += busy;
+        if now.saturating_duration_since(self.window_started) < BOUND_WINDOW || self.busy < Duration::from_millis(5) {
+            return None;
+        }
+        let rate = self.records as f64 / self.busy.as_secs_f64();
+        self.rate = if self.rate == 0.0 { rate } else { 0.7 * self.rate + 0.3 * rate };
+        self.window_started = now;
+        self.busy = Duration::ZERO;
+        self.records = 0;
+        Some(((self.rate * self.target.as_secs_f64()) as u64, self.floor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Batch;
+    use crate::ring::{build_edge, connect_receivers, connect_senders, EdgeKind};
+
+    fn batch(n: usize) -> Envelope<u64> {
+        let mut b = Batch::with_capacity(n);
+        for i in 0..n as u64 {
+            b.records.push(i);
+            b.timestamps.push(0);
+        }
+        Envelope::Data(b)
+    }
+
+    /// A sender over its ring's in-flight bound waits until the receiver takes data; barriers
+    /// and other envelopes are not held back by the bound.
+    #[test]
+    fn senders_wait_for_credit_and_resume_when_the_receiver_takes() {
+        crate::testing::run_local(async {
+            let mut ends = build_edge::<u64>(EdgeKind::Hash, 1, 64).pop().unwrap();
+            let (senders, mut inputs) = crate::shard::keep_awake_while(futures::future::join(
+                async {
+                    let mut e = ShardEnds {
+                        senders: ends.senders.take(),
+                        receivers: None,
+                        stats: ends.stats.clone(),
+                    };
+                    connect_senders::<u64>(&mut e, 1).await
+                },
+                async {
+                    let mut e = ShardEnds {
+                        senders: None,
+                        receivers: ends.receivers.take(),
+                        stats: Vec::new(),
+                    };
+                    connect_receivers::<u64>(&mut e).await
+                },
+            ))
+            .await;
+            let tx = senders[0].as_ref().unwrap();
+            inputs.set_inflight_limit(3_000, 2_048);
+            for _ in 0..3 {
+                tx.send(batch(1_024)).await.unwrap();
+            }
+            // 3 072 records in flight >= 3 000: the next batch waits, a barrier does not.
+            assert!(futures::FutureExt::now_or_never(tx.send(batch(1_024))).is_none(), "over the bound");
+            futures::FutureExt::now_or_never(tx.send(Envelope::Barrier(1))).expect("barriers pass").unwrap();
+            let (_, first) = inputs.next().await.unwrap();
+            assert!(matches!(first, Envelope::Data(_)));
+            tx.send(batch(1_024)).await.unwrap();
+            let mut records = 1_024;
+            while records < 4_096 {
+                if let (_, Envelope::Data(b)) = inputs.next().await.unwrap() {
+                    records += b.len();
+                }
+            }
+            assert_eq!(tx.credit.in_flight(), 0);
+        });
+    }
+
+    /// The bound is the measured consumption rate times the target, recomputed per window.
+    #[test]
+    fn bound_follows_the_consumption_rate() {
+        let mut b = InflightBound::new(200, 1_024).unwrap();
+        let t0 = b.window_started;
+        assert_eq!(b.step_at(10_000, Duration::from_millis(10), t0 + Duration::from_millis(10)), None, "window not over");
+        // 100 000 records in 100 ms of busy time: 1 M/s; 200 ms of it is 200 000.
+        let (limit, floor) = b.step_at(90_000, Duration::from_millis(90), t0 + BOUND_WINDOW).unwrap();
+        assert_eq!((limit, floor), (200_000, 2_048));
+        // Slower now (250 000/s): smoothed towards it.
+        let (limit, _) = b.step_at(25_000, Duration::from_millis(100), t0 + BOUND_WINDOW * 2).unwrap();
+        assert!((150_000..200_000).contains(&limit), "{limit}");
+        assert!(InflightBound::new(0, 1_024).is_none(), "0 turns it off");
     }
 }

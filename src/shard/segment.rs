@@ -42,6 +42,8 @@ pub struct SegmentEnv {
     pub metrics: Arc<OperatorMetrics>,
     pub connected: bool,
     pub checkpoint: SegmentCheckpoint,
+    /// Buffer debloating of the segment's input rings (`None`: off, or a source segment).
+    pub inflight: Option<crate::ring::InflightBound>,
 }
 
 /// A segment task's part in checkpoints (inert when the job runs without them).
@@ -739,8 +741,11 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
             continue;
         };
         let Some((c, envelope)) = next else { break };
+        let step_started = Instant::now();
+        let mut step_records = 0;
         match envelope {
             Envelope::Data(mut batch) => {
+                step_records = batch.len() as u64;
                 OperatorMetrics::add(&env.metrics.records_in, batch.len() as u64);
                 received_ingest(batch.ingest_ns);
                 combine_marks(&mut batch.marks, &mut state.combiner, c, &mut state.last_combined);
@@ -791,6 +796,9 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
         let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
         clock.flushed(&env.metrics, flushed)?;
         env.commit_completed().await?;
+        if let Some((limit, floor)) = env.inflight.as_mut().and_then(|b| b.step(step_records, step_started.elapsed())) {
+            inputs.set_inflight_limit(limit, floor);
+        }
     }
     if inputs.failed() {
         return Err(WeirError::Shard {
@@ -859,6 +867,12 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             next.await
         };
         clock.input_arrived(&env.metrics);
+        let step_started = Instant::now();
+        let step_records = match &step {
+            Step::Left(_, Envelope::Data(b)) => b.len() as u64,
+            Step::Right(_, Envelope::Data(b)) => b.len() as u64,
+            _ => 0,
+        };
         match step {
             Step::Done => break,
             Step::Poll => {
@@ -945,6 +959,12 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
         clock.flushed(&env.metrics, flushed)?;
         env.commit_completed().await?;
+        if let Some((limit, floor)) = env.inflight.as_mut().and_then(|b| b.step(step_records, step_started.elapsed())) {
+            // Split over both inputs by their channel counts.
+            let n = (left.len() + right.len()).max(1) as u64;
+            left.set_inflight_limit(limit * left.len() as u64 / n, floor);
+            right.set_inflight_limit(limit * right.len() as u64 / n, floor);
+        }
     }
     if left.failed() || right.failed() {
         return Err(WeirError::Shard {

@@ -35,6 +35,9 @@ struct Args {
     backend: String,
     #[arg(long, default_value = "target/bench-checkpoint")]
     dir: PathBuf,
+    /// Ring capacity in batches (in-flight data between shards; default: the engine's).
+    #[arg(long)]
+    ring_capacity_batches: Option<usize>,
 }
 
 /// Records `(key, sequence)` for keys `0..keys`, `rounds` times, split by `key % splits`.
@@ -126,6 +129,7 @@ fn job(args: &Args, restore: Option<PathBuf>) -> JobReport {
         restore_from: restore,
         state_backend: backend,
         state_dir: Some(args.dir.join("state")),
+        ring_capacity_batches: args.ring_capacity_batches.unwrap_or(EngineConfig::default().ring_capacity_batches),
         ..Default::default()
     });
     env.source(KeySweep {
@@ -191,6 +195,7 @@ fn main() {
     let recovery = full.map(|d| job(&args, Some(d)));
     let out = serde_json::json!({
         "keys": args.keys, "value_bytes": args.value_bytes, "backend": args.backend, "cores": args.cores,
+        "ring_capacity_batches": args.ring_capacity_batches.unwrap_or(EngineConfig::default().ring_capacity_batches),
         "records_per_s": (args.keys * args.rounds) as f64 / report.elapsed.as_secs_f64(),
         "checkpoints": durations.len(), "duration_p50_ms": pct(0.5), "duration_p99_ms": pct(0.99),
         "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
