@@ -232,7 +232,9 @@ pub fn read_keyed_sections(dir: &Path, file: &KeyedFile, (lo, hi): (u32, u32), m
     let mut buf = Vec::new();
     for s in wanted {
         buf.resize(s.len as usize, 0);
-        handle.read_exact_at(&mut buf, s.offset).map_err(|e| WeirError::io("read keyed state file", &path, e))?;
+        handle
+            .read_exact_at(&mut buf, s.offset)
+            .map_err(|e| WeirError::io("read keyed state file", &path, e))?;
         if crc32fast::hash(&buf) != s.crc {
             return Err(WeirError::Checkpoint(format!(
                 "{}: section of key group {} fails its checksum (damaged)",

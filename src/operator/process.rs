@@ -614,12 +614,14 @@ mod tests {
                         let mut ops = Vec::new();
                         for shard in 0..shards {
                             let (mut op, log, mut t) = count_op(to_kind, groups);
-                            let restore = KeyedRestore::new("process", snap
-                                    .groups
+                            let restore = KeyedRestore::new(
+                                "process",
+                                snap.groups
                                     .iter()
                                     .filter(|(g, _)| groups.shard_of_group(**g) == shard)
                                     .map(|(g, b)| (*g, b.clone()))
-                                    .collect());
+                                    .collect(),
+                            );
                             op.restore(&restore).unwrap();
                             connect(&mut t).await;
                             ops.push((op, log, t));

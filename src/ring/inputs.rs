@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use futures_lite::Stream;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
-use super::{Envelope, RingCredit};
 #[cfg(test)]
 use super::ShardEnds;
+use super::{Envelope, RingCredit};
 
 /// A connected channel: the sending shard, the consumer end, the ring's in-flight credit.
 pub type Channel<T> = (usize, ConnectedReceiver<Envelope<T>>, Arc<RingCredit>);
@@ -331,7 +331,11 @@ mod tests {
     fn bound_follows_the_consumption_rate() {
         let mut b = InflightBound::new(200, 1_024).unwrap();
         let t0 = b.window_started;
-        assert_eq!(b.step_at(10_000, Duration::from_millis(10), t0 + Duration::from_millis(10)), None, "window not over");
+        assert_eq!(
+            b.step_at(10_000, Duration::from_millis(10), t0 + Duration::from_millis(10)),
+            None,
+            "window not over"
+        );
         // 100 000 records in 100 ms of busy time: 1 M/s; 200 ms of it is 200 000.
         let (limit, floor) = b.step_at(90_000, Duration::from_millis(90), t0 + BOUND_WINDOW).unwrap();
         assert_eq!((limit, floor), (200_000, 2_048));

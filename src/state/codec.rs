@@ -147,8 +147,16 @@ pub enum KeyedEntry {
 pub(crate) enum KeyedEntryRef<'a> {
     /// Written by [`encode_state_entry`] (byte for byte the same; the tests compare).
     #[allow(dead_code)]
-    State { state: u32, key: &'a [u8], value: &'a [u8] },
-    Timer { kind: TimerKind, ts: Timestamp, key: &'a [u8] },
+    State {
+        state: u32,
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Timer {
+        kind: TimerKind,
+        ts: Timestamp,
+        key: &'a [u8],
+    },
 }
 
 /// Append the snapshot entry `KeyedEntry::State { state, key, value }` to `out`: exactly the
@@ -197,12 +205,7 @@ pub(crate) enum KeyedEntryBorrowed<'a> {
 /// Decode every entry of snapshot section `section` (of `operator`, key group `key_group`) in
 /// place and hand it to `f`; stops at the first error (a damaged entry names the operator
 /// and key group).
-pub(crate) fn for_each_entry<'a>(
-    mut section: &'a [u8],
-    operator: &str,
-    key_group: u32,
-    mut f: impl FnMut(KeyedEntryBorrowed<'a>) -> Result<()>,
-) -> Result<()> {
+pub(crate) fn for_each_entry<'a>(mut section: &'a [u8], operator: &str, key_group: u32, mut f: impl FnMut(KeyedEntryBorrowed<'a>) -> Result<()>) -> Result<()> {
     while !section.is_empty() {
         let (entry, rest) = postcard::take_from_bytes::<KeyedEntryBorrowed<'a>>(section)
             .map_err(|e| WeirError::Checkpoint(format!("snapshot of operator {operator} key group {key_group}: damaged entry ({e})")))?;
@@ -246,7 +249,14 @@ mod tests {
             let mut fast = Vec::new();
             encode_state_entry(state, &key, &value, &mut fast);
             let mut serde = Vec::new();
-            encode_into(&KeyedEntryRef::State { state, key: &key, value: &value }, &mut serde);
+            encode_into(
+                &KeyedEntryRef::State {
+                    state,
+                    key: &key,
+                    value: &value,
+                },
+                &mut serde,
+            );
             assert_eq!(fast, serde, "the fast entry encoding is postcard's");
         }
         let mut k = Vec::new();

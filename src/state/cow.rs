@@ -207,9 +207,12 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     }
 }
 
+/// The chunks of one key group in a [`Frozen`] view.
+type FrozenGroup<K, V> = (u32, Vec<Arc<Chunk<K, V>>>);
+
 /// A frozen view of a [`CowMap`]: the chunks of the non-empty groups by key group, ascending.
 pub(crate) struct Frozen<K, V> {
-    groups: Vec<(u32, Vec<Arc<Chunk<K, V>>>)>,
+    groups: Vec<FrozenGroup<K, V>>,
 }
 
 impl<K, V> Frozen<K, V> {
@@ -230,7 +233,9 @@ impl<K, V> Frozen<K, V> {
     /// Every entry with its key group.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u32, &K, &V)> {
-        self.groups.iter().flat_map(|(g, chunks)| chunks.iter().flat_map(move |c| c.iter().map(move |(k, v)| (*g, k, v))))
+        self.groups
+            .iter()
+            .flat_map(|(g, chunks)| chunks.iter().flat_map(move |c| c.iter().map(move |(k, v)| (*g, k, v))))
     }
 }
 

@@ -215,7 +215,6 @@ impl<Q: Hash + Eq + Clone + StableHash, E: Clone> TtlTable<Q, E> {
         removed.filter(|s| !s.expiry.is_expired(now)).map(|s| s.value)
     }
 
-
     /// Insert a restored entry expiring at `expires_at` (ignored if already expired).
     pub fn restore(&mut self, q: Q, value: E, expires_at: Timestamp) {
         if expires_at <= self.clock.now() {

@@ -287,7 +287,7 @@ pub(crate) enum MapTable<K, UK, UV> {
 impl<K: StateKey + StableHash, UK: StateKey, UV: StateValue> MapTable<K, UK, UV> {
     pub fn get(&mut self, k: &K, uk: &UK) -> Option<Arc<UV>> {
         match self {
-            MapTable::Memory(t) => t.get(k, uk).map(|v| v.clone()),
+            MapTable::Memory(t) => t.get(k, uk).cloned(),
             MapTable::Lsm(t) => t.get(k, uk),
         }
     }

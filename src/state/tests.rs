@@ -233,7 +233,10 @@ fn snapshot_round_trip(kind: StateBackendKind, shards: u32, to_kind: StateBacken
             let groups = KeyGroups::new(GROUPS, to_shards);
             let mut h = StateHarness::<u64>::with_groups(to_kind, 4096, 1_000, groups, None);
             let mut s = States::open(&h.ctx);
-            let restore = KeyedRestore::new("process", sections.iter().filter(|(g, _)| groups.shard_of_group(*g) == shard).cloned().collect());
+            let restore = KeyedRestore::new(
+                "process",
+                sections.iter().filter(|(g, _)| groups.shard_of_group(*g) == shard).cloned().collect(),
+            );
             h.ctx.restore(&restore).unwrap();
             h.connect().await;
             for k in (0..KEYS).filter(|k| groups.shard_of_hash(k.stable_hash()) == shard) {
@@ -361,9 +364,7 @@ fn lsm_expiry_in_the_cache_never_resurrects_an_older_store_copy() {
         // Restored under a 100 ms TTL.
         let mut h = StateHarness::<u64>::new(StateBackendKind::Lsm, 4096, 1_000);
         let mut v = h.ctx.value::<u64>("v", Some(StateTtl::new(100, TtlUpdate::OnCreateAndWrite)));
-        h.ctx
-            .restore(&KeyedRestore::new("p", snap.groups.into_iter().collect()))
-            .unwrap();
+        h.ctx.restore(&KeyedRestore::new("p", snap.groups.into_iter().collect())).unwrap();
         h.connect().await;
         assert_eq!(v.value(&1), Some(&100));
         v.update(&1, 200); // expires at 1 100 in the cache; the store's copy at 11 000
@@ -527,7 +528,9 @@ fn snapshot_writer_writes_in_the_background_and_declines_when_the_epoch_is_gone(
             std::thread::yield_now();
         }
         assert!(snap.declined.is_none(), "{:?}", snap.declined);
-        let [(op, file)] = &snap.keyed_files[..] else { panic!("one keyed file: {:?}", snap.keyed_files) };
+        let [(op, file)] = &snap.keyed_files[..] else {
+            panic!("one keyed file: {:?}", snap.keyed_files)
+        };
         assert_eq!(op, "process#1");
         let mut seen = Vec::new();
         let restore = KeyedRestore::new(op, Vec::new()).with_files(control.snapshot_dir(1), vec![file.clone()], (0, 32));

@@ -187,7 +187,10 @@ fn main() {
     dirs.sort_by_key(|p| p.file_name().unwrap().to_string_lossy().trim_start_matches("chk-").parse::<u64>().unwrap_or(0));
     // The retained checkpoint holding the most state (checkpoints completed after the sources
     // finished hold only final positions).
-    let full = dirs.iter().max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes()).cloned();
+    let full = dirs
+        .iter()
+        .max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes())
+        .cloned();
     let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes());
     // On disk: the state file plus, with the LSM backend, the exported store files (hard links
     // shared with the previous checkpoint: the full size of one checkpoint).
