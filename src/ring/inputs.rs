@@ -312,6 +312,7 @@ mod tests {
             }
             // 3 072 records in flight >= 3 000: the next batch waits, a barrier does not.
             assert!(futures::FutureExt::now_or_never(tx.send(batch(1_024))).is_none(), "over the bound");
+            assert_eq!(tx.stats.full_events.load(std::sync::atomic::Ordering::Relaxed), 1, "counted as backpressure");
             futures::FutureExt::now_or_never(tx.send(Envelope::Barrier(1))).expect("barriers pass").unwrap();
             let (_, first) = inputs.next().await.unwrap();
             assert!(matches!(first, Envelope::Data(_)));
@@ -323,6 +324,42 @@ mod tests {
                 }
             }
             assert_eq!(tx.credit.in_flight(), 0);
+        });
+    }
+
+    /// A receiver that takes nothing for a while cannot stop its ring through the bound: the
+    /// sender waits at most `CREDIT_WAIT_MAX` per batch, then the capacity bounds the ring.
+    #[test]
+    fn the_bound_never_stops_a_ring() {
+        crate::testing::run_local(async {
+            let mut ends = build_edge::<u64>(EdgeKind::Hash, 1, 64).pop().unwrap();
+            let (senders, inputs) = crate::shard::keep_awake_while(futures::future::join(
+                async {
+                    let mut e = ShardEnds {
+                        senders: ends.senders.take(),
+                        receivers: None,
+                        stats: ends.stats.clone(),
+                    };
+                    connect_senders::<u64>(&mut e, 1).await
+                },
+                async {
+                    let mut e = ShardEnds {
+                        senders: None,
+                        receivers: ends.receivers.take(),
+                        stats: Vec::new(),
+                    };
+                    connect_receivers::<u64>(&mut e).await
+                },
+            ))
+            .await;
+            let tx = senders[0].as_ref().unwrap();
+            inputs.set_inflight_limit(1, 1);
+            let started = Instant::now();
+            for _ in 0..3 {
+                tx.send(batch(10)).await.unwrap();
+            }
+            assert!(started.elapsed() >= crate::ring::CREDIT_WAIT_MAX * 2, "waited for credit, then sent");
+            assert_eq!(tx.credit.in_flight(), 30);
         });
     }
 

@@ -17,8 +17,9 @@
 //! - Capacity is bounded (`ring_capacity_batches`, and the credit's limit for data); a full ring
 //!   makes the sender wait, and the wait is measured per ring ([`RingStats::full_ns`]): this is
 //!   weir's backpressure figure.
-//! - Only data envelopes count against the credit, and a sender never waits for credit while it
-//!   has nothing in flight on that ring (so the bound can never stop a ring altogether).
+//! - Only data envelopes count against the credit; a sender never waits for credit while it
+//!   has nothing in flight on that ring, nor longer than `CREDIT_WAIT_MAX` per batch (so the
+//!   bound can never stop a ring: at worst the capacity bounds it, as without debloating).
 //! - Per channel, envelopes arrive in the order they were sent (FIFO), so watermark marks inside
 //!   batches keep their exact per-record meaning across the ring.
 //! - A producer sends [`Envelope::End`] exactly once, as its last envelope.
@@ -141,6 +142,11 @@ impl RingCredit {
 /// How often a sender over its ring's credit looks again.
 const CREDIT_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// The longest a sender waits for credit before it sends one batch anyway (a receiver that
+/// consumes at least a batch per this time keeps the bound; a slower one sees the ring's
+/// capacity as the bound, as without debloating).
+const CREDIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The producer end of one ring, connected on the sending shard.
 pub struct RingSender<T: Send + 'static> {
     inner: ConnectedSender<Envelope<T>>,
@@ -158,10 +164,12 @@ impl<T: Send + 'static> RingSender<T> {
         };
         if records > 0 && self.credit.exhausted() {
             // Over the in-flight bound: wait for the receiver (backpressure like a full ring;
-            // the receiver lives on another core, so look again every `CREDIT_POLL`).
+            // the receiver lives on another core, so look again every `CREDIT_POLL`), but never
+            // longer than `CREDIT_WAIT_MAX`: the bound only trims in-flight data, so it must not
+            // be able to stop a ring (the ring's capacity still bounds what is in flight).
             let started = Instant::now();
             self.stats.full_events.fetch_add(1, Ordering::Relaxed);
-            while self.credit.exhausted() {
+            while self.credit.exhausted() && started.elapsed() < CREDIT_WAIT_MAX {
                 glommio::timer::sleep(CREDIT_POLL).await;
             }
             self.stats.full_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
