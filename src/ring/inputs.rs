@@ -8,12 +8,21 @@
 //! empty peer's `End` is still in flight: one ordered input gives the same late/not-late
 //! decisions on every shard count.
 //!
+//! Wakers: glommio registers a clone of the polling task's waker with a shared channel every
+//! time a poll finds it empty, and wakes (drops) only as many as items arrive; clones of the
+//! task's own waker can so pile up until its 16-bit reference count overflows (a panic in
+//! glommio). The channels are therefore polled with one [`InputWake`] per input — an `Arc`
+//! holding a single clone of the task's waker — which also records that a channel woke the
+//! task, so a task woken by a timer need not poll (and register with) empty channels again
+//! ([`RingInputs::poll_if_woken`]).
+//!
 //! Invariants: a blocked, ended or holding channel is never polled; at most one envelope per
 //! channel is held; channels are polled round-robin so no sender starves.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::Stream;
@@ -26,8 +35,28 @@ use super::{Envelope, RingCredit};
 /// A connected channel: the sending shard, the consumer end, the ring's in-flight credit.
 pub type Channel<T> = (usize, ConnectedReceiver<Envelope<T>>, Arc<RingCredit>);
 
+/// The waker the channels of one input are polled with (see the module docs).
+struct InputWake {
+    /// A channel woke the task since the last poll (or the input's state changed).
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for InputWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
 /// Consumer ends of the channels feeding one input port of a segment.
 pub struct RingInputs<T: Send + 'static> {
+    wake: Option<Arc<InputWake>>,
+    /// Poll the channels at the next [`RingInputs::poll_if_woken`] even without a wake.
+    dirty: bool,
     channels: Vec<Channel<T>>,
     blocked: Vec<bool>,
     ended: Vec<bool>,
@@ -44,6 +73,8 @@ impl<T: Send + 'static> RingInputs<T> {
     pub fn new(channels: Vec<Channel<T>>) -> Self {
         let n = channels.len();
         Self {
+            wake: None,
+            dirty: true,
             channels,
             blocked: vec![false; n],
             ended: vec![false; n],
@@ -87,6 +118,7 @@ impl<T: Send + 'static> RingInputs<T> {
     /// Stop (or resume) reading channel `index`.
     pub fn set_blocked(&mut self, index: usize, blocked: bool) {
         self.blocked[index] = blocked;
+        self.dirty |= !blocked;
     }
 
     /// True when every channel has either delivered the barrier being aligned (is blocked) or
@@ -97,6 +129,7 @@ impl<T: Send + 'static> RingInputs<T> {
 
     pub fn unblock_all(&mut self) {
         self.blocked.iter_mut().for_each(|b| *b = false);
+        self.dirty = true;
     }
 
     /// True once every channel has sent at least one envelope.
@@ -107,6 +140,7 @@ impl<T: Send + 'static> RingInputs<T> {
     /// Allow (or hold back) data once all channels are heard (two-input segments keep it closed
     /// until the other input is heard too). Open by default.
     pub fn set_gate(&mut self, open: bool) {
+        self.dirty |= open && !self.gate_open;
         self.gate_open = open;
     }
 
@@ -144,6 +178,38 @@ impl<T: Send + 'static> RingInputs<T> {
     /// readable any more (all ended or blocked). A channel that closes without `End` is
     /// reported as `End` and remembered ([`RingInputs::failed`]).
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, Envelope<T>)>> {
+        let wake = match &self.wake {
+            Some(w) if w.task.will_wake(cx.waker()) => w.clone(),
+            _ => {
+                let w = Arc::new(InputWake {
+                    woken: AtomicBool::new(false),
+                    task: cx.waker().clone(),
+                });
+                self.wake = Some(w.clone());
+                w
+            }
+        };
+        wake.woken.store(false, Ordering::Release);
+        self.dirty = false;
+        let waker = Waker::from(wake);
+        let polled = self.poll_channels(&mut Context::from_waker(&waker));
+        // Whatever was taken, the next wait looks at the channels again.
+        self.dirty |= polled.is_ready();
+        polled
+    }
+
+    /// Like [`RingInputs::poll_next`], but `Pending` without touching the channels unless one
+    /// woke the task since the last poll or the input's state changed (for a task woken by a
+    /// timer: see the module docs).
+    pub fn poll_if_woken(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, Envelope<T>)>> {
+        let woken = self.dirty || self.wake.as_ref().is_none_or(|w| w.woken.load(Ordering::Acquire));
+        if !woken {
+            return Poll::Pending;
+        }
+        self.poll_next(cx)
+    }
+
+    fn poll_channels(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, Envelope<T>)>> {
         if self.released() {
             if let Some(h) = self.take_held() {
                 return Poll::Ready(Some(h));
@@ -360,6 +426,48 @@ mod tests {
             }
             assert!(started.elapsed() >= crate::ring::CREDIT_WAIT_MAX * 2, "waited for credit, then sent");
             assert_eq!(tx.credit.in_flight(), 30);
+        });
+    }
+
+    /// Polling an empty channel many times (a task woken again and again by timers) must not
+    /// pile up clones of the task's own waker: glommio keeps one per pending poll, and the
+    /// task's 16-bit reference count would overflow (a panic) after 32 767 of them. A task
+    /// woken by something else does not touch the channels at all (`poll_if_woken`).
+    #[test]
+    fn polling_an_empty_channel_does_not_exhaust_the_task_waker() {
+        crate::testing::run_local(async {
+            let mut ends = build_edge::<u64>(EdgeKind::Hash, 1, 64).pop().unwrap();
+            let (senders, mut inputs) = crate::shard::keep_awake_while(futures::future::join(
+                async {
+                    let mut e = ShardEnds {
+                        senders: ends.senders.take(),
+                        receivers: None,
+                        stats: ends.stats.clone(),
+                    };
+                    connect_senders::<u64>(&mut e, 1).await
+                },
+                async {
+                    let mut e = ShardEnds {
+                        senders: None,
+                        receivers: ends.receivers.take(),
+                        stats: Vec::new(),
+                    };
+                    connect_receivers::<u64>(&mut e).await
+                },
+            ))
+            .await;
+            futures::future::poll_fn(|cx| {
+                for _ in 0..40_000 {
+                    assert!(inputs.poll_next(cx).is_pending());
+                }
+                // Not woken by the channel since: the channels are left alone.
+                assert!(inputs.poll_if_woken(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            senders[0].as_ref().unwrap().send(batch(3)).await.unwrap();
+            let (_, env) = inputs.next().await.unwrap();
+            assert!(matches!(env, Envelope::Data(b) if b.len() == 3));
         });
     }
 

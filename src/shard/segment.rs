@@ -19,7 +19,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use futures::future::{join_all, select, Either};
+use futures::future::join_all;
 
 use crate::batch::{Batch, Mark};
 use crate::checkpoint::runtime::{CheckpointControl, TaskMessage, TaskSnapshot, FINAL_EPOCH};
@@ -713,13 +713,15 @@ async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &P
     match earliest {
         None => Some(inputs.next().await),
         Some(deadline) => {
+            use std::future::Future;
             let wait = (deadline - now_ms()).max(0) as u64;
-            let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(wait)));
-            let next = std::pin::pin!(inputs.next());
-            match select(next, sleep).await {
-                Either::Left((env, _)) => Some(env),
-                Either::Right(_) => None,
-            }
+            let mut timer = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(wait)));
+            // Channels are polled again only when one woke the task, not on every timer wake-up.
+            futures_lite::future::poll_fn(|cx| match inputs.poll_if_woken(cx) {
+                std::task::Poll::Ready(env) => std::task::Poll::Ready(Some(env)),
+                std::task::Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            })
+            .await
         }
     }
 }
@@ -831,19 +833,25 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
     }
     loop {
         let polling = !env.checkpoint.deferred.is_empty();
-        let next = futures_lite::future::poll_fn(|cx| loop {
+        let mut timer = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(SNAPSHOT_POLL_MS as u64)));
+        let step = futures_lite::future::poll_fn(|cx| loop {
+            use std::future::Future;
             use std::task::Poll;
             // Data flows only once every channel of both inputs has been heard from.
             let gate = left.all_heard() && right.all_heard();
             left.set_gate(gate);
             right.set_gate(gate);
             let mut any = false;
-            match left.poll_next(cx) {
+            // While snapshot parts are pending a timer wakes the task too: then channels are
+            // polled again only when one of them woke it (see `RingInputs::poll_if_woken`).
+            let l = if polling { left.poll_if_woken(cx) } else { left.poll_next(cx) };
+            match l {
                 Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Left(c, e)),
                 Poll::Ready(None) => {}
                 Poll::Pending => any = true,
             }
-            match right.poll_next(cx) {
+            let r = if polling { right.poll_if_woken(cx) } else { right.poll_next(cx) };
+            match r {
                 Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Right(c, e)),
                 Poll::Ready(None) => {}
                 Poll::Pending => any = true,
@@ -851,21 +859,15 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             if !gate && left.all_heard() && right.all_heard() {
                 continue; // the gate can open now: poll again to release held data
             }
-            if any {
-                return Poll::Pending;
+            if !any {
+                return Poll::Ready(Step::Done);
             }
-            return Poll::Ready(Step::Done);
-        });
-        let step = if polling {
-            let next = std::pin::pin!(next);
-            let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(SNAPSHOT_POLL_MS as u64)));
-            match select(next, sleep).await {
-                Either::Left((step, _)) => step,
-                Either::Right(_) => Step::Poll,
+            if polling && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Poll);
             }
-        } else {
-            next.await
-        };
+            return Poll::Pending;
+        })
+        .await;
         clock.input_arrived(&env.metrics);
         let step_started = Instant::now();
         let step_records = match &step {
