@@ -40,6 +40,11 @@ pub struct EngineConfig {
     pub batch_size: usize,
     /// Capacity of each ring (shard → shard channel), in batches.
     pub ring_capacity_batches: usize,
+    /// In-flight data bound (Flink's buffer debloating target): a receiving task lets each of
+    /// its input rings hold about this many milliseconds of its consumption in records, so a
+    /// checkpoint barrier queued behind data under backpressure passes in about this time.
+    /// 0 = off (only `ring_capacity_batches` bounds the rings).
+    pub inflight_target_ms: u64,
     /// Bytes of memory glommio may lock per shard for io_uring buffers.
     pub io_memory_bytes: usize,
     /// How long a shard spins before parking when idle (µs); 0 parks at once.
@@ -136,6 +141,7 @@ impl Default for EngineConfig {
             max_key_groups: DEFAULT_MAX_KEY_GROUPS,
             batch_size: 1024,
             ring_capacity_batches: 64,
+            inflight_target_ms: 200,
             io_memory_bytes: 2 << 20,
             spin_before_park_us: 0,
             on_bad_record: ErrorPolicy::Fail,
@@ -216,6 +222,9 @@ impl EngineConfig {
         }
         if self.ring_capacity_batches == 0 {
             return Err("ring_capacity_batches must be at least 1".into());
+        }
+        if self.inflight_target_ms > 60_000 {
+            return Err(format!("inflight_target_ms = {} must be at most 60000 (0: off)", self.inflight_target_ms));
         }
         if self.dead_letter_buffer_records == 0 {
             return Err("dead_letter_buffer_records must be at least 1".into());

@@ -105,8 +105,10 @@ pub fn test_backend(kind: StateBackendKind, cache_bytes: usize, groups: KeyGroup
                     block_bytes: 1024,
                     block_cache_bytes: 64 << 10,
                     compaction_output_bytes: 256 << 10,
-                    // As in jobs (see `state::backend::store_config`).
-                    wal: false,
+                    // With the store's WAL (jobs run without one, see
+                    // `state::backend::store_config`; the integration tests cover that): its
+                    // back-pressure keeps these tiny harness stores' cache behaviour as the
+                    // unit tests expect it.
                     ..weir_storage::StoreConfig::default()
                 },
             };

@@ -146,19 +146,43 @@ fn a_checkpoint_taken_on_four_shards_restores_on_one_two_and_three() {
     assert!(err.contains("shard"), "{err}");
     let latest = weir::checkpoint::files::CheckpointStore::new(base.join("checkpoints")).latest().unwrap();
     assert!(latest.is_some(), "checkpoints completed before the failure");
+    let pristine = tmp.path().join("pristine");
+    copy_tree(&base, &pristine);
     for cores in [1, 2, 3] {
-        // Each restore gets its own copy of the failed run's files.
-        let run = tmp.path().join(format!("restore-{cores}"));
-        copy_tree(&base, &run);
+        // Each restore starts from the failed run's files, in place.
+        reset_from(&pristine, &base);
         let env = StreamEnv::new(EngineConfig {
-            restore_from: latest.as_ref().map(|l| run.join("checkpoints").join(l.file_name().unwrap())),
-            ..config(cores, Some(run.join("checkpoints")))
+            restore_from: latest.as_ref().map(|l| base.join("checkpoints").join(l.file_name().unwrap())),
+            ..config(cores, Some(base.join("checkpoints")))
         });
-        build(&env, &run.join("out"), false, None);
+        build(&env, &base.join("out"), false, None);
         env.execute().unwrap();
-        assert_eq!(common::committed_lines(&run.join("out")), expected, "restored on {cores} shards");
-        assert_eq!(hidden_files(&run.join("out")), Vec::<String>::new());
+        assert_same_lines(&common::committed_lines(&base.join("out")), &expected, &format!("restored on {cores} shards"));
+        assert_eq!(hidden_files(&base.join("out")), Vec::<String>::new());
     }
+}
+
+/// Put `base` back exactly as `pristine` (a copy of a failed run's checkpoints and output).
+/// Restores run in place, not in a copy elsewhere: a sink's pending output is matched to the
+/// sink by its operator name, which includes its folder.
+fn reset_from(pristine: &Path, base: &Path) {
+    let _ = std::fs::remove_dir_all(base);
+    copy_tree(pristine, base);
+}
+
+/// `got == want`, or a panic naming the first lines missing and extra (sorted line lists).
+fn assert_same_lines(got: &[String], want: &[String], what: &str) {
+    if got == want {
+        return;
+    }
+    let (g, w): (std::collections::BTreeSet<&String>, std::collections::BTreeSet<&String>) = (got.iter().collect(), want.iter().collect());
+    let missing: Vec<&&String> = w.difference(&g).take(20).collect();
+    let extra: Vec<&&String> = g.difference(&w).take(20).collect();
+    panic!(
+        "{what}: {} lines, expected {}; missing (first 20): {missing:?}; extra (first 20): {extra:?}",
+        got.len(),
+        want.len()
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -327,27 +351,27 @@ fn incremental_lsm_checkpoints_restore_on_any_shard_count() {
         .unwrap()
         .expect("a checkpoint before the failure");
     assert!(latest.join("native").is_dir(), "the checkpoint holds exported store files");
+    let pristine = tmp.path().join("pristine");
+    copy_tree(&base, &pristine);
     for cores in [2, 1, 3] {
-        let run = tmp.path().join(format!("restore-{cores}"));
-        copy_tree(&base, &run);
+        reset_from(&pristine, &base);
         let env = StreamEnv::new(EngineConfig {
-            restore_from: Some(run.join("checkpoints").join(latest.file_name().unwrap())),
+            restore_from: Some(latest.clone()),
             state_backend: StateBackendKind::Lsm,
             state_cache_bytes: 64 << 10,
-            ..config(cores, Some(run.join("checkpoints")))
+            ..config(cores, Some(base.join("checkpoints")))
         });
-        build_process(&env, &run.join("out"), false, None);
+        build_process(&env, &base.join("out"), false, None);
         env.execute().unwrap();
-        assert_eq!(common::committed_lines(&run.join("out")), expected, "restored on {cores} shards");
+        assert_same_lines(&common::committed_lines(&base.join("out")), &expected, &format!("restored on {cores} shards"));
     }
-    let run = tmp.path().join("restore-memory");
-    copy_tree(&base, &run);
+    reset_from(&pristine, &base);
     let env = StreamEnv::new(EngineConfig {
-        restore_from: Some(run.join("checkpoints").join(latest.file_name().unwrap())),
+        restore_from: Some(latest.clone()),
         state_backend: StateBackendKind::Memory,
-        ..config(2, Some(run.join("checkpoints")))
+        ..config(2, Some(base.join("checkpoints")))
     });
-    build_process(&env, &run.join("out"), false, None);
+    build_process(&env, &base.join("out"), false, None);
     let err = env.execute().unwrap_err().to_string();
     assert!(err.contains("state.backend = lsm") && err.contains("savepoint"), "{err}");
 }

@@ -124,6 +124,7 @@ impl StreamEnv {
             metrics,
             connected: false,
             checkpoint: SegmentCheckpoint::new(checkpoint, participant, std::mem::take(&mut ctx.committers)),
+            inflight: crate::ring::InflightBound::new(ctx.config.inflight_target_ms, ctx.config.batch_size),
         }
     }
 

@@ -269,6 +269,7 @@ impl CoordinatorDriver {
                             keyed_operators: Vec::new(),
                             sources: Vec::new(),
                             keyed_file_bytes: 0,
+                            sinks: Vec::new(),
                         };
                         let dir = match (dirs.remove(&epoch), savepoint) {
                             (Some(dir), _) => dir,

@@ -71,6 +71,8 @@ pub struct CheckpointMeta {
     pub sources: Vec<String>,
     /// Bytes of the keyed state files the checkpoint references (beside `state_bytes`).
     pub keyed_file_bytes: u64,
+    /// Two-phase-commit sinks with pending output in the checkpoint (a restore publishes it).
+    pub sinks: Vec<String>,
 }
 
 impl CheckpointMeta {
@@ -322,6 +324,9 @@ pub fn write_snapshot(dir: &Path, mut meta: CheckpointMeta, tasks: Vec<(usize, T
     let mut sources: Vec<String> = tasks.iter().flat_map(|(_, t)| t.positions.iter().map(|(n, _, _)| n.clone())).collect();
     sources.sort();
     sources.dedup();
+    let mut sinks: Vec<String> = tasks.iter().flat_map(|(_, t)| t.committables.iter().map(|(n, _)| n.clone())).collect();
+    sinks.sort();
+    sinks.dedup();
     // Keyed state files were written by the tasks; their directory entries become durable
     // with the fsync of the directory below, before the metadata exists.
     meta.keyed_file_bytes = check_keyed_files(dir, &tasks)?;
@@ -330,6 +335,7 @@ pub fn write_snapshot(dir: &Path, mut meta: CheckpointMeta, tasks: Vec<(usize, T
     meta.state_crc = crc32fast::hash(&payload);
     meta.keyed_operators = keyed;
     meta.sources = sources;
+    meta.sinks = sinks;
     write_durably(&dir.join("state"), &frame(STATE_MAGIC, &payload))?;
     sync_dir(dir)?;
     super::crash_point("state-written");
@@ -367,6 +373,7 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta> {
             keyed_operators: m.keyed_operators,
             sources: m.sources,
             keyed_file_bytes: 0,
+            sinks: Vec::new(),
         });
     }
     postcard::from_bytes(payload).map_err(undecodable)
@@ -400,7 +407,8 @@ pub fn read_snapshot(dir: &Path) -> Result<(CheckpointMeta, RestoreSet)> {
 /// Why a job with `operators` (and `max_key_groups`) cannot restore the checkpoint or
 /// savepoint described by `meta`; empty when it can. State is matched to operators by name
 /// (`window:tumble#5`), so a job whose operators were added, removed or reordered before a
-/// stateful one does not match (weir has no user-assigned operator ids yet).
+/// stateful one does not match (weir has no user-assigned operator ids yet). The same holds
+/// for two-phase-commit sinks with pending output (a file sink's name includes its folder).
 pub fn check_compatible(meta: &CheckpointMeta, operators: &[String], max_key_groups: u32) -> Vec<String> {
     let mut problems = Vec::new();
     if meta.format_version > FORMAT_VERSION {
@@ -420,6 +428,13 @@ pub fn check_compatible(meta: &CheckpointMeta, operators: &[String], max_key_gro
     for source in &meta.sources {
         if !operators.contains(source) {
             problems.push(format!("positions of source {source} have no source of that name in this job"));
+        }
+    }
+    for sink in &meta.sinks {
+        if !operators.contains(sink) {
+            problems.push(format!(
+                "pending output of sink {sink} has no sink of that name in this job (it would never be published)"
+            ));
         }
     }
     problems
@@ -523,6 +538,7 @@ mod tests {
             keyed_operators: vec![],
             sources: vec![],
             keyed_file_bytes: 0,
+            sinks: vec![],
         }
     }
 
@@ -552,6 +568,22 @@ mod tests {
         assert_eq!(set.position("src", 100), Some(&[100u8][..]));
         store.clean(&[1], u64::MAX).unwrap();
         assert!(!store.epoch_dir(1).exists() && !store.epoch_dir(3).exists() && store.epoch_dir(2).exists());
+    }
+
+    /// A sink's pending output is restored by the sink's name: a job without that sink cannot
+    /// restore the checkpoint (its output would silently never be published).
+    #[test]
+    fn pending_output_of_a_missing_sink_is_an_incompatibility() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(tmp.path());
+        let mut t = task(3, 7);
+        t.committables.push(("sink:filesystem:/a#6".into(), vec![1]));
+        let m = write_snapshot(&store.epoch_dir(1), meta(1), vec![(0, t)]).unwrap();
+        assert_eq!(m.sinks, vec!["sink:filesystem:/a#6".to_string()]);
+        let ops = |sink: &str| vec!["w".to_string(), "src".to_string(), sink.to_string()];
+        assert!(check_compatible(&m, &ops("sink:filesystem:/a#6"), 128).is_empty());
+        let problems = check_compatible(&read_meta(&store.epoch_dir(1)).unwrap(), &ops("sink:filesystem:/b#6"), 128);
+        assert!(problems.len() == 1 && problems[0].contains("sink:filesystem:/a#6"), "{problems:?}");
     }
 
     #[test]

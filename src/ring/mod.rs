@@ -6,16 +6,27 @@
 //! `s → s` channels. Channels are glommio shared channels: the sending shard's task owns the
 //! producer end, the receiving shard's task the consumer end.
 //!
+//! **In-flight bound** (Flink's buffer debloating): besides its capacity, every ring has a
+//! [`RingCredit`]: the receiving task measures how fast it consumes (records per second of
+//! its busy time) and allows each of its rings about `inflight_target_ms` worth of records in
+//! flight; a sender over that bound waits before its next batch. Under backpressure the rings
+//! then hold a fraction of a second of data instead of `ring_capacity_batches` batches, so a
+//! checkpoint barrier queued behind that data passes in about the target time.
+//!
 //! Invariants:
-//! - Capacity is bounded (`ring_capacity_batches`); a full ring makes the sender wait, and the
-//!   wait is measured per ring ([`RingStats::full_ns`]): this is weir's backpressure figure.
+//! - Capacity is bounded (`ring_capacity_batches`, and the credit's limit for data); a full ring
+//!   makes the sender wait, and the wait is measured per ring ([`RingStats::full_ns`]): this is
+//!   weir's backpressure figure.
+//! - Only data envelopes count against the credit; a sender never waits for credit while it
+//!   has nothing in flight on that ring, nor longer than `CREDIT_WAIT_MAX` per batch (so the
+//!   bound can never stop a ring: at worst the capacity bounds it, as without debloating).
 //! - Per channel, envelopes arrive in the order they were sent (FIFO), so watermark marks inside
 //!   batches keep their exact per-record meaning across the ring.
 //! - A producer sends [`Envelope::End`] exactly once, as its last envelope.
 
 mod inputs;
 
-pub use inputs::RingInputs;
+pub use inputs::{InflightBound, RingInputs};
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,10 +87,71 @@ impl RingStats {
     }
 }
 
+/// The in-flight bound of one ring, shared by its sender and its receiver (see the module
+/// docs).
+#[derive(Debug)]
+pub struct RingCredit {
+    /// Records sent and not yet taken by the receiver.
+    in_flight: AtomicU64,
+    /// Records the sender may have in flight (`u64::MAX`: only the capacity bounds them).
+    limit: AtomicU64,
+}
+
+impl Default for RingCredit {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            limit: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl RingCredit {
+    /// The sender must wait before sending more data.
+    #[inline]
+    fn exhausted(&self) -> bool {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        in_flight > 0 && in_flight >= self.limit.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn sent(&self, records: u64) {
+        self.in_flight.fetch_add(records, Ordering::AcqRel);
+    }
+
+    /// The receiver took `records` out of the ring.
+    #[inline]
+    pub(crate) fn taken(&self, records: u64) {
+        self.in_flight.fetch_sub(records, Ordering::AcqRel);
+    }
+
+    /// Allow `records` in flight (set by the receiver).
+    pub(crate) fn set_limit(&self, records: u64) {
+        self.limit.store(records, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+}
+
+/// How often a sender over its ring's credit looks again.
+const CREDIT_POLL: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The longest a sender waits for credit before it sends one batch anyway (a receiver that
+/// consumes at least a batch per this time keeps the bound; a slower one sees the ring's
+/// capacity as the bound, as without debloating).
+const CREDIT_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The producer end of one ring, connected on the sending shard.
 pub struct RingSender<T: Send + 'static> {
     inner: ConnectedSender<Envelope<T>>,
     stats: Arc<RingStats>,
+    credit: Arc<RingCredit>,
     to_shard: usize,
 }
 
@@ -90,6 +162,20 @@ impl<T: Send + 'static> RingSender<T> {
             Envelope::Data(b) => b.len() as u64,
             _ => 0,
         };
+        if records > 0 && self.credit.exhausted() {
+            // Over the in-flight bound: wait for the receiver (backpressure like a full ring;
+            // the receiver lives on another core, so look again every `CREDIT_POLL`), but never
+            // longer than `CREDIT_WAIT_MAX`: the bound only trims in-flight data, so it must not
+            // be able to stop a ring (the ring's capacity still bounds what is in flight).
+            let started = Instant::now();
+            self.stats.full_events.fetch_add(1, Ordering::Relaxed);
+            while self.credit.exhausted() && started.elapsed() < CREDIT_WAIT_MAX {
+                glommio::timer::sleep(CREDIT_POLL).await;
+            }
+            self.stats.full_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        // Counted before the send: the receiver may take the batch at once.
+        self.credit.sent(records);
         let envelope = match self.inner.try_send(envelope) {
             Ok(()) => None,
             Err(GlommioError::WouldBlock(ResourceType::Channel(e))) => Some(e),
@@ -125,16 +211,16 @@ pub enum EdgeKind {
 
 /// One shard's ends of one edge, type-erased until the typed segment code takes them.
 pub struct ShardEnds {
-    /// `Vec<(to_shard, SharedSender<Envelope<T>>)>`
+    /// `Vec<(to_shard, SharedSender<Envelope<T>>, Arc<RingCredit>)>`
     pub senders: Option<Box<dyn Any + Send>>,
-    /// `Vec<(from_shard, SharedReceiver<Envelope<T>>)>`
+    /// `Vec<(from_shard, SharedReceiver<Envelope<T>>, Arc<RingCredit>)>`
     pub receivers: Option<Box<dyn Any + Send>>,
     /// Stats of the rings this shard sends into, by destination.
     pub stats: Vec<(usize, Arc<RingStats>)>,
 }
 
-type SenderList<T> = Vec<(usize, SharedSender<Envelope<T>>)>;
-type ReceiverList<T> = Vec<(usize, SharedReceiver<Envelope<T>>)>;
+type SenderList<T> = Vec<(usize, SharedSender<Envelope<T>>, Arc<RingCredit>)>;
+type ReceiverList<T> = Vec<(usize, SharedReceiver<Envelope<T>>, Arc<RingCredit>)>;
 
 /// Build every channel of one edge; element `s` of the result belongs to shard `s`.
 pub fn build_edge<T: Send + 'static>(kind: EdgeKind, shards: usize, capacity: usize) -> Vec<ShardEnds> {
@@ -148,8 +234,9 @@ pub fn build_edge<T: Send + 'static>(kind: EdgeKind, shards: usize, capacity: us
                 continue;
             }
             let (tx, rx) = shared_channel::new_bounded::<Envelope<T>>(capacity);
-            senders[from].push((to, tx));
-            inbox.push((from, rx));
+            let credit = Arc::new(RingCredit::default());
+            senders[from].push((to, tx, credit.clone()));
+            inbox.push((from, rx, credit));
             stats[from].push((to, Arc::new(RingStats::default())));
         }
     }
@@ -175,11 +262,12 @@ pub async fn connect_senders<T: Send + 'static>(ends: &mut ShardEnds, shards: us
         .downcast::<SenderList<T>>()
         .expect("edge sender type");
     let mut out: Vec<Option<RingSender<T>>> = (0..shards).map(|_| None).collect();
-    for (to, tx) in *list {
+    for (to, tx, credit) in *list {
         let stats = ends.stats.iter().find(|(d, _)| *d == to).map(|(_, s)| s.clone()).expect("ring stats");
         out[to] = Some(RingSender {
             inner: tx.connect().await,
             stats,
+            credit,
             to_shard: to,
         });
     }
@@ -195,8 +283,8 @@ pub async fn connect_receivers<T: Send + 'static>(ends: &mut ShardEnds) -> RingI
         .downcast::<ReceiverList<T>>()
         .expect("edge receiver type");
     let mut channels = Vec::with_capacity(list.len());
-    for (from, rx) in *list {
-        channels.push((from, rx.connect().await));
+    for (from, rx, credit) in *list {
+        channels.push((from, rx.connect().await, credit));
     }
     RingInputs::new(channels)
 }

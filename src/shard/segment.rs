@@ -19,7 +19,7 @@
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use futures::future::{join_all, select, Either};
+use futures::future::join_all;
 
 use crate::batch::{Batch, Mark};
 use crate::checkpoint::runtime::{CheckpointControl, TaskMessage, TaskSnapshot, FINAL_EPOCH};
@@ -42,6 +42,8 @@ pub struct SegmentEnv {
     pub metrics: Arc<OperatorMetrics>,
     pub connected: bool,
     pub checkpoint: SegmentCheckpoint,
+    /// Buffer debloating of the segment's input rings (`None`: off, or a source segment).
+    pub inflight: Option<crate::ring::InflightBound>,
 }
 
 /// A segment task's part in checkpoints (inert when the job runs without them).
@@ -714,13 +716,15 @@ async fn next_or_timer<T: Send + 'static>(inputs: &mut RingInputs<T>, timers: &P
     match earliest {
         None => Some(inputs.next().await),
         Some(deadline) => {
+            use std::future::Future;
             let wait = crate::time::processing_clock().wait_ms(deadline);
-            let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(wait)));
-            let next = std::pin::pin!(inputs.next());
-            match select(next, sleep).await {
-                Either::Left((env, _)) => Some(env),
-                Either::Right(_) => None,
-            }
+            let mut timer = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(wait)));
+            // Channels are polled again only when one woke the task, not on every timer wake-up.
+            futures_lite::future::poll_fn(|cx| match inputs.poll_if_woken(cx) {
+                std::task::Poll::Ready(env) => std::task::Poll::Ready(Some(env)),
+                std::task::Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            })
+            .await
         }
     }
 }
@@ -742,8 +746,11 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
             continue;
         };
         let Some((c, envelope)) = next else { break };
+        let step_started = Instant::now();
+        let mut step_records = 0;
         match envelope {
             Envelope::Data(mut batch) => {
+                step_records = batch.len() as u64;
                 OperatorMetrics::add(&env.metrics.records_in, batch.len() as u64);
                 received_ingest(batch.ingest_ns);
                 combine_marks(&mut batch.marks, &mut state.combiner, c, &mut state.last_combined);
@@ -794,6 +801,9 @@ pub async fn run_input<T: Send + 'static>(mut inputs: RingInputs<T>, mut chain: 
         let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
         clock.flushed(&env.metrics, flushed)?;
         env.commit_completed().await?;
+        if let Some((limit, floor)) = env.inflight.as_mut().and_then(|b| b.step(step_records, step_started.elapsed())) {
+            inputs.set_inflight_limit(limit, floor);
+        }
     }
     if inputs.failed() {
         return Err(WeirError::Shard {
@@ -826,19 +836,25 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
     }
     loop {
         let polling = !env.checkpoint.deferred.is_empty();
-        let next = futures_lite::future::poll_fn(|cx| loop {
+        let mut timer = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(SNAPSHOT_POLL_MS as u64)));
+        let step = futures_lite::future::poll_fn(|cx| loop {
+            use std::future::Future;
             use std::task::Poll;
             // Data flows only once every channel of both inputs has been heard from.
             let gate = left.all_heard() && right.all_heard();
             left.set_gate(gate);
             right.set_gate(gate);
             let mut any = false;
-            match left.poll_next(cx) {
+            // While snapshot parts are pending a timer wakes the task too: then channels are
+            // polled again only when one of them woke it (see `RingInputs::poll_if_woken`).
+            let l = if polling { left.poll_if_woken(cx) } else { left.poll_next(cx) };
+            match l {
                 Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Left(c, e)),
                 Poll::Ready(None) => {}
                 Poll::Pending => any = true,
             }
-            match right.poll_next(cx) {
+            let r = if polling { right.poll_if_woken(cx) } else { right.poll_next(cx) };
+            match r {
                 Poll::Ready(Some((c, e))) => return Poll::Ready(Step::Right(c, e)),
                 Poll::Ready(None) => {}
                 Poll::Pending => any = true,
@@ -846,22 +862,22 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
             if !gate && left.all_heard() && right.all_heard() {
                 continue; // the gate can open now: poll again to release held data
             }
-            if any {
-                return Poll::Pending;
+            if !any {
+                return Poll::Ready(Step::Done);
             }
-            return Poll::Ready(Step::Done);
-        });
-        let step = if polling {
-            let next = std::pin::pin!(next);
-            let sleep = std::pin::pin!(glommio::timer::sleep(Duration::from_millis(SNAPSHOT_POLL_MS as u64)));
-            match select(next, sleep).await {
-                Either::Left((step, _)) => step,
-                Either::Right(_) => Step::Poll,
+            if polling && timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::Poll);
             }
-        } else {
-            next.await
-        };
+            return Poll::Pending;
+        })
+        .await;
         clock.input_arrived(&env.metrics);
+        let step_started = Instant::now();
+        let step_records = match &step {
+            Step::Left(_, Envelope::Data(b)) => b.len() as u64,
+            Step::Right(_, Envelope::Data(b)) => b.len() as u64,
+            _ => 0,
+        };
         match step {
             Step::Done => break,
             Step::Poll => {
@@ -948,6 +964,12 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
         let flushed = WaitedOn::new(std::pin::pin!(env.flush())).await;
         clock.flushed(&env.metrics, flushed)?;
         env.commit_completed().await?;
+        if let Some((limit, floor)) = env.inflight.as_mut().and_then(|b| b.step(step_records, step_started.elapsed())) {
+            // Split over both inputs by their channel counts.
+            let n = (left.len() + right.len()).max(1) as u64;
+            left.set_inflight_limit(limit * left.len() as u64 / n, floor);
+            right.set_inflight_limit(limit * right.len() as u64 / n, floor);
+        }
     }
     if left.failed() || right.failed() {
         return Err(WeirError::Shard {

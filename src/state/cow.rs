@@ -1,16 +1,17 @@
 //! Copy-on-write hash tables of the memory state backend: a consistent view of a whole table
-//! costs one reference-count increment per chunk of entries, and the data path goes on writing while
+//! costs one reference-count increment per key group, and the data path goes on writing while
 //! a snapshot thread serialises that view (Flink's `CopyOnWriteStateMap` idea, at chunk
 //! granularity).
 //!
 //! Layout: key → [`StableHash`] → key group (as everywhere in weir) → one [`Group`] per key
-//! group → `2^bits` chunks selected by the hash's high bits → an `FxHashMap` per chunk, behind
-//! an `Arc`. [`CowMap::freeze`] clones the chunk pointers into a [`Frozen`] view (`Send` when
-//! keys and values are `Send + Sync`): one reference-count increment per chunk, about one per
-//! [`SPLIT_AT`] entries (a few thousand for a million entries). A later write to a chunk that
-//! a view still shares first copies that chunk (`Arc::make_mut`): about [`SPLIT_AT`] entries
-//! at most, so the copy a write can cause is small and bounded, and every chunk is copied at
-//! most once per view. Values are copied by `Clone` (the state tables keep them behind
+//! group, behind an `Arc` → `2^bits` chunks selected by the hash's high bits → an `FxHashMap`
+//! per chunk, behind an `Arc`. [`CowMap::freeze`] clones the group pointers into a [`Frozen`]
+//! view (`Send` when keys and values are `Send + Sync`): one reference-count increment per
+//! non-empty key group (at most `max_key_groups`, whatever the state's size). A later write
+//! to a group a view still shares first copies the group's chunk list (pointers), and a write
+//! to a chunk a view still shares copies that chunk (`Arc::make_mut`): about [`SPLIT_AT`]
+//! entries at most, so the copy a write can cause is small and bounded, and every group and
+//! chunk is copied at most once per view. Values are copied by `Clone` (the state tables keep them behind
 //! `Arc`, so a chunk copy is a reference-count increment per entry). Reads never copy.
 //!
 //! A group's chunk count doubles when it averages more than [`SPLIT_AT`] entries per chunk
@@ -62,15 +63,17 @@ fn chunk_of(hash: u64, bits: u32) -> usize {
 /// A hash map from `K` to `V`, partitioned by key group, with cheap consistent views.
 #[derive(Clone, Debug)]
 pub(crate) struct CowMap<K, V> {
-    groups: Vec<Group<K, V>>,
+    /// By key group; empty groups share one empty `Group` until first written.
+    groups: Vec<Arc<Group<K, V>>>,
     key_groups: KeyGroups,
     len: usize,
 }
 
 impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     pub fn new(key_groups: KeyGroups) -> Self {
+        let empty = Arc::new(Group::default());
         Self {
-            groups: (0..key_groups.max_key_groups()).map(|_| Group::default()).collect(),
+            groups: (0..key_groups.max_key_groups()).map(|_| empty.clone()).collect(),
             key_groups,
             len: 0,
         }
@@ -101,7 +104,7 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     /// frozen view shares it.
     #[inline]
     fn chunk_mut(&mut self, g: usize, h: u64) -> &mut Chunk<K, V> {
-        let group = &mut self.groups[g];
+        let group = Arc::make_mut(&mut self.groups[g]);
         if group.chunks.is_empty() {
             group.chunks.push(Arc::new(FxHashMap::default()));
         }
@@ -152,7 +155,7 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
         let removed = self.chunk_mut(g, h).remove(k);
         if removed.is_some() {
             self.len -= 1;
-            self.groups[g].len -= 1;
+            Arc::make_mut(&mut self.groups[g]).len -= 1;
         }
         removed
     }
@@ -161,7 +164,7 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     /// `true`: entries moved).
     fn grew(&mut self, g: usize) -> bool {
         self.len += 1;
-        let group = &mut self.groups[g];
+        let group = Arc::make_mut(&mut self.groups[g]);
         group.len += 1;
         if group.len <= group.chunks.len() * SPLIT_AT {
             return false;
@@ -185,7 +188,7 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
     /// Visit every entry mutably (copies every shared chunk).
     pub fn for_each_mut(&mut self, mut f: impl FnMut(&K, &mut V)) {
         for group in self.groups.iter_mut() {
-            for chunk in group.chunks.iter_mut() {
+            for chunk in Arc::make_mut(group).chunks.iter_mut() {
                 for (k, v) in Arc::make_mut(chunk).iter_mut() {
                     f(k, v);
                 }
@@ -201,14 +204,14 @@ impl<K: Hash + Eq + Clone + StableHash, V: Clone> CowMap<K, V> {
                 .iter()
                 .enumerate()
                 .filter(|(_, group)| group.len > 0)
-                .map(|(g, group)| (g as u32, group.chunks.clone()))
+                .map(|(g, group)| (g as u32, group.clone()))
                 .collect(),
         }
     }
 }
 
-/// One key group's chunks in a frozen view.
-type FrozenGroup<K, V> = (u32, Vec<Arc<Chunk<K, V>>>);
+/// One key group in a [`Frozen`] view.
+type FrozenGroup<K, V> = (u32, Arc<Group<K, V>>);
 
 /// A frozen view of a [`CowMap`]: the chunks of the non-empty groups by key group, ascending.
 pub(crate) struct Frozen<K, V> {
@@ -224,7 +227,7 @@ impl<K, V> Frozen<K, V> {
     /// The entries of key group `key_group`, in no order.
     pub fn group(&self, key_group: u32) -> impl Iterator<Item = (&K, &V)> {
         let chunks: &[Arc<Chunk<K, V>>] = match self.groups.binary_search_by_key(&key_group, |(g, _)| *g) {
-            Ok(i) => &self.groups[i].1,
+            Ok(i) => &self.groups[i].1.chunks,
             Err(_) => &[],
         };
         chunks.iter().flat_map(|c| c.iter())
@@ -235,7 +238,7 @@ impl<K, V> Frozen<K, V> {
     pub fn iter(&self) -> impl Iterator<Item = (u32, &K, &V)> {
         self.groups
             .iter()
-            .flat_map(|(g, chunks)| chunks.iter().flat_map(move |c| c.iter().map(move |(k, v)| (*g, k, v))))
+            .flat_map(|(g, group)| group.chunks.iter().flat_map(move |c| c.iter().map(move |(k, v)| (*g, k, v))))
     }
 }
 

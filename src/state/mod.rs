@@ -21,8 +21,9 @@
 //! ## Backends
 //!
 //! Chosen per job (`EngineConfig::state_backend`, SQL `SET 'state.backend'`), see [`backend`]:
-//! - **memory** ([`memory`]): hash tables per state; values behind `Rc` so a handle can return
-//!   `&V` after the table borrow ends (the handle keeps the `Rc` it returned).
+//! - **memory** ([`memory`]): copy-on-write hash tables per state, partitioned by key group
+//!   ([`cow`]); values behind `Arc` so a handle can return `&V` after the table borrow ends
+//!   (the handle keeps the `Arc` it returned) and so a frozen snapshot view can share them.
 //! - **lsm** ([`lsm`]): one `weir-storage` store per keyed operator instance per shard, store
 //!   key `(key group, state id, key[, user key])` so a key group's state is one contiguous
 //!   range; a bounded write-back cache of decoded values in front (dirty entries reach the store
@@ -39,8 +40,11 @@
 //! [`KeyedSnapshot`], one section per key group (`KeyGroups::key_group(key.stable_hash())`),
 //! as [`codec::KeyedEntry::State`] entries carrying the stored bytes; the format is the same
 //! for both backends, so a snapshot restores on either and on any shard count
-//! ([`StateContext::restore`] takes whatever key groups the shard now owns). The LSM backend
-//! also has native incremental checkpoints ([`StateBackend::checkpoint`]).
+//! ([`StateContext::restore`] takes whatever key groups the shard now owns, decoding entries
+//! in place). In a job that checkpoints, the memory backend snapshots **asynchronously**
+//! ([`StateContext::begin_async_snapshot`], [`snapshot`]): the tables are frozen at the barrier
+//! and a snapshot thread writes the same format into a keyed state file. The LSM backend has
+//! native incremental checkpoints ([`StateBackend::begin_native_checkpoint`]).
 //!
 //! Metrics: every state registers an entry gauge under its name; [`StateContext::entry_counts`]
 //! reads them (memory: entries not yet cleaned up are counted; LSM: entries that expired

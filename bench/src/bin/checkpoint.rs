@@ -3,7 +3,9 @@
 //! over the keys as fast as the engine goes, checkpointing every `interval_ms`. Reports the
 //! checkpoint durations (p50/p99), the longest synchronous snapshot of any task (the data path's
 //! stall), the longest barrier alignment, the checkpoint size, and the time to recover (a second
-//! run restoring the last checkpoint: read it and rebuild the state).
+//! run restoring the last checkpoint: read it and rebuild the state). Each checkpoint's time is
+//! split into phases (barrier travel, snapshot incl. asynchronous parts, final write), and the
+//! machine's load average is recorded before and after (the machine is shared).
 //!
 //! `cargo run --release -p weir-bench --bin checkpoint -- --keys 8000000 --value-bytes 100`
 
@@ -35,6 +37,12 @@ struct Args {
     backend: String,
     #[arg(long, default_value = "target/bench-checkpoint")]
     dir: PathBuf,
+    /// Ring capacity in batches (in-flight data between shards; default: the engine's).
+    #[arg(long)]
+    ring_capacity_batches: Option<usize>,
+    /// In-flight bound per ring in ms of the receiver's consumption (0: off; default: the engine's).
+    #[arg(long)]
+    inflight_target_ms: Option<u64>,
 }
 
 /// Records `(key, sequence)` for keys `0..keys`, `rounds` times, split by `key % splits`.
@@ -126,6 +134,8 @@ fn job(args: &Args, restore: Option<PathBuf>) -> JobReport {
         restore_from: restore,
         state_backend: backend,
         state_dir: Some(args.dir.join("state")),
+        ring_capacity_batches: args.ring_capacity_batches.unwrap_or(EngineConfig::default().ring_capacity_batches),
+        inflight_target_ms: args.inflight_target_ms.unwrap_or(EngineConfig::default().inflight_target_ms),
         ..Default::default()
     });
     env.source(KeySweep {
@@ -194,6 +204,8 @@ fn main() {
     let recovery = full.map(|d| job(&args, Some(d)));
     let out = serde_json::json!({
         "keys": args.keys, "value_bytes": args.value_bytes, "backend": args.backend, "cores": args.cores,
+        "ring_capacity_batches": args.ring_capacity_batches.unwrap_or(EngineConfig::default().ring_capacity_batches),
+        "inflight_target_ms": args.inflight_target_ms.unwrap_or(EngineConfig::default().inflight_target_ms),
         "records_per_s": (args.keys * args.rounds) as f64 / report.elapsed.as_secs_f64(),
         "checkpoints": durations.len(), "duration_p50_ms": pct(0.5), "duration_p99_ms": pct(0.99),
         "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
