@@ -64,6 +64,13 @@ pub struct EngineConfig {
     /// `i % shards`; other scans read a file as one split. 0: never split. The ranges depend on
     /// the file's size only (not the shard count), so checkpoints restore on any shard count.
     pub file_split_bytes: u64,
+    /// A SQL scan that reads a lone file as one split in order (event-time queries) on more
+    /// than one shard: the other shards parse the file's chunks of about this size (aligned
+    /// to line starts) ahead, and the reading shard hands their rows out in file order, so
+    /// watermarks and late records stay exactly those of one in-order read. 0: off.
+    pub file_parse_chunk_bytes: u64,
+    /// Parsed chunks (of `file_parse_chunk_bytes`) a shard may hold ahead of the reading shard.
+    pub file_parse_ahead_chunks: usize,
     /// Largest accepted input line in bytes; longer lines are bad records.
     pub max_line_bytes: usize,
     /// A shard's reactor wakes at least this often (ms) to re-check its rings: bounds the
@@ -149,6 +156,8 @@ impl Default for EngineConfig {
             dead_letter_dir: None,
             file_read_chunk_bytes: 256 << 10,
             file_split_bytes: 16 << 20,
+            file_parse_chunk_bytes: 4 << 20,
+            file_parse_ahead_chunks: 4,
             max_line_bytes: 1 << 20,
             wakeup_tick_ms: 1,
             external_wakeup_ms: 10,
@@ -231,6 +240,9 @@ impl EngineConfig {
         }
         if self.file_read_chunk_bytes == 0 || self.file_read_chunk_bytes > 64 << 20 {
             return Err(format!("file_read_chunk_bytes = {} must be in 1..=67108864", self.file_read_chunk_bytes));
+        }
+        if self.file_parse_ahead_chunks == 0 || self.file_parse_ahead_chunks > 1024 {
+            return Err(format!("file_parse_ahead_chunks = {} must be in 1..=1024", self.file_parse_ahead_chunks));
         }
         if self.state_cache_bytes < 4096 {
             return Err(format!("state_cache_bytes = {} must be at least 4096", self.state_cache_bytes));

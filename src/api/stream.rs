@@ -244,6 +244,7 @@ impl<T: Send + 'static> SourceStream<T> {
                 split_ids.push(split);
                 split += ctx.shards;
             }
+            let work = source.shard_work(ctx)?;
             ctx.source_metrics = None;
             let env = StreamEnv::segment_env_with(ctx, &seg_name, metrics);
             let et = match &event_time {
@@ -253,7 +254,16 @@ impl<T: Send + 'static> SourceStream<T> {
                 },
                 None => EventTime::None,
             };
-            Ok(Box::pin(run_source(split_ids.into_iter().zip(readers).collect(), et, chain, env)))
+            let run = run_source(split_ids.into_iter().zip(readers).collect(), et, chain, env);
+            Ok(match work {
+                None => Box::pin(run),
+                Some(work) => Box::pin(async move {
+                    // Dropped (cancelled) with this task if the segment fails.
+                    let work = glommio::spawn_local(work);
+                    run.await?;
+                    work.await
+                }),
+            })
         });
         DataStream {
             env: self.env,

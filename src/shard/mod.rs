@@ -148,6 +148,10 @@ pub struct BuildCtx<'a> {
     pub(crate) checkpoint: Option<Arc<CheckpointControl>>,
     /// Flushers of two-phase-commit sinks: (index in `flushers`, sink operator name).
     pub(crate) committers: Vec<(usize, String)>,
+    /// Identifies the job attempt being built (unique in the process): shards that build
+    /// parts of one thing (a file read in order on one shard and parsed ahead on the others)
+    /// meet by it.
+    pub attempt: u64,
 }
 
 impl BuildCtx<'_> {

@@ -193,6 +193,8 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
     let shards = config.shard_count();
     let groups = KeyGroups::new(config.max_key_groups, shards as u32);
     let started = Instant::now();
+    static NEXT_ATTEMPT: AtomicU64 = AtomicU64::new(0);
+    let attempt = NEXT_ATTEMPT.fetch_add(1, Ordering::Relaxed);
 
     let mut coordinator = None;
     let mut control = None;
@@ -291,6 +293,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
                 let result = run_shard(
                     shard,
                     shards,
+                    attempt,
                     groups,
                     &graph,
                     &config,
@@ -365,6 +368,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
 async fn run_shard(
     shard: usize,
     shards: usize,
+    attempt: u64,
     groups: KeyGroups,
     graph: &JobGraph,
     config: &EngineConfig,
@@ -397,6 +401,7 @@ async fn run_shard(
             segment,
             checkpoint: control.clone(),
             committers: Vec::new(),
+            attempt,
         };
         let task = (seg.factory)(&mut ctx).map_err(|e| WeirError::Shard {
             shard,

@@ -76,4 +76,13 @@ pub trait Source<T>: Send + Sync + 'static {
     fn split_count(&self, shards: usize) -> Result<usize>;
     /// Create the reader of split `split` on the current shard.
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<T>>>;
+    /// Work this source does on the current shard besides reading its splits (e.g. parsing
+    /// parts of a file ahead for the shard that reads it in order), built with the shard's
+    /// readers. It runs as its own task beside the source's segment, which ends only after
+    /// it. It must end once its work is taken or its readers are gone, and report failures
+    /// through the readers (its `Err` fails the shard). Default: none.
+    fn shard_work(&self, ctx: &mut BuildCtx<'_>) -> Result<Option<LocalBoxFuture<'static, Result<()>>>> {
+        let _ = ctx;
+        Ok(None)
+    }
 }

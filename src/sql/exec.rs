@@ -472,7 +472,9 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
         Connector::S3(_) => env.source(super::source::s3_row_source(table.clone(), physical, post)?),
         _ => {
             let split_bytes = if SPLIT_FILES.with(|f| f.get()) { env.config().file_split_bytes } else { 0 };
-            env.source(RowFileSource::new(table.clone(), physical, post, split_bytes)?)
+            let source = RowFileSource::new(table.clone(), physical, post, split_bytes)?;
+            let config = env.config();
+            env.source(source.with_parallel_parse(config.file_parse_chunk_bytes, config.file_parse_ahead_chunks))
         }
     };
     Ok(match (table.rowtime, rowtime) {

@@ -39,6 +39,7 @@ pub mod expr;
 pub mod join;
 pub mod nexmark;
 pub mod over;
+pub(crate) mod parallel_file;
 pub mod parser;
 pub mod plan;
 pub mod proctime;

@@ -39,6 +39,8 @@ pub struct RowFileSource {
     /// Physical columns some operator reads; the others are not parsed (left NULL).
     needed: Arc<[bool]>,
     post: Arc<ScanPost>,
+    /// Parallel parsing of a lone whole file (see [`RowFileSource::with_parallel_parse`]).
+    parallel: Option<super::parallel_file::ParallelParse>,
 }
 
 /// The lines of `path` that start in `[start, end)` (`end` = `u64::MAX`: to the end of the file).
@@ -97,6 +99,7 @@ impl RowFileSource {
             splits,
             needed: needed.into(),
             post: Arc::new(post),
+            parallel: None,
         })
     }
 }
@@ -184,31 +187,110 @@ impl Source<Row> for RowFileSource {
     }
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
         let range = self.splits[split].clone();
-        Ok(Box::new(RowFileReader {
+        if let Some(parallel) = self.parallel.as_ref().filter(|_| ctx.shards > 1) {
+            let session = parallel.join(ctx);
+            return Ok(Box::new(super::parallel_file::OrderedFileReader::new(
+                session,
+                self.template(ctx),
+                range.path,
+                ctx.shard,
+            )));
+        }
+        Ok(Box::new(self.template(ctx).range(
+            range.path,
+            range.start,
+            range.end,
+            (range.start == 0).then_some(0),
+        )))
+    }
+
+    fn shard_work(&self, ctx: &mut BuildCtx<'_>) -> Result<Option<LocalBoxFuture<'static, Result<()>>>> {
+        let Some(parallel) = self.parallel.as_ref().filter(|_| ctx.shards > 1) else {
+            return Ok(None);
+        };
+        // The file is split 0, read by shard 0; every other shard parses chunks for it.
+        if ctx.shard == 0 {
+            return Ok(None);
+        }
+        let session = parallel.join(ctx);
+        let path = self.splits[0].path.clone();
+        Ok(Some(Box::pin(super::parallel_file::parse_ahead(session, self.template(ctx), path, ctx.shard))))
+    }
+}
+
+/// What it takes to build a [`RowFileReader`] for any byte range of the table's files on one
+/// shard.
+pub(crate) struct ReaderTemplate {
+    format: Format,
+    policy: ErrorPolicy,
+    max_line: usize,
+    metrics: Arc<OperatorMetrics>,
+    table: Arc<TableDef>,
+    needed: Arc<[bool]>,
+    post: Arc<ScanPost>,
+}
+
+impl ReaderTemplate {
+    /// A reader of the lines of `path` that start in `[start, end)`; `lines_before`: the lines
+    /// of the file before the range's first line, if known (else counted when a bad line
+    /// fails the job).
+    pub(crate) fn range(&self, path: PathBuf, start: u64, end: u64, lines_before: Option<u64>) -> RowFileReader {
+        RowFileReader {
             format: self.format,
-            path: range.path,
+            path,
             file: None,
             // A later range starts at its first line start: after the newline at or after
             // `start - 1` (the line running into the range belongs to the range before).
-            offset: range.start.saturating_sub(1),
-            skipping: range.start > 0,
-            range_start: range.start,
-            range_end: range.end,
-            lines_before: (range.start == 0).then_some(0),
+            offset: start.saturating_sub(1),
+            skipping: start > 0,
+            range_start: start,
+            range_end: end,
+            lines_before,
             pending: Vec::new(),
             start: 0,
             line_no: 0,
             eof: false,
             done: false,
-            policy: ctx.config.on_bad_record.clone(),
-            max_line: ctx.config.max_line_bytes,
-            metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
+            policy: self.policy.clone(),
+            max_line: self.max_line,
+            metrics: self.metrics.clone(),
             parser: RowParser::new(self.table.clone(), self.needed.clone(), self.post.clone()),
-        }))
+            row_ends: None,
+        }
     }
 }
 
-struct RowFileReader {
+impl RowFileSource {
+    fn template(&self, ctx: &mut BuildCtx<'_>) -> ReaderTemplate {
+        ReaderTemplate {
+            format: self.format,
+            policy: ctx.config.on_bad_record.clone(),
+            max_line: ctx.config.max_line_bytes,
+            metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
+            table: self.table.clone(),
+            needed: self.needed.clone(),
+            post: self.post.clone(),
+        }
+    }
+
+    /// Read a lone whole file (one split) in order on shard 0 while the other shards parse
+    /// its chunks of `chunk_bytes` ahead, at most `ahead` chunks each (see
+    /// [`super::parallel_file`]). No effect on byte-range splits, several files, files not
+    /// larger than one chunk, or `chunk_bytes = 0`.
+    pub fn with_parallel_parse(mut self, chunk_bytes: u64, ahead: usize) -> Self {
+        if chunk_bytes == 0 || ahead == 0 || self.splits.len() != 1 || self.splits[0].start != 0 || self.splits[0].end != u64::MAX {
+            return self;
+        }
+        let Ok(meta) = std::fs::metadata(&self.splits[0].path) else { return self };
+        if meta.len() <= chunk_bytes {
+            return self;
+        }
+        self.parallel = Some(super::parallel_file::ParallelParse::new(chunk_bytes, meta.len().div_ceil(chunk_bytes), ahead));
+        self
+    }
+}
+
+pub(crate) struct RowFileReader {
     format: Format,
     path: PathBuf,
     file: Option<BufferedFile>,
@@ -234,6 +316,9 @@ struct RowFileReader {
     max_line: usize,
     metrics: Arc<OperatorMetrics>,
     parser: RowParser,
+    /// When set, for every row handed out: the file offset after its line and the lines of
+    /// the range read through it (positions inside a chunk parsed ahead).
+    row_ends: Option<Vec<(u64, u64)>>,
 }
 
 /// Why a row is bad: the column (if known) and what was wrong.
@@ -882,12 +967,17 @@ impl SplitReader<Row> for RowFileReader {
                         let rest = &pending[self.start..];
                         let Some(nl) = memchr::memchr(b'\n', rest) else { break };
                         self.start += nl + 1;
+                        let before = out.len();
                         let res = if nl > self.max_line {
                             self.line_no += 1;
                             self.bad_line(None, format!("line longer than max_line_bytes = {}", self.max_line))
                         } else {
                             self.parse_line(&rest[..nl], out)
                         };
+                        if let Some(ends) = &mut self.row_ends {
+                            let end = base + self.start as u64;
+                            ends.extend(std::iter::repeat_n((end, self.line_no), out.len() - before));
+                        }
                         if let Err(e) = res {
                             self.pending = pending;
                             return Err(e);
@@ -905,7 +995,11 @@ impl SplitReader<Row> for RowFileReader {
                     let starts_at = self.offset - self.pending.len() as u64;
                     if !self.skipping && !self.pending.is_empty() && starts_at < self.range_end {
                         let line = std::mem::take(&mut self.pending);
+                        let before = out.len();
                         self.parse_line(&line, out)?;
+                        if let Some(ends) = &mut self.row_ends {
+                            ends.extend(std::iter::repeat_n((self.offset, self.line_no), out.len() - before));
+                        }
                     }
                     self.done = true;
                     return Ok(ReadStatus::Exhausted);
@@ -977,6 +1071,41 @@ impl SplitReader<Row> for RowFileReader {
 impl RowFileReader {
     fn is_whole_file(&self) -> bool {
         self.range_start == 0 && self.range_end == u64::MAX
+    }
+
+    /// Record the end offset and line count of every row handed out from now on.
+    pub(crate) fn track_rows(&mut self) {
+        self.row_ends = Some(Vec::new());
+    }
+
+    /// The recorded row ends (see [`RowFileReader::track_rows`]), taken.
+    pub(crate) fn take_row_ends(&mut self) -> Vec<(u64, u64)> {
+        self.row_ends.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Lines of the range read so far.
+    pub(crate) fn lines_read(&self) -> u64 {
+        self.line_no
+    }
+
+    /// The offset of the first unread line, once the range's first line was found (`None`
+    /// before).
+    pub(crate) fn unread_offset(&self) -> Option<u64> {
+        (!self.skipping).then(|| self.offset - (self.pending.len() - self.start) as u64)
+    }
+
+    /// After the range is exhausted: the offset of the first line after it (the end of the
+    /// file if none follows).
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.unread_offset().unwrap_or(self.offset)
+    }
+
+    /// Start reading at `offset`, a line start in the range, with `lines` of the range
+    /// already read (a restored position).
+    pub(crate) fn start_at(&mut self, offset: u64, lines: u64) {
+        self.offset = offset;
+        self.skipping = false;
+        self.line_no = lines;
     }
 }
 
