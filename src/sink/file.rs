@@ -134,11 +134,67 @@ impl<T: Serialize> Push<T> for FormatPush {
     fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
 }
 
+/// A file sink's push formatting records with its own encoder (e.g. SQL rows as CSV without
+/// serde): `encode` appends a batch's records to the buffer.
+pub(crate) struct EncodePush<E> {
+    encode: E,
+    buffer: SharedBuffer,
+    metrics: Arc<OperatorMetrics>,
+}
+
+impl<T, E: FnMut(&[T], &mut Vec<u8>) -> Result<()>> Push<T> for EncodePush<E> {
+    fn push(&mut self, batch: &mut Batch<T>) {
+        OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
+        let mut b = self.buffer.borrow_mut();
+        let b = &mut *b;
+        if b.error.is_none() {
+            if let Err(e) = (self.encode)(&batch.records, &mut b.bytes) {
+                b.error = Some(e);
+            }
+        }
+        batch.clear();
+    }
+    fn watermark(&mut self, _wm: Timestamp) {}
+    fn processing_time(&mut self, _now_ms: Timestamp) {}
+    fn end(&mut self) {}
+    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
+}
+
+impl FileSink {
+    /// Build this shard's instance with `encode` formatting the records (the file's format
+    /// must be what `encode` writes).
+    pub(crate) fn build_encoding<T: 'static, E: FnMut(&[T], &mut Vec<u8>) -> Result<()> + 'static>(
+        &self,
+        ctx: &mut BuildCtx<'_>,
+        operator_name: &str,
+        encode: E,
+    ) -> Result<Box<dyn Push<T>>> {
+        let buffer = self.start_writer(ctx, operator_name)?;
+        Ok(Box::new(EncodePush {
+            encode,
+            buffer,
+            metrics: ctx.operator_metrics(operator_name),
+        }))
+    }
+}
+
 impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
     fn name(&self) -> String {
         format!("filesystem:{}", self.dir.display())
     }
     fn build(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<Box<dyn Push<T>>> {
+        let buffer = self.start_writer(ctx, operator_name)?;
+        Ok(Box::new(FormatPush {
+            format: self.format,
+            buffer,
+            metrics: ctx.operator_metrics(operator_name),
+        }))
+    }
+}
+
+impl FileSink {
+    /// Register this shard's part-file writer (a flusher) and return the buffer it drains.
+    fn start_writer(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<SharedBuffer> {
         std::fs::create_dir_all(&self.dir).map_err(|e| WeirError::io("creating sink folder", &self.dir, e))?;
         let buffer = SharedBuffer::default();
         let mut writer = PartFileWriter {
@@ -170,11 +226,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
             }
             None => ctx.add_flusher(Box::new(writer)),
         }
-        Ok(Box::new(FormatPush {
-            format: self.format,
-            buffer,
-            metrics: ctx.operator_metrics(operator_name),
-        }))
+        Ok(buffer)
     }
 }
 

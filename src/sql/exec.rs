@@ -177,7 +177,7 @@ fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), Sq
         stream.map(move |row: Row| conv.iter().map(|e| e.eval(&row)).collect::<Row>())
     };
     match &job.sink.connector {
-        Connector::Filesystem { path, format: Format::Csv } => out.map(CsvRow).sink(FileSink::new(path.clone(), Format::Csv)),
+        Connector::Filesystem { path, format: Format::Csv } => out.sink(CsvFileSink(FileSink::new(path.clone(), Format::Csv))),
         Connector::Filesystem { path, format: Format::Json } => {
             let names: Arc<[String]> = job.sink.columns.iter().map(|(n, _)| n.clone()).collect();
             out.map(move |row| JsonRow { names: names.clone(), row })
@@ -366,6 +366,96 @@ impl Serialize for CsvRow {
             seq.serialize_element(buf.as_str())?;
         }
         seq.end()
+    }
+}
+
+/// Writes SQL rows as CSV lines exactly as the `csv` crate writes [`CsvRow`]s — fields quoted
+/// only when they hold `,`, `"`, `\r` or `\n`, quotes doubled, a record of one empty field
+/// written `""` — without serde or a text buffer per row, and reusing the text of a timestamp
+/// column that repeats from row to row (window bounds).
+#[derive(Default)]
+pub(crate) struct CsvRowEncoder {
+    /// Per column: the last timestamp written there (value, LTZ or not) and its text.
+    stamps: Vec<Option<(i64, bool, Box<[u8]>)>>,
+    scratch: String,
+}
+
+impl CsvRowEncoder {
+    /// Append `row` as one CSV line to `out`.
+    pub(crate) fn write(&mut self, row: &Row, out: &mut Vec<u8>) {
+        let start = out.len();
+        for (k, v) in row.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            match v {
+                Value::Null => {}
+                Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+                Value::Str(s) => write_csv_field(s.as_bytes(), out),
+                Value::Timestamp(ms) | Value::TimestampLtz(ms) => {
+                    let ltz = matches!(v, Value::TimestampLtz(_));
+                    if self.stamps.len() <= k {
+                        self.stamps.resize(k + 1, None);
+                    }
+                    let slot = &mut self.stamps[k];
+                    match slot {
+                        Some((last, was_ltz, text)) if *last == *ms && *was_ltz == ltz => out.extend_from_slice(text),
+                        _ => {
+                            self.scratch.clear();
+                            format_value(v, &mut self.scratch);
+                            write_csv_field(self.scratch.as_bytes(), out);
+                            *slot = Some((*ms, ltz, self.scratch.as_bytes().into()));
+                        }
+                    }
+                }
+                other => {
+                    self.scratch.clear();
+                    format_value(other, &mut self.scratch);
+                    write_csv_field(self.scratch.as_bytes(), out);
+                }
+            }
+        }
+        if row.len() <= 1 && out.len() == start {
+            out.extend_from_slice(b"\"\"");
+        }
+        out.push(b'\n');
+    }
+}
+
+/// One CSV field, quoted if it holds a delimiter, quote or line break (the `csv` crate's
+/// `QuoteStyle::Necessary`).
+#[inline]
+fn write_csv_field(text: &[u8], out: &mut Vec<u8>) {
+    if !text.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+        out.extend_from_slice(text);
+        return;
+    }
+    out.push(b'"');
+    for &b in text {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// A `filesystem` CSV sink table: rows written by [`CsvRowEncoder`] (the same bytes as
+/// [`CsvRow`] through the `csv` crate).
+pub(crate) struct CsvFileSink(pub FileSink);
+
+impl crate::sink::Sink<Row> for CsvFileSink {
+    fn name(&self) -> String {
+        format!("filesystem:{}", self.0.dir.display())
+    }
+    fn build(&self, ctx: &mut crate::shard::BuildCtx<'_>, operator_name: &str) -> crate::error::Result<Box<dyn Push<Row>>> {
+        let mut encoder = CsvRowEncoder::default();
+        self.0.build_encoding(ctx, operator_name, move |rows: &[Row], out: &mut Vec<u8>| {
+            for row in rows {
+                encoder.write(row, out);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -1412,6 +1502,63 @@ mod tests {
     use std::collections::HashMap;
 
     use crate::config::EngineConfig;
+
+    /// The direct CSV encoder writes the bytes the `csv` crate writes for the same rows,
+    /// including quoting, one-empty-field records and repeated timestamps.
+    #[test]
+    fn csv_encoder_writes_what_the_csv_crate_writes() {
+        use super::super::types::{Row, Str, Value};
+        let s = |t: &str| Value::Str(Str::from(t));
+        let rows: Vec<Row> = vec![
+            [
+                Value::Int(-3),
+                Value::Timestamp(1_700_000_000_000),
+                Value::TimestampLtz(1_700_000_000_001),
+                Value::Null,
+            ]
+            .into_iter()
+            .collect(),
+            [
+                Value::Int(4),
+                Value::Timestamp(1_700_000_000_000),
+                Value::TimestampLtz(1_700_000_000_001),
+                Value::Int(0),
+            ]
+            .into_iter()
+            .collect(),
+            [
+                Value::Int(4),
+                Value::TimestampLtz(1_700_000_000_000),
+                Value::Timestamp(1_700_000_000_001),
+                Value::Int(0),
+            ]
+            .into_iter()
+            .collect(),
+            [s("a,b"), s("say \"hi\""), s("two\nlines"), s("cr\r")].into_iter().collect(),
+            [s(""), Value::Null, Value::Bool(true), Value::Double(1.0e7)].into_iter().collect(),
+            [s("")].into_iter().collect(),
+            [Value::Null].into_iter().collect(),
+            [
+                Value::Decimal(-12340, 3),
+                Value::Double(f64::NAN),
+                Value::Timestamp(-62_200_000_000_000),
+                s("é,ü"),
+            ]
+            .into_iter()
+            .collect(),
+        ];
+        let mut want = csv::WriterBuilder::new().has_headers(false).flexible(true).from_writer(Vec::new());
+        for r in &rows {
+            want.serialize(super::CsvRow(r.clone())).unwrap();
+        }
+        let want = want.into_inner().unwrap();
+        let mut got = Vec::new();
+        let mut encoder = super::CsvRowEncoder::default();
+        for r in &rows {
+            encoder.write(r, &mut got);
+        }
+        assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+    }
 
     #[test]
     fn explain_names_operators_keys_edges_and_segments() {
