@@ -376,9 +376,12 @@ impl Serialize for CsvRow {
 #[derive(Default)]
 pub(crate) struct CsvRowEncoder {
     /// Per column: the last timestamp written there (value, LTZ or not) and its text.
-    stamps: Vec<Option<(i64, bool, Box<[u8]>)>>,
+    stamps: Vec<Option<StampText>>,
     scratch: String,
 }
+
+/// A timestamp value (milliseconds, LTZ or not) and its CSV text.
+type StampText = (i64, bool, Box<[u8]>);
 
 impl CsvRowEncoder {
     /// Append `row` as one CSV line to `out`.
