@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use super::java_random::JavaRandom;
+use super::java_random::{JavaRandom, LANES};
 
 /// Reference `PersonGenerator.US_STATES`.
 pub const US_STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
@@ -118,17 +118,33 @@ pub fn next_exact_bytes(random: &mut JavaRandom, length: i32, out: &mut Vec<u8>)
     }
     let start = out.len();
     out.resize(start + length as usize, 0);
-    for chunk in out[start..].chunks_mut(6) {
-        // Java's `'a' + rnd % 26`, `rnd /= 26` (both truncate toward zero), on the magnitude:
-        // two base-26 digits per step through a table of the 676 pairs.
-        let rnd = random.next_int();
-        let mut a = rnd.unsigned_abs();
+    // Java's `'a' + rnd % 26`, `rnd /= 26` (both truncate toward zero), on the magnitude: two
+    // base-26 digits per step through a table of the 676 pairs, six letters per draw.
+    let six = |rnd: i32| -> [u8; 6] {
+        let a = rnd.unsigned_abs();
         let pairs = if rnd < 0 { &PAIRS_BELOW } else { &PAIRS_ABOVE };
-        for two in chunk.chunks_mut(2) {
-            let p = pairs[(a % 676) as usize];
-            two.copy_from_slice(&p[..two.len()]);
-            a /= 676;
+        let (p0, p1, p2) = (
+            pairs[(a % 676) as usize],
+            pairs[(a / 676 % 676) as usize],
+            pairs[(a / (676 * 676) % 676) as usize],
+        );
+        [p0[0], p0[1], p1[0], p1[1], p2[0], p2[1]]
+    };
+    // Draws taken side by side (one draw per six letters, the same draws in the same order).
+    let mut groups = out[start..].chunks_exact_mut(6 * LANES);
+    for group in &mut groups {
+        for (chunk, rnd) in group.chunks_exact_mut(6).zip(random.next_ints()) {
+            chunk.copy_from_slice(&six(rnd));
         }
+    }
+    let mut chunks = groups.into_remainder().chunks_exact_mut(6);
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(&six(random.next_int()));
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let letters = six(random.next_int());
+        rest.copy_from_slice(&letters[..rest.len()]);
     }
 }
 
