@@ -646,6 +646,37 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             let p = Arc::new(predicate.clone());
             build(env, input, &need)?.filter(move |r: &Row| p.test(r))
         }
+        Plan::Project { input: tvf, exprs } if TvfProjectOp::fuses(tvf, exprs) => {
+            let Plan::WindowTvf { input, assigner, proctime } = &tvf.plan else {
+                unreachable!("checked by fuses")
+            };
+            let exprs = pruned(exprs, needed);
+            let width = width_of(input);
+            let rt = input.rowtime.unwrap_or(0);
+            let mut need = vec![false; width];
+            for e in &exprs {
+                mark(e, &mut need);
+            }
+            if let Some(x) = need.get_mut(rt) {
+                *x = true;
+            }
+            // PROCTIME() is a TIMESTAMP_LTZ(3).
+            let ltz = *proctime || matches!(input.scope.columns.get(rt).map(|c| c.ty), Some(SqlType::TimestampLtz(_)));
+            let slots: Arc<[TvfSlot]> = TvfProjectOp::slots(&exprs, width).into();
+            let (a, proctime) = (*assigner, *proctime);
+            build(env, input, &need)?.then("window_tvf", move |ctx, _, down| {
+                Ok(Box::new(TvfProjectOp {
+                    assigner: a,
+                    proctime,
+                    ltz,
+                    rowtime: rt,
+                    slots: slots.clone(),
+                    batch_size: ctx.config.batch_size,
+                    buf: crate::batch::Batch::with_capacity(ctx.config.batch_size),
+                    down,
+                }))
+            })
+        }
         Plan::Project { input, exprs } => {
             let exprs = pruned(exprs, needed);
             let mut need = vec![false; width_of(input)];
@@ -902,8 +933,27 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
                 }
             }
             no_scale_out(env, "interval joins")?;
-            let l = build(env, left, &need_l)?;
-            let r = build(env, right, &need_r)?;
+            let mut l = build(env, left, &need_l)?;
+            let mut r = build(env, right, &need_r)?;
+            // A side joined on its value = a window MAX over its own rows: rows below a maximum
+            // already seen cannot match (see `super::prune`). Never on a preserved side.
+            use super::ast::JoinKind;
+            if matches!(kind, JoinKind::Inner | JoinKind::Right) {
+                if let Some(value) = super::prune::prunable(left, left_keys, right, right_keys) {
+                    let end = *left_end;
+                    l = l.then("window_join:max_prune", move |ctx, name, down| {
+                        Ok(Box::new(super::prune::MaxPruneOp::new(value, end, ctx.operator_metrics(name), down)))
+                    });
+                }
+            }
+            if matches!(kind, JoinKind::Inner | JoinKind::Left) {
+                if let Some(value) = super::prune::prunable(right, right_keys, left, left_keys) {
+                    let end = *right_end;
+                    r = r.then("window_join:max_prune", move |ctx, name, down| {
+                        Ok(Box::new(super::prune::MaxPruneOp::new(value, end, ctx.operator_metrics(name), down)))
+                    });
+                }
+            }
             let lk: Arc<[Expr]> = left_keys.clone().into();
             let rk: Arc<[Expr]> = right_keys.clone().into();
             let (le, re) = (*left_end, *right_end);
@@ -937,6 +987,122 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             DataStream { env: env.clone(), tail, name }
         }
     })
+}
+
+/// One output column of a window TVF fused with the projection over it.
+#[derive(Clone, Debug)]
+enum TvfSlot {
+    /// An input column read by this slot only (moved out for the row's last window).
+    Move(usize),
+    /// An input column read by several slots (cloned).
+    Copy(usize),
+    Start,
+    End,
+    Time,
+    Const(Value),
+}
+
+/// A window TVF (TUMBLE, HOP, CUMULATE) and the column projection over its result as one
+/// operator: each input row becomes one output row per window, built straight from the input
+/// row and the window bounds (no wide intermediate row, no per-row list of rows), in the
+/// order and with the timestamps of the unfused pair.
+struct TvfProjectOp {
+    assigner: WindowAssigner,
+    proctime: bool,
+    ltz: bool,
+    rowtime: usize,
+    slots: Arc<[TvfSlot]>,
+    batch_size: usize,
+    buf: crate::batch::Batch<Row>,
+    down: Box<dyn Push<Row>>,
+}
+
+impl TvfProjectOp {
+    /// Whether `Project { exprs }` over `tvf` can be fused: a non-SESSION window TVF and a
+    /// projection that only picks columns (or constants).
+    fn fuses(tvf: &Rel, exprs: &[Expr]) -> bool {
+        matches!(&tvf.plan, Plan::WindowTvf { assigner, .. } if !matches!(assigner, WindowAssigner::Session { .. }))
+            && exprs.iter().all(|e| matches!(e, Expr::Col(_) | Expr::Lit(_)))
+    }
+
+    fn slots(exprs: &[Expr], width: usize) -> Vec<TvfSlot> {
+        let uses = |c: usize| exprs.iter().filter(|e| matches!(e, Expr::Col(k) if *k == c)).count();
+        exprs
+            .iter()
+            .map(|e| match e {
+                Expr::Col(c) if *c < width && uses(*c) == 1 => TvfSlot::Move(*c),
+                Expr::Col(c) if *c < width => TvfSlot::Copy(*c),
+                Expr::Col(c) if *c == width => TvfSlot::Start,
+                Expr::Col(c) if *c == width + 1 => TvfSlot::End,
+                Expr::Col(_) => TvfSlot::Time,
+                Expr::Lit(v) => TvfSlot::Const(v.clone()),
+                _ => TvfSlot::Const(Value::Null),
+            })
+            .collect()
+    }
+}
+
+impl crate::batch::InOrder<Row> for TvfProjectOp {
+    fn on_watermark(&mut self, wm: Timestamp) {
+        self.buf.mark(wm);
+    }
+
+    fn on_record(&mut self, mut record: Row, ts: Timestamp) {
+        // Processing-time windows: the row's window is where the clock stands now.
+        let at = if self.proctime {
+            crate::time::processing_now_ms()
+        } else {
+            ts_of(&record[self.rowtime])
+        };
+        let mut windows: SmallVec<[(i64, i64); 4]> = SmallVec::new();
+        self.assigner.for_each_window(at, |s, e| windows.push((s, e)));
+        let last = windows.len().saturating_sub(1);
+        for (k, (s, e)) in windows.into_iter().enumerate() {
+            let wt = if self.ltz { Value::TimestampLtz(e - 1) } else { Value::Timestamp(e - 1) };
+            let row: Row = self
+                .slots
+                .iter()
+                .map(|slot| match slot {
+                    TvfSlot::Move(c) if k == last => std::mem::take(&mut record[*c]),
+                    TvfSlot::Move(c) | TvfSlot::Copy(c) => record[*c].clone(),
+                    TvfSlot::Start => Value::Timestamp(s),
+                    TvfSlot::End => Value::Timestamp(e),
+                    TvfSlot::Time => wt.clone(),
+                    TvfSlot::Const(v) => v.clone(),
+                })
+                .collect();
+            self.buf.push(row, ts);
+        }
+        if self.buf.len() >= self.batch_size {
+            self.down.push(&mut self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+impl Push<Row> for TvfProjectOp {
+    fn push(&mut self, batch: &mut crate::batch::Batch<Row>) {
+        batch.drain_in_order(self);
+        if !self.buf.is_void() {
+            self.down.push(&mut self.buf);
+            self.buf.clear();
+        }
+    }
+    fn watermark(&mut self, wm: Timestamp) {
+        self.down.watermark(wm)
+    }
+    fn processing_time(&mut self, now_ms: Timestamp) {
+        self.down.processing_time(now_ms)
+    }
+    fn end(&mut self) {
+        self.down.end()
+    }
+    fn idle(&mut self) {
+        self.down.idle()
+    }
+    fn barrier(&mut self, epoch: u64, snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {
+        self.down.barrier(epoch, snapshot)
+    }
 }
 
 /// A SESSION window aggregate: the engine's session window operator over `KeyRow` keys, its
@@ -1471,6 +1637,8 @@ pub(super) fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Ve
             left,
             right,
             kind,
+            left_keys,
+            right_keys,
             key_texts,
             residual_text,
             ..
@@ -1481,10 +1649,20 @@ pub(super) fn describe(rel: &Rel, depth: usize, out: &mut String, edges: &mut Ve
                 key_texts.join(" AND "),
                 residual_text.as_ref().map(|r| format!(" where {r}")).unwrap_or_default()
             );
-            let _ = writeln!(out, "{pad}  <- left: hash exchange by [window_end, equi keys]");
+            use super::ast::JoinKind;
+            let prune = |side: &Rel, keys: &[Expr], other: &Rel, other_keys: &[Expr], allowed: bool| {
+                if allowed && super::prune::prunable(side, keys, other, other_keys).is_some() {
+                    " (rows below their window's running maximum dropped first)"
+                } else {
+                    ""
+                }
+            };
+            let left_prune = prune(left, left_keys, right, right_keys, matches!(kind, JoinKind::Inner | JoinKind::Right));
+            let right_prune = prune(right, right_keys, left, left_keys, matches!(kind, JoinKind::Inner | JoinKind::Left));
+            let _ = writeln!(out, "{pad}  <- left: hash exchange by [window_end, equi keys]{left_prune}");
             edges.push("hash by [window_end, equi keys] into window_join (left)".into());
             describe(left, depth + 2, out, edges);
-            let _ = writeln!(out, "{pad}  <- right: hash exchange by [window_end, equi keys]");
+            let _ = writeln!(out, "{pad}  <- right: hash exchange by [window_end, equi keys]{right_prune}");
             edges.push("hash by [window_end, equi keys] into window_join (right)".into());
             describe(right, depth + 2, out, edges);
         }

@@ -43,6 +43,7 @@ pub(crate) mod parallel_file;
 pub mod parser;
 pub mod plan;
 pub mod proctime;
+pub(crate) mod prune;
 pub mod rank;
 pub mod source;
 pub mod streams;
