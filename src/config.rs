@@ -80,6 +80,10 @@ pub struct EngineConfig {
     /// executor's eventfd rather than a glommio timer: the backstop for a reactor whose own
     /// timers stop firing (glommio 0.9 on some VMs; see `shard::external_wakeups`).
     pub external_wakeup_ms: u64,
+    /// A shard whose reactor made no progress for this long (ms) is interrupted with a signal
+    /// (its parked `io_uring_enter` returns), and the stall is logged: the backstop for a
+    /// reactor the eventfd wake-up does not reach (see `shard::wakeups`).
+    pub reactor_kick_ms: u64,
     /// Rolling size of filesystem sink part files.
     pub sink_part_file_bytes: u64,
     /// `execution.checkpointing.interval` (ms); 0 turns checkpointing off.
@@ -161,6 +165,7 @@ impl Default for EngineConfig {
             max_line_bytes: 1 << 20,
             wakeup_tick_ms: 1,
             external_wakeup_ms: 10,
+            reactor_kick_ms: 200,
             sink_part_file_bytes: 128 << 20,
             checkpoint_interval_ms: 0,
             checkpoint_dir: None,
@@ -225,6 +230,12 @@ impl EngineConfig {
         }
         if self.external_wakeup_ms == 0 || self.external_wakeup_ms > 1_000 {
             return Err(format!("external_wakeup_ms = {} must be in 1..=1000", self.external_wakeup_ms));
+        }
+        if self.reactor_kick_ms < self.external_wakeup_ms || self.reactor_kick_ms > 600_000 {
+            return Err(format!(
+                "reactor_kick_ms = {} must be at least external_wakeup_ms ({}) and at most 600000",
+                self.reactor_kick_ms, self.external_wakeup_ms
+            ));
         }
         if self.wakeup_tick_ms == 0 || self.wakeup_tick_ms > 1_000 {
             return Err(format!("wakeup_tick_ms = {} must be in 1..=1000", self.wakeup_tick_ms));

@@ -62,6 +62,9 @@ pub struct JobOptions {
     pub sink: SinkSpec,
     /// Watermark delay (ms).
     pub out_of_orderness_ms: i64,
+    /// Generator splits (0: one per shard). A fixed count lets a checkpoint or savepoint
+    /// restore on a different number of shards.
+    pub splits: usize,
 }
 
 impl Default for JobOptions {
@@ -71,6 +74,7 @@ impl Default for JobOptions {
             rate_per_second: None,
             sink: SinkSpec::Blackhole,
             out_of_orderness_ms: 4_000,
+            splits: 0,
         }
     }
 }
@@ -133,7 +137,10 @@ pub fn build(env: &StreamEnv, name: &str, options: &JobOptions) -> Result<()> {
     }
     config.validate().map_err(|e| WeirError::Config(format!("nexmark generator: {e}")))?;
     let bids = env
-        .source(NexmarkBidSource::new(config))
+        .source(NexmarkBidSource {
+            config,
+            splits: options.splits,
+        })
         .assign_timestamps_and_watermarks(WatermarkStrategy::bounded_out_of_orderness(options.out_of_orderness_ms), |b: &BidFields| {
             b.date_time
         });

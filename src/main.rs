@@ -177,6 +177,9 @@ struct CheckRestoreArgs {
     /// SQL script variable `${NAME}` = VALUE (repeatable).
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// Generator splits of a built-in job, as it would run (0: one per shard).
+    #[arg(long, default_value_t = 0)]
+    splits: usize,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -330,6 +333,10 @@ struct RunArgs {
     /// Watermark delay in ms (bounded out-of-orderness).
     #[arg(long, default_value_t = 4_000)]
     out_of_orderness_ms: i64,
+    /// Generator splits of a built-in job (0: one per shard). Fix it (e.g. 4) to restore a
+    /// checkpoint or savepoint on a different number of shards.
+    #[arg(long, default_value_t = 0)]
+    splits: usize,
     /// Serve metrics (/metrics), status (/api/status) and a dashboard (/) on this address while
     /// the job runs, e.g. 127.0.0.1:8081 (port 0: pick one; the address is printed).
     #[arg(long, value_name = "ADDR")]
@@ -408,6 +415,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         rate_per_second: args.rate,
         sink: args.sink.clone(),
         out_of_orderness_ms: args.out_of_orderness_ms,
+        splits: args.splits,
     };
     let env = build_job(&args.job, &args.vars, config, &options)?;
     let mut config = env.config().clone();
@@ -543,6 +551,7 @@ fn submit(args: &RunArgs, daemon: &DaemonAddress) -> Result<(), String> {
             rate: args.rate,
             sink: Some(sink),
             out_of_orderness_ms: Some(args.out_of_orderness_ms),
+            splits: Some(args.splits),
             vars,
             engine,
             restore: restore.clone(),
@@ -941,6 +950,7 @@ fn check_restore(args: CheckRestoreArgs) -> Result<(), String> {
         rate_per_second: None,
         sink: SinkSpec::Blackhole,
         out_of_orderness_ms: 4_000,
+        splits: args.splits,
     };
     let env = build_job(&args.job, &args.vars, config, &options)?;
     let config = env.config().clone();

@@ -146,6 +146,7 @@ fn chromium_renders_the_dashboard_of_a_running_job() {
         rate_per_second: Some(50_000),
         sink: SinkSpec::Blackhole,
         out_of_orderness_ms: 1_000,
+        splits: 0,
     };
     weir::jobs::build(&env, "tumble-count", &options).expect("built-in job");
     let (tx, rx) = mpsc::channel();

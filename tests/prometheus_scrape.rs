@@ -82,6 +82,7 @@ fn prometheus_scrapes_a_running_job() {
         rate_per_second: Some(50_000),
         sink: SinkSpec::Blackhole,
         out_of_orderness_ms: 1_000,
+        splits: 0,
     };
     weir::jobs::build(&env, "tumble-count", &options).expect("built-in job");
     let (tx, rx) = mpsc::channel();

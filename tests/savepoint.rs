@@ -1,7 +1,8 @@
-//! Savepoints from the command line: `weir savepoint --stop` takes a savepoint of a running
-//! job through its control API and stops it; `weir check-restore` says whether a job can
-//! restore from it (and why not); `weir run --restore <savepoint>` finishes the job, and the
-//! committed output equals an uninterrupted run's.
+//! Savepoints from the command line, with rescaling: `weir savepoint --stop` takes a savepoint
+//! of a job running on 4 shards through its control API and stops it; `weir check-restore`
+//! says whether a job can restore from it (and why not); `weir run --restore <savepoint>` on
+//! 1, 2 and 3 shards finishes the job, and each time the committed output equals an
+//! uninterrupted run's.
 
 mod common;
 
@@ -12,18 +13,29 @@ fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
-const JOB: [&str; 10] = [
-    "run",
-    "tumble-count",
-    "--events",
-    "2000000",
-    "--rate",
-    "1000000",
-    "--cores",
-    "2",
-    "--no-pin",
-    "--sink",
-];
+/// The job without its shard count and sink; four generator splits whatever the shards, so
+/// its savepoints restore on any shard count.
+const JOB: [&str; 9] = ["run", "tumble-count", "--events", "2000000", "--rate", "1000000", "--splits", "4", "--no-pin"];
+
+/// Put `base` back exactly as `pristine` (restores run in place: a file sink's name, and so
+/// the match of its pending output, includes its folder).
+fn reset_from(pristine: &std::path::Path, base: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(base);
+    copy_tree(pristine, base);
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
 
 #[test]
 fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
@@ -31,6 +43,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     let reference = tmp.path().join("reference");
     let out = weir()
         .args(JOB)
+        .args(["--cores", "4", "--sink"])
         .arg(format!("csv:{}", reference.display()))
         .arg("--no-checkpoints")
         .output()
@@ -44,7 +57,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     let mut job = weir()
         .current_dir(&run)
         .args(JOB)
-        .args(["csv:out", "--http", "127.0.0.1:0"])
+        .args(["--cores", "4", "--sink", "csv:out", "--http", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -75,7 +88,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     // Compatible with the same job; not with different key groups.
     let check = weir()
         .current_dir(&run)
-        .args(["check-restore", "tumble-count", "--from"])
+        .args(["check-restore", "tumble-count", "--splits", "4", "--from"])
         .arg(&savepoint)
         .output()
         .unwrap();
@@ -83,7 +96,7 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     assert!(String::from_utf8_lossy(&check.stdout).contains("can restore: yes"));
     let check = weir()
         .current_dir(&run)
-        .args(["check-restore", "tumble-count", "--max-key-groups", "64", "--from"])
+        .args(["check-restore", "tumble-count", "--splits", "4", "--max-key-groups", "64", "--from"])
         .arg(&savepoint)
         .output()
         .unwrap();
@@ -94,14 +107,22 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
         String::from_utf8_lossy(&check.stdout)
     );
 
-    let resumed = weir()
-        .current_dir(&run)
-        .args(JOB)
-        .arg("csv:out")
-        .arg("--restore")
-        .arg(&savepoint)
-        .output()
-        .unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
-    assert_eq!(common::committed_lines(&run.join("out")), expected, "savepoint + resume = uninterrupted run");
+    let pristine = tmp.path().join("pristine");
+    copy_tree(&run, &pristine);
+    for cores in ["1", "2", "3"] {
+        reset_from(&pristine, &run);
+        let resumed = weir()
+            .current_dir(&run)
+            .args(JOB)
+            .args(["--cores", cores, "--sink", "csv:out", "--restore"])
+            .arg(&savepoint)
+            .output()
+            .unwrap();
+        assert!(resumed.status.success(), "{cores} shards: {}", String::from_utf8_lossy(&resumed.stderr));
+        assert_eq!(
+            common::committed_lines(&run.join("out")),
+            expected,
+            "savepoint on 4 shards + resume on {cores} = uninterrupted run"
+        );
+    }
 }

@@ -270,6 +270,8 @@ pub struct Submission {
     pub rate: Option<u64>,
     pub sink: Option<String>,
     pub out_of_orderness_ms: Option<i64>,
+    /// Generator splits of a built-in job (0 or absent: one per shard).
+    pub splits: Option<usize>,
     /// Script variables `${NAME}`.
     pub vars: BTreeMap<String, String>,
     pub engine: EngineOverrides,
@@ -391,6 +393,7 @@ impl Daemon {
                         None => defaults.sink,
                     },
                     out_of_orderness_ms: sub.out_of_orderness_ms.unwrap_or(defaults.out_of_orderness_ms),
+                    splits: sub.splits.unwrap_or(defaults.splits),
                 };
                 let env = crate::api::StreamEnv::new(config);
                 crate::jobs::build(&env, builtin, &options).map_err(|e| refuse(400, e.to_string()))?;

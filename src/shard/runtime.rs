@@ -261,8 +261,12 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
     let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
     // Dropped (thread stopped) when this function returns, after every shard joined.
-    let wakeups = ExternalWakeups::start(shards, Duration::from_millis(config.external_wakeup_ms))
-        .map_err(|e| WeirError::Other(format!("starting the shard wake-up thread: {e}")))?;
+    let wakeups = ExternalWakeups::start(
+        shards,
+        Duration::from_millis(config.external_wakeup_ms),
+        Duration::from_millis(config.reactor_kick_ms),
+    )
+    .map_err(|e| WeirError::Other(format!("starting the shard wake-up thread: {e}")))?;
     for (shard, mut edges) in per_shard.into_iter().enumerate() {
         let wakeup = wakeups.slot(shard);
         let graph = graph.clone();
@@ -410,6 +414,9 @@ async fn run_shard(
         tasks.push(glommio::spawn_local(task));
     }
     built();
+    // From here the wake-up thread may interrupt this thread when it makes no progress;
+    // detached when this function returns, on this thread, before the executor's thread ends.
+    let _attached = wakeup.attach_current_thread();
     // The shard ends when every task ended, at the first task error (the other tasks are
     // dropped, closing their rings), or when another shard failed. The watcher's timer also
     // wakes the reactor every tick: the guard against glommio's lost cross-core wakeups (see

@@ -195,12 +195,26 @@ fn main() {
     // finished hold only final positions).
     let full = dirs
         .iter()
-        .max_by_key(|d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes())
+        .max_by_key(|d| (dir_bytes(d), weir::checkpoint::files::read_meta(d).unwrap().total_bytes()))
         .cloned();
     let state_bytes = full.as_ref().map_or(0, |d| weir::checkpoint::files::read_meta(d).unwrap().total_bytes());
     // On disk: the state file plus, with the LSM backend, the exported store files (hard links
     // shared with the previous checkpoint: the full size of one checkpoint).
     let on_disk = full.as_ref().map_or(0, |d| dir_bytes(d));
+    // Incremental size: for each retained checkpoint after the first, the bytes of its files
+    // that the retained checkpoint before it does not share (hard links share inodes). The
+    // memory backend writes everything each time.
+    let incremental: Vec<u64> = dirs
+        .windows(2)
+        .map(|pair| {
+            let previous = inodes(&pair[0]);
+            inodes(&pair[1])
+                .into_iter()
+                .filter(|(ino, _)| !previous.contains_key(ino))
+                .map(|(_, len)| len)
+                .sum()
+        })
+        .collect();
     let recovery = full.map(|d| job(&args, Some(d)));
     let out = serde_json::json!({
         "keys": args.keys, "value_bytes": args.value_bytes, "backend": args.backend, "cores": args.cores,
@@ -209,11 +223,28 @@ fn main() {
         "records_per_s": (args.keys * args.rounds) as f64 / report.elapsed.as_secs_f64(),
         "checkpoints": durations.len(), "duration_p50_ms": pct(0.5), "duration_p99_ms": pct(0.99),
         "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
-        "checkpoint_bytes": state_bytes, "checkpoint_dir_bytes": on_disk, "aborted": c.aborted,
+        "checkpoint_bytes": state_bytes, "checkpoint_dir_bytes": on_disk,
+        "incremental_bytes": incremental, "aborted": c.aborted,
         "recovery_startup_ms": recovery.as_ref().map(|r| r.startup_ms),
         "phases": phases, "durations_ms": c.durations_ms, "load_average_before": load_before, "load_average_after": load_average(),
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
+}
+
+/// Every file below `dir`: inode → bytes.
+fn inodes(dir: &std::path::Path) -> std::collections::HashMap<u64, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::HashMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(inodes(&p));
+        } else if let Ok(m) = std::fs::metadata(&p) {
+            out.insert(m.ino(), m.len());
+        }
+    }
+    out
 }
 
 /// Bytes of every file below `dir`.
