@@ -6,9 +6,10 @@
 //! lone file is then parsed by one shard while the others wait. Here the file is cut into
 //! chunks of `file_parse_chunk_bytes`: chunk `k` holds the lines that start in
 //! `[k·C, (k+1)·C)` (the rule of byte-range splits, see [`super::source`]). The reading shard
-//! (shard 0, which reads split 0) parses the first chunk it reads and every chunk `k` with
-//! `k % shards == 0` itself; shard `j ≠ 0` parses chunks `k % shards == j` into rows and queues
-//! them, at most `file_parse_ahead_chunks` ahead. The reader takes chunk after chunk in file
+//! (shard 0, which reads split 0) parses the first chunk it reads and one chunk in every
+//! `2·shards − 1` itself (it also stamps and routes every row, so it takes half a helper's
+//! share); shard `j ≠ 0` parses two chunks in every `2·shards − 1` (see
+//! [`Session::parser_of`]) into rows and queues them, at most `file_parse_ahead_chunks` ahead. The reader takes chunk after chunk in file
 //! order, from its own parsing or from the queue of the shard that parsed it, so the rows it
 //! hands out — and therefore timestamps, watermarks and late records — are exactly those of
 //! one in-order read.
@@ -120,6 +121,15 @@ impl Session {
         (k * self.chunk_bytes, end)
     }
 
+    /// The shard that parses chunk `k` (unless it is the reader's first): in every period of
+    /// `2·shards − 1` chunks, the first for the reading shard 0, two each for the others.
+    fn parser_of(&self, k: u64) -> usize {
+        match k % (2 * self.shards - 1) {
+            0 => 0,
+            r => (1 + (r - 1) / 2) as usize,
+        }
+    }
+
     fn publish_start(&self, first: u64) {
         self.start.store(first, Ordering::Release);
         self.started.iter().for_each(AtomicWaker::wake);
@@ -226,11 +236,11 @@ struct ParsedChunk {
 pub(crate) fn parse_ahead(session: Arc<Session>, template: ReaderTemplate, path: PathBuf, shard: usize) -> LocalBoxFuture<'static, Result<()>> {
     Box::pin(async move {
         let Some(start) = session.wait_start(shard).await else { return Ok(()) };
-        let shards = session.shards;
-        let me = shard as u64;
-        let mut k = start + (me + shards - start % shards) % shards;
         let mut expected_rows = 0usize;
-        while k < session.chunks {
+        for k in start..session.chunks {
+            if session.parser_of(k) != shard {
+                continue;
+            }
             let (from, to) = session.chunk_range(k);
             let mut reader = template.range(path.clone(), from, to, Some(0));
             reader.track_rows();
@@ -267,7 +277,6 @@ pub(crate) fn parse_ahead(session: Arc<Session>, template: ReaderTemplate, path:
             if !session.queues[shard].push(chunk, &session).await || failed {
                 return Ok(());
             }
-            k += shards;
         }
         Ok(())
     })
@@ -326,7 +335,7 @@ impl OrderedFileReader {
     }
 
     fn parses_here(&self, k: u64) -> bool {
-        k == self.first || k % self.session.shards == self.shard as u64
+        k == self.first || self.session.parser_of(k) == self.shard
     }
 
     /// A helper's error, with a bad line numbered in the whole file.
@@ -386,7 +395,7 @@ impl SplitReader<Row> for OrderedFileReader {
                             reader.open().await?;
                             self.current = Current::Own(Box::new(reader));
                         } else {
-                            let queue = &self.session.queues[(self.chunk % self.session.shards) as usize];
+                            let queue = &self.session.queues[self.session.parser_of(self.chunk)];
                             let chunk = queue.pop().await;
                             assert_eq!(chunk.index, self.chunk, "a helper queued chunks out of order");
                             self.current = Current::Ahead {
