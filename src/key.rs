@@ -147,13 +147,20 @@ pub const DEFAULT_MAX_KEY_GROUPS: u32 = 1024;
 pub struct KeyGroups {
     max_key_groups: u32,
     shards: u32,
+    /// `log2(max_key_groups)` when it is a power of two (the default): key groups and shards
+    /// by mask and shift, the same values as the divisions, without a division per record.
+    pow2_shift: Option<u32>,
 }
 
 impl KeyGroups {
     pub fn new(max_key_groups: u32, shards: u32) -> Self {
         assert!(shards >= 1, "at least one shard");
         assert!(max_key_groups >= shards, "max_key_groups ({max_key_groups}) must be >= shards ({shards})");
-        Self { max_key_groups, shards }
+        Self {
+            max_key_groups,
+            shards,
+            pow2_shift: max_key_groups.is_power_of_two().then(|| max_key_groups.trailing_zeros()),
+        }
     }
 
     pub fn max_key_groups(&self) -> u32 {
@@ -166,12 +173,19 @@ impl KeyGroups {
 
     #[inline]
     pub fn key_group(&self, hash: u64) -> u32 {
-        (hash % self.max_key_groups as u64) as u32
+        match self.pow2_shift {
+            Some(_) => (hash & (self.max_key_groups as u64 - 1)) as u32,
+            None => (hash % self.max_key_groups as u64) as u32,
+        }
     }
 
     #[inline]
     pub fn shard_of_group(&self, key_group: u32) -> u32 {
-        ((key_group as u64 * self.shards as u64) / self.max_key_groups as u64) as u32
+        let scaled = key_group as u64 * self.shards as u64;
+        match self.pow2_shift {
+            Some(shift) => (scaled >> shift) as u32,
+            None => (scaled / self.max_key_groups as u64) as u32,
+        }
     }
 
     #[inline]
@@ -220,6 +234,25 @@ mod tests {
                 next = hi;
             }
             assert_eq!(next, 128);
+        }
+    }
+
+    #[test]
+    fn power_of_two_shortcuts_equal_the_divisions() {
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        for max in [1u32, 2, 128, 1024, 32768, 1 << 20] {
+            for shards in [1u32, 2, 3, 5, 7] {
+                if shards > max {
+                    continue;
+                }
+                let kg = KeyGroups::new(max, shards);
+                for _ in 0..2000 {
+                    h = h.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    let g = (h % max as u64) as u32;
+                    assert_eq!(kg.key_group(h), g);
+                    assert_eq!(kg.shard_of_group(g), ((g as u64 * shards as u64) / max as u64) as u32);
+                }
+            }
         }
     }
 }
