@@ -254,7 +254,10 @@ pub fn coerce(t: Typed, to: SqlType) -> Expr {
     }
     let same_repr = (t.ty.is_integer() && to.is_integer() && t.ty.int_bits() <= to.int_bits())
         || (matches!(t.ty, SqlType::Double | SqlType::Float) && matches!(to, SqlType::Double | SqlType::Float))
-        || (t.ty == SqlType::String && to == SqlType::String);
+        || (t.ty == SqlType::String && to == SqlType::String)
+        // A wider DECIMAL of the same scale without a precision check (p >= 19: every i64
+        // unscaled value fits): the cast returns its input.
+        || matches!((t.ty, to), (SqlType::Decimal(p1, s1), SqlType::Decimal(p2, s2)) if s1 == s2 && p2 >= p1 && p2 >= 19);
     if same_repr {
         return t.expr;
     }
