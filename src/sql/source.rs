@@ -3,7 +3,7 @@
 //!
 //! `path` is a file or a folder (every file in it not starting with `.` or `_`, sorted by
 //! name); each file is one split, read in order by one shard through glommio's buffered
-//! (io_uring) positional reads, in chunks of [`READ_CHUNK_BYTES`].
+//! (io_uring) positional reads, in chunks of `file_read_chunk_bytes` (engine config).
 //!
 //! Invariants: a line longer than `max_line_bytes` or one that does not parse is a bad record:
 //! with `on_bad_record = fail` the job stops with an error naming file, line and field; with
@@ -26,9 +26,6 @@ use crate::sink::format::Format;
 use crate::source::file::{BadLine, LineInfo, ParseLine};
 use crate::source::gateway::{Gateway, GatewaySource};
 use crate::source::{ReadStatus, Source, SplitReader};
-
-/// Bytes read from a file per read call.
-pub const READ_CHUNK_BYTES: usize = 256 << 10;
 
 /// A table's files as a source of rows.
 pub struct RowFileSource {
@@ -224,6 +221,7 @@ pub(crate) struct ReaderTemplate {
     format: Format,
     policy: ErrorPolicy,
     max_line: usize,
+    chunk_bytes: usize,
     metrics: Arc<OperatorMetrics>,
     table: Arc<TableDef>,
     needed: Arc<[bool]>,
@@ -253,6 +251,7 @@ impl ReaderTemplate {
             done: false,
             policy: self.policy.clone(),
             max_line: self.max_line,
+            chunk_bytes: self.chunk_bytes,
             metrics: self.metrics.clone(),
             parser: RowParser::new(self.table.clone(), self.needed.clone(), self.post.clone()),
             row_ends: None,
@@ -266,6 +265,7 @@ impl RowFileSource {
             format: self.format,
             policy: ctx.config.on_bad_record.clone(),
             max_line: ctx.config.max_line_bytes,
+            chunk_bytes: ctx.config.file_read_chunk_bytes,
             metrics: ctx.operator_metrics(&format!("source:{}", self.table.name)),
             table: self.table.clone(),
             needed: self.needed.clone(),
@@ -314,6 +314,8 @@ pub(crate) struct RowFileReader {
     done: bool,
     policy: ErrorPolicy,
     max_line: usize,
+    /// Bytes per read request.
+    chunk_bytes: usize,
     metrics: Arc<OperatorMetrics>,
     parser: RowParser,
     /// When set, for every row handed out: the file offset after its line and the lines of
@@ -534,7 +536,7 @@ impl RowFileReader {
     async fn fill(&mut self) -> Result<usize> {
         let file = self.file.as_ref().expect("opened");
         let chunk = file
-            .read_at(self.offset, READ_CHUNK_BYTES)
+            .read_at(self.offset, self.chunk_bytes)
             .await
             .map_err(|e| WeirError::io("reading", &self.path, e.into()))?;
         self.pending.extend_from_slice(&chunk);
