@@ -683,8 +683,9 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             for e in &exprs {
                 mark(e, &mut need);
             }
-            let ex: Arc<[Expr]> = exprs.into();
-            build(env, input, &need)?.map(move |r: Row| ex.iter().map(|e| e.eval(&r)).collect::<Row>())
+            // Columns read once are moved out of the input row, not cloned.
+            let projection = super::source::Projection::new(&exprs, width_of(input));
+            build(env, input, &need)?.map(move |mut r: Row| projection.project(&mut r))
         }
         Plan::WindowTvf { input, assigner, proctime } => {
             if matches!(assigner, WindowAssigner::Session { .. }) {

@@ -602,6 +602,18 @@ impl Projection {
         Self { slots }
     }
 
+    /// The projection of `row` (left with the moved columns NULL).
+    #[inline]
+    pub(crate) fn project(&self, row: &mut Row) -> Row {
+        self.slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Move(i) => std::mem::take(&mut row[*i]),
+                Slot::Eval(e) => e.eval(row),
+            })
+            .collect()
+    }
+
     /// Append the projection of `row` to `out` (built in place: the new row is not moved
     /// again); `row` is left with the moved columns NULL.
     #[inline]
