@@ -86,6 +86,9 @@ pub struct EngineConfig {
     pub reactor_kick_ms: u64,
     /// Rolling size of filesystem sink part files.
     pub sink_part_file_bytes: u64,
+    /// A filesystem sink writes its buffered output once this much is pending (and always at
+    /// checkpoints, part rolls and the end): fewer, larger writes. 0: after every input step.
+    pub sink_min_write_bytes: usize,
     /// `execution.checkpointing.interval` (ms); 0 turns checkpointing off.
     pub checkpoint_interval_ms: u64,
     /// `execution.checkpointing.dir`: this job's checkpoints (`chk-<epoch>` directories).
@@ -167,6 +170,7 @@ impl Default for EngineConfig {
             external_wakeup_ms: 10,
             reactor_kick_ms: 200,
             sink_part_file_bytes: 128 << 20,
+            sink_min_write_bytes: 1 << 20,
             checkpoint_interval_ms: 0,
             checkpoint_dir: None,
             checkpoint_timeout_ms: 600_000,
@@ -251,6 +255,9 @@ impl EngineConfig {
         }
         if self.file_read_chunk_bytes == 0 || self.file_read_chunk_bytes > 64 << 20 {
             return Err(format!("file_read_chunk_bytes = {} must be in 1..=67108864", self.file_read_chunk_bytes));
+        }
+        if self.sink_min_write_bytes > 1 << 30 {
+            return Err(format!("sink_min_write_bytes = {} must be at most 1073741824", self.sink_min_write_bytes));
         }
         if self.file_parse_ahead_chunks == 0 || self.file_parse_ahead_chunks > 1024 {
             return Err(format!("file_parse_ahead_chunks = {} must be in 1..=1024", self.file_parse_ahead_chunks));

@@ -202,6 +202,11 @@ impl FileSink {
             ext: self.format.extension(),
             shard: ctx.shard,
             roll_bytes: ctx.config.sink_part_file_bytes,
+            // Parts roll after a write: never wait for more than a part holds.
+            min_write: ctx
+                .config
+                .sink_min_write_bytes
+                .min(usize::try_from(ctx.config.sink_part_file_bytes).unwrap_or(usize::MAX)),
             buffer: buffer.clone(),
             current: None,
             next_part: 0,
@@ -243,6 +248,8 @@ struct PartFileWriter {
     ext: &'static str,
     shard: usize,
     roll_bytes: u64,
+    /// Output pending before a write (see `EngineConfig::sink_min_write_bytes`).
+    min_write: usize,
     buffer: SharedBuffer,
     current: Option<OpenPart>,
     next_part: u64,
@@ -434,7 +441,9 @@ impl Flusher for PartFileWriter {
     }
 
     fn has_pending(&self) -> bool {
-        self.buffer.borrow().has_pending()
+        // Small output waits for more (pre-commit, close and part rolls write everything).
+        let b = self.buffer.borrow();
+        b.error.is_some() || (!b.bytes.is_empty() && b.bytes.len() >= self.min_write)
     }
 
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {

@@ -205,3 +205,62 @@ impl Push<Row> for MaxPruneOp {
         self.down.barrier(epoch, snapshot)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Mark;
+
+    /// Collects what the pruning lets through.
+    struct Sink(std::rc::Rc<std::cell::RefCell<Vec<i64>>>);
+    impl Push<Row> for Sink {
+        fn push(&mut self, batch: &mut Batch<Row>) {
+            let mut got = self.0.borrow_mut();
+            got.extend(batch.records.iter().map(|r| match r[0] {
+                Value::Int(v) => v,
+                _ => -1,
+            }));
+            batch.clear();
+        }
+        fn watermark(&mut self, _wm: Timestamp) {}
+        fn processing_time(&mut self, _now_ms: Timestamp) {}
+        fn end(&mut self) {}
+        fn barrier(&mut self, _epoch: u64, _snapshot: &mut TaskSnapshot) {}
+    }
+
+    fn row(v: Option<i64>, end: Timestamp) -> Row {
+        [v.map(Value::Int).unwrap_or(Value::Null), Value::Timestamp(end)].into_iter().collect()
+    }
+
+    /// Rows below the running maximum of on-time rows are dropped; a late row never raises
+    /// the maximum; ties and NULLs pass; a window's maximum is forgotten once it closed.
+    #[test]
+    fn only_on_time_rows_raise_the_maximum() {
+        let got = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let metrics = Arc::new(OperatorMetrics::default());
+        let mut op = MaxPruneOp::new(0, 1, metrics, Box::new(Sink(got.clone())));
+        let mut batch = Batch::default();
+        // Window ending at 1000 and one ending at 2000.
+        for (v, end) in [
+            (Some(5), 1000),
+            (Some(3), 1000),
+            (Some(5), 1000),
+            (None, 1000),
+            (Some(9), 2000),
+            (Some(7), 2000),
+        ] {
+            batch.push(row(v, end), 0);
+        }
+        // Watermark 999 before the 7th row: window 1000 is closed (late) from there on.
+        for (v, end) in [(Some(50), 1000), (Some(6), 1000), (Some(8), 2000), (Some(10), 2000)] {
+            batch.push(row(v, end), 0);
+        }
+        batch.marks.push(Mark { index: 6, watermark: 999 });
+        op.push(&mut batch);
+        // 3 < 5 dropped; 7 < 9 dropped; once window 1000 closed its maximum is gone and its
+        // late rows (50, then 6) raise nothing and pass; 8 < 9 dropped; 10 passes.
+        assert_eq!(*got.borrow(), vec![5, 5, -1, 9, 50, 6, 10]);
+        assert_eq!(op.maxima.len(), 1, "the closed window's maximum is dropped");
+        assert_eq!(op.maxima.get(&2000), Some(&10));
+    }
+}
