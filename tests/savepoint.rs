@@ -88,12 +88,26 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     // Compatible with the same job; not with different key groups.
     let check = weir()
         .current_dir(&run)
-        .args(["check-restore", "tumble-count", "--splits", "4", "--from"])
+        .args(["check-restore", "tumble-count", "--splits", "4", "--cores", "1", "--from"])
         .arg(&savepoint)
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     assert!(String::from_utf8_lossy(&check.stdout).contains("can restore: yes"));
+    // Without a fixed split count, one shard means one generator split: positions of four
+    // splits cannot carry over, and check-restore says so before deploying.
+    let check = weir()
+        .current_dir(&run)
+        .args(["check-restore", "tumble-count", "--cores", "1", "--from"])
+        .arg(&savepoint)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("had 4 splits when this was taken and would have 1 on 1 shards"),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let check = weir()
         .current_dir(&run)
         .args(["check-restore", "tumble-count", "--splits", "4", "--max-key-groups", "64", "--from"])
