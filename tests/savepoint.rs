@@ -17,26 +17,6 @@ fn weir() -> Command {
 /// its savepoints restore on any shard count.
 const JOB: [&str; 9] = ["run", "tumble-count", "--events", "2000000", "--rate", "1000000", "--splits", "4", "--no-pin"];
 
-/// Put `base` back exactly as `pristine` (restores run in place: a file sink's name, and so
-/// the match of its pending output, includes its folder).
-fn reset_from(pristine: &std::path::Path, base: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(base);
-    copy_tree(pristine, base);
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     let tmp = tempfile::tempdir().unwrap();
@@ -122,9 +102,9 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     );
 
     let pristine = tmp.path().join("pristine");
-    copy_tree(&run, &pristine);
+    common::copy_tree(&run, &pristine);
     for cores in ["1", "2", "3"] {
-        reset_from(&pristine, &run);
+        common::reset_from(&pristine, &run);
         let resumed = weir()
             .current_dir(&run)
             .args(JOB)
