@@ -954,7 +954,21 @@ fn check_restore(args: CheckRestoreArgs) -> Result<(), String> {
     };
     let env = build_job(&args.job, &args.vars, config, &options)?;
     let config = env.config().clone();
-    let problems = weir::checkpoint::files::check_compatible(&meta, &env.graph().operators, config.max_key_groups);
+    let graph = env.graph();
+    let mut problems = weir::checkpoint::files::check_compatible(&meta, &graph.operators, config.max_key_groups);
+    // Source positions carry over only to the same number of splits.
+    let (_, restore) = weir::checkpoint::files::read_snapshot(&args.from).map_err(|e| e.to_string())?;
+    let shards = config.shard_count();
+    for (source, split_count) in &graph.source_splits {
+        let Some(before) = restore.split_count(source) else { continue };
+        let now = split_count(shards).map_err(|e| format!("{source}: {e}"))?;
+        if now != before {
+            problems.push(format!(
+                "source {source} had {before} splits when this was taken and would have {now} on {shards} shards \
+                 (positions cannot be carried over; fix the source's split count, e.g. `--splits {before}`)"
+            ));
+        }
+    }
     println!(
         "{:?} {} (epoch {}, job {}, {} shards, format {}): {} keyed operators, {} sources",
         meta.kind,
@@ -967,7 +981,10 @@ fn check_restore(args: CheckRestoreArgs) -> Result<(), String> {
         meta.sources.len()
     );
     if problems.is_empty() {
-        println!("can restore: yes (on any number of shards up to max_key_groups = {})", config.max_key_groups);
+        println!(
+            "can restore: yes (on {shards} shards; keyed state restores on any number up to max_key_groups = {})",
+            config.max_key_groups
+        );
         Ok(())
     } else {
         for p in &problems {

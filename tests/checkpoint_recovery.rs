@@ -147,10 +147,10 @@ fn a_checkpoint_taken_on_four_shards_restores_on_one_two_and_three() {
     let latest = weir::checkpoint::files::CheckpointStore::new(base.join("checkpoints")).latest().unwrap();
     assert!(latest.is_some(), "checkpoints completed before the failure");
     let pristine = tmp.path().join("pristine");
-    copy_tree(&base, &pristine);
+    common::copy_tree(&base, &pristine);
     for cores in [1, 2, 3] {
         // Each restore starts from the failed run's files, in place.
-        reset_from(&pristine, &base);
+        common::reset_from(&pristine, &base);
         let env = StreamEnv::new(EngineConfig {
             restore_from: latest.as_ref().map(|l| base.join("checkpoints").join(l.file_name().unwrap())),
             ..config(cores, Some(base.join("checkpoints")))
@@ -160,14 +160,6 @@ fn a_checkpoint_taken_on_four_shards_restores_on_one_two_and_three() {
         assert_same_lines(&common::committed_lines(&base.join("out")), &expected, &format!("restored on {cores} shards"));
         assert_eq!(hidden_files(&base.join("out")), Vec::<String>::new());
     }
-}
-
-/// Put `base` back exactly as `pristine` (a copy of a failed run's checkpoints and output).
-/// Restores run in place, not in a copy elsewhere: a sink's pending output is matched to the
-/// sink by its operator name, which includes its folder.
-fn reset_from(pristine: &Path, base: &Path) {
-    let _ = std::fs::remove_dir_all(base);
-    copy_tree(pristine, base);
 }
 
 /// `got == want`, or a panic naming the first lines missing and extra (sorted line lists).
@@ -183,19 +175,6 @@ fn assert_same_lines(got: &[String], want: &[String], what: &str) {
         got.len(),
         want.len()
     );
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Per auction: a running count in value state (emitted per bid) and, per 100 ms bucket, a map
@@ -352,9 +331,9 @@ fn incremental_lsm_checkpoints_restore_on_any_shard_count() {
         .expect("a checkpoint before the failure");
     assert!(latest.join("native").is_dir(), "the checkpoint holds exported store files");
     let pristine = tmp.path().join("pristine");
-    copy_tree(&base, &pristine);
+    common::copy_tree(&base, &pristine);
     for cores in [2, 1, 3] {
-        reset_from(&pristine, &base);
+        common::reset_from(&pristine, &base);
         let env = StreamEnv::new(EngineConfig {
             restore_from: Some(latest.clone()),
             state_backend: StateBackendKind::Lsm,
@@ -365,7 +344,7 @@ fn incremental_lsm_checkpoints_restore_on_any_shard_count() {
         env.execute().unwrap();
         assert_same_lines(&common::committed_lines(&base.join("out")), &expected, &format!("restored on {cores} shards"));
     }
-    reset_from(&pristine, &base);
+    common::reset_from(&pristine, &base);
     let env = StreamEnv::new(EngineConfig {
         restore_from: Some(latest.clone()),
         state_backend: StateBackendKind::Memory,

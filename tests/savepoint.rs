@@ -17,26 +17,6 @@ fn weir() -> Command {
 /// its savepoints restore on any shard count.
 const JOB: [&str; 9] = ["run", "tumble-count", "--events", "2000000", "--rate", "1000000", "--splits", "4", "--no-pin"];
 
-/// Put `base` back exactly as `pristine` (restores run in place: a file sink's name, and so
-/// the match of its pending output, includes its folder).
-fn reset_from(pristine: &std::path::Path, base: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(base);
-    copy_tree(pristine, base);
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     let tmp = tempfile::tempdir().unwrap();
@@ -88,12 +68,26 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     // Compatible with the same job; not with different key groups.
     let check = weir()
         .current_dir(&run)
-        .args(["check-restore", "tumble-count", "--splits", "4", "--from"])
+        .args(["check-restore", "tumble-count", "--splits", "4", "--cores", "1", "--from"])
         .arg(&savepoint)
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
     assert!(String::from_utf8_lossy(&check.stdout).contains("can restore: yes"));
+    // Without a fixed split count, one shard means one generator split: positions of four
+    // splits cannot carry over, and check-restore says so before deploying.
+    let check = weir()
+        .current_dir(&run)
+        .args(["check-restore", "tumble-count", "--cores", "1", "--from"])
+        .arg(&savepoint)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("had 4 splits when this was taken and would have 1 on 1 shards"),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let check = weir()
         .current_dir(&run)
         .args(["check-restore", "tumble-count", "--splits", "4", "--max-key-groups", "64", "--from"])
@@ -108,9 +102,9 @@ fn stop_with_savepoint_then_restore_gives_the_uninterrupted_output() {
     );
 
     let pristine = tmp.path().join("pristine");
-    copy_tree(&run, &pristine);
+    common::copy_tree(&run, &pristine);
     for cores in ["1", "2", "3"] {
-        reset_from(&pristine, &run);
+        common::reset_from(&pristine, &run);
         let resumed = weir()
             .current_dir(&run)
             .args(JOB)

@@ -26,19 +26,6 @@ fn run(dir: &Path, script: &Path, data: &Path, cores: usize, extra: &[&str], env
         .unwrap()
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn over_aggregations_restore_on_other_shard_counts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -69,7 +56,7 @@ fn over_aggregations_restore_on_other_shard_counts() {
         );
         for cores in [1, 2, 3] {
             let dir = tmp.path().join(format!("{job}-restored-{cores}"));
-            copy_tree(&aborted, &dir);
+            common::copy_tree(&aborted, &dir);
             let second = run(&dir, &script, &data, cores, &["--restore", "latest"], &[]);
             let stderr = String::from_utf8_lossy(&second.stderr);
             assert!(second.status.success(), "{job} on {cores} shards: {stderr}");

@@ -222,6 +222,12 @@ impl<T: Send + 'static> SourceStream<T> {
     {
         let source = self.source;
         let seg_name = self.name.clone();
+        let counted = source.clone();
+        self.env
+            .graph
+            .borrow_mut()
+            .source_splits
+            .push((seg_name.clone(), Arc::new(move |shards| counted.split_count(shards))));
         let tail: Tail<T> = Arc::new(move |ctx, chain| {
             let splits = source.split_count(ctx.shards)?;
             if let Some(before) = ctx.restore().and_then(|r| r.split_count(&seg_name)) {

@@ -37,6 +37,9 @@ pub struct CheckpointFigures {
     pub max_alignment_ms: f64,
     /// Longest synchronous snapshot at any task (ms): the data path's stall.
     pub max_snapshot_ms: f64,
+    /// The same step's longest CPU time on its thread (ms): the stall the snapshot itself
+    /// causes, without preemption by other threads of a loaded machine.
+    pub max_snapshot_cpu_ms: f64,
     /// The newest complete checkpoint directory.
     pub latest: Option<String>,
     /// The checkpoint or savepoint this attempt restored from.
@@ -144,6 +147,7 @@ impl CoordinatorDriver {
                     snapshot,
                     alignment_ns,
                     snapshot_ns,
+                    snapshot_cpu_ns,
                     aligned_at,
                 }) => {
                     let acked_at = Instant::now();
@@ -153,6 +157,7 @@ impl CoordinatorDriver {
                     t.2 = t.2.max(acked_at);
                     figures.max_alignment_ms = figures.max_alignment_ms.max(alignment_ns as f64 / 1e6);
                     figures.max_snapshot_ms = figures.max_snapshot_ms.max(snapshot_ns as f64 / 1e6);
+                    figures.max_snapshot_cpu_ms = figures.max_snapshot_cpu_ms.max(snapshot_cpu_ns as f64 / 1e6);
                     live.acknowledged(epoch, alignment_ns, snapshot_ns);
                     if coordinator.pending_epochs().contains(&epoch) {
                         if let Some(why) = &snapshot.declined {

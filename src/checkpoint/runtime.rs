@@ -98,6 +98,9 @@ pub enum TaskMessage {
         alignment_ns: u64,
         /// Time the task's operators took to snapshot (the data path stalls meanwhile).
         snapshot_ns: u64,
+        /// The same in the task thread's CPU time: the snapshot's own cost, without the time
+        /// the thread was preempted by others.
+        snapshot_cpu_ns: u64,
         /// When the barrier was aligned at the task (its operators began to snapshot); the
         /// acknowledgement is sent once the asynchronous parts are durable too.
         aligned_at: std::time::Instant,

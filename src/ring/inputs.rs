@@ -337,6 +337,30 @@ mod tests {
     use crate::batch::Batch;
     use crate::ring::{build_edge, connect_receivers, connect_senders, EdgeKind};
 
+    /// One ring (one shard, 64 batches), both ends connected.
+    async fn connected_ring() -> (Vec<Option<crate::ring::RingSender<u64>>>, RingInputs<u64>) {
+        let mut ends = build_edge::<u64>(EdgeKind::Hash, 1, 64).pop().unwrap();
+        crate::shard::keep_awake_while(futures::future::join(
+            async {
+                let mut e = ShardEnds {
+                    senders: ends.senders.take(),
+                    receivers: None,
+                    stats: ends.stats.clone(),
+                };
+                connect_senders::<u64>(&mut e, 1).await
+            },
+            async {
+                let mut e = ShardEnds {
+                    senders: None,
+                    receivers: ends.receivers.take(),
+                    stats: Vec::new(),
+                };
+                connect_receivers::<u64>(&mut e).await
+            },
+        ))
+        .await
+    }
+
     fn batch(n: usize) -> Envelope<u64> {
         let mut b = Batch::with_capacity(n);
         for i in 0..n as u64 {
@@ -351,26 +375,7 @@ mod tests {
     #[test]
     fn senders_wait_for_credit_and_resume_when_the_receiver_takes() {
         crate::testing::run_local(async {
-            let mut ends = build_edge::<u64>(EdgeKind::Hash, 1, 64).pop().unwrap();
-            let (senders, mut inputs) = crate::shard::keep_awake_while(futures::future::join(
-                async {
-                    let mut e = ShardEnds {
-                        senders: ends.senders.take(),
-                        receivers: None,
-                        stats: ends.stats.clone(),
-                    };
-                    connect_senders::<u64>(&mut e, 1).await
-                },
-                async {
-                    let mut e = ShardEnds {
-                        senders: None,
-                        receivers: ends.receivers.take(),
-                        stats: Vec::new(),
-                    };
-                    connect_receivers::<u64>(&mut e).await
-                },
-            ))
-            .await;
+            let (senders, mut inputs) = connected_ring().await;
             let tx = senders[0].as_ref().unwrap();
             inputs.set_inflight_limit(3_000, 2_048);
             for _ in 0..3 {
@@ -398,26 +403,7 @@ mod tests {
     #[test]
     fn the_bound_never_stops_a_ring() {
         crate::testing::run_local(async {
-            let mut ends = build_edge::<u64>(EdgeKind::Hash, 1, 64).pop().unwrap();
-            let (senders, inputs) = crate::shard::keep_awake_while(futures::future::join(
-                async {
-                    let mut e = ShardEnds {
-                        senders: ends.senders.take(),
-                        receivers: None,
-                        stats: ends.stats.clone(),
-                    };
-                    connect_senders::<u64>(&mut e, 1).await
-                },
-                async {
-                    let mut e = ShardEnds {
-                        senders: None,
-                        receivers: ends.receivers.take(),
-                        stats: Vec::new(),
-                    };
-                    connect_receivers::<u64>(&mut e).await
-                },
-            ))
-            .await;
+            let (senders, inputs) = connected_ring().await;
             let tx = senders[0].as_ref().unwrap();
             inputs.set_inflight_limit(1, 1);
             let started = Instant::now();
@@ -436,26 +422,7 @@ mod tests {
     #[test]
     fn polling_an_empty_channel_does_not_exhaust_the_task_waker() {
         crate::testing::run_local(async {
-            let mut ends = build_edge::<u64>(EdgeKind::Hash, 1, 64).pop().unwrap();
-            let (senders, mut inputs) = crate::shard::keep_awake_while(futures::future::join(
-                async {
-                    let mut e = ShardEnds {
-                        senders: ends.senders.take(),
-                        receivers: None,
-                        stats: ends.stats.clone(),
-                    };
-                    connect_senders::<u64>(&mut e, 1).await
-                },
-                async {
-                    let mut e = ShardEnds {
-                        senders: None,
-                        receivers: ends.receivers.take(),
-                        stats: Vec::new(),
-                    };
-                    connect_receivers::<u64>(&mut e).await
-                },
-            ))
-            .await;
+            let (senders, mut inputs) = connected_ring().await;
             futures::future::poll_fn(|cx| {
                 for _ in 0..40_000 {
                     assert!(inputs.poll_next(cx).is_pending());

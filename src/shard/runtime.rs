@@ -53,7 +53,13 @@ pub struct JobGraph {
     pub edges: Vec<EdgeDef>,
     /// Every operator's name (`window:tumble#5`), in build order: what state is restored into.
     pub operators: Vec<String>,
+    /// Every source by operator name, with its split count for a number of shards (checked
+    /// against a checkpoint's positions before restoring, see `weir check-restore`).
+    pub source_splits: Vec<(String, SplitCount)>,
 }
+
+/// A source's split count for a number of shards.
+pub type SplitCount = Arc<dyn Fn(usize) -> Result<usize> + Send + Sync>;
 
 /// What a finished job reports.
 #[derive(Clone, Debug)]

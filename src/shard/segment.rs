@@ -68,6 +68,8 @@ struct DeferredAck {
     snapshot: TaskSnapshot,
     alignment: Duration,
     snapshot_time: Duration,
+    /// The same step in this thread's CPU time (wall time minus preemption by other threads).
+    snapshot_cpu: Duration,
     aligned_at: Instant,
 }
 
@@ -179,15 +181,24 @@ impl SegmentEnv {
         let control = self.checkpoint.control.as_ref().expect("barriers only flow with checkpoints on");
         snapshot.savepoint = control.is_savepoint(epoch);
         let started = Instant::now();
+        let cpu_started = crate::shard::metrics::thread_cpu_time();
         chain(epoch, &mut snapshot);
         let snapshot_time = started.elapsed();
-        self.acknowledge(epoch, snapshot, alignment, snapshot_time, started).await
+        let snapshot_cpu = crate::shard::metrics::thread_cpu_time().saturating_sub(cpu_started);
+        self.acknowledge(epoch, snapshot, alignment, (snapshot_time, snapshot_cpu), started).await
     }
 
     /// Barrier `epoch` went through the chain into `snapshot`: send it on (flush), pre-commit
     /// the sinks, and acknowledge to the coordinator — at once, or once the asynchronous
     /// snapshot parts the operators began are complete (see [`Flusher::complete_snapshot`]).
-    async fn acknowledge(&mut self, epoch: u64, mut snapshot: TaskSnapshot, alignment: Duration, snapshot_time: Duration, aligned_at: Instant) -> Result<()> {
+    async fn acknowledge(
+        &mut self,
+        epoch: u64,
+        mut snapshot: TaskSnapshot,
+        alignment: Duration,
+        (snapshot_time, snapshot_cpu): (Duration, Duration),
+        aligned_at: Instant,
+    ) -> Result<()> {
         self.flush().await?;
         crate::checkpoint::crash_point("barrier-sent");
         for (i, name) in &self.checkpoint.committers {
@@ -201,6 +212,7 @@ impl SegmentEnv {
             snapshot,
             alignment,
             snapshot_time,
+            snapshot_cpu,
             aligned_at,
         });
         self.send_ready_acks().await
@@ -226,6 +238,7 @@ impl SegmentEnv {
                 snapshot: d.snapshot,
                 alignment_ns: d.alignment.as_nanos() as u64,
                 snapshot_ns: d.snapshot_time.as_nanos() as u64,
+                snapshot_cpu_ns: d.snapshot_cpu.as_nanos() as u64,
                 aligned_at: d.aligned_at,
             });
         }

@@ -102,3 +102,25 @@ pub fn test_server(var: &str) -> Option<String> {
         }
     }
 }
+
+/// Copy the directory tree `from` to `to` (created).
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Put `base` back exactly as `pristine` (a copy of a stopped or failed run). Restores run in
+/// place, not in a copy elsewhere: a file sink's pending output is matched to the sink by its
+/// operator name, which includes its folder.
+pub fn reset_from(pristine: &std::path::Path, base: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(base);
+    copy_tree(pristine, base);
+}

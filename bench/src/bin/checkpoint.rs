@@ -222,7 +222,7 @@ fn main() {
         "inflight_target_ms": args.inflight_target_ms.unwrap_or(EngineConfig::default().inflight_target_ms),
         "records_per_s": (args.keys * args.rounds) as f64 / report.elapsed.as_secs_f64(),
         "checkpoints": durations.len(), "duration_p50_ms": pct(0.5), "duration_p99_ms": pct(0.99),
-        "max_snapshot_stall_ms": c.max_snapshot_ms, "max_alignment_ms": c.max_alignment_ms,
+        "max_snapshot_stall_ms": c.max_snapshot_ms, "max_snapshot_stall_cpu_ms": c.max_snapshot_cpu_ms, "max_alignment_ms": c.max_alignment_ms,
         "checkpoint_bytes": state_bytes, "checkpoint_dir_bytes": on_disk,
         "incremental_bytes": incremental, "aborted": c.aborted,
         "recovery_startup_ms": recovery.as_ref().map(|r| r.startup_ms),
