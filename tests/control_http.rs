@@ -170,6 +170,8 @@ fn serves_metrics_status_and_dashboard_while_a_job_runs() {
     });
     let (_, text) = get(addr, "/metrics");
     assert_eq!(sample(&text, "weir_job_running", &["control-test"]), Some(0.0));
+    // Stalled-reactor kicks are exported per job (their count depends on the machine's load).
+    assert!(sample(&text, "weir_reactor_kicks_total", &["control-test"]).is_some(), "{text}");
     let report = finished(&job, Duration::from_secs(60));
     assert!(report.operators_named("window:").records_in > 0);
 }

@@ -10,7 +10,7 @@
 //! Counters (exposed with the `_total` suffix): `weir_records_in`, `weir_records_out`,
 //! `weir_late_records_dropped`, `weir_late_records_side_output`, `weir_bad_records`,
 //! `weir_busy_seconds`, `weir_idle_seconds`, `weir_backpressured_seconds`,
-//! `weir_ring_records_sent`, `weir_ring_full_seconds`. Gauges: `weir_job_running`,
+//! `weir_ring_records_sent`, `weir_ring_full_seconds`, `weir_reactor_kicks` (per job). Gauges: `weir_job_running`,
 //! `weir_busy_time_ms_per_second`, `weir_idle_time_ms_per_second`,
 //! `weir_backpressured_time_ms_per_second`, `weir_ring_full_ms_per_second`, `weir_watermark_ms`,
 //! `weir_watermark_lag_ms`, `weir_sink_latency_us{quantile="0.5"|"0.99"|"0.999"}` (ingest → sink),
@@ -107,6 +107,11 @@ fn job_families(out: &mut Families, job: &JobHandle) {
         vec![(job_labels(), running)],
     );
 
+    out.counter(
+        "weir_reactor_kicks",
+        "Signals sent to shards whose reactor made no progress for reactor_kick_ms (a long step or a parked reactor; see shard::wakeups)",
+        vec![(job_labels(), job.registry.reactor_kicks.load(std::sync::atomic::Ordering::Relaxed) as f64)],
+    );
     let per_op = |f: &dyn Fn(&crate::shard::metrics::OperatorSnapshot) -> f64| -> Vec<(Labels, f64)> {
         ops.iter().map(|o| (op_labels(&o.name, o.shard), f(o))).collect()
     };

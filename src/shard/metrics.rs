@@ -259,6 +259,9 @@ pub struct MetricsRegistry {
     pub checkpoints: crate::control::checkpoints::CheckpointHistory,
     /// Set by the control API to cancel the job (shards stop at their next tick, no restart).
     cancel: AtomicBool,
+    /// Signals sent to shards whose reactor made no progress (see `shard::wakeups`), over
+    /// every attempt of the job.
+    pub reactor_kicks: Arc<AtomicU64>,
 }
 
 impl MetricsRegistry {

@@ -271,6 +271,7 @@ fn execute_attempt(graph: &JobGraph, config: &EngineConfig, registry: &Arc<Metri
         shards,
         Duration::from_millis(config.external_wakeup_ms),
         Duration::from_millis(config.reactor_kick_ms),
+        registry.reactor_kicks.clone(),
     )
     .map_err(|e| WeirError::Other(format!("starting the shard wake-up thread: {e}")))?;
     for (shard, mut edges) in per_shard.into_iter().enumerate() {

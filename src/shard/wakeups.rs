@@ -47,6 +47,8 @@ pub struct ExternalWakeups {
 struct Shared {
     slots: Vec<Slot>,
     stop: AtomicBool,
+    /// Every kick of this run, added to the job's counter (metrics).
+    kicks_total: Arc<AtomicU64>,
 }
 
 /// One shard's wake-up state.
@@ -98,11 +100,13 @@ fn install_kick_handler() -> std::io::Result<()> {
 impl ExternalWakeups {
     /// Start the thread waking `shards` slots every `period` and kicking (see the module doc) an
     /// attached shard that made no progress for `kick_after`.
-    pub fn start(shards: usize, period: Duration, kick_after: Duration) -> std::io::Result<Self> {
+    /// Every kick is also counted in `kicks_total`.
+    pub fn start(shards: usize, period: Duration, kick_after: Duration, kicks_total: Arc<AtomicU64>) -> std::io::Result<Self> {
         install_kick_handler()?;
         let shared = Arc::new(Shared {
             slots: (0..shards).map(|_| Slot::default()).collect(),
             stop: AtomicBool::new(false),
+            kicks_total,
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new().name("weir-wakeups".into()).spawn(move || {
@@ -120,7 +124,7 @@ impl ExternalWakeups {
                         continue;
                     }
                     let stalled = now.duration_since(seen.1);
-                    if stalled >= kick_after && slot.kick() && !seen.2 {
+                    if stalled >= kick_after && slot.kick(&s.kicks_total) && !seen.2 {
                         tracing::warn!(
                             shard,
                             stalled_ms = stalled.as_millis() as u64,
@@ -168,13 +172,14 @@ pub struct WakeupSlot {
 
 impl Slot {
     /// Signal the attached thread, if any; true if a signal was sent.
-    fn kick(&self) -> bool {
+    fn kick(&self, total: &AtomicU64) -> bool {
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tid) = *thread else { return false };
         // SAFETY: `tid` is a live thread: it detaches under this lock before it ends.
         let rc = unsafe { libc::pthread_kill(tid, kick_signal()) };
         if rc == 0 {
             self.kicks.fetch_add(1, Ordering::Relaxed);
+            total.fetch_add(1, Ordering::Relaxed);
         }
         rc == 0
     }
@@ -236,7 +241,7 @@ mod tests {
     /// A shard whose only pending future is the external slot still gets woken, repeatedly.
     #[test]
     fn the_thread_wakes_a_parked_executor_again_and_again() {
-        let wakeups = ExternalWakeups::start(1, Duration::from_millis(1), Duration::from_secs(3600)).unwrap();
+        let wakeups = ExternalWakeups::start(1, Duration::from_millis(1), Duration::from_secs(3600), Arc::default()).unwrap();
         let slot = wakeups.slot(0);
         let woken = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(move || async move {
@@ -259,7 +264,8 @@ mod tests {
     /// signal came from the wake-up thread.
     #[test]
     fn a_thread_that_makes_no_progress_is_interrupted() {
-        let wakeups = ExternalWakeups::start(1, Duration::from_millis(1), Duration::from_millis(20)).unwrap();
+        let total = Arc::new(AtomicU64::new(0));
+        let wakeups = ExternalWakeups::start(1, Duration::from_millis(1), Duration::from_millis(20), total.clone()).unwrap();
         let slot = wakeups.slot(0);
         let mut fds = [0; 2];
         // SAFETY: a plain pipe(2) into a two-element array.
@@ -282,6 +288,7 @@ mod tests {
         .unwrap();
         assert_eq!(outcome, (-1, Some(libc::EINTR)));
         assert!(wakeups.kicks(0) >= 1);
+        assert_eq!(total.load(Ordering::Relaxed), wakeups.kicks(0), "every kick is counted for the job");
         // SAFETY: closing the two fds we opened.
         unsafe {
             libc::close(read_end);
