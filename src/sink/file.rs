@@ -109,37 +109,18 @@ pub(crate) fn reuse_allocation(slot: &mut Vec<u8>, mut written: Vec<u8>) {
     }
 }
 
-/// Formats records into a shared buffer (the synchronous half of a byte sink).
-pub(crate) struct FormatPush {
-    pub(crate) format: Format,
+/// Formats records into a shared buffer (the synchronous half of a byte sink): `encode`
+/// appends a batch's records to the buffer — a serde [`Format`] ([`format_encoder`]) or a
+/// sink's own encoder (e.g. SQL rows as CSV without serde).
+pub(crate) struct EncodePush<E> {
+    pub(crate) encode: E,
     pub(crate) buffer: SharedBuffer,
     pub(crate) metrics: Arc<OperatorMetrics>,
 }
 
-impl<T: Serialize> Push<T> for FormatPush {
-    fn push(&mut self, batch: &mut Batch<T>) {
-        OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
-        let mut b = self.buffer.borrow_mut();
-        let b = &mut *b;
-        if b.error.is_none() {
-            if let Err(e) = self.format.write_all(batch.records.iter(), &mut b.bytes) {
-                b.error = Some(e);
-            }
-        }
-        batch.clear();
-    }
-    fn watermark(&mut self, _wm: Timestamp) {}
-    fn processing_time(&mut self, _now_ms: Timestamp) {}
-    fn end(&mut self) {}
-    fn barrier(&mut self, _epoch: u64, _snapshot: &mut crate::checkpoint::runtime::TaskSnapshot) {}
-}
-
-/// A file sink's push formatting records with its own encoder (e.g. SQL rows as CSV without
-/// serde): `encode` appends a batch's records to the buffer.
-pub(crate) struct EncodePush<E> {
-    encode: E,
-    buffer: SharedBuffer,
-    metrics: Arc<OperatorMetrics>,
+/// The encoder of a serde `format`, for [`EncodePush`].
+pub(crate) fn format_encoder<T: Serialize>(format: Format) -> impl FnMut(&[T], &mut Vec<u8>) -> Result<()> {
+    move |records, bytes| format.write_all(records.iter(), bytes)
 }
 
 impl<T, E: FnMut(&[T], &mut Vec<u8>) -> Result<()>> Push<T> for EncodePush<E> {
@@ -184,8 +165,8 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
     }
     fn build(&self, ctx: &mut BuildCtx<'_>, operator_name: &str) -> Result<Box<dyn Push<T>>> {
         let buffer = self.start_writer(ctx, operator_name)?;
-        Ok(Box::new(FormatPush {
-            format: self.format,
+        Ok(Box::new(EncodePush {
+            encode: format_encoder::<T>(self.format),
             buffer,
             metrics: ctx.operator_metrics(operator_name),
         }))

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use futures::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::file::{FormatPush, SharedBuffer};
+use super::file::{format_encoder, EncodePush, SharedBuffer};
 use super::format::Format;
 use super::Sink;
 use crate::checkpoint::snapshot::{decode, encode};
@@ -203,8 +203,8 @@ impl<T: Serialize + Send + 'static> Sink<T> for S3Sink {
         } else {
             ctx.add_flusher(Box::new(writer));
         }
-        Ok(Box::new(FormatPush {
-            format: self.format,
+        Ok(Box::new(EncodePush {
+            encode: format_encoder::<T>(self.format),
             buffer,
             metrics: ctx.operator_metrics(operator_name),
         }))

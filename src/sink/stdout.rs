@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::LocalBoxFuture;
 use serde::Serialize;
 
-use super::file::{FormatPush, SharedBuffer};
+use super::file::{format_encoder, EncodePush, SharedBuffer};
 use super::format::Format;
 use super::Sink;
 use crate::error::Result;
@@ -63,8 +63,8 @@ impl<T: Serialize + Send + 'static> Sink<T> for StdoutSink {
             buffer: buffer.clone(),
             prefix: format!("{}> ", ctx.shard),
         }));
-        Ok(Box::new(FormatPush {
-            format: self.format,
+        Ok(Box::new(EncodePush {
+            encode: format_encoder::<T>(self.format),
             buffer,
             metrics: ctx.operator_metrics(operator_name),
         }))
