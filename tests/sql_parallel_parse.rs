@@ -3,8 +3,12 @@
 //! a bad record are exactly those of one in-order read by one shard, for any chunk size, queue
 //! depth and shard count (restoring checkpoints of such reads: `tests/sql_over_restore.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
+use std::collections::HashMap;
 use std::path::Path;
+
+use common::Rng;
 
 use weir::config::{EngineConfig, ErrorPolicy};
 use weir::sql::run_script;
@@ -18,13 +22,8 @@ FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' SECOND))\nGROUP
 /// Seeded bids with up to 5 s of disorder (so a good share is late at a 2 s delay), some
 /// empty lines and CRLF endings, `bad` lines of bad prices.
 fn write_bids(path: &Path, lines: usize, bad: &[usize]) {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next_u64();
     let mut text = String::new();
     for i in 0..lines {
         let ms = 1_000_000 + (i as u64) * 7 - next() % 5000;
@@ -38,23 +37,9 @@ fn write_bids(path: &Path, lines: usize, bad: &[usize]) {
     std::fs::write(path, text).unwrap();
 }
 
-fn output(dir: &Path) -> BTreeMap<String, usize> {
-    let mut rows = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
-        }
-        for line in std::fs::read_to_string(&p).unwrap().lines() {
-            *rows.entry(line.to_string()).or_insert(0) += 1;
-        }
-    }
-    rows
-}
-
 struct Run {
-    rows: BTreeMap<String, usize>,
+    /// The committed rows, sorted.
+    rows: Vec<String>,
     late: u64,
     bad: u64,
 }
@@ -65,7 +50,7 @@ fn run(data: &Path, out: &Path, config: EngineConfig) -> Result<Run, String> {
     let report = run_script(SCRIPT, &vars, config).map_err(|e| e.to_string())?;
     let late = report.operators.values().map(|f| f.late_records_dropped).sum();
     Ok(Run {
-        rows: output(out),
+        rows: common::committed_lines(out),
         late,
         bad: report.operators_named("source:bid").bad_records,
     })
@@ -83,7 +68,8 @@ fn config(cores: usize, chunk: u64, ahead: usize) -> EngineConfig {
 
 #[test]
 fn chunks_parsed_on_every_shard_give_the_in_order_answer() {
-    let dir = std::env::temp_dir().join(format!("weir-sql-parallel-parse-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let out = dir.join("out");
@@ -124,5 +110,4 @@ fn chunks_parsed_on_every_shard_give_the_in_order_answer() {
         let got = run(&data, &out, config(cores, 5000, 2)).err().expect("a bad line fails the job");
         assert_eq!(got, want_error);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
