@@ -944,7 +944,7 @@ fn savepoint(args: SavepointArgs) -> Result<(), String> {
 
 fn check_restore(args: CheckRestoreArgs) -> Result<(), String> {
     let config = args.engine.resolve()?;
-    let meta = weir::checkpoint::files::read_meta(&args.from).map_err(|e| e.to_string())?;
+    let (meta, restore) = weir::checkpoint::files::read_snapshot(&args.from).map_err(|e| e.to_string())?;
     let options = JobOptions {
         events: 0,
         rate_per_second: None,
@@ -957,7 +957,6 @@ fn check_restore(args: CheckRestoreArgs) -> Result<(), String> {
     let graph = env.graph();
     let mut problems = weir::checkpoint::files::check_compatible(&meta, &graph.operators, config.max_key_groups);
     // Source positions carry over only to the same number of splits.
-    let (_, restore) = weir::checkpoint::files::read_snapshot(&args.from).map_err(|e| e.to_string())?;
     let shards = config.shard_count();
     for (source, split_count) in &graph.source_splits {
         let Some(before) = restore.split_count(source) else { continue };
