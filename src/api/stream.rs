@@ -133,18 +133,34 @@ impl StreamEnv {
     where
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
+        self.exchange_converted(stream, key_fn, |t: T| t, kind)
+    }
+
+    /// [`StreamEnv::exchange`] converting every record by `convert` on its way (routed by
+    /// `key_fn` of the converted record): the edge carries `U`.
+    fn exchange_converted<T: Send + 'static, U: Send + 'static, K: StableHash + 'static, KF, CF>(
+        &self,
+        stream: DataStream<T>,
+        key_fn: Option<KF>,
+        convert: CF,
+        kind: EdgeKind,
+    ) -> usize
+    where
+        KF: Fn(&U) -> K + Clone + Send + Sync + 'static,
+        CF: Fn(T) -> U + Clone + Send + Sync + 'static,
+    {
         let name = self.name(if kind == EdgeKind::Hash { "exchange" } else { "forward" });
-        let edge = self.add_edge::<T>(name.clone(), kind);
+        let edge = self.add_edge::<U>(name.clone(), kind);
         let prev = stream.tail;
         self.add_segment(name, move |ctx| {
-            let outbox: Outbox<T> = Outbox::default();
+            let outbox: Outbox<U> = Outbox::default();
             let ends = ctx.take_sender_ends(edge);
             let flusher = EdgeFlusher::new(ends, ctx.shards, outbox.clone());
             ctx.add_flusher(Box::new(flusher));
             let bs = ctx.config.batch_size;
             let op: Box<dyn Push<T>> = match &key_fn {
-                Some(kf) => Box::new(ExchangeOp::new(kf.clone(), ctx.groups, None, bs, outbox)),
-                None => Box::new(ExchangeOp::new(|_: &T| 0u64, ctx.groups, Some(ctx.shard), bs, outbox)),
+                Some(kf) => Box::new(ExchangeOp::new(kf.clone(), convert.clone(), ctx.groups, None, bs, outbox)),
+                None => Box::new(ExchangeOp::new(|_: &U| 0u64, convert.clone(), ctx.groups, Some(ctx.shard), bs, outbox)),
             };
             prev(ctx, op)
         });
@@ -172,6 +188,23 @@ impl StreamEnv {
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
         let edge = self.exchange(stream, Some(key_fn), EdgeKind::Hash);
+        self.input_tail(vec![edge])
+    }
+
+    /// [`StreamEnv::keyed_input`] of `stream`'s records converted by `convert` in the exchange
+    /// (keyed by `key_fn` of the converted record), so the edge carries only what the keyed
+    /// operator reads.
+    pub(crate) fn keyed_input_converted<T: Send + 'static, U: Send + 'static, K: StableHash + 'static, KF, CF>(
+        &self,
+        stream: DataStream<T>,
+        convert: CF,
+        key_fn: KF,
+    ) -> DataStream<U>
+    where
+        KF: Fn(&U) -> K + Clone + Send + Sync + 'static,
+        CF: Fn(T) -> U + Clone + Send + Sync + 'static,
+    {
+        let edge = self.exchange_converted(stream, Some(key_fn), convert, EdgeKind::Hash);
         self.input_tail(vec![edge])
     }
 

@@ -7,6 +7,10 @@
 //! shard behind exactly the watermark that preceded it in the input (per-record lateness is
 //! preserved), at O(1) cost per record.
 //!
+//! A record may be converted on its way (`convert`, the identity for plain exchanges): the
+//! consumer then reads a compact form of what the producer holds (e.g. a window aggregate's
+//! key and arguments instead of a whole SQL row), routed by the key of the converted record.
+//!
 //! Invariants: batches handed to the outbox never exceed `batch_size` records; the outbox is
 //! drained (awaiting ring space = backpressure) by the segment task after every input step, so
 //! it holds at most one step's output.
@@ -29,25 +33,27 @@ use crate::time::{Timestamp, WATERMARK_MIN};
 /// Envelopes waiting for ring space, by destination shard.
 pub(crate) type Outbox<T> = Rc<RefCell<VecDeque<(usize, Envelope<T>)>>>;
 
-/// Routes records by key to their owning shard.
-pub struct ExchangeOp<T, K, KF> {
+/// Routes records by key to their owning shard, converted by `convert` (`T` to `U`).
+pub struct ExchangeOp<T, U, K, KF, CF> {
     key_fn: KF,
+    convert: CF,
     groups: KeyGroups,
     /// Destination shards this edge reaches (all shards for hash edges, one for forward edges).
     forward_to: Option<usize>,
-    pending: Vec<Batch<T>>,
+    pending: Vec<Batch<U>>,
     sent_watermark: Vec<Timestamp>,
     watermark: Timestamp,
     batch_size: usize,
-    outbox: Outbox<T>,
-    _k: std::marker::PhantomData<fn() -> K>,
+    outbox: Outbox<U>,
+    _k: std::marker::PhantomData<fn(T) -> K>,
 }
 
-impl<T, K: StableHash, KF: FnMut(&T) -> K> ExchangeOp<T, K, KF> {
-    pub(crate) fn new(key_fn: KF, groups: KeyGroups, forward_to: Option<usize>, batch_size: usize, outbox: Outbox<T>) -> Self {
+impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> ExchangeOp<T, U, K, KF, CF> {
+    pub(crate) fn new(key_fn: KF, convert: CF, groups: KeyGroups, forward_to: Option<usize>, batch_size: usize, outbox: Outbox<U>) -> Self {
         let shards = groups.shards() as usize;
         Self {
             key_fn,
+            convert,
             groups,
             forward_to,
             pending: (0..shards).map(|_| Batch::with_capacity(batch_size)).collect(),
@@ -87,7 +93,7 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> ExchangeOp<T, K, KF> {
     }
 }
 
-impl<T, K: StableHash, KF: FnMut(&T) -> K> InOrder<T> for ExchangeOp<T, K, KF> {
+impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> InOrder<T> for ExchangeOp<T, U, K, KF, CF> {
     #[inline]
     fn on_watermark(&mut self, wm: Timestamp) {
         self.watermark = wm;
@@ -95,6 +101,7 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> InOrder<T> for ExchangeOp<T, K, KF> {
 
     #[inline]
     fn on_record(&mut self, record: T, ts: Timestamp) {
+        let record = (self.convert)(record);
         let d = match self.forward_to {
             Some(d) => d,
             None => self.groups.shard_of_hash((self.key_fn)(&record).stable_hash()) as usize,
@@ -113,7 +120,7 @@ impl<T, K: StableHash, KF: FnMut(&T) -> K> InOrder<T> for ExchangeOp<T, K, KF> {
     }
 }
 
-impl<T, K: StableHash, KF: FnMut(&T) -> K> Push<T> for ExchangeOp<T, K, KF> {
+impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> Push<T> for ExchangeOp<T, U, K, KF, CF> {
     fn push(&mut self, batch: &mut Batch<T>) {
         batch.drain_in_order(self);
         self.flush_all();

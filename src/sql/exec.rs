@@ -19,7 +19,9 @@ use super::join::WindowJoinOp;
 use super::plan::{AggCall, AggFunc, Connector, Job, KafkaFormat, KafkaTable, Plan, Rel};
 use super::source::{RowFileSource, ScanPost};
 use super::types::{format_value, KeyRow, Row, SqlType, Value};
-use super::window_agg::{row_key_hash, CountStars, GroupKey, IntKey, KeyHash, OutputShape, Slicer, SqlAggregates, SqlWindowAggOp};
+use super::window_agg::{
+    keyed_args, row_key_hash, CountStars, FewArgs, GroupKey, IntKey, KeyHash, KeyedArgs, OutputShape, Slicer, SqlAggregates, SqlWindowAggOp, WindowArgs,
+};
 use super::SqlError;
 use crate::api::stream::{connect_all, Tail};
 use crate::api::{DataStream, StreamEnv};
@@ -796,8 +798,6 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             let Some(slicer) = Slicer::new(assigner) else {
                 return session_aggregate(env, pre_stream, assigner, agg, nk, nkey, ltz, cascaded, kind);
             };
-            // Rows go to the shard of their key's group: the exchange only hashes the key.
-            let (stream, _) = keyed_exchange(env, pre_stream, move |r: &Row| KeyHash(row_key_hash(r, nkey)), kind)?.exchanged();
             let shape = OutputShape {
                 keys: nk,
                 cascade: cascaded,
@@ -805,29 +805,28 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
             };
             let int_key = nkey == 1 && rel.scope.columns.first().is_some_and(|c| c.ty.is_integer() || c.ty.is_timestamp());
             let count_stars = aggs.iter().all(|a| a.func == AggFunc::CountStar).then_some(CountStars { n: aggs.len() });
-            stream.then(kind, move |ctx, name, down| {
-                let out = Output::new(down, ctx.config.batch_size);
-                let metrics = ctx.operator_metrics(name);
-                fn driver<K: GroupKey, A: SqlAggregates>(
-                    op: SqlWindowAggOp<K, impl FnMut(&Row) -> K + 'static, A>,
-                    ctx: &crate::shard::BuildCtx<'_>,
-                    name: &str,
-                ) -> crate::error::Result<Box<dyn Push<Row>>> {
-                    Ok(Box::new(WindowDriver::build(op, ctx, name)?))
-                }
-                let int = |r: &Row| IntKey::of(r, 1);
-                let row = move |r: &Row| KeyRow::of(r, nkey);
-                let op = match (int_key, count_stars) {
-                    (true, Some(c)) => driver(SqlWindowAggOp::new(slicer, int, c, shape, out, metrics), ctx, name)?,
-                    (true, None) => driver(SqlWindowAggOp::new(slicer, int, agg.clone(), shape, out, metrics), ctx, name)?,
-                    (false, Some(c)) => driver(SqlWindowAggOp::new(slicer, row, c, shape, out, metrics), ctx, name)?,
-                    (false, None) => driver(SqlWindowAggOp::new(slicer, row, agg.clone(), shape, out, metrics), ctx, name)?,
-                };
-                if proctime {
-                    return super::proctime::fired_by_clock(op, assigner, ctx, name);
-                }
-                Ok(op)
-            })
+            let w = AlignedWindowAgg {
+                slicer,
+                shape,
+                assigner,
+                kind,
+                proctime,
+                nkey,
+                nargs: args.len(),
+            };
+            // The aggregate reads its arguments alone (the records carry the key apart).
+            let args_agg = RowAggregate {
+                calls: aggs.clone().into(),
+                first_arg: 0,
+            };
+            match (int_key, count_stars) {
+                (true, Some(c)) => aligned_window_aggregate::<IntKey, (), _>(env, pre_stream, c, w)?,
+                (false, Some(c)) => aligned_window_aggregate::<KeyRow, (), _>(env, pre_stream, c, w)?,
+                (true, None) if w.nargs <= 2 => aligned_window_aggregate::<IntKey, FewArgs, _>(env, pre_stream, args_agg, w)?,
+                (false, None) if w.nargs <= 2 => aligned_window_aggregate::<KeyRow, FewArgs, _>(env, pre_stream, args_agg, w)?,
+                (true, None) => aligned_window_aggregate::<IntKey, Row, _>(env, pre_stream, args_agg, w)?,
+                (false, None) => aligned_window_aggregate::<KeyRow, Row, _>(env, pre_stream, args_agg, w)?,
+            }
         }
         Plan::Over(node) => super::over::build(env, node, needed)?,
         Plan::IntervalJoin {
@@ -1106,6 +1105,61 @@ impl Push<Row> for TvfProjectOp {
     }
 }
 
+/// An aligned window aggregate (`TUMBLE`, `HOP`, `CUMULATE`, cascaded windows) as the planner
+/// laid it out.
+#[derive(Clone, Copy)]
+struct AlignedWindowAgg {
+    slicer: Slicer,
+    shape: OutputShape,
+    assigner: WindowAssigner,
+    kind: &'static str,
+    proctime: bool,
+    /// The pre-aggregate rows are `[keys (nkey)..., arguments (nargs)..., time]`.
+    nkey: usize,
+    nargs: usize,
+}
+
+/// The window aggregate of `pre`'s rows: each row crosses the keyed exchange as a compact
+/// `(key, arguments)` record (the exchange converts it; a scaled-out job's rows cross Kafka whole
+/// and are converted in front of the operator), which [`SqlWindowAggOp`] aggregates by `agg`.
+fn aligned_window_aggregate<K, P, A>(env: &StreamEnv, pre: DataStream<Row>, agg: A, w: AlignedWindowAgg) -> Result<DataStream<Row>, SqlError>
+where
+    K: GroupKey,
+    P: WindowArgs,
+    A: SqlAggregates<P> + Send + Sync,
+{
+    let (nkey, nargs) = (w.nkey, w.nargs);
+    let split = move |r: Row| keyed_args::<K, P>(r, nkey, nargs);
+    let build = move |ctx: &mut crate::shard::BuildCtx<'_>, name: &str, down: Box<dyn Push<Row>>| -> crate::error::Result<Box<dyn Push<KeyedArgs<K, P>>>> {
+        let out = Output::new(down, ctx.config.batch_size);
+        let metrics = ctx.operator_metrics(name);
+        let op: Box<dyn Push<KeyedArgs<K, P>>> = Box::new(WindowDriver::build(
+            SqlWindowAggOp::new(w.slicer, agg.clone(), w.shape, out, metrics),
+            ctx,
+            name,
+        )?);
+        if w.proctime {
+            return super::proctime::fired_by_clock(op, w.assigner, ctx, name);
+        }
+        Ok(op)
+    };
+    if crate::scaleout::role(env.config()).is_some() {
+        // Rows go to the shard of their key's group: the exchange only hashes the key.
+        let (rows, _) = keyed_exchange(env, pre, move |r: &Row| KeyHash(row_key_hash(r, nkey)), w.kind)?.exchanged();
+        return Ok(rows.then(w.kind, move |ctx, name, down| {
+            let op = build(ctx, name, down)?;
+            Ok(Box::new(crate::operator::stateless::MapOp {
+                f: split,
+                buf: crate::batch::Batch::with_capacity(ctx.config.batch_size),
+                down: op,
+                _in: std::marker::PhantomData,
+            }) as Box<dyn Push<Row>>)
+        }));
+    }
+    let records = env.keyed_input_converted(pre, split, |r: &KeyedArgs<K, P>| KeyHash(GroupKey::stable_hash(&r.0)));
+    Ok(records.then(w.kind, build))
+}
+
 /// A SESSION window aggregate: the engine's session window operator over `KeyRow` keys, its
 /// results as rows `[keys..., window_start, window_end, window_time, aggregates...]`.
 #[allow(clippy::too_many_arguments)]
@@ -1263,35 +1317,10 @@ fn wrap_bits(v: i64, ty: SqlType) -> i64 {
     }
 }
 
-impl AggregateFunction<Row> for RowAggregate {
-    /// Two accumulators inline (a window key's state stays small; more aggregates allocate
-    /// once per key and window, not per record).
-    type Acc = SmallVec<[AccState; 2]>;
-    type Out = Vec<Value>;
-
-    fn create(&self) -> Self::Acc {
-        self.calls
-            .iter()
-            .map(|c| match c.func {
-                AggFunc::CountStar | AggFunc::Count => AccState::Count(0),
-                AggFunc::CountDistinct => AccState::Distinct(FxHashSet::default()),
-                AggFunc::Min | AggFunc::Max => AccState::Extreme(Value::Null),
-                AggFunc::Sum => match c.arg_type {
-                    SqlType::Decimal(_, s) => AccState::SumDecimal(0, s, false),
-                    SqlType::Double | SqlType::Float => AccState::SumDouble(0.0, false),
-                    _ => AccState::SumInt(0, false),
-                },
-                AggFunc::Avg => match c.arg_type {
-                    SqlType::Decimal(_, s) => AccState::AvgDecimal(0, s, 0),
-                    SqlType::Double | SqlType::Float => AccState::AvgDouble(0.0, 0),
-                    _ => AccState::AvgInt(0, 0),
-                },
-            })
-            .collect()
-    }
-
+impl RowAggregate {
+    /// Add the arguments of `row` (from `first_arg` on) to the accumulators.
     #[inline]
-    fn add(&self, acc: &mut Self::Acc, row: &Row) {
+    pub fn add_values(&self, acc: &mut SmallVec<[AccState; 2]>, row: &[Value]) {
         for (c, a) in self.calls.iter().zip(acc.iter_mut()) {
             let v = match c.arg {
                 Some(i) => row.get(self.first_arg + i).unwrap_or(&Value::Null),
@@ -1348,7 +1377,39 @@ impl AggregateFunction<Row> for RowAggregate {
             }
         }
     }
+}
 
+impl AggregateFunction<Row> for RowAggregate {
+    /// Two accumulators inline (a window key's state stays small; more aggregates allocate
+    /// once per key and window, not per record).
+    type Acc = SmallVec<[AccState; 2]>;
+    type Out = Vec<Value>;
+
+    fn create(&self) -> Self::Acc {
+        self.calls
+            .iter()
+            .map(|c| match c.func {
+                AggFunc::CountStar | AggFunc::Count => AccState::Count(0),
+                AggFunc::CountDistinct => AccState::Distinct(FxHashSet::default()),
+                AggFunc::Min | AggFunc::Max => AccState::Extreme(Value::Null),
+                AggFunc::Sum => match c.arg_type {
+                    SqlType::Decimal(_, s) => AccState::SumDecimal(0, s, false),
+                    SqlType::Double | SqlType::Float => AccState::SumDouble(0.0, false),
+                    _ => AccState::SumInt(0, false),
+                },
+                AggFunc::Avg => match c.arg_type {
+                    SqlType::Decimal(_, s) => AccState::AvgDecimal(0, s, 0),
+                    SqlType::Double | SqlType::Float => AccState::AvgDouble(0.0, 0),
+                    _ => AccState::AvgInt(0, 0),
+                },
+            })
+            .collect()
+    }
+
+    #[inline]
+    fn add(&self, acc: &mut Self::Acc, row: &Row) {
+        self.add_values(acc, row)
+    }
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc) {
         for ((c, a), o) in self.calls.iter().zip(acc.iter_mut()).zip(other.iter()) {
             match (a, o) {

@@ -24,7 +24,6 @@
 
 use super::expr::{Expr, Func};
 use super::plan::{ColumnSource, Plan, Rel};
-use super::types::Row;
 use crate::batch::Batch;
 use crate::checkpoint::runtime::TaskSnapshot;
 use crate::operator::window::WindowAssigner;
@@ -55,7 +54,7 @@ pub fn is_proctime(rel: &Rel, col: usize) -> bool {
 
 /// The window operator `inner` (an aligned window aggregate over `assigner`'s windows, built
 /// as operator `name` on the shard `ctx` builds) driven by processing time.
-pub fn fired_by_clock(inner: Box<dyn Push<Row>>, assigner: WindowAssigner, ctx: &BuildCtx<'_>, name: &str) -> crate::error::Result<Box<dyn Push<Row>>> {
+pub fn fired_by_clock<T: 'static>(inner: Box<dyn Push<T>>, assigner: WindowAssigner, ctx: &BuildCtx<'_>, name: &str) -> crate::error::Result<Box<dyn Push<T>>> {
     let mut op = ClockFiredWindows::new(inner, assigner, ctx.timers(), processing_now_ms());
     if let Some(restore) = ctx.restore() {
         // The restored windows fired up to the restored watermark (the clock then, minus 1 ms).

@@ -9,6 +9,10 @@
 //! `window_end - 1`. Keys of one `BIGINT`-like column are held as [`IntKey`] (no row of values
 //! per key), and `COUNT(*)`-only aggregates as one counter ([`CountStars`]).
 //!
+//! Records are `(key, arguments)` ([`KeyedArgs`]): the keyed exchange in front of the operator
+//! turns each pre-aggregate row into one ([`keyed_args`]), so the rings carry only what the
+//! aggregate reads (16 bytes for an integer key and `COUNT(*)`, instead of a 136-byte row).
+//!
 //! Lateness (allowed lateness 0, Flink SQL's): a record is dropped (counted in
 //! `late_records_dropped`) when every window containing it has fired, i.e. when the last window
 //! of its slice ends at or before `watermark + 1`; otherwise it counts in exactly the windows
@@ -48,9 +52,10 @@ use crate::time::{Timestamp, WATERMARK_MIN};
 pub type AccStates = SmallVec<[AccState; 2]>;
 
 /// A grouping key held by the window aggregate.
-pub trait GroupKey: Hash + Eq + Clone + 'static {
-    /// The key of a row whose key columns are `row[..n]`.
-    fn of(row: &Row, n: usize) -> Self;
+pub trait GroupKey: Hash + Eq + Clone + Send + 'static {
+    /// The key of a row whose key columns are `row[..n]`, taken out of the row (they are left
+    /// NULL).
+    fn take(row: &mut Row, n: usize) -> Self;
     /// Append the key's values to an output row.
     fn write(&self, out: &mut Row);
     /// The key as checkpoints (and key groups) see it.
@@ -63,8 +68,8 @@ pub trait GroupKey: Hash + Eq + Clone + 'static {
 
 impl GroupKey for KeyRow {
     #[inline]
-    fn of(row: &Row, n: usize) -> Self {
-        KeyRow(row[..n].iter().cloned().collect())
+    fn take(row: &mut Row, n: usize) -> Self {
+        KeyRow(row[..n].iter_mut().map(std::mem::take).collect())
     }
     fn write(&self, out: &mut Row) {
         out.extend(self.0.iter().cloned());
@@ -126,7 +131,7 @@ impl Hash for IntKey {
 
 impl GroupKey for IntKey {
     #[inline]
-    fn of(row: &Row, _n: usize) -> Self {
+    fn take(row: &mut Row, _n: usize) -> Self {
         // The planner picks this key only for integer-like columns, whose values are NULL or
         // integer-like.
         let key = Self::of_value(&row[0]);
@@ -173,11 +178,44 @@ impl StableHash for KeyHash {
     }
 }
 
-/// The aggregates of a window aggregate over rows `[keys..., arguments...]`.
-pub trait SqlAggregates: Clone + 'static {
+/// What the window aggregate keeps of a row besides its key: the aggregates' arguments
+/// (nothing for `COUNT(*)`), the payload of the compact records its exchange carries.
+pub trait WindowArgs: Send + 'static {
+    /// The `n` arguments `row[from..from + n]`, taken out of the row (they are left NULL).
+    fn take(row: &mut Row, from: usize, n: usize) -> Self;
+}
+
+impl WindowArgs for () {
+    #[inline]
+    fn take(_row: &mut Row, _from: usize, _n: usize) {}
+}
+
+impl<A: smallvec::Array<Item = Value> + Send + 'static> WindowArgs for SmallVec<A> {
+    #[inline]
+    fn take(row: &mut Row, from: usize, n: usize) -> Self {
+        row[from..from + n].iter_mut().map(std::mem::take).collect()
+    }
+}
+
+/// The arguments of up to two aggregate arguments, inline (40 bytes instead of a [`Row`]'s 136).
+pub type FewArgs = SmallVec<[Value; 2]>;
+
+/// The record the window aggregate reads: a key and the arguments (see [`WindowArgs`]).
+pub type KeyedArgs<K, P> = (K, P);
+
+/// Split a pre-aggregate row `[keys (nkey)..., arguments (nargs)..., rest...]` into the
+/// window aggregate's record.
+#[inline]
+pub fn keyed_args<K: GroupKey, P: WindowArgs>(mut row: Row, nkey: usize, nargs: usize) -> KeyedArgs<K, P> {
+    let args = P::take(&mut row, nkey, nargs);
+    (K::take(&mut row, nkey), args)
+}
+
+/// The aggregates of a window aggregate over the arguments `P` of its records.
+pub trait SqlAggregates<P>: Clone + 'static {
     type Acc: Clone + 'static;
     fn create(&self) -> Self::Acc;
-    fn add(&self, acc: &mut Self::Acc, row: &Row);
+    fn add(&self, acc: &mut Self::Acc, args: &P);
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc);
     /// Append the results to an output row.
     fn write(&self, acc: &Self::Acc, out: &mut Row);
@@ -186,14 +224,15 @@ pub trait SqlAggregates: Clone + 'static {
     fn acc_of_states(&self, states: AccStates) -> Option<Self::Acc>;
 }
 
-impl SqlAggregates for RowAggregate {
+/// Over arguments laid out from `first_arg` on (0 for the arguments alone).
+impl<P: std::ops::Deref<Target = [Value]> + 'static> SqlAggregates<P> for RowAggregate {
     type Acc = AccStates;
     fn create(&self) -> Self::Acc {
         AggregateFunction::create(self)
     }
     #[inline]
-    fn add(&self, acc: &mut Self::Acc, row: &Row) {
-        AggregateFunction::add(self, acc, row)
+    fn add(&self, acc: &mut Self::Acc, args: &P) {
+        self.add_values(acc, args)
     }
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc) {
         AggregateFunction::merge(self, acc, other)
@@ -215,13 +254,13 @@ pub struct CountStars {
     pub n: usize,
 }
 
-impl SqlAggregates for CountStars {
+impl<P> SqlAggregates<P> for CountStars {
     type Acc = i64;
     fn create(&self) -> i64 {
         0
     }
     #[inline]
-    fn add(&self, acc: &mut i64, _row: &Row) {
+    fn add(&self, acc: &mut i64, _args: &P) {
         *acc += 1;
     }
     fn merge(&self, acc: &mut i64, other: &i64) {
@@ -339,10 +378,9 @@ struct Slice<K, Acc> {
     accs: FxHashMap<K, Acc>,
 }
 
-/// The window aggregate operator (see the module docs).
-pub struct SqlWindowAggOp<K, KF, A: SqlAggregates> {
+/// The window aggregate operator (see the module docs) over records `(key, arguments)`.
+pub struct SqlWindowAggOp<K, P, A: SqlAggregates<P>> {
     slicer: Slicer,
-    key_fn: KF,
     agg: A,
     shape: OutputShape,
     slices: std::collections::VecDeque<Slice<K, A::Acc>>,
@@ -355,19 +393,18 @@ pub struct SqlWindowAggOp<K, KF, A: SqlAggregates> {
     merged: FxHashMap<K, A::Acc>,
     /// Capacity for a new slice's map: the size of the last one that fired.
     capacity_hint: usize,
-    out: WindowOutputs<Row, Row>,
+    out: WindowOutputs<KeyedArgs<K, P>, Row>,
 }
 
-impl<K, KF, A> SqlWindowAggOp<K, KF, A>
+impl<K, P, A> SqlWindowAggOp<K, P, A>
 where
     K: GroupKey,
-    KF: FnMut(&Row) -> K,
-    A: SqlAggregates,
+    P: 'static,
+    A: SqlAggregates<P>,
 {
-    pub fn new(slicer: Slicer, key_fn: KF, agg: A, shape: OutputShape, out: Output<Row>, metrics: Arc<OperatorMetrics>) -> Self {
+    pub fn new(slicer: Slicer, agg: A, shape: OutputShape, out: Output<Row>, metrics: Arc<OperatorMetrics>) -> Self {
         Self {
             slicer,
-            key_fn,
             agg,
             shape,
             slices: Default::default(),
@@ -406,22 +443,21 @@ where
     }
 
     #[inline]
-    fn process(&mut self, record: Row, ts: Timestamp) {
+    fn process(&mut self, (key, args): KeyedArgs<K, P>, ts: Timestamp) {
         let start = self.slicer.slice_start(ts);
         if self.slicer.last_end(start).saturating_sub(1) <= self.watermark {
             // Every window of the record has fired.
             OperatorMetrics::add(&self.out.metrics.late_records_dropped, 1);
             return;
         }
-        let key = (self.key_fn)(&record);
         let i = self.slice_index(start);
         let agg = &self.agg;
         let accs = &mut self.slices[i].accs;
         match accs.get_mut(&key) {
-            Some(acc) => agg.add(acc, &record),
+            Some(acc) => agg.add(acc, &args),
             None => {
                 let mut acc = agg.create();
-                agg.add(&mut acc, &record);
+                agg.add(&mut acc, &args);
                 accs.insert(key, acc);
             }
         }
@@ -514,8 +550,8 @@ where
 /// One result row: `[keys..., window_start, window_end, window_time, aggregates...]` at
 /// `end - 1` (`end` of the operator's window).
 #[inline]
-fn emit_row<K: GroupKey, A: SqlAggregates>(
-    out: &mut WindowOutputs<Row, Row>,
+fn emit_row<K: GroupKey, P, A: SqlAggregates<P>>(
+    out: &mut WindowOutputs<KeyedArgs<K, P>, Row>,
     agg: &A,
     shape: OutputShape,
     key: &K,
@@ -545,31 +581,31 @@ fn emit_row<K: GroupKey, A: SqlAggregates>(
     out.results.emit(row, end.saturating_sub(1));
 }
 
-impl<K, KF, A> InOrder<Row> for SqlWindowAggOp<K, KF, A>
+impl<K, P, A> InOrder<KeyedArgs<K, P>> for SqlWindowAggOp<K, P, A>
 where
     K: GroupKey,
-    KF: FnMut(&Row) -> K,
-    A: SqlAggregates,
+    P: 'static,
+    A: SqlAggregates<P>,
 {
     #[inline]
     fn on_watermark(&mut self, wm: Timestamp) {
         self.advance(wm);
     }
     #[inline]
-    fn on_record(&mut self, record: Row, ts: Timestamp) {
+    fn on_record(&mut self, record: KeyedArgs<K, P>, ts: Timestamp) {
         self.process(record, ts);
     }
 }
 
-impl<K, KF, A> WindowCore<Row> for SqlWindowAggOp<K, KF, A>
+impl<K, P, A> WindowCore<KeyedArgs<K, P>> for SqlWindowAggOp<K, P, A>
 where
     K: GroupKey,
-    KF: FnMut(&Row) -> K,
-    A: SqlAggregates,
+    P: 'static,
+    A: SqlAggregates<P>,
 {
     type Result = Row;
 
-    fn outputs(&mut self) -> &mut WindowOutputs<Row, Row> {
+    fn outputs(&mut self) -> &mut WindowOutputs<KeyedArgs<K, P>, Row> {
         &mut self.out
     }
 
