@@ -84,6 +84,21 @@ impl<T> Output<T> {
         }
     }
 
+    /// Emit a record built in place by `build` from `T::default()` (not moved into the buffer
+    /// afterwards: for large records).
+    #[inline]
+    pub fn emit_with(&mut self, ts: Timestamp, build: impl FnOnce(&mut T))
+    where
+        T: Default,
+    {
+        self.buf.records.push(T::default());
+        build(self.buf.records.last_mut().expect("just pushed"));
+        self.buf.timestamps.push(ts);
+        if self.buf.len() >= self.batch_size {
+            self.flush();
+        }
+    }
+
     /// Forward watermark `wm` after everything emitted so far.
     #[inline]
     pub fn mark(&mut self, wm: Timestamp) {

@@ -681,6 +681,14 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
         }
         Plan::Project { input, exprs } => {
             let exprs = pruned(exprs, needed);
+            // Plain columns, each once, over a window aggregate: its output rows are built projected.
+            let cols: Option<Vec<usize>> = exprs.iter().map(|e| if let Expr::Col(i) = e { Some(*i) } else { None }).collect();
+            if let (Plan::WindowAgg { .. }, Some(cols)) = (&input.plan, cols) {
+                let mut seen = vec![false; width_of(input)];
+                if cols.iter().all(|&c| c < seen.len() && !std::mem::replace(&mut seen[c], true)) {
+                    return window_agg(env, input, Some(cols.into()));
+                }
+            }
             let mut need = vec![false; width_of(input)];
             for e in &exprs {
                 mark(e, &mut need);
@@ -728,106 +736,7 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
                 out
             })
         }
-        Plan::WindowAgg {
-            input,
-            assigner,
-            keys,
-            args,
-            aggs,
-            ltz,
-            cascade,
-            proctime,
-            ..
-        } => {
-            // Pre-aggregate rows: [keys..., (cascade: window_start, window_end,) args...]; the
-            // grouping key is everything before the arguments.
-            let window_keys: Vec<Expr> = cascade.iter().flat_map(|(s, e)| [Expr::Col(*s), Expr::Col(*e)]).collect();
-            let pre: Arc<[Expr]> = keys.iter().chain(window_keys.iter()).chain(args.iter()).cloned().collect();
-            let nk = keys.len();
-            let nkey = nk + window_keys.len();
-            let agg = RowAggregate {
-                calls: aggs.clone().into(),
-                first_arg: nkey,
-            };
-            let ltz = *ltz;
-            let proctime = *proctime;
-            let cascaded = cascade.is_some();
-            let mut need = vec![false; width_of(input)];
-            for e in pre.iter() {
-                mark(e, &mut need);
-            }
-            if let Some(rt) = input.rowtime {
-                need[rt] = true;
-            }
-            // Over a scan (or a filter over one), or a projection of one (a view), the
-            // pre-aggregate projection runs inside the reader, composed with the view's.
-            let fused_input = match &input.plan {
-                Plan::Project { input: inner, exprs } if scan_of(inner).is_some() && !exprs.iter().any(Expr::reads_clock) => {
-                    let composed: Vec<Expr> = pre.iter().map(|e| e.substitute(exprs)).collect();
-                    Some((&**inner, composed, input.rowtime.map(|rt| exprs[rt].clone())))
-                }
-                _ if scan_of(input).is_some() => Some((&**input, pre.to_vec(), input.rowtime.map(Expr::Col))),
-                _ => None,
-            };
-            let pre_stream = match fused_input.and_then(|(rel, project, rowtime)| scan_of(rel).map(|(t, p)| (rel, t, p, project, rowtime))) {
-                // The time attribute rides along as a last, unused column.
-                Some((scan_rel, table, predicate, mut project, rowtime)) if rowtime.is_some() || table.rowtime.is_none() => {
-                    let rowtime_out = rowtime.map(|rt| {
-                        project.push(rt);
-                        project.len() - 1
-                    });
-                    let mut need = vec![false; width_of(scan_rel)];
-                    project.iter().chain(predicate).for_each(|e| mark(e, &mut need));
-                    let post = ScanPost {
-                        predicate: predicate.cloned(),
-                        project: Some(project.into()),
-                        columns: None,
-                    };
-                    scan(env, table, &need, post, rowtime_out)?
-                }
-                _ => build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>()),
-            };
-            let assigner = *assigner;
-            let kind = match assigner {
-                _ if cascaded => "window:cascade",
-                WindowAssigner::Tumbling { .. } => "window:tumble",
-                WindowAssigner::Sliding { .. } => "window:hop",
-                WindowAssigner::Cumulate { .. } => "window:cumulate",
-                WindowAssigner::Session { .. } => "window:session",
-            };
-            let Some(slicer) = Slicer::new(assigner) else {
-                return session_aggregate(env, pre_stream, assigner, agg, nk, nkey, ltz, cascaded, kind);
-            };
-            let shape = OutputShape {
-                keys: nk,
-                cascade: cascaded,
-                ltz,
-            };
-            let int_key = nkey == 1 && rel.scope.columns.first().is_some_and(|c| c.ty.is_integer() || c.ty.is_timestamp());
-            let count_stars = aggs.iter().all(|a| a.func == AggFunc::CountStar).then_some(CountStars { n: aggs.len() });
-            let w = AlignedWindowAgg {
-                slicer,
-                shape,
-                assigner,
-                kind,
-                proctime,
-                nkey,
-                nargs: args.len(),
-            };
-            // The aggregate reads its arguments alone (the records carry the key apart).
-            let args_agg = RowAggregate {
-                calls: aggs.clone().into(),
-                first_arg: 0,
-            };
-            match (int_key, count_stars) {
-                (true, Some(c)) => aligned_window_aggregate::<IntKey, (), _>(env, pre_stream, c, w)?,
-                (false, Some(c)) => aligned_window_aggregate::<KeyRow, (), _>(env, pre_stream, c, w)?,
-                (true, None) if w.nargs <= 2 => aligned_window_aggregate::<IntKey, FewArgs, _>(env, pre_stream, args_agg, w)?,
-                (false, None) if w.nargs <= 2 => aligned_window_aggregate::<KeyRow, FewArgs, _>(env, pre_stream, args_agg, w)?,
-                (true, None) => aligned_window_aggregate::<IntKey, Row, _>(env, pre_stream, args_agg, w)?,
-                (false, None) => aligned_window_aggregate::<KeyRow, Row, _>(env, pre_stream, args_agg, w)?,
-            }
-        }
+        Plan::WindowAgg { .. } => window_agg(env, rel, None)?,
         Plan::Over(node) => super::over::build(env, node, needed)?,
         Plan::IntervalJoin {
             left,
@@ -1105,9 +1014,122 @@ impl Push<Row> for TvfProjectOp {
     }
 }
 
+/// A window aggregate (`rel` is a [`Plan::WindowAgg`]); `select`: the output columns to keep,
+/// in order (a projection of plain columns fused into the operator's output rows).
+fn window_agg(env: &StreamEnv, rel: &Rel, select: Option<Arc<[usize]>>) -> Result<DataStream<Row>, SqlError> {
+    let width_of = |r: &Rel| r.scope.columns.len();
+    let Plan::WindowAgg {
+        input,
+        assigner,
+        keys,
+        args,
+        aggs,
+        ltz,
+        cascade,
+        proctime,
+        ..
+    } = &rel.plan
+    else {
+        unreachable!("window_agg of a {:?}", std::mem::discriminant(&rel.plan))
+    };
+    // Pre-aggregate rows: [keys..., (cascade: window_start, window_end,) args...]; the
+    // grouping key is everything before the arguments.
+    let window_keys: Vec<Expr> = cascade.iter().flat_map(|(s, e)| [Expr::Col(*s), Expr::Col(*e)]).collect();
+    let pre: Arc<[Expr]> = keys.iter().chain(window_keys.iter()).chain(args.iter()).cloned().collect();
+    let nk = keys.len();
+    let nkey = nk + window_keys.len();
+    let agg = RowAggregate {
+        calls: aggs.clone().into(),
+        first_arg: nkey,
+    };
+    let ltz = *ltz;
+    let proctime = *proctime;
+    let cascaded = cascade.is_some();
+    let mut need = vec![false; width_of(input)];
+    for e in pre.iter() {
+        mark(e, &mut need);
+    }
+    if let Some(rt) = input.rowtime {
+        need[rt] = true;
+    }
+    // Over a scan (or a filter over one), or a projection of one (a view), the
+    // pre-aggregate projection runs inside the reader, composed with the view's.
+    let fused_input = match &input.plan {
+        Plan::Project { input: inner, exprs } if scan_of(inner).is_some() && !exprs.iter().any(Expr::reads_clock) => {
+            let composed: Vec<Expr> = pre.iter().map(|e| e.substitute(exprs)).collect();
+            Some((&**inner, composed, input.rowtime.map(|rt| exprs[rt].clone())))
+        }
+        _ if scan_of(input).is_some() => Some((&**input, pre.to_vec(), input.rowtime.map(Expr::Col))),
+        _ => None,
+    };
+    let pre_stream = match fused_input.and_then(|(rel, project, rowtime)| scan_of(rel).map(|(t, p)| (rel, t, p, project, rowtime))) {
+        // The time attribute rides along as a last, unused column.
+        Some((scan_rel, table, predicate, mut project, rowtime)) if rowtime.is_some() || table.rowtime.is_none() => {
+            let rowtime_out = rowtime.map(|rt| {
+                project.push(rt);
+                project.len() - 1
+            });
+            let mut need = vec![false; width_of(scan_rel)];
+            project.iter().chain(predicate).for_each(|e| mark(e, &mut need));
+            let post = ScanPost {
+                predicate: predicate.cloned(),
+                project: Some(project.into()),
+                columns: None,
+            };
+            scan(env, table, &need, post, rowtime_out)?
+        }
+        _ => build(env, input, &need)?.map(move |r: Row| pre.iter().map(|e| e.eval(&r)).collect::<Row>()),
+    };
+    let assigner = *assigner;
+    let kind = match assigner {
+        _ if cascaded => "window:cascade",
+        WindowAssigner::Tumbling { .. } => "window:tumble",
+        WindowAssigner::Sliding { .. } => "window:hop",
+        WindowAssigner::Cumulate { .. } => "window:cumulate",
+        WindowAssigner::Session { .. } => "window:session",
+    };
+    let Some(slicer) = Slicer::new(assigner) else {
+        let sessions = session_aggregate(env, pre_stream, assigner, agg, nk, nkey, ltz, cascaded, kind)?;
+        return Ok(match select {
+            Some(cols) => sessions.map(move |mut r: Row| cols.iter().map(|&c| std::mem::take(&mut r[c])).collect::<Row>()),
+            None => sessions,
+        });
+    };
+    let shape = OutputShape {
+        keys: nk,
+        cascade: cascaded,
+        ltz,
+    };
+    let int_key = nkey == 1 && rel.scope.columns.first().is_some_and(|c| c.ty.is_integer() || c.ty.is_timestamp());
+    let count_stars = aggs.iter().all(|a| a.func == AggFunc::CountStar).then_some(CountStars { n: aggs.len() });
+    let w = AlignedWindowAgg {
+        slicer,
+        shape,
+        assigner,
+        kind,
+        proctime,
+        nkey,
+        nargs: args.len(),
+        select,
+    };
+    // The aggregate reads its arguments alone (the records carry the key apart).
+    let args_agg = RowAggregate {
+        calls: aggs.clone().into(),
+        first_arg: 0,
+    };
+    match (int_key, count_stars) {
+        (true, Some(c)) => aligned_window_aggregate::<IntKey, (), _>(env, pre_stream, c, w),
+        (false, Some(c)) => aligned_window_aggregate::<KeyRow, (), _>(env, pre_stream, c, w),
+        (true, None) if w.nargs <= 2 => aligned_window_aggregate::<IntKey, FewArgs, _>(env, pre_stream, args_agg, w),
+        (false, None) if w.nargs <= 2 => aligned_window_aggregate::<KeyRow, FewArgs, _>(env, pre_stream, args_agg, w),
+        (true, None) => aligned_window_aggregate::<IntKey, Row, _>(env, pre_stream, args_agg, w),
+        (false, None) => aligned_window_aggregate::<KeyRow, Row, _>(env, pre_stream, args_agg, w),
+    }
+}
+
 /// An aligned window aggregate (`TUMBLE`, `HOP`, `CUMULATE`, cascaded windows) as the planner
 /// laid it out.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct AlignedWindowAgg {
     slicer: Slicer,
     shape: OutputShape,
@@ -1117,6 +1139,8 @@ struct AlignedWindowAgg {
     /// The pre-aggregate rows are `[keys (nkey)..., arguments (nargs)..., time]`.
     nkey: usize,
     nargs: usize,
+    /// The output columns kept (a fused projection), or all.
+    select: Option<Arc<[usize]>>,
 }
 
 /// The window aggregate of `pre`'s rows: each row crosses the keyed exchange as a compact
@@ -1134,7 +1158,7 @@ where
         let out = Output::new(down, ctx.config.batch_size);
         let metrics = ctx.operator_metrics(name);
         let op: Box<dyn Push<KeyedArgs<K, P>>> = Box::new(WindowDriver::build(
-            SqlWindowAggOp::new(w.slicer, agg.clone(), w.shape, out, metrics),
+            SqlWindowAggOp::new(w.slicer, agg.clone(), w.shape, w.select.clone(), out, metrics),
             ctx,
             name,
         )?);

@@ -393,6 +393,10 @@ pub struct SqlWindowAggOp<K, P, A: SqlAggregates<P>> {
     merged: FxHashMap<K, A::Acc>,
     /// Capacity for a new slice's map: the size of the last one that fired.
     capacity_hint: usize,
+    /// The output columns kept, in order (a projection fused into the output rows), or all.
+    select: Option<Arc<[usize]>>,
+    /// The full output row before `select` (reused).
+    scratch: Row,
     out: WindowOutputs<KeyedArgs<K, P>, Row>,
 }
 
@@ -402,7 +406,8 @@ where
     P: 'static,
     A: SqlAggregates<P>,
 {
-    pub fn new(slicer: Slicer, agg: A, shape: OutputShape, out: Output<Row>, metrics: Arc<OperatorMetrics>) -> Self {
+    /// `select`: output columns to keep, each at most once (a fused projection), or `None`.
+    pub fn new(slicer: Slicer, agg: A, shape: OutputShape, select: Option<Arc<[usize]>>, out: Output<Row>, metrics: Arc<OperatorMetrics>) -> Self {
         Self {
             slicer,
             agg,
@@ -413,6 +418,8 @@ where
             watermark: WATERMARK_MIN,
             merged: FxHashMap::default(),
             capacity_hint: 0,
+            select,
+            scratch: Row::new(),
             out: WindowOutputs::new(out, None, metrics),
         }
     }
@@ -512,8 +519,15 @@ where
                 }
             } else {
                 let slice = &self.slices[i];
+                let mut emit = Emit {
+                    out: &mut self.out,
+                    agg: &self.agg,
+                    shape: self.shape,
+                    select: self.select.as_deref(),
+                    scratch: &mut self.scratch,
+                };
                 for (key, acc) in slice.accs.iter() {
-                    emit_row(&mut self.out, &self.agg, self.shape, key, acc, start, end);
+                    emit.row(key, acc, start, end);
                 }
             }
             return;
@@ -543,24 +557,55 @@ where
 
     #[inline]
     fn emit(&mut self, key: &K, acc: &A::Acc, start: Timestamp, end: Timestamp) {
-        emit_row(&mut self.out, &self.agg, self.shape, key, acc, start, end);
+        Emit {
+            out: &mut self.out,
+            agg: &self.agg,
+            shape: self.shape,
+            select: self.select.as_deref(),
+            scratch: &mut self.scratch,
+        }
+        .row(key, acc, start, end);
     }
 }
 
-/// One result row: `[keys..., window_start, window_end, window_time, aggregates...]` at
-/// `end - 1` (`end` of the operator's window).
-#[inline]
-fn emit_row<K: GroupKey, P, A: SqlAggregates<P>>(
-    out: &mut WindowOutputs<KeyedArgs<K, P>, Row>,
-    agg: &A,
+/// What writing result rows needs (borrowed from the operator while it iterates its state).
+struct Emit<'a, K, P, A: SqlAggregates<P>> {
+    out: &'a mut WindowOutputs<KeyedArgs<K, P>, Row>,
+    agg: &'a A,
     shape: OutputShape,
-    key: &K,
-    acc: &A::Acc,
-    start: Timestamp,
-    end: Timestamp,
-) {
-    let mut row = Row::new();
-    key.write(&mut row);
+    select: Option<&'a [usize]>,
+    scratch: &'a mut Row,
+}
+
+impl<K: GroupKey, P, A: SqlAggregates<P>> Emit<'_, K, P, A> {
+    /// One result row `[keys..., window_start, window_end, window_time, aggregates...]` (or the
+    /// `select`ed columns of it) at `end - 1` (`end` of the operator's window), built in the
+    /// output buffer.
+    #[inline]
+    fn row(&mut self, key: &K, acc: &A::Acc, start: Timestamp, end: Timestamp) {
+        let (agg, shape) = (self.agg, self.shape);
+        match self.select {
+            None => self
+                .out
+                .results
+                .emit_with(end.saturating_sub(1), |row| result_row(row, agg, shape, key, acc, start, end)),
+            Some(cols) => {
+                let full = &mut *self.scratch;
+                full.clear();
+                result_row(full, agg, shape, key, acc, start, end);
+                self.out
+                    .results
+                    .emit_with(end.saturating_sub(1), |row| row.extend(cols.iter().map(|&c| std::mem::take(&mut full[c]))));
+            }
+        }
+    }
+}
+
+/// Write the result row `[keys..., window_start, window_end, window_time, aggregates...]` into
+/// the empty `row`.
+#[inline]
+fn result_row<K: GroupKey, P, A: SqlAggregates<P>>(row: &mut Row, agg: &A, shape: OutputShape, key: &K, acc: &A::Acc, start: Timestamp, end: Timestamp) {
+    key.write(row);
     let (ws, we) = if shape.cascade {
         // The input's window, carried in the key after the grouping keys.
         let ts = |v: Option<Value>| match v {
@@ -577,8 +622,7 @@ fn emit_row<K: GroupKey, P, A: SqlAggregates<P>>(
     row.push(Value::Timestamp(we));
     let wt = we.saturating_sub(1);
     row.push(if shape.ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
-    agg.write(acc, &mut row);
-    out.results.emit(row, end.saturating_sub(1));
+    agg.write(acc, row);
 }
 
 impl<K, P, A> InOrder<KeyedArgs<K, P>> for SqlWindowAggOp<K, P, A>
