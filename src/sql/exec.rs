@@ -1342,6 +1342,60 @@ fn wrap_bits(v: i64, ty: SqlType) -> i64 {
 }
 
 impl RowAggregate {
+    /// The result of aggregate call `c` from its accumulator state `a`.
+    pub fn result_of(c: &AggCall, a: &AccState) -> Value {
+        match a {
+            AccState::Count(n) => Value::Int(*n),
+            AccState::Distinct(s) => Value::Int(s.len() as i64),
+            AccState::Extreme(v) => v.clone(),
+            AccState::SumInt(s, any) => {
+                if *any {
+                    Value::Int(*s)
+                } else {
+                    Value::Null
+                }
+            }
+            AccState::SumDouble(s, any) => {
+                if *any {
+                    Value::Double(*s)
+                } else {
+                    Value::Null
+                }
+            }
+            AccState::SumDecimal(s, sc, any) => match (*any, i64::try_from(*s)) {
+                (true, Ok(v)) => Value::Decimal(v, *sc),
+                _ => Value::Null,
+            },
+            AccState::AvgInt(s, n) => {
+                if *n == 0 {
+                    Value::Null
+                } else {
+                    Value::Int(wrap_bits((*s / *n as i128) as i64, c.out_type))
+                }
+            }
+            AccState::AvgDouble(s, n) => {
+                if *n == 0 {
+                    Value::Null
+                } else {
+                    Value::Double(*s / *n as f64)
+                }
+            }
+            AccState::AvgDecimal(s, sc, n) => {
+                let SqlType::Decimal(_, out_scale) = c.out_type else { return Value::Null };
+                if *n == 0 {
+                    return Value::Null;
+                }
+                // sum at scale `sc` / n, at scale `out_scale`, rounded half up.
+                let num = s.saturating_mul(10i128.pow((out_scale - sc) as u32));
+                let den = *n as i128;
+                let q = num / den;
+                let r = num % den;
+                let q = if r.abs() * 2 >= den { q + num.signum() } else { q };
+                i64::try_from(q).map(|v| Value::Decimal(v, out_scale)).unwrap_or(Value::Null)
+            }
+        }
+    }
+
     /// Add the arguments of `row` (from `first_arg` on) to the accumulators.
     #[inline]
     pub fn add_values(&self, acc: &mut SmallVec<[AccState; 2]>, row: &[Value]) {
@@ -1479,60 +1533,7 @@ impl AggregateFunction<Row> for RowAggregate {
     }
 
     fn result(&self, acc: &Self::Acc) -> Vec<Value> {
-        self.calls
-            .iter()
-            .zip(acc.iter())
-            .map(|(c, a)| match a {
-                AccState::Count(n) => Value::Int(*n),
-                AccState::Distinct(s) => Value::Int(s.len() as i64),
-                AccState::Extreme(v) => v.clone(),
-                AccState::SumInt(s, any) => {
-                    if *any {
-                        Value::Int(*s)
-                    } else {
-                        Value::Null
-                    }
-                }
-                AccState::SumDouble(s, any) => {
-                    if *any {
-                        Value::Double(*s)
-                    } else {
-                        Value::Null
-                    }
-                }
-                AccState::SumDecimal(s, sc, any) => match (*any, i64::try_from(*s)) {
-                    (true, Ok(v)) => Value::Decimal(v, *sc),
-                    _ => Value::Null,
-                },
-                AccState::AvgInt(s, n) => {
-                    if *n == 0 {
-                        Value::Null
-                    } else {
-                        Value::Int(wrap_bits((*s / *n as i128) as i64, c.out_type))
-                    }
-                }
-                AccState::AvgDouble(s, n) => {
-                    if *n == 0 {
-                        Value::Null
-                    } else {
-                        Value::Double(*s / *n as f64)
-                    }
-                }
-                AccState::AvgDecimal(s, sc, n) => {
-                    let SqlType::Decimal(_, out_scale) = c.out_type else { return Value::Null };
-                    if *n == 0 {
-                        return Value::Null;
-                    }
-                    // sum at scale `sc` / n, at scale `out_scale`, rounded half up.
-                    let num = s.saturating_mul(10i128.pow((out_scale - sc) as u32));
-                    let den = *n as i128;
-                    let q = num / den;
-                    let r = num % den;
-                    let q = if r.abs() * 2 >= den { q + num.signum() } else { q };
-                    i64::try_from(q).map(|v| Value::Decimal(v, out_scale)).unwrap_or(Value::Null)
-                }
-            })
-            .collect()
+        self.calls.iter().zip(acc.iter()).map(|(c, a)| Self::result_of(c, a)).collect()
     }
 }
 

@@ -56,23 +56,20 @@ pub trait GroupKey: Hash + Eq + Clone + Send + 'static {
     /// The key of a row whose key columns are `row[..n]`, taken out of the row (they are left
     /// NULL).
     fn take(row: &mut Row, n: usize) -> Self;
-    /// Append the key's values to an output row.
-    fn write(&self, out: &mut Row);
     /// The key as checkpoints (and key groups) see it.
     fn to_key_row(&self) -> KeyRow;
     /// Back from a checkpoint; `None` if the row does not have this key's shape.
     fn from_key_row(key: KeyRow) -> Option<Self>;
     /// `self.to_key_row().stable_hash()`, computed directly.
     fn stable_hash(&self) -> u64;
+    /// The key's `i`-th value.
+    fn value(&self, i: usize) -> Value;
 }
 
 impl GroupKey for KeyRow {
     #[inline]
     fn take(row: &mut Row, n: usize) -> Self {
         KeyRow(row[..n].iter_mut().map(std::mem::take).collect())
-    }
-    fn write(&self, out: &mut Row) {
-        out.extend(self.0.iter().cloned());
     }
     fn to_key_row(&self) -> KeyRow {
         self.clone()
@@ -82,6 +79,10 @@ impl GroupKey for KeyRow {
     }
     fn stable_hash(&self) -> u64 {
         StableHash::stable_hash(self)
+    }
+    #[inline]
+    fn value(&self, i: usize) -> Value {
+        self.0[i].clone()
     }
 }
 
@@ -112,7 +113,7 @@ impl IntKey {
         Some(Self { tag, value })
     }
 
-    fn value(&self) -> Value {
+    fn int_value(&self) -> Value {
         match self.tag {
             TAG_INT => Value::Int(self.value),
             TAG_TS => Value::Timestamp(self.value),
@@ -138,11 +139,8 @@ impl GroupKey for IntKey {
         debug_assert!(key.is_some(), "IntKey over a non-integer column: {:?}", row[0]);
         key.unwrap_or(Self { tag: TAG_NULL, value: 0 })
     }
-    fn write(&self, out: &mut Row) {
-        out.push(self.value());
-    }
     fn to_key_row(&self) -> KeyRow {
-        KeyRow(std::iter::once(self.value()).collect())
+        KeyRow(std::iter::once(self.int_value()).collect())
     }
     fn from_key_row(key: KeyRow) -> Option<Self> {
         match key.0.as_slice() {
@@ -157,6 +155,11 @@ impl GroupKey for IntKey {
             _ => fmix64(self.value as u64),
         };
         combine(TUPLE_SEED, v)
+    }
+    #[inline]
+    fn value(&self, i: usize) -> Value {
+        debug_assert_eq!(i, 0, "an IntKey has one value");
+        self.int_value()
     }
 }
 
@@ -219,6 +222,8 @@ pub trait SqlAggregates<P>: Clone + 'static {
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc);
     /// Append the results to an output row.
     fn write(&self, acc: &Self::Acc, out: &mut Row);
+    /// The result of aggregate `i`.
+    fn value(&self, acc: &Self::Acc, i: usize) -> Value;
     fn to_states(&self, acc: &Self::Acc) -> AccStates;
     /// Back from a checkpoint; `None` if the states do not fit these aggregates.
     fn acc_of_states(&self, states: AccStates) -> Option<Self::Acc>;
@@ -238,7 +243,11 @@ impl<P: std::ops::Deref<Target = [Value]> + 'static> SqlAggregates<P> for RowAgg
         AggregateFunction::merge(self, acc, other)
     }
     fn write(&self, acc: &Self::Acc, out: &mut Row) {
-        out.extend(AggregateFunction::result(self, acc));
+        out.extend(self.calls.iter().zip(acc.iter()).map(|(c, a)| RowAggregate::result_of(c, a)));
+    }
+    #[inline]
+    fn value(&self, acc: &Self::Acc, i: usize) -> Value {
+        RowAggregate::result_of(&self.calls[i], &acc[i])
     }
     fn to_states(&self, acc: &Self::Acc) -> AccStates {
         acc.clone()
@@ -268,6 +277,10 @@ impl<P> SqlAggregates<P> for CountStars {
     }
     fn write(&self, acc: &i64, out: &mut Row) {
         out.extend(std::iter::repeat_n(Value::Int(*acc), self.n));
+    }
+    #[inline]
+    fn value(&self, acc: &i64, _i: usize) -> Value {
+        Value::Int(*acc)
     }
     fn to_states(&self, acc: &i64) -> AccStates {
         std::iter::repeat_n(AccState::Count(*acc), self.n).collect()
@@ -395,8 +408,6 @@ pub struct SqlWindowAggOp<K, P, A: SqlAggregates<P>> {
     capacity_hint: usize,
     /// The output columns kept, in order (a projection fused into the output rows), or all.
     select: Option<Arc<[usize]>>,
-    /// The full output row before `select` (reused).
-    scratch: Row,
     out: WindowOutputs<KeyedArgs<K, P>, Row>,
 }
 
@@ -419,7 +430,6 @@ where
             merged: FxHashMap::default(),
             capacity_hint: 0,
             select,
-            scratch: Row::new(),
             out: WindowOutputs::new(out, None, metrics),
         }
     }
@@ -524,7 +534,6 @@ where
                     agg: &self.agg,
                     shape: self.shape,
                     select: self.select.as_deref(),
-                    scratch: &mut self.scratch,
                 };
                 for (key, acc) in slice.accs.iter() {
                     emit.row(key, acc, start, end);
@@ -562,7 +571,6 @@ where
             agg: &self.agg,
             shape: self.shape,
             select: self.select.as_deref(),
-            scratch: &mut self.scratch,
         }
         .row(key, acc, start, end);
     }
@@ -574,7 +582,6 @@ struct Emit<'a, K, P, A: SqlAggregates<P>> {
     agg: &'a A,
     shape: OutputShape,
     select: Option<&'a [usize]>,
-    scratch: &'a mut Row,
 }
 
 impl<K: GroupKey, P, A: SqlAggregates<P>> Emit<'_, K, P, A> {
@@ -584,45 +591,55 @@ impl<K: GroupKey, P, A: SqlAggregates<P>> Emit<'_, K, P, A> {
     #[inline]
     fn row(&mut self, key: &K, acc: &A::Acc, start: Timestamp, end: Timestamp) {
         let (agg, shape) = (self.agg, self.shape);
+        let (ws, we) = window_of(shape, key, start, end);
+        let nk = shape.keys;
         match self.select {
-            None => self
-                .out
-                .results
-                .emit_with(end.saturating_sub(1), |row| result_row(row, agg, shape, key, acc, start, end)),
+            None => self.out.results.emit_with(end.saturating_sub(1), |row| {
+                (0..nk).for_each(|i| row.push(key.value(i)));
+                row.push(Value::Timestamp(ws));
+                row.push(Value::Timestamp(we));
+                row.push(window_time(shape, we));
+                agg.write(acc, row);
+            }),
             Some(cols) => {
-                let full = &mut *self.scratch;
-                full.clear();
-                result_row(full, agg, shape, key, acc, start, end);
+                let column = |c: usize| match c.checked_sub(nk) {
+                    None => key.value(c),
+                    Some(0) => Value::Timestamp(ws),
+                    Some(1) => Value::Timestamp(we),
+                    Some(2) => window_time(shape, we),
+                    Some(i) => agg.value(acc, i - 3),
+                };
                 self.out
                     .results
-                    .emit_with(end.saturating_sub(1), |row| row.extend(cols.iter().map(|&c| std::mem::take(&mut full[c]))));
+                    .emit_with(end.saturating_sub(1), |row| row.extend(cols.iter().map(|&c| column(c))));
             }
         }
     }
 }
 
-/// Write the result row `[keys..., window_start, window_end, window_time, aggregates...]` into
-/// the empty `row`.
+/// The result's window: the operator's, or for a cascaded aggregate the input's window
+/// carried in the key after the grouping keys.
 #[inline]
-fn result_row<K: GroupKey, P, A: SqlAggregates<P>>(row: &mut Row, agg: &A, shape: OutputShape, key: &K, acc: &A::Acc, start: Timestamp, end: Timestamp) {
-    key.write(row);
-    let (ws, we) = if shape.cascade {
-        // The input's window, carried in the key after the grouping keys.
-        let ts = |v: Option<Value>| match v {
-            Some(Value::Timestamp(t)) | Some(Value::TimestampLtz(t)) => t,
-            _ => WATERMARK_MIN,
-        };
-        let (s, e) = (ts(row.get(shape.keys).cloned()), ts(row.get(shape.keys + 1).cloned()));
-        row.truncate(shape.keys);
-        (s, e)
-    } else {
-        (start, end)
+fn window_of<K: GroupKey>(shape: OutputShape, key: &K, start: Timestamp, end: Timestamp) -> (Timestamp, Timestamp) {
+    if !shape.cascade {
+        return (start, end);
+    }
+    let ts = |v: Value| match v {
+        Value::Timestamp(t) | Value::TimestampLtz(t) => t,
+        _ => WATERMARK_MIN,
     };
-    row.push(Value::Timestamp(ws));
-    row.push(Value::Timestamp(we));
-    let wt = we.saturating_sub(1);
-    row.push(if shape.ltz { Value::TimestampLtz(wt) } else { Value::Timestamp(wt) });
-    agg.write(acc, row);
+    (ts(key.value(shape.keys)), ts(key.value(shape.keys + 1)))
+}
+
+/// `window_time` of a result whose window ends at `end`.
+#[inline]
+fn window_time(shape: OutputShape, end: Timestamp) -> Value {
+    let wt = end.saturating_sub(1);
+    if shape.ltz {
+        Value::TimestampLtz(wt)
+    } else {
+        Value::Timestamp(wt)
+    }
 }
 
 impl<K, P, A> InOrder<KeyedArgs<K, P>> for SqlWindowAggOp<K, P, A>
