@@ -14,7 +14,7 @@ use crate::batch::Batch;
 use crate::config::EngineConfig;
 use crate::error::Result;
 use crate::key::StableHash;
-use crate::operator::exchange::{EdgeFlusher, ExchangeOp, Outbox};
+use crate::operator::exchange::{Convert, EdgeFlusher, ExchangeOp, Identity, InPlace, Outbox};
 use crate::operator::stateless::{FilterOp, FlatMapOp, MapOp};
 use crate::operator::Push;
 use crate::ring::{build_edge, connect_receivers, EdgeKind, RingInputs};
@@ -133,7 +133,7 @@ impl StreamEnv {
     where
         KF: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
-        self.exchange_converted(stream, key_fn, |t: T| t, kind)
+        self.exchange_converted(stream, key_fn, Identity, kind)
     }
 
     /// [`StreamEnv::exchange`] converting every record by `convert` on its way (routed by
@@ -147,7 +147,7 @@ impl StreamEnv {
     ) -> usize
     where
         KF: Fn(&U) -> K + Clone + Send + Sync + 'static,
-        CF: Fn(T) -> U + Clone + Send + Sync + 'static,
+        CF: Convert<T, U> + Clone + Send + Sync + 'static,
     {
         let name = self.name(if kind == EdgeKind::Hash { "exchange" } else { "forward" });
         let edge = self.add_edge::<U>(name.clone(), kind);
@@ -193,7 +193,7 @@ impl StreamEnv {
 
     /// [`StreamEnv::keyed_input`] of `stream`'s records converted by `convert` in the exchange
     /// (keyed by `key_fn` of the converted record), so the edge carries only what the keyed
-    /// operator reads.
+    /// operator reads. `convert` takes what it keeps out of the record, in place.
     pub(crate) fn keyed_input_converted<T: Send + 'static, U: Send + 'static, K: StableHash + 'static, KF, CF>(
         &self,
         stream: DataStream<T>,
@@ -202,9 +202,9 @@ impl StreamEnv {
     ) -> DataStream<U>
     where
         KF: Fn(&U) -> K + Clone + Send + Sync + 'static,
-        CF: Fn(T) -> U + Clone + Send + Sync + 'static,
+        CF: Fn(&mut T) -> U + Clone + Send + Sync + 'static,
     {
-        let edge = self.exchange_converted(stream, Some(key_fn), convert, EdgeKind::Hash);
+        let edge = self.exchange_converted(stream, Some(key_fn), InPlace(convert), EdgeKind::Hash);
         self.input_tail(vec![edge])
     }
 

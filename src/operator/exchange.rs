@@ -7,9 +7,11 @@
 //! shard behind exactly the watermark that preceded it in the input (per-record lateness is
 //! preserved), at O(1) cost per record.
 //!
-//! A record may be converted on its way (`convert`, the identity for plain exchanges): the
+//! A record may be converted on its way ([`InPlace`]; [`Identity`] for plain exchanges): the
 //! consumer then reads a compact form of what the producer holds (e.g. a window aggregate's
 //! key and arguments instead of a whole SQL row), routed by the key of the converted record.
+//! A conversion reads each record where it lies in the input batch (it takes what it keeps,
+//! the rest is dropped with the batch), so large records are never moved.
 //!
 //! Invariants: batches handed to the outbox never exceed `batch_size` records; the outbox is
 //! drained (awaiting ring space = backpressure) by the segment task after every input step, so
@@ -33,6 +35,46 @@ use crate::time::{Timestamp, WATERMARK_MIN};
 /// Envelopes waiting for ring space, by destination shard.
 pub(crate) type Outbox<T> = Rc<RefCell<VecDeque<(usize, Envelope<T>)>>>;
 
+/// How an exchange turns its input records (`T`) into the records it routes (`U`).
+pub trait Convert<T, U> {
+    /// Records are converted where they lie ([`Convert::convert_in_place`]), not moved out.
+    const IN_PLACE: bool;
+    fn convert(&mut self, record: T) -> U;
+    /// Take what the routed record needs out of `record` (only if `IN_PLACE`).
+    fn convert_in_place(&mut self, record: &mut T) -> U;
+}
+
+/// Records are routed as they are.
+#[derive(Clone, Copy)]
+pub struct Identity;
+
+impl<T> Convert<T, T> for Identity {
+    const IN_PLACE: bool = false;
+    #[inline]
+    fn convert(&mut self, record: T) -> T {
+        record
+    }
+    fn convert_in_place(&mut self, _record: &mut T) -> T {
+        unreachable!("the identity moves records")
+    }
+}
+
+/// Records are converted by `F`, reading them in place.
+#[derive(Clone)]
+pub struct InPlace<F>(pub F);
+
+impl<T, U, F: FnMut(&mut T) -> U> Convert<T, U> for InPlace<F> {
+    const IN_PLACE: bool = true;
+    #[inline]
+    fn convert(&mut self, mut record: T) -> U {
+        (self.0)(&mut record)
+    }
+    #[inline]
+    fn convert_in_place(&mut self, record: &mut T) -> U {
+        (self.0)(record)
+    }
+}
+
 /// Routes records by key to their owning shard, converted by `convert` (`T` to `U`).
 pub struct ExchangeOp<T, U, K, KF, CF> {
     key_fn: KF,
@@ -48,7 +90,7 @@ pub struct ExchangeOp<T, U, K, KF, CF> {
     _k: std::marker::PhantomData<fn(T) -> K>,
 }
 
-impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> ExchangeOp<T, U, K, KF, CF> {
+impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: Convert<T, U>> ExchangeOp<T, U, K, KF, CF> {
     pub(crate) fn new(key_fn: KF, convert: CF, groups: KeyGroups, forward_to: Option<usize>, batch_size: usize, outbox: Outbox<U>) -> Self {
         let shards = groups.shards() as usize;
         Self {
@@ -93,7 +135,7 @@ impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> ExchangeOp<T, U
     }
 }
 
-impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> InOrder<T> for ExchangeOp<T, U, K, KF, CF> {
+impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: Convert<T, U>> InOrder<T> for ExchangeOp<T, U, K, KF, CF> {
     #[inline]
     fn on_watermark(&mut self, wm: Timestamp) {
         self.watermark = wm;
@@ -101,7 +143,14 @@ impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> InOrder<T> for 
 
     #[inline]
     fn on_record(&mut self, record: T, ts: Timestamp) {
-        let record = (self.convert)(record);
+        let record = self.convert.convert(record);
+        self.route(record, ts);
+    }
+}
+
+impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: Convert<T, U>> ExchangeOp<T, U, K, KF, CF> {
+    #[inline]
+    fn route(&mut self, record: U, ts: Timestamp) {
         let d = match self.forward_to {
             Some(d) => d,
             None => self.groups.shard_of_hash((self.key_fn)(&record).stable_hash()) as usize,
@@ -120,9 +169,27 @@ impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> InOrder<T> for 
     }
 }
 
-impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: FnMut(T) -> U> Push<T> for ExchangeOp<T, U, K, KF, CF> {
+impl<T, U, K: StableHash, KF: FnMut(&U) -> K, CF: Convert<T, U>> Push<T> for ExchangeOp<T, U, K, KF, CF> {
     fn push(&mut self, batch: &mut Batch<T>) {
-        batch.drain_in_order(self);
+        if CF::IN_PLACE {
+            // As `drain_in_order`, reading the records where they lie.
+            let mut next = 0;
+            let marks = &batch.marks;
+            for (i, (record, &ts)) in batch.records.iter_mut().zip(batch.timestamps.iter()).enumerate() {
+                while next < marks.len() && marks[next].index as usize <= i {
+                    self.watermark = marks[next].watermark;
+                    next += 1;
+                }
+                let record = self.convert.convert_in_place(record);
+                self.route(record, ts);
+            }
+            if let Some(last) = marks[next..].last() {
+                self.watermark = last.watermark;
+            }
+            batch.clear();
+        } else {
+            batch.drain_in_order(self);
+        }
         self.flush_all();
     }
 

@@ -1153,7 +1153,7 @@ where
     A: SqlAggregates<P> + Send + Sync,
 {
     let (nkey, nargs) = (w.nkey, w.nargs);
-    let split = move |r: Row| keyed_args::<K, P>(r, nkey, nargs);
+    let split = move |r: &mut Row| keyed_args::<K, P>(r, nkey, nargs);
     let build = move |ctx: &mut crate::shard::BuildCtx<'_>, name: &str, down: Box<dyn Push<Row>>| -> crate::error::Result<Box<dyn Push<KeyedArgs<K, P>>>> {
         let out = Output::new(down, ctx.config.batch_size);
         let metrics = ctx.operator_metrics(name);
@@ -1173,7 +1173,7 @@ where
         return Ok(rows.then(w.kind, move |ctx, name, down| {
             let op = build(ctx, name, down)?;
             Ok(Box::new(crate::operator::stateless::MapOp {
-                f: split,
+                f: move |mut r: Row| split(&mut r),
                 buf: crate::batch::Batch::with_capacity(ctx.config.batch_size),
                 down: op,
                 _in: std::marker::PhantomData,

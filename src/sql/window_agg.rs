@@ -206,12 +206,12 @@ pub type FewArgs = SmallVec<[Value; 2]>;
 /// The record the window aggregate reads: a key and the arguments (see [`WindowArgs`]).
 pub type KeyedArgs<K, P> = (K, P);
 
-/// Split a pre-aggregate row `[keys (nkey)..., arguments (nargs)..., rest...]` into the
-/// window aggregate's record.
+/// Take the window aggregate's record out of a pre-aggregate row `[keys (nkey)..., arguments
+/// (nargs)..., rest...]`.
 #[inline]
-pub fn keyed_args<K: GroupKey, P: WindowArgs>(mut row: Row, nkey: usize, nargs: usize) -> KeyedArgs<K, P> {
-    let args = P::take(&mut row, nkey, nargs);
-    (K::take(&mut row, nkey), args)
+pub fn keyed_args<K: GroupKey, P: WindowArgs>(row: &mut Row, nkey: usize, nargs: usize) -> KeyedArgs<K, P> {
+    let args = P::take(row, nkey, nargs);
+    (K::take(row, nkey), args)
 }
 
 /// The aggregates of a window aggregate over the arguments `P` of its records.
