@@ -91,8 +91,11 @@ impl<T> Output<T> {
     where
         T: Default,
     {
-        self.buf.records.push(T::default());
-        build(self.buf.records.last_mut().expect("just pushed"));
+        // `resize_with` writes the default record in place once there is room (a `push` builds
+        // it on the stack first and copies it in).
+        let len = self.buf.records.len();
+        self.buf.records.resize_with(len + 1, T::default);
+        build(&mut self.buf.records[len]);
         self.buf.timestamps.push(ts);
         if self.buf.len() >= self.batch_size {
             self.flush();
