@@ -533,7 +533,18 @@ fn event_type_filter(table: &super::plan::TableDef, predicate: &Expr) -> Option<
 /// attribute's index in the output rows.
 fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], post: ScanPost, rowtime: Option<usize>) -> Result<DataStream<Row>, SqlError> {
     let physical = super::source::physical_needed(table, needed);
-    let post = post.reading(table, needed);
+    let mut post = post.reading(table, needed);
+    // Flink generates the watermark before a WHERE over the table: rows the fused predicate
+    // drops leave placeholders that advance the watermark (below), except on the generator,
+    // whose splits' event times never decrease (no row can become late by a dropped one).
+    let dropped_rows = match (&post.predicate, rowtime, &table.connector) {
+        (Some(_), Some(rt), c) if !matches!(c, Connector::Nexmark { .. }) => {
+            let width = post.project.as_ref().map_or(table.columns.len(), |p| p.len());
+            Some(super::source::DroppedRow::new(rt, width))
+        }
+        _ => None,
+    };
+    post.dropped_rows = dropped_rows;
     let event_type = post.predicate.as_ref().and_then(|p| event_type_filter(table, p));
     let mut idle = None;
     if crate::scaleout::role(env.config()).is_some() && !matches!(table.connector, Connector::Kafka(_)) {
@@ -576,7 +587,11 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
             if let Some(ms) = idle {
                 strategy = strategy.with_idleness(ms);
             }
-            source.assign_timestamps_and_watermarks(strategy, move |r: &Row| ts_of(&r[idx]))
+            let timestamp = move |r: &Row| ts_of(&r[idx]);
+            match dropped_rows {
+                Some(d) => source.assign_timestamps_and_watermarks_then_filter(strategy, timestamp, move |r: &Row| d.is_real(r)),
+                None => source.assign_timestamps_and_watermarks(strategy, timestamp),
+            }
         }
         _ => source.without_event_time(),
     })
@@ -637,6 +652,7 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
                 predicate,
                 project: Some(exprs.into()),
                 columns: None,
+                dropped_rows: None,
             };
             scan(env, table, &need, post, rel.rowtime)?
         }
@@ -780,6 +796,7 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
                         predicate: predicate.cloned(),
                         project: Some(project.into()),
                         columns: None,
+                        dropped_rows: None,
                     };
                     scan(env, table, &need, post, rowtime_out)?
                 }

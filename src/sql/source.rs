@@ -554,6 +554,42 @@ pub struct ScanPost {
     /// Table columns read by the predicate, the projection or later operators (`None`: all);
     /// the others are left NULL in the table row.
     pub columns: Option<Arc<[bool]>>,
+    /// Set on event-time scans whose predicate runs in the reader: a row the predicate drops
+    /// is emitted as a [`DroppedRow`] placeholder instead, so the source loop can advance the
+    /// watermark by its event time before discarding it (Flink generates watermarks before
+    /// the filter).
+    pub dropped_rows: Option<DroppedRow>,
+}
+
+/// The placeholder of a row a scan's fused predicate dropped: only its event time, at output
+/// column `rowtime`; every real output row has exactly `width` columns and a placeholder never
+/// does, so [`DroppedRow::is_real`] tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DroppedRow {
+    pub rowtime: usize,
+    pub width: usize,
+}
+
+impl DroppedRow {
+    pub fn new(rowtime: usize, width: usize) -> Self {
+        assert!(rowtime < width, "the time attribute {rowtime} is not an output column of {width}");
+        Self { rowtime, width }
+    }
+
+    /// The placeholder of a dropped row with event time `ts` (a time value): `rowtime + 1`
+    /// columns, or `width + 1` when that would be `width`.
+    fn placeholder(&self, ts: &Value) -> Row {
+        let len = if self.rowtime + 1 == self.width { self.width + 1 } else { self.rowtime + 1 };
+        let mut row: Row = std::iter::repeat_n(Value::Null, len).collect();
+        row[self.rowtime] = ts.clone();
+        row
+    }
+
+    /// False for placeholders.
+    #[inline]
+    pub fn is_real(&self, row: &Row) -> bool {
+        row.len() == self.width
+    }
 }
 
 impl ScanPost {
@@ -646,6 +682,8 @@ pub(crate) struct ScanProgram {
     columns: Option<Arc<[bool]>>,
     predicate: Option<super::expr::Expr>,
     project: Option<Projection>,
+    /// Placeholders for dropped rows, and the table row's time attribute they carry.
+    dropped_rows: Option<(DroppedRow, usize)>,
 }
 
 impl ScanProgram {
@@ -666,6 +704,7 @@ impl ScanProgram {
             columns: post.columns.clone(),
             predicate: post.predicate.clone(),
             project,
+            dropped_rows: post.dropped_rows.zip(table.rowtime.map(|(rt, _)| rt)),
         }
     }
 
@@ -707,6 +746,9 @@ impl ScanProgram {
         check(row)?;
         if let Some(p) = &self.predicate {
             if !p.test(row) {
+                if let Some((dropped, rt)) = &self.dropped_rows {
+                    out.push(dropped.placeholder(&row[*rt]));
+                }
                 return Ok(());
             }
         }
