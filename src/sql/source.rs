@@ -293,7 +293,7 @@ impl RowFileSource {
 pub(crate) struct RowFileReader {
     format: Format,
     path: PathBuf,
-    file: Option<BufferedFile>,
+    file: Option<std::rc::Rc<BufferedFile>>,
     /// Next byte offset to read.
     offset: u64,
     /// Still skipping the bytes before the range's first line start (through the first newline).
@@ -535,10 +535,9 @@ impl RowFileReader {
     /// Read the next chunk into `pending`; returns the number of bytes read (0 at end).
     async fn fill(&mut self) -> Result<usize> {
         let file = self.file.as_ref().expect("opened");
-        let chunk = file
-            .read_at(self.offset, self.chunk_bytes)
+        let chunk = crate::shard::inflight::read_at(file, self.offset, self.chunk_bytes)
             .await
-            .map_err(|e| WeirError::io("reading", &self.path, e.into()))?;
+            .map_err(|e| WeirError::io("reading", &self.path, e))?;
         self.pending.extend_from_slice(&chunk);
         self.offset += chunk.len() as u64;
         Ok(chunk.len())
@@ -981,10 +980,10 @@ fn parse_field(text: &str, ty: SqlType) -> Result<Value, String> {
 impl SplitReader<Row> for RowFileReader {
     fn open(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let file = BufferedFile::open(&self.path)
+            let file = crate::shard::inflight::open_buffered(&self.path)
                 .await
                 .map_err(|e| WeirError::io("opening", &self.path, e.into()))?;
-            self.file = Some(file);
+            self.file = Some(std::rc::Rc::new(file));
             Ok(())
         })
     }
