@@ -372,28 +372,109 @@ impl Serialize for CsvRow {
 /// Writes SQL rows as CSV lines exactly as the `csv` crate writes [`CsvRow`]s — fields quoted
 /// only when they hold `,`, `"`, `\r` or `\n`, quotes doubled, a record of one empty field
 /// written `""` — without serde or a text buffer per row, and reusing the text of a timestamp
-/// column that repeats from row to row (window bounds).
-#[derive(Default)]
+/// column that repeats from row to row (window bounds). Integers and separators are formatted
+/// into a line buffer owned by the encoder and copied to the output once per line (other
+/// values flush it and are written to the output directly).
 pub(crate) struct CsvRowEncoder {
     /// Per column: the last timestamp written there (value, LTZ or not) and its text.
     stamps: Vec<Option<StampText>>,
     scratch: String,
+    /// The line being formatted: `line[..filled]` (a fixed size; flushed when full).
+    line: Box<[u8]>,
 }
+
+impl Default for CsvRowEncoder {
+    fn default() -> Self {
+        Self {
+            stamps: Vec::new(),
+            scratch: String::new(),
+            line: vec![0; LINE_BUFFER_BYTES].into_boxed_slice(),
+        }
+    }
+}
+
+/// Bytes of [`CsvRowEncoder`]'s line buffer (at least one integer and a separator).
+const LINE_BUFFER_BYTES: usize = 512;
 
 /// A timestamp value (milliseconds, LTZ or not) and its CSV text.
 type StampText = (i64, bool, Box<[u8]>);
+
+/// The two-digit texts "00" to "99", back to back.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Write `v` in decimal at `buf[at..]` (room for 20 bytes); returns the end. Eight digits at a
+/// time, as two independent halves of four (short dependency chains).
+#[inline]
+fn write_int(buf: &mut [u8], mut at: usize, v: i64) -> usize {
+    if v < 0 {
+        buf[at] = b'-';
+        at += 1;
+    }
+    let mut u = v.unsigned_abs();
+    let end = at + u.checked_ilog10().unwrap_or(0) as usize + 1;
+    let mut p = end;
+    while u >= 100_000_000 {
+        let low = (u % 100_000_000) as u32;
+        u /= 100_000_000;
+        p -= 8;
+        write_four(&mut buf[p..p + 4], low / 10_000);
+        write_four(&mut buf[p + 4..p + 8], low % 10_000);
+    }
+    let mut w = u as u32;
+    while w >= 100 {
+        let pair = (w % 100) as usize * 2;
+        w /= 100;
+        p -= 2;
+        buf[p..p + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if w >= 10 {
+        let pair = w as usize * 2;
+        buf[p - 2..p].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        buf[p - 1] = b'0' + w as u8;
+    }
+    end
+}
+
+/// Write `v` (< 10000) as exactly four digits into `out` (four bytes).
+#[inline]
+fn write_four(out: &mut [u8], v: u32) {
+    let (high, low) = ((v / 100) as usize * 2, (v % 100) as usize * 2);
+    out[..2].copy_from_slice(&DIGIT_PAIRS[high..high + 2]);
+    out[2..4].copy_from_slice(&DIGIT_PAIRS[low..low + 2]);
+}
 
 impl CsvRowEncoder {
     /// Append `row` as one CSV line to `out`.
     pub(crate) fn write(&mut self, row: &Row, out: &mut Vec<u8>) {
         let start = out.len();
+        // Bytes of the line formatted in `self.line` and not yet copied to `out`.
+        let mut filled = 0;
+        let room = self.line.len() - 22;
         for (k, v) in row.iter().enumerate() {
-            if k > 0 {
-                out.push(b',');
+            if filled > room {
+                out.extend_from_slice(&self.line[..filled]);
+                filled = 0;
             }
+            if k > 0 {
+                self.line[filled] = b',';
+                filled += 1;
+            }
+            if let Value::Int(i) = v {
+                filled = write_int(&mut self.line, filled, *i);
+                continue;
+            }
+            if v.is_null() {
+                continue;
+            }
+            out.extend_from_slice(&self.line[..filled]);
+            filled = 0;
             match v {
-                Value::Null => {}
-                Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
                 Value::Str(s) => write_csv_field(s.as_bytes(), out),
                 Value::Timestamp(ms) | Value::TimestampLtz(ms) => {
                     let ltz = matches!(v, Value::TimestampLtz(_));
@@ -418,10 +499,11 @@ impl CsvRowEncoder {
                 }
             }
         }
-        if row.len() <= 1 && out.len() == start {
+        if row.len() <= 1 && filled == 0 && out.len() == start {
             out.extend_from_slice(b"\"\"");
         }
-        out.push(b'\n');
+        self.line[filled] = b'\n';
+        out.extend_from_slice(&self.line[..filled + 1]);
     }
 }
 
@@ -1729,6 +1811,17 @@ mod tests {
             .into_iter()
             .collect(),
         ];
+        // Integers at every digit count and sign, and rows longer than the line buffer.
+        let mut rows = rows;
+        let mut ints: Vec<i64> = vec![i64::MIN, i64::MAX, i64::MIN + 1, 0, -1];
+        for d in 0..19 {
+            let p = 10i64.pow(d);
+            ints.extend([p, p - 1, -p, 1 - p, p + 7]);
+        }
+        rows.push(ints.iter().map(|i| Value::Int(*i)).collect());
+        rows.extend(ints.iter().map(|i| [Value::Int(*i)].into_iter().collect()));
+        rows.push((0..120).map(|k| if k % 7 == 3 { s("x,y") } else { Value::Int(i64::MIN + k) }).collect());
+        rows.push((0..60).map(|k| if k % 5 == 0 { Value::Null } else { Value::Int(-k) }).collect());
         let mut want = csv::WriterBuilder::new().has_headers(false).flexible(true).from_writer(Vec::new());
         for r in &rows {
             want.serialize(super::CsvRow(r.clone())).unwrap();
