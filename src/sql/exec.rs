@@ -399,54 +399,60 @@ const LINE_BUFFER_BYTES: usize = 512;
 /// A timestamp value (milliseconds, LTZ or not) and its CSV text.
 type StampText = (i64, bool, Box<[u8]>);
 
-/// The two-digit texts "00" to "99", back to back.
-const DIGIT_PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
+/// Eight ASCII zeros.
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
 
-/// Write `v` in decimal at `buf[at..]` (room for 20 bytes); returns the end. Eight digits at a
-/// time, as two independent halves of four (short dependency chains).
+/// `v` (< 10^8) as eight ASCII digits with leading zeros, the first digit in the low byte:
+/// the digits of both halves of four are split out in parallel lanes of one word.
+#[inline]
+fn eight_digit_text(v: u32) -> u64 {
+    debug_assert!(v < 100_000_000);
+    // Lanes of 32 bits: [v / 10^4, v % 10^4].
+    let x = (v / 10_000) as u64 | ((v % 10_000) as u64) << 32;
+    // Lanes of 16 bits: [x / 100, x % 100] per 32-bit lane (x * 10486 >> 20 is x / 100 for x < 10^4).
+    let hundreds = ((x * 10486) >> 20) & 0x0000_007f_0000_007f;
+    let x = hundreds | (x - hundreds * 100) << 16;
+    // Lanes of 8 bits: [y / 10, y % 10] per 16-bit lane (y * 103 >> 10 is y / 10 for y < 100).
+    let tens = ((x * 103) >> 10) & 0x000f_000f_000f_000f;
+    let x = tens | (x - tens * 10) << 8;
+    x + ASCII_ZEROS
+}
+
+/// Write the digits of `v` (< 10^8, without leading zeros) at `buf[at..]`, which has room for
+/// eight bytes (bytes after the digits are clobbered); returns the end.
+#[inline]
+fn write_short(buf: &mut [u8], at: usize, v: u32) -> usize {
+    let text = eight_digit_text(v);
+    // Leading zeros (at most seven: zero is written "0").
+    let zeros = ((text - ASCII_ZEROS).trailing_zeros() / 8).min(7) as usize;
+    buf[at..at + 8].copy_from_slice(&(text >> (8 * zeros)).to_le_bytes());
+    at + 8 - zeros
+}
+
+/// Write `v` in decimal at `buf[at..]`, which has room for 22 bytes (bytes after the number
+/// are clobbered); returns the end.
 #[inline]
 fn write_int(buf: &mut [u8], mut at: usize, v: i64) -> usize {
     if v < 0 {
         buf[at] = b'-';
         at += 1;
     }
-    let mut u = v.unsigned_abs();
-    let end = at + u.checked_ilog10().unwrap_or(0) as usize + 1;
-    let mut p = end;
-    while u >= 100_000_000 {
-        let low = (u % 100_000_000) as u32;
-        u /= 100_000_000;
-        p -= 8;
-        write_four(&mut buf[p..p + 4], low / 10_000);
-        write_four(&mut buf[p + 4..p + 8], low % 10_000);
+    let u = v.unsigned_abs();
+    const E8: u64 = 100_000_000;
+    if u < E8 {
+        return write_short(buf, at, u as u32);
     }
-    let mut w = u as u32;
-    while w >= 100 {
-        let pair = (w % 100) as usize * 2;
-        w /= 100;
-        p -= 2;
-        buf[p..p + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if w >= 10 {
-        let pair = w as usize * 2;
-        buf[p - 2..p].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    let low = (u % E8) as u32;
+    let high = u / E8;
+    if high < E8 {
+        at = write_short(buf, at, high as u32);
     } else {
-        buf[p - 1] = b'0' + w as u8;
+        at = write_short(buf, at, (high / E8) as u32);
+        buf[at..at + 8].copy_from_slice(&eight_digit_text((high % E8) as u32).to_le_bytes());
+        at += 8;
     }
-    end
-}
-
-/// Write `v` (< 10000) as exactly four digits into `out` (four bytes).
-#[inline]
-fn write_four(out: &mut [u8], v: u32) {
-    let (high, low) = ((v / 100) as usize * 2, (v % 100) as usize * 2);
-    out[..2].copy_from_slice(&DIGIT_PAIRS[high..high + 2]);
-    out[2..4].copy_from_slice(&DIGIT_PAIRS[low..low + 2]);
+    buf[at..at + 8].copy_from_slice(&eight_digit_text(low).to_le_bytes());
+    at + 8
 }
 
 impl CsvRowEncoder {

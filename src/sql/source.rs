@@ -357,6 +357,8 @@ pub(crate) struct RowParser {
     wide: Row,
     fields: Vec<(usize, usize)>,
     needed: Arc<[bool]>,
+    /// The physical columns read, in order (CSV: the others stay NULL in `physical`).
+    read_columns: Vec<usize>,
     /// The last physical column read: CSV fields after it are only counted.
     last_needed: usize,
 }
@@ -364,6 +366,7 @@ pub(crate) struct RowParser {
 impl RowParser {
     pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
         Self {
+            read_columns: (0..table.physical.len()).filter(|k| needed.get(*k).copied().unwrap_or(false)).collect(),
             program: ScanProgram::new(&table, &post),
             direct: DirectProgram::new(&table, &post),
             table,
@@ -427,18 +430,23 @@ impl RowParser {
         if total != phys.len() {
             return Err(bad_row(None, format!("{total} fields, the table has {} physical columns", phys.len())));
         }
-        self.physical.clear();
-        for (k, (name, ty)) in phys.iter().enumerate() {
-            if !self.needed[k] {
-                self.physical.push(Value::Null);
-                continue;
-            }
+        // The physical row keeps one value per physical column from line to line: the columns
+        // not read stay NULL, the others are overwritten (the emit step may have moved values
+        // out, or appended the table's other columns).
+        if self.physical.len() > phys.len() {
+            self.physical.truncate(phys.len());
+        } else if self.physical.len() < phys.len() {
+            self.physical.clear();
+            self.physical.resize(phys.len(), Value::Null);
+        }
+        for &k in &self.read_columns {
+            let (name, ty) = &phys[k];
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
             if ty.is_integer() {
                 // Fast path: plain digits (what `parse_field` accepts, without the text work).
                 if let Some(v) = parse_int_field(line, s, e).filter(|v| int_fits(*v, *ty)) {
-                    self.physical.push(Value::Int(v));
+                    self.physical[k] = Value::Int(v);
                     continue;
                 }
             }
@@ -461,8 +469,7 @@ impl RowParser {
             let Ok(text) = std::str::from_utf8(&text) else {
                 return Err(bad_row(Some(name), "not UTF-8"));
             };
-            let v = parse_field(text, *ty).map_err(|m| bad_row(Some(name), m))?;
-            self.physical.push(v);
+            self.physical[k] = parse_field(text, *ty).map_err(|m| bad_row(Some(name), m))?;
         }
         Ok(())
     }
@@ -1007,24 +1014,27 @@ fn comma_quote_masks16(block: &[u8]) -> (u32, u32) {
 }
 
 /// Split a CSV line without quotes into the byte ranges of its first `want` fields (the text
-/// between commas), sixteen bytes at a time (SSE2 on x86-64, words elsewhere); returns the
-/// number of fields, or `None` if the line holds a quote (then `fields` is partly written).
+/// between commas), sixteen bytes at a time (SSE2 on x86-64, words elsewhere; a line's last
+/// partial block is the line's last sixteen bytes, the bytes already seen masked off); returns
+/// the number of fields, or `None` if the line holds a quote (then `fields` is partly written).
 #[inline]
 fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<usize> {
     let mut start = 0;
     let mut commas = 0usize;
     // Record the commas of `mask` (bit i: a comma at `base + i`) while fields are wanted.
     let mut take = |mut mask: u32, base: usize| {
-        commas += mask.count_ones() as usize;
-        while mask != 0 && fields.len() < want {
-            let at = base + mask.trailing_zeros() as usize;
-            fields.push((start, at));
-            start = at + 1;
+        while mask != 0 {
+            if fields.len() < want {
+                let at = base + mask.trailing_zeros() as usize;
+                fields.push((start, at));
+                start = at + 1;
+            }
+            commas += 1;
             mask &= mask - 1;
         }
     };
-    let mut base = 0;
     let mut blocks = line.chunks_exact(16);
+    let mut base = 0;
     for block in blocks.by_ref() {
         let (c, q) = comma_quote_masks16(block);
         if q != 0 {
@@ -1033,22 +1043,33 @@ fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Op
         take(c, base);
         base += 16;
     }
-    let mut words = blocks.remainder().chunks_exact(8);
-    for word in words.by_ref() {
-        let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        if bytes_equal(x, b'"') != 0 {
+    let rest = blocks.remainder().len();
+    if rest > 0 && line.len() >= 16 {
+        // The last sixteen bytes, of which the first `16 - rest` were seen.
+        let (c, q) = comma_quote_masks16(&line[line.len() - 16..]);
+        let seen = 16 - rest;
+        if q >> seen != 0 {
             return None;
         }
-        take(movemask8(bytes_equal(x, b',')), base);
-        base += 8;
-    }
-    for &b in words.remainder() {
-        match b {
-            b'"' => return None,
-            b',' => take(1, base),
-            _ => {}
+        take(c >> seen, base);
+    } else if rest > 0 {
+        let mut words = blocks.remainder().chunks_exact(8);
+        for word in words.by_ref() {
+            let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if bytes_equal(x, b'"') != 0 {
+                return None;
+            }
+            take(movemask8(bytes_equal(x, b',')), base);
+            base += 8;
         }
-        base += 1;
+        for &b in words.remainder() {
+            match b {
+                b'"' => return None,
+                b',' => take(1, base),
+                _ => {}
+            }
+            base += 1;
+        }
     }
     if fields.len() < want {
         fields.push((start, line.len()));
