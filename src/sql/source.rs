@@ -361,6 +361,9 @@ pub(crate) struct RowParser {
     read_columns: Vec<usize>,
     /// The last physical column read: CSV fields after it are only counted.
     last_needed: usize,
+    /// The line [`RowParser::split_next_line`] split into `fields` (its address and length
+    /// without `\r`) and its field count, for the next [`RowParser::parse`] of that line.
+    presplit: Option<(usize, usize, usize)>,
 }
 
 impl RowParser {
@@ -374,6 +377,7 @@ impl RowParser {
             wide: Row::new(),
             fields: Vec::new(),
             last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
+            presplit: None,
             needed,
         }
     }
@@ -414,16 +418,35 @@ impl RowParser {
 }
 
 impl RowParser {
+    /// The length of the first line of `text` (up to its newline) of a CSV file, found in the
+    /// same pass that splits it into fields for the next [`RowParser::parse`] of that line;
+    /// `None` if the line has quotes or runs to the last few bytes of `text` (find the newline
+    /// otherwise: the parse splits the line itself).
+    #[inline]
+    pub(crate) fn split_next_line(&mut self, text: &[u8]) -> Option<usize> {
+        self.presplit = None;
+        self.fields.clear();
+        let (nl, total) = split_plain_first_line(text, self.last_needed + 1, &mut self.fields)?;
+        let len = if nl > 0 && text[nl - 1] == b'\r' { nl - 1 } else { nl };
+        self.presplit = Some((text.as_ptr() as usize, len, total));
+        Some(nl)
+    }
+
     fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadRow> {
         // Field byte ranges of the columns up to the last one read; the fields after it are
         // only counted.
-        self.fields.clear();
         let want = self.last_needed + 1;
-        let total = match split_plain(line, want, &mut self.fields) {
-            Some(total) => total,
-            None => {
+        let total = match self.presplit.take() {
+            Some((at, len, total)) if at == line.as_ptr() as usize && len == line.len() => total,
+            _ => {
                 self.fields.clear();
-                split_quoted(line, want, &mut self.fields)?
+                match split_plain(line, want, &mut self.fields) {
+                    Some(total) => total,
+                    None => {
+                        self.fields.clear();
+                        split_quoted(line, want, &mut self.fields)?
+                    }
+                }
             }
         };
         let phys = &self.table.physical;
@@ -932,8 +955,8 @@ impl DirectProgram {
                 return Err(*rt);
             }
         }
-        // Built in place (a row moved into `out` is a 136-byte copy).
-        out.resize_with(out.len() + 1, Row::new);
+        // Built in place (a row moved into `out` is a 136-byte copy, a call to memcpy).
+        out.extend(std::iter::once_with(Row::new));
         let row = out.last_mut().expect("just added");
         for slot in &self.slots {
             row.push(match slot {
@@ -986,10 +1009,10 @@ fn movemask8(x: u64) -> u32 {
     ((x >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
 }
 
-/// Masks of the commas and quotes in 16 bytes (bit `i` for byte `i`).
+/// Masks of where 16 bytes hold each of `bytes` (bit `i` for byte `i`).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
-fn comma_quote_masks16(block: &[u8]) -> (u32, u32) {
+fn byte_masks16<const N: usize>(block: &[u8], bytes: [u8; N]) -> [u32; N] {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
     let lo = i64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
     let hi = i64::from_le_bytes(block[8..16].try_into().expect("8 bytes"));
@@ -997,20 +1020,70 @@ fn comma_quote_masks16(block: &[u8]) -> (u32, u32) {
     // read no memory.
     unsafe {
         let v = _mm_set_epi64x(hi, lo);
-        let commas = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b',' as i8))) as u32;
-        let quotes = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8))) as u32;
-        (commas, quotes)
+        bytes.map(|b| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u32)
     }
 }
 
-/// Masks of the commas and quotes in 16 bytes (bit `i` for byte `i`).
+/// Masks of where 16 bytes hold each of `bytes` (bit `i` for byte `i`).
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
-fn comma_quote_masks16(block: &[u8]) -> (u32, u32) {
+fn byte_masks16<const N: usize>(block: &[u8], bytes: [u8; N]) -> [u32; N] {
     let lo = u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
     let hi = u64::from_le_bytes(block[8..16].try_into().expect("8 bytes"));
-    let mask = |b: u8| movemask8(bytes_equal(lo, b)) | movemask8(bytes_equal(hi, b)) << 8;
-    (mask(b','), mask(b'"'))
+    bytes.map(|b| movemask8(bytes_equal(lo, b)) | movemask8(bytes_equal(hi, b)) << 8)
+}
+
+/// Masks of the commas and quotes in 16 bytes (bit `i` for byte `i`).
+#[inline]
+fn comma_quote_masks16(block: &[u8]) -> (u32, u32) {
+    let [commas, quotes] = byte_masks16(block, [b',', b'"']);
+    (commas, quotes)
+}
+
+/// The first line of `text` (up to its newline) if it has no quote and its newline lies in
+/// the sixteen-byte blocks of `text`: split like [`split_plain`] in the same pass that finds
+/// the newline. Returns the newline's index and the number of fields; the line's fields are
+/// in `fields` (the last one ends before a `\r` that precedes the newline). `None` otherwise
+/// (then `fields` is partly written).
+#[inline]
+fn split_plain_first_line(text: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<(usize, usize)> {
+    let mut start = 0;
+    let mut commas = 0usize;
+    let mut take = |mut mask: u32, base: usize| {
+        while mask != 0 {
+            if fields.len() < want {
+                let at = base + mask.trailing_zeros() as usize;
+                fields.push((start, at));
+                start = at + 1;
+            }
+            commas += 1;
+            mask &= mask - 1;
+        }
+    };
+    let mut base = 0;
+    for block in text.chunks_exact(16) {
+        let [c, q, n] = byte_masks16(block, [b',', b'"', b'\n']);
+        if n != 0 {
+            let nl = n.trailing_zeros();
+            let before = (1u32 << nl) - 1;
+            if q & before != 0 {
+                return None;
+            }
+            take(c & before, base);
+            let nl = base + nl as usize;
+            if fields.len() < want {
+                let end = if nl > start && text[nl - 1] == b'\r' { nl - 1 } else { nl };
+                fields.push((start, end));
+            }
+            return Some((nl, commas + 1));
+        }
+        if q != 0 {
+            return None;
+        }
+        take(c, base);
+        base += 16;
+    }
+    None
 }
 
 /// Split a CSV line without quotes into the byte ranges of its first `want` fields (the text
@@ -1307,7 +1380,11 @@ impl SplitReader<Row> for RowFileReader {
                             return Ok(ReadStatus::Exhausted);
                         }
                         let rest = &pending[self.start..];
-                        let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+                        let split = match self.format {
+                            Format::Csv => self.parser.split_next_line(rest),
+                            Format::Json => None,
+                        };
+                        let Some(nl) = split.or_else(|| memchr::memchr(b'\n', rest)) else { break };
                         self.start += nl + 1;
                         let before = out.len();
                         let res = if nl > self.max_line {
@@ -1587,10 +1664,137 @@ mod tests {
                 assert_eq!((plain, &a), (quoted, &b), "{:?} want {want}", String::from_utf8_lossy(&line));
             }
         }
+        // The first line of a text, split in the pass that finds its newline.
+        for _ in 0..4000 {
+            let len = next() % 70;
+            let text: Vec<u8> = (0..len).map(|_| b"ab,1-,\n\r\""[next() % 9]).collect();
+            for want in [1, 2, 3, 7, 40] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let Some((nl, total)) = split_plain_first_line(&text, want, &mut a) else {
+                    let nl = text.iter().position(|&c| c == b'\n');
+                    let quoted = nl.is_some_and(|nl| text[..nl].contains(&b'"'));
+                    assert!(quoted || nl.is_none_or(|nl| nl >= len / 16 * 16), "{:?}", String::from_utf8_lossy(&text));
+                    continue;
+                };
+                assert_eq!(Some(nl), text.iter().position(|&c| c == b'\n'));
+                let line = &text[..nl];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                assert_eq!(
+                    (Some(total), &a),
+                    (split_plain(line, want, &mut b), &b),
+                    "{:?} want {want}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+        }
         let mut f = Vec::new();
         assert_eq!(split_plain(b"12345678,\"x\"", 2, &mut f), None);
         f.clear();
         assert_eq!(split_plain(b"a,b,\"c\"", 1, &mut f), None);
+    }
+
+    #[test]
+    fn direct_program_emits_what_the_table_row_program_emits() {
+        use super::super::expr::{Arith, Expr, Func};
+        let col = |i: usize| Box::new(Expr::Col(i));
+        let table = TableDef {
+            name: "t".into(),
+            pos: Default::default(),
+            columns: [
+                ("a", SqlType::BigInt),
+                ("s", SqlType::String),
+                ("ms", SqlType::BigInt),
+                ("secs", SqlType::Int),
+                ("ts", SqlType::TimestampLtz(3)),
+                ("t0", SqlType::TimestampLtz(0)),
+                ("d", SqlType::BigInt),
+                ("copy", SqlType::String),
+            ]
+            .iter()
+            .map(|(n, t)| (n.to_string(), *t))
+            .collect(),
+            layout: vec![
+                ColumnSource::Physical(0),
+                ColumnSource::Physical(1),
+                ColumnSource::Physical(2),
+                ColumnSource::Physical(3),
+                ColumnSource::Computed(Expr::Call(Func::ToTimestampLtz { precision: 3 }, vec![Expr::Col(2)])),
+                ColumnSource::Computed(Expr::Call(Func::ToTimestampLtz { precision: 0 }, vec![Expr::Col(3)])),
+                ColumnSource::Computed(Expr::IntArith(Arith::Add, 64, col(0), col(2))),
+                ColumnSource::Computed(Expr::Col(1)),
+            ],
+            physical: vec![
+                ("a".into(), SqlType::BigInt),
+                ("s".into(), SqlType::String),
+                ("ms".into(), SqlType::BigInt),
+                ("secs".into(), SqlType::Int),
+            ],
+            rowtime: Some((4, 4000)),
+            connector: Connector::Filesystem {
+                path: "/nowhere".into(),
+                format: Format::Csv,
+            },
+        };
+        let projections: Vec<Vec<Expr>> = vec![
+            vec![Expr::Col(0), Expr::Col(1), Expr::Col(4)],
+            vec![Expr::Col(2), Expr::Col(2), Expr::Col(1), Expr::Col(5), Expr::Col(6), Expr::Col(7)],
+            vec![
+                Expr::IntArith(Arith::Mul, 64, col(0), col(2)),
+                Expr::Lit(Value::Null),
+                Expr::Col(1),
+                Expr::Col(1),
+            ],
+            vec![Expr::Lit(Value::Int(7)), Expr::Col(3), Expr::Col(5)],
+        ];
+        let mut seed = 5u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as i64
+        };
+        for (p, exprs) in projections.iter().enumerate() {
+            for columns in [None, Some(vec![true, true, true, true, true, p % 2 == 0, true, false])] {
+                let post = ScanPost {
+                    predicate: None,
+                    project: Some(exprs.clone().into()),
+                    columns: columns.map(Into::into),
+                };
+                let direct = DirectProgram::new(&table, &post).expect("a direct form");
+                let general = ScanProgram::new(&table, &post);
+                for _ in 0..200 {
+                    let mut value = |k: i64| match next() % 5 {
+                        0 => Value::Null,
+                        _ if k == 1 => Value::Str(Str::from(format!("s{}", next() % 100))),
+                        _ => Value::Int(next() % 2_000_000_000_000 - 1_000_000_000_000),
+                    };
+                    let physical: Row = (0..4).map(&mut value).collect();
+                    let (mut a, mut b, mut wide) = (physical.clone(), physical.clone(), Row::new());
+                    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+                    let ra = direct.emit(&mut a, None, &mut out_a);
+                    let rb = general.emit(
+                        &table,
+                        &mut b,
+                        &mut wide,
+                        None,
+                        &mut out_b,
+                        |row| if row[4].is_null() { Err(4) } else { Ok(()) },
+                    );
+                    assert_eq!((ra, &out_a), (rb, &out_b), "projection {p} of {physical:?}");
+                }
+            }
+        }
+        // A filter, or a projection reading a computed column through an expression, has no direct form.
+        let filtered = ScanPost {
+            predicate: Some(Expr::Lit(Value::Bool(true))),
+            project: Some(vec![Expr::Col(0)].into()),
+            columns: None,
+        };
+        assert!(DirectProgram::new(&table, &filtered).is_none());
+        let computed = ScanPost {
+            predicate: None,
+            project: Some(vec![Expr::IntArith(Arith::Add, 64, col(6), col(0))].into()),
+            columns: None,
+        };
+        assert!(DirectProgram::new(&table, &computed).is_none());
     }
 
     #[test]
