@@ -1806,6 +1806,7 @@ mod tests {
                     predicate: None,
                     project: Some(exprs.clone().into()),
                     columns: columns.map(Into::into),
+                    dropped_rows: None,
                 };
                 let direct = DirectProgram::new(&table, &post).expect("a direct form");
                 let general = ScanProgram::new(&table, &post);
@@ -1836,12 +1837,14 @@ mod tests {
             predicate: Some(Expr::Lit(Value::Bool(true))),
             project: Some(vec![Expr::Col(0)].into()),
             columns: None,
+            dropped_rows: None,
         };
         assert!(DirectProgram::new(&table, &filtered).is_none());
         let computed = ScanPost {
             predicate: None,
             project: Some(vec![Expr::IntArith(Arith::Add, 64, col(6), col(0))].into()),
             columns: None,
+            dropped_rows: None,
         };
         assert!(DirectProgram::new(&table, &computed).is_none());
     }
