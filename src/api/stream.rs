@@ -241,17 +241,30 @@ impl<T: Send + 'static> SourceStream<T> {
     where
         TF: Fn(&T) -> Timestamp + Clone + Send + Sync + 'static,
     {
-        self.build(Some((strategy, timestamp_fn)))
+        self.build(Some((strategy, timestamp_fn, None::<fn(&T) -> bool>)))
+    }
+
+    /// [`Self::assign_timestamps_and_watermarks`] followed by a filter chained right after the
+    /// watermark generator (Flink's `assigner → filter`): a record `keep` rejects still advances
+    /// its split's watermark, so later records are late exactly as if it had passed; then it is
+    /// dropped (not counted as read).
+    pub fn assign_timestamps_and_watermarks_then_filter<TF, KF>(self, strategy: WatermarkStrategy, timestamp_fn: TF, keep: KF) -> DataStream<T>
+    where
+        TF: Fn(&T) -> Timestamp + Clone + Send + Sync + 'static,
+        KF: Fn(&T) -> bool + Clone + Send + Sync + 'static,
+    {
+        self.build(Some((strategy, timestamp_fn, Some(keep))))
     }
 
     /// No event time: event-time windows fire only at end of input.
     pub fn without_event_time(self) -> DataStream<T> {
-        self.build(None::<(WatermarkStrategy, fn(&T) -> Timestamp)>)
+        self.build(None::<(WatermarkStrategy, fn(&T) -> Timestamp, Option<fn(&T) -> bool>)>)
     }
 
-    fn build<TF>(self, event_time: Option<(WatermarkStrategy, TF)>) -> DataStream<T>
+    fn build<TF, KF>(self, event_time: Option<(WatermarkStrategy, TF, Option<KF>)>) -> DataStream<T>
     where
         TF: Fn(&T) -> Timestamp + Clone + Send + Sync + 'static,
+        KF: Fn(&T) -> bool + Clone + Send + Sync + 'static,
     {
         let source = self.source;
         let seg_name = self.name.clone();
@@ -287,9 +300,10 @@ impl<T: Send + 'static> SourceStream<T> {
             ctx.source_metrics = None;
             let env = StreamEnv::segment_env_with(ctx, &seg_name, metrics);
             let et = match &event_time {
-                Some((strategy, tf)) => EventTime::Assigned {
+                Some((strategy, tf, keep)) => EventTime::Assigned {
                     strategy: *strategy,
                     timestamp_fn: tf.clone(),
+                    keep: keep.clone(),
                 },
                 None => EventTime::None,
             };

@@ -12,6 +12,7 @@
 //! taking the next input, which bounds in-flight data to one step per task; all waiting on a
 //! full ring is counted as backpressure.
 
+pub mod inflight;
 pub mod metrics;
 pub mod runtime;
 pub mod segment;

@@ -430,19 +430,25 @@ async fn run_shard(
     // `shard::keep_awake_every`); the external wake-up thread wakes it too, in case the
     // reactor's own timers stop firing (see `shard::wakeups`).
     let tick = Duration::from_millis(config.wakeup_tick_ms);
-    let all = std::pin::pin!(futures::future::try_join_all(tasks));
-    let watch = std::pin::pin!(async {
-        while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) && !registry.cancel_requested() {
-            let timer = std::pin::pin!(glommio::timer::sleep(tick));
-            let external = std::pin::pin!(wakeup.next());
-            futures::future::select(timer, external).await;
+    let result = {
+        let all = std::pin::pin!(futures::future::try_join_all(tasks));
+        let watch = std::pin::pin!(async {
+            while !cancel.0.load(Ordering::Acquire) && !control.as_ref().is_some_and(|c| c.cancelled()) && !registry.cancel_requested() {
+                let timer = std::pin::pin!(glommio::timer::sleep(tick));
+                let external = std::pin::pin!(wakeup.next());
+                futures::future::select(timer, external).await;
+            }
+        });
+        match futures::future::select(all, watch).await {
+            futures::future::Either::Left((result, _)) => result.map(|_| ()),
+            futures::future::Either::Right(((), _)) => Err(WeirError::Shard {
+                shard,
+                message: STOPPED_BY_PEER.into(),
+            }),
         }
-    });
-    match futures::future::select(all, watch).await {
-        futures::future::Either::Left((result, _)) => result.map(|_| ()),
-        futures::future::Either::Right(((), _)) => Err(WeirError::Shard {
-            shard,
-            message: STOPPED_BY_PEER.into(),
-        }),
-    }
+    };
+    // The tasks are dropped now; file reads they had started still complete into their
+    // buffers, which must outlive the kernel's copy (see `shard::inflight`).
+    super::inflight::drain(Duration::from_secs(30)).await;
+    result
 }

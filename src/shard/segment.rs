@@ -414,9 +414,15 @@ impl<F: std::future::Future + Unpin> std::future::Future for WaitedOn<F> {
 pub const NO_EVENT_TIME: Timestamp = 0;
 
 /// How a source stream gets its event time.
-pub enum EventTime<TF> {
-    /// Timestamps from the records, watermarks by the strategy, per split.
-    Assigned { strategy: WatermarkStrategy, timestamp_fn: TF },
+pub enum EventTime<TF, KF> {
+    /// Timestamps from the records, watermarks by the strategy, per split. With `keep`, a
+    /// filter right after the watermark generator (Flink's chain `assigner → filter`): a record
+    /// it rejects still advances its split's watermark, then is dropped from the batch.
+    Assigned {
+        strategy: WatermarkStrategy,
+        timestamp_fn: TF,
+        keep: Option<KF>,
+    },
     /// No event time: timestamps are [`NO_EVENT_TIME`] (0), the watermark only moves at end of input.
     None,
 }
@@ -434,19 +440,20 @@ struct SplitState<T> {
 
 /// Drive a source segment: read this shard's splits round-robin, assign timestamps and
 /// per-record watermarks, push through the chain.
-pub async fn run_source<T, TF>(
+pub async fn run_source<T, TF, KF>(
     readers: Vec<(usize, Box<dyn SplitReader<T>>)>,
-    event_time: EventTime<TF>,
+    event_time: EventTime<TF, KF>,
     mut chain: Box<dyn Push<T>>,
     mut env: SegmentEnv,
 ) -> Result<()>
 where
     TF: FnMut(&T) -> Timestamp,
+    KF: FnMut(&T) -> bool,
 {
     env.connect().await?;
-    let (strategy, mut timestamp_fn) = match event_time {
-        EventTime::Assigned { strategy, timestamp_fn } => (Some(strategy), Some(timestamp_fn)),
-        EventTime::None => (None, None),
+    let (strategy, mut timestamp_fn, mut keep) = match event_time {
+        EventTime::Assigned { strategy, timestamp_fn, keep } => (Some(strategy), Some(timestamp_fn), keep),
+        EventTime::None => (None, None, None),
     };
     let default_strategy = WatermarkStrategy::monotonous();
     let mut splits: Vec<SplitState<T>> = readers
@@ -522,13 +529,12 @@ where
         let split = &mut splits[i];
         let start = batch.records.len();
         let status = split.reader.read(&mut batch.records, env.batch_size).await?;
-        let added = batch.records.len() - start;
-        if added == 0 {
+        let read = batch.records.len() - start;
+        if read == 0 {
             clock.lap(&env.metrics.idle_ns);
         } else {
             clock.input_arrived(&env.metrics);
         }
-        OperatorMetrics::add(&env.metrics.records_out, added as u64);
         let provided = split.reader.source_watermark();
         match &mut timestamp_fn {
             Some(tf) => {
@@ -552,6 +558,11 @@ where
             }
             None => batch.timestamps.resize(batch.records.len(), NO_EVENT_TIME),
         }
+        if let Some(keep) = &mut keep {
+            drop_rejected(&mut batch, start, keep);
+        }
+        let added = batch.records.len() - start;
+        OperatorMetrics::add(&env.metrics.records_out, added as u64);
         if let Some(wm) = provided {
             if wm > split.watermark.current() {
                 split.watermark.restore(split.watermark.max_timestamp(), wm);
@@ -561,7 +572,7 @@ where
                 }
             }
         }
-        if added > 0 {
+        if read > 0 {
             split.idle_since_ms = None;
             if split.idle {
                 split.idle = false;
@@ -635,6 +646,42 @@ fn split_positions<T>(splits: &[SplitState<T>], source: &str) -> Result<Vec<(Str
             Ok((source.to_string(), s.id, encode(&entry)))
         })
         .collect()
+}
+
+/// Remove the records from `start` on that `keep` rejects, after their watermarks were marked:
+/// a mark after a removed record moves to before the next kept one (of marks that meet at
+/// one index, the last — the highest — stays), so the watermark advances exactly as if the
+/// removed records had passed.
+fn drop_rejected<T>(batch: &mut Batch<T>, start: usize, keep: &mut impl FnMut(&T) -> bool) {
+    let len = batch.records.len();
+    let mut kept = start;
+    let mut mark = batch.marks.partition_point(|m| (m.index as usize) <= start);
+    for i in start..len {
+        // Marks "before record i" get the number of records kept so far.
+        while mark < batch.marks.len() && batch.marks[mark].index as usize == i {
+            batch.marks[mark].index = kept as u32;
+            mark += 1;
+        }
+        if keep(&batch.records[i]) {
+            batch.records.swap(kept, i);
+            batch.timestamps.swap(kept, i);
+            kept += 1;
+        }
+    }
+    for m in &mut batch.marks[mark..] {
+        debug_assert_eq!(m.index as usize, len, "a mark beyond the batch");
+        m.index = kept as u32;
+    }
+    batch.records.truncate(kept);
+    batch.timestamps.truncate(kept);
+    batch.marks.dedup_by(|later, earlier| {
+        if later.index == earlier.index {
+            earlier.watermark = later.watermark;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// Append a mark "before record `index`, the watermark is `wm`" if it advances.
@@ -997,6 +1044,47 @@ pub async fn run_two_input<L: Send + 'static, R: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_records_still_advance_the_watermark_before_the_next_kept_one() {
+        // Records 10..15 of a read starting at 1 (record 0 and its mark came from a read
+        // before); odd values are rejected.
+        let mut batch = Batch::<u32> {
+            records: vec![0, 10, 11, 12, 13, 15, 14],
+            timestamps: vec![0, 10, 11, 12, 13, 15, 14],
+            marks: vec![
+                Mark { index: 1, watermark: 0 },
+                Mark { index: 2, watermark: 10 },
+                Mark { index: 3, watermark: 11 },
+                Mark { index: 4, watermark: 12 },
+                Mark { index: 5, watermark: 13 },
+                Mark { index: 6, watermark: 15 },
+            ],
+            ..Default::default()
+        };
+        drop_rejected(&mut batch, 1, &mut |r: &u32| r.is_multiple_of(2));
+        assert_eq!(batch.records, vec![0, 10, 12, 14]);
+        assert_eq!(batch.timestamps, vec![0, 10, 12, 14]);
+        // 11 (dropped) moves the watermark to 11 before 12; 13 and 15 (dropped) to 15 before 14.
+        assert_eq!(
+            batch.marks,
+            vec![
+                Mark { index: 1, watermark: 0 },
+                Mark { index: 2, watermark: 11 },
+                Mark { index: 3, watermark: 15 },
+            ]
+        );
+        // A rejected last record: its mark lands after the last kept record.
+        let mut batch = Batch::<u32> {
+            records: vec![2, 3],
+            timestamps: vec![2, 3],
+            marks: vec![Mark { index: 1, watermark: 2 }, Mark { index: 2, watermark: 3 }],
+            ..Default::default()
+        };
+        drop_rejected(&mut batch, 0, &mut |r: &u32| r.is_multiple_of(2));
+        assert_eq!(batch.records, vec![2]);
+        assert_eq!(batch.marks, vec![Mark { index: 1, watermark: 3 }]);
+    }
 
     #[test]
     fn combine_marks_takes_min_over_channels() {

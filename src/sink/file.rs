@@ -267,7 +267,7 @@ impl PartFileWriter {
         self.next_part += 1;
         let final_path = self.dir.join(&name);
         let temp = self.dir.join(format!(".{name}.inprogress"));
-        let file = BufferedFile::create(&temp)
+        let file = crate::shard::inflight::create_buffered(&temp)
             .await
             .map_err(|e| WeirError::io("creating part file", &temp, e.into()))?;
         self.current = Some(OpenPart {

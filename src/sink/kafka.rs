@@ -734,7 +734,7 @@ impl TransactionalProducer {
         if self.log.is_none() {
             let path = self.dir.join(format!("open-{}.log", self.next_log));
             self.next_log += 1;
-            let file = BufferedFile::create(&path)
+            let file = crate::shard::inflight::create_buffered(&path)
                 .await
                 .map_err(|e| WeirError::io("creating a transaction log", &path, e.into()))?;
             self.log = Some(OpenLog {
@@ -897,17 +897,18 @@ impl TransactionalProducer {
             .unwrap_or(0)
             .to_string();
         let epoch = c.epoch.to_string();
-        let file = BufferedFile::open(&c.log)
-            .await
-            .map_err(|e| WeirError::io("opening a transaction log", &c.log, e.into()))?;
+        let file = std::rc::Rc::new(
+            crate::shard::inflight::open_buffered(&c.log)
+                .await
+                .map_err(|e| WeirError::io("opening a transaction log", &c.log, e.into()))?,
+        );
         let mut offset = 0u64;
         let mut pending: Vec<u8> = Vec::new();
         let mut sent = 0u64;
         loop {
-            let chunk: ReadResult = file
-                .read_at(offset, 256 << 10)
+            let chunk: ReadResult = crate::shard::inflight::read_at(&file, offset, 256 << 10)
                 .await
-                .map_err(|e| WeirError::io("reading a transaction log", &c.log, e.into()))?;
+                .map_err(|e| WeirError::io("reading a transaction log", &c.log, e))?;
             if chunk.is_empty() {
                 break;
             }
@@ -935,7 +936,9 @@ impl TransactionalProducer {
             }
             pending.drain(..at);
         }
-        let _ = file.close().await;
+        if let Ok(file) = std::rc::Rc::try_unwrap(file) {
+            let _ = file.close().await;
+        }
         if sent != c.records || !pending.is_empty() {
             return Err(WeirError::Other(format!(
                 "kafka sink: transaction log {} holds {sent} whole records, the checkpoint says {}",

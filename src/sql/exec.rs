@@ -374,28 +374,115 @@ impl Serialize for CsvRow {
 /// Writes SQL rows as CSV lines exactly as the `csv` crate writes [`CsvRow`]s — fields quoted
 /// only when they hold `,`, `"`, `\r` or `\n`, quotes doubled, a record of one empty field
 /// written `""` — without serde or a text buffer per row, and reusing the text of a timestamp
-/// column that repeats from row to row (window bounds).
-#[derive(Default)]
+/// column that repeats from row to row (window bounds). Integers and separators are formatted
+/// into a line buffer owned by the encoder and copied to the output once per line (other
+/// values flush it and are written to the output directly).
 pub(crate) struct CsvRowEncoder {
     /// Per column: the last timestamp written there (value, LTZ or not) and its text.
     stamps: Vec<Option<StampText>>,
     scratch: String,
+    /// The line being formatted: `line[..filled]` (a fixed size; flushed when full).
+    line: Box<[u8]>,
 }
+
+impl Default for CsvRowEncoder {
+    fn default() -> Self {
+        Self {
+            stamps: Vec::new(),
+            scratch: String::new(),
+            line: vec![0; LINE_BUFFER_BYTES].into_boxed_slice(),
+        }
+    }
+}
+
+/// Bytes of [`CsvRowEncoder`]'s line buffer (at least one integer and a separator).
+const LINE_BUFFER_BYTES: usize = 512;
 
 /// A timestamp value (milliseconds, LTZ or not) and its CSV text.
 type StampText = (i64, bool, Box<[u8]>);
+
+/// Eight ASCII zeros.
+const ASCII_ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// `v` (< 10^8) as eight ASCII digits with leading zeros, the first digit in the low byte:
+/// the digits of both halves of four are split out in parallel lanes of one word.
+#[inline]
+fn eight_digit_text(v: u32) -> u64 {
+    debug_assert!(v < 100_000_000);
+    // Lanes of 32 bits: [v / 10^4, v % 10^4].
+    let x = (v / 10_000) as u64 | ((v % 10_000) as u64) << 32;
+    // Lanes of 16 bits: [x / 100, x % 100] per 32-bit lane (x * 10486 >> 20 is x / 100 for x < 10^4).
+    let hundreds = ((x * 10486) >> 20) & 0x0000_007f_0000_007f;
+    let x = hundreds | (x - hundreds * 100) << 16;
+    // Lanes of 8 bits: [y / 10, y % 10] per 16-bit lane (y * 103 >> 10 is y / 10 for y < 100).
+    let tens = ((x * 103) >> 10) & 0x000f_000f_000f_000f;
+    let x = tens | (x - tens * 10) << 8;
+    x + ASCII_ZEROS
+}
+
+/// Write the digits of `v` (< 10^8, without leading zeros) at `buf[at..]`, which has room for
+/// eight bytes (bytes after the digits are clobbered); returns the end.
+#[inline]
+fn write_short(buf: &mut [u8], at: usize, v: u32) -> usize {
+    let text = eight_digit_text(v);
+    // Leading zeros (at most seven: zero is written "0").
+    let zeros = ((text - ASCII_ZEROS).trailing_zeros() / 8).min(7) as usize;
+    buf[at..at + 8].copy_from_slice(&(text >> (8 * zeros)).to_le_bytes());
+    at + 8 - zeros
+}
+
+/// Write `v` in decimal at `buf[at..]`, which has room for 22 bytes (bytes after the number
+/// are clobbered); returns the end.
+#[inline]
+fn write_int(buf: &mut [u8], mut at: usize, v: i64) -> usize {
+    if v < 0 {
+        buf[at] = b'-';
+        at += 1;
+    }
+    let u = v.unsigned_abs();
+    const E8: u64 = 100_000_000;
+    if u < E8 {
+        return write_short(buf, at, u as u32);
+    }
+    let low = (u % E8) as u32;
+    let high = u / E8;
+    if high < E8 {
+        at = write_short(buf, at, high as u32);
+    } else {
+        at = write_short(buf, at, (high / E8) as u32);
+        buf[at..at + 8].copy_from_slice(&eight_digit_text((high % E8) as u32).to_le_bytes());
+        at += 8;
+    }
+    buf[at..at + 8].copy_from_slice(&eight_digit_text(low).to_le_bytes());
+    at + 8
+}
 
 impl CsvRowEncoder {
     /// Append `row` as one CSV line to `out`.
     pub(crate) fn write(&mut self, row: &Row, out: &mut Vec<u8>) {
         let start = out.len();
+        // Bytes of the line formatted in `self.line` and not yet copied to `out`.
+        let mut filled = 0;
+        let room = self.line.len() - 22;
         for (k, v) in row.iter().enumerate() {
-            if k > 0 {
-                out.push(b',');
+            if filled > room {
+                out.extend_from_slice(&self.line[..filled]);
+                filled = 0;
             }
+            if k > 0 {
+                self.line[filled] = b',';
+                filled += 1;
+            }
+            if let Value::Int(i) = v {
+                filled = write_int(&mut self.line, filled, *i);
+                continue;
+            }
+            if v.is_null() {
+                continue;
+            }
+            out.extend_from_slice(&self.line[..filled]);
+            filled = 0;
             match v {
-                Value::Null => {}
-                Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
                 Value::Str(s) => write_csv_field(s.as_bytes(), out),
                 Value::Timestamp(ms) | Value::TimestampLtz(ms) => {
                     let ltz = matches!(v, Value::TimestampLtz(_));
@@ -420,10 +507,11 @@ impl CsvRowEncoder {
                 }
             }
         }
-        if row.len() <= 1 && out.len() == start {
+        if row.len() <= 1 && filled == 0 && out.len() == start {
             out.extend_from_slice(b"\"\"");
         }
-        out.push(b'\n');
+        self.line[filled] = b'\n';
+        out.extend_from_slice(&self.line[..filled + 1]);
     }
 }
 
@@ -535,7 +623,18 @@ fn event_type_filter(table: &super::plan::TableDef, predicate: &Expr) -> Option<
 /// attribute's index in the output rows.
 fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], post: ScanPost, rowtime: Option<usize>) -> Result<DataStream<Row>, SqlError> {
     let physical = super::source::physical_needed(table, needed);
-    let post = post.reading(table, needed);
+    let mut post = post.reading(table, needed);
+    // Flink generates the watermark before a WHERE over the table: rows the fused predicate
+    // drops leave placeholders that advance the watermark (below), except on the generator,
+    // whose splits' event times never decrease (no row can become late by a dropped one).
+    let dropped_rows = match (&post.predicate, rowtime, &table.connector) {
+        (Some(_), Some(rt), c) if !matches!(c, Connector::Nexmark { .. }) => {
+            let width = post.project.as_ref().map_or(table.columns.len(), |p| p.len());
+            Some(super::source::DroppedRow::new(rt, width))
+        }
+        _ => None,
+    };
+    post.dropped_rows = dropped_rows;
     let event_type = post.predicate.as_ref().and_then(|p| event_type_filter(table, p));
     let mut idle = None;
     if crate::scaleout::role(env.config()).is_some() && !matches!(table.connector, Connector::Kafka(_)) {
@@ -578,7 +677,11 @@ fn scan(env: &StreamEnv, table: &Arc<super::plan::TableDef>, needed: &[bool], po
             if let Some(ms) = idle {
                 strategy = strategy.with_idleness(ms);
             }
-            source.assign_timestamps_and_watermarks(strategy, move |r: &Row| ts_of(&r[idx]))
+            let timestamp = move |r: &Row| ts_of(&r[idx]);
+            match dropped_rows {
+                Some(d) => source.assign_timestamps_and_watermarks_then_filter(strategy, timestamp, move |r: &Row| d.is_real(r)),
+                None => source.assign_timestamps_and_watermarks(strategy, timestamp),
+            }
         }
         _ => source.without_event_time(),
     })
@@ -639,6 +742,7 @@ pub(super) fn build(env: &StreamEnv, rel: &Rel, needed: &[bool]) -> Result<DataS
                 predicate,
                 project: Some(exprs.into()),
                 columns: None,
+                dropped_rows: None,
             };
             scan(env, table, &need, post, rel.rowtime)?
         }
@@ -1075,6 +1179,7 @@ fn window_agg(env: &StreamEnv, rel: &Rel, select: Option<Arc<[usize]>>) -> Resul
                 predicate: predicate.cloned(),
                 project: Some(project.into()),
                 columns: None,
+                dropped_rows: None,
             };
             scan(env, table, &need, post, rowtime_out)?
         }
@@ -1815,6 +1920,17 @@ mod tests {
             .into_iter()
             .collect(),
         ];
+        // Integers at every digit count and sign, and rows longer than the line buffer.
+        let mut rows = rows;
+        let mut ints: Vec<i64> = vec![i64::MIN, i64::MAX, i64::MIN + 1, 0, -1];
+        for d in 0..19 {
+            let p = 10i64.pow(d);
+            ints.extend([p, p - 1, -p, 1 - p, p + 7]);
+        }
+        rows.push(ints.iter().map(|i| Value::Int(*i)).collect());
+        rows.extend(ints.iter().map(|i| [Value::Int(*i)].into_iter().collect()));
+        rows.push((0..120).map(|k| if k % 7 == 3 { s("x,y") } else { Value::Int(i64::MIN + k) }).collect());
+        rows.push((0..60).map(|k| if k % 5 == 0 { Value::Null } else { Value::Int(-k) }).collect());
         let mut want = csv::WriterBuilder::new().has_headers(false).flexible(true).from_writer(Vec::new());
         for r in &rows {
             want.serialize(super::CsvRow(r.clone())).unwrap();

@@ -5,6 +5,14 @@
 //! name); each file is one split, read in order by one shard through glommio's buffered
 //! (io_uring) positional reads, in chunks of `file_read_chunk_bytes` (engine config).
 //!
+//! The CSV hot path: a plain line (no quotes) is found and split into fields in one pass,
+//! sixteen bytes at a time (SSE2 on x86-64, 64-bit words elsewhere); integers of up to 16
+//! digits are read eight digits at a time; only the columns some operator reads are parsed.
+//! Computed columns such as `TO_TIMESTAMP_LTZ(ms, 3)` are compiled (`ColumnFn`), and a scan
+//! without a fused filter whose projection reads only physical and compiled columns builds
+//! its output rows straight from the parsed values (`DirectProgram`); everything else takes
+//! the general `ScanProgram` (table row, filter, projection), with the same results.
+//!
 //! Invariants: a line longer than `max_line_bytes` or one that does not parse is a bad record:
 //! with `on_bad_record = fail` the job stops with an error naming file, line and field; with
 //! `skip` it is counted in `bad_records` and dropped. A row whose time attribute is NULL is a
@@ -293,7 +301,7 @@ impl RowFileSource {
 pub(crate) struct RowFileReader {
     format: Format,
     path: PathBuf,
-    file: Option<BufferedFile>,
+    file: Option<std::rc::Rc<BufferedFile>>,
     /// Next byte offset to read.
     offset: u64,
     /// Still skipping the bytes before the range's first line start (through the first newline).
@@ -350,24 +358,34 @@ pub struct RowMetadata<'a> {
 pub(crate) struct RowParser {
     table: Arc<TableDef>,
     program: ScanProgram,
+    /// The program's direct form, used instead when there is one.
+    direct: Option<DirectProgram>,
     physical: Row,
     /// The table row when it differs from the physical one (reused).
     wide: Row,
     fields: Vec<(usize, usize)>,
     needed: Arc<[bool]>,
+    /// The physical columns read, in order (CSV: the others stay NULL in `physical`).
+    read_columns: Vec<usize>,
     /// The last physical column read: CSV fields after it are only counted.
     last_needed: usize,
+    /// The line [`RowParser::split_next_line`] split into `fields` (its address and length
+    /// without `\r`) and its field count, for the next [`RowParser::parse`] of that line.
+    presplit: Option<(usize, usize, usize)>,
 }
 
 impl RowParser {
     pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
         Self {
+            read_columns: (0..table.physical.len()).filter(|k| needed.get(*k).copied().unwrap_or(false)).collect(),
             program: ScanProgram::new(&table, &post),
+            direct: DirectProgram::new(&table, &post),
             table,
             physical: Row::new(),
             wide: Row::new(),
             fields: Vec::new(),
             last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
+            presplit: None,
             needed,
         }
     }
@@ -391,6 +409,11 @@ impl RowParser {
     }
 
     fn emit(&mut self, meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), BadRow> {
+        if let Some(direct) = &self.direct {
+            return direct
+                .emit(&mut self.physical, meta, out)
+                .map_err(|rt| bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"));
+        }
         let rowtime = self.table.rowtime;
         let r = self
             .program
@@ -403,34 +426,58 @@ impl RowParser {
 }
 
 impl RowParser {
+    /// The length of the first line of `text` (up to its newline) of a CSV file, found in the
+    /// same pass that splits it into fields for the next [`RowParser::parse`] of that line;
+    /// `None` if the line has quotes or runs to the last few bytes of `text` (find the newline
+    /// otherwise: the parse splits the line itself).
+    #[inline]
+    pub(crate) fn split_next_line(&mut self, text: &[u8]) -> Option<usize> {
+        self.presplit = None;
+        self.fields.clear();
+        let (nl, total) = split_plain_first_line(text, self.last_needed + 1, &mut self.fields)?;
+        let len = if nl > 0 && text[nl - 1] == b'\r' { nl - 1 } else { nl };
+        self.presplit = Some((text.as_ptr() as usize, len, total));
+        Some(nl)
+    }
+
     fn parse_csv(&mut self, line: &[u8]) -> Result<(), BadRow> {
         // Field byte ranges of the columns up to the last one read; the fields after it are
         // only counted.
-        self.fields.clear();
         let want = self.last_needed + 1;
-        let total = match split_plain(line, want, &mut self.fields) {
-            Some(total) => total,
-            None => {
+        let total = match self.presplit.take() {
+            Some((at, len, total)) if at == line.as_ptr() as usize && len == line.len() => total,
+            _ => {
                 self.fields.clear();
-                split_quoted(line, want, &mut self.fields)?
+                match split_plain(line, want, &mut self.fields) {
+                    Some(total) => total,
+                    None => {
+                        self.fields.clear();
+                        split_quoted(line, want, &mut self.fields)?
+                    }
+                }
             }
         };
         let phys = &self.table.physical;
         if total != phys.len() {
             return Err(bad_row(None, format!("{total} fields, the table has {} physical columns", phys.len())));
         }
-        self.physical.clear();
-        for (k, (name, ty)) in phys.iter().enumerate() {
-            if !self.needed[k] {
-                self.physical.push(Value::Null);
-                continue;
-            }
+        // The physical row keeps one value per physical column from line to line: the columns
+        // not read stay NULL, the others are overwritten (the emit step may have moved values
+        // out, or appended the table's other columns).
+        if self.physical.len() > phys.len() {
+            self.physical.truncate(phys.len());
+        } else if self.physical.len() < phys.len() {
+            self.physical.clear();
+            self.physical.resize(phys.len(), Value::Null);
+        }
+        for &k in &self.read_columns {
+            let (name, ty) = &phys[k];
             let (s, e) = self.fields[k];
             let raw = &line[s..e];
             if ty.is_integer() {
                 // Fast path: plain digits (what `parse_field` accepts, without the text work).
-                if let Some(v) = parse_int_digits(raw).filter(|v| int_fits(*v, *ty)) {
-                    self.physical.push(Value::Int(v));
+                if let Some(v) = parse_int_field(line, s, e).filter(|v| int_fits(*v, *ty)) {
+                    self.physical[k] = Value::Int(v);
                     continue;
                 }
             }
@@ -453,8 +500,7 @@ impl RowParser {
             let Ok(text) = std::str::from_utf8(&text) else {
                 return Err(bad_row(Some(name), "not UTF-8"));
             };
-            let v = parse_field(text, *ty).map_err(|m| bad_row(Some(name), m))?;
-            self.physical.push(v);
+            self.physical[k] = parse_field(text, *ty).map_err(|m| bad_row(Some(name), m))?;
         }
         Ok(())
     }
@@ -535,10 +581,9 @@ impl RowFileReader {
     /// Read the next chunk into `pending`; returns the number of bytes read (0 at end).
     async fn fill(&mut self) -> Result<usize> {
         let file = self.file.as_ref().expect("opened");
-        let chunk = file
-            .read_at(self.offset, self.chunk_bytes)
+        let chunk = crate::shard::inflight::read_at(file, self.offset, self.chunk_bytes)
             .await
-            .map_err(|e| WeirError::io("reading", &self.path, e.into()))?;
+            .map_err(|e| WeirError::io("reading", &self.path, e))?;
         self.pending.extend_from_slice(&chunk);
         self.offset += chunk.len() as u64;
         Ok(chunk.len())
@@ -554,6 +599,42 @@ pub struct ScanPost {
     /// Table columns read by the predicate, the projection or later operators (`None`: all);
     /// the others are left NULL in the table row.
     pub columns: Option<Arc<[bool]>>,
+    /// Set on event-time scans whose predicate runs in the reader: a row the predicate drops
+    /// is emitted as a [`DroppedRow`] placeholder instead, so the source loop can advance the
+    /// watermark by its event time before discarding it (Flink generates watermarks before
+    /// the filter).
+    pub dropped_rows: Option<DroppedRow>,
+}
+
+/// The placeholder of a row a scan's fused predicate dropped: only its event time, at output
+/// column `rowtime`; every real output row has exactly `width` columns and a placeholder never
+/// does, so [`DroppedRow::is_real`] tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DroppedRow {
+    pub rowtime: usize,
+    pub width: usize,
+}
+
+impl DroppedRow {
+    pub fn new(rowtime: usize, width: usize) -> Self {
+        assert!(rowtime < width, "the time attribute {rowtime} is not an output column of {width}");
+        Self { rowtime, width }
+    }
+
+    /// The placeholder of a dropped row with event time `ts` (a time value): `rowtime + 1`
+    /// columns, or `width + 1` when that would be `width`.
+    fn placeholder(&self, ts: &Value) -> Row {
+        let len = if self.rowtime + 1 == self.width { self.width + 1 } else { self.rowtime + 1 };
+        let mut row: Row = std::iter::repeat_n(Value::Null, len).collect();
+        row[self.rowtime] = ts.clone();
+        row
+    }
+
+    /// False for placeholders.
+    #[inline]
+    pub fn is_real(&self, row: &Row) -> bool {
+        row.len() == self.width
+    }
 }
 
 impl ScanPost {
@@ -641,11 +722,13 @@ pub(crate) struct ScanProgram {
     identity: bool,
     /// The layout starts with the physical columns in order: the table row is the physical row
     /// with the remaining columns appended (`extra`, NULL where unread).
-    prefix: Option<Vec<Option<ColumnSource>>>,
+    prefix: Option<Vec<Option<ColumnFn>>>,
     /// Table columns read (`None`: all).
     columns: Option<Arc<[bool]>>,
     predicate: Option<super::expr::Expr>,
     project: Option<Projection>,
+    /// Placeholders for dropped rows, and the table row's time attribute they carry.
+    dropped_rows: Option<(DroppedRow, usize)>,
 }
 
 impl ScanProgram {
@@ -658,7 +741,11 @@ impl ScanProgram {
                 .iter()
                 .enumerate()
                 .all(|(k, c)| matches!(c, ColumnSource::Physical(i) if *i == k));
-        let prefix = (is_prefix && !identity).then(|| (nphys..table.layout.len()).map(|k| read(k).then(|| table.layout[k].clone())).collect());
+        let prefix = (is_prefix && !identity).then(|| {
+            (nphys..table.layout.len())
+                .map(|k| read(k).then(|| ColumnFn::compile(table, k, &table.layout[k])))
+                .collect()
+        });
         let project = post.project.as_ref().map(|exprs| Projection::new(exprs, table.layout.len()));
         Self {
             identity,
@@ -666,6 +753,7 @@ impl ScanProgram {
             columns: post.columns.clone(),
             predicate: post.predicate.clone(),
             project,
+            dropped_rows: post.dropped_rows.zip(table.rowtime.map(|(rt, _)| rt)),
         }
     }
 
@@ -685,10 +773,10 @@ impl ScanProgram {
             physical
         } else if let Some(extra) = &self.prefix {
             let nphys = physical.len();
-            for (j, c) in extra.iter().enumerate() {
+            for c in extra {
                 let v = match c {
                     None => Value::Null,
-                    Some(c) => column_value(table, nphys + j, c, &physical[..nphys], meta),
+                    Some(f) => f.value(&physical[..nphys], meta),
                 };
                 physical.push(v);
             }
@@ -707,6 +795,9 @@ impl ScanProgram {
         check(row)?;
         if let Some(p) = &self.predicate {
             if !p.test(row) {
+                if let Some((dropped, rt)) = &self.dropped_rows {
+                    out.push(dropped.placeholder(&row[*rt]));
+                }
                 return Ok(());
             }
         }
@@ -736,6 +827,195 @@ fn column_value(table: &TableDef, k: usize, c: &ColumnSource, physical: &[Value]
                 MetadataKey::Topic => Value::Str(m.topic.clone()),
             },
         },
+    }
+}
+
+/// A table column compiled against the physical values, once per reader: physical values and
+/// column-only computed columns such as `TO_TIMESTAMP_LTZ(ms, 3)` are read without walking an
+/// expression tree. Invariant: [`ColumnFn::value`] is exactly [`column_value`] of the source.
+#[derive(Clone, Debug)]
+enum ColumnFn {
+    /// A copy of physical value `i`.
+    Physical(usize),
+    /// `TO_TIMESTAMP_LTZ(physical[i], precision)`: an integer as epoch milliseconds, or as
+    /// epoch seconds when `seconds` (NULL on overflow or a non-integer).
+    EpochLtz { col: usize, seconds: bool },
+    /// Any other computed column.
+    Eval(super::expr::Expr),
+    /// Message metadata; `ltz`: a timestamp column declared `TIMESTAMP_LTZ`.
+    Metadata(MetadataKey, bool),
+}
+
+impl ColumnFn {
+    /// The function computing table column `k` (produced by `c`).
+    fn compile(table: &TableDef, k: usize, c: &ColumnSource) -> Self {
+        use super::expr::{Expr, Func};
+        match c {
+            ColumnSource::Physical(i) => ColumnFn::Physical(*i),
+            ColumnSource::Computed(Expr::Col(i)) => ColumnFn::Physical(*i),
+            ColumnSource::Computed(Expr::Call(Func::ToTimestampLtz { precision }, args)) if matches!(args.as_slice(), [Expr::Col(_)]) => {
+                let [Expr::Col(col)] = args.as_slice() else { unreachable!("matched above") };
+                ColumnFn::EpochLtz {
+                    col: *col,
+                    seconds: *precision == 0,
+                }
+            }
+            ColumnSource::Computed(e) => ColumnFn::Eval(e.clone()),
+            ColumnSource::Metadata(key) => ColumnFn::Metadata(*key, !matches!(table.columns[k].1, SqlType::Timestamp(_))),
+        }
+    }
+
+    /// Call `f` with every physical column read.
+    fn for_each_column(&self, f: &mut dyn FnMut(usize)) {
+        match self {
+            ColumnFn::Physical(i) | ColumnFn::EpochLtz { col: i, .. } => f(*i),
+            ColumnFn::Eval(e) => e.for_each_column(f),
+            ColumnFn::Metadata(..) => {}
+        }
+    }
+
+    #[inline(always)]
+    fn value(&self, physical: &[Value], meta: Option<&RowMetadata<'_>>) -> Value {
+        match self {
+            ColumnFn::Physical(i) => match physical.get(*i) {
+                Some(Value::Int(v)) => Value::Int(*v),
+                Some(v) => v.clone(),
+                None => Value::Null,
+            },
+            ColumnFn::EpochLtz { col, seconds } => match physical.get(*col) {
+                Some(Value::Int(v)) if *seconds => v.checked_mul(1000).map(Value::TimestampLtz).unwrap_or(Value::Null),
+                Some(Value::Int(v)) => Value::TimestampLtz(*v),
+                _ => Value::Null,
+            },
+            _ => self.value_slow(physical, meta),
+        }
+    }
+
+    /// [`ColumnFn::value`] of the other forms (kept out of line).
+    #[inline(never)]
+    fn value_slow(&self, physical: &[Value], meta: Option<&RowMetadata<'_>>) -> Value {
+        match self {
+            ColumnFn::Physical(_) | ColumnFn::EpochLtz { .. } => self.value(physical, meta),
+            ColumnFn::Eval(e) => e.eval(physical),
+            ColumnFn::Metadata(key, ltz) => match meta {
+                None => Value::Null,
+                Some(m) => match key {
+                    MetadataKey::Timestamp if *ltz => Value::TimestampLtz(m.timestamp),
+                    MetadataKey::Timestamp => Value::Timestamp(m.timestamp),
+                    MetadataKey::Partition => Value::Int(m.partition as i64),
+                    MetadataKey::Offset => Value::Int(m.offset),
+                    MetadataKey::Topic => Value::Str(m.topic.clone()),
+                },
+            },
+        }
+    }
+}
+
+/// One output column of a [`DirectProgram`].
+#[derive(Clone, Debug)]
+enum DirectSlot {
+    /// Physical value `i`, moved out (nothing else reads it).
+    Move(usize),
+    /// A table column computed from the physical values (copies of physical values included).
+    Column(ColumnFn),
+    /// An expression over physical columns only (the layout starts with them).
+    Eval(super::expr::Expr),
+    Const(Value),
+}
+
+/// A scan without a filter whose projection reads only physical columns, compiled computed
+/// columns and constants: each output row is built straight from the physical values, without
+/// the table row in between.
+///
+/// Invariant: the output is exactly [`ScanProgram::emit`]'s for the same scan, and a row whose
+/// time attribute is NULL is rejected the same way.
+#[derive(Clone, Debug)]
+pub(crate) struct DirectProgram {
+    /// The time attribute: its table column and how it is computed (checked for NULL first).
+    rowtime: Option<(usize, ColumnFn)>,
+    slots: Vec<DirectSlot>,
+}
+
+impl DirectProgram {
+    /// The direct form of `post` over `table`, if it has one.
+    pub(crate) fn new(table: &TableDef, post: &ScanPost) -> Option<Self> {
+        use super::expr::Expr;
+        let nphys = table.physical.len();
+        let is_prefix = table.layout.len() >= nphys
+            && table.layout[..nphys]
+                .iter()
+                .enumerate()
+                .all(|(k, c)| matches!(c, ColumnSource::Physical(i) if *i == k));
+        if post.predicate.is_some() || !is_prefix {
+            return None;
+        }
+        let exprs = post.project.as_ref()?;
+        let read = |k: usize| post.columns.as_ref().is_none_or(|c| c.get(k).copied().unwrap_or(true));
+        let mut slots = Vec::with_capacity(exprs.len());
+        for e in exprs.iter() {
+            slots.push(match e {
+                Expr::Col(k) if !read(*k) => DirectSlot::Const(Value::Null),
+                Expr::Col(k) => DirectSlot::Column(ColumnFn::compile(table, *k, table.layout.get(*k)?)),
+                Expr::Lit(v) => DirectSlot::Const(v.clone()),
+                other => {
+                    let mut physical_only = true;
+                    other.for_each_column(&mut |k| physical_only &= k < nphys && read(k));
+                    if !physical_only {
+                        return None;
+                    }
+                    DirectSlot::Eval(other.clone())
+                }
+            });
+        }
+        let rowtime = table.rowtime.map(|(rt, _)| (rt, ColumnFn::compile(table, rt, &table.layout[rt])));
+        // Physical values read once are moved into the output row, not cloned.
+        let mut uses = vec![0usize; nphys];
+        let mut count = |i: usize| {
+            if let Some(u) = uses.get_mut(i) {
+                *u += 1;
+            }
+        };
+        if let Some((_, f)) = &rowtime {
+            f.for_each_column(&mut count);
+        }
+        for s in &slots {
+            match s {
+                DirectSlot::Column(f) => f.for_each_column(&mut count),
+                DirectSlot::Eval(e) => e.for_each_column(&mut count),
+                DirectSlot::Move(_) | DirectSlot::Const(_) => {}
+            }
+        }
+        for s in &mut slots {
+            if let DirectSlot::Column(ColumnFn::Physical(i)) = s {
+                if uses.get(*i) == Some(&1) {
+                    *s = DirectSlot::Move(*i);
+                }
+            }
+        }
+        Some(Self { rowtime, slots })
+    }
+
+    /// Append the output row of the physical values in `physical` to `out` (left with the
+    /// moved values NULL); `Err(column)`: the time attribute is NULL (nothing appended).
+    #[inline]
+    pub(crate) fn emit(&self, physical: &mut Row, meta: Option<&RowMetadata<'_>>, out: &mut Vec<Row>) -> Result<(), usize> {
+        if let Some((rt, f)) = &self.rowtime {
+            if f.value(physical, meta).is_null() {
+                return Err(*rt);
+            }
+        }
+        // Built in place (a row moved into `out` is a 136-byte copy, a call to memcpy).
+        out.extend(std::iter::once_with(Row::new));
+        let row = out.last_mut().expect("just added");
+        for slot in &self.slots {
+            row.push(match slot {
+                DirectSlot::Move(i) => std::mem::take(&mut physical[*i]),
+                DirectSlot::Column(f) => f.value(physical, meta),
+                DirectSlot::Eval(e) => e.eval(physical),
+                DirectSlot::Const(v) => v.clone(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -770,47 +1050,147 @@ fn bytes_equal(x: u64, b: u8) -> u64 {
     !(((y & LOW7) + LOW7) | y | LOW7)
 }
 
+/// One bit per byte of `x` (bit `i` for byte `i`) from a word whose bytes are `0x80` or `0`
+/// (as [`bytes_equal`] gives).
+#[inline]
+fn movemask8(x: u64) -> u32 {
+    // The multiplier moves bit 8i to bit 56 + i; no two partial products share a bit.
+    ((x >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+}
+
+/// Masks of where 16 bytes hold each of `bytes` (bit `i` for byte `i`).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn byte_masks16<const N: usize>(block: &[u8], bytes: [u8; N]) -> [u32; N] {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
+    let lo = i64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
+    let hi = i64::from_le_bytes(block[8..16].try_into().expect("8 bytes"));
+    // SAFETY: the intrinsics only need SSE2, which this build enables (the cfg above); they
+    // read no memory.
+    unsafe {
+        let v = _mm_set_epi64x(hi, lo);
+        bytes.map(|b| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u32)
+    }
+}
+
+/// Masks of where 16 bytes hold each of `bytes` (bit `i` for byte `i`).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn byte_masks16<const N: usize>(block: &[u8], bytes: [u8; N]) -> [u32; N] {
+    let lo = u64::from_le_bytes(block[..8].try_into().expect("8 bytes"));
+    let hi = u64::from_le_bytes(block[8..16].try_into().expect("8 bytes"));
+    bytes.map(|b| movemask8(bytes_equal(lo, b)) | movemask8(bytes_equal(hi, b)) << 8)
+}
+
+/// Masks of the commas and quotes in 16 bytes (bit `i` for byte `i`).
+#[inline]
+fn comma_quote_masks16(block: &[u8]) -> (u32, u32) {
+    let [commas, quotes] = byte_masks16(block, [b',', b'"']);
+    (commas, quotes)
+}
+
+/// The first line of `text` (up to its newline) if it has no quote and its newline lies in
+/// the sixteen-byte blocks of `text`: split like [`split_plain`] in the same pass that finds
+/// the newline. Returns the newline's index and the number of fields; the line's fields are
+/// in `fields` (the last one ends before a `\r` that precedes the newline). `None` otherwise
+/// (then `fields` is partly written).
+#[inline]
+fn split_plain_first_line(text: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<(usize, usize)> {
+    let mut start = 0;
+    let mut commas = 0usize;
+    let mut take = |mut mask: u32, base: usize| {
+        while mask != 0 {
+            if fields.len() < want {
+                let at = base + mask.trailing_zeros() as usize;
+                fields.push((start, at));
+                start = at + 1;
+            }
+            commas += 1;
+            mask &= mask - 1;
+        }
+    };
+    let mut base = 0;
+    for block in text.chunks_exact(16) {
+        let [c, q, n] = byte_masks16(block, [b',', b'"', b'\n']);
+        if n != 0 {
+            let nl = n.trailing_zeros();
+            let before = (1u32 << nl) - 1;
+            if q & before != 0 {
+                return None;
+            }
+            take(c & before, base);
+            let nl = base + nl as usize;
+            if fields.len() < want {
+                let end = if nl > start && text[nl - 1] == b'\r' { nl - 1 } else { nl };
+                fields.push((start, end));
+            }
+            return Some((nl, commas + 1));
+        }
+        if q != 0 {
+            return None;
+        }
+        take(c, base);
+        base += 16;
+    }
+    None
+}
+
 /// Split a CSV line without quotes into the byte ranges of its first `want` fields (the text
-/// between commas), eight bytes at a time; returns the number of fields, or `None` if the line
-/// holds a quote (then `fields` is partly written).
+/// between commas), sixteen bytes at a time (SSE2 on x86-64, words elsewhere; a line's last
+/// partial block is the line's last sixteen bytes, the bytes already seen masked off); returns
+/// the number of fields, or `None` if the line holds a quote (then `fields` is partly written).
 #[inline]
 fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<usize> {
     let mut start = 0;
     let mut commas = 0usize;
-    let mut chunks = line.chunks_exact(8);
+    // Record the commas of `mask` (bit i: a comma at `base + i`) while fields are wanted.
+    let mut take = |mut mask: u32, base: usize| {
+        while mask != 0 {
+            if fields.len() < want {
+                let at = base + mask.trailing_zeros() as usize;
+                fields.push((start, at));
+                start = at + 1;
+            }
+            commas += 1;
+            mask &= mask - 1;
+        }
+    };
+    let mut blocks = line.chunks_exact(16);
     let mut base = 0;
-    for chunk in chunks.by_ref() {
-        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        if bytes_equal(x, b'"') != 0 {
+    for block in blocks.by_ref() {
+        let (c, q) = comma_quote_masks16(block);
+        if q != 0 {
             return None;
         }
-        let mut m = bytes_equal(x, b',');
-        if fields.len() >= want {
-            commas += m.count_ones() as usize;
-        } else {
-            while m != 0 {
-                let at = base + (m.trailing_zeros() / 8) as usize;
-                if fields.len() < want {
-                    fields.push((start, at));
-                }
-                start = at + 1;
-                commas += 1;
-                m &= m - 1;
-            }
-        }
-        base += 8;
+        take(c, base);
+        base += 16;
     }
-    for (k, &b) in chunks.remainder().iter().enumerate() {
-        match b {
-            b'"' => return None,
-            b',' => {
-                if fields.len() < want {
-                    fields.push((start, base + k));
-                }
-                start = base + k + 1;
-                commas += 1;
+    let rest = blocks.remainder().len();
+    if rest > 0 && line.len() >= 16 {
+        // The last sixteen bytes, of which the first `16 - rest` were seen.
+        let (c, q) = comma_quote_masks16(&line[line.len() - 16..]);
+        let seen = 16 - rest;
+        if q >> seen != 0 {
+            return None;
+        }
+        take(c >> seen, base);
+    } else if rest > 0 {
+        let mut words = blocks.remainder().chunks_exact(8);
+        for word in words.by_ref() {
+            let x = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            if bytes_equal(x, b'"') != 0 {
+                return None;
             }
-            _ => {}
+            take(movemask8(bytes_equal(x, b',')), base);
+            base += 8;
+        }
+        for &b in words.remainder() {
+            match b {
+                b'"' => return None,
+                b',' => take(1, base),
+                _ => {}
+            }
+            base += 1;
         }
     }
     if fields.len() < want {
@@ -873,19 +1253,82 @@ fn split_quoted(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> R
     }
 }
 
-/// An integer written as plain ASCII digits with an optional sign and at most 18 digits (so it
-/// cannot overflow); `None` for anything else (blank, spaces, quotes, longer numbers), which
-/// takes the general path.
+/// Eight ASCII zeros.
+const ZEROS: u64 = 0x3030_3030_3030_3030;
+
+/// The eight bytes of `line` at `at` (`at + 8 <= line.len()`), the first in the low byte.
 #[inline]
-fn parse_int_digits(raw: &[u8]) -> Option<i64> {
-    let (neg, digits) = match raw.first() {
-        Some(b'-') => (true, &raw[1..]),
-        Some(b'+') => (false, &raw[1..]),
-        _ => (false, raw),
-    };
-    if digits.is_empty() || digits.len() > 18 {
+fn load8(line: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(line[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The 1 to 8 bytes `line[s..e]` as a word of eight, front-padded with ASCII zeros (the field's
+/// first byte in the low byte of the padded text); `None` if `line` is shorter than eight bytes
+/// around the field.
+#[inline]
+fn padded8(line: &[u8], s: usize, e: usize) -> Option<u64> {
+    let n = e - s;
+    debug_assert!((1..=8).contains(&n));
+    // The (8 - n) low bytes hold the padding.
+    let pad = if n == 8 { 0 } else { u64::MAX >> (8 * n) };
+    if e >= 8 {
+        Some((load8(line, e - 8) & !pad) | (ZEROS & pad))
+    } else if s + 8 <= line.len() {
+        // n < 8 here (e < 8): the field is at the low end of the word.
+        Some((load8(line, s) << (8 * (8 - n))) | (ZEROS & pad))
+    } else {
+        None
+    }
+}
+
+/// The value of eight ASCII digits (the first in the low byte), or `None` if a byte is not a
+/// digit.
+#[inline]
+fn eight_digits(x: u64) -> Option<u64> {
+    // A digit's high nibble is 3 and adding 6 to it does not carry into the high nibble.
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    if x & HIGH != ZEROS || (x.wrapping_add(0x0606_0606_0606_0606)) & HIGH != ZEROS {
         return None;
     }
+    let d = x - ZEROS;
+    let d = (d & 0x000f_000f_000f_000f) * 10 + ((d >> 8) & 0x000f_000f_000f_000f);
+    let d = (d & 0x0000_00ff_0000_00ff) * 100 + ((d >> 16) & 0x0000_00ff_0000_00ff);
+    Some((d & 0x0000_0000_0000_ffff) * 10000 + ((d >> 32) & 0x0000_0000_0000_ffff))
+}
+
+/// The integer `line[s..e]` written as plain ASCII digits with an optional sign and at most 18
+/// digits (so it cannot overflow); `None` for anything else (blank, spaces, quotes, longer
+/// numbers), which takes the general path. Reads eight digits at a time where the line allows.
+#[inline]
+fn parse_int_field(line: &[u8], s: usize, e: usize) -> Option<i64> {
+    let raw = &line[s..e];
+    let (neg, s) = match raw.first() {
+        Some(b'-') => (true, s + 1),
+        Some(b'+') => (false, s + 1),
+        _ => (false, s),
+    };
+    let n = e - s;
+    let v = match n {
+        1..=8 => match padded8(line, s, e) {
+            Some(x) => eight_digits(x)? as i64,
+            None => digits_loop(&line[s..e])?,
+        },
+        9..=16 => {
+            let high = match padded8(line, s, e - 8) {
+                Some(x) => eight_digits(x)?,
+                None => digits_loop(&line[s..e - 8])? as u64,
+            };
+            (high * 100_000_000 + eight_digits(load8(line, e - 8))?) as i64
+        }
+        17..=18 => digits_loop(&line[s..e])?,
+        _ => return None,
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// Plain ASCII digits (at most 18) one at a time.
+#[inline]
+fn digits_loop(digits: &[u8]) -> Option<i64> {
     let mut v: i64 = 0;
     for &b in digits {
         let d = b.wrapping_sub(b'0');
@@ -894,7 +1337,14 @@ fn parse_int_digits(raw: &[u8]) -> Option<i64> {
         }
         v = v * 10 + d as i64;
     }
-    Some(if neg { -v } else { v })
+    Some(v)
+}
+
+/// An integer written as plain ASCII digits with an optional sign and at most 18 digits (see
+/// [`parse_int_field`]).
+#[cfg(test)]
+fn parse_int_digits(raw: &[u8]) -> Option<i64> {
+    parse_int_field(raw, 0, raw.len())
 }
 
 /// Does `v` fit the integer type `ty`?
@@ -939,10 +1389,10 @@ fn parse_field(text: &str, ty: SqlType) -> Result<Value, String> {
 impl SplitReader<Row> for RowFileReader {
     fn open(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let file = BufferedFile::open(&self.path)
+            let file = crate::shard::inflight::open_buffered(&self.path)
                 .await
                 .map_err(|e| WeirError::io("opening", &self.path, e.into()))?;
-            self.file = Some(file);
+            self.file = Some(std::rc::Rc::new(file));
             Ok(())
         })
     }
@@ -979,7 +1429,11 @@ impl SplitReader<Row> for RowFileReader {
                             return Ok(ReadStatus::Exhausted);
                         }
                         let rest = &pending[self.start..];
-                        let Some(nl) = memchr::memchr(b'\n', rest) else { break };
+                        let split = match self.format {
+                            Format::Csv => self.parser.split_next_line(rest),
+                            Format::Json => None,
+                        };
+                        let Some(nl) = split.or_else(|| memchr::memchr(b'\n', rest)) else { break };
                         self.start += nl + 1;
                         let before = out.len();
                         let res = if nl > self.max_line {
@@ -1246,23 +1700,153 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
-        for _ in 0..2000 {
-            let len = next() % 40;
+        for _ in 0..4000 {
+            let len = next() % 70;
             let line: Vec<u8> = (0..len).map(|_| b"ab,1-,"[next() % 6]).collect();
             if line.is_empty() {
                 continue;
             }
-            for want in [1, 2, 3, 7, 40] {
+            for want in [1, 2, 3, 7, 17, 40] {
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 let plain = split_plain(&line, want, &mut a);
                 let quoted = split_quoted(&line, want, &mut b).ok();
                 assert_eq!((plain, &a), (quoted, &b), "{:?} want {want}", String::from_utf8_lossy(&line));
             }
         }
+        // The first line of a text, split in the pass that finds its newline.
+        for _ in 0..4000 {
+            let len = next() % 70;
+            let text: Vec<u8> = (0..len).map(|_| b"ab,1-,\n\r\""[next() % 9]).collect();
+            for want in [1, 2, 3, 7, 40] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let Some((nl, total)) = split_plain_first_line(&text, want, &mut a) else {
+                    let nl = text.iter().position(|&c| c == b'\n');
+                    let quoted = nl.is_some_and(|nl| text[..nl].contains(&b'"'));
+                    assert!(quoted || nl.is_none_or(|nl| nl >= len / 16 * 16), "{:?}", String::from_utf8_lossy(&text));
+                    continue;
+                };
+                assert_eq!(Some(nl), text.iter().position(|&c| c == b'\n'));
+                let line = &text[..nl];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                assert_eq!(
+                    (Some(total), &a),
+                    (split_plain(line, want, &mut b), &b),
+                    "{:?} want {want}",
+                    String::from_utf8_lossy(&text)
+                );
+            }
+        }
         let mut f = Vec::new();
         assert_eq!(split_plain(b"12345678,\"x\"", 2, &mut f), None);
         f.clear();
         assert_eq!(split_plain(b"a,b,\"c\"", 1, &mut f), None);
+    }
+
+    #[test]
+    fn direct_program_emits_what_the_table_row_program_emits() {
+        use super::super::expr::{Arith, Expr, Func};
+        let col = |i: usize| Box::new(Expr::Col(i));
+        let table = TableDef {
+            name: "t".into(),
+            pos: Default::default(),
+            columns: [
+                ("a", SqlType::BigInt),
+                ("s", SqlType::String),
+                ("ms", SqlType::BigInt),
+                ("secs", SqlType::Int),
+                ("ts", SqlType::TimestampLtz(3)),
+                ("t0", SqlType::TimestampLtz(0)),
+                ("d", SqlType::BigInt),
+                ("copy", SqlType::String),
+            ]
+            .iter()
+            .map(|(n, t)| (n.to_string(), *t))
+            .collect(),
+            layout: vec![
+                ColumnSource::Physical(0),
+                ColumnSource::Physical(1),
+                ColumnSource::Physical(2),
+                ColumnSource::Physical(3),
+                ColumnSource::Computed(Expr::Call(Func::ToTimestampLtz { precision: 3 }, vec![Expr::Col(2)])),
+                ColumnSource::Computed(Expr::Call(Func::ToTimestampLtz { precision: 0 }, vec![Expr::Col(3)])),
+                ColumnSource::Computed(Expr::IntArith(Arith::Add, 64, col(0), col(2))),
+                ColumnSource::Computed(Expr::Col(1)),
+            ],
+            physical: vec![
+                ("a".into(), SqlType::BigInt),
+                ("s".into(), SqlType::String),
+                ("ms".into(), SqlType::BigInt),
+                ("secs".into(), SqlType::Int),
+            ],
+            rowtime: Some((4, 4000)),
+            connector: Connector::Filesystem {
+                path: "/nowhere".into(),
+                format: Format::Csv,
+            },
+        };
+        let projections: Vec<Vec<Expr>> = vec![
+            vec![Expr::Col(0), Expr::Col(1), Expr::Col(4)],
+            vec![Expr::Col(2), Expr::Col(2), Expr::Col(1), Expr::Col(5), Expr::Col(6), Expr::Col(7)],
+            vec![
+                Expr::IntArith(Arith::Mul, 64, col(0), col(2)),
+                Expr::Lit(Value::Null),
+                Expr::Col(1),
+                Expr::Col(1),
+            ],
+            vec![Expr::Lit(Value::Int(7)), Expr::Col(3), Expr::Col(5)],
+        ];
+        let mut seed = 5u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as i64
+        };
+        for (p, exprs) in projections.iter().enumerate() {
+            for columns in [None, Some(vec![true, true, true, true, true, p % 2 == 0, true, false])] {
+                let post = ScanPost {
+                    predicate: None,
+                    project: Some(exprs.clone().into()),
+                    columns: columns.map(Into::into),
+                    dropped_rows: None,
+                };
+                let direct = DirectProgram::new(&table, &post).expect("a direct form");
+                let general = ScanProgram::new(&table, &post);
+                for _ in 0..200 {
+                    let mut value = |k: i64| match next() % 5 {
+                        0 => Value::Null,
+                        _ if k == 1 => Value::Str(Str::from(format!("s{}", next() % 100))),
+                        _ => Value::Int(next() % 2_000_000_000_000 - 1_000_000_000_000),
+                    };
+                    let physical: Row = (0..4).map(&mut value).collect();
+                    let (mut a, mut b, mut wide) = (physical.clone(), physical.clone(), Row::new());
+                    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+                    let ra = direct.emit(&mut a, None, &mut out_a);
+                    let rb = general.emit(
+                        &table,
+                        &mut b,
+                        &mut wide,
+                        None,
+                        &mut out_b,
+                        |row| if row[4].is_null() { Err(4) } else { Ok(()) },
+                    );
+                    assert_eq!((ra, &out_a), (rb, &out_b), "projection {p} of {physical:?}");
+                }
+            }
+        }
+        // A filter, or a projection reading a computed column through an expression, has no direct form.
+        let filtered = ScanPost {
+            predicate: Some(Expr::Lit(Value::Bool(true))),
+            project: Some(vec![Expr::Col(0)].into()),
+            columns: None,
+            dropped_rows: None,
+        };
+        assert!(DirectProgram::new(&table, &filtered).is_none());
+        let computed = ScanPost {
+            predicate: None,
+            project: Some(vec![Expr::IntArith(Arith::Add, 64, col(6), col(0))].into()),
+            columns: None,
+            dropped_rows: None,
+        };
+        assert!(DirectProgram::new(&table, &computed).is_none());
     }
 
     #[test]
@@ -1292,6 +1876,27 @@ mod tests {
             }
         }
         assert!(int_fits(127, SqlType::TinyInt) && !int_fits(128, SqlType::TinyInt) && int_fits(-128, SqlType::TinyInt));
+        // Fields anywhere in a line (the word-at-a-time reads look around the field).
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..20000 {
+            let len = next() % 24;
+            let field: Vec<u8> = (0..len).map(|_| b"0123456789012345678-+ a"[next() % 23]).collect();
+            let (before, after) = (next() % 12, next() % 12);
+            let mut line = vec![b'7'; before];
+            line.extend_from_slice(&field);
+            line.extend(std::iter::repeat_n(b',', after));
+            let reference = std::str::from_utf8(&field)
+                .ok()
+                .filter(|t| !t.is_empty() && t.len() <= 19 && t.bytes().enumerate().all(|(i, b)| b.is_ascii_digit() || (i == 0 && (b == b'-' || b == b'+'))))
+                .and_then(|t| t.parse::<i64>().ok())
+                .filter(|_| field.len() - usize::from(matches!(field.first(), Some(b'-' | b'+'))) <= 18);
+            assert_eq!(parse_int_field(&line, before, before + len), reference, "{:?}", String::from_utf8_lossy(&line));
+        }
+        assert_eq!(movemask8(bytes_equal(u64::from_le_bytes(*b",a,,bbb,"), b',')), 0b1000_1101);
         assert!(int_fits(i64::MIN, SqlType::BigInt));
     }
 }

@@ -122,7 +122,7 @@ impl Flusher for DeadLetterWriter {
             }
             if self.writer.is_none() {
                 std::fs::create_dir_all(&self.dir).map_err(|e| WeirError::io("creating dead-letter folder", &self.dir, e))?;
-                let file = BufferedFile::create(&self.path)
+                let file = crate::shard::inflight::create_buffered(&self.path)
                     .await
                     .map_err(|e| WeirError::io("creating dead-letter file", &self.path, e.into()))?;
                 self.writer = Some((file, 0));

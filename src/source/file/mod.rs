@@ -324,7 +324,7 @@ impl<T: Send + 'static> Source<T> for FileSource<T> {
 struct FileReader<T> {
     path: PathBuf,
     info: LineInfo,
-    file: Option<BufferedFile>,
+    file: Option<std::rc::Rc<BufferedFile>>,
     offset: u64,
     chunk_bytes: usize,
     splitter: LineSplitter,
@@ -357,10 +357,9 @@ impl<T> FileReader<T> {
 
     async fn read_chunk(&mut self) -> Result<()> {
         let file = self.file.as_ref().expect("file opened before reading");
-        let chunk = file
-            .read_at(self.offset, self.chunk_bytes)
+        let chunk = crate::shard::inflight::read_at(file, self.offset, self.chunk_bytes)
             .await
-            .map_err(|e| WeirError::io("reading input file", &self.path, e.into()))?;
+            .map_err(|e| WeirError::io("reading input file", &self.path, e))?;
         if chunk.is_empty() {
             self.splitter.finish();
         } else {
@@ -380,7 +379,8 @@ impl<T> FileReader<T> {
             match self.splitter.next_line() {
                 Next::NeedData => self.read_chunk().await?,
                 Next::Done => {
-                    if let Some(file) = self.file.take() {
+                    // A file a dropped read still holds is closed when that read ends.
+                    if let Some(file) = self.file.take().and_then(|f| std::rc::Rc::try_unwrap(f).ok()) {
                         file.close().await.map_err(|e| WeirError::io("closing input file", &self.path, e.into()))?;
                     }
                     return Ok(ReadStatus::Exhausted);
@@ -424,10 +424,10 @@ impl<T> FileReader<T> {
 impl<T> SplitReader<T> for FileReader<T> {
     fn open(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let file = BufferedFile::open(&self.path)
+            let file = crate::shard::inflight::open_buffered(&self.path)
                 .await
                 .map_err(|e| WeirError::io("opening input file", &self.path, e.into()))?;
-            self.file = Some(file);
+            self.file = Some(std::rc::Rc::new(file));
             Ok(())
         })
     }

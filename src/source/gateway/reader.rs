@@ -44,7 +44,7 @@ pub(crate) struct GatewayReader<T> {
     pub(crate) partition: usize,
     pub(crate) dir: PathBuf,
     pub(crate) position: Option<LogPosition>,
-    pub(crate) file: Option<DmaFile>,
+    pub(crate) file: Option<std::rc::Rc<DmaFile>>,
     /// Bytes of the current segment from `buf_offset` on.
     pub(crate) buf: Vec<u8>,
     pub(crate) buf_offset: u64,
@@ -87,7 +87,7 @@ impl<T> GatewayReader<T> {
 
     async fn open_segment(&mut self, segment: u64) -> Result<()> {
         let path = segment_path(&self.dir, segment);
-        let file = DmaFile::open(&path).await.map_err(|e| {
+        let file = crate::shard::inflight::open_dma(&path).await.map_err(|e| {
             let oldest = self.part().oldest.load(Ordering::Acquire);
             WeirError::Other(format!(
                 "gateway log partition {}: cannot open {} (events from {oldest} on are retained): {e}",
@@ -95,7 +95,8 @@ impl<T> GatewayReader<T> {
                 path.display()
             ))
         })?;
-        if let Some(old) = self.file.replace(file) {
+        // A file a dropped read still holds is closed when that read ends.
+        if let Some(old) = self.file.replace(std::rc::Rc::new(file)).and_then(|f| std::rc::Rc::try_unwrap(f).ok()) {
             let _ = old.close().await;
         }
         self.buf.clear();
@@ -106,7 +107,7 @@ impl<T> GatewayReader<T> {
     async fn fill(&mut self) -> Result<bool> {
         let file = self.file.as_ref().expect("segment open");
         let at = self.buf_offset + self.buf.len() as u64;
-        let chunk = file.read_at(at, self.chunk_bytes).await.map_err(|e| {
+        let chunk = crate::shard::inflight::read_dma_at(file, at, self.chunk_bytes).await.map_err(|e| {
             WeirError::Other(format!(
                 "gateway log partition {}: reading {} at {at}: {e}",
                 self.partition,
