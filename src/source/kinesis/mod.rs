@@ -200,8 +200,24 @@ impl<T: 'static> KinesisSource<T> {
     pub fn new(options: KinesisSourceOptions, decoder: DecoderFactory<T>) -> Result<Self> {
         let endpoint = Arc::new(options.endpoint()?);
         let stream = options.stream.clone();
-        let shards = client::blocking(endpoint.clone(), move |mut c| async move { c.list_shards(&stream).await })?
-            .map_err(|e| WeirError::Config(format!("kinesis source: listing the shards of stream `{}`: {e}", options.stream)))?;
+        let (max_retries, base, max) = (options.max_retries, options.backoff_base_ms, options.backoff_max_ms);
+        // A transient failure (connection reset, 5xx, throttling) is retried with backoff, as
+        // the readers do; anything else fails the job at once.
+        let shards = client::blocking(endpoint.clone(), move |mut c| async move {
+            let mut backoff = crate::source::remote::Backoff::new(base, max, 0x6c69_7374);
+            let mut failures = 0;
+            loop {
+                match c.list_shards(&stream).await {
+                    Err(client::ApiError::Transient(m) | client::ApiError::Throttled(m)) if failures < max_retries => {
+                        failures += 1;
+                        tracing::warn!(stream = %stream, attempt = failures, "kinesis ListShards failed, retrying: {m}");
+                        glommio::timer::sleep(std::time::Duration::from_millis(backoff.next_delay_ms())).await;
+                    }
+                    other => return other,
+                }
+            }
+        })?
+        .map_err(|e| WeirError::Config(format!("kinesis source: listing the shards of stream `{}`: {e}", options.stream)))?;
         if shards.is_empty() {
             return Err(WeirError::Config(format!("kinesis source: stream `{}` has no shards", options.stream)));
         }
