@@ -41,6 +41,9 @@ fn csv_part_files_hold_every_row_and_roll() {
         cores: 2,
         pin_cores: false,
         sink_part_file_bytes: 16 << 10,
+        // Small writes, each followed by a writeback hint (the path large outputs take).
+        sink_min_write_bytes: 1 << 10,
+        sink_bytes_per_sync: 2 << 10,
         ..Default::default()
     });
     env.from_collection(rows())

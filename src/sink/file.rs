@@ -188,6 +188,7 @@ impl FileSink {
                 .config
                 .sink_min_write_bytes
                 .min(usize::try_from(ctx.config.sink_part_file_bytes).unwrap_or(usize::MAX)),
+            bytes_per_sync: ctx.config.sink_bytes_per_sync,
             buffer: buffer.clone(),
             current: None,
             next_part: 0,
@@ -221,6 +222,8 @@ struct OpenPart {
     temp: PathBuf,
     final_path: PathBuf,
     written: u64,
+    /// Bytes before this offset were handed to the kernel's writeback (see `bytes_per_sync`).
+    writeback_from: u64,
 }
 
 /// The async half: appends the buffer to the current part file, rolls and renames.
@@ -231,6 +234,8 @@ struct PartFileWriter {
     roll_bytes: u64,
     /// Output pending before a write (see `EngineConfig::sink_min_write_bytes`).
     min_write: usize,
+    /// Start the writeback of every this many written bytes (`EngineConfig::sink_bytes_per_sync`; 0: off).
+    bytes_per_sync: u64,
     buffer: SharedBuffer,
     current: Option<OpenPart>,
     next_part: u64,
@@ -275,6 +280,7 @@ impl PartFileWriter {
             temp,
             final_path,
             written: 0,
+            writeback_from: 0,
         });
         Ok(())
     }
@@ -353,6 +359,24 @@ impl PartFileWriter {
     }
 }
 
+/// Ask the kernel to start writing `len` bytes at `offset` of `file` back to disk
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: it does not wait for the writes, but may wait for
+/// room in the device's queue, so it runs on glommio's blocking thread pool). Only a hint:
+/// durability still comes from the `fdatasync` before a part is committed, which also reports
+/// any write error, so a failure here is ignored.
+async fn start_writeback(file: &BufferedFile, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // The caller holds the file open while this is awaited; if the caller is dropped first, the
+    // call may reach a closed (or reused) descriptor, which costs at most a useless hint.
+    let _ = glommio::executor()
+        .spawn_blocking(move || {
+            // SAFETY: a plain syscall on a file descriptor the awaiting caller keeps open.
+            unsafe { libc::sync_file_range(fd, offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE) }
+        })
+        .await;
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
 }
@@ -413,6 +437,10 @@ impl Flusher for PartFileWriter {
             }
             let part = self.current.as_mut().expect("part file open");
             let bytes = write_all_at(&part.file, bytes, &mut part.written, &part.temp, "writing part file").await?;
+            if self.bytes_per_sync > 0 && part.written - part.writeback_from >= self.bytes_per_sync {
+                start_writeback(&part.file, part.writeback_from, part.written - part.writeback_from).await;
+                part.writeback_from = part.written;
+            }
             if part.written >= self.roll_bytes {
                 self.finish_part().await?;
             }
