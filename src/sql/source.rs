@@ -1096,19 +1096,7 @@ fn comma_quote_masks16(block: &[u8]) -> (u32, u32) {
 /// (then `fields` is partly written).
 #[inline]
 fn split_plain_first_line(text: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<(usize, usize)> {
-    let mut start = 0;
-    let mut commas = 0usize;
-    let mut take = |mut mask: u32, base: usize| {
-        while mask != 0 {
-            if fields.len() < want {
-                let at = base + mask.trailing_zeros() as usize;
-                fields.push((start, at));
-                start = at + 1;
-            }
-            commas += 1;
-            mask &= mask - 1;
-        }
-    };
+    let mut cut = FieldCuts::new(want, fields);
     let mut base = 0;
     for block in text.chunks_exact(16) {
         let [c, q, n] = byte_masks16(block, [b',', b'"', b'\n']);
@@ -1118,21 +1106,63 @@ fn split_plain_first_line(text: &[u8], want: usize, fields: &mut Vec<(usize, usi
             if q & before != 0 {
                 return None;
             }
-            take(c & before, base);
+            cut.commas(c & before, base);
             let nl = base + nl as usize;
-            if fields.len() < want {
-                let end = if nl > start && text[nl - 1] == b'\r' { nl - 1 } else { nl };
-                fields.push((start, end));
-            }
-            return Some((nl, commas + 1));
+            let end = if nl > cut.start && text[nl - 1] == b'\r' { nl - 1 } else { nl };
+            return Some((nl, cut.finish(end)));
         }
         if q != 0 {
             return None;
         }
-        take(c, base);
+        cut.commas(c, base);
         base += 16;
     }
     None
+}
+
+/// The field ranges of one plain line, collected from comma bit masks: the first `want` go
+/// to `fields`, the rest are only counted.
+struct FieldCuts<'a> {
+    want: usize,
+    fields: &'a mut Vec<(usize, usize)>,
+    /// Where the current field starts.
+    start: usize,
+    commas: usize,
+}
+
+impl<'a> FieldCuts<'a> {
+    #[inline]
+    fn new(want: usize, fields: &'a mut Vec<(usize, usize)>) -> Self {
+        Self {
+            want,
+            fields,
+            start: 0,
+            commas: 0,
+        }
+    }
+
+    /// Record the commas of `mask` (bit i: a comma at `base + i`).
+    #[inline]
+    fn commas(&mut self, mut mask: u32, base: usize) {
+        while mask != 0 {
+            if self.fields.len() < self.want {
+                let at = base + mask.trailing_zeros() as usize;
+                self.fields.push((self.start, at));
+                self.start = at + 1;
+            }
+            self.commas += 1;
+            mask &= mask - 1;
+        }
+    }
+
+    /// The last field ends at `end`; returns the number of fields.
+    #[inline]
+    fn finish(self, end: usize) -> usize {
+        if self.fields.len() < self.want {
+            self.fields.push((self.start, end));
+        }
+        self.commas + 1
+    }
 }
 
 /// Split a CSV line without quotes into the byte ranges of its first `want` fields (the text
@@ -1141,20 +1171,7 @@ fn split_plain_first_line(text: &[u8], want: usize, fields: &mut Vec<(usize, usi
 /// the number of fields, or `None` if the line holds a quote (then `fields` is partly written).
 #[inline]
 fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Option<usize> {
-    let mut start = 0;
-    let mut commas = 0usize;
-    // Record the commas of `mask` (bit i: a comma at `base + i`) while fields are wanted.
-    let mut take = |mut mask: u32, base: usize| {
-        while mask != 0 {
-            if fields.len() < want {
-                let at = base + mask.trailing_zeros() as usize;
-                fields.push((start, at));
-                start = at + 1;
-            }
-            commas += 1;
-            mask &= mask - 1;
-        }
-    };
+    let mut cut = FieldCuts::new(want, fields);
     let mut blocks = line.chunks_exact(16);
     let mut base = 0;
     for block in blocks.by_ref() {
@@ -1162,7 +1179,7 @@ fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Op
         if q != 0 {
             return None;
         }
-        take(c, base);
+        cut.commas(c, base);
         base += 16;
     }
     let rest = blocks.remainder().len();
@@ -1173,7 +1190,7 @@ fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Op
         if q >> seen != 0 {
             return None;
         }
-        take(c >> seen, base);
+        cut.commas(c >> seen, base);
     } else if rest > 0 {
         let mut words = blocks.remainder().chunks_exact(8);
         for word in words.by_ref() {
@@ -1181,22 +1198,19 @@ fn split_plain(line: &[u8], want: usize, fields: &mut Vec<(usize, usize)>) -> Op
             if bytes_equal(x, b'"') != 0 {
                 return None;
             }
-            take(movemask8(bytes_equal(x, b',')), base);
+            cut.commas(movemask8(bytes_equal(x, b',')), base);
             base += 8;
         }
         for &b in words.remainder() {
             match b {
                 b'"' => return None,
-                b',' => take(1, base),
+                b',' => cut.commas(1, base),
                 _ => {}
             }
             base += 1;
         }
     }
-    if fields.len() < want {
-        fields.push((start, line.len()));
-    }
-    Some(commas + 1)
+    Some(cut.finish(line.len()))
 }
 
 /// Split a CSV line with quotes (RFC 4180) into the byte ranges of its first `want` fields
