@@ -66,6 +66,5 @@ fn a_joining_process_takes_over_slots_exactly() {
     );
     let (got, in_topic) = committed(&broker, out);
     eprintln!("{} committed rows ({in_topic} records in the topic), want {}", got.len(), want.len());
-    assert_eq!(got.len(), want.len(), "committed rows after the rebalance");
-    assert_eq!(got, want, "0 lost, 0 duplicated committed records");
+    assert_rows(&broker, out, &got, &want, "0 lost, 0 duplicated: committed rows after the rebalance");
 }

@@ -52,7 +52,12 @@ fn union_of_two_and_of_three_processes_equals_one() {
         all.sort();
         all.dedup();
         assert_eq!(all, vec![0, 1, 2], "every slot ran somewhere");
-        assert_eq!(got.len(), want.len(), "{processes} processes: committed rows");
-        assert_eq!(got, want, "{processes} processes: the union of their committed output");
+        assert_rows(
+            &broker,
+            &out,
+            &got,
+            &want,
+            &format!("{processes} processes: the union of their committed output"),
+        );
     }
 }

@@ -8,8 +8,22 @@
 //! exactly-once sink's [`TransactionalProducer`]: records go to a per-epoch log and are
 //! produced in one Kafka transaction when the checkpoint completes, re-produced from the same
 //! log after a crash. Every shard of every slot is one *writer* (`slot · shards + shard`); at
-//! each checkpoint barrier (and at the end) a writer whose watermark advanced appends an
-//! [`Envelope::Watermark`] to every partition, after its data of that epoch.
+//! each checkpoint barrier (and at the end) a writer closes its epoch in every partition with
+//! an [`Envelope::Watermark`] carrying its watermark, after its data of that epoch.
+//!
+//! **A chain per writer and partition.** Envelopes are numbered per writer, partition and
+//! epoch (`seq` = 0, 1, ...; the closing watermark last), and each names the writer's previous
+//! epoch (`prev`; the epoch header `weir.epoch` names its own). So a reader knows exactly what
+//! must come next from each writer in its partition: the next `seq` of the open epoch, or —
+//! once the epoch was closed — `seq` 0 of an epoch whose `prev` is the closed one. Anything
+//! below that is a repeat (a retried epoch, see below) and is skipped; anything above it means
+//! the reader missed envelopes, and it reads the partition again from just after that
+//! writer's last accepted envelope (repeats are skipped again). A broker that lets a consumer
+//! skip records — the tansu test broker can show one producer's batch before another
+//! producer's earlier one in the same partition, and a consumer reading at that moment moves
+//! past the earlier batch for good — therefore costs a re-read, never a record; a reader that
+//! idles without having heard a writer's final epoch reads again from the oldest such writer's
+//! last envelope, in case the final one was skipped. A gap that persists (60 s) fails the job.
 //!
 //! **Reading** ([`RepartitionSource`], stage [`Stage::Keyed`]): one split per repartition
 //! partition the slot owns. A partition's watermark is the minimum over all writers of the
@@ -18,24 +32,26 @@
 //! watermark (`i64::MAX`). Watermarks therefore lag upstream by about one checkpoint interval
 //! and never judge a record later than upstream would have.
 //!
-//! **Exactly once without relying on the broker's abort markers.** A reader may see records of
-//! a transaction that was later aborted (tansu's fetch responses carry no aborted-transaction
-//! list, so `read_committed` does not hide them) and then the same epoch again from the
-//! retry. Every envelope carries its writer and a sequence number inside its epoch's log
-//! (header `weir.epoch`); a retry re-produces the *same* log, so `(epoch, seq)` names a record
-//! across attempts, and a reader accepts an envelope only when its `(epoch, seq)` is above the
-//! last one accepted from that writer in that partition (kept in the split's checkpointed
-//! position). Reading a record before its transaction commits is safe here because a writer
-//! produces an epoch only after the checkpoint holding its log completed, and every later run
-//! of the slot restores a checkpoint at least that new, which re-produces the epoch until it
-//! commits: the records read early are exactly the records that will be committed. On a broker
-//! that honours `read_committed` (Kafka) aborted records are never seen at all.
+//! **Exactly once without relying on the broker's transactions.** Readers read *uncommitted*:
+//! a transaction left open — a writer killed while publishing, until the slot's next owner
+//! fences its id; or one a broker keeps open (the tansu test broker has no transaction timeout
+//! and can leave a committed transaction "prepared" while another one overlaps it) — would stop
+//! every `read_committed` reader of the partition at its first record, and with it the
+//! watermark of every slot's keyed stage. So a reader sees records of transactions that are
+//! later aborted, and then the same epoch again from the retry: a retry re-produces the *same*
+//! log, so `(epoch, seq)` names an envelope across attempts and the chain skips the repeats.
+//! Reading a record before its transaction commits is safe because a writer produces an epoch
+//! only after the checkpoint holding its log completed, and every later run of the slot
+//! restores a checkpoint at least that new, which re-produces the epoch until it commits: the
+//! records read early are exactly the records that will be committed. A restored writer's
+//! first epoch names the restored checkpoint's epoch as `prev`, whose log (closing envelopes
+//! included) was published before it.
 //!
-//! Invariants: per writer and partition, envelopes appear in `(epoch, seq)` order except for
-//! repeats of a retried epoch's prefix (one producer per writer, idempotent, committed in epoch
-//! order); the reader hands each `(writer, epoch, seq)` out at most once, in that order; all
-//! processes of a job run the same number of shards (the writer count is in every watermark and
-//! a mismatch fails the reader).
+//! Invariants: per writer and partition, the envelopes of the attempts that commit form one
+//! chain (epochs in order, each `seq` 0..=n ending with the closing watermark, each epoch's
+//! `prev` the one before); the reader hands each `(writer, epoch, seq)` out at most once and
+//! only in chain order; all processes of a job run the same number of shards (the writer
+//! count is in every watermark and a mismatch fails the reader).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -69,16 +85,25 @@ use crate::source::kafka::client::{self, kafka_error, KafkaConnection};
 use crate::source::{ReadStatus, Source, SplitReader};
 use crate::time::{Timestamp, WatermarkStrategy, WATERMARK_MAX, WATERMARK_MIN};
 
-/// One message of a repartition topic (postcard).
+/// One message of a repartition topic (postcard). `seq` numbers the envelopes of one writer's
+/// epoch in one partition; `prev` is the writer's epoch before this one (0: none).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Envelope<T> {
     /// A record with its event time.
-    Data { writer: u32, seq: u64, ts: Timestamp, record: T },
-    /// Writer `writer` (of `writers`) has watermark `watermark`: its later records are after it.
+    Data {
+        writer: u32,
+        seq: u64,
+        prev: u64,
+        ts: Timestamp,
+        record: T,
+    },
+    /// The last envelope of writer `writer`'s (of `writers`) epoch in this partition: its
+    /// watermark is `watermark` (its later records are after it).
     Watermark {
         writer: u32,
         writers: u32,
         seq: u64,
+        prev: u64,
         watermark: Timestamp,
     },
 }
@@ -227,11 +252,12 @@ pub struct RepartitionSink<T, KF> {
 #[derive(Default)]
 struct WriterBuffer {
     records: Vec<OutRecord>,
-    /// Sequence number of the next envelope in the epoch being written.
-    seq: u64,
-    /// The newest watermark seen, and the last one written to the topic.
+    /// Per partition: the sequence number of the next envelope of the epoch being written.
+    seqs: Vec<u64>,
+    /// The writer's epoch before the one being written (0: none); every envelope names it.
+    prev_epoch: u64,
+    /// The newest watermark seen.
     watermark: Timestamp,
-    written_watermark: Timestamp,
     error: Option<WeirError>,
 }
 
@@ -256,21 +282,22 @@ where
         let mut b = self.buffer.borrow_mut();
         for (record, &ts) in batch.records.iter().zip(&batch.timestamps) {
             let group = self.groups.key_group((self.key_fn)(record).stable_hash());
-            let partition = self.partitions.shard_of_group(group) as i32;
+            let partition = self.partitions.shard_of_group(group) as usize;
             let envelope = Envelope::Data {
                 writer: self.writer,
-                seq: b.seq,
+                seq: b.seqs[partition],
+                prev: b.prev_epoch,
                 ts,
                 record,
             };
             match postcard::to_allocvec(&envelope) {
                 Ok(value) => {
-                    b.seq += 1;
+                    b.seqs[partition] += 1;
                     b.records.push(OutRecord {
                         key: None,
                         value,
                         headers: Vec::new(),
-                        partition: Some(partition),
+                        partition: Some(partition as i32),
                     });
                 }
                 Err(e) => {
@@ -336,9 +363,13 @@ where
             .iter()
             .map(|c| snapshot::decode::<Committable>(c, "repartition committable"))
             .collect::<Result<Vec<_>>>()?;
+        // The last epoch this writer closed: the restored checkpoint's (its log, closing
+        // envelopes included, is published before anything new), or a finished task's final.
+        let prev_epoch = restored.iter().map(|c| c.epoch).chain(ctx.restore().map(|r| r.epoch)).max().unwrap_or(0);
         let buffer = Rc::new(RefCell::new(WriterBuffer {
+            seqs: vec![0; o.partitions as usize],
+            prev_epoch,
             watermark: WATERMARK_MIN,
-            written_watermark: WATERMARK_MIN,
             ..Default::default()
         }));
         ctx.add_committing_flusher(
@@ -388,35 +419,34 @@ impl RepartitionWriter {
         self.producer.append(&records).await
     }
 
-    /// End the epoch: log the buffered records, a watermark to every partition if it advanced,
+    /// End the epoch: log the buffered records and the closing watermark of every partition,
     /// and pre-commit.
     async fn end_epoch(&mut self, epoch: u64) -> Result<Option<Vec<u8>>> {
         {
             let mut b = self.buffer.borrow_mut();
-            if b.watermark > b.written_watermark {
-                let watermark = b.watermark;
-                for q in 0..self.partitions {
-                    let envelope: Envelope<()> = Envelope::Watermark {
-                        writer: self.writer,
-                        writers: self.writers,
-                        seq: b.seq,
-                        watermark,
-                    };
-                    let value = postcard::to_allocvec(&envelope).map_err(|e| WeirError::Other(format!("repartition: encoding a watermark: {e}")))?;
-                    b.seq += 1;
-                    b.records.push(OutRecord {
-                        key: None,
-                        value,
-                        headers: Vec::new(),
-                        partition: Some(q as i32),
-                    });
-                }
-                b.written_watermark = watermark;
+            let (watermark, prev) = (b.watermark, b.prev_epoch);
+            for q in 0..self.partitions as usize {
+                let envelope: Envelope<()> = Envelope::Watermark {
+                    writer: self.writer,
+                    writers: self.writers,
+                    seq: b.seqs[q],
+                    prev,
+                    watermark,
+                };
+                let value = postcard::to_allocvec(&envelope).map_err(|e| WeirError::Other(format!("repartition: encoding a watermark: {e}")))?;
+                b.records.push(OutRecord {
+                    key: None,
+                    value,
+                    headers: Vec::new(),
+                    partition: Some(q as i32),
+                });
             }
         }
         self.log_buffered().await?;
         let committable = self.producer.pre_commit(epoch).await?;
-        self.buffer.borrow_mut().seq = 0;
+        let mut b = self.buffer.borrow_mut();
+        b.seqs.fill(0);
+        b.prev_epoch = epoch;
         Ok(committable)
     }
 }
@@ -447,7 +477,10 @@ impl Flusher for RepartitionWriter {
     fn close(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
             // Checkpoints are on (checked at build): the final epoch was pre-committed and
-            // committed already; this only catches a step buffered since.
+            // committed already; this only catches records buffered since.
+            if !self.has_pending() && !self.producer.has_open_log() {
+                return Ok(());
+            }
             let epoch = self.producer.next_epoch();
             self.end_epoch(epoch).await?;
             self.producer.commit(epoch).await
@@ -480,7 +513,8 @@ impl<T: DeserializeOwned + Send + 'static> Source<(Timestamp, T)> for Repartitio
             .ok_or_else(|| WeirError::Other(format!("repartition source: split {split} of {} does not exist", self.partitions.len())))?;
         let mut config = self.options.connection.client_config(&[
             ("enable.partition.eof", "false"),
-            ("isolation.level", "read_committed"),
+            // See the module docs: duplicates are dropped by (writer, epoch, seq).
+            ("isolation.level", "read_uncommitted"),
             ("auto.offset.reset", "earliest"),
             ("enable.auto.commit", "false"),
             ("fetch.wait.max.ms", "20"),
@@ -497,17 +531,92 @@ impl<T: DeserializeOwned + Send + 'static> Source<(Timestamp, T)> for Repartitio
             consumer,
             position: ReaderPosition::default(),
             opened: false,
+            gap: None,
+            idle_since: None,
+            rereads: 0,
             _t: PhantomData,
         }))
+    }
+}
+
+/// Where the chain of one writer in a partition stands (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct WriterCursor {
+    /// The writer's newest epoch read, the `seq` expected next in it, and whether its closing
+    /// watermark was read.
+    epoch: u64,
+    next_seq: u64,
+    closed: bool,
+    /// Offset of the last envelope accepted from the writer (-1: none).
+    last_offset: i64,
+}
+
+impl Default for WriterCursor {
+    /// A writer not heard from: its first epoch must name no previous one.
+    fn default() -> Self {
+        Self {
+            epoch: 0,
+            next_seq: 0,
+            closed: true,
+            last_offset: -1,
+        }
+    }
+}
+
+/// What to do with an envelope, given its writer's cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The next one of the chain.
+    Accept,
+    /// Read before (a retried epoch's repeat, or a re-read).
+    Repeat,
+    /// Envelopes before it were not seen: read again from after the writer's last accepted one.
+    Gap,
+}
+
+impl WriterCursor {
+    fn verdict(&self, epoch: u64, seq: u64, prev: u64) -> Verdict {
+        if (epoch, seq) < (self.epoch, self.next_seq) {
+            return Verdict::Repeat;
+        }
+        if epoch == self.epoch {
+            return match (self.closed, seq == self.next_seq) {
+                // Nothing of a closed epoch follows its closing watermark.
+                (true, _) => Verdict::Repeat,
+                (false, true) => Verdict::Accept,
+                (false, false) => Verdict::Gap,
+            };
+        }
+        // A later epoch: it must follow the closed one, from its start.
+        if self.closed && prev == self.epoch && seq == 0 {
+            Verdict::Accept
+        } else {
+            Verdict::Gap
+        }
+    }
+
+    fn advance(&mut self, epoch: u64, seq: u64, closing: bool, offset: i64) {
+        *self = Self {
+            epoch,
+            next_seq: seq + 1,
+            closed: closing,
+            last_offset: offset,
+        };
+    }
+
+    /// The writer's final epoch is closed: nothing more comes from it.
+    fn finished(&self) -> bool {
+        self.epoch == crate::checkpoint::runtime::FINAL_EPOCH && self.closed
     }
 }
 
 /// Where a repartition split stands: its checkpointed position.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct ReaderPosition {
+    /// The next offset to read (every envelope below it was accepted or is a repeat).
     next_offset: i64,
-    /// Per writer: the last accepted `(epoch, seq)`.
-    accepted: BTreeMap<u32, (u64, u64)>,
+    /// Per writer: its chain in this partition.
+    cursors: BTreeMap<u32, WriterCursor>,
     /// Per writer: its watermark in this partition.
     watermarks: BTreeMap<u32, Timestamp>,
     /// The writer count (from the watermarks; 0 until the first).
@@ -523,17 +632,28 @@ impl ReaderPosition {
         self.watermarks.values().copied().min().unwrap_or(WATERMARK_MIN)
     }
 
-    /// Accept envelope `(writer, epoch, seq)` unless it repeats one accepted before.
-    fn accept(&mut self, writer: u32, epoch: u64, seq: u64) -> bool {
-        match self.accepted.get(&writer) {
-            Some(&last) if (epoch, seq) <= last => false,
-            _ => {
-                self.accepted.insert(writer, (epoch, seq));
-                true
-            }
+    fn cursor(&self, writer: u32) -> WriterCursor {
+        self.cursors.get(&writer).copied().unwrap_or_default()
+    }
+
+    /// Where to read again from when a writer's final envelopes may have been skipped: after
+    /// the last accepted envelope of the writers not finished (offset 0 for one never heard
+    /// from), or `None` when every writer finished.
+    fn reread_from(&self) -> Option<i64> {
+        let unheard = self.writers == 0 || self.cursors.len() < self.writers as usize;
+        let oldest = self.cursors.values().filter(|c| !c.finished()).map(|c| c.last_offset + 1).min();
+        if unheard {
+            Some(0)
+        } else {
+            oldest
         }
     }
 }
+
+/// A gap that does not close within this is an error (the broker lost records, or a bug).
+const GAP_LIMIT: Duration = Duration::from_secs(60);
+/// A reader idle this long without every writer's final epoch reads its tail again.
+const IDLE_REREAD: Duration = Duration::from_secs(1);
 
 struct RepartitionReader<T> {
     topic: String,
@@ -541,6 +661,12 @@ struct RepartitionReader<T> {
     consumer: BaseConsumer,
     position: ReaderPosition,
     opened: bool,
+    /// The writer whose chain has a gap, and since when (cleared by its next accepted envelope).
+    gap: Option<(u32, std::time::Instant)>,
+    /// Since when nothing was read.
+    idle_since: Option<std::time::Instant>,
+    /// Re-reads after a gap or an idle period (for the log at the end).
+    rereads: u64,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -553,11 +679,26 @@ impl<T: DeserializeOwned> RepartitionReader<T> {
         self.position.watermark() == WATERMARK_MAX
     }
 
+    /// Read the partition again from `offset` (asynchronous seek: librdkafka drops what it
+    /// fetched from the old position).
+    fn reread(&mut self, offset: i64) -> Result<()> {
+        self.position.next_offset = offset;
+        self.rereads += 1;
+        self.consumer
+            .seek(&self.topic, self.partition, Offset::Offset(offset), Duration::ZERO)
+            .map_err(|e| kafka_error(&format!("seeking {} to offset {offset}", self.describe()), e))
+    }
+
     fn read_messages(&mut self, out: &mut Vec<(Timestamp, T)>, max: usize) -> Result<ReadStatus> {
         if self.ended() {
+            if self.rereads > 0 {
+                tracing::info!(split = %self.describe(), rereads = self.rereads, "repartition split read to its end (re-read after skipped records)");
+                self.rereads = 0;
+            }
             return Ok(ReadStatus::Exhausted);
         }
         let start = out.len();
+        let mut polled = false;
         while out.len() - start < max.max(1) {
             let msg = match self.consumer.poll(Duration::ZERO) {
                 None => break,
@@ -571,6 +712,7 @@ impl<T: DeserializeOwned> RepartitionReader<T> {
                 }
                 Some(Ok(m)) => m,
             };
+            polled = true;
             let offset = msg.offset();
             if offset < self.position.next_offset {
                 continue;
@@ -583,40 +725,81 @@ impl<T: DeserializeOwned> RepartitionReader<T> {
                 .ok_or_else(|| WeirError::Other(format!("repartition: {} offset {offset} has no weir.epoch header", self.describe())))?;
             let envelope: Envelope<T> = postcard::from_bytes(msg.payload().unwrap_or_default())
                 .map_err(|e| WeirError::Other(format!("repartition: {} offset {offset} is not an envelope: {e}", self.describe())))?;
-            match envelope {
-                Envelope::Data { writer, seq, ts, record } => {
-                    if self.position.accept(writer, epoch, seq) {
-                        out.push((ts, record));
-                    }
-                }
+            let (writer, seq, prev, closing) = match &envelope {
+                Envelope::Data { writer, seq, prev, .. } => (*writer, *seq, *prev, false),
                 Envelope::Watermark {
-                    writer,
-                    writers,
-                    seq,
-                    watermark,
+                    writer, writers, seq, prev, ..
                 } => {
-                    if self.position.writers != 0 && self.position.writers != writers {
+                    if self.position.writers != 0 && self.position.writers != *writers {
                         return Err(WeirError::Config(format!(
                             "scale-out: {} has writers from jobs with {} and {writers} writers: every process must run the same number of shards",
                             self.describe(),
                             self.position.writers
                         )));
                     }
-                    self.position.writers = writers;
-                    if self.position.accept(writer, epoch, seq) {
-                        let before = self.position.watermark();
-                        let w = self.position.watermarks.entry(writer).or_insert(WATERMARK_MIN);
-                        *w = (*w).max(watermark);
-                        if self.position.watermark() > before {
-                            break; // the new watermark applies after the records read so far
-                        }
+                    self.position.writers = *writers;
+                    (*writer, *seq, *prev, true)
+                }
+            };
+            let mut cursor = self.position.cursor(writer);
+            match cursor.verdict(epoch, seq, prev) {
+                Verdict::Repeat => continue,
+                Verdict::Gap => {
+                    let since = match self.gap {
+                        Some((w, since)) if w == writer => since,
+                        _ => std::time::Instant::now(),
+                    };
+                    if since.elapsed() > GAP_LIMIT {
+                        return Err(WeirError::Other(format!(
+                            "repartition: {} misses envelopes of writer {writer} (after epoch {} seq {}, offset {}; offset {offset} holds epoch {epoch} seq {seq}) for {GAP_LIMIT:?}",
+                            self.describe(),
+                            cursor.epoch,
+                            cursor.next_seq,
+                            cursor.last_offset
+                        )));
+                    }
+                    self.gap = Some((writer, since));
+                    self.reread(cursor.last_offset + 1)?;
+                    break;
+                }
+                Verdict::Accept => {
+                    if matches!(self.gap, Some((w, _)) if w == writer) {
+                        self.gap = None;
+                    }
+                    cursor.advance(epoch, seq, closing, offset);
+                    self.position.cursors.insert(writer, cursor);
+                }
+            }
+            match envelope {
+                Envelope::Data { ts, record, .. } => out.push((ts, record)),
+                Envelope::Watermark { watermark, .. } => {
+                    let before = self.position.watermark();
+                    let w = self.position.watermarks.entry(writer).or_insert(WATERMARK_MIN);
+                    *w = (*w).max(watermark);
+                    if self.position.watermark() > before {
+                        break; // the new watermark applies after the records read so far
                     }
                 }
             }
         }
         if out.len() == start && !self.ended() {
+            // Idle: after a while without every writer's final epoch, read the tail again in
+            // case a skipped batch held it.
+            if polled {
+                self.idle_since = None;
+            }
+            let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > IDLE_REREAD {
+                self.idle_since = None;
+                if let Some(offset) = self.position.reread_from() {
+                    if offset < self.position.next_offset {
+                        self.reread(offset)?;
+                    }
+                }
+            }
             return Ok(ReadStatus::Idle { retry_after_ms: 1 });
         }
+        self.idle_since = None;
         Ok(ReadStatus::More)
     }
 }
@@ -664,14 +847,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn repeats_of_a_retried_epoch_are_skipped() {
-        let mut p = ReaderPosition::default();
-        // Attempt 1 of epoch 3 got seq 0..2 out, then was aborted; attempt 2 repeats 0..4.
-        assert!(p.accept(7, 3, 0) && p.accept(7, 3, 1) && p.accept(7, 3, 2));
-        assert!(!p.accept(7, 3, 0) && !p.accept(7, 3, 1) && !p.accept(7, 3, 2));
-        assert!(p.accept(7, 3, 3) && p.accept(7, 3, 4));
-        assert!(p.accept(7, 4, 0), "the next epoch starts at seq 0");
-        assert!(p.accept(8, 1, 0), "writers are independent");
+    fn the_chain_accepts_in_order_skips_repeats_and_finds_gaps() {
+        let mut c = WriterCursor::default();
+        let step = |c: &mut WriterCursor, epoch, seq, prev, closing| {
+            let v = c.verdict(epoch, seq, prev);
+            if v == Verdict::Accept {
+                c.advance(epoch, seq, closing, 0);
+            }
+            v
+        };
+        // First epoch 3 (prev 0): attempt 1 got seq 0..=2 out and was aborted; attempt 2
+        // repeats 0..=4, 4 being the closing watermark.
+        for seq in 0..=2 {
+            assert_eq!(step(&mut c, 3, seq, 0, false), Verdict::Accept);
+        }
+        for seq in 0..=2 {
+            assert_eq!(step(&mut c, 3, seq, 0, false), Verdict::Repeat);
+        }
+        assert_eq!(step(&mut c, 3, 3, 0, false), Verdict::Accept);
+        assert_eq!(step(&mut c, 3, 4, 0, true), Verdict::Accept);
+        assert_eq!(step(&mut c, 3, 4, 0, true), Verdict::Repeat, "a closed epoch only repeats");
+        // Epoch 4 follows 3 from seq 0; seq 2 before seq 1 is a gap.
+        assert_eq!(step(&mut c, 4, 1, 3, false), Verdict::Gap, "epoch 4 must start at seq 0");
+        assert_eq!(step(&mut c, 4, 0, 3, false), Verdict::Accept);
+        assert_eq!(step(&mut c, 4, 2, 3, false), Verdict::Gap);
+        assert_eq!(step(&mut c, 4, 1, 3, true), Verdict::Accept);
+        // Epoch 6 names 5 as its previous one: epoch 5 was missed.
+        assert_eq!(step(&mut c, 6, 0, 5, false), Verdict::Gap);
+        // A restored writer's first epoch names the restored checkpoint's (here 4).
+        assert_eq!(step(&mut c, 5, 0, 4, true), Verdict::Accept);
+        // An open epoch followed by a later one: its closing watermark was missed.
+        assert_eq!(step(&mut c, 6, 0, 5, false), Verdict::Accept);
+        assert_eq!(step(&mut c, 7, 0, 6, false), Verdict::Gap);
+        // The first epoch ever must name none.
+        assert_eq!(WriterCursor::default().verdict(2, 0, 1), Verdict::Gap);
+    }
+
+    #[test]
+    fn reread_starts_after_the_oldest_unfinished_writer() {
+        let mut p = ReaderPosition {
+            writers: 2,
+            ..Default::default()
+        };
+        assert_eq!(p.reread_from(), Some(0), "a writer not heard from yet");
+        let mut a = WriterCursor::default();
+        a.advance(7, 3, true, 40);
+        let mut b = WriterCursor::default();
+        b.advance(crate::checkpoint::runtime::FINAL_EPOCH, 5, true, 10);
+        p.cursors.insert(0, a);
+        p.cursors.insert(1, b);
+        assert_eq!(p.reread_from(), Some(41), "the finished writer does not count");
+        a.advance(crate::checkpoint::runtime::FINAL_EPOCH, 0, true, 50);
+        p.cursors.insert(0, a);
+        assert_eq!(p.reread_from(), None);
     }
 
     #[test]
@@ -694,6 +922,7 @@ mod tests {
         let e = Envelope::Data {
             writer: 3,
             seq: 9,
+            prev: 2,
             ts: -5,
             record: (1i64, "x".to_string()),
         };
@@ -704,6 +933,7 @@ mod tests {
             writer: 1,
             writers: 2,
             seq: 0,
+            prev: 0,
             watermark: 7,
         };
         let bytes = postcard::to_allocvec(&w).unwrap();

@@ -720,6 +720,11 @@ impl TransactionalProducer {
         Ok(())
     }
 
+    /// Whether records were appended since the last pre-commit.
+    pub fn has_open_log(&self) -> bool {
+        self.log.is_some()
+    }
+
     /// Append records to the log of the epoch in progress.
     pub async fn append(&mut self, records: &[OutRecord]) -> Result<()> {
         if records.is_empty() {

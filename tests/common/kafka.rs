@@ -144,6 +144,7 @@ impl Broker {
         let consumer: BaseConsumer = self
             .config()
             .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_uncommitted")
             .set("group.id", "weir-test-reader")
             .create()
             .expect("consumer");
@@ -205,6 +206,39 @@ impl Broker {
         }
         out.sort_by_key(|r| (r.partition, r.offset));
         out
+    }
+
+    /// Transactions left open in `topic`: per partition whose last stable offset (the end a
+    /// `read_committed` reader sees) lies before its high watermark, `(partition, last stable
+    /// offset, high watermark, the weir.txn / weir.epoch / weir.attempt headers of the first
+    /// record past the last stable offset)`. A `read_committed` consumer cannot read past an
+    /// open transaction, so a finished job must leave none.
+    pub fn open_transactions(&self, topic: &str) -> Vec<(i32, i64, i64, String)> {
+        let committed: BaseConsumer = self.config().set("isolation.level", "read_committed").create().expect("consumer");
+        let md = committed.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+        let partitions = md.topics()[0].partitions().len() as i32;
+        let all = self.read_all(topic);
+        let mut open = Vec::new();
+        for p in 0..partitions {
+            let (_, stable) = committed.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap();
+            let last = all.iter().filter(|r| r.partition == p).map(|r| r.offset + 1).max().unwrap_or(0);
+            if stable < last {
+                let first = all.iter().find(|r| r.partition == p && r.offset >= stable);
+                let who = first
+                    .map(|r| {
+                        format!(
+                            "offset {} txn {:?} epoch {:?} attempt {:?}",
+                            r.offset,
+                            r.header("weir.txn"),
+                            r.header("weir.epoch"),
+                            r.header("weir.attempt")
+                        )
+                    })
+                    .unwrap_or_default();
+                open.push((p, stable, last, who));
+            }
+        }
+        open
     }
 
     /// Values of [`Self::read_all`] as text.

@@ -229,16 +229,35 @@ fn marker(broker: &Broker, topic: &str, id: &str) -> u64 {
 /// The committed records' values of `topic`, sorted (see the module docs), and how many
 /// records the topic holds in all.
 pub fn committed(broker: &Broker, topic: &str) -> (Vec<String>, usize) {
+    assert_open_transactions_resolved(broker, topic);
     let read: Vec<Read> = broker.read_all(topic);
     let epoch = |r: &Read| r.header("weir.epoch").unwrap().parse::<u64>().unwrap();
     let attempt = |r: &Read| r.header("weir.attempt").unwrap().parse::<u64>().unwrap();
-    let mut markers: HashMap<String, u64> = HashMap::new();
+    let mut newest: HashMap<String, u64> = HashMap::new();
     let mut last: BTreeMap<(String, u64), u64> = BTreeMap::new();
     for r in &read {
         let id = r.header("weir.txn").unwrap();
-        markers.entry(id.clone()).or_insert_with(|| marker(broker, topic, &id));
+        let n = newest.entry(id.clone()).or_insert(0);
+        *n = (*n).max(epoch(r));
         let e = last.entry((id, epoch(r))).or_insert(0);
         *e = (*e).max(attempt(r));
+    }
+    // Every epoch in the topic of a finished job was committed (an epoch is published only
+    // after its checkpoint completed, and every later owner publishes it again until it
+    // commits), but tansu applies a transaction's marker lazily: wait (with a deadline) until
+    // each id's marker reaches its newest epoch; a marker still behind then fails below.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut markers: HashMap<String, u64> = HashMap::new();
+    for (id, &n) in &newest {
+        let mut m = marker(broker, topic, id);
+        while m < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            m = marker(broker, topic, id);
+        }
+        if m < n {
+            eprintln!("the marker of {id} is at epoch {m}, its newest epoch in {topic} is {n}");
+        }
+        markers.insert(id.clone(), m);
     }
     let mut out: Vec<String> = read
         .iter()
@@ -274,4 +293,168 @@ pub fn stage_checkpoints(root: &Path, stage: &str) -> usize {
             weir::checkpoint::files::CheckpointStore::new(&dir).latest().ok().flatten().is_some()
         })
         .count()
+}
+
+/// Every transaction a finished job left open in `topic` or in a repartition topic was resolved
+/// by weir: its epoch was committed (the id's marker) or published again by a later attempt.
+/// (The tansu test broker keeps some committed transactions open — it has no transaction
+/// timeout and parks a commit that overlaps an open transaction — so an open transaction alone
+/// is not weir's doing; one weir never finished is.)
+pub fn assert_open_transactions_resolved(broker: &Broker, topic: &str) {
+    let c: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut topics: Vec<String> = md
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|t| t.ends_with("-repartition"))
+        .collect();
+    topics.push(topic.to_string());
+    for t in topics {
+        let open = broker.open_transactions(&t);
+        if open.is_empty() {
+            continue;
+        }
+        eprintln!("transactions open in {t} (partition, last stable offset, end, first open record): {open:?}");
+        let read = broker.read_all(&t);
+        for (partition, stable, _, _) in &open {
+            let first = read.iter().find(|r| r.partition == *partition && r.offset >= *stable).expect("an open record");
+            let (id, epoch, attempt) = (
+                first.header("weir.txn").unwrap(),
+                first.header("weir.epoch").unwrap().parse::<u64>().unwrap(),
+                first.header("weir.attempt").unwrap(),
+            );
+            let committed = marker(broker, &t, &id) >= epoch;
+            let retried = read.iter().any(|r| {
+                r.header("weir.txn").as_deref() == Some(id.as_str())
+                    && r.header("weir.epoch").and_then(|e| e.parse::<u64>().ok()) == Some(epoch)
+                    && r.header("weir.attempt").and_then(|a| a.parse::<u64>().ok()) > attempt.parse::<u64>().ok()
+            });
+            assert!(
+                committed || retried,
+                "{t}[{partition}]: transaction {id} epoch {epoch} attempt {attempt} is open and was neither committed nor retried"
+            );
+        }
+    }
+}
+
+/// Assert the committed rows of `topic` equal `want`; on a difference, name up to 8 missing and
+/// 8 extra rows with every copy of them in the topic (partition, offset, transactional id,
+/// epoch, attempt, the id's marker, the epoch's last attempt) — what a failure needs explained.
+pub fn assert_rows(broker: &Broker, topic: &str, got: &[String], want: &[String], what: &str) {
+    if got == want {
+        return;
+    }
+    let count = |rows: &[String]| {
+        let mut m: BTreeMap<String, i64> = BTreeMap::new();
+        for r in rows {
+            *m.entry(r.clone()).or_insert(0) += 1;
+        }
+        m
+    };
+    let (g, w) = (count(got), count(want));
+    let missing: Vec<&String> = w.iter().filter(|(r, n)| g.get(*r).copied().unwrap_or(0) < **n).map(|(r, _)| r).collect();
+    let extra: Vec<&String> = g.iter().filter(|(r, n)| w.get(*r).copied().unwrap_or(0) < **n).map(|(r, _)| r).collect();
+    let read = broker.read_all(topic);
+    let mut last: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for r in &read {
+        let id = r.header("weir.txn").unwrap_or_default();
+        let e = r.header("weir.epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+        let a = r.header("weir.attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
+        let l = last.entry((id, e)).or_insert(0);
+        *l = (*l).max(a);
+    }
+    let mut report = String::new();
+    for (kind, rows) in [("missing", &missing), ("extra", &extra)] {
+        report.push_str(&format!("{} {kind} rows\n", rows.len()));
+        for row in rows.iter().take(8) {
+            report.push_str(&format!("  {kind} {row}\n"));
+            for r in read.iter().filter(|r| r.value == row.as_bytes()) {
+                let id = r.header("weir.txn").unwrap_or_default();
+                let e: u64 = r.header("weir.epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+                report.push_str(&format!(
+                    "    copy at {}[{}]: txn {id} epoch {e} attempt {:?} (marker {}, last attempt {:?})\n",
+                    r.partition,
+                    r.offset,
+                    r.header("weir.attempt"),
+                    marker(broker, topic, &id),
+                    last.get(&(id.clone(), e))
+                ));
+            }
+        }
+    }
+    report.push_str(&repartition_order_report(broker));
+    panic!("{what}: {} committed rows, want {}\n{report}", got.len(), want.len());
+}
+
+/// Repartition records a reader drops although they are new: per partition and writer, an
+/// envelope whose `(epoch, seq)` lies below one read before from that writer there, without
+/// having been read itself before (a repeat of a retried epoch is fine). Decodes only the
+/// envelope's head (postcard: the variant, then writer and seq — writers in between for a
+/// watermark — as varints).
+pub fn repartition_order_report(broker: &Broker) -> String {
+    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*at)?;
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let c: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut report = String::new();
+    for t in md.topics().iter().map(|t| t.name().to_string()).filter(|t| t.ends_with("-repartition")) {
+        let read = broker.read_all(&t);
+        let mut newest: BTreeMap<(i32, u64), (u64, u64)> = BTreeMap::new();
+        let mut seen: std::collections::HashSet<(i32, u64, u64, u64)> = std::collections::HashSet::new();
+        let mut violations = 0;
+        for r in &read {
+            let mut at = 0;
+            // Data { writer, seq, .. } | Watermark { writer, writers, seq, .. }
+            let (Some(variant), Some(writer), Some(mut seq)) = (varint(&r.value, &mut at), varint(&r.value, &mut at), varint(&r.value, &mut at)) else {
+                continue;
+            };
+            if variant == 1 {
+                let Some(s) = varint(&r.value, &mut at) else { continue };
+                seq = s;
+            }
+            let epoch: u64 = r.header("weir.epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+            let key = (r.partition, writer);
+            let fresh = seen.insert((r.partition, writer, epoch, seq));
+            match newest.get(&key) {
+                Some(&n) if (epoch, seq) <= n && fresh => {
+                    violations += 1;
+                    if violations <= 8 {
+                        report.push_str(&format!(
+                            "  {t}[{}] offset {}: writer {writer} epoch {epoch} seq {seq} is new but below {n:?} (txn {:?}, attempt {:?})\n",
+                            r.partition,
+                            r.offset,
+                            r.header("weir.txn"),
+                            r.header("weir.attempt")
+                        ));
+                    }
+                }
+                Some(&n) if (epoch, seq) <= n => {}
+                _ => {
+                    newest.insert(key, (epoch, seq));
+                }
+            }
+        }
+        report.push_str(&format!(
+            "{t}: {} records, {violations} new records below an earlier one of their writer\n",
+            read.len()
+        ));
+    }
+    report
 }
