@@ -81,31 +81,37 @@ impl SinkBuffer {
     }
 }
 
-/// Write all of `bytes` at `*offset` with positional io_uring writes (not glommio's
+/// Write all of `bytes` at `*offset` with a positional io_uring write (not glommio's
 /// `StreamWriter`, which panics when its task is polled again before a write completed — as
-/// happens in segments woken by rings), advancing `*offset`. Returns the buffer for reuse.
-pub(crate) async fn write_all_at(file: &BufferedFile, bytes: Vec<u8>, offset: &mut u64, path: &Path, op: &'static str) -> Result<Vec<u8>> {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let n = file.write_at(rest.clone(), *offset).await.map_err(|e| WeirError::io(op, path, e.into()))?;
-        if n == 0 {
-            return Err(WeirError::io(op, path, std::io::Error::from(std::io::ErrorKind::WriteZero)));
-        }
-        *offset += n as u64;
-        if n == rest.len() {
-            break;
-        }
-        rest.drain(..n);
+/// happens in segments woken by rings), advancing `*offset`. Returns the buffer's capacity
+/// (see [`reuse_allocation`]).
+///
+/// The buffer moves into the write (glommio takes it by value; cloning it to keep a copy for
+/// a retry cost a memcpy of all output). So a short write, which a regular file returns only
+/// when the disk fills up mid-write, is an error: the job fails and restarts from its last
+/// checkpoint, which writes the part again — nothing accepted is lost.
+pub(crate) async fn write_all_at(file: &BufferedFile, bytes: Vec<u8>, offset: &mut u64, path: &Path, op: &'static str) -> Result<usize> {
+    let (len, capacity) = (bytes.len(), bytes.capacity());
+    if len == 0 {
+        return Ok(capacity);
     }
-    Ok(rest)
+    let n = file.write_at(bytes, *offset).await.map_err(|e| WeirError::io(op, path, e.into()))?;
+    *offset += n as u64;
+    if n != len {
+        return Err(WeirError::io(
+            op,
+            path,
+            std::io::Error::new(std::io::ErrorKind::WriteZero, format!("short write: {n} of {len} bytes (is the disk full?)")),
+        ));
+    }
+    Ok(capacity)
 }
 
-/// Give a written-out buffer's allocation back to `slot` for reuse, unless new bytes were
-/// buffered meanwhile.
-pub(crate) fn reuse_allocation(slot: &mut Vec<u8>, mut written: Vec<u8>) {
-    if slot.is_empty() {
-        written.clear();
-        *slot = written;
+/// After a buffer of `capacity` was written out: give `slot` (empty unless new bytes were
+/// buffered meanwhile) that capacity again, so formatting does not grow it from nothing.
+pub(crate) fn reuse_allocation(slot: &mut Vec<u8>, capacity: usize) {
+    if slot.capacity() < capacity {
+        slot.reserve(capacity - slot.len());
     }
 }
 
