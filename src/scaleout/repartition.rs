@@ -22,8 +22,11 @@
 //! skip records — the tansu test broker can show one producer's batch before another
 //! producer's earlier one in the same partition, and a consumer reading at that moment moves
 //! past the earlier batch for good — therefore costs a re-read, never a record; a reader that
-//! idles without having heard a writer's final epoch reads again from the oldest such writer's
-//! last envelope, in case the final one was skipped. A gap that persists (60 s) fails the job.
+//! idles while a writer is behind (in an open epoch, or an epoch older than another writer's)
+//! reads again from that writer's last envelope, in case its next ones (its final epoch, say)
+//! were skipped — after 1 s, doubling up to 32 s while that finds nothing; in the steady state
+//! every writer closed the same epoch and nothing is re-read. A gap that persists (60 s) fails
+//! the job.
 //!
 //! **Reading** ([`RepartitionSource`], stage [`Stage::Keyed`]): one split per repartition
 //! partition the slot owns. A partition's watermark is the minimum over all writers of the
@@ -533,6 +536,7 @@ impl<T: DeserializeOwned + Send + 'static> Source<(Timestamp, T)> for Repartitio
             opened: false,
             gap: None,
             idle_since: None,
+            reread_after: IDLE_REREAD,
             rereads: 0,
             _t: PhantomData,
         }))
@@ -636,24 +640,29 @@ impl ReaderPosition {
         self.cursors.get(&writer).copied().unwrap_or_default()
     }
 
-    /// Where to read again from when a writer's final envelopes may have been skipped: after
-    /// the last accepted envelope of the writers not finished (offset 0 for one never heard
-    /// from), or `None` when every writer finished.
+    /// Where to read again from when a writer's last envelopes may have been skipped: after
+    /// the last accepted envelope of the writers *behind* — not finished, and in an open epoch
+    /// or one older than another writer's (offset 0 while a writer was never heard from) — or
+    /// `None` when no writer is behind (the steady state: every writer closed the same epoch).
     fn reread_from(&self) -> Option<i64> {
-        let unheard = self.writers == 0 || self.cursors.len() < self.writers as usize;
-        let oldest = self.cursors.values().filter(|c| !c.finished()).map(|c| c.last_offset + 1).min();
-        if unheard {
-            Some(0)
-        } else {
-            oldest
+        if self.writers == 0 || self.cursors.len() < self.writers as usize {
+            return Some(0);
         }
+        let newest = self.cursors.values().map(|c| c.epoch).max().unwrap_or(0);
+        self.cursors
+            .values()
+            .filter(|c| !c.finished() && (c.epoch < newest || !c.closed))
+            .map(|c| c.last_offset + 1)
+            .min()
     }
 }
 
 /// A gap that does not close within this is an error (the broker lost records, or a bug).
 const GAP_LIMIT: Duration = Duration::from_secs(60);
-/// A reader idle this long without every writer's final epoch reads its tail again.
+/// A reader idle this long with a writer behind reads again from that writer's last envelope;
+/// the wait doubles with every such re-read that brings nothing new, up to the maximum.
 const IDLE_REREAD: Duration = Duration::from_secs(1);
+const IDLE_REREAD_MAX: Duration = Duration::from_secs(32);
 
 struct RepartitionReader<T> {
     topic: String,
@@ -663,8 +672,9 @@ struct RepartitionReader<T> {
     opened: bool,
     /// The writer whose chain has a gap, and since when (cleared by its next accepted envelope).
     gap: Option<(u32, std::time::Instant)>,
-    /// Since when nothing was read.
+    /// Since when nothing was read, and how long to idle before the next re-read.
     idle_since: Option<std::time::Instant>,
+    reread_after: Duration,
     /// Re-reads after a gap or an idle period (for the log at the end).
     rereads: u64,
     _t: PhantomData<fn() -> T>,
@@ -768,6 +778,7 @@ impl<T: DeserializeOwned> RepartitionReader<T> {
                     }
                     cursor.advance(epoch, seq, closing, offset);
                     self.position.cursors.insert(writer, cursor);
+                    self.reread_after = IDLE_REREAD;
                 }
             }
             match envelope {
@@ -783,17 +794,18 @@ impl<T: DeserializeOwned> RepartitionReader<T> {
             }
         }
         if out.len() == start && !self.ended() {
-            // Idle: after a while without every writer's final epoch, read the tail again in
-            // case a skipped batch held it.
+            // Idle with a writer behind: read again from its last envelope, in case a skipped
+            // batch held the rest (its final epoch, say), backing off while that finds nothing.
             if polled {
                 self.idle_since = None;
             }
             let since = *self.idle_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() > IDLE_REREAD {
+            if since.elapsed() > self.reread_after {
                 self.idle_since = None;
                 if let Some(offset) = self.position.reread_from() {
                     if offset < self.position.next_offset {
                         self.reread(offset)?;
+                        self.reread_after = (self.reread_after * 2).min(IDLE_REREAD_MAX);
                     }
                 }
             }
@@ -884,22 +896,27 @@ mod tests {
     }
 
     #[test]
-    fn reread_starts_after_the_oldest_unfinished_writer() {
+    fn reread_starts_after_the_oldest_writer_behind() {
         let mut p = ReaderPosition {
             writers: 2,
             ..Default::default()
         };
         assert_eq!(p.reread_from(), Some(0), "a writer not heard from yet");
-        let mut a = WriterCursor::default();
+        let (mut a, mut b) = (WriterCursor::default(), WriterCursor::default());
         a.advance(7, 3, true, 40);
-        let mut b = WriterCursor::default();
-        b.advance(crate::checkpoint::runtime::FINAL_EPOCH, 5, true, 10);
+        b.advance(7, 5, true, 45);
         p.cursors.insert(0, a);
         p.cursors.insert(1, b);
-        assert_eq!(p.reread_from(), Some(41), "the finished writer does not count");
-        a.advance(crate::checkpoint::runtime::FINAL_EPOCH, 0, true, 50);
+        assert_eq!(p.reread_from(), None, "both closed epoch 7: nobody is behind");
+        b.advance(8, 0, false, 60);
+        p.cursors.insert(1, b);
+        assert_eq!(p.reread_from(), Some(41), "writer 0 is an epoch behind, writer 1's epoch is open");
+        b.advance(crate::checkpoint::runtime::FINAL_EPOCH, 5, true, 70);
+        p.cursors.insert(1, b);
+        assert_eq!(p.reread_from(), Some(41), "writer 0 has not closed its final epoch");
+        a.advance(crate::checkpoint::runtime::FINAL_EPOCH, 0, true, 80);
         p.cursors.insert(0, a);
-        assert_eq!(p.reread_from(), None);
+        assert_eq!(p.reread_from(), None, "both finished");
     }
 
     #[test]
