@@ -136,7 +136,17 @@ fn idle_trickling_and_oversized_clients_do_not_stop_a_legitimate_client() {
     }
     let stats = gateway.stats();
     assert_eq!(stats.events_accepted, 50 * 20 + 20, "{stats:?}");
-    assert!(stats.connections_evicted >= 600, "idle connections were evicted at the limit: {stats:?}");
+    // Over the total limit nobody is refused: the longest-waiting idle connection is evicted
+    // instead. Which of the 1 000 idle connections leave by eviction and which by the header
+    // timeout depends on how fast this machine opens them (a slow CI machine has timed out 40 %
+    // of them before the limit was reached), so the test counts both; at least one eviction must
+    // have happened (the limit was reached within 2 s of the first idle connection).
+    assert_eq!(stats.rejected_connection_limit, 0, "a connection was refused at the total limit: {stats:?}");
+    assert!(
+        stats.connections_evicted + stats.timeouts >= 1000 - 400 + 20,
+        "idle connections beyond the limit were not closed by eviction or header timeout: {stats:?}"
+    );
+    assert!(stats.connections_evicted > 0, "the limit never evicted an idle connection: {stats:?}");
     assert!(stats.connections_open <= 400, "{stats:?}");
     drop(idle);
 }
