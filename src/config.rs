@@ -71,6 +71,11 @@ pub struct EngineConfig {
     pub file_parse_chunk_bytes: u64,
     /// Parsed chunks (of `file_parse_chunk_bytes`) a shard may hold ahead of the reading shard.
     pub file_parse_ahead_chunks: usize,
+    /// A SQL INSERT that copies columns of a CSV `filesystem` table into a CSV `filesystem`
+    /// table (physical columns and constants, no filter, order-free) writes each line's output
+    /// text straight from the parsed fields, without building rows (`src/sql/csv_copy.rs`).
+    /// The same bytes either way; false: the row path.
+    pub sql_csv_copy: bool,
     /// Largest accepted input line in bytes; longer lines are bad records.
     pub max_line_bytes: usize,
     /// A shard's reactor wakes at least this often (ms) to re-check its rings: bounds the
@@ -169,6 +174,7 @@ impl Default for EngineConfig {
             file_split_bytes: 16 << 20,
             file_parse_chunk_bytes: 4 << 20,
             file_parse_ahead_chunks: 4,
+            sql_csv_copy: true,
             max_line_bytes: 1 << 20,
             wakeup_tick_ms: 1,
             external_wakeup_ms: 10,

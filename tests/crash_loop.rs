@@ -139,7 +139,7 @@ fn random_sigkills_lose_and_duplicate_nothing() {
 /// (q7) and a window Top-N — aborted right after a checkpoint completed, before their sinks
 /// committed, and resumed with `--restore latest`: the committed rows equal an uninterrupted
 /// run's (the CSV reader resumes at its byte offset; aggregates, join buffers and Top-N
-/// partitions come back from the checkpoint).
+/// partitions come back from the checkpoint; a fused column copy resumes each byte range).
 #[test]
 fn sql_jobs_resume_from_their_checkpoints_exactly() {
     use std::io::Read;
@@ -180,6 +180,31 @@ fn sql_jobs_resume_from_their_checkpoints_exactly() {
     std::fs::write(&ranges, "[engine]\nfile_split_bytes = 1000000\n").unwrap();
     let config = ["--config".to_string(), ranges.display().to_string()];
     resume_exactly(tmp.path(), &oracle.join("sql/q1_project.sql"), &data, &config);
+    // A column copy runs fused (rows written as text by the readers: src/sql/csv_copy.rs).
+    let copy = tmp.path().join("csv_copy.sql");
+    std::fs::write(
+        &copy,
+        "CREATE TABLE bid (\n\
+           auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, ms BIGINT, extra STRING\n\
+         ) WITH ('connector' = 'filesystem', 'path' = '${DATA}/bid.csv', 'format' = 'csv');\n\
+         CREATE TABLE out_rows (auction BIGINT, bidder BIGINT, price BIGINT, ms BIGINT)\n\
+           WITH ('connector' = 'filesystem', 'path' = '${OUT}', 'format' = 'csv');\n\
+         INSERT INTO out_rows SELECT auction, bidder, price, ms FROM bid;\n",
+    )
+    .unwrap();
+    let plan = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "explain",
+            &copy.display().to_string(),
+            "--var",
+            &format!("DATA={}", data.display()),
+            "--var",
+            "OUT=out",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("fused: scan → sink"), "{plan:?}");
+    resume_exactly(tmp.path(), &copy, &data, &config);
 }
 
 fn resume_exactly(tmp: &Path, script: &Path, data: &Path, flags: &[String]) {

@@ -561,8 +561,7 @@ where
         if let Some(keep) = &mut keep {
             drop_rejected(&mut batch, start, keep);
         }
-        let added = batch.records.len() - start;
-        OperatorMetrics::add(&env.metrics.records_out, added as u64);
+        OperatorMetrics::add(&env.metrics.records_out, split.reader.rows_in(&batch.records[start..]));
         if let Some(wm) = provided {
             if wm > split.watermark.current() {
                 split.watermark.restore(split.watermark.max_timestamp(), wm);

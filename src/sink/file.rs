@@ -118,10 +118,18 @@ pub(crate) fn reuse_allocation(slot: &mut Vec<u8>, capacity: usize) {
 /// Formats records into a shared buffer (the synchronous half of a byte sink): `encode`
 /// appends a batch's records to the buffer — a serde [`Format`] ([`format_encoder`]) or a
 /// sink's own encoder (e.g. SQL rows as CSV without serde).
-pub(crate) struct EncodePush<E> {
+pub(crate) struct EncodePush<E, T> {
     pub(crate) encode: E,
     pub(crate) buffer: SharedBuffer,
     pub(crate) metrics: Arc<OperatorMetrics>,
+    /// The rows a batch's records hold, for the records-written metric ([`one_row_each`], or
+    /// more for records that are chunks of encoded rows).
+    pub(crate) rows: fn(&[T]) -> u64,
+}
+
+/// Each record is one row (for [`EncodePush::rows`]).
+pub(crate) fn one_row_each<T>(records: &[T]) -> u64 {
+    records.len() as u64
 }
 
 /// The encoder of a serde `format`, for [`EncodePush`].
@@ -129,9 +137,9 @@ pub(crate) fn format_encoder<T: Serialize>(format: Format) -> impl FnMut(&[T], &
     move |records, bytes| format.write_all(records.iter(), bytes)
 }
 
-impl<T, E: FnMut(&[T], &mut Vec<u8>) -> Result<()>> Push<T> for EncodePush<E> {
+impl<T, E: FnMut(&[T], &mut Vec<u8>) -> Result<()>> Push<T> for EncodePush<E, T> {
     fn push(&mut self, batch: &mut Batch<T>) {
-        OperatorMetrics::add(&self.metrics.records_in, batch.len() as u64);
+        OperatorMetrics::add(&self.metrics.records_in, (self.rows)(&batch.records));
         let mut b = self.buffer.borrow_mut();
         let b = &mut *b;
         if b.error.is_none() {
@@ -156,11 +164,23 @@ impl FileSink {
         operator_name: &str,
         encode: E,
     ) -> Result<Box<dyn Push<T>>> {
+        self.build_encoding_rows(ctx, operator_name, encode, one_row_each::<T>)
+    }
+
+    /// [`FileSink::build_encoding`] for records that each hold `rows(records)` rows.
+    pub(crate) fn build_encoding_rows<T: 'static, E: FnMut(&[T], &mut Vec<u8>) -> Result<()> + 'static>(
+        &self,
+        ctx: &mut BuildCtx<'_>,
+        operator_name: &str,
+        encode: E,
+        rows: fn(&[T]) -> u64,
+    ) -> Result<Box<dyn Push<T>>> {
         let buffer = self.start_writer(ctx, operator_name)?;
         Ok(Box::new(EncodePush {
             encode,
             buffer,
             metrics: ctx.operator_metrics(operator_name),
+            rows,
         }))
     }
 }
@@ -175,6 +195,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for FileSink {
             encode: format_encoder::<T>(self.format),
             buffer,
             metrics: ctx.operator_metrics(operator_name),
+            rows: one_row_each::<T>,
         }))
     }
 }

@@ -207,6 +207,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for S3Sink {
             encode: format_encoder::<T>(self.format),
             buffer,
             metrics: ctx.operator_metrics(operator_name),
+            rows: super::file::one_row_each::<T>,
         }))
     }
 }

@@ -67,6 +67,7 @@ impl<T: Serialize + Send + 'static> Sink<T> for StdoutSink {
             encode: format_encoder::<T>(self.format),
             buffer,
             metrics: ctx.operator_metrics(operator_name),
+            rows: super::file::one_row_each::<T>,
         }))
     }
 }

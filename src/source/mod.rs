@@ -66,6 +66,11 @@ pub trait SplitReader<T> {
     fn source_watermark(&self) -> Option<crate::time::Timestamp> {
         None
     }
+    /// The rows `records` (just read by this reader) hold, for the records-read metric: one
+    /// per record, unless a record carries many (a chunk of encoded rows).
+    fn rows_in(&self, records: &[T]) -> u64 {
+        records.len() as u64
+    }
 }
 
 /// A source of records of type `T`.

@@ -126,40 +126,64 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
 }
 
 /// One INSERT's operators and sink.
+/// The INSERT's query with the sink's conversions composed into it, when they are composed:
+/// a query that is a projection gets them in its projection (one fused projection, in the
+/// reader when it reads a scan); `None` for others (converted after the query, or no
+/// conversions: see [`has_conversions`]).
+fn with_conversions(job: &super::plan::InsertPlan) -> Option<Rel> {
+    if !has_conversions(job) || !matches!(job.query.plan, Plan::Project { .. }) {
+        return None;
+    }
+    Some(Rel {
+        plan: Plan::Project {
+            input: Box::new(job.query.clone()),
+            exprs: job.sink_exprs.clone(),
+        },
+        scope: super::expr::Scope {
+            columns: job
+                .sink
+                .columns
+                .iter()
+                .map(|(name, ty)| super::expr::Column {
+                    qualifier: None,
+                    name: name.clone(),
+                    ty: *ty,
+                })
+                .collect(),
+        },
+        rowtime: None,
+        window: None,
+    })
+}
+
+/// Does the sink convert the query's columns (not just take them in order)?
+fn has_conversions(job: &super::plan::InsertPlan) -> bool {
+    !job.sink_exprs.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k))
+}
+
+/// The INSERT as a fused CSV copy (see [`super::csv_copy`]), if it is one.
+fn csv_copy_plan(config: &crate::config::EngineConfig, job: &super::plan::InsertPlan) -> Option<super::csv_copy::CopyPlan> {
+    if !config.sql_csv_copy || crate::scaleout::role(config).is_some() {
+        return None;
+    }
+    let converted = with_conversions(job);
+    if converted.is_none() && has_conversions(job) {
+        return None;
+    }
+    super::csv_copy::plan(job, converted.as_ref().unwrap_or(&job.query), order_free(job))
+}
+
 fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
     REPARTITIONED.with(|r| r.set(false));
     SPLIT_FILES.with(|f| f.set(order_free(job)));
+    if let Some(copy) = csv_copy_plan(env.config(), job) {
+        return super::csv_copy::build(env, copy);
+    }
     let conv = Arc::new(job.sink_exprs.clone());
-    let identity = conv.iter().enumerate().all(|(k, e)| matches!(e, Expr::Col(i) if *i == k));
-    // A query that is a projection gets the sink's conversions composed into it (one fused
-    // projection, in the reader when it reads a scan); others convert after the query.
-    let fuse_conversions = !identity && matches!(job.query.plan, Plan::Project { .. });
-    let converted;
-    let query = if fuse_conversions {
-        converted = Rel {
-            plan: Plan::Project {
-                input: Box::new(job.query.clone()),
-                exprs: job.sink_exprs.clone(),
-            },
-            scope: super::expr::Scope {
-                columns: job
-                    .sink
-                    .columns
-                    .iter()
-                    .map(|(name, ty)| super::expr::Column {
-                        qualifier: None,
-                        name: name.clone(),
-                        ty: *ty,
-                    })
-                    .collect(),
-            },
-            rowtime: None,
-            window: None,
-        };
-        &converted
-    } else {
-        &job.query
-    };
+    let identity = !has_conversions(job);
+    let converted = with_conversions(job);
+    let fuse_conversions = converted.is_some();
+    let query = converted.as_ref().unwrap_or(&job.query);
     let all = vec![true; query.scope.columns.len()];
     let stream = match build(env, query, &all) {
         // Exchange stage: the query's input went to its repartition topic; the rest of the
@@ -395,6 +419,16 @@ impl Default for CsvRowEncoder {
     }
 }
 
+/// One field of a line for [`CsvRowEncoder::write_fields`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum CsvField<'v> {
+    /// A value, formatted and quoted as needed.
+    Value(&'v Value),
+    /// A value's text as it is written (a canonical integer copied from the input: non-empty,
+    /// nothing to quote).
+    Text(&'v [u8]),
+}
+
 /// Bytes of [`CsvRowEncoder`]'s line buffer (at least one integer and a separator).
 const LINE_BUFFER_BYTES: usize = 512;
 
@@ -459,12 +493,19 @@ fn write_int(buf: &mut [u8], mut at: usize, v: i64) -> usize {
 
 impl CsvRowEncoder {
     /// Append `row` as one CSV line to `out`.
+    #[inline]
     pub(crate) fn write(&mut self, row: &Row, out: &mut Vec<u8>) {
+        self.write_fields(row.iter().map(CsvField::Value), out)
+    }
+
+    /// Append the record of `fields` (in order) as one CSV line to `out`.
+    pub(crate) fn write_fields<'v>(&mut self, fields: impl ExactSizeIterator<Item = CsvField<'v>>, out: &mut Vec<u8>) {
         let start = out.len();
+        let count = fields.len();
         // Bytes of the line formatted in `self.line` and not yet copied to `out`.
         let mut filled = 0;
         let room = self.line.len() - 22;
-        for (k, v) in row.iter().enumerate() {
+        for (k, field) in fields.enumerate() {
             if filled > room {
                 out.extend_from_slice(&self.line[..filled]);
                 filled = 0;
@@ -473,6 +514,20 @@ impl CsvRowEncoder {
                 self.line[filled] = b',';
                 filled += 1;
             }
+            let v = match field {
+                CsvField::Value(v) => v,
+                CsvField::Text(t) if filled + t.len() < self.line.len() => {
+                    copy_field(&mut self.line, filled, t);
+                    filled += t.len();
+                    continue;
+                }
+                CsvField::Text(t) => {
+                    out.extend_from_slice(&self.line[..filled]);
+                    filled = 0;
+                    out.extend_from_slice(t);
+                    continue;
+                }
+            };
             if let Value::Int(i) = v {
                 filled = write_int(&mut self.line, filled, *i);
                 continue;
@@ -507,11 +562,46 @@ impl CsvRowEncoder {
                 }
             }
         }
-        if row.len() <= 1 && filled == 0 && out.len() == start {
+        if count <= 1 && filled == 0 && out.len() == start {
             out.extend_from_slice(b"\"\"");
         }
         self.line[filled] = b'\n';
-        out.extend_from_slice(&self.line[..filled + 1]);
+        let len = filled + 1;
+        if len <= SHORT_LINE {
+            // A fixed-size copy (inlined moves, no call to memcpy) and the tail cut off.
+            let end = out.len() + len;
+            out.extend_from_slice(&self.line[..SHORT_LINE]);
+            out.truncate(end);
+        } else {
+            out.extend_from_slice(&self.line[..len]);
+        }
+    }
+}
+
+/// Lines up to this long are copied out of the line buffer as a fixed-size block.
+const SHORT_LINE: usize = 64;
+
+/// Copy `src` into `dst[at..]` with a few overlapping fixed-size moves when it is short (a
+/// call to memcpy per field costs more than the copy).
+#[inline]
+fn copy_field(dst: &mut [u8], at: usize, src: &[u8]) {
+    let n = src.len();
+    let dst = &mut dst[at..at + n];
+    match n {
+        0..=3 => dst.copy_from_slice(src),
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        17..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -1339,7 +1429,7 @@ fn session_aggregate(
 /// one (so chains of views reach the scan as one fused filter and projection); `None` if there
 /// is nothing to merge. Expressions have no side effects, so substituting a projection's
 /// expressions for its columns keeps every value.
-fn merged(rel: &Rel) -> Option<Rel> {
+pub(super) fn merged(rel: &Rel) -> Option<Rel> {
     let with_plan = |plan: Plan| Rel {
         plan,
         scope: rel.scope.clone(),
@@ -1687,6 +1777,14 @@ pub fn explain(job: &Job) -> String {
         let cols: Vec<String> = insert.sink.columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
         let _ = writeln!(out, "sink {} [{}]", insert.sink.name, cols.join(", "));
         describe(&insert.query, 1, &mut out, &mut edges);
+        if csv_copy_plan(&job.config, insert).is_some() {
+            let _ = writeln!(
+                out,
+                "fused: scan → sink; each reader writes its rows as CSV text (no rows built), files read as byte ranges in parallel"
+            );
+        } else if order_free(insert) {
+            let _ = writeln!(out, "order-free: files read as byte ranges in parallel");
+        }
     }
     let _ = writeln!(out, "\n== exchanges ==");
     if edges.is_empty() {

@@ -34,6 +34,7 @@
 
 pub mod ast;
 pub mod connectors;
+pub(crate) mod csv_copy;
 pub mod exec;
 pub mod expr;
 pub mod join;

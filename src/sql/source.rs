@@ -24,6 +24,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 use glommio::io::BufferedFile;
 
+use super::exec::{CsvField, CsvRowEncoder};
 use super::plan::{ColumnSource, Connector, MetadataKey, TableDef};
 use super::types::{parse_decimal, parse_timestamp, Row, SqlType, Str, Value};
 use super::SqlError;
@@ -177,6 +178,18 @@ impl ParseLine<Row> for GatewayRowParser {
 }
 
 impl RowFileSource {
+    /// The reader of split `split` on this shard, reading the split alone (no parallel parse).
+    pub(crate) fn split_reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> RowFileReader {
+        let range = self.splits[split].clone();
+        self.template(ctx).range(range.path, range.start, range.end, (range.start == 0).then_some(0))
+    }
+
+    /// Does the scan read CSV and can it write its rows as CSV text without building them
+    /// (see [`RowParser::parse_csv_to_csv`])?
+    pub(crate) fn copies_to_csv(&self) -> bool {
+        self.format == Format::Csv && RowParser::new(self.table.clone(), self.needed.clone(), self.post.clone()).copies_to_csv()
+    }
+
     /// Number of splits (files or byte ranges of files).
     pub fn split_total(&self) -> usize {
         self.splits.len()
@@ -191,22 +204,16 @@ impl Source<Row> for RowFileSource {
         Ok(self.splits.len())
     }
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<Row>>> {
-        let range = self.splits[split].clone();
         if let Some(parallel) = self.parallel.as_ref().filter(|_| ctx.shards > 1) {
             let session = parallel.join(ctx);
             return Ok(Box::new(super::parallel_file::OrderedFileReader::new(
                 session,
                 self.template(ctx),
-                range.path,
+                self.splits[split].path.clone(),
                 ctx.shard,
             )));
         }
-        Ok(Box::new(self.template(ctx).range(
-            range.path,
-            range.start,
-            range.end,
-            (range.start == 0).then_some(0),
-        )))
+        Ok(Box::new(self.split_reader(split, ctx)))
     }
 
     fn shard_work(&self, ctx: &mut BuildCtx<'_>) -> Result<Option<LocalBoxFuture<'static, Result<()>>>> {
@@ -372,14 +379,51 @@ pub(crate) struct RowParser {
     /// The line [`RowParser::split_next_line`] split into `fields` (its address and length
     /// without `\r`) and its field count, for the next [`RowParser::parse`] of that line.
     presplit: Option<(usize, usize, usize)>,
+    /// The direct program's output columns when each is a physical value or a constant (the
+    /// scan can be written as text without building rows).
+    copy: Option<Vec<CopySlot>>,
+    /// After a CSV parse: bit `k` (`k < 64`) is set if physical column `k` is an integer whose
+    /// field is its canonical text (plain digits, no `+`, no leading zero, not `-0`).
+    canonical_ints: u64,
+}
+
+/// Where a reader puts what it parses from each line: rows ([`Vec<Row>`]), or their CSV text
+/// (a scan fused with a CSV file sink, see [`super::csv_copy`]).
+pub(crate) trait ParsedRows {
+    /// Rows put here so far.
+    fn count(&self) -> usize;
+    /// Parse `line` (non-empty, without its newline) in `format` and put its row here (unless
+    /// the fused filter drops it).
+    fn parse_line(&mut self, parser: &mut RowParser, format: Format, line: &[u8]) -> Result<(), BadRow>;
+}
+
+impl ParsedRows for Vec<Row> {
+    #[inline]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn parse_line(&mut self, parser: &mut RowParser, format: Format, line: &[u8]) -> Result<(), BadRow> {
+        parser.parse(format, line, None, self)
+    }
+}
+
+/// One output column of a scan whose rows are written as text straight from the physical
+/// values (see [`RowParser::parse_csv_to_csv`]).
+#[derive(Clone, Debug)]
+pub(crate) enum CopySlot {
+    Physical(usize),
+    Const(Value),
 }
 
 impl RowParser {
     pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
+        let direct = DirectProgram::new(&table, &post);
         Self {
+            copy: direct.as_ref().and_then(DirectProgram::copy_slots),
             read_columns: (0..table.physical.len()).filter(|k| needed.get(*k).copied().unwrap_or(false)).collect(),
             program: ScanProgram::new(&table, &post),
-            direct: DirectProgram::new(&table, &post),
+            direct,
             table,
             physical: Row::new(),
             wide: Row::new(),
@@ -387,6 +431,7 @@ impl RowParser {
             last_needed: needed.iter().rposition(|n| *n).unwrap_or(0),
             presplit: None,
             needed,
+            canonical_ints: 0,
         }
     }
 
@@ -398,6 +443,42 @@ impl RowParser {
             Format::Json => self.parse_json(text)?,
         }
         self.emit(meta, out)
+    }
+
+    /// Can [`RowParser::parse_csv_to_csv`] parse this scan (a CSV table, no filter, every
+    /// output column a physical column or a constant)?
+    pub(crate) fn copies_to_csv(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// Parse the CSV `line` (non-empty, without its newline) and append its output row to
+    /// `out` as a CSV line, encoded straight from the physical values: the same bytes as
+    /// [`RowParser::parse`] then [`CsvRowEncoder::write`], and the same errors.
+    ///
+    /// Panics if [`RowParser::copies_to_csv`] is false (the planner checks it first).
+    #[inline]
+    pub(crate) fn parse_csv_to_csv(&mut self, line: &[u8], encoder: &mut CsvRowEncoder, out: &mut Vec<u8>) -> Result<(), BadRow> {
+        self.parse_csv(line)?;
+        let (Some(direct), Some(copy)) = (&self.direct, &self.copy) else {
+            panic!("parse_csv_to_csv on a scan that is not a plain copy (planner bug)");
+        };
+        if let Err(rt) = direct.check_rowtime(&self.physical) {
+            return Err(bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"));
+        }
+        // An integer whose text is what the encoder would write is copied as it is.
+        let (physical, fields, canonical) = (&self.physical, &self.fields, self.canonical_ints);
+        encoder.write_fields(
+            copy.iter().map(|s| match s {
+                CopySlot::Physical(i) if *i < 64 && canonical >> *i & 1 == 1 => {
+                    let (s, e) = fields[*i];
+                    CsvField::Text(&line[s..e])
+                }
+                CopySlot::Physical(i) => CsvField::Value(&physical[*i]),
+                CopySlot::Const(v) => CsvField::Value(v),
+            }),
+            out,
+        );
+        Ok(())
     }
 
     /// A raw value: the one physical STRING column holds the whole text.
@@ -470,6 +551,7 @@ impl RowParser {
             self.physical.clear();
             self.physical.resize(phys.len(), Value::Null);
         }
+        self.canonical_ints = 0;
         for &k in &self.read_columns {
             let (name, ty) = &phys[k];
             let (s, e) = self.fields[k];
@@ -478,6 +560,9 @@ impl RowParser {
                 // Fast path: plain digits (what `parse_field` accepts, without the text work).
                 if let Some(v) = parse_int_field(line, s, e).filter(|v| int_fits(*v, *ty)) {
                     self.physical[k] = Value::Int(v);
+                    if k < 64 && is_canonical_int(raw) {
+                        self.canonical_ints |= 1 << k;
+                    }
                     continue;
                 }
             }
@@ -566,13 +651,13 @@ impl RowFileReader {
     }
 
     /// Parse one line into `out` (a bad line is skipped or fails, by the policy).
-    fn parse_line(&mut self, line: &[u8], out: &mut Vec<Row>) -> Result<()> {
+    fn parse_line<O: ParsedRows>(&mut self, line: &[u8], out: &mut O) -> Result<()> {
         self.line_no += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return Ok(());
         }
-        match self.parser.parse(self.format, line, None, out) {
+        match out.parse_line(&mut self.parser, self.format, line) {
             Ok(()) => Ok(()),
             Err(b) => self.bad_line(b.field.as_deref(), b.message),
         }
@@ -995,6 +1080,28 @@ impl DirectProgram {
         Some(Self { rowtime, slots })
     }
 
+    /// The output columns as physical values and constants, if that is all they are.
+    fn copy_slots(&self) -> Option<Vec<CopySlot>> {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                DirectSlot::Move(i) | DirectSlot::Column(ColumnFn::Physical(i)) => Some(CopySlot::Physical(*i)),
+                DirectSlot::Const(v) => Some(CopySlot::Const(v.clone())),
+                DirectSlot::Column(_) | DirectSlot::Eval(_) => None,
+            })
+            .collect()
+    }
+
+    /// `Err(column)` if the time attribute of the row of `physical` is NULL (a table without
+    /// metadata columns).
+    #[inline]
+    fn check_rowtime(&self, physical: &Row) -> Result<(), usize> {
+        match &self.rowtime {
+            Some((rt, f)) if f.value(physical, None).is_null() => Err(*rt),
+            _ => Ok(()),
+        }
+    }
+
     /// Append the output row of the physical values in `physical` to `out` (left with the
     /// moved values NULL); `Err(column)`: the time attribute is NULL (nothing appended).
     #[inline]
@@ -1340,6 +1447,13 @@ fn parse_int_field(line: &[u8], s: usize, e: usize) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
+/// Is `raw`, which [`parse_int_field`] accepted, the text the CSV encoder writes for its value
+/// (no `+`, no leading zero, not `-0`)?
+#[inline]
+fn is_canonical_int(raw: &[u8]) -> bool {
+    matches!(raw, [b'0'] | [b'-', b'1'..=b'9', ..] | [b'1'..=b'9', ..])
+}
+
 /// Plain ASCII digits (at most 18) one at a time.
 #[inline]
 fn digits_loop(digits: &[u8]) -> Option<i64> {
@@ -1400,6 +1514,95 @@ fn parse_field(text: &str, ty: SqlType) -> Result<Value, String> {
     })
 }
 
+impl RowFileReader {
+    /// Parse up to `max` more rows of the range into `out` (rows, or their encoded form: see
+    /// [`ParsedRows`]).
+    pub(crate) async fn read_into<O: ParsedRows>(&mut self, out: &mut O, max: usize) -> Result<ReadStatus> {
+        let target = out.count() + max;
+        if self.done {
+            return Ok(ReadStatus::Exhausted);
+        }
+        loop {
+            if self.skipping {
+                // Drop the bytes through the first newline: the line they end belongs to
+                // the range before.
+                match memchr::memchr(b'\n', &self.pending[self.start..]) {
+                    Some(nl) => {
+                        self.start += nl + 1;
+                        self.skipping = false;
+                    }
+                    None => self.start = self.pending.len(),
+                }
+            }
+            if !self.skipping {
+                // Parse complete lines from `pending[start..]` (taken out so lines can be
+                // borrowed); consumed bytes are dropped only before the next fill, so a read
+                // call never moves the unread rest of the buffer.
+                let pending = std::mem::take(&mut self.pending);
+                let base = self.offset - pending.len() as u64;
+                while out.count() < target {
+                    if base + self.start as u64 >= self.range_end {
+                        // The next line starts in the next range.
+                        self.pending = pending;
+                        self.done = true;
+                        return Ok(ReadStatus::Exhausted);
+                    }
+                    let rest = &pending[self.start..];
+                    let split = match self.format {
+                        Format::Csv => self.parser.split_next_line(rest),
+                        Format::Json => None,
+                    };
+                    let Some(nl) = split.or_else(|| memchr::memchr(b'\n', rest)) else { break };
+                    self.start += nl + 1;
+                    let before = out.count();
+                    let res = if nl > self.max_line {
+                        self.line_no += 1;
+                        self.bad_line(None, format!("line longer than max_line_bytes = {}", self.max_line))
+                    } else {
+                        self.parse_line(&rest[..nl], out)
+                    };
+                    if let Some(ends) = &mut self.row_ends {
+                        let end = base + self.start as u64;
+                        ends.extend(std::iter::repeat_n((end, self.line_no), out.count() - before));
+                    }
+                    if let Err(e) = res {
+                        self.pending = pending;
+                        return Err(e);
+                    }
+                }
+                self.pending = pending;
+                if out.count() >= target {
+                    return Ok(ReadStatus::More);
+                }
+            }
+            self.pending.drain(..self.start);
+            self.start = 0;
+            if self.eof {
+                // A last line without a newline (if it starts in the range).
+                let starts_at = self.offset - self.pending.len() as u64;
+                if !self.skipping && !self.pending.is_empty() && starts_at < self.range_end {
+                    let line = std::mem::take(&mut self.pending);
+                    let before = out.count();
+                    self.parse_line(&line, out)?;
+                    if let Some(ends) = &mut self.row_ends {
+                        ends.extend(std::iter::repeat_n((self.offset, self.line_no), out.count() - before));
+                    }
+                }
+                self.done = true;
+                return Ok(ReadStatus::Exhausted);
+            }
+            if self.pending.len() > self.max_line {
+                self.line_no += 1;
+                let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
+                return Err(e);
+            }
+            if self.fill().await? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+}
+
 impl SplitReader<Row> for RowFileReader {
     fn open(&mut self) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(async move {
@@ -1412,90 +1615,7 @@ impl SplitReader<Row> for RowFileReader {
     }
 
     fn read<'a>(&'a mut self, out: &'a mut Vec<Row>, max: usize) -> LocalBoxFuture<'a, Result<ReadStatus>> {
-        Box::pin(async move {
-            let target = out.len() + max;
-            if self.done {
-                return Ok(ReadStatus::Exhausted);
-            }
-            loop {
-                if self.skipping {
-                    // Drop the bytes through the first newline: the line they end belongs to
-                    // the range before.
-                    match memchr::memchr(b'\n', &self.pending[self.start..]) {
-                        Some(nl) => {
-                            self.start += nl + 1;
-                            self.skipping = false;
-                        }
-                        None => self.start = self.pending.len(),
-                    }
-                }
-                if !self.skipping {
-                    // Parse complete lines from `pending[start..]` (taken out so lines can be
-                    // borrowed); consumed bytes are dropped only before the next fill, so a read
-                    // call never moves the unread rest of the buffer.
-                    let pending = std::mem::take(&mut self.pending);
-                    let base = self.offset - pending.len() as u64;
-                    while out.len() < target {
-                        if base + self.start as u64 >= self.range_end {
-                            // The next line starts in the next range.
-                            self.pending = pending;
-                            self.done = true;
-                            return Ok(ReadStatus::Exhausted);
-                        }
-                        let rest = &pending[self.start..];
-                        let split = match self.format {
-                            Format::Csv => self.parser.split_next_line(rest),
-                            Format::Json => None,
-                        };
-                        let Some(nl) = split.or_else(|| memchr::memchr(b'\n', rest)) else { break };
-                        self.start += nl + 1;
-                        let before = out.len();
-                        let res = if nl > self.max_line {
-                            self.line_no += 1;
-                            self.bad_line(None, format!("line longer than max_line_bytes = {}", self.max_line))
-                        } else {
-                            self.parse_line(&rest[..nl], out)
-                        };
-                        if let Some(ends) = &mut self.row_ends {
-                            let end = base + self.start as u64;
-                            ends.extend(std::iter::repeat_n((end, self.line_no), out.len() - before));
-                        }
-                        if let Err(e) = res {
-                            self.pending = pending;
-                            return Err(e);
-                        }
-                    }
-                    self.pending = pending;
-                    if out.len() >= target {
-                        return Ok(ReadStatus::More);
-                    }
-                }
-                self.pending.drain(..self.start);
-                self.start = 0;
-                if self.eof {
-                    // A last line without a newline (if it starts in the range).
-                    let starts_at = self.offset - self.pending.len() as u64;
-                    if !self.skipping && !self.pending.is_empty() && starts_at < self.range_end {
-                        let line = std::mem::take(&mut self.pending);
-                        let before = out.len();
-                        self.parse_line(&line, out)?;
-                        if let Some(ends) = &mut self.row_ends {
-                            ends.extend(std::iter::repeat_n((self.offset, self.line_no), out.len() - before));
-                        }
-                    }
-                    self.done = true;
-                    return Ok(ReadStatus::Exhausted);
-                }
-                if self.pending.len() > self.max_line {
-                    self.line_no += 1;
-                    let e = self.bad(None, format!("line longer than max_line_bytes = {}", self.max_line));
-                    return Err(e);
-                }
-                if self.fill().await? == 0 {
-                    self.eof = true;
-                }
-            }
-        })
+        Box::pin(self.read_into(out, max))
     }
 
     fn position(&self) -> Result<Vec<u8>> {
