@@ -181,10 +181,11 @@ fn bad_records_fail_or_skip_as_on_the_row_path() {
     write_data(&data, 500, &[40, 41, 333]);
     let out = tmp.path().join("out");
 
-    let row_error = run(&data, &out, config(2, false, ErrorPolicy::Fail))
+    // One shard reads its splits in the same order on both paths: the same first bad line.
+    let row_error = run(&data, &out, config(1, false, ErrorPolicy::Fail))
         .err()
         .expect("the row path fails on a bad record");
-    let copy_error = run(&data, &out, config(2, true, ErrorPolicy::Fail))
+    let copy_error = run(&data, &out, config(1, true, ErrorPolicy::Fail))
         .err()
         .expect("the fused copy fails on a bad record");
     assert!(
@@ -192,6 +193,14 @@ fn bad_records_fail_or_skip_as_on_the_row_path() {
         "{copy_error}"
     );
     assert_eq!(copy_error, row_error);
+    // On two shards whichever shard meets its bad line first fails the job.
+    let copy_error = run(&data, &out, config(2, true, ErrorPolicy::Fail))
+        .err()
+        .expect("the fused copy fails on a bad record");
+    assert!(
+        ["line 42 ", "line 341 "].iter().any(|l| copy_error.contains(l)) && copy_error.contains("'x7' is not a valid INT"),
+        "{copy_error}"
+    );
 
     let want = run(&data, &out, config(2, false, ErrorPolicy::Skip)).unwrap();
     let got = run(&data, &out, config(2, true, ErrorPolicy::Skip)).unwrap();

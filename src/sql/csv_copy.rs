@@ -117,8 +117,10 @@ impl Source<CsvLines> for CsvCopySource {
         <RowFileSource as Source<Row>>::split_count(&self.rows, shards)
     }
     fn reader(&self, split: usize, ctx: &mut BuildCtx<'_>) -> Result<Box<dyn SplitReader<CsvLines>>> {
+        let mut inner = self.rows.split_reader(split, ctx);
+        inner.write_csv_text();
         Ok(Box::new(CsvCopyReader {
-            inner: self.rows.split_reader(split, ctx),
+            inner,
             encoder: CsvRowEncoder::default(),
             reserve: 0,
         }))

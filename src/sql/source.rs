@@ -382,9 +382,12 @@ pub(crate) struct RowParser {
     /// The direct program's output columns when each is a physical value or a constant (the
     /// scan can be written as text without building rows).
     copy: Option<Vec<CopySlot>>,
-    /// After a CSV parse: bit `k` (`k < 64`) is set if physical column `k` is an integer whose
-    /// field is its canonical text (plain digits, no `+`, no leading zero, not `-0`).
+    /// After a CSV parse, when `track_canonical`: bit `k` (`k < 64`) is set if physical
+    /// column `k` is an integer whose field is its canonical text (plain digits, no `+`, no
+    /// leading zero, not `-0`).
     canonical_ints: u64,
+    /// Set by [`RowFileReader::write_csv_text`] (only the fused copy reads `canonical_ints`).
+    track_canonical: bool,
 }
 
 /// Where a reader puts what it parses from each line: rows ([`Vec<Row>`]), or their CSV text
@@ -432,6 +435,7 @@ impl RowParser {
             presplit: None,
             needed,
             canonical_ints: 0,
+            track_canonical: false,
         }
     }
 
@@ -459,8 +463,8 @@ impl RowParser {
     #[inline]
     pub(crate) fn parse_csv_to_csv(&mut self, line: &[u8], encoder: &mut CsvRowEncoder, out: &mut Vec<u8>) -> Result<(), BadRow> {
         self.parse_csv(line)?;
-        let (Some(direct), Some(copy)) = (&self.direct, &self.copy) else {
-            panic!("parse_csv_to_csv on a scan that is not a plain copy (planner bug)");
+        let (Some(direct), Some(copy), true) = (&self.direct, &self.copy, self.track_canonical) else {
+            panic!("parse_csv_to_csv on a scan that is not a plain copy, or without write_csv_text (planner bug)");
         };
         if let Err(rt) = direct.check_rowtime(&self.physical) {
             return Err(bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"));
@@ -552,6 +556,7 @@ impl RowParser {
             self.physical.resize(phys.len(), Value::Null);
         }
         self.canonical_ints = 0;
+        let track = self.track_canonical;
         for &k in &self.read_columns {
             let (name, ty) = &phys[k];
             let (s, e) = self.fields[k];
@@ -560,7 +565,7 @@ impl RowParser {
                 // Fast path: plain digits (what `parse_field` accepts, without the text work).
                 if let Some(v) = parse_int_field(line, s, e).filter(|v| int_fits(*v, *ty)) {
                     self.physical[k] = Value::Int(v);
-                    if k < 64 && is_canonical_int(raw) {
+                    if track && k < 64 && is_canonical_int(raw) {
                         self.canonical_ints |= 1 << k;
                     }
                     continue;
@@ -1673,6 +1678,12 @@ impl SplitReader<Row> for RowFileReader {
 impl RowFileReader {
     fn is_whole_file(&self) -> bool {
         self.range_start == 0 && self.range_end == u64::MAX
+    }
+
+    /// Prepare the parser for [`RowParser::parse_csv_to_csv`] (the fused copy): it notes which
+    /// integer fields are canonical text.
+    pub(crate) fn write_csv_text(&mut self) {
+        self.parser.track_canonical = true;
     }
 
     /// Record the end offset and line count of every row handed out from now on.
