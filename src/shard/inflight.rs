@@ -30,9 +30,10 @@ thread_local! {
     static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Reads started on this thread whose completion has not arrived yet.
+/// Reads and opens started on this thread whose completion has not arrived yet (the state
+/// stores' own file opens included: [`weir_storage::file_opens_in_flight`]).
 pub fn in_flight() -> usize {
-    IN_FLIGHT.with(|n| n.get())
+    IN_FLIGHT.with(|n| n.get()) + weir_storage::file_opens_in_flight()
 }
 
 /// Run `io` (a file read, owning what it reads from: an `Rc` of the file) as a detached

@@ -163,7 +163,9 @@ fn has_conversions(job: &super::plan::InsertPlan) -> bool {
 
 /// The INSERT as a fused CSV copy (see [`super::csv_copy`]), if it is one.
 fn csv_copy_plan(config: &crate::config::EngineConfig, job: &super::plan::InsertPlan) -> Option<super::csv_copy::CopyPlan> {
-    if !config.sql_csv_copy || crate::scaleout::role(config).is_some() {
+    // Without byte-range splits a lone file is better read by the row path (parsed on every
+    // shard, see `with_parallel_parse`).
+    if !config.sql_csv_copy || config.file_split_bytes == 0 || crate::scaleout::role(config).is_some() {
         return None;
     }
     let converted = with_conversions(job);

@@ -6,7 +6,11 @@
 //! partial file (`abort`) on error.
 //! Errors of fsync/fdatasync are tagged with an op starting with "fsync"
 //! or "fdatasync" so the store can poison itself ([`is_sync_failure`]).
+//! Every glommio open goes through [`create_dma`]: glommio's open ends with
+//! a `statx` the kernel writes into a buffer of the open's own, which must
+//! outlive a caller dropped mid-open (see [`file_opens_in_flight`]).
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,38 @@ use std::path::{Path, PathBuf};
 use glommio::io::{DmaFile, OpenOptions};
 
 use crate::error::{from_glommio, Result, StoreError};
+
+thread_local! {
+    static OPENS_IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// glommio opens started on this thread (an executor's) and not completed
+/// yet. An executor must not end while this is above zero: the kernel would
+/// write an open's `statx` result into freed memory. The engine's shards wait
+/// for it before their executors end.
+pub fn file_opens_in_flight() -> usize {
+    OPENS_IN_FLIGHT.with(|n| n.get())
+}
+
+/// Creates `path` (which must not exist) for direct-I/O writing. The open
+/// runs as a detached task counted in [`file_opens_in_flight`] until it
+/// completes, so dropping the caller mid-open does not free what the kernel
+/// still writes into.
+pub(crate) async fn create_dma(path: &Path) -> std::io::Result<DmaFile> {
+    OPENS_IN_FLIGHT.with(|n| n.set(n.get() + 1));
+    let owned = path.to_path_buf();
+    let task = glommio::spawn_local(async move {
+        let opened = OpenOptions::new().write(true).create_new(true).dma_open(&owned).await;
+        OPENS_IN_FLIGHT.with(|n| {
+            debug_assert!(n.get() > 0, "open count underflow");
+            n.set(n.get() - 1)
+        });
+        opened.map_err(from_glommio)
+    })
+    .detach();
+    task.await
+        .unwrap_or_else(|| Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the executor ended during the open")))
+}
 
 /// Alignment of direct-I/O writes (covers 512 B and 4 KiB devices).
 pub(crate) const IO_ALIGN: u64 = 4096;
@@ -136,12 +172,7 @@ impl Upload {
     /// file (truncate to length, fdatasync, close) after the last chunk.
     pub(crate) async fn step(&mut self, budget: u64, chunk: usize) -> Result<bool> {
         if self.file.is_none() {
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .dma_open(&self.path)
-                .await
-                .map_err(|e| StoreError::io("create", &self.path, from_glommio(e)))?;
+            let f = create_dma(&self.path).await.map_err(|e| StoreError::io("create", &self.path, e))?;
             self.file = Some(f);
         }
         let file = self.file.as_ref().expect("opened above");
@@ -175,5 +206,43 @@ impl Upload {
             let _ = f.close().await;
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    /// A create dropped after it started stays counted until the kernel is done, then the
+    /// file exists (the open completed on its own).
+    #[test]
+    fn a_dropped_create_stays_counted_until_the_open_completes() {
+        let dir = std::env::temp_dir().join(format!("weir-storage-create-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let seen = path.clone();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                {
+                    let mut create = std::pin::pin!(create_dma(&path));
+                    let polled = create.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                    assert!(polled.is_pending(), "the open runs as a task of its own");
+                    assert_eq!(file_opens_in_flight(), 1);
+                }
+                while file_opens_in_flight() > 0 {
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                let f = create_dma(&dir.join("g")).await.unwrap();
+                f.close().await.unwrap();
+                assert_eq!(file_opens_in_flight(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(seen.exists(), "the dropped create still completed");
+        let _ = std::fs::remove_dir_all(seen.parent().unwrap());
     }
 }

@@ -27,4 +27,5 @@ pub mod wal;
 
 pub use config::StoreConfig;
 pub use error::{Result, StoreError};
+pub use fsutil::file_opens_in_flight;
 pub use store::{CheckpointExport, CheckpointInfo, Clock, CompactionProgress, ManualClock, ScanIter, Stats, Store, SystemClock, WriteBatch};

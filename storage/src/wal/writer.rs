@@ -21,7 +21,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::DmaFile;
 use glommio::sync::Semaphore;
 
 use super::record::{encode_record, OpRef};
@@ -62,12 +62,7 @@ impl WalWriter {
     /// Creates a new, empty segment and makes its directory entry durable.
     pub async fn create(dir: &Path, id: u64, chunk: usize) -> Result<WalWriter> {
         let path = crate::fsutil::wal_path(dir, id);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| StoreError::io("create wal", &path, from_glommio(e)))?;
+        let file = crate::fsutil::create_dma(&path).await.map_err(|e| StoreError::io("create wal", &path, e))?;
         if let Err(e) = fsync_dir(dir) {
             let _ = file.close().await;
             let _ = std::fs::remove_file(&path);
