@@ -3,7 +3,8 @@
 //! (`sql_csv_copy = false`): integers in canonical and other spellings (`+5`, `007`, `-0`,
 //! empty = NULL, 19 digits), quoted strings with delimiters, quotes and a CR, long fields, CRLF and
 //! blank lines, a last line without a newline, constants, on 1–3 shards over many byte-range
-//! splits; bad records fail with the same error or are skipped and counted alike.
+//! splits; bad records fail with the same error or are skipped and counted alike; reads of
+//! any size (lines cut across reads, lines longer than a read) give the same rows.
 
 mod common;
 
@@ -207,4 +208,33 @@ fn bad_records_fail_or_skip_as_on_the_row_path() {
     assert_eq!(want.bad, 3);
     assert_eq!((got.read, got.written, got.bad), (want.read, want.written, want.bad));
     assert!(got.lines == want.lines, "skipping: the fused copy's rows differ from the row path's");
+}
+
+/// Reads of any size (lines cut across reads, lines longer than a read) give the same rows
+/// on both paths: the reader parses where the read landed and carries only a line that runs
+/// on into the next read.
+#[test]
+fn reads_of_any_size_give_the_rows_of_one_big_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_data(&data, 800, &[]);
+    let out = tmp.path().join("out");
+    let want = run(&data, &out, config(1, false, ErrorPolicy::Fail)).unwrap();
+    assert_eq!(want.read, 1601);
+    for chunk in [7usize, 64, 1000, 4096] {
+        for copy in [false, true] {
+            let got = run(
+                &data,
+                &out,
+                EngineConfig {
+                    file_read_chunk_bytes: chunk,
+                    ..config(2, copy, ErrorPolicy::Fail)
+                },
+            )
+            .unwrap();
+            assert_eq!(got.read, want.read, "reads of {chunk} bytes, copy {copy}");
+            assert!(got.lines == want.lines, "reads of {chunk} bytes, copy {copy}: rows differ");
+        }
+    }
 }
