@@ -1797,7 +1797,8 @@ pub fn explain(job: &Job) -> String {
     }
     let _ = writeln!(
         out,
-        "\n== execution ==\n{shards} shard(s); {} segment(s); every shard runs every segment; source file i is read by shard i % {shards}, in order; \
+        "\n== execution ==\n{shards} shard(s); {} segment(s); every shard runs every segment; split i of a source is read by shard i % {shards} \
+         (a file is one split, read in order, unless its INSERT is order-free: then byte ranges of file_split_bytes); \
          watermarks are combined by minimum over rings",
         edges.len() + job.inserts.len()
     );
