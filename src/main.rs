@@ -430,6 +430,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         config.restore_from = weir::control::daemon::resolve_restore("latest", &config)?;
     } else if let Some(restore) = &args.restore {
         config.restore_from = weir::control::daemon::resolve_restore(restore, &config)?;
+    } else if config.restore_from.is_none() {
+        weir::control::daemon::prepare_fresh_start(&config)?;
     }
     tracing::info!(
         "weir {}: job {} on {} shards (pinned: {}), batch {} records, rings of {} batches; checkpoints: {}; state: {:?}{}; config: {}",

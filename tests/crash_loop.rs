@@ -239,6 +239,14 @@ fn resume_exactly(tmp: &Path, script: &Path, data: &Path, flags: &[String]) {
         partial.len(),
         expected.len()
     );
+    // Started again without --restore, the job refuses: the earlier run did not finish.
+    let fresh = run(&dir, &[], &[]);
+    let stderr = String::from_utf8_lossy(&fresh.stderr);
+    assert!(
+        !fresh.status.success() && stderr.contains("earlier run that did not finish") && stderr.contains("--restore latest"),
+        "{name}: {stderr}"
+    );
+    assert_eq!(committed(&dir), partial, "{name}: the refused run wrote nothing");
     let second = run(&dir, &["--restore", "latest"], &[]);
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{name}: {stderr}");

@@ -460,7 +460,7 @@ impl CheckpointStore {
     }
 
     /// Epochs of `chk-*` directories, ascending (complete or not).
-    fn epochs(&self) -> Result<Vec<u64>> {
+    pub fn epochs(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();
         let entries = match fs::read_dir(&self.root) {
             Ok(e) => e,

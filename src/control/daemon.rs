@@ -222,6 +222,42 @@ impl EngineOverrides {
 }
 
 /// `--restore latest|DIR` → the checkpoint directory to restore, if any (logs what it chose).
+/// Before a job starts from the beginning (no `--restore`): its checkpoint directory must not
+/// hold an earlier run's checkpoints, or a restart after a failure (which restores the newest
+/// checkpoint there) and a later `--restore latest` would pick that run's. An earlier run that
+/// finished leaves nothing to continue: its checkpoints are removed (logged). One that did not
+/// finish is refused, with the ways forward.
+pub fn prepare_fresh_start(config: &EngineConfig) -> std::result::Result<(), String> {
+    let Some(root) = config.checkpoint_dir.as_ref().filter(|_| config.checkpoint_interval_ms > 0) else {
+        return Ok(());
+    };
+    let store = crate::checkpoint::files::CheckpointStore::new(root);
+    let epochs = store.epochs().map_err(|e| e.to_string())?;
+    if epochs.is_empty() {
+        return Ok(());
+    }
+    let start_over = format!("remove {} (or choose another --checkpoint-dir) to start over", root.display());
+    match store.latest() {
+        Ok(Some(dir)) => {
+            let meta = crate::checkpoint::files::read_meta(&dir).map_err(|e| e.to_string())?;
+            if !meta.finished {
+                return Err(format!(
+                    "{} is a checkpoint of an earlier run that did not finish: continue that run with --restore latest, or {start_over}",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Err(format!("{e}: continue from an intact checkpoint with --restore DIR, or {start_over}")),
+    }
+    tracing::info!(
+        "removing {} checkpoint folder(s) of an earlier run in {} (it finished, or never completed a checkpoint)",
+        epochs.len(),
+        root.display()
+    );
+    store.clean(&epochs, u64::MAX).map_err(|e| e.to_string())
+}
+
 pub fn resolve_restore(restore: &str, config: &EngineConfig) -> std::result::Result<Option<PathBuf>, String> {
     let dir = if restore == "latest" {
         let root = config
