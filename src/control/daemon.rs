@@ -221,7 +221,6 @@ impl EngineOverrides {
     }
 }
 
-/// `--restore latest|DIR` → the checkpoint directory to restore, if any (logs what it chose).
 /// Before a job starts from the beginning (no `--restore`): its checkpoint directory must not
 /// hold an earlier run's checkpoints, or a restart after a failure (which restores the newest
 /// checkpoint there) and a later `--restore latest` would pick that run's. An earlier run that
@@ -258,6 +257,7 @@ pub fn prepare_fresh_start(config: &EngineConfig) -> std::result::Result<(), Str
     store.clean(&epochs, u64::MAX).map_err(|e| e.to_string())
 }
 
+/// `--restore latest|DIR` → the checkpoint directory to restore, if any (logs what it chose).
 pub fn resolve_restore(restore: &str, config: &EngineConfig) -> std::result::Result<Option<PathBuf>, String> {
     let dir = if restore == "latest" {
         let root = config

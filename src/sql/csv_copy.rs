@@ -84,8 +84,7 @@ pub(super) fn plan(insert: &InsertPlan, query: &Rel, order_free: bool) -> Option
     }
     .reading(table, &need);
     let physical = super::source::physical_needed(table, &need);
-    let parser = RowParser::new(table.clone(), physical.clone().into(), Arc::new(post.clone()));
-    parser.copies_to_csv().then(|| CopyPlan {
+    super::source::copy_slots(table, &post).is_some().then(|| CopyPlan {
         table: table.clone(),
         physical,
         post,

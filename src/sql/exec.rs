@@ -125,7 +125,6 @@ pub fn build_env(job: &Job) -> Result<StreamEnv, SqlError> {
     Ok(env)
 }
 
-/// One INSERT's operators and sink.
 /// The INSERT's query with the sink's conversions composed into it, when they are composed:
 /// a query that is a projection gets them in its projection (one fused projection, in the
 /// reader when it reads a scan); `None` for others (converted after the query, or no
@@ -175,6 +174,7 @@ fn csv_copy_plan(config: &crate::config::EngineConfig, job: &super::plan::Insert
     super::csv_copy::plan(job, converted.as_ref().unwrap_or(&job.query), order_free(job))
 }
 
+/// One INSERT's operators and sink.
 fn build_insert(env: &StreamEnv, job: &super::plan::InsertPlan) -> Result<(), SqlError> {
     REPARTITIONED.with(|r| r.set(false));
     SPLIT_FILES.with(|f| f.set(order_free(job)));

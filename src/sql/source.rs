@@ -187,7 +187,7 @@ impl RowFileSource {
     /// Does the scan read CSV and can it write its rows as CSV text without building them
     /// (see [`RowParser::parse_csv_to_csv`])?
     pub(crate) fn copies_to_csv(&self) -> bool {
-        self.format == Format::Csv && RowParser::new(self.table.clone(), self.needed.clone(), self.post.clone()).copies_to_csv()
+        self.format == Format::Csv && copy_slots(&self.table, &self.post).is_some()
     }
 
     /// Number of splits (files or byte ranges of files).
@@ -379,15 +379,13 @@ pub(crate) struct RowParser {
     /// The line [`RowParser::split_next_line`] split into `fields` (its address and length
     /// without `\r`) and its field count, for the next [`RowParser::parse`] of that line.
     presplit: Option<(usize, usize, usize)>,
-    /// The direct program's output columns when each is a physical value or a constant (the
-    /// scan can be written as text without building rows).
+    /// Set by [`RowFileReader::write_csv_text`] (the fused copy): the output columns, each a
+    /// physical value or a constant.
     copy: Option<Vec<CopySlot>>,
-    /// After a CSV parse, when `track_canonical`: bit `k` (`k < 64`) is set if physical
-    /// column `k` is an integer whose field is its canonical text (plain digits, no `+`, no
-    /// leading zero, not `-0`).
+    /// After a CSV parse, when `copy` is set: bit `k` (`k < 64`) is set if physical column
+    /// `k` is an integer whose field is its canonical text (plain digits, no `+`, no leading
+    /// zero, not `-0`).
     canonical_ints: u64,
-    /// Set by [`RowFileReader::write_csv_text`] (only the fused copy reads `canonical_ints`).
-    track_canonical: bool,
 }
 
 /// Where a reader puts what it parses from each line: rows ([`Vec<Row>`]), or their CSV text
@@ -421,12 +419,11 @@ pub(crate) enum CopySlot {
 
 impl RowParser {
     pub(crate) fn new(table: Arc<TableDef>, needed: Arc<[bool]>, post: Arc<ScanPost>) -> Self {
-        let direct = DirectProgram::new(&table, &post);
         Self {
-            copy: direct.as_ref().and_then(DirectProgram::copy_slots),
+            copy: None,
             read_columns: (0..table.physical.len()).filter(|k| needed.get(*k).copied().unwrap_or(false)).collect(),
             program: ScanProgram::new(&table, &post),
-            direct,
+            direct: DirectProgram::new(&table, &post),
             table,
             physical: Row::new(),
             wide: Row::new(),
@@ -435,7 +432,6 @@ impl RowParser {
             presplit: None,
             needed,
             canonical_ints: 0,
-            track_canonical: false,
         }
     }
 
@@ -449,22 +445,16 @@ impl RowParser {
         self.emit(meta, out)
     }
 
-    /// Can [`RowParser::parse_csv_to_csv`] parse this scan (a CSV table, no filter, every
-    /// output column a physical column or a constant)?
-    pub(crate) fn copies_to_csv(&self) -> bool {
-        self.copy.is_some()
-    }
-
     /// Parse the CSV `line` (non-empty, without its newline) and append its output row to
     /// `out` as a CSV line, encoded straight from the physical values: the same bytes as
     /// [`RowParser::parse`] then [`CsvRowEncoder::write`], and the same errors.
     ///
-    /// Panics if [`RowParser::copies_to_csv`] is false (the planner checks it first).
+    /// Panics without [`RowFileReader::write_csv_text`] (the planner checks [`copy_slots`]).
     #[inline]
     pub(crate) fn parse_csv_to_csv(&mut self, line: &[u8], encoder: &mut CsvRowEncoder, out: &mut Vec<u8>) -> Result<(), BadRow> {
         self.parse_csv(line)?;
-        let (Some(direct), Some(copy), true) = (&self.direct, &self.copy, self.track_canonical) else {
-            panic!("parse_csv_to_csv on a scan that is not a plain copy, or without write_csv_text (planner bug)");
+        let (Some(direct), Some(copy)) = (&self.direct, &self.copy) else {
+            panic!("parse_csv_to_csv without write_csv_text (planner bug)");
         };
         if let Err(rt) = direct.check_rowtime(&self.physical) {
             return Err(bad_row(Some(&self.table.columns[rt].0), "the time attribute is NULL"));
@@ -556,7 +546,7 @@ impl RowParser {
             self.physical.resize(phys.len(), Value::Null);
         }
         self.canonical_ints = 0;
-        let track = self.track_canonical;
+        let track = self.copy.is_some();
         for &k in &self.read_columns {
             let (name, ty) = &phys[k];
             let (s, e) = self.fields[k];
@@ -1131,6 +1121,12 @@ impl DirectProgram {
     }
 }
 
+/// The output columns of the scan of `table` with `post` when each is a physical value or a
+/// constant: its rows can be written as text without building them ([`RowParser::parse_csv_to_csv`]).
+pub(crate) fn copy_slots(table: &TableDef, post: &ScanPost) -> Option<Vec<CopySlot>> {
+    DirectProgram::new(table, post)?.copy_slots()
+}
+
 /// Which physical columns a scan must produce when the table columns `needed` are read (the
 /// time attribute always is): physical columns read directly or by a read computed column.
 pub fn physical_needed(table: &TableDef, needed: &[bool]) -> Vec<bool> {
@@ -1680,10 +1676,14 @@ impl RowFileReader {
         self.range_start == 0 && self.range_end == u64::MAX
     }
 
-    /// Prepare the parser for [`RowParser::parse_csv_to_csv`] (the fused copy): it notes which
-    /// integer fields are canonical text.
+    /// Prepare the parser for [`RowParser::parse_csv_to_csv`] (the fused copy): its output
+    /// columns, and noting which integer fields are canonical text.
+    ///
+    /// Panics if the scan is not a plain copy (the planner checks [`copy_slots`] first).
     pub(crate) fn write_csv_text(&mut self) {
-        self.parser.track_canonical = true;
+        let p = &mut self.parser;
+        p.copy = p.direct.as_ref().and_then(DirectProgram::copy_slots);
+        assert!(p.copy.is_some(), "write_csv_text on a scan that is not a plain copy (planner bug)");
     }
 
     /// Record the end offset and line count of every row handed out from now on.
