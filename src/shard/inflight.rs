@@ -14,44 +14,21 @@
 //! [`open_buffered`], ...): the operation runs as a detached task of its own (dropping the
 //! caller does not cancel it) and counts itself in flight until the kernel completed it, and a
 //! shard awaits [`drain`] before its executor ends. (Writes need no such care: the kernel only
-//! reads their buffers.)
+//! reads their buffers.) The task and its count are `weir_storage::inflight`'s, which the state
+//! stores' own file creates use too: one count per shard covers both.
 //!
 //! Invariants: the in-flight count is per thread (shard) and never negative; [`drain`] returns
 //! only when it is zero or its bound passed (logged: a read the kernel never completes).
 
-use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::io::{BufferedFile, DmaFile, ReadResult};
 
-thread_local! {
-    static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Reads and opens started on this thread whose completion has not arrived yet (the state
-/// stores' own file opens included: [`weir_storage::file_opens_in_flight`]).
-pub fn in_flight() -> usize {
-    IN_FLIGHT.with(|n| n.get()) + weir_storage::file_opens_in_flight()
-}
-
-/// Run `io` (a file read, owning what it reads from: an `Rc` of the file) as a detached
-/// task counted in flight until it completes, even if the caller is dropped first. `None` only
-/// when the executor itself ends before it completes.
-pub async fn detached<T: 'static>(io: impl std::future::Future<Output = T> + 'static) -> Option<T> {
-    IN_FLIGHT.with(|n| n.set(n.get() + 1));
-    let task = glommio::spawn_local(async move {
-        let result = io.await;
-        IN_FLIGHT.with(|n| {
-            debug_assert!(n.get() > 0, "in-flight read count underflow");
-            n.set(n.get() - 1)
-        });
-        result
-    })
-    .detach();
-    task.await
-}
+/// The counted detached task and the count, shared with the state stores' own file creates
+/// (one counter per thread: [`drain`] waits for both).
+pub use weir_storage::inflight::{detached, in_flight};
 
 /// `file.read_at(pos, len)` through [`detached`].
 pub async fn read_at(file: &Rc<BufferedFile>, pos: u64, len: usize) -> std::io::Result<ReadResult> {

@@ -8,9 +8,8 @@
 //! or "fdatasync" so the store can poison itself ([`is_sync_failure`]).
 //! Every glommio open goes through [`create_dma`]: glommio's open ends with
 //! a `statx` the kernel writes into a buffer of the open's own, which must
-//! outlive a caller dropped mid-open (see [`file_opens_in_flight`]).
+//! outlive a caller dropped mid-open (see [`crate::inflight`]).
 
-use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -19,35 +18,13 @@ use glommio::io::{DmaFile, OpenOptions};
 
 use crate::error::{from_glommio, Result, StoreError};
 
-thread_local! {
-    static OPENS_IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
-}
-
-/// glommio opens started on this thread (an executor's) and not completed
-/// yet. An executor must not end while this is above zero: the kernel would
-/// write an open's `statx` result into freed memory. The engine's shards wait
-/// for it before their executors end.
-pub fn file_opens_in_flight() -> usize {
-    OPENS_IN_FLIGHT.with(|n| n.get())
-}
-
 /// Creates `path` (which must not exist) for direct-I/O writing. The open
-/// runs as a detached task counted in [`file_opens_in_flight`] until it
-/// completes, so dropping the caller mid-open does not free what the kernel
-/// still writes into.
+/// runs through [`crate::inflight::detached`], so dropping the caller
+/// mid-open does not free what the kernel still writes into.
 pub(crate) async fn create_dma(path: &Path) -> std::io::Result<DmaFile> {
-    OPENS_IN_FLIGHT.with(|n| n.set(n.get() + 1));
     let owned = path.to_path_buf();
-    let task = glommio::spawn_local(async move {
-        let opened = OpenOptions::new().write(true).create_new(true).dma_open(&owned).await;
-        OPENS_IN_FLIGHT.with(|n| {
-            debug_assert!(n.get() > 0, "open count underflow");
-            n.set(n.get() - 1)
-        });
-        opened.map_err(from_glommio)
-    })
-    .detach();
-    task.await
+    crate::inflight::detached(async move { OpenOptions::new().write(true).create_new(true).dma_open(&owned).await.map_err(from_glommio) })
+        .await
         .unwrap_or_else(|| Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the executor ended during the open")))
 }
 
@@ -230,14 +207,14 @@ mod tests {
                     let mut create = std::pin::pin!(create_dma(&path));
                     let polled = create.as_mut().poll(&mut Context::from_waker(Waker::noop()));
                     assert!(polled.is_pending(), "the open runs as a task of its own");
-                    assert_eq!(file_opens_in_flight(), 1);
+                    assert_eq!(crate::inflight::in_flight(), 1);
                 }
-                while file_opens_in_flight() > 0 {
+                while crate::inflight::in_flight() > 0 {
                     glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
                 }
                 let f = create_dma(&dir.join("g")).await.unwrap();
                 f.close().await.unwrap();
-                assert_eq!(file_opens_in_flight(), 0);
+                assert_eq!(crate::inflight::in_flight(), 0);
             })
             .unwrap()
             .join()

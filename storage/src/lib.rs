@@ -18,6 +18,7 @@ pub(crate) mod compaction;
 pub mod config;
 pub mod error;
 pub(crate) mod fsutil;
+pub mod inflight;
 pub mod manifest;
 pub(crate) mod memtable;
 pub(crate) mod merge;
@@ -27,5 +28,4 @@ pub mod wal;
 
 pub use config::StoreConfig;
 pub use error::{Result, StoreError};
-pub use fsutil::file_opens_in_flight;
 pub use store::{CheckpointExport, CheckpointInfo, Clock, CompactionProgress, ManualClock, ScanIter, Stats, Store, SystemClock, WriteBatch};
